@@ -1,0 +1,84 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Shared vocabulary of the core: transition batches and the small interfaces planners plug into.
+
+Shapes: ``S`` state dim, ``A`` action dim, ``K`` ensemble members, ``B`` batch, ``H`` horizon.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol, Tuple
+
+import numpy as np
+import torch
+
+# reward_fn(next_obs (..., S), act (..., A)) -> reward (...). Batched, pure torch, any device.
+RewardFnType = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TransitionBatch:
+    """A batch of real transitions (s, a, r, s').
+
+    Attributes:
+        obs: (N, S) float32 states.
+        act: (N, A) float32 actions (normalised to [-1, 1]).
+        next_obs: (N, S) float32 next states.
+        reward: (N,) float32 rewards.
+        done: (N,) bool, True on the last step of an episode (time limit or termination).
+    """
+
+    obs: np.ndarray
+    act: np.ndarray
+    next_obs: np.ndarray
+    reward: np.ndarray
+    done: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.obs)
+        for name in ('act', 'next_obs', 'reward', 'done'):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f'TransitionBatch: {name} has {len(getattr(self, name))} rows, '
+                                 f'obs has {n}')
+        if self.obs.shape != self.next_obs.shape:
+            raise ValueError('TransitionBatch: obs and next_obs shapes differ')
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @staticmethod
+    def concat(batches) -> 'TransitionBatch':
+        """Concatenate batches row-wise."""
+        return TransitionBatch(*(np.concatenate([getattr(b, f) for b in batches])
+                                 for f in ('obs', 'act', 'next_obs', 'reward', 'done')))
+
+
+class DynamicsModel(Protocol):
+    """What a planner needs of a learned model (see ``core.models.ensemble``).
+
+    Members are laid out on the leading axis so all K run as one batched program.
+    """
+
+    ensemble_size: int
+    device: torch.device
+
+    def sample_next(self, obs: torch.Tensor, act: torch.Tensor,
+                    deterministic: bool = False,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Next states (K, B, S) from obs (K, B, S), act (K, B, A); row k runs on member k.
+
+        Probabilistic members sample from their Gaussian head unless ``deterministic``.
+        """
+
+    def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance (K, B, S) of the next state of each member for shared (B, ·) inputs."""

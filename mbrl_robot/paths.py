@@ -1,0 +1,54 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Where the installed data (config/, urdf/, launch/) lives.
+
+In a colcon install the files sit under share/mbrl_robot (found through the ament index); in a
+pip-only checkout (``pip install -e .``) they sit at the repository root beside the package.
+"""
+
+import os
+
+PACKAGE_NAME = 'mbrl_robot'
+
+
+def share_dir() -> str:
+    """Return the directory holding config/, urdf/ and launch/."""
+    source_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isdir(os.path.join(source_root, 'config')):
+        return source_root
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return get_package_share_directory(PACKAGE_NAME)
+    except ImportError:  # pragma: no cover - only without ament and outside the checkout
+        raise FileNotFoundError(
+            'cannot find mbrl_robot data files: not in a source checkout and '
+            'ament_index_python is not installed')
+
+
+def config_path(name: str) -> str:
+    """Path of ``config/<name>``; ``name`` may omit the ``.yaml`` suffix."""
+    if not name.endswith('.yaml'):
+        name += '.yaml'
+    path = name if os.path.isabs(name) else os.path.join(share_dir(), 'config', name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path}')
+    return path
+
+
+def urdf_path(name: str = 'iiwa7_pusher.urdf') -> str:
+    """Path of ``urdf/<name>``."""
+    path = os.path.join(share_dir(), 'urdf', name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'URDF not found: {path}')
+    return path
