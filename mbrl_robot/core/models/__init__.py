@@ -11,5 +11,12 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Learned dynamics models: the batched Gaussian ensemble, its normaliser, trainer and factory."""
 
-"""mbrl_robot.core.models."""
+from mbrl_robot.core.models.ensemble import EnsembleLinear, GaussianEnsemble
+from mbrl_robot.core.models.factory import create_model, create_trainer
+from mbrl_robot.core.models.normalizer import Normalizer
+from mbrl_robot.core.models.trainer import ModelTrainer, TrainResult
+
+__all__ = ['EnsembleLinear', 'GaussianEnsemble', 'ModelTrainer', 'Normalizer', 'TrainResult',
+           'create_model', 'create_trainer']
