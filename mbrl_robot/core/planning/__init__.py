@@ -12,4 +12,18 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""mbrl_robot.core.planning."""
+"""Planning with learned models: optimizers, batched trajectory evaluation, the MPC agent."""
+
+from mbrl_robot.core.planning.agent import MPCAgent
+from mbrl_robot.core.planning.factory import create_agent, resolve_planner_cfg
+from mbrl_robot.core.planning.optimizers import (cem_update, CEMOptimizer, colored_noise,
+                                                 OptimizationResult, Optimizer,
+                                                 RandomShootingOptimizer)
+from mbrl_robot.core.planning.trajectory import (clamp_to_joint_limits, JointLimits,
+                                                 project_action_sequences, TrajectoryEvaluator)
+
+__all__ = [
+    'cem_update', 'CEMOptimizer', 'clamp_to_joint_limits', 'colored_noise', 'create_agent',
+    'JointLimits', 'MPCAgent', 'OptimizationResult', 'Optimizer', 'project_action_sequences',
+    'RandomShootingOptimizer', 'resolve_planner_cfg', 'TrajectoryEvaluator',
+]

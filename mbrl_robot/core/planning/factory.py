@@ -1,0 +1,201 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Build an ``MPCAgent`` from the ``controller.planner`` block of ``config/*.yaml``.
+
+Keys (defaults in ``DEFAULTS``; ``name`` is required, unknown keys are an error):
+    name: random_shooting | cem | icem | pets.
+    horizon (H), population_size (N), elite_count (M), iterations (I), min_std, initial_std,
+    alpha: optimizer settings (random shooting uses only H and N).
+    particles (P), propagation (ts_inf | ts_1 | mean), pessimism (lambda), seed.
+    terminal_weight: weight of the last step's reward (1.0 = plain sum).
+    deterministic: propagate members' means instead of sampling their Gaussian heads.
+    bound_mode: clip | truncnorm, how CEM keeps samples within [-1, 1].
+    return_mean: CEM executes the final mean instead of the best sample seen.
+    noise_beta, keep_elites_fraction, shift_elites: iCEM (defaults 2.0, 0.3, true for icem,
+        off otherwise).
+    max_delta: bound on |a_t - a_{t-1}| of the normalised action per step (null = none).
+    joint_limit_penalty: penalty scale for predicted joint-limit violations.
+    plan_stats: roll the chosen plan through every member for ``last_plan_info``.
+
+Per name, unless the block sets it: random_shooting and cem default to ``propagation: mean``
+(the lecture's deterministic mean propagation, one particle), pets to ``ts_inf``; pets rejects
+``mean``.
+"""
+
+import math
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from mbrl_robot.core.planning.agent import MPCAgent
+from mbrl_robot.core.planning.optimizers import CEMOptimizer, RandomShootingOptimizer
+from mbrl_robot.core.planning.trajectory import JointLimits, PROPAGATIONS
+from mbrl_robot.core.types import DynamicsModel, RewardFnType
+
+NAMES = ('random_shooting', 'cem', 'icem', 'pets')
+
+DEFAULTS: Dict[str, Any] = {
+    'horizon': 25,
+    'population_size': 500,
+    'elite_count': 50,
+    'iterations': 5,
+    'min_std': 0.05,
+    'initial_std': 0.5,
+    'alpha': 0.1,
+    'particles': 1,
+    'propagation': None,
+    'pessimism': 0.0,
+    'seed': 0,
+    'terminal_weight': 1.0,
+    'deterministic': False,
+    'bound_mode': 'clip',
+    'return_mean': False,
+    'noise_beta': None,
+    'keep_elites_fraction': None,
+    'shift_elites': None,
+    'max_delta': None,
+    'joint_limit_penalty': 1000.0,
+    'plan_stats': True,
+}
+
+_INTS = ('horizon', 'population_size', 'elite_count', 'iterations', 'particles', 'seed')
+_FLOATS = ('min_std', 'initial_std', 'alpha', 'pessimism', 'terminal_weight', 'noise_beta',
+           'keep_elites_fraction', 'max_delta', 'joint_limit_penalty')
+_BOOLS = ('deterministic', 'return_mean', 'shift_elites', 'plan_stats')
+
+
+def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Validate a planner block and fill the defaults.
+
+    Args:
+        planner_cfg: the ``controller.planner`` dict.
+
+    Returns:
+        A new dict with every key of ``DEFAULTS`` plus ``name``, typed and checked.
+
+    Raises:
+        ValueError: unknown name or key, or an invalid value.
+        TypeError: a value of the wrong type.
+    """
+    if not isinstance(planner_cfg, dict):
+        raise TypeError(f'planner config must be a dict, got {type(planner_cfg).__name__}')
+    name = planner_cfg.get('name')
+    if name not in NAMES:
+        raise ValueError(f'planner name must be one of {NAMES}, got {name!r}')
+    unknown = set(planner_cfg) - set(DEFAULTS) - {'name'}
+    if unknown:
+        raise ValueError(f'unknown planner keys: {sorted(unknown)}')
+    cfg = dict(DEFAULTS)
+    cfg.update({k: v for k, v in planner_cfg.items() if v is not None})
+    icem = name == 'icem'
+    for key, icem_default in (('noise_beta', 2.0), ('keep_elites_fraction', 0.3),
+                              ('shift_elites', True)):
+        if cfg[key] is None:
+            cfg[key] = icem_default if icem else type(icem_default)(0)
+    if cfg['propagation'] is None:
+        cfg['propagation'] = 'ts_inf' if name == 'pets' else 'mean'
+    for key in _INTS:
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int):
+            raise TypeError(f'planner.{key} must be an int, got {cfg[key]!r}')
+    for key in _FLOATS:
+        v = cfg[key]
+        if v is None and key == 'max_delta':
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f'planner.{key} must be a finite number, got {v!r}')
+        cfg[key] = float(v)
+    for key in _BOOLS:
+        if not isinstance(cfg[key], bool):
+            raise TypeError(f'planner.{key} must be a bool, got {cfg[key]!r}')
+    checks = (
+        ('horizon', cfg['horizon'] >= 1, '>= 1'),
+        ('population_size', cfg['population_size'] >= (1 if name == 'random_shooting' else 2),
+         '>= 2 (>= 1 for random shooting)'),
+        ('iterations', cfg['iterations'] >= 1, '>= 1'),
+        ('particles', cfg['particles'] >= 1, '>= 1'),
+        ('min_std', cfg['min_std'] >= 0.0, '>= 0'),
+        ('initial_std', cfg['initial_std'] > 0.0, '> 0'),
+        ('alpha', 0.0 <= cfg['alpha'] < 1.0, 'in [0, 1)'),
+        ('pessimism', cfg['pessimism'] >= 0.0, '>= 0'),
+        ('noise_beta', cfg['noise_beta'] >= 0.0, '>= 0'),
+        ('keep_elites_fraction', 0.0 <= cfg['keep_elites_fraction'] <= 1.0, 'in [0, 1]'),
+        ('joint_limit_penalty', cfg['joint_limit_penalty'] >= 0.0, '>= 0'),
+        ('max_delta', cfg['max_delta'] is None or cfg['max_delta'] > 0.0, '> 0 or null'),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise ValueError(f'planner.{key} must be {what}, got {cfg[key]!r}')
+    if name != 'random_shooting' and not 1 <= cfg['elite_count'] <= cfg['population_size']:
+        raise ValueError(f"planner.elite_count must be in [1, population_size="
+                         f"{cfg['population_size']}], got {cfg['elite_count']}")
+    if cfg['propagation'] not in PROPAGATIONS:
+        raise ValueError(f'planner.propagation must be one of {PROPAGATIONS}, got '
+                         f"{cfg['propagation']!r}")
+    if name == 'pets' and cfg['propagation'] == 'mean':
+        raise ValueError("planner 'pets' propagates particles: propagation must be ts_inf or "
+                         'ts_1')
+    if cfg['propagation'] == 'mean' and cfg['particles'] != 1:
+        raise ValueError(f"propagation 'mean' is deterministic: planner.particles must be 1, "
+                         f"got {cfg['particles']}")
+    if cfg['bound_mode'] not in ('clip', 'truncnorm'):
+        raise ValueError(f"planner.bound_mode must be clip or truncnorm, got {cfg['bound_mode']!r}")
+    if cfg['shift_elites'] and cfg['keep_elites_fraction'] == 0.0:
+        raise ValueError('planner.shift_elites needs keep_elites_fraction > 0')
+    cfg['name'] = name
+    return cfg
+
+
+def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: RewardFnType,
+                 action_dim: int, device: Optional[Union[str, torch.device]] = None,
+                 max_delta: Optional[float] = None,
+                 joint_limits: Optional[JointLimits] = None) -> MPCAgent:
+    """Build the MPC agent a planner block describes.
+
+    Args:
+        planner_cfg: the ``controller.planner`` dict (see the module docstring).
+        model: ensemble implementing ``types.DynamicsModel``.
+        reward_fn: batched ``reward_fn(next_obs (..., S), act (..., A)) -> (...)``.
+        action_dim: A.
+        device: planning device; must be the model's (default: the model's).
+        max_delta: acceleration bound on the normalised action per step; overrides the block's
+            ``max_delta`` (the controller derives it from ``max_joint_accel_rad_s2``).
+        joint_limits: optional ``JointLimits`` penalised along predicted trajectories.
+
+    Returns:
+        A reset ``MPCAgent`` with actions bounded to [-1, 1].
+    """
+    cfg = resolve_planner_cfg(planner_cfg)
+    if isinstance(action_dim, bool) or not isinstance(action_dim, int) or action_dim < 1:
+        raise ValueError(f'action_dim must be a positive int, got {action_dim!r}')
+    model_device = torch.device(getattr(model, 'device', 'cpu'))
+    device = model_device if device is None else torch.device(device)
+    if device != model_device:
+        raise ValueError(f'planning device {device} differs from the model device {model_device}')
+    common = dict(lower=-1.0, upper=1.0, device=device, seed=cfg['seed'])
+    if cfg['name'] == 'random_shooting':
+        optimizer = RandomShootingOptimizer(action_dim, cfg['population_size'], **common)
+    else:
+        optimizer = CEMOptimizer(
+            action_dim, cfg['population_size'], cfg['elite_count'], cfg['iterations'],
+            alpha=cfg['alpha'], initial_std=cfg['initial_std'], min_std=cfg['min_std'],
+            bound_mode=cfg['bound_mode'], return_mean=cfg['return_mean'],
+            noise_beta=cfg['noise_beta'], keep_elites_fraction=cfg['keep_elites_fraction'],
+            shift_elites=cfg['shift_elites'], **common)
+    return MPCAgent(model, reward_fn, optimizer, cfg['horizon'], action_dim,
+                    particles=cfg['particles'], propagation=cfg['propagation'],
+                    pessimism=cfg['pessimism'], terminal_weight=cfg['terminal_weight'],
+                    deterministic=cfg['deterministic'],
+                    max_delta=cfg['max_delta'] if max_delta is None else max_delta,
+                    joint_limits=joint_limits, joint_limit_penalty=cfg['joint_limit_penalty'],
+                    plan_stats=cfg['plan_stats'], seed=cfg['seed'] + 1)

@@ -1,0 +1,354 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Batched evaluation of candidate action sequences through an ensemble model.
+
+All candidates x particles x members run as one batched program per time step: rollout
+``r = n * P + p`` (candidate ``n``, particle ``p``) sits in row ``r % K`` of the model's
+(K, B, S) input, so each of the K members sees a contiguous batch.
+
+Propagation (Chua et al. 2018, PETS):
+    ``ts_inf``: each particle keeps its member for the whole horizon (member ``r % K``).
+    ``ts_1``: particles are re-assigned to members by a fresh random permutation every step.
+    ``mean``: deterministic ensemble-mean propagation: every candidate runs through all K members
+        and the next state is their average (one particle; the lecture's CEM).
+
+Also here: the action-sequence constraints the agent applies (box and acceleration bound) and a
+pure joint-limit clamp for the controller.
+"""
+
+from dataclasses import dataclass
+import math
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from mbrl_robot.core.types import DynamicsModel, RewardFnType
+
+PROPAGATIONS = ('ts_inf', 'ts_1', 'mean')
+
+
+@dataclass
+class JointLimits:
+    """Joint position limits checked along predicted trajectories.
+
+    Attributes:
+        q_start: index of q_1 in the state (q is ``state[q_start:q_start + len(lower)]``).
+        lower: (J,) lower limits (rad).
+        upper: (J,) upper limits (rad).
+    """
+
+    q_start: int
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def __post_init__(self):
+        self.lower = np.asarray(self.lower, dtype=np.float64).reshape(-1)
+        self.upper = np.asarray(self.upper, dtype=np.float64).reshape(-1)
+        if self.lower.shape != self.upper.shape or self.lower.size == 0:
+            raise ValueError('joint limits: lower and upper must be non-empty and of equal shape')
+        if not (self.lower < self.upper).all():
+            raise ValueError('joint limits: every lower limit must be below its upper limit')
+        if int(self.q_start) < 0:
+            raise ValueError(f'joint limits: q_start must be >= 0, got {self.q_start}')
+        self.q_start = int(self.q_start)
+
+
+def _check_model(model: DynamicsModel) -> int:
+    if not callable(getattr(model, 'sample_next', None)):
+        raise TypeError(f'model {type(model).__name__} has no sample_next(obs, act, ...)')
+    k = getattr(model, 'ensemble_size', None)
+    if not isinstance(k, int) or k < 1:
+        raise TypeError(f'model.ensemble_size must be a positive int, got {k!r}')
+    return k
+
+
+class TrajectoryEvaluator:
+    """Scores candidate action sequences with an ensemble model and a reward function.
+
+    Score of a candidate = mean over particles of the return minus ``pessimism`` times the std
+    over particles (population std), minus the joint-limit penalty. The return of a rollout is
+    ``sum_t r_t`` with the last step's reward weighted by ``terminal_weight``.
+
+    Args:
+        model: ensemble implementing ``types.DynamicsModel``.
+        reward_fn: ``reward_fn(next_obs (..., S), act (..., A)) -> (...)``.
+        particles: P rollouts per candidate (must be 1 for ``mean``).
+        propagation: 'ts_inf', 'ts_1' or 'mean'.
+        pessimism: lambda >= 0 of the score.
+        terminal_weight: weight of the last step's reward (1.0 = plain sum).
+        deterministic: use the members' means instead of sampling their Gaussian heads
+            (always true for ``mean``).
+        joint_limits: optional ``JointLimits``; rollouts leaving them are penalised.
+        joint_limit_penalty: penalty = this * (1 + total violation in rad) for a violating rollout.
+        generator: random generator on the model's device (sampling and TS-1 permutations).
+    """
+
+    def __init__(self, model: DynamicsModel, reward_fn: RewardFnType, particles: int = 1,
+                 propagation: str = 'ts_inf', pessimism: float = 0.0,
+                 terminal_weight: float = 1.0, deterministic: bool = False,
+                 joint_limits: Optional[JointLimits] = None, joint_limit_penalty: float = 1e3,
+                 generator: Optional[torch.Generator] = None):
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f'propagation must be one of {PROPAGATIONS}, got {propagation!r}')
+        if int(particles) < 1:
+            raise ValueError(f'particles must be >= 1, got {particles}')
+        if propagation == 'mean' and int(particles) != 1:
+            raise ValueError(f"propagation 'mean' is deterministic: particles must be 1, "
+                             f'got {particles}')
+        if not (pessimism >= 0.0 and math.isfinite(pessimism)):
+            raise ValueError(f'pessimism must be finite and >= 0, got {pessimism}')
+        if not math.isfinite(terminal_weight):
+            raise ValueError(f'terminal_weight must be finite, got {terminal_weight}')
+        if not joint_limit_penalty >= 0.0:
+            raise ValueError(f'joint_limit_penalty must be >= 0, got {joint_limit_penalty}')
+        if not callable(reward_fn):
+            raise TypeError('reward_fn must be callable')
+        self.particles = int(particles)
+        self.propagation = propagation
+        self.pessimism = float(pessimism)
+        self.terminal_weight = float(terminal_weight)
+        self.deterministic = bool(deterministic) or propagation == 'mean'
+        self.joint_limits = joint_limits
+        self.joint_limit_penalty = float(joint_limit_penalty)
+        self.reward_fn = reward_fn
+        self.set_model(model)
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(0)
+        self.generator = generator
+
+    def set_model(self, model: DynamicsModel) -> None:
+        """Swap the model (same state/action layout); takes effect on the next evaluation."""
+        self.ensemble_size = _check_model(model)
+        self.model = model
+        self.device = torch.device(getattr(model, 'device', 'cpu'))
+        self._limits_t = None
+        if self.joint_limits is not None:
+            self._limits_t = (torch.as_tensor(self.joint_limits.lower, dtype=torch.float32,
+                                              device=self.device),
+                              torch.as_tensor(self.joint_limits.upper, dtype=torch.float32,
+                                              device=self.device))
+
+    def _check_inputs(self, obs: torch.Tensor, actions: torch.Tensor) -> Tuple[torch.Tensor,
+                                                                                torch.Tensor]:
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        if obs.dim() != 1:
+            raise ValueError(f'obs must have shape (S,), got {tuple(obs.shape)}')
+        if actions.dim() != 3 or min(actions.shape) < 1:
+            raise ValueError(f'actions must have shape (N, H, A), got {tuple(actions.shape)}')
+        if self.joint_limits is not None:
+            j = self.joint_limits.q_start + self.joint_limits.lower.size
+            if j > obs.shape[0]:
+                raise ValueError(f'joint limits need state dim >= {j}, got {obs.shape[0]}')
+        return obs, actions
+
+    def _penalty(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., S) over (H, ...) -> (...) joint-limit penalty per rollout."""
+        lower, upper = self._limits_t
+        q0 = self.joint_limits.q_start
+        q = states[..., q0:q0 + lower.shape[0]]
+        viol = (torch.relu(q - upper) + torch.relu(lower - q)).sum(dim=-1).sum(dim=0)
+        return self.joint_limit_penalty * ((viol > 0).float() + viol)
+
+    def _returns(self, states: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """(H, ..., S), (H, ..., A) -> (...) returns (minus the joint-limit penalty)."""
+        rewards = self.reward_fn(states, acts)
+        if rewards.shape != states.shape[:-1]:
+            raise ValueError(f'reward_fn returned shape {tuple(rewards.shape)}, expected '
+                             f'{tuple(states.shape[:-1])}')
+        ret = rewards.sum(dim=0)
+        if self.terminal_weight != 1.0:
+            ret = ret + (self.terminal_weight - 1.0) * rewards[-1]
+        if self._limits_t is not None:
+            ret = ret - self._penalty(states)
+        return ret
+
+    def rollout_returns(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Returns of all particles of all candidates.
+
+        Args:
+            obs: (S,) current state.
+            actions: (N, H, A) candidate sequences.
+
+        Returns:
+            (N, P) returns (P = 1 for ``mean``).
+        """
+        obs, actions = self._check_inputs(obs, actions)
+        n, h, a = actions.shape
+        s = obs.shape[0]
+        k = self.ensemble_size
+        g = self.generator
+        with torch.inference_mode():
+            if self.propagation == 'mean':
+                acts_t = actions.transpose(0, 1).contiguous()  # (H, N, A)
+                states = torch.empty(h, n, s, device=self.device)
+                x = obs.expand(n, s)
+                for t in range(h):
+                    nxt = self.model.sample_next(x.expand(k, n, s), acts_t[t].expand(k, n, a),
+                                                 deterministic=True, generator=g)
+                    states[t] = nxt.mean(dim=0)
+                    x = states[t]
+                return self._returns(states, acts_t).unsqueeze(1)
+            p = self.particles
+            r = n * p
+            b = -(-r // k)
+            rp = b * k
+            acts = actions.repeat_interleave(p, dim=0) if p > 1 else actions
+            if rp > r:
+                acts = torch.cat([acts, acts.new_zeros(rp - r, h, a)], 0)
+            if self.propagation == 'ts_inf':
+                # rollout r = b_idx * K + k_idx -> row k_idx = r % K, column b_idx.
+                acts_kb = acts.view(b, k, h, a).permute(2, 1, 0, 3).contiguous()  # (H, K, B, A)
+                states = torch.empty(h, k, b, s, device=self.device)
+                x = obs.expand(k, b, s)
+                for t in range(h):
+                    states[t] = self.model.sample_next(x, acts_kb[t],
+                                                       deterministic=self.deterministic,
+                                                       generator=g)
+                    x = states[t]
+                ret = self._returns(states, acts_kb)  # (K, B)
+                ret = ret.transpose(0, 1).reshape(rp)
+            else:
+                acts_t = acts.transpose(0, 1).contiguous()  # (H, Rp, A)
+                states = torch.empty(h, rp, s, device=self.device)
+                x = obs.expand(rp, s)
+                for t in range(h):
+                    perm = torch.randperm(rp, generator=g, device=self.device)
+                    out = self.model.sample_next(x[perm].view(k, b, s),
+                                                 acts_t[t][perm].view(k, b, a),
+                                                 deterministic=self.deterministic, generator=g)
+                    states[t][perm] = out.reshape(rp, s)
+                    x = states[t]
+                ret = self._returns(states, acts_t)
+            return ret[:r].view(n, p)
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Score candidates: mean return - pessimism * std over particles.
+
+        Args:
+            obs: (S,) current state.
+            actions: (N, H, A) candidate sequences.
+
+        Returns:
+            (N,) scores, higher is better.
+        """
+        ret = self.rollout_returns(obs, actions)
+        score = ret.mean(dim=1)
+        if self.pessimism > 0.0 and ret.shape[1] > 1:
+            score = score - self.pessimism * ret.std(dim=1, unbiased=False)
+        return score
+
+    def rollout_plan(self, obs: torch.Tensor, actions: torch.Tensor) -> Tuple[torch.Tensor,
+                                                                               torch.Tensor]:
+        """Predicted state trajectory of one plan and the ensemble spread along it.
+
+        Each member rolls the plan out on its own with its mean prediction (no sampling), so the
+        std is the members' disagreement (epistemic uncertainty).
+
+        Args:
+            obs: (S,) current state.
+            actions: (H, A) the plan.
+
+        Returns:
+            (mean_states (H+1, S), std_states (H+1, S)); row 0 is ``obs`` with zero std.
+        """
+        obs, acts = self._check_inputs(obs, torch.as_tensor(actions).unsqueeze(0))
+        acts = acts[0]
+        h, a = acts.shape
+        k = self.ensemble_size
+        with torch.inference_mode():
+            traj = torch.empty(h + 1, k, 1, obs.shape[0], device=self.device)
+            traj[0] = obs
+            for t in range(h):
+                traj[t + 1] = self.model.sample_next(traj[t], acts[t].expand(k, 1, a),
+                                                     deterministic=True,
+                                                     generator=self.generator)
+            traj = traj[:, :, 0]
+            return traj.mean(dim=1), traj.std(dim=1, unbiased=False)
+
+
+def project_action_sequences(x: torch.Tensor, prev_action: Optional[torch.Tensor],
+                             max_delta: Optional[float], lower: float = -1.0,
+                             upper: float = 1.0) -> torch.Tensor:
+    """Clip sequences to the box and to ``|a_t - a_{t-1}| <= max_delta`` over the horizon.
+
+    Sequential clipping: ``a_t <- clip(a_t, a_{t-1} - d, a_{t-1} + d)`` then to the box. Since
+    ``a_{t-1}`` is inside the box the two intervals intersect, so the result satisfies both.
+
+    Args:
+        x: (N, H, A) sequences.
+        prev_action: (A,) ``a_{-1}``, the last executed action (in the box); None = no bound on
+            the first step.
+        max_delta: the per-step bound d > 0, or None for the box only.
+        lower: box lower bound.
+        upper: box upper bound.
+
+    Returns:
+        (N, H, A) projected sequences (a new tensor).
+    """
+    x = x.clamp(lower, upper)
+    if max_delta is None:
+        return x
+    prev = None if prev_action is None else prev_action.to(x).clamp(lower, upper).expand(
+        x.shape[0], x.shape[2])
+    for t in range(x.shape[1]):
+        if prev is not None:
+            x[:, t] = torch.minimum(torch.maximum(x[:, t], prev - max_delta), prev + max_delta)
+        prev = x[:, t]
+    return x
+
+
+def clamp_to_joint_limits(q: np.ndarray, a: np.ndarray, dt: float, scale: float,
+                          q_lower: np.ndarray, q_upper: np.ndarray,
+                          preserve_direction: bool = False) -> np.ndarray:
+    """Scale down an action that would carry a joint past its position limit within one step.
+
+    With joint velocity ``a * scale`` held for ``dt``, joint j reaches ``q_j + a_j * scale * dt``.
+    Each a_j is limited to the range that keeps that inside ``[q_lower_j, q_upper_j]``; a joint
+    already outside its limits may only stand still or move back inside.
+
+    Args:
+        q: (J,) joint positions (rad).
+        a: (J,) normalised action.
+        dt: control period (s, > 0).
+        scale: rad/s per unit action (> 0).
+        q_lower: (J,) lower limits.
+        q_upper: (J,) upper limits.
+        preserve_direction: scale the whole vector by one factor (keeps its direction) instead
+            of clipping each joint on its own.
+
+    Returns:
+        (J,) the clamped action (float64).
+    """
+    q, a, lo, hi = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (q, a, q_lower, q_upper))
+    if not (q.shape == a.shape == lo.shape == hi.shape):
+        raise ValueError(f'q {q.shape}, a {a.shape}, q_lower {lo.shape}, q_upper {hi.shape} '
+                         f'must have one shape')
+    if not (dt > 0 and scale > 0 and math.isfinite(dt) and math.isfinite(scale)):
+        raise ValueError(f'dt and scale must be finite and > 0, got dt={dt}, scale={scale}')
+    if not (np.isfinite(q).all() and np.isfinite(a).all()):
+        raise ValueError('q and a must be finite')
+    if not (lo < hi).all():
+        raise ValueError('every q_lower must be below its q_upper')
+    a_max = np.maximum((hi - q) / (scale * dt), 0.0)
+    a_min = np.minimum((lo - q) / (scale * dt), 0.0)
+    clipped = np.clip(a, a_min, a_max)
+    if not preserve_direction:
+        return clipped
+    with np.errstate(divide='ignore', invalid='ignore'):
+        ratio = np.where(a != 0.0, clipped / a, 1.0)
+    return a * float(np.clip(ratio.min(), 0.0, 1.0))
+
