@@ -1,0 +1,174 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Control policies behind the controller node, free of ROS so they are tested with plain pytest.
+
+A :class:`PolicyFactory` owns what outlives an episode (the task's reward, the latest validated
+model and its version) and builds a fresh :class:`PlannerPolicy` per episode. The controller node
+only converts messages and calls ``plan``.
+"""
+
+import json
+import logging
+import os
+import threading
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mbrl_robot.core.models import GaussianEnsemble
+from mbrl_robot.core.planning import create_agent
+from mbrl_robot.core.planning.trajectory import JointLimits as PlanningJointLimits
+from mbrl_robot.core.safety import CommandFilter
+from mbrl_robot.core.tasks.push import PushTask
+
+STATE_DIM = 17
+ACTION_DIM = 7
+Q = slice(0, 7)
+PUCK = slice(14, 17)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when present, else cpu; ``cuda`` without a GPU is an error."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name not in ('cpu', 'cuda'):
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device cuda requested but torch sees no GPU')
+    return torch.device(name)
+
+
+class PlannerPolicy:
+    """MPC with a learned ensemble for one episode: plan from a state, keep the plan's info."""
+
+    def __init__(self, agent, task: PushTask, model_version: int):
+        self.agent = agent
+        self.task = task
+        self.model_version = model_version
+        self._info: Dict[str, Any] = {}
+
+    def set_model(self, model: GaussianEnsemble, version: int) -> None:
+        """Hot-swap the model between two plans; the warm start is kept."""
+        self.agent.set_model(model)
+        self.model_version = version
+
+    def set_last_action(self, action: np.ndarray) -> None:
+        """The normalised action really executed last cycle (after the safety filter)."""
+        self.agent.set_last_action(np.clip(action, -1.0, 1.0))
+
+    def plan(self, state: np.ndarray, step: int) -> Tuple[np.ndarray, int]:
+        """Plan (H, A) from ``state``; returns it with the step it starts at."""
+        plan = self.agent.plan(state)
+        info = dict(self.agent.last_plan_info)
+        mean, std = info.pop('mean_states', None), info.pop('std_states', None)
+        if mean is not None:
+            info['paths'] = self._paths(mean, std)
+        self._info = info
+        return plan, step
+
+    def _paths(self, mean: np.ndarray, std: np.ndarray):
+        # Tool-tip spread: how far the tip moves when each joint is off by its ensemble std.
+        with torch.inference_mode():
+            q = torch.as_tensor(mean[:, Q], dtype=torch.float32, device=self.task.device)
+            dq = torch.as_tensor(std[:, Q], dtype=torch.float32, device=self.task.device)
+            tip = self.task.kinematics.tip_position(q)
+            tip_spread = torch.linalg.vector_norm(
+                self.task.kinematics.tip_position(q + dq) - tip, dim=-1)
+        return [('puck', mean[:, PUCK], np.linalg.norm(std[:, PUCK], axis=-1), (1.0, 0.5, 0.0)),
+                ('tool', tip.cpu().numpy(), tip_spread.cpu().numpy(), (0.2, 0.6, 1.0))]
+
+    def last_info(self) -> Dict[str, Any]:
+        """``plan_time_ms``, ``disagreement``, ``predicted_return`` and ``paths`` of the last plan."""
+        return self._info
+
+
+class PolicyFactory:
+    """Builds per-episode policies from the controller's parameters and the latest model.
+
+    Args:
+        params: the controller's nested parameters (``task``, ``planner``, ``device``).
+        command_filter: the safety filter; its limits and acceleration bound also constrain the
+            planner over the whole horizon.
+        period: control period (s).
+        logger: anything with ``info``/``error`` (an rclpy logger or a ``logging.Logger``).
+    """
+
+    def __init__(self, params: Dict[str, Any], command_filter: CommandFilter, period: float,
+                 logger=None):
+        self.device = resolve_device(params.get('device', 'auto'))
+        self.task = PushTask.from_config(params['task'], device=self.device)
+        self.planner_cfg = dict(params['planner'])
+        self.logger = logger or logging.getLogger(__name__)
+        limits = command_filter.limits
+        self.joint_limits = PlanningJointLimits(q_start=0, lower=limits.lower,
+                                                upper=limits.upper)
+        # The acceleration bound in normalised action units per step.
+        self.max_delta = command_filter.max_accel * period / command_filter.max_speed
+        self._lock = threading.Lock()
+        self._model: Optional[GaussianEnsemble] = None
+        self.model_version = -1
+
+    def set_target(self, xyz) -> None:
+        """New target for the reward (thread-safe: the tensor is replaced, not mutated)."""
+        self.task.set_target(xyz)
+
+    def has_model(self) -> bool:
+        """True once a validated model has been loaded."""
+        return self._model is not None
+
+    def load_model(self, path: str, version: int, sha256: Optional[str] = None) -> bool:
+        """Load a checkpoint directory; keeps the current model if it fails. Returns success."""
+        if version <= self.model_version:
+            return False
+        try:
+            model = GaussianEnsemble.load(path, device=self.device, obs_dim=STATE_DIM,
+                                          act_dim=ACTION_DIM)
+            model.eval()
+            if sha256 is not None:
+                with open(os.path.join(path, 'model.json')) as f:
+                    stored = json.load(f).get('sha256')
+                if stored != sha256:
+                    raise ValueError(f'checksum {stored} differs from the announced {sha256}')
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            self.logger.error(f'model v{version} at {path} rejected, keeping '
+                              f'v{self.model_version}: {e}')
+            return False
+        with self._lock:
+            self._model, self.model_version = model, version
+        self.logger.info(f'model v{version} loaded from {path}')
+        return True
+
+    def set_model(self, model: GaussianEnsemble, version: int) -> None:
+        """Use an in-memory model (tests, benchmarks)."""
+        with self._lock:
+            self._model, self.model_version = model, version
+
+    def create(self) -> PlannerPolicy:
+        """A fresh policy on the latest model (call at episode start)."""
+        with self._lock:
+            model, version = self._model, self.model_version
+        if model is None:
+            raise RuntimeError('no model loaded yet')
+        agent = create_agent(self.planner_cfg, model, self.task.reward_fn, ACTION_DIM,
+                             self.device, max_delta=self.max_delta,
+                             joint_limits=self.joint_limits)
+        return PlannerPolicy(agent, self.task, version)
+
+    def refresh(self, policy: PlannerPolicy) -> None:
+        """Swap a newer model into a running policy (call between two plans)."""
+        with self._lock:
+            model, version = self._model, self.model_version
+        if model is not None and version != policy.model_version:
+            policy.set_model(model, version)

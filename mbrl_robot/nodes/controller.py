@@ -1,0 +1,494 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The 20 Hz MPC controller: state in, joint-velocity commands out, in the ros2_control convention.
+
+Every cycle of a timer on the node clock (sim time aware) it builds the 17-D state from the latest
+``/joint_states`` and puck messages, plans with the configured planner (random shooting, CEM, PETS)
+on a worker thread, and publishes the first action on ``/<controller_name>/commands`` through
+:class:`~mbrl_robot.core.safety.CommandFilter`. A plan that misses its deadline never leaves the
+arm without a command: the next action of the previous plan goes out (or a smooth stop), and the
+miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and at shutdown.
+"""
+
+import concurrent.futures
+import json
+import threading
+import time
+from typing import Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PointStamped
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64, Float64MultiArray, Int32, String
+from std_srvs.srv import SetBool
+from visualization_msgs.msg import Marker, MarkerArray
+
+from mbrl_robot.core.safety import CommandFilter, JointLimits
+from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.core.control import PlannerPolicy, PolicyFactory
+from mbrl_robot.paths import urdf_path
+
+NUM_JOINTS = 7
+STATE_DIM = 17
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+
+DESCRIPTIONS = {
+    'task.joints': 'Controlled joints, in command order (the ForwardCommandController joints).',
+    'task.control_rate_hz': 'Control rate of the timer on the node clock.',
+    'task.episode_steps': 'Commands per episode; then a terminal row and the arm holds still.',
+    'task.max_joint_speed_rad_s': 'Joint speed (rad/s) of a normalised action of 1.',
+    'task.success_radius_m': 'An episode succeeds when the puck ends this close to the target.',
+    'task.reward.tool_shaping_weight': 'Weight of the tool-to-push-point shaping term (0: off).',
+    'controller_name': 'Commands go to /<controller_name>/commands.',
+    'topics.joint_states': 'sensor_msgs/JointState input.',
+    'topics.puck_pose': 'geometry_msgs/PointStamped puck position input.',
+    'topics.target_pose': 'geometry_msgs/PointStamped target input (may change at run time).',
+    'topics.model_version': 'std_msgs/String JSON announcing validated model checkpoints.',
+    'device': 'Planner device: auto (cuda when present), cpu or cuda.',
+    'exploration': 'Policy before the first model: random (the recipe) or zero.',
+    'state_timeout_s': 'A state older than this (node clock) is stale: zero velocity.',
+    'wait_for_fresh_state': 'Lockstep twins: tick only once the state of this tick arrived.',
+    'plan_deadline_fraction': 'Share of the period a plan may take before the fallback is sent.',
+    'disagreement_slowdown': 'Ensemble disagreement above which commands are scaled down.',
+    'disagreement_stop': 'Ensemble disagreement at which the arm stops.',
+    'max_joint_accel_rad_s2': 'Bound on command change per second, in the planner and the clamp.',
+    'position_margin_rad': 'Room kept free before each joint position limit.',
+    'planner.name': 'random_shooting, cem, icem or pets.',
+    'planner.horizon': 'Planning horizon H (steps).',
+    'planner.population_size': 'Candidate sequences N per iteration.',
+    'planner.elite_count': 'Elites M kept per CEM iteration.',
+    'planner.iterations': 'CEM iterations I.',
+    'planner.min_std': 'Floor of the CEM sampling std (normalised actions).',
+    'planner.initial_std': 'CEM sampling std at the first iteration.',
+    'planner.alpha': 'CEM smoothing: weight of the old mean/std.',
+    'planner.particles': 'PETS particles P per candidate.',
+    'planner.propagation': 'ts_inf, ts_1 or mean.',
+    'planner.pessimism': 'lambda in mean - lambda * std over particles.',
+    'planner.seed': 'Seed of the planner generators.',
+}
+READ_ONLY = ('task.joints', 'task.control_rate_hz', 'controller_name', 'topics.joint_states',
+             'topics.puck_pose', 'topics.target_pose', 'topics.model_version', 'device')
+RANGES = {
+    'task.control_rate_hz': (1.0, 1000.0), 'task.episode_steps': (1, 100000),
+    'task.max_joint_speed_rad_s': (0.01, 3.2), 'state_timeout_s': (0.001, 10.0),
+    'plan_deadline_fraction': (0.05, 1.0), 'max_joint_accel_rad_s2': (0.01, 100.0),
+    'planner.horizon': (1, 500), 'planner.population_size': (1, 100000),
+    'planner.iterations': (1, 100), 'planner.particles': (1, 1000),
+}
+
+
+class ControllerNode(Node):
+    """MPC controller: plans on a learned ensemble and commands joint velocities at 20 Hz."""
+
+    def __init__(self):
+        super().__init__('controller')
+        p = declare_profile_parameters(self, 'controller', DESCRIPTIONS, READ_ONLY, RANGES)
+        self.joints = list(p['task']['joints'])
+        if len(self.joints) != NUM_JOINTS or len(set(self.joints)) != NUM_JOINTS:
+            raise ValueError(f'task.joints must name {NUM_JOINTS} distinct joints, '
+                             f'got {self.joints}')
+        self.period = 1.0 / p['task']['control_rate_hz']
+        self.episode_steps = int(p['task']['episode_steps'])
+        self.state_timeout = p['state_timeout_s']
+        self.wait_for_fresh_state = bool(p['wait_for_fresh_state'])
+        self.deadline = p['plan_deadline_fraction'] * self.period
+        self.disagreement_slowdown = p['disagreement_slowdown']
+        self.disagreement_stop = p['disagreement_stop']
+        self.exploration = p['exploration']
+        if self.exploration not in ('random', 'zero'):
+            raise ValueError(f"exploration must be 'random' or 'zero', got {self.exploration!r}")
+        self.filter = CommandFilter(JointLimits.from_urdf(urdf_path(), self.joints),
+                                    p['task']['max_joint_speed_rad_s'],
+                                    p['max_joint_accel_rad_s2'], self.period,
+                                    p['position_margin_rad'])
+        self.policies = PolicyFactory(p, self.filter, self.period, self.get_logger())
+
+        self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
+        self._q = self._qd = self._puck = self._target = None
+        self._joint_stamp = self._puck_stamp = None
+        self._last_tick_stamp = None
+        self._tick_due = None
+        self._prev_cmd = np.zeros(NUM_JOINTS)
+        self._estop = False
+        self._episode = -1
+        self._policy_kind = 'zero'
+        self._step = 0
+        self._policy: Optional[PlannerPolicy] = None
+        self._plan_future: Optional[concurrent.futures.Future] = None
+        self._fallback_plan = None  # (plan (H, A), step it starts at)
+        self._workers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='planner')
+        self._stats = {'ticks': 0, 'deadline_misses': 0, 'faults': 0, 'rejected_states': 0,
+                       'plan_ms': 0.0, 'plan_ms_max': 0.0, 'disagreement': 0.0,
+                       'state_age_ms': float('nan'), 'scale': 1.0}
+        self._rng = np.random.default_rng(int(p['planner']['seed']))
+
+        io = ReentrantCallbackGroup()
+        self._tick_group = MutuallyExclusiveCallbackGroup()
+        prefix = '/' + p['controller_name'].strip('/')
+        self.command_pub = self.create_publisher(Float64MultiArray, prefix + '/commands', 10)
+        self.executed_pub = self.create_publisher(Float64MultiArray, '~/executed', RELIABLE)
+        self.done_pub = self.create_publisher(Int32, '~/episode_done', RELIABLE)
+        self.marker_pub = self.create_publisher(MarkerArray, '~/predicted_paths', 1)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.distance_pub = self.create_publisher(Float64, '~/distance_to_target', 10)
+        self.disagreement_pub = self.create_publisher(Float64, '~/disagreement', 10)
+        topics = p['topics']
+        self.create_subscription(JointState, topics['joint_states'], self.joint_state_callback,
+                                 10, callback_group=io)
+        self.create_subscription(PointStamped, topics['puck_pose'], self.puck_callback, 10,
+                                 callback_group=io)
+        self.create_subscription(PointStamped, topics['target_pose'], self.target_callback,
+                                 LATCHED, callback_group=io)
+        self.create_subscription(String, topics['model_version'], self.model_callback, LATCHED,
+                                 callback_group=io)
+        self.create_subscription(String, '/recipe/episode', self.episode_callback, LATCHED,
+                                 callback_group=io)
+        self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
+        self.timer = self.create_timer(self.period, self.timer_callback,
+                                       callback_group=self._tick_group)
+        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io)
+        self.get_logger().info(
+            f'controller ready: {p["planner"]["name"]} planner on {self.policies.device}, '
+            f'{1.0 / self.period:.0f} Hz, commands on {prefix}/commands')
+
+    # --- inputs ---------------------------------------------------------------------------
+    def joint_state_callback(self, msg: JointState):
+        try:
+            q, qd = self._parse_joint_state(msg)
+        except ValueError as e:
+            self._reject_state(str(e))
+            return
+        with self._lock:
+            self._q, self._qd = q, qd
+            self._joint_stamp = Time.from_msg(msg.header.stamp)
+        self._try_tick()
+
+    def _parse_joint_state(self, msg: JointState):
+        if len(msg.position) != len(msg.name) or len(msg.velocity) != len(msg.name):
+            raise ValueError(f'JointState with {len(msg.name)} names, {len(msg.position)} '
+                             f'positions and {len(msg.velocity)} velocities')
+        index = {name: i for i, name in enumerate(msg.name)}
+        missing = [j for j in self.joints if j not in index]
+        if missing:
+            raise ValueError(f'JointState lacks configured joints {missing} '
+                             f'(got {list(msg.name)})')
+        order = [index[j] for j in self.joints]
+        q = np.asarray(msg.position, dtype=np.float64)[order]
+        qd = np.asarray(msg.velocity, dtype=np.float64)[order]
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
+            raise ValueError('JointState holds NaN or inf')
+        return q, qd
+
+    def puck_callback(self, msg: PointStamped):
+        puck = np.array([msg.point.x, msg.point.y, msg.point.z])
+        if not np.all(np.isfinite(puck)):
+            self._reject_state('puck position holds NaN or inf')
+            return
+        with self._lock:
+            self._puck = puck
+            self._puck_stamp = Time.from_msg(msg.header.stamp)
+        self._try_tick()
+
+    def target_callback(self, msg: PointStamped):
+        target = np.array([msg.point.x, msg.point.y, msg.point.z])
+        if not np.all(np.isfinite(target)):
+            self.get_logger().error('target holds NaN or inf: ignored, keeping the last target')
+            return
+        with self._lock:
+            self._target = target
+        self.policies.set_target(target)
+
+    def _reject_state(self, why: str):
+        with self._lock:
+            self._stats['rejected_states'] += 1
+            # A malformed message invalidates the state until a good one arrives.
+            self._joint_stamp = None
+        self.get_logger().error(f'rejected state: {why}; holding zero velocity',
+                                throttle_duration_sec=1.0)
+
+    def model_callback(self, msg: String):
+        try:
+            info = json.loads(msg.data)
+            path, version = info['path'], int(info['version'])
+        except (ValueError, KeyError, TypeError) as e:
+            self.get_logger().error(f'bad model announcement {msg.data!r}: {e}')
+            return
+        # Loading takes longer than a cycle: do it aside and swap between two ticks.
+        threading.Thread(target=self.policies.load_model, args=(path, version, info.get('sha256')),
+                         daemon=True).start()
+
+    def episode_callback(self, msg: String):
+        try:
+            info = json.loads(msg.data)
+            episode = int(info['episode'])
+            kind = info.get('policy', 'planner')
+        except (ValueError, KeyError, TypeError) as e:
+            self.get_logger().error(f'bad episode message {msg.data!r}: {e}')
+            return
+        if kind not in ('planner', 'random', 'zero'):
+            self.get_logger().error(f'unknown episode policy {kind!r}: holding still')
+            episode = -1
+        with self._lock:
+            if episode == self._episode:
+                return
+            self._episode, self._policy_kind, self._step = episode, kind, 0
+            self._fallback_plan = None
+            self._last_tick_stamp = None
+            self._tick_due = self.get_clock().now() if episode >= 0 else None
+            self._policy = None
+        if episode >= 0:
+            self.get_logger().info(f'episode {episode}: {kind} policy')
+            self._try_tick()
+
+    def estop_callback(self, request, response):
+        self._estop = bool(request.data)
+        if self._estop:
+            self._send(np.zeros(NUM_JOINTS))
+            self.get_logger().warn('E-STOP engaged: zero velocity until released')
+        else:
+            self.get_logger().info('e-stop released')
+        response.success = True
+        response.message = 'engaged' if self._estop else 'released'
+        return response
+
+    # --- the control cycle ----------------------------------------------------------------
+    def timer_callback(self):
+        with self._lock:
+            self._tick_due = self.get_clock().now()
+        self._try_tick()
+
+    def _try_tick(self):
+        if not self._tick_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                due = self._tick_due
+                if due is None:
+                    return
+                if self.wait_for_fresh_state and self._episode >= 0:
+                    # Lockstep: the state of this tick is newer than the last one used.
+                    stamp = self._state_stamp()
+                    if stamp is None or (self._last_tick_stamp is not None
+                                         and stamp <= self._last_tick_stamp):
+                        return
+                self._tick_due = None
+            self._tick()
+        finally:
+            self._tick_lock.release()
+
+    def _state_stamp(self):
+        if self._joint_stamp is None or self._puck_stamp is None:
+            return None
+        return min(self._joint_stamp, self._puck_stamp)
+
+    def _tick(self):
+        try:
+            self._control_step()
+        except Exception as e:  # noqa: B902 - any fault must end in zero velocity, then report
+            self._stats['faults'] += 1
+            self._send(np.zeros(NUM_JOINTS))
+            self.get_logger().error(f'control fault, zero velocity sent: {e!r}',
+                                    throttle_duration_sec=1.0)
+
+    def _control_step(self):
+        now = self.get_clock().now()
+        with self._lock:
+            stamp = self._state_stamp()
+            state = None
+            if stamp is not None and self._q is not None and self._puck is not None:
+                state = np.concatenate([self._q, self._qd, self._puck])
+                self._stats['state_age_ms'] = (now - stamp).nanoseconds * 1e-6
+            episode, kind, step, target = (self._episode, self._policy_kind, self._step,
+                                           self._target)
+        self._stats['ticks'] += 1
+        if self._estop:
+            self._send(np.zeros(NUM_JOINTS))
+            return
+        if episode < 0:
+            if not self.wait_for_fresh_state:
+                self._send(self.filter.decelerate(self._q if state is not None
+                                                  else np.zeros(NUM_JOINTS), self._prev_cmd))
+            return
+        if state is None or (now - stamp).nanoseconds * 1e-9 > self.state_timeout:
+            self._send(np.zeros(NUM_JOINTS))
+            self.get_logger().warn('no fresh state: zero velocity', throttle_duration_sec=1.0)
+            return
+        if target is None:
+            self._send(np.zeros(NUM_JOINTS))
+            self.get_logger().warn('no target yet: zero velocity', throttle_duration_sec=1.0)
+            return
+        self._last_tick_stamp = stamp
+        distance = float(np.linalg.norm(state[14:17] - target))
+        self.distance_pub.publish(Float64(data=distance))
+        if step >= self.episode_steps:
+            self._publish_executed(episode, step, stamp, state, np.full(NUM_JOINTS, np.nan),
+                                   target)
+            with self._lock:
+                self._episode = -1
+            if not self.wait_for_fresh_state:
+                self._send(self.filter.decelerate(state[:7], self._prev_cmd))
+            self.done_pub.publish(Int32(data=episode))
+            self.get_logger().info(f'episode {episode} done: final distance {distance:.3f} m')
+            return
+        action = self._choose_action(kind, state, step)
+        command = self.filter(state[:7], self.filter.to_velocity(action), self._prev_cmd)
+        command *= self._disagreement_scale()
+        self._send(command)
+        self._publish_executed(episode, step, stamp, state, self.filter.to_action(command),
+                               target)
+        with self._lock:
+            self._step = step + 1
+
+    def _choose_action(self, kind: str, state: np.ndarray, step: int) -> np.ndarray:
+        if kind == 'zero' or (kind == 'planner' and not self.policies.has_model()
+                              and self.exploration == 'zero'):
+            return np.zeros(NUM_JOINTS)
+        if kind == 'random' or not self.policies.has_model():
+            return self._rng.uniform(-1.0, 1.0, NUM_JOINTS)
+        if self._policy is None:
+            self._policy = self.policies.create()
+        policy = self._policy
+        if self._plan_future is None:
+            # Between two plans: the only safe moment to swap in a newer model.
+            self.policies.refresh(policy)
+            policy.set_last_action(self.filter.to_action(self._prev_cmd))
+            self._plan_future = self._workers.submit(policy.plan, state.copy(), step)
+        timeout = None if self.wait_for_fresh_state else self.deadline
+        try:
+            plan, plan_step = self._plan_future.result(timeout=timeout)
+            self._plan_future = None
+            self._fallback_plan = (plan, plan_step)
+            info = policy.last_info()
+            self._stats['plan_ms'] = info.get('plan_time_ms', 0.0)
+            self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'], self._stats['plan_ms'])
+            self._stats['disagreement'] = info.get('disagreement', 0.0)
+            self.disagreement_pub.publish(Float64(data=float(self._stats['disagreement'])))
+            self._publish_markers(info)
+            return plan[step - plan_step]
+        except concurrent.futures.TimeoutError:
+            self._stats['deadline_misses'] += 1
+            self.get_logger().warn('plan missed its deadline: sending the previous plan',
+                                   throttle_duration_sec=1.0)
+            if self._fallback_plan is not None:
+                plan, plan_step = self._fallback_plan
+                if 0 <= step - plan_step < len(plan):
+                    return plan[step - plan_step]
+            return self.filter.to_action(self.filter.decelerate(state[:7], self._prev_cmd))
+
+    def _disagreement_scale(self) -> float:
+        d = self._stats['disagreement']
+        if d >= self.disagreement_stop:
+            scale = 0.0
+        elif d > self.disagreement_slowdown:
+            scale = (self.disagreement_stop - d) / (self.disagreement_stop
+                                                    - self.disagreement_slowdown)
+        else:
+            scale = 1.0
+        if scale < 1.0:
+            self.get_logger().warn(f'ensemble disagreement {d:.3f}: command scaled by {scale:.2f}',
+                                   throttle_duration_sec=1.0)
+        self._stats['scale'] = scale
+        return scale
+
+    def _send(self, command: np.ndarray):
+        self._prev_cmd = np.asarray(command, dtype=np.float64)
+        self.command_pub.publish(Float64MultiArray(data=self._prev_cmd.tolist()))
+
+    def _publish_executed(self, episode, step, stamp, state, action, target):
+        row = np.concatenate([[episode, step, stamp.nanoseconds * 1e-9], state, action, target])
+        self.executed_pub.publish(Float64MultiArray(data=row.tolist()))
+
+    def _publish_markers(self, info: dict):
+        paths = info.get('paths')
+        if not paths:
+            return
+        markers = MarkerArray()
+        stamp = self.get_clock().now().to_msg()
+        for i, (name, mean, spread, rgb) in enumerate(paths):
+            line = Marker(type=Marker.LINE_STRIP, action=Marker.ADD, ns=name, id=i)
+            line.header.frame_id = 'world'
+            line.header.stamp = stamp
+            line.scale.x = 0.005
+            line.color.r, line.color.g, line.color.b, line.color.a = (*rgb, 1.0)
+            line.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in mean]
+            spheres = Marker(type=Marker.SPHERE_LIST, action=Marker.ADD, ns=name + '_spread',
+                             id=100 + i)
+            spheres.header = line.header
+            # One sphere size per marker: the largest spread along the path, so the worst
+            # disagreement is what the operator sees.
+            size = float(max(2.0 * np.max(spread), 0.005))
+            spheres.scale.x = spheres.scale.y = spheres.scale.z = size
+            spheres.color.r, spheres.color.g, spheres.color.b, spheres.color.a = (*rgb, 0.25)
+            spheres.points = line.points
+            markers.markers += [line, spheres]
+        self.marker_pub.publish(markers)
+
+    def publish_diagnostics(self):
+        s = dict(self._stats)
+        status = DiagnosticStatus(name='mbrl_robot: controller', hardware_id='mbrl_robot')
+        level = DiagnosticStatus.OK
+        message = 'ok'
+        if self._estop:
+            level, message = DiagnosticStatus.ERROR, 'e-stop engaged'
+        elif s['faults'] or s['rejected_states']:
+            level, message = DiagnosticStatus.WARN, 'faults or rejected states'
+        elif s['deadline_misses']:
+            level, message = DiagnosticStatus.WARN, 'plan deadline misses'
+        status.level, status.message = level, message
+        s['model_version'] = self.policies.model_version
+        s['episode'] = self._episode
+        s['step'] = self._step
+        status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
+                         for k, v in s.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+    def destroy_node(self):
+        # Last word to the arm is zero velocity, whatever happened before.
+        self._estop = True
+        try:
+            self._send(np.zeros(NUM_JOINTS))
+        finally:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            super().destroy_node()
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = ControllerNode()
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()
