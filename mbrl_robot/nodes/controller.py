@@ -34,7 +34,6 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int32, String
@@ -43,15 +42,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.safety import CommandFilter, JointLimits
 from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
+                                        LATCHED_QOS, rows_to_multiarray)
 from mbrl_robot.core.control import PlannerPolicy, PolicyFactory
 from mbrl_robot.paths import urdf_path
 
 NUM_JOINTS = 7
 STATE_DIM = 17
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 DESCRIPTIONS = {
     'task.joints': 'Controlled joints, in command order (the ForwardCommandController joints).',
@@ -134,6 +131,7 @@ class ControllerNode(Node):
         self._estop = False
         self._episode = -1
         self._policy_kind = 'zero'
+        self._min_model_version = 0
         self._step = 0
         self._policy: Optional[PlannerPolicy] = None
         self._plan_future: Optional[concurrent.futures.Future] = None
@@ -148,19 +146,20 @@ class ControllerNode(Node):
         self._tick_group = MutuallyExclusiveCallbackGroup()
         prefix = '/' + p['controller_name'].strip('/')
         self.command_pub = self.create_publisher(Float64MultiArray, prefix + '/commands', 10)
-        self.executed_pub = self.create_publisher(Float64MultiArray, '~/executed', RELIABLE)
-        self.done_pub = self.create_publisher(Int32, '~/episode_done', RELIABLE)
+        self.executed_pub = self.create_publisher(Float64MultiArray, '~/executed', EXECUTED_QOS)
+        self.done_pub = self.create_publisher(Int32, '~/episode_done', EXECUTED_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, '~/predicted_paths', 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.distance_pub = self.create_publisher(Float64, '~/distance_to_target', 10)
         self.disagreement_pub = self.create_publisher(Float64, '~/disagreement', 10)
+        self.plan_ms_pub = self.create_publisher(Float64, '~/plan_time_ms', 100)
         topics = p['topics']
         self.create_subscription(JointState, topics['joint_states'], self.joint_state_callback,
                                  10, callback_group=io)
         self.create_subscription(PointStamped, topics['puck_pose'], self.puck_callback, 10,
                                  callback_group=io)
         self.create_subscription(PointStamped, topics['target_pose'], self.target_callback,
-                                 LATCHED, callback_group=io)
+                                 LATCHED_QOS, callback_group=io)
         self.create_subscription(String, topics['model_version'], self.model_callback, LATCHED,
                                  callback_group=io)
         self.create_subscription(String, '/recipe/episode', self.episode_callback, LATCHED,
@@ -236,14 +235,20 @@ class ControllerNode(Node):
             self.get_logger().error(f'bad model announcement {msg.data!r}: {e}')
             return
         # Loading takes longer than a cycle: do it aside and swap between two ticks.
-        threading.Thread(target=self.policies.load_model, args=(path, version, info.get('sha256')),
+        threading.Thread(target=self._load_model, args=(path, version, info.get('sha256')),
                          daemon=True).start()
+
+    def _load_model(self, path: str, version: int, sha256: Optional[str]):
+        if self.policies.load_model(path, version, sha256):
+            # An episode may be waiting for exactly this model (lockstep: nothing else ticks).
+            self._try_tick()
 
     def episode_callback(self, msg: String):
         try:
             info = json.loads(msg.data)
             episode = int(info['episode'])
             kind = info.get('policy', 'planner')
+            min_version = int(info.get('min_model_version', 0))
         except (ValueError, KeyError, TypeError) as e:
             self.get_logger().error(f'bad episode message {msg.data!r}: {e}')
             return
@@ -254,6 +259,7 @@ class ControllerNode(Node):
             if episode == self._episode:
                 return
             self._episode, self._policy_kind, self._step = episode, kind, 0
+            self._min_model_version = min_version
             self._fallback_plan = None
             self._last_tick_stamp = None
             self._tick_due = self.get_clock().now() if episode >= 0 else None
@@ -286,6 +292,13 @@ class ControllerNode(Node):
             with self._lock:
                 due = self._tick_due
                 if due is None:
+                    return
+                if (self._episode >= 0 and self._policy_kind == 'planner'
+                        and self.policies.model_version < self._min_model_version):
+                    # The recipe asked for a model still loading: start once it is in.
+                    self.get_logger().info(
+                        f'waiting for model v{self._min_model_version}',
+                        throttle_duration_sec=2.0)
                     return
                 if self.wait_for_fresh_state and self._episode >= 0:
                     # Lockstep: the state of this tick is newer than the last one used.
@@ -383,6 +396,7 @@ class ControllerNode(Node):
             info = policy.last_info()
             self._stats['plan_ms'] = info.get('plan_time_ms', 0.0)
             self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'], self._stats['plan_ms'])
+            self.plan_ms_pub.publish(Float64(data=float(self._stats['plan_ms'])))
             self._stats['disagreement'] = info.get('disagreement', 0.0)
             self.disagreement_pub.publish(Float64(data=float(self._stats['disagreement'])))
             self._publish_markers(info)
@@ -417,8 +431,8 @@ class ControllerNode(Node):
         self.command_pub.publish(Float64MultiArray(data=self._prev_cmd.tolist()))
 
     def _publish_executed(self, episode, step, stamp, state, action, target):
-        row = np.concatenate([[episode, step, stamp.nanoseconds * 1e-9], state, action, target])
-        self.executed_pub.publish(Float64MultiArray(data=row.tolist()))
+        row = executed_row(episode, step, stamp.nanoseconds * 1e-9, state, action, target)
+        self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
 
     def _publish_markers(self, info: dict):
         paths = info.get('paths')

@@ -1,0 +1,391 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Recipe node: the orchestrator of the lecture's pushing recipe, as a state machine.
+
+N random episodes -> train -> (E MPC episodes -> retrain) x iterations -> evaluation episodes on
+held-out seeds (plus optional baselines). Each episode: seed the twin, reset it, tell the
+controller to run the episode, wait for it to finish. Progress is logged with an ETA and the run
+summary (``summary.json``) is rewritten after every phase, so a stopped run resumes where it
+stopped: the buffer and the trainer's checkpoints keep the data and the model.
+"""
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from std_msgs.msg import Float64, Float64MultiArray, Int32, String
+from std_srvs.srv import Trigger
+
+from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.transport import (EXECUTED_QOS, LATCHED_QOS, multiarray_to_rows,
+                                        parse_executed_row)
+
+DESCRIPTIONS = {
+    'task.episode_steps': 'Steps per episode (for progress only; the controller counts).',
+    'task.success_radius_m': 'Success when the puck ends this close to the target.',
+    'topics.model_version': 'Model announcements of the trainer.',
+    'run_dir': 'Where summary.json and the report are written.',
+    'random_episodes': 'Episodes of uniform random exploration before the first model.',
+    'mpc_episodes_per_iteration': 'MPC episodes collected between two retrains.',
+    'iterations': 'Collect-and-retrain iterations after the first model.',
+    'evaluation_episodes': 'Held-out evaluation episodes with the final model.',
+    'evaluation_seed': 'First seed of the held-out evaluation episodes.',
+    'baselines': 'Policies also evaluated on the same held-out seeds (random, zero).',
+    'seed': 'First seed of the training episodes.',
+    'resume': 'Continue a stopped run from summary.json instead of starting over.',
+    'reset_service': 'std_srvs/Trigger that starts a new episode (the twin, or a home drive).',
+    'episode_timeout_s': 'Wall time after which a running episode counts as failed.',
+    'write_report': 'Write report.md and plots when the recipe ends.',
+}
+RANGES = {'random_episodes': (0, 100000), 'mpc_episodes_per_iteration': (0, 100000),
+          'iterations': (0, 1000), 'evaluation_episodes': (0, 100000)}
+
+
+def build_phases(p: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The recipe as a list of phases; deterministic from the parameters, so runs can resume."""
+    phases = [{'kind': 'episode', 'stage': 'random', 'policy': 'random', 'iteration': 0,
+               'seed': p['seed'] + i} for i in range(p['random_episodes'])]
+    seed = p['seed'] + p['random_episodes']
+    phases.append({'kind': 'train', 'iteration': 0})
+    for it in range(1, p['iterations'] + 1):
+        for _ in range(p['mpc_episodes_per_iteration']):
+            phases.append({'kind': 'episode', 'stage': 'mpc', 'policy': 'planner',
+                           'iteration': it, 'seed': seed})
+            seed += 1
+        phases.append({'kind': 'train', 'iteration': it})
+    for policy in ['planner'] + [b for b in p['baselines'] if b]:
+        if policy not in ('planner', 'random', 'zero'):
+            raise ValueError(f'unknown baseline {policy!r}: use random or zero')
+        for i in range(p['evaluation_episodes']):
+            phases.append({'kind': 'episode', 'stage': f'eval_{policy}', 'policy': policy,
+                           'iteration': p['iterations'], 'seed': p['evaluation_seed'] + i})
+    for index, phase in enumerate(phases):
+        phase['index'] = index
+    return phases
+
+
+class RecipeNode(Node):
+    """Runs the recipe's phases one after another through the node graph."""
+
+    def __init__(self):
+        super().__init__('recipe')
+        p = declare_profile_parameters(self, 'recipe', DESCRIPTIONS, ranges=RANGES)
+        self.p = p
+        self.run_dir = p['run_dir']
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.summary_path = os.path.join(self.run_dir, 'summary.json')
+        self.phases = build_phases(p)
+        self.results: List[Dict[str, Any]] = []
+        self.trainings: List[Dict[str, Any]] = []
+        self.plan_ms: List[float] = []
+        if p['resume'] and os.path.isfile(self.summary_path):
+            with open(self.summary_path) as f:
+                old = json.load(f)
+            self.results, self.trainings = old['episodes'], old['trainings']
+            self.plan_ms = old.get('plan_ms', [])
+        self.position = len(self.results) + len(self.trainings)
+        self.finished = False
+        self.done = False
+        self._phases_done_here = 0
+        self.model_version = 0
+        self.t_start = time.monotonic()
+        self.phase_t0 = None
+        self._stage = 'wait_graph'
+        self._future = None
+        self._deadline = None
+        self._rows: Dict[int, Dict[int, Any]] = {}
+        self._done_episode: Optional[int] = None
+        self._train_target = None
+
+        self.episode_pub = self.create_publisher(String, '/recipe/episode', LATCHED_QOS)
+        self.create_subscription(Float64MultiArray, '/controller/executed', self.executed_callback,
+                                 EXECUTED_QOS)
+        self.create_subscription(Int32, '/controller/episode_done', self.done_callback,
+                                 EXECUTED_QOS)
+        self.create_subscription(Float64, '/controller/plan_time_ms', self.plan_ms_callback, 100)
+        self.create_subscription(String, p['topics']['model_version'], self.model_callback,
+                                 LATCHED_QOS)
+        self.reset_client = self.create_client(Trigger, p['reset_service'])
+        self.seed_client = self.create_client(SetParameters, '/twin/set_parameters')
+        self.train_client = self.create_client(Trigger, '/trainer/train')
+        self.trainer_stats_client = self.create_client(Trigger, '/trainer/stats')
+        self.buffer_stats_client = self.create_client(Trigger, '/buffer/stats')
+        self.timer = self.create_timer(0.05, self.step)
+        self.get_logger().info(
+            f'recipe: {len(self.phases)} phases ({p["random_episodes"]} random episodes, '
+            f'{p["iterations"]} x {p["mpc_episodes_per_iteration"]} MPC episodes, '
+            f'{p["evaluation_episodes"]} evaluation episodes), run dir {self.run_dir}'
+            + (f', resuming at phase {self.position}' if self.position else ''))
+
+    # --- inputs --------------------------------------------------------------------------
+    def executed_callback(self, msg: Float64MultiArray):
+        try:
+            for raw in multiarray_to_rows(msg):
+                row = parse_executed_row(raw)
+                self._rows.setdefault(row.episode, {})[row.step] = row
+        except ValueError as e:
+            self.get_logger().error(f'malformed executed row ignored: {e}',
+                                    throttle_duration_sec=1.0)
+
+    def done_callback(self, msg: Int32):
+        self._done_episode = msg.data
+
+    def plan_ms_callback(self, msg: Float64):
+        self.plan_ms.append(float(msg.data))
+
+    def model_callback(self, msg: String):
+        try:
+            info = json.loads(msg.data)
+            self.model_version = max(self.model_version, int(info['version']))
+        except (ValueError, KeyError, TypeError):
+            self.get_logger().error(f'bad model announcement {msg.data!r}')
+
+    # --- the state machine ---------------------------------------------------------------
+    def step(self):
+        try:
+            getattr(self, '_stage_' + self._stage)()
+        except RuntimeError as e:
+            self.get_logger().error(f'recipe stopped: {e}')
+            self._finish(failed=str(e))
+
+    def _goto(self, stage: str, timeout: Optional[float] = None):
+        self._stage = stage
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def _check_deadline(self, what: str):
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise RuntimeError(f'timed out waiting for {what}')
+
+    def _stage_wait_graph(self):
+        clients = [self.reset_client, self.train_client, self.trainer_stats_client,
+                   self.buffer_stats_client]
+        if self.seed_client.srv_name.startswith('/twin'):
+            clients.append(self.seed_client)
+        missing = [c.srv_name for c in clients if not c.service_is_ready()]
+        if missing:
+            self.get_logger().info(f'waiting for services {missing}', throttle_duration_sec=5.0)
+            return
+        self._next_phase()
+
+    def _next_phase(self):
+        if self.position >= len(self.phases):
+            self._finish()
+            return
+        phase = self.phases[self.position]
+        self.phase_t0 = time.monotonic()
+        if phase['kind'] == 'episode':
+            self._call(self.seed_client, self._seed_request(phase['seed']))
+            self._goto('seeding', 30.0)
+        else:
+            self._call(self.buffer_stats_client, Trigger.Request())
+            self._goto('train_sync', 120.0)
+
+    def _call(self, client, request):
+        self._future = client.call_async(request)
+
+    def _result(self, what: str):
+        self._check_deadline(what)
+        if not self._future.done():
+            return None
+        result = self._future.result()
+        if result is None:
+            raise RuntimeError(f'{what}: service call failed')
+        return result
+
+    @staticmethod
+    def _seed_request(seed: int) -> SetParameters.Request:
+        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed))
+        return SetParameters.Request(parameters=[ParameterMsg(name='episode_seed', value=value)])
+
+    def _stage_seeding(self):
+        result = self._result('the twin to take the episode seed')
+        if result is None:
+            return
+        if not all(r.successful for r in result.results):
+            raise RuntimeError(f'twin refused the episode seed: {result.results}')
+        self._call(self.reset_client, Trigger.Request())
+        self._goto('resetting', 120.0)
+
+    def _stage_resetting(self):
+        result = self._result('the reset')
+        if result is None:
+            return
+        if not result.success:
+            raise RuntimeError(f'reset failed: {result.message}')
+        phase = self.phases[self.position]
+        self._done_episode = None
+        min_version = self.model_version if phase['policy'] == 'planner' else 0
+        self.episode_pub.publish(String(data=json.dumps({
+            'episode': phase['index'], 'policy': phase['policy'], 'seed': phase['seed'],
+            'min_model_version': min_version})))
+        self._goto('running', self.p['episode_timeout_s'])
+
+    def _stage_running(self):
+        self._check_deadline(f'episode {self.phases[self.position]["index"]}')
+        phase = self.phases[self.position]
+        if self._done_episode != phase['index']:
+            return
+        rows = self._rows.pop(phase['index'], {})
+        result = self._episode_result(phase, rows)
+        self.results.append(result)
+        self._advance(f'{phase["stage"]} episode (seed {phase["seed"]}): final distance '
+                      f'{result["final_distance"]:.3f} m, '
+                      f'{"success" if result["success"] else "failure"}')
+
+    def _episode_result(self, phase, rows) -> Dict[str, Any]:
+        steps = sorted(rows)
+        if not steps or not rows[steps[-1]].terminal:
+            raise RuntimeError(f'episode {phase["index"]} ended without its terminal row '
+                               f'({len(steps)} rows received)')
+        target = rows[steps[-1]].target
+        distances = [float(np.linalg.norm(rows[s].s[14:17] - target)) for s in steps]
+        final = distances[-1]
+        return {**phase, 'steps': len(steps) - 1, 'return': -float(np.sum(distances[1:])),
+                'initial_distance': distances[0], 'final_distance': final,
+                'success': bool(final < self.p['task']['success_radius_m']),
+                'wall_s': time.monotonic() - self.phase_t0}
+
+    def _stage_train_sync(self):
+        result = self._result('buffer stats')
+        if result is None:
+            return
+        self._train_target = int(json.loads(result.message)['transitions'])
+        self._call(self.trainer_stats_client, Trigger.Request())
+        self._goto('train_wait_data', 300.0)
+
+    def _stage_train_wait_data(self):
+        result = self._result(f'the trainer to receive {self._train_target} transitions')
+        if result is None:
+            return
+        stats = json.loads(result.message)
+        if stats['n_transitions'] < self._train_target or stats['training']:
+            self._call(self.trainer_stats_client, Trigger.Request())
+            return
+        self._version_before = stats['version']
+        self._call(self.train_client, Trigger.Request())
+        self._goto('train_start', 30.0)
+
+    def _stage_train_start(self):
+        result = self._result('the trainer to start')
+        if result is None:
+            return
+        if not result.success:
+            raise RuntimeError(f'trainer refused to train: {result.message}')
+        self._goto('training', self.p['episode_timeout_s'])
+        self._call(self.trainer_stats_client, Trigger.Request())
+
+    def _stage_training(self):
+        result = self._result('training')
+        if result is None:
+            return
+        stats = json.loads(result.message)
+        if stats['training']:
+            self._call(self.trainer_stats_client, Trigger.Request())
+            return
+        last = stats['last_result']
+        if stats['version'] <= self._version_before:
+            raise RuntimeError(f'training produced no accepted model: {last.get("reason")}')
+        phase = self.phases[self.position]
+        self.model_version = max(self.model_version, stats['version'])
+        self.trainings.append({**phase, 'version': stats['version'],
+                               'n_transitions': last.get('n_transitions'),
+                               'val_loss': last.get('val_loss'),
+                               'train_loss': last.get('train_loss'),
+                               'epochs': last.get('epochs'),
+                               'wall_s': time.monotonic() - self.phase_t0})
+        self._advance(f'trained model v{stats["version"]} on {last.get("n_transitions")} '
+                      f'transitions: val loss {last.get("val_loss"):.4f}')
+
+    def _advance(self, what: str):
+        self.position += 1
+        self._write_summary()
+        self._phases_done_here += 1
+        elapsed = time.monotonic() - self.t_start
+        # ETA from this session's pace (a resumed run did not time the phases it skipped).
+        rate = elapsed / self._phases_done_here
+        remaining = len(self.phases) - self.position
+        self.get_logger().info(f'[{self.position}/{len(self.phases)}] {what} | elapsed '
+                               f'{elapsed / 60:.1f} min, ETA {remaining * rate / 60:.1f} min')
+        self._next_phase()
+
+    def _summary(self, failed: Optional[str] = None) -> Dict[str, Any]:
+        by_stage: Dict[str, Dict[str, Any]] = {}
+        for r in self.results:
+            s = by_stage.setdefault(r['stage'], {'episodes': 0, 'successes': 0, 'final': []})
+            s['episodes'] += 1
+            s['successes'] += int(r['success'])
+            s['final'].append(r['final_distance'])
+        stages = {k: {'episodes': v['episodes'], 'success_rate': v['successes'] / v['episodes'],
+                      'mean_final_distance': float(np.mean(v['final']))}
+                  for k, v in by_stage.items()}
+        used = sum(r['steps'] for r in self.results if not r['stage'].startswith('eval'))
+        ms = np.array(self.plan_ms) if self.plan_ms else np.zeros(1)
+        return {'run_dir': os.path.abspath(self.run_dir), 'complete': self.finished,
+                'failed': failed, 'phases': len(self.phases), 'position': self.position,
+                'wall_s': time.monotonic() - self.t_start, 'transitions_used': used,
+                'stages': stages, 'plan_latency_ms': {
+                    'median': float(np.median(ms)), 'p99': float(np.percentile(ms, 99)),
+                    'max': float(ms.max()), 'count': len(self.plan_ms)},
+                'episodes': self.results, 'trainings': self.trainings,
+                'plan_ms': self.plan_ms}
+
+    def _write_summary(self, failed: Optional[str] = None):
+        tmp = self.summary_path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(self._summary(failed), f, indent=1)
+        os.replace(tmp, self.summary_path)
+
+    def _finish(self, failed: Optional[str] = None):
+        self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
+        self.finished = failed is None
+        self._write_summary(failed)
+        self.timer.cancel()
+        if failed is None and self.p['write_report']:
+            try:
+                from mbrl_robot.report import write_report
+                path = write_report(self.run_dir)
+                self.get_logger().info(f'report: {path}')
+            except (ImportError, OSError, ValueError) as e:
+                self.get_logger().error(f'report not written: {e}')
+        summary = self._summary(failed)
+        for stage, s in summary['stages'].items():
+            self.get_logger().info(f'{stage}: {s["success_rate"] * 100:.0f}% success over '
+                                   f'{s["episodes"]} episodes, mean final distance '
+                                   f'{s["mean_final_distance"]:.3f} m')
+        self.get_logger().info(f'summary: {self.summary_path}')
+        self.done = True
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = RecipeNode()
+            try:
+                while rclpy.ok() and not node.done:
+                    rclpy.spin_once(node, timeout_sec=0.1)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()

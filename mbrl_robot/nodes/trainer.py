@@ -1,0 +1,287 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Trainer node: keeps a copy of every transition the buffer serves and retrains the ensemble.
+
+Transitions arrive as sequence-numbered batches over ROS 2 (``/buffer/transitions``), so the
+trainer can run on another host (a GPU box); every ``sync_period_s`` it asks the buffer to resend
+anything from the first sequence number it lacks, which also makes a restarted trainer or buffer
+catch up. Training runs on a background thread so the node keeps answering; a model that
+validates (finite weights and losses, validation loss below ``max_val_loss``) is saved as a
+versioned checkpoint and announced on a transient-local topic.
+"""
+
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import Float64MultiArray, String, UInt64
+from std_srvs.srv import Trigger
+import torch
+
+from mbrl_robot.core.control import resolve_device
+from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
+from mbrl_robot.core.types import TransitionBatch
+from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.transport import (LATCHED_QOS, multiarray_to_rows, parse_transition_rows,
+                                        TRANSITION_FIELDS, TRANSITION_LABELS, TRANSITIONS_QOS)
+
+STATE_DIM = 17
+ACTION_DIM = 7
+VERSION_DIR = re.compile(r'^v(\d+)$')
+
+DESCRIPTIONS = {
+    'topics.transitions': 'Sequence-numbered transition batches from the buffer.',
+    'topics.model_version': 'Where validated model versions are announced (transient local).',
+    'device': 'Training device: auto (cuda when present), cpu or cuda.',
+    'checkpoint_dir': 'Versioned checkpoints go to <checkpoint_dir>/v<N>/.',
+    'retrain_period_s': 'Retrain on a schedule when new data arrived (0: only on request).',
+    'sync_period_s': 'How often to ask the buffer for transitions this node lacks.',
+    'max_val_loss': 'A model whose validation loss (normalised MSE) is above this is rejected.',
+    'warm_start': 'Continue from the last model instead of training from scratch.',
+    'model.name': 'Model family (gaussian_ensemble).',
+    'model.ensemble_size': 'Ensemble members K.',
+    'model.num_layers': 'Hidden layers per member.',
+    'model.hidden_size': 'Units per hidden layer.',
+    'model.activation': 'silu, relu, tanh or elu.',
+    'model.probabilistic': 'Gaussian NLL heads (PETS) instead of MSE.',
+    'model.weight_decay': 'L2 weight decay.',
+    'training.learning_rate': 'Adam learning rate.',
+    'training.batch_size': 'Minibatch size.',
+    'training.validation_fraction': 'Share of transitions held out for early stopping.',
+    'training.max_epochs': 'Upper bound on epochs per retrain.',
+    'training.patience': 'Epochs without validation improvement before stopping.',
+    'training.bootstrap': 'Resample the training set per member.',
+    'training.seed': 'Seed of splits, bootstraps and initialisation.',
+}
+READ_ONLY = ('topics.transitions', 'topics.model_version', 'device', 'checkpoint_dir',
+             'model.name', 'model.ensemble_size', 'model.num_layers', 'model.hidden_size',
+             'model.activation', 'model.probabilistic')
+RANGES = {'retrain_period_s': (0.0, 86400.0), 'sync_period_s': (0.1, 3600.0),
+          'model.ensemble_size': (1, 100), 'model.num_layers': (1, 20),
+          'model.hidden_size': (1, 8192), 'training.validation_fraction': (0.0, 0.9),
+          'training.max_epochs': (1, 100000), 'training.batch_size': (1, 1 << 20)}
+
+
+class TrainerNode(Node):
+    """Retrains the dynamics ensemble on all transitions, on request and on a schedule."""
+
+    def __init__(self):
+        super().__init__('trainer')
+        p = declare_profile_parameters(self, 'trainer', DESCRIPTIONS, READ_ONLY, RANGES)
+        self.device = resolve_device(p['device'])
+        self.model_cfg = p['model']
+        self.training_cfg = p['training']
+        self.checkpoint_dir = p['checkpoint_dir']
+        self.max_val_loss = p['max_val_loss']
+        self.warm_start = p['warm_start']
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+
+        self._lock = threading.Lock()
+        self._rows = {}  # seq -> transition row; the trainer's own copy of the buffer
+        self._next_seq = 0  # lowest sequence number not yet held
+        self._n_at_last_fit = 0
+        self._thread = None
+        self._stop = threading.Event()
+        self._model = None
+        self.version = 0
+        self.last_result = {}
+
+        io = ReentrantCallbackGroup()
+        self.model_pub = self.create_publisher(String, p['topics']['model_version'], LATCHED_QOS)
+        self.loss_pub = self.create_publisher(Float64MultiArray, '~/loss', 10)
+        self.resend_pub = self.create_publisher(UInt64, '/buffer/resend_from', 10)
+        self.create_subscription(Float64MultiArray, p['topics']['transitions'],
+                                 self.transitions_callback, TRANSITIONS_QOS, callback_group=io)
+        self.create_service(Trigger, '~/train', self.train_callback, callback_group=io)
+        self.create_service(Trigger, '~/stats', self.stats_callback, callback_group=io)
+        self.sync_timer = self.create_timer(p['sync_period_s'], self.sync_callback,
+                                            callback_group=io)
+        if p['retrain_period_s'] > 0:
+            self.retrain_timer = self.create_timer(p['retrain_period_s'], self.schedule_callback,
+                                                   callback_group=io)
+        self._resume()
+        self.sync_callback()
+        self.get_logger().info(f'trainer ready on {self.device}: K={self.model_cfg["ensemble_size"]}'
+                               f' {self.model_cfg["num_layers"]}x{self.model_cfg["hidden_size"]}, '
+                               f'checkpoints in {self.checkpoint_dir}')
+
+    def _resume(self):
+        """Reannounce the newest checkpoint that loads, so a restarted trainer serves it again."""
+        versions = sorted((int(m.group(1)), name) for name in os.listdir(self.checkpoint_dir)
+                          if (m := VERSION_DIR.match(name)))
+        for version, name in reversed(versions):
+            path = os.path.join(self.checkpoint_dir, name)
+            try:
+                self._model = GaussianEnsemble.load(path, device=self.device,
+                                                    obs_dim=STATE_DIM, act_dim=ACTION_DIM)
+            except (OSError, ValueError) as e:
+                self.get_logger().error(f'checkpoint {path} unusable: {e}')
+                continue
+            self.version = version
+            info_path = os.path.join(path, 'announcement.json')
+            if os.path.isfile(info_path):
+                with open(info_path) as f:
+                    self.last_result = json.load(f)
+                self.model_pub.publish(String(data=json.dumps(self.last_result)))
+            self.get_logger().info(f'resumed from checkpoint v{version}')
+            return
+
+    # --- data ----------------------------------------------------------------------------
+    def transitions_callback(self, msg: Float64MultiArray):
+        try:
+            rows = multiarray_to_rows(msg, TRANSITION_FIELDS, TRANSITION_LABELS)
+            seqs, _, _, _ = parse_transition_rows(rows)
+        except ValueError as e:
+            self.get_logger().error(f'malformed transition batch dropped: {e}',
+                                    throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            for seq, row in zip(seqs.tolist(), rows):
+                self._rows.setdefault(seq, row)
+            gap = seqs.size and seqs.min() > self._next_seq
+            while self._next_seq in self._rows:
+                self._next_seq += 1
+            next_seq = self._next_seq
+        if gap:
+            self.resend_pub.publish(UInt64(data=int(next_seq)))
+
+    def sync_callback(self):
+        with self._lock:
+            next_seq = self._next_seq
+        self.resend_pub.publish(UInt64(data=int(next_seq)))
+
+    def _batch(self) -> TransitionBatch:
+        with self._lock:
+            rows = np.stack([self._rows[s] for s in sorted(self._rows)])
+        return parse_transition_rows(rows)[3]
+
+    # --- training ------------------------------------------------------------------------
+    def train_callback(self, request, response):
+        response.success, response.message = self._start_training('request')
+        return response
+
+    def schedule_callback(self):
+        with self._lock:
+            fresh = len(self._rows) > self._n_at_last_fit
+        if fresh:
+            self._start_training('schedule')
+
+    def _start_training(self, why: str):
+        if self._thread is not None and self._thread.is_alive():
+            return False, 'already training'
+        with self._lock:
+            n = len(self._rows)
+        if n < 10:
+            return False, f'only {n} transitions: need at least 10'
+        self._thread = threading.Thread(target=self._train, args=(why,), daemon=True)
+        self._thread.start()
+        return True, f'training on {n} transitions'
+
+    def _train(self, why: str):
+        t0 = time.monotonic()
+        try:
+            batch = self._batch()
+            seed = int(self.training_cfg['seed']) + self.version
+            if self._model is None or not self.warm_start:
+                model = create_model(self.model_cfg, STATE_DIM, ACTION_DIM, self.device, seed)
+            else:
+                model = self._model
+            trainer = create_trainer(model, {**self.training_cfg, 'seed': seed})
+            self.get_logger().info(f'training ({why}) on {len(batch)} transitions')
+            result = trainer.fit(batch, epoch_callback=self._publish_loss, stop_event=self._stop)
+        except Exception as e:  # noqa: B902 - a failed fit must not take the node down
+            self.get_logger().error(f'training failed, keeping v{self.version}: {e!r}')
+            self.last_result = {'accepted': False, 'reason': repr(e)}
+            return
+        with self._lock:
+            self._n_at_last_fit = len(batch)
+        problem = self._validate(model, result)
+        summary = {'train_loss': result.train_losses[-1] if result.train_losses else None,
+                   'val_loss': result.best_val_loss, 'epochs': result.epochs,
+                   'n_transitions': len(batch), 'train_seconds': time.monotonic() - t0,
+                   'train_losses': result.train_losses, 'val_losses': result.val_losses}
+        if problem:
+            self.get_logger().error(f'model rejected ({problem}); keeping v{self.version}')
+            self.last_result = {**summary, 'accepted': False, 'reason': problem}
+            return
+        version = self.version + 1
+        path = os.path.abspath(os.path.join(self.checkpoint_dir, f'v{version:04d}'))
+        model.save(path)
+        with open(os.path.join(path, 'model.pt'), 'rb') as f:
+            sha256 = hashlib.sha256(f.read()).hexdigest()
+        announcement = {'version': version, 'path': path, 'sha256': sha256, 'accepted': True,
+                        **summary}
+        with open(os.path.join(path, 'announcement.json'), 'w') as f:
+            json.dump(announcement, f)
+        self._model, self.version, self.last_result = model, version, announcement
+        self.model_pub.publish(String(data=json.dumps(announcement)))
+        self.get_logger().info(
+            f'model v{version}: val loss {result.best_val_loss:.4f} after {result.epochs} epochs '
+            f'on {len(batch)} transitions ({summary["train_seconds"]:.1f} s)')
+
+    def _validate(self, model, result) -> str:
+        if result.cancelled:
+            return 'training cancelled'
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            return 'non-finite weights'
+        if not math.isfinite(result.best_val_loss) or result.best_val_loss > self.max_val_loss:
+            return f'validation loss {result.best_val_loss} above {self.max_val_loss}'
+        return ''
+
+    def _publish_loss(self, epoch: int, train_loss: float, val_loss: float):
+        self.loss_pub.publish(Float64MultiArray(data=[float(epoch), float(train_loss),
+                                                      float(val_loss)]))
+
+    def stats_callback(self, request, response):
+        with self._lock:
+            stats = {'n_transitions': len(self._rows), 'next_seq': self._next_seq,
+                     'version': self.version,
+                     'training': self._thread is not None and self._thread.is_alive(),
+                     'last_result': {k: v for k, v in self.last_result.items()
+                                     if k not in ('train_losses', 'val_losses')}}
+        response.success, response.message = True, json.dumps(stats)
+        return response
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = TrainerNode()
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()

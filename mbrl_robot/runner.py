@@ -1,0 +1,190 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""pip-only runner: starts the recipe's node graph as separate processes, like the launch file.
+
+For machines without ``ros2 launch`` (ROS 2 from PyPI wheels): each node runs as its own Python
+process with ``--ros-args --params-file config/<profile>.yaml``, exactly what
+``launch/recipe_twin.launch.py`` starts. Node logs go to ``<run_dir>/logs/<node>.log``; the
+recipe's progress is echoed here. Ctrl-C is forwarded to every node, which then stop cleanly
+(the controller's last command is zero velocity).
+"""
+
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional
+
+from mbrl_robot.config import node_params
+from mbrl_robot.paths import config_path
+
+NODES = ('twin', 'buffer', 'trainer', 'controller', 'recipe')
+
+
+def node_command(node: str, params_file: str, overrides: Dict[str, str]) -> List[str]:
+    """The command line of one node: ``python -m mbrl_robot.nodes.<node> --ros-args ...``."""
+    cmd = [sys.executable, '-m', f'mbrl_robot.nodes.{node}', '--ros-args',
+           '--params-file', params_file]
+    for name, value in overrides.items():
+        cmd += ['-p', f'{name}:={value}']
+    return cmd
+
+
+def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:
+    """Per-node parameters that place all of a run's files under ``run_dir``."""
+    overrides = {'run_dir': run_dir}
+    if node == 'buffer':
+        overrides['data_dir'] = os.path.join(run_dir, 'buffer')
+    if node == 'trainer':
+        overrides['checkpoint_dir'] = os.path.join(run_dir, 'models')
+    return overrides
+
+
+class Graph:
+    """The node processes of one run."""
+
+    def __init__(self, params_file: str, run_dir: str, nodes=NODES,
+                 extra: Optional[Dict[str, Dict[str, str]]] = None, echo=True):
+        self.params_file = params_file
+        self.run_dir = run_dir
+        self.nodes = list(nodes)
+        self.extra = extra or {}
+        self.echo = echo
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self._threads: List[threading.Thread] = []
+
+    def start(self):
+        os.makedirs(os.path.join(self.run_dir, 'logs'), exist_ok=True)
+        for node in self.nodes:
+            overrides = {**graph_overrides(self.run_dir, node), **self.extra.get(node, {})}
+            log = open(os.path.join(self.run_dir, 'logs', f'{node}.log'), 'w')
+            proc = subprocess.Popen(node_command(node, self.params_file, overrides),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=1, start_new_session=True)
+            self.procs[node] = proc
+            t = threading.Thread(target=self._pump, args=(node, proc, log), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _pump(self, node, proc, log):
+        with log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if self.echo and (node == 'recipe' or 'ERROR' in line or 'Traceback' in line):
+                    sys.stdout.write(f'[{node}] {line}')
+                    sys.stdout.flush()
+
+    def wait(self, node: str, timeout: Optional[float] = None) -> Optional[int]:
+        """Wait for one node; returns its exit code, or None if another node died first."""
+        t_end = None if timeout is None else time.monotonic() + timeout
+        while t_end is None or time.monotonic() < t_end:
+            rc = self.procs[node].poll()
+            if rc is not None:
+                return rc
+            dead = [n for n, p in self.procs.items() if n != node and p.poll() is not None]
+            if dead:
+                print(f'node(s) {dead} exited early: see {self.run_dir}/logs', flush=True)
+                return None
+            time.sleep(0.2)
+        raise TimeoutError(f'{node} did not finish within {timeout} s')
+
+    def stop(self, grace: float = 10.0):
+        """SIGINT every node (clean shutdown), then SIGTERM/SIGKILL what is left."""
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            alive = [p for p in self.procs.values() if p.poll() is None]
+            if not alive:
+                break
+            for p in alive:
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            t_end = time.monotonic() + wait
+            while time.monotonic() < t_end and any(p.poll() is None for p in alive):
+                time.sleep(0.1)
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='mbrl_run', description='Run the MBRL pushing recipe on the PyBullet twin through '
+        'the ROS 2 node graph (separate processes over DDS), without ros2 launch.')
+    parser.add_argument('--profile', default='cpu',
+                        help='config/<profile>.yaml, or a path to a parameter file')
+    parser.add_argument('--run-dir', default=None,
+                        help='where logs, buffer, models, summary and report go '
+                             '(default runs/<profile>-<timestamp>)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue a stopped run in --run-dir from its buffer and models')
+    parser.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
+                        help='override one parameter, e.g. recipe.iterations=2')
+    parser.add_argument('--timeout', type=float, default=None,
+                        help='stop the run after this many seconds')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    params_file = config_path(args.profile)
+    node_params(params_file, 'recipe')  # a malformed file fails here, before any process
+    profile = os.path.splitext(os.path.basename(params_file))[0]
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    run_dir = os.path.abspath(args.run_dir or os.path.join('runs', f'{profile}-{stamp}'))
+    os.makedirs(run_dir, exist_ok=True)
+    shutil.copy(params_file, os.path.join(run_dir, 'params.yaml'))
+    extra: Dict[str, Dict[str, str]] = {}
+    for item in args.set:
+        name, sep, value = item.partition('=')
+        node, dot, param = name.partition('.')
+        if not sep or not dot or node not in NODES:
+            print(f'--set {item!r}: expected NODE.PARAM=VALUE with NODE in {NODES}',
+                  file=sys.stderr)
+            return 2
+        extra.setdefault(node, {})[param] = value
+    if args.resume:
+        extra.setdefault('recipe', {})['resume'] = 'true'
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    print(f'mbrl_run: profile {profile}, run dir {run_dir}, ROS_DOMAIN_ID '
+          f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
+    graph = Graph(params_file, run_dir, extra=extra)
+    t0 = time.monotonic()
+    rc = 1
+    try:
+        graph.start()
+        rc = graph.wait('recipe', timeout=args.timeout)
+    except KeyboardInterrupt:
+        print('\nmbrl_run: Ctrl-C, stopping every node (zero velocity first)', flush=True)
+    except TimeoutError as e:
+        print(f'mbrl_run: {e}', flush=True)
+    finally:
+        graph.stop()
+    summary = os.path.join(run_dir, 'summary.json')
+    print(f'mbrl_run: finished in {(time.monotonic() - t0) / 60:.1f} min; logs in '
+          f'{run_dir}/logs' + (f'; summary: {summary}' if os.path.isfile(summary) else ''),
+          flush=True)
+    report = os.path.join(run_dir, 'report.md')
+    if os.path.isfile(report):
+        print(f'mbrl_run: report: {report}', flush=True)
+    return 0 if rc == 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
