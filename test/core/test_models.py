@@ -1,0 +1,301 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Tests of the batched Gaussian ensemble, its trainer, persistence and factory."""
+
+import hashlib
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble, ModelTrainer
+from mbrl_robot.core.types import TransitionBatch
+
+SMALL = {'name': 'gaussian_ensemble', 'ensemble_size': 3, 'num_layers': 2, 'hidden_size': 64,
+         'activation': 'silu', 'probabilistic': True, 'weight_decay': 5e-5}
+TRAIN = {'learning_rate': 3e-3, 'batch_size': 128, 'validation_fraction': 0.15, 'max_epochs': 40,
+         'patience': 8, 'bootstrap': True, 'seed': 0}
+
+
+def sine_system(n, seed, noise_std=0.0):
+    """s' = s + 0.1 sin(s) + 0.1 a (per dim), S=2, A=2, plus optional Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(-3.0, 3.0, (n, 2)).astype(np.float32)
+    a = rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32)
+    s2 = s + 0.1 * np.sin(s) + 0.1 * a
+    if np.any(noise_std):
+        s2 = s2 + rng.normal(size=s2.shape) * noise_std
+    return TransitionBatch(s, a, s2.astype(np.float32), np.zeros(n, np.float32),
+                           np.zeros(n, bool))
+
+
+@pytest.fixture(scope='module')
+def trained():
+    torch.manual_seed(0)
+    model = create_model(SMALL, 2, 2, seed=0)
+    result = create_trainer(model, TRAIN).fit(sine_system(2000, seed=0))
+    return model, result
+
+
+def manual_member_forward(model, k, x):
+    h = x
+    for layer in model.layers[:-1]:
+        h = F.silu(h @ layer.weight[k] + layer.bias[k, 0])
+    out = h @ model.layers[-1].weight[k] + model.layers[-1].bias[k, 0]
+    mean, logvar = out[:, :model.obs_dim], out[:, model.obs_dim:]
+    logvar = model.max_logvar - F.softplus(model.max_logvar - logvar)
+    logvar = model.min_logvar + F.softplus(logvar - model.min_logvar)
+    return mean, logvar
+
+
+def test_batched_forward_equals_separate_members():
+    model = GaussianEnsemble(3, 2, ensemble_size=4, num_layers=3, hidden_size=16, seed=1)
+    x = torch.randn(4, 7, 5)
+    mean, logvar = model(x)
+    assert mean.shape == logvar.shape == (4, 7, 3)
+    for k in range(4):
+        m_k, lv_k = manual_member_forward(model, k, x[k])
+        torch.testing.assert_close(mean[k], m_k, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logvar[k], lv_k, rtol=1e-5, atol=1e-6)
+    # A shared (B, in) input is the same as repeating it for each member.
+    shared_mean, _ = model(x[0])
+    torch.testing.assert_close(shared_mean, model(x[0].expand(4, 7, 5))[0])
+
+
+def test_sample_next_matches_predict_and_is_reproducible(trained):
+    model, _ = trained
+    obs, act = torch.randn(3, 11, 2), torch.rand(3, 11, 2) * 2 - 1
+    with torch.no_grad():
+        mean, var = model.predict(obs, act)
+    det = model.sample_next(obs, act, deterministic=True)
+    torch.testing.assert_close(det, mean, rtol=1e-5, atol=1e-6)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    s1 = model.sample_next(obs, act, generator=g1)
+    s2 = model.sample_next(obs, act, generator=g2)
+    torch.testing.assert_close(s1, s2)
+    assert not torch.equal(s1, det)
+    # Sample spread follows the predicted variance: standardised residuals have unit scale.
+    big_obs, big_act = obs[:, :1].expand(3, 4000, 2), act[:, :1].expand(3, 4000, 2)
+    z = (model.sample_next(big_obs, big_act, generator=g1) - mean[:, :1]) / var[:, :1].sqrt()
+    assert 0.9 < float(z.std()) < 1.1
+    with pytest.raises(ValueError, match='sample_next'):
+        model.sample_next(obs[:2], act[:2])
+
+
+def test_members_differ(trained):
+    model, _ = trained
+    w = model.layers[0].weight
+    assert not torch.allclose(w[0], w[1])
+    obs, act = torch.randn(64, 2), torch.rand(64, 2)
+    with torch.no_grad():
+        mean, _ = model.predict(obs, act)
+    spread = (mean - mean.mean(0)).abs().amax()
+    assert float(spread) > 1e-5
+
+
+def test_learns_sine_system_far_below_zero_delta_baseline(trained):
+    model, result = trained
+    test = sine_system(1000, seed=99)
+    obs, act, nxt = (torch.as_tensor(x) for x in (test.obs, test.act, test.next_obs))
+    with torch.no_grad():
+        pred = model.predict(obs, act)[0].mean(0)
+    mse = float(((pred - nxt) ** 2).mean())
+    baseline = float(((obs - nxt) ** 2).mean())  # "predict zero delta"
+    assert mse < 0.05 * baseline, (mse, baseline)
+    assert result.epochs >= 1 and len(result.val_losses) == result.epochs
+    assert result.best_val_loss < 0.05  # normalised units: the zero-mean predictor scores ~1
+    assert result.train_losses[-1] < result.train_losses[0]
+    assert len(result.elite_indices) == 3 and result.elite_indices == model.elite_indices
+
+
+def test_variance_is_larger_where_data_is_noisier():
+    rng = np.random.default_rng(3)
+    n = 2000
+    s = rng.uniform(-2.0, 2.0, (n, 1)).astype(np.float32)
+    a = rng.uniform(-1.0, 1.0, (n, 1)).astype(np.float32)
+    noise_std = np.where(s > 0, 0.1, 0.01)
+    s2 = (s + 0.1 * a + rng.normal(size=s.shape) * noise_std).astype(np.float32)
+    batch = TransitionBatch(s, a, s2, np.zeros(n, np.float32), np.zeros(n, bool))
+    cfg = dict(SMALL, hidden_size=32)
+    model = create_model(cfg, 1, 1, seed=0)
+    # Early stopping watches the mean's MSE, which plateaus before the variance head has
+    # converged; a larger step size gets the log-variance there within the same few epochs.
+    create_trainer(model, dict(TRAIN, learning_rate=1e-2, batch_size=64)).fit(batch)
+    grid = torch.linspace(-1.8, 1.8, 200).unsqueeze(1)
+    with torch.no_grad():
+        _, var = model.predict(grid, torch.zeros_like(grid))
+    var = var.mean(0).squeeze(1)
+    noisy, quiet = var[grid[:, 0] > 0.3].mean(), var[grid[:, 0] < -0.3].mean()
+    # True variance ratio is 100; demand at least 10 and a noisy-side std within 2x of 0.1.
+    assert float(noisy / quiet) > 10.0, (float(noisy), float(quiet))
+    assert 0.05 < float(noisy.sqrt()) < 0.2
+
+
+def test_deterministic_ensemble_trains_with_mse():
+    model = create_model(dict(SMALL, probabilistic=False), 2, 2, seed=0)
+    assert model.max_logvar is None
+    trainer = create_trainer(model, dict(TRAIN, learning_rate=1e-2, batch_size=64, max_epochs=15))
+    result = trainer.fit(sine_system(1000, seed=1))
+    assert result.best_val_loss < 0.05  # normalised units: the zero-mean predictor scores ~1
+    mean, var = model.predict(torch.zeros(4, 2), torch.zeros(4, 2))
+    assert torch.equal(var, torch.zeros_like(var))
+    det = model.sample_next(torch.zeros(3, 4, 2), torch.zeros(3, 4, 2))
+    torch.testing.assert_close(det, mean.detach())
+
+
+def test_early_stopping_on_plateau():
+    rng = np.random.default_rng(0)
+    n = 600
+    s = rng.normal(size=(n, 2)).astype(np.float32)
+    a = rng.normal(size=(n, 1)).astype(np.float32)
+    nxt = rng.normal(size=(n, 2)).astype(np.float32)  # unpredictable: validation plateaus
+    batch = TransitionBatch(s, a, nxt, np.zeros(n, np.float32), np.zeros(n, bool))
+    model = create_model(SMALL, 2, 1, seed=0)
+    calls = []
+    trainer = ModelTrainer(model, learning_rate=3e-3, batch_size=64, max_epochs=200, patience=3)
+    result = trainer.fit(batch, epoch_callback=lambda e, t, v: calls.append((e, t, v)))
+    assert result.stopped_early
+    assert result.epochs < 50
+    assert [c[0] for c in calls] == list(range(1, result.epochs + 1))
+    assert len(result.val_losses) == result.epochs
+    # Best weights per member are restored: the final score is the best seen, not the last.
+    assert result.best_val_loss <= min(result.val_losses) + 1e-6
+
+
+def test_stop_event_cancels_and_restores():
+    model = create_model(SMALL, 2, 2, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stop = threading.Event()
+    stop.set()
+    result = create_trainer(model, TRAIN).fit(sine_system(500, seed=0), stop_event=stop)
+    assert result.cancelled and result.epochs == 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_nonfinite_data_rejected():
+    batch = sine_system(100, seed=0)
+    batch.obs[3, 0] = np.nan
+    batch.next_obs[7, 1] = np.inf
+    batch.next_obs[3, 1] = np.nan  # same row as obs[3]: counted once
+    model = create_model(SMALL, 2, 2)
+    with pytest.raises(ValueError, match='2 of 100 rows'):
+        create_trainer(model, TRAIN).fit(batch)
+    with pytest.raises(ValueError, match='act must be'):
+        create_trainer(create_model(SMALL, 2, 3), TRAIN).fit(sine_system(100, seed=0))
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / 'm')
+    meta = json.loads((tmp_path / 'm' / 'model.json').read_text())
+    assert meta['sha256'] == hashlib.sha256((tmp_path / 'm' / 'model.pt').read_bytes()).hexdigest()
+    assert meta['obs_dim'] == 2 and meta['format_version'] == 1
+    assert meta['normalizers']['output']['std'] == pytest.approx(
+        model.output_normalizer.std.tolist())
+    loaded = GaussianEnsemble.load(tmp_path / 'm', obs_dim=2, act_dim=2)
+    obs, act = torch.randn(3, 9, 2), torch.randn(3, 9, 2)
+    with torch.no_grad():
+        for a, b in zip(model.predict(obs, act), loaded.predict(obs, act)):
+            assert torch.equal(a, b)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(model.sample_next(obs, act, generator=g1),
+                       loaded.sample_next(obs, act, generator=g2))
+    assert loaded.elite_indices == model.elite_indices
+    assert loaded.config == model.config
+
+
+def test_bad_checkpoints_raise_clear_errors(trained, tmp_path):
+    model, _ = trained
+    good = model.save(tmp_path / 'good')
+
+    def copy(name):
+        return shutil.copytree(good, tmp_path / name)
+
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        GaussianEnsemble.load(tmp_path / 'nowhere')
+    d = copy('no_pt')
+    (d / 'model.pt').unlink()
+    with pytest.raises(FileNotFoundError, match='model.pt'):
+        GaussianEnsemble.load(d)
+    d = copy('truncated')
+    data = (d / 'model.pt').read_bytes()
+    (d / 'model.pt').write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match='model.pt.*truncated'):
+        GaussianEnsemble.load(d)
+    d = copy('corrupt_json')
+    (d / 'model.json').write_text('{"format_version": 1, "obs')
+    with pytest.raises(ValueError, match='model.json.*not valid JSON'):
+        GaussianEnsemble.load(d)
+    d = copy('version')
+    meta = json.loads((d / 'model.json').read_text())
+    (d / 'model.json').write_text(json.dumps(dict(meta, format_version=99)))
+    with pytest.raises(ValueError, match='format version 99'):
+        GaussianEnsemble.load(d)
+    # Garbage with a matching checksum: the archive itself is unreadable.
+    d = copy('garbage')
+    junk = b'not a torch archive' * 10
+    (d / 'model.pt').write_bytes(junk)
+    (d / 'model.json').write_text(json.dumps(dict(meta, sha256=hashlib.sha256(junk).hexdigest())))
+    with pytest.raises(ValueError, match='model.pt.*cannot be read'):
+        GaussianEnsemble.load(d)
+    # Weights of another architecture, checksum updated: shape mismatch.
+    other = create_model(dict(SMALL, hidden_size=32), 2, 2).save(tmp_path / 'other')
+    d = copy('mismatch')
+    shutil.copy(other / 'model.pt', d / 'model.pt')
+    sha = hashlib.sha256((d / 'model.pt').read_bytes()).hexdigest()
+    (d / 'model.json').write_text(json.dumps(dict(meta, sha256=sha)))
+    with pytest.raises(ValueError, match='do not match the architecture'):
+        GaussianEnsemble.load(d)
+    with pytest.raises(ValueError, match='obs_dim is 2, expected 17'):
+        GaussianEnsemble.load(good, obs_dim=17)
+
+
+def test_factory_builds_lecture_model_and_rejects_bad_config():
+    params = node_params('lecture', 'trainer')
+    model = create_model(params['model'], obs_dim=17, act_dim=7, seed=0)
+    assert model.ensemble_size == 5 and model.num_layers == 4 and model.hidden_size == 500
+    assert [tuple(layer.weight.shape) for layer in model.layers] == (
+        [(5, 24, 500)] + [(5, 500, 500)] * 3 + [(5, 500, 34)])
+    assert model.elite_indices == list(range(5))
+    trainer = create_trainer(model, params['training'])
+    assert trainer.batch_size == 256 and trainer.patience == 10
+    # Same seed, same init; different seeds differ.
+    w0 = create_model(SMALL, 2, 2, seed=4).layers[0].weight
+    assert torch.equal(w0, create_model(SMALL, 2, 2, seed=4).layers[0].weight)
+    assert not torch.equal(w0, create_model(SMALL, 2, 2, seed=5).layers[0].weight)
+    for bad in ({'name': 'mlp'}, dict(SMALL, activation='gelu'), dict(SMALL, ensemble_size=0),
+                dict(SMALL, num_elites=4), dict(SMALL, weight_decay=-1.0),
+                dict(SMALL, probabilistic='yes'), dict(SMALL, hidden_sise=3)):
+        with pytest.raises(ValueError):
+            create_model(bad, 2, 2)
+    for bad in ({'learning_rate': 0.0}, {'validation_fraction': 1.0}, {'patience': 0},
+                {'batch': 3}):
+        with pytest.raises(ValueError):
+            create_trainer(create_model(SMALL, 2, 2), bad)
+
+
+def test_elite_mask_and_device():
+    model = create_model(dict(SMALL, num_elites=2), 2, 2)
+    assert model.elite_indices == [0, 1]
+    model.set_elites([2, 0])
+    assert model.elite_mask().tolist() == [True, False, True]
+    assert model.device == torch.device('cpu')
+    with pytest.raises(ValueError):
+        model.set_elites([3])
