@@ -1,0 +1,393 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The transition buffer node: executed rows in, exact transitions stored and published.
+
+Graph (``docs/interfaces.md``):
+
+- subscribes ``/controller/executed`` (rows ``[episode, step, stamp, s, a, target]``), pairs
+  consecutive rows of an episode (``core.buffer.TransitionAssembler``) and commits each tick's
+  transitions, together with the row still waiting for its successor, in one SQLite transaction
+  (``core.buffer.TransitionStore``, ``<data_dir>/transitions.sqlite3``);
+- publishes each committed transition once, right after the commit, on ``topics.transitions``
+  as ``[seq, episode, step, s, a, r, s', done]`` rows; seqs are consecutive, so a consumer that
+  sees a jump (it was not listening, or the buffer died between commit and publish) asks again;
+- subscribes ``/buffer/resend_from`` (UInt64 n) and republishes every seq >= n known at the time
+  of the request, ``publish_batch_size`` rows per message, one message per 10 ms timer tick so
+  a long replay never overruns the keep-last-100 history of a reliable reader;
+- services ``/buffer/stats`` (Trigger, JSON) and ``/buffer/export`` (Trigger: writes a rosbag2
+  MCAP bag of standard messages under ``<data_dir>/exports/``; the message is its path).
+
+A restarted buffer reopens the store, restores the pending row and resumes: everything that was
+acknowledged is kept, seqs continue, and a restart in the middle of an episode pairs exactly if
+the next row received is the next step (otherwise it is counted as a gap).
+"""
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from rcl_interfaces.msg import SetParametersResult
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import Float64MultiArray, UInt64
+from std_srvs.srv import Trigger
+
+from mbrl_robot.core.buffer import (puck_distance_reward, RowRejected, task_reward,
+                                    TransitionAssembler, TransitionStore)
+from mbrl_robot.core.buffer.assembler import NumpyRewardFn
+from mbrl_robot.core.buffer.storage import TransitionRecords
+from mbrl_robot.core.types import TransitionBatch
+from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.transport import (EXECUTED_QOS, multiarray_to_rows,
+                                        RELIABLE_QOS, rows_to_multiarray, transition_rows,
+                                        TRANSITIONS_QOS)
+
+EXECUTED_TOPIC = '/controller/executed'
+RESEND_TOPIC = '/buffer/resend_from'
+STATS_SERVICE = '/buffer/stats'
+EXPORT_SERVICE = '/buffer/export'
+RESEND_PERIOD_S = 0.01
+LOG_THROTTLE_S = 5.0
+
+DESCRIPTIONS = {
+    'topics.transitions': 'topic of the published transition batches',
+    'topics.joint_states': 'topic name of the joint states in exported bags',
+    'topics.puck_pose': 'topic name of the puck position in exported bags',
+    'topics.target_pose': 'topic name of the target position in exported bags',
+    'topics.model_version': 'trainer model topic (not used by the buffer; declared for the '
+                            'shared block)',
+    'task.joints': 'joint names, in state order (names of exported JointState messages)',
+    'task.control_rate_hz': 'control rate of the rows (Hz)',
+    'task.episode_steps': 'steps per episode',
+    'task.success_radius_m': 'success radius of the push task (m)',
+    'task.max_joint_speed_rad_s': 'joint speed of action +-1 (rad/s), for exported commands',
+    'task.reward.tool_shaping_weight': 'weight of the tool-to-push-point shaping term',
+    'controller_name': 'exported commands go to /<controller_name>/commands',
+    'data_dir': 'directory of the transition database and of exports (relative to the cwd)',
+    'publish_batch_size': 'most transitions per published message (live and resend)',
+}
+READ_ONLY = [name for name in DESCRIPTIONS if name != 'publish_batch_size']
+RANGES = {'publish_batch_size': (1, 10000)}
+
+
+def make_reward_fn(task: Dict[str, Any]):
+    """Reward of the ``task`` parameters: PushTask's when available, else ``-||puck - target||``.
+
+    Returns:
+        ``(reward_fn, description)``.
+    """
+    try:
+        from mbrl_robot.core.tasks.push import PushTask
+    except ImportError as e:
+        weight = float(task.get('reward', {}).get('tool_shaping_weight', 0.0))
+        if weight != 0.0:
+            raise ValueError(f'task.reward.tool_shaping_weight={weight} needs '
+                             f'mbrl_robot.core.tasks.push ({e})') from e
+        return puck_distance_reward, f'-||puck - target|| (PushTask unavailable: {e})'
+    import torch
+    push = PushTask.from_config(task, dtype=torch.float64)
+    return task_reward(push), (f'PushTask (tool_shaping_weight='
+                               f'{push.tool_shaping_weight})')
+
+
+class BufferNode(Node):
+    """Stores exact transitions from ``/controller/executed`` and serves them (see module doc)."""
+
+    def __init__(self, **kwargs):
+        super().__init__('buffer', **kwargs)
+        params = declare_profile_parameters(self, 'buffer', DESCRIPTIONS, read_only=READ_ONLY,
+                                            ranges=RANGES)
+        self.data_dir = os.path.abspath(params['data_dir'])
+        self.publish_batch_size = int(params['publish_batch_size'])
+        self.topics = params['topics']
+        self.task = params['task']
+        self.controller_name = params['controller_name']
+        self.joints = list(self.task['joints'])
+        self.max_joint_speed = float(self.task['max_joint_speed_rad_s'])
+
+        reward_fn, self.reward_source = make_reward_fn(self.task)
+        self.store = TransitionStore(self.data_dir)
+        self.assembler = self._make_assembler(reward_fn)
+        self.rejected_messages = 0
+        self.published = 0
+        self.resent = 0
+        self._resend_next = 0
+        self._resend_end = -1
+
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.transitions_pub = self.create_publisher(
+            Float64MultiArray, self.topics['transitions'], TRANSITIONS_QOS)
+        self.executed_sub = self.create_subscription(
+            Float64MultiArray, EXECUTED_TOPIC, self.executed_callback, EXECUTED_QOS)
+        self.resend_sub = self.create_subscription(
+            UInt64, RESEND_TOPIC, self.resend_callback, RELIABLE_QOS)
+        self.stats_srv = self.create_service(Trigger, STATS_SERVICE, self.stats_callback)
+        self.export_srv = self.create_service(Trigger, EXPORT_SERVICE, self.export_callback)
+        self.resend_timer = self.create_timer(RESEND_PERIOD_S, self.resend_timer_callback)
+        self.resend_timer.cancel()
+        self.get_logger().info(
+            f'buffer at {self.store.path}: {len(self.store)} transitions, last seq '
+            f'{self.store.last_seq}, pending row: {self.assembler.pending is not None}; '
+            f'reward: {self.reward_source}')
+
+    def _make_assembler(self, reward_fn: NumpyRewardFn) -> TransitionAssembler:
+        pending = self.store.pending()
+        try:
+            return TransitionAssembler(reward_fn=reward_fn, pending=pending)
+        except ValueError as e:
+            self.get_logger().error(f'discarding the stored pending row: {e}')
+            self.store.append([], pending=None)
+            return TransitionAssembler(reward_fn=reward_fn)
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def _validate_parameters(self, params: List[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name == 'publish_batch_size' and (
+                    p.type_ != Parameter.Type.INTEGER or not 1 <= p.value <= 10000):
+                return SetParametersResult(successful=False,
+                                           reason='publish_batch_size must be an int in '
+                                                  '[1, 10000]')
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: List[Parameter]) -> None:
+        for p in params:
+            if p.name == 'publish_batch_size':
+                self.publish_batch_size = int(p.value)
+
+    # -- live path --------------------------------------------------------------------------
+
+    def executed_callback(self, msg: Float64MultiArray) -> None:
+        """Pair the rows, commit the transitions with the pending row, publish them."""
+        try:
+            rows = multiarray_to_rows(msg)
+        except ValueError as e:
+            self.rejected_messages += 1
+            self.get_logger().error(f'rejected executed message: {e}',
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        completed = []
+        for row in rows:
+            try:
+                completed.extend(self.assembler.add_row(row))
+            except RowRejected as e:
+                self.get_logger().error(
+                    f'rejected executed row ({self.assembler.rejected} so far): {e}',
+                    throttle_duration_sec=LOG_THROTTLE_S)
+        seqs = self.store.append(completed, pending=self.assembler.pending)
+        if len(seqs):
+            self._publish(seqs, completed)
+        for tr in completed:
+            if tr.done:
+                self.get_logger().info(
+                    f'episode {tr.episode} closed at step {tr.step + 1}: final reward '
+                    f'{tr.reward:.4f}, {len(self.store)} transitions stored')
+
+    def _publish(self, seqs: np.ndarray, completed: list) -> None:
+        batch = TransitionBatch(obs=np.stack([t.obs for t in completed]),
+                                act=np.stack([t.act for t in completed]),
+                                next_obs=np.stack([t.next_obs for t in completed]),
+                                reward=np.array([t.reward for t in completed]),
+                                done=np.array([t.done for t in completed]))
+        rows = transition_rows(seqs, [t.episode for t in completed],
+                               [t.step for t in completed], batch)
+        for i in range(0, len(rows), self.publish_batch_size):
+            self.transitions_pub.publish(rows_to_multiarray(rows[i:i + self.publish_batch_size]))
+        self.published += len(rows)
+
+    # -- resend -----------------------------------------------------------------------------
+
+    def resend_callback(self, msg: UInt64) -> None:
+        """Queue every seq >= ``msg.data`` stored now; merged with a replay in progress."""
+        start = max(int(msg.data), 1)
+        end = self.store.last_seq
+        if start > end:
+            self.get_logger().info(f'resend_from {msg.data}: nothing stored after seq {end}')
+            return
+        if self.resend_timer.is_canceled():
+            self._resend_next, self._resend_end = start, end
+            self.resend_timer.reset()
+        else:
+            self._resend_next = min(self._resend_next, start)
+            self._resend_end = max(self._resend_end, end)
+        self.get_logger().info(f'resending seqs {self._resend_next}..{self._resend_end}')
+
+    def resend_timer_callback(self) -> None:
+        """Publish the next batch of a replay."""
+        limit = min(self.publish_batch_size, self._resend_end - self._resend_next + 1)
+        rec = self.store.records(self._resend_next - 1, limit, dtype=np.float64)
+        if len(rec):
+            self.transitions_pub.publish(rows_to_multiarray(
+                transition_rows(rec.seq, rec.episode, rec.step, rec.batch)))
+            self.resent += len(rec)
+            self._resend_next = int(rec.seq[-1]) + 1
+        if not len(rec) or self._resend_next > self._resend_end:
+            self.resend_timer.cancel()
+
+    # -- services ---------------------------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        """Store statistics plus this process's assembler and publishing counters."""
+        out = self.store.stats()
+        out.update({'assembler': self.assembler.counters(),
+                    'rejected_messages': self.rejected_messages, 'published': self.published,
+                    'resent': self.resent, 'reward': self.reward_source, 'pid': os.getpid(),
+                    'resend_in_progress': not self.resend_timer.is_canceled()})
+        return out
+
+    def stats_callback(self, request: Trigger.Request, response: Trigger.Response
+                       ) -> Trigger.Response:
+        """``/buffer/stats``: JSON of :meth:`stats`."""
+        response.success = True
+        response.message = json.dumps(self.stats())
+        return response
+
+    def export_callback(self, request: Trigger.Request, response: Trigger.Response
+                        ) -> Trigger.Response:
+        """``/buffer/export``: write an MCAP bag; the message is its directory."""
+        stamp = time.strftime('%Y%m%d_%H%M%S', time.gmtime())
+        path = os.path.join(self.data_dir, 'exports', f'buffer_{stamp}')
+        suffix = 1
+        while os.path.exists(path):
+            path = os.path.join(self.data_dir, 'exports', f'buffer_{stamp}_{suffix}')
+            suffix += 1
+        try:
+            n = export_mcap(self.store.records(dtype=np.float64), path, self.joints,
+                            self.controller_name, self.max_joint_speed, self.topics)
+        except (OSError, ValueError, RuntimeError) as e:
+            response.success = False
+            response.message = f'export to {path} failed: {e}'
+            self.get_logger().error(response.message)
+            return response
+        self.get_logger().info(f'exported {n} messages to {path}')
+        response.success = True
+        response.message = path
+        return response
+
+    def destroy_node(self) -> None:
+        """Close the store (checkpointing the WAL), then destroy the node."""
+        self.store.close()
+        super().destroy_node()
+
+
+def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller_name: str,
+                max_joint_speed: float, topics: Optional[Dict[str, str]] = None) -> int:
+    """Write transitions as a rosbag2 (MCAP storage) bag of standard messages.
+
+    Per transition, at the stamp of s: ``/joint_states`` (sensor_msgs/JointState: q, qd of s),
+    ``/puck/pose`` and ``/target/pose`` (geometry_msgs/PointStamped, frame ``world``),
+    ``/<controller_name>/commands`` (std_msgs/Float64MultiArray, ``a * max_joint_speed`` rad/s);
+    at the stamp of s': ``/reward`` (std_msgs/Float64). Where the next transition does not
+    continue from s' (episode end, gap), s' itself is written too, so every trajectory is whole.
+    Log and header times are the rows' stamps.
+
+    Args:
+        rec: float64 records, ``TransitionStore.records(dtype=np.float64)``.
+        path: bag directory to create (must not exist).
+        joints: the 7 joint names, in state order.
+        controller_name: prefix of the commands topic.
+        max_joint_speed: rad/s of action 1.
+        topics: names for joint_states, puck_pose, target_pose (defaults from the contract).
+
+    Returns:
+        Number of messages written.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import get_typestore, Stores
+
+    topics = topics or {}
+    store = get_typestore(Stores.ROS2_KILTED)
+    t = store.types
+    JointState = t['sensor_msgs/msg/JointState']
+    PointStamped = t['geometry_msgs/msg/PointStamped']
+    Header = t['std_msgs/msg/Header']
+    Time = t['builtin_interfaces/msg/Time']
+    Point = t['geometry_msgs/msg/Point']
+    Float64 = t['std_msgs/msg/Float64']
+    F64Array = t['std_msgs/msg/Float64MultiArray']
+    Layout = t['std_msgs/msg/MultiArrayLayout']
+    n_joints = len(joints)
+    s_dim = rec.batch.obs.shape[1]
+    if s_dim < 2 * n_joints + 3:
+        raise ValueError(f'state of {s_dim} values cannot hold {n_joints} q, qd and a puck')
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    count = 0
+
+    def header(ns: int, frame: str = '') -> Any:
+        return Header(stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000),
+                      frame_id=frame)
+
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {}
+        for key, topic, msgtype in (
+                ('joints', topics.get('joint_states', '/joint_states'), JointState),
+                ('puck', topics.get('puck_pose', '/puck/pose'), PointStamped),
+                ('target', topics.get('target_pose', '/target/pose'), PointStamped),
+                ('cmd', f'/{controller_name}/commands', F64Array),
+                ('reward', '/reward', Float64)):
+            conns[key] = (writer.add_connection(topic, msgtype.__msgtype__, typestore=store),
+                          msgtype.__msgtype__)
+
+        def write(key: str, ns: int, msg: Any) -> None:
+            nonlocal count
+            conn, msgtype = conns[key]
+            writer.write(conn, ns, store.serialize_cdr(msg, msgtype))
+            count += 1
+
+        def write_state(s: np.ndarray, ns: int) -> None:
+            write('joints', ns, JointState(
+                header=header(ns), name=list(joints), position=s[:n_joints].copy(),
+                velocity=s[n_joints:2 * n_joints].copy(), effort=np.zeros(0)))
+            puck = s[2 * n_joints:2 * n_joints + 3]
+            write('puck', ns, PointStamped(header=header(ns, 'world'),
+                                           point=Point(x=puck[0], y=puck[1], z=puck[2])))
+
+        b = rec.batch
+        ns_s = np.round(rec.stamp * 1e9).astype(np.int64)
+        ns_next = np.round(rec.next_stamp * 1e9).astype(np.int64)
+        for i in range(len(rec)):
+            write_state(b.obs[i], int(ns_s[i]))
+            tgt = rec.target[i]
+            write('target', int(ns_s[i]), PointStamped(
+                header=header(int(ns_s[i]), 'world'), point=Point(x=tgt[0], y=tgt[1], z=tgt[2])))
+            write('cmd', int(ns_s[i]), F64Array(layout=Layout(dim=[], data_offset=0),
+                                                data=b.act[i] * max_joint_speed))
+            write('reward', int(ns_next[i]), Float64(data=float(b.reward[i])))
+            continues = (i + 1 < len(rec) and rec.episode[i + 1] == rec.episode[i]
+                         and rec.step[i + 1] == rec.step[i] + 1)
+            if not continues:
+                write_state(b.next_obs[i], int(ns_next[i]))
+    return count
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Run the buffer node until shutdown."""
+    try:
+        with rclpy.init(args=args):
+            node = BufferNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()
