@@ -196,7 +196,7 @@ def estimate_epsilon_lipschitz(model: DynamicsModel, batch: TransitionBatch,
 
     ``eps`` is the mean one-step L2 error of the ensemble-mean prediction over all rows.
     ``L`` is the ``quantile`` of the spectral norm of the Jacobian ``d f_hat(s, a) / d s`` of the
-    ensemble-mean step map, evaluated (by ``torch.func`` forward-mode autodiff) at up to
+    ensemble-mean step map, evaluated (by ``torch.func.jacrev``) at up to
     ``max_points`` rows drawn with ``seed``. The spectral norm is the local Lipschitz constant
     in the worst direction; a high quantile rather than the maximum keeps one odd point from
     dominating, while staying above the typical value so the bound stays conservative.
@@ -236,7 +236,7 @@ def estimate_epsilon_lipschitz(model: DynamicsModel, batch: TransitionBatch,
     def step(s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return _mean_step(model, s.unsqueeze(0), a.unsqueeze(0))[0]
 
-    jac_fn = torch.func.vmap(torch.func.jacfwd(step, argnums=0))
+    jac_fn = torch.func.vmap(torch.func.jacrev(step, argnums=0))
     norms = []
     for chunk in rows_t.split(128):
         jac = jac_fn(obs[chunk], act[chunk]).detach()  # (b, S, S)
