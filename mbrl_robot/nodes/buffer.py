@@ -282,7 +282,9 @@ class BufferNode(Node):
 
     def destroy_node(self) -> None:
         """Close the store (checkpointing the WAL), then destroy the node."""
-        self.store.close()
+        store = getattr(self, 'store', None)  # None when __init__ failed before opening it
+        if store is not None:
+            store.close()
         super().destroy_node()
 
 
