@@ -23,8 +23,9 @@ Graph (``docs/interfaces.md``):
   as ``[seq, episode, step, s, a, r, s', done]`` rows; seqs are consecutive, so a consumer that
   sees a jump (it was not listening, or the buffer died between commit and publish) asks again;
 - subscribes ``/buffer/resend_from`` (UInt64 n) and republishes every seq >= n known at the time
-  of the request, ``publish_batch_size`` rows per message, one message per 10 ms timer tick so
-  a long replay never overruns the keep-last-100 history of a reliable reader;
+  of the request, ``publish_batch_size`` rows per message, one message per 10 ms timer tick:
+  a long replay is paced (10k transitions/s at batch 100) rather than dumped into the
+  keep-last-100 history, where a slow reader would lose the oldest messages;
 - services ``/buffer/stats`` (Trigger, JSON) and ``/buffer/export`` (Trigger: writes a rosbag2
   MCAP bag of standard messages under ``<data_dir>/exports/``; the message is its path).
 
