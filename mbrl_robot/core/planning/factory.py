@@ -137,7 +137,7 @@ def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
         if not ok:
             raise ValueError(f'planner.{key} must be {what}, got {cfg[key]!r}')
     if name != 'random_shooting' and not 1 <= cfg['elite_count'] <= cfg['population_size']:
-        raise ValueError(f"planner.elite_count must be in [1, population_size="
+        raise ValueError('planner.elite_count must be in [1, population_size='
                          f"{cfg['population_size']}], got {cfg['elite_count']}")
     if cfg['propagation'] not in PROPAGATIONS:
         raise ValueError(f'planner.propagation must be one of {PROPAGATIONS}, got '
@@ -149,7 +149,8 @@ def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"propagation 'mean' is deterministic: planner.particles must be 1, "
                          f"got {cfg['particles']}")
     if cfg['bound_mode'] not in ('clip', 'truncnorm'):
-        raise ValueError(f"planner.bound_mode must be clip or truncnorm, got {cfg['bound_mode']!r}")
+        raise ValueError('planner.bound_mode must be clip or truncnorm, got '
+                         f"{cfg['bound_mode']!r}")
     if cfg['shift_elites'] and cfg['keep_elites_fraction'] == 0.0:
         raise ValueError('planner.shift_elites needs keep_elites_fraction > 0')
     cfg['name'] = name

@@ -141,8 +141,8 @@ class TrajectoryEvaluator:
                               torch.as_tensor(self.joint_limits.upper, dtype=torch.float32,
                                               device=self.device))
 
-    def _check_inputs(self, obs: torch.Tensor, actions: torch.Tensor) -> Tuple[torch.Tensor,
-                                                                                torch.Tensor]:
+    def _check_inputs(self, obs: torch.Tensor,
+                      actions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
         if obs.dim() != 1:
@@ -251,8 +251,8 @@ class TrajectoryEvaluator:
             score = score - self.pessimism * ret.std(dim=1, unbiased=False)
         return score
 
-    def rollout_plan(self, obs: torch.Tensor, actions: torch.Tensor) -> Tuple[torch.Tensor,
-                                                                               torch.Tensor]:
+    def rollout_plan(self, obs: torch.Tensor,
+                     actions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Predicted state trajectory of one plan and the ensemble spread along it.
 
         Each member rolls the plan out on its own with its mean prediction (no sampling), so the
@@ -306,7 +306,7 @@ def project_action_sequences(x: torch.Tensor, prev_action: Optional[torch.Tensor
         x.shape[0], x.shape[2])
     for t in range(x.shape[1]):
         if prev is not None:
-            x[:, t] = torch.minimum(torch.maximum(x[:, t], prev - max_delta), prev + max_delta)
+            torch.clamp(x[:, t], prev - max_delta, prev + max_delta, out=x[:, t])
         prev = x[:, t]
     return x
 
@@ -351,4 +351,3 @@ def clamp_to_joint_limits(q: np.ndarray, a: np.ndarray, dt: float, scale: float,
     with np.errstate(divide='ignore', invalid='ignore'):
         ratio = np.where(a != 0.0, clipped / a, 1.0)
     return a * float(np.clip(ratio.min(), 0.0, 1.0))
-
