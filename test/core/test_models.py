@@ -118,6 +118,20 @@ def test_members_differ(trained):
     assert float(spread) > 1e-5
 
 
+def test_resampling_makes_identically_initialised_members_differ():
+    # Bootstrap index sets and per-member minibatch order are the only source of diversity.
+    model = create_model(SMALL, 2, 2, seed=0)
+    with torch.no_grad():
+        for layer in model.layers:  # every member starts from member 0's weights
+            layer.weight.copy_(layer.weight[:1].expand_as(layer.weight))
+            layer.bias.copy_(layer.bias[:1].expand_as(layer.bias))
+    create_trainer(model, dict(TRAIN, max_epochs=2)).fit(sine_system(500, seed=0))
+    with torch.no_grad():
+        mean, _ = model.predict(torch.randn(32, 2), torch.rand(32, 2))
+    assert float((mean[0] - mean[1]).abs().max()) > 1e-4
+    assert float((mean[1] - mean[2]).abs().max()) > 1e-4
+
+
 def test_learns_sine_system_far_below_zero_delta_baseline(trained):
     model, result = trained
     test = sine_system(1000, seed=99)

@@ -175,6 +175,19 @@ def test_lipschitz_of_ensemble_matches_finite_differences():
     assert lip > 0.5  # s' = s + delta: the identity part keeps L near or above 1
 
 
+def test_measure_rolls_out_the_ensemble_mean():
+    model = GaussianEnsemble(2, 1, ensemble_size=3, num_layers=2, hidden_size=16, seed=0)
+    (obs, act), = linear_trajectories(1, 6, seed=3)
+    measured = measure_h_step_error(model, [(obs, act)], [6])
+    # H=6 has a single start (t=0): roll the members' averaged mean by hand.
+    s = torch.as_tensor(obs[:1])
+    with torch.no_grad():
+        for t in range(6):
+            s = model.predict(s, torch.as_tensor(act[t:t + 1]))[0].mean(0)
+    expected = float(torch.linalg.vector_norm(s[0] - torch.as_tensor(obs[6])))
+    assert measured[0] == pytest.approx(expected, rel=1e-5)
+
+
 def test_batch_trajectory_round_trip():
     trajs = linear_trajectories(3, 7, seed=2)
     batch = trajectories_to_batch(trajs)
