@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     model.eval()
     horizons = [int(h) for h in args.horizons.split(',')]
     longest = max(len(a) for _, a in test_eps)
+    dropped = [h for h in horizons if h > longest]
+    if dropped:
+        print(f'skipping H={dropped}: longer than every held-out episode ({longest} steps)',
+              file=sys.stderr)
     horizons = [h for h in horizons if h <= longest]
     return error_table(model, test_eps, horizons, batch=trajectories_to_batch(test_eps))
 

@@ -17,9 +17,9 @@ Kept apart from the model class as in mbrl-lib (``mbrl.models.ModelTrainer``).
 """
 
 import copy
+from dataclasses import dataclass, field
 import math
 import threading
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
