@@ -11,5 +11,15 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""PyBullet twin (ROS-free). Importing this package registers ``MBRLPush-v0`` with gymnasium."""
 
-"""mbrl_robot.sim."""
+import gymnasium
+
+from mbrl_robot.sim.push_env import PushEnv
+
+ENV_ID = 'MBRLPush-v0'
+
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=ENV_ID, entry_point='mbrl_robot.sim.push_env:PushEnv')
+
+__all__ = ['ENV_ID', 'PushEnv']

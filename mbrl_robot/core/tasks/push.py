@@ -1,0 +1,203 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The pushing task shared by the simulator and the planner: state layout, reward, success.
+
+State ``s`` (17-D, see docs/interfaces.md): ``q`` (7, rad), ``qd`` (7, rad/s), puck xyz (3, m,
+world frame). Extra columns after these 17 (optional simulator observations) are ignored here.
+
+Reward of a transition, computed on the next state::
+
+    r = -||puck - target|| - w * ||tool_tip(q) - push_point||
+    push_point = puck + (puck - target) / ||puck - target|| * (puck_radius + tool_radius)
+
+``push_point`` is where the pusher must stand to push the puck straight towards the target;
+``w`` is ``task.reward.tool_shaping_weight`` (0 by default: the lecture's reward).
+"""
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mbrl_robot.core.kinematics import SerialChainFK
+
+OBS_DIM = 17
+ACT_DIM = 7
+Q_SLICE = slice(0, 7)
+QD_SLICE = slice(7, 14)
+PUCK_SLICE = slice(14, 17)
+
+PUCK_RADIUS_M = 0.035
+PUCK_HEIGHT_M = 0.03
+TOOL_RADIUS_M = 0.01
+TOOL_LINK = 'tool_tip'
+
+
+def distance(obs: np.ndarray, target: Sequence[float]) -> np.ndarray:
+    """Puck-to-target distance.
+
+    Args:
+        obs: (..., >=17) states.
+        target: (3,) or (..., 3) target position (m, world frame).
+
+    Returns:
+        (...) distances in metres (float64).
+
+    Raises:
+        ValueError: ``obs`` has fewer than 17 columns or ``target`` is not 3-D.
+    """
+    obs = np.asarray(obs, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if obs.ndim == 0 or obs.shape[-1] < OBS_DIM:
+        raise ValueError(f'obs must have >= {OBS_DIM} columns, got shape {obs.shape}')
+    if target.ndim == 0 or target.shape[-1] != 3:
+        raise ValueError(f'target must be xyz (..., 3), got shape {target.shape}')
+    return np.linalg.norm(obs[..., PUCK_SLICE] - target, axis=-1)
+
+
+def push_point(puck: np.ndarray, target: np.ndarray,
+               offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M) -> np.ndarray:
+    """Point (..., 3) behind the puck on the target->puck line, ``offset`` from the puck centre."""
+    puck = np.asarray(puck, dtype=np.float64)
+    away = puck - np.asarray(target, dtype=np.float64)
+    norm = np.linalg.norm(away, axis=-1, keepdims=True)
+    return puck + away / np.maximum(norm, 1e-9) * offset
+
+
+class PushTask:
+    """Reward and success of the puck-pushing task, batched in torch for planners.
+
+    Args:
+        urdf_file: robot URDF for the tool-tip kinematics (default: ``urdf/iiwa7_pusher.urdf``).
+        joint_names: order of the 7 joints in the state (``task.joints``); default: URDF order.
+        tool_shaping_weight: ``w`` above (>= 0).
+        success_radius: success when the final puck-target distance is below this (m).
+        target: initial (3,) target, or None (call :meth:`set_target` before :meth:`reward_fn`).
+        push_offset: distance of the push point behind the puck centre (m); default puck radius
+            + tool radius.
+        device: torch device of the reward computation.
+        dtype: torch dtype of the reward computation.
+
+    Raises:
+        ValueError: negative weight or radius.
+    """
+
+    obs_dim = OBS_DIM
+    act_dim = ACT_DIM
+    q_slice = Q_SLICE
+    qd_slice = QD_SLICE
+    puck_slice = PUCK_SLICE
+
+    def __init__(self, urdf_file: Optional[str] = None,
+                 joint_names: Optional[Sequence[str]] = None,
+                 tool_shaping_weight: float = 0.0, success_radius: float = 0.05,
+                 target: Optional[Sequence[float]] = None,
+                 push_offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M,
+                 device: torch.device = torch.device('cpu'), dtype: torch.dtype = torch.float32):
+        if tool_shaping_weight < 0.0:
+            raise ValueError(f'tool_shaping_weight must be >= 0, got {tool_shaping_weight}')
+        if success_radius <= 0.0 or push_offset < 0.0:
+            raise ValueError('success_radius must be > 0 and push_offset >= 0, got '
+                             f'{success_radius}, {push_offset}')
+        if urdf_file is None:
+            from mbrl_robot.paths import urdf_path
+            urdf_file = urdf_path('iiwa7_pusher.urdf')
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.kinematics = SerialChainFK(urdf_file, TOOL_LINK, joint_names, self.device, dtype)
+        if self.kinematics.num_joints != ACT_DIM:
+            raise ValueError(f'{urdf_file}: expected {ACT_DIM} joints to {TOOL_LINK}, found '
+                             f'{self.kinematics.num_joints}')
+        self.joint_names = self.kinematics.joint_names
+        self.tool_shaping_weight = float(tool_shaping_weight)
+        self.success_radius = float(success_radius)
+        self.push_offset = float(push_offset)
+        self._target: Optional[torch.Tensor] = None
+        if target is not None:
+            self.set_target(target)
+
+    @classmethod
+    def from_config(cls, task_config: Mapping[str, Any], **kwargs) -> 'PushTask':
+        """Build from the ``task`` block of a config (``node_params(profile, node)['task']``)."""
+        reward = task_config.get('reward', {}) or {}
+        return cls(joint_names=task_config['joints'],
+                   tool_shaping_weight=float(reward.get('tool_shaping_weight', 0.0)),
+                   success_radius=float(task_config.get('success_radius_m', 0.05)), **kwargs)
+
+    def to(self, device: torch.device) -> 'PushTask':
+        """Move the computation to ``device`` in place; returns self."""
+        self.device = torch.device(device)
+        self.kinematics.to(self.device)
+        if self._target is not None:
+            self._target = self._target.to(self.device)
+        return self
+
+    @property
+    def target(self) -> Optional[np.ndarray]:
+        """Current target (3,) as numpy, or None."""
+        return None if self._target is None else self._target.detach().cpu().numpy().copy()
+
+    def set_target(self, xyz: Sequence[float]) -> None:
+        """Set the target position (3,) in metres, world frame.
+
+        Raises:
+            ValueError: not 3 finite numbers.
+        """
+        xyz = torch.as_tensor(np.asarray(xyz, dtype=np.float64), dtype=self.dtype,
+                              device=self.device)
+        if xyz.shape != (3,) or not bool(torch.isfinite(xyz).all()):
+            raise ValueError(f'target must be 3 finite numbers, got {xyz.tolist()}')
+        self._target = xyz
+
+    def tool_tip(self, obs: torch.Tensor) -> torch.Tensor:
+        """Tool-tip position (..., 3) from the joint angles in obs (..., >=17)."""
+        return self.kinematics.tip_position(obs[..., Q_SLICE])
+
+    def reward_fn(self, next_obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Reward (...) of reaching ``next_obs`` (..., >=17); ``act`` (..., 7) is unused.
+
+        Matches :data:`mbrl_robot.core.types.RewardFnType`.
+
+        Raises:
+            RuntimeError: no target set.
+            ValueError: ``next_obs`` has fewer than 17 columns.
+        """
+        if self._target is None:
+            raise RuntimeError('PushTask.reward_fn: no target; call set_target(xyz) first')
+        if next_obs.shape[-1] < OBS_DIM:
+            raise ValueError(f'next_obs must have >= {OBS_DIM} columns, '
+                             f'got shape {tuple(next_obs.shape)}')
+        target = self._target.to(device=next_obs.device)
+        puck = next_obs[..., PUCK_SLICE].to(target.dtype)
+        away = puck - target
+        dist = torch.linalg.vector_norm(away, dim=-1)
+        reward = -dist
+        if self.tool_shaping_weight > 0.0:
+            point = puck + away / dist.clamp_min(1e-9).unsqueeze(-1) * self.push_offset
+            tip = self.kinematics.to(next_obs.device).tip_position(next_obs[..., Q_SLICE])
+            reward = reward - self.tool_shaping_weight * torch.linalg.vector_norm(
+                tip.to(target.dtype) - point, dim=-1)
+        return reward
+
+    def distance(self, obs: np.ndarray, target: Optional[Sequence[float]] = None) -> np.ndarray:
+        """Puck-target distance (...) of obs (..., >=17); default target: the current one."""
+        if target is None:
+            if self._target is None:
+                raise RuntimeError('PushTask.distance: no target; pass one or call set_target')
+            target = self.target
+        return distance(obs, target)
+
+    def is_success(self, obs: np.ndarray, target: Optional[Sequence[float]] = None) -> np.ndarray:
+        """Boolean (...): puck within ``success_radius`` of the target."""
+        return self.distance(obs, target) < self.success_radius

@@ -1,0 +1,245 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The PyBullet twin: gymnasium contract, seeded resets, limits, reward, physics, learnability."""
+
+import copy
+import math
+import subprocess
+import sys
+
+import gymnasium as gym
+from gymnasium.utils.env_checker import check_env
+import numpy as np
+import pytest
+import torch
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.tasks import PushTask
+import mbrl_robot.sim  # noqa: F401  (registers MBRLPush-v0)
+from mbrl_robot.sim.push_env import HOME_TIP, PUCK_Z, PushEnv
+from mbrl_robot.sim.scripted import ScriptedPusher
+
+TASK = node_params('lecture', 'twin')['task']
+
+
+@pytest.fixture(scope='module')
+def env():
+    e = PushEnv(TASK)
+    yield e
+    e.close()
+
+
+def _rollout(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    for a in actions:
+        out.append(env.step(a)[0])
+    return np.stack(out)
+
+
+def test_gymnasium_contract():
+    e = gym.make('MBRLPush-v0')
+    try:
+        check_env(e.unwrapped, skip_render_check=True)
+        assert e.observation_space.shape == (17,)
+        assert e.action_space.shape == (7,)
+    finally:
+        e.close()
+    extra = PushEnv(TASK, obs_puck_velocity=True, obs_tool_tip=True)
+    try:
+        obs, info = extra.reset(seed=3)
+        assert obs.shape == (23,) and extra.observation_space.contains(obs)
+        np.testing.assert_allclose(obs[20:23], info['tool_tip'], atol=1e-6)
+    finally:
+        extra.close()
+
+
+def test_bad_config_and_actions(env):
+    bad = copy.deepcopy(TASK)
+    bad['joints'] = bad['joints'][:6] + ['wrist']
+    with pytest.raises(ValueError, match='differ from the URDF'):
+        PushEnv(bad)
+    with pytest.raises(ValueError, match='multiple'):
+        PushEnv(TASK, physics_hz=250.0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match='7 finite'):
+        env.step(np.full(7, np.nan))
+    with pytest.raises(ValueError, match='7 finite'):
+        env.step_velocity([0.1] * 6)
+
+
+def test_seeded_resets_are_reproducible(env):
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(30, 7))
+    first = _rollout(env, 11, actions)
+    _rollout(env, 12, actions)            # another episode in between
+    again = _rollout(env, 11, actions)
+    np.testing.assert_array_equal(first, again)
+    other = PushEnv(TASK)
+    try:
+        np.testing.assert_array_equal(first, _rollout(other, 11, actions))
+    finally:
+        other.close()
+    assert not np.allclose(first[0, 14:17], _rollout(env, 12, actions[:0])[0, 14:17])
+
+
+def test_start_distribution(env):
+    tip = np.array(HOME_TIP)
+    angles = []
+    for seed in range(40):
+        obs, info = env.reset(seed=seed)
+        np.testing.assert_allclose(obs[:7], env.home_q, atol=1e-6)
+        np.testing.assert_allclose(info['tool_tip'], tip, atol=1e-4)
+        puck, target = info['puck'], info['target']
+        gap = np.linalg.norm(puck[:2] - tip[:2]) - 0.045
+        assert 0.004 < gap < 0.021, gap
+        assert abs(puck[2] - PUCK_Z) < 1e-6
+        push = target[:2] - puck[:2]
+        assert 0.10 <= np.linalg.norm(push) <= 0.25
+        approach = puck[:2] - tip[:2]
+        cos = push @ approach / np.linalg.norm(push) / np.linalg.norm(approach)
+        angles.append(math.degrees(math.acos(min(1.0, cos))))
+        assert not info['is_success']
+    assert max(angles) <= 25.0 + 1e-6 and min(angles) < 5.0
+    # The pusher points straight down at the ready pose.
+    tool_axis = PushTask(joint_names=env.joint_names).kinematics.tip_pose(
+        torch.as_tensor(env.home_q))[0][:, 2]
+    np.testing.assert_allclose(tool_axis.numpy(), [0, 0, -1], atol=1e-6)
+
+
+def test_joint_limits_never_exceeded_under_extreme_actions(env):
+    lo, hi = (x.astype(np.float32) for x in env.position_limits)
+    rng = np.random.default_rng(5)
+    saved = env.max_joint_speed
+    env.max_joint_speed = 10.0  # every joint at its velocity limit
+    try:
+        touched = np.zeros(7, bool)
+        for seed in range(4):
+            env.reset(seed=seed)
+            sign = np.where(rng.uniform(size=7) < 0.5, 1.0, -1.0)
+            for t in range(100):
+                if t % 35 == 34:
+                    sign = -sign
+                obs = env.step(sign)[0]
+                assert np.all(obs[:7] >= lo) and np.all(obs[:7] <= hi), (seed, t, obs[:7])
+                assert env.observation_space.contains(obs)
+                touched |= np.minimum(obs[:7] - lo, hi - obs[:7]) < 0.05
+        assert touched.sum() >= 5  # the test really drove joints to their limits
+    finally:
+        env.max_joint_speed = saved
+
+
+def test_velocity_command_is_tracked_and_clamped(env):
+    env.reset(seed=0)
+    cmd = np.array([0.2, 0.0, 0.1, 0.0, -0.1, 0.0, 0.3])
+    obs = env.step(cmd / env.max_joint_speed)[0]
+    np.testing.assert_allclose(obs[7:14], cmd, atol=0.01)
+    # Base and flange joints (no contact possible): commands beyond the limits are clamped.
+    obs = env.step_velocity([-100.0, 0, 0, 0, 0, 0, 100.0])
+    np.testing.assert_allclose(obs[[7, 13]], env.velocity_limits[[0, 6]] * [-1, 1], rtol=0.01)
+    np.testing.assert_allclose(env.clamp_velocity(np.full(7, 100.0), env.home_q),
+                               env.velocity_limits)
+    at_limit = env.home_q.copy()
+    at_limit[0] = env.position_limits[1][0] - 0.005
+    assert env.clamp_velocity(np.full(7, 1.0), at_limit)[0] == 0.0
+    assert env.clamp_velocity(np.full(7, -1.0), at_limit)[0] == -1.0
+
+
+@pytest.mark.parametrize('weight', [0.0, 1.5])
+def test_env_reward_equals_task_reward(weight):
+    cfg = copy.deepcopy(TASK)
+    cfg['reward'] = {'tool_shaping_weight': weight}
+    e = PushEnv(cfg)
+    task = PushTask.from_config(cfg, dtype=torch.float64)
+    rng = np.random.default_rng(2)
+    try:
+        for seed in range(2):
+            obs, info = e.reset(seed=seed)
+            task.set_target(info['target'])
+            for _ in range(25):
+                act = rng.uniform(-1, 1, 7).astype(np.float32)
+                obs, reward, _, _, info = e.step(act)
+                ours = task.reward_fn(torch.as_tensor(obs, dtype=torch.float64),
+                                      torch.as_tensor(act)).item()
+                assert abs(reward - ours) < 1e-5, (reward, ours)
+                assert abs(info['distance'] - task.distance(obs)) < 1e-6
+    finally:
+        e.close()
+
+
+def test_success_flag_and_truncation(env):
+    obs, info = env.reset(seed=1, options={'target': [0.56, 0.02, PUCK_Z],
+                                           'puck': [0.55, 0.0, PUCK_Z]})
+    assert info['is_success'] and info['distance'] < 0.05
+    obs, info = env.reset(seed=1, options={'target': [0.75, 0.1, PUCK_Z]})
+    assert not info['is_success']
+    steps = 0
+    truncated = False
+    while not truncated:
+        obs, _, terminated, truncated, info = env.step(np.zeros(7, np.float32))
+        assert not terminated
+        steps += 1
+        assert info['is_success'] == (info['distance'] < env.success_radius)
+    assert steps == TASK['episode_steps']
+
+
+def test_puck_is_quasi_static(env):
+    """Released at 0.2 m/s (a fast push), the puck stops within 1 cm."""
+    env.reset(seed=0, options={'puck': [0.75, 0.3, PUCK_Z]})
+    start = env.puck_position()
+    import pybullet as pb
+    pb.resetBaseVelocity(env.puck, [0.2, 0.0, 0.0], [0, 0, 0], physicsClientId=env.client_id)
+    for _ in range(20):
+        obs = env.step_velocity(np.zeros(7))
+    slide = np.linalg.norm(obs[14:16] - start[:2])
+    assert 0.001 < slide < 0.01, slide
+    assert abs(obs[16] - PUCK_Z) < 1e-3
+
+
+def test_scripted_pusher_solves_episodes(env):
+    """Pushing works as a model-based planner would need: a known-model controller succeeds."""
+    pusher = ScriptedPusher(env.joint_names, env.home_q, env.max_joint_speed)
+    wins = 0
+    for seed in range(100, 105):
+        obs, info = env.reset(seed=seed)
+        pusher.reset()
+        truncated = False
+        while not truncated:
+            obs, _, _, truncated, info = env.step(pusher.act(obs, info['target']))
+        wins += info['is_success']
+    assert wins >= 4, wins
+
+
+def test_random_policy_rarely_succeeds(env):
+    rng = np.random.default_rng(0)
+    episodes, wins, moved = 30, 0, 0
+    for seed in range(episodes):
+        obs, info = env.reset(seed=1000 + seed)
+        start = info['puck']
+        truncated = False
+        while not truncated:
+            obs, _, _, truncated, info = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+        wins += info['is_success']
+        moved += np.linalg.norm(info['puck'][:2] - start[:2]) > 0.005
+    print(f'random policy: {wins}/{episodes} successes, puck moved in {moved} episodes')
+    assert wins / episodes < 0.2
+    assert moved >= 3  # random exploration does touch the puck
+
+
+def test_sim_and_core_never_import_rclpy():
+    code = ('import sys; sys.modules["rclpy"] = None; '
+            'import mbrl_robot.sim, mbrl_robot.core.tasks, mbrl_robot.core.kinematics, '
+            'mbrl_robot.sim.scripted; '
+            'assert not any(m.startswith(("rclpy", "sensor_msgs", "std_msgs")) and sys.modules[m] '
+            'for m in sys.modules)')
+    subprocess.run([sys.executable, '-c', code], check=True)
