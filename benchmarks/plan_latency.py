@@ -13,23 +13,28 @@
 # limitations under the License.
 """Latency of one MPC plan (``MPCAgent.plan``) for the planner profiles; one JSON line each.
 
-Each line: ``{"config", "device", "ms_per_plan_median", "ms_per_plan_p99", "threads", "repeats",
-"planner", "model"}``. Models are random-init ensembles from ``core.models.create_model`` (a
-local batched MLP of the same shape if that package is missing): the cost of a plan does not
-depend on the weights. State S=17, action A=7, reward -||puck - target||, the controller's
-acceleration bound (``--max-delta``) and plan statistics on, as in the controller.
+Each line: ``{"config", "device", "ms_per_plan_median", "ms_per_plan_p99",
+"cpu_ms_per_plan_median", "threads", "repeats", "planner", "model"}``; ``cpu_ms`` is the process
+CPU time per plan, which on a shared machine tracks the unloaded wall time (with one thread)
+better than the wall clock does. Models are random-init ensembles from
+``core.models.create_model`` (a local batched MLP of the same shape if that package is missing):
+the cost of a plan does not depend on the weights. State S=17, action A=7, reward
+-||puck - target||, the controller's acceleration bound (``--max-delta``) and plan statistics
+on, as in the controller.
 
 Profiles:
     lecture: K=5 ensemble of 4x500 MLPs, CEM N=500, M=50, I=5, H=25, deterministic ensemble-mean
         propagation (the lecture's recipe, sized for a GPU).
     pets: the lecture's sizes with P=5 particles, TS-inf, sampling the Gaussian heads.
-    cpu: the 20 Hz profile for 2 CPU cores (K=5 of 3x200 MLPs, see ``CPU_PROFILE``).
-    pets_cpu: the cpu profile with P=5 particles and TS-inf.
+    cpu: the 20 Hz profile for 2 CPU cores (the model of config/cpu.yaml, K=5 of 3x200 MLPs;
+        CEM H=15, N=100, M=10, I=2, TS-inf with one particle, see ``CPU_PROFILE``).
+    pets_cpu: the cpu profile with N=30, M=5 and P=5 particles (TS-inf).
 ``--search`` times a grid of CEM profiles on the cpu model and prints the largest one (by model
 evaluations per plan) whose median stays under ``--budget-ms``.
 
 Usage: ``python benchmarks/plan_latency.py [--device cpu|cuda] [--repeats 20]
-[--profiles lecture,cpu,pets] [--threads 2] [--search]``. The machine may be shared: medians.
+[--profiles lecture,cpu,pets,pets_cpu] [--threads 1] [--search]``. The machine may be shared:
+compare medians.
 """
 
 import argparse
@@ -47,18 +52,36 @@ PUCK = slice(14, 17)
 
 LECTURE_MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 5, 'num_layers': 4,
                  'hidden_size': 500, 'activation': 'silu', 'probabilistic': True}
-CPU_MODEL = dict(LECTURE_MODEL, num_layers=3, hidden_size=200)
 LECTURE_PLANNER = {'name': 'cem', 'horizon': 25, 'population_size': 500, 'elite_count': 50,
                    'iterations': 5, 'min_std': 0.05, 'initial_std': 0.5, 'alpha': 0.1,
                    'particles': 1, 'propagation': 'mean', 'seed': 0}
+# Chosen with --search --threads 1 on the shared 2-core machine (2026-11-27): median 32-35 ms,
+# p99 ~40 ms per plan; I=3 gives 39-48 ms median but a p99 of ~60 ms, too close to 50 ms.
+# TS-inf with one particle runs each candidate through one member (a fifth of the cost of
+# ensemble-mean propagation), which buys N=100 over N=30 at H=15.
 CPU_PROFILE = dict(LECTURE_PLANNER, horizon=15, population_size=100, elite_count=10,
-                   iterations=3)
+                   iterations=2, particles=1, propagation='ts_inf')
+
+
+def _cpu_model() -> Dict[str, Any]:
+    """``trainer.model`` of config/cpu.yaml over lecture.yaml's (3x200 if unreadable)."""
+    try:
+        from mbrl_robot.config import node_params
+        model = dict(node_params('lecture', 'trainer')['model'])
+        model.update(node_params('cpu', 'trainer').get('model', {}))
+    except (ImportError, FileNotFoundError, KeyError, ValueError):
+        model = dict(LECTURE_MODEL, num_layers=3, hidden_size=200)
+    return model
+
+
+CPU_MODEL = _cpu_model()
 PROFILES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     'lecture': (LECTURE_MODEL, LECTURE_PLANNER),
     'pets': (LECTURE_MODEL, dict(LECTURE_PLANNER, name='pets', particles=5,
                                  propagation='ts_inf')),
     'cpu': (CPU_MODEL, CPU_PROFILE),
-    'pets_cpu': (CPU_MODEL, dict(CPU_PROFILE, name='pets', particles=5, propagation='ts_inf')),
+    'pets_cpu': (CPU_MODEL, dict(CPU_PROFILE, name='pets', population_size=30, elite_count=5,
+                                 particles=5)),
 }
 
 
@@ -123,20 +146,23 @@ def time_profile(name: str, model_cfg: Dict[str, Any], planner: Dict[str, Any],
     for _ in range(warmup):
         agent.act(obs)
     times: List[float] = []
+    cpu_times: List[float] = []
     start = time.perf_counter()
     for _ in range(repeats):
         if device.type == 'cuda':
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         agent.act(obs)
         if device.type == 'cuda':
             torch.cuda.synchronize()
         times.append(1e3 * (time.perf_counter() - t0))
+        cpu_times.append(1e3 * (time.process_time() - c0))
         if time.perf_counter() - start > max_seconds and len(times) >= 2:
             break
     return {'config': name, 'device': str(device),
             'ms_per_plan_median': round(float(np.median(times)), 2),
             'ms_per_plan_p99': round(float(np.percentile(times, 99)), 2),
+            'cpu_ms_per_plan_median': round(float(np.median(cpu_times)), 2),
             'threads': torch.get_num_threads(), 'repeats': len(times),
             'planner': planner, 'model': {k: model_cfg[k] for k in
                                           ('ensemble_size', 'num_layers', 'hidden_size')}}
@@ -181,7 +207,7 @@ def main() -> None:
     parser.add_argument('--max-seconds', type=float, default=60.0,
                         help='stop repeating a profile after this long (>= 2 repeats)')
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
-    parser.add_argument('--profiles', default='lecture,cpu,pets',
+    parser.add_argument('--profiles', default='lecture,cpu,pets,pets_cpu',
                         help=f'comma list of {sorted(PROFILES)}')
     parser.add_argument('--max-delta', type=float, default=0.4,
                         help='acceleration bound per step (normalised action)')
