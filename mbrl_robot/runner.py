@@ -42,7 +42,8 @@ def node_command(node: str, params_file: str, overrides: Dict[str, str]) -> List
     cmd = [sys.executable, '-m', f'mbrl_robot.nodes.{node}', '--ros-args',
            '--params-file', params_file]
     for name, value in overrides.items():
-        cmd += ['-p', f'{name}:={value}']
+        # Node-qualified, because a --params-file entry for the node outranks a bare -p.
+        cmd += ['-p', f'{node}:{name}:={value}']
     return cmd
 
 

@@ -44,7 +44,7 @@ def resolve_device(name: str) -> torch.device:
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if name not in ('cpu', 'cuda'):
-        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+        raise ValueError(f'device must be auto, cpu or cuda, got {name!r}')
     if name == 'cuda' and not torch.cuda.is_available():
         raise ValueError('device cuda requested but torch sees no GPU')
     return torch.device(name)
@@ -90,7 +90,7 @@ class PlannerPolicy:
                 ('tool', tip.cpu().numpy(), tip_spread.cpu().numpy(), (0.2, 0.6, 1.0))]
 
     def last_info(self) -> Dict[str, Any]:
-        """``plan_time_ms``, ``disagreement``, ``predicted_return`` and ``paths`` of the last plan."""
+        """``plan_time_ms``, ``disagreement``, ``predicted_return``, ``paths`` of the last plan."""
         return self._info
 
 

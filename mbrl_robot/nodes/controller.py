@@ -23,8 +23,8 @@ miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and a
 
 import concurrent.futures
 import json
+import signal
 import threading
-import time
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -34,6 +34,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int32, String
@@ -160,9 +161,9 @@ class ControllerNode(Node):
                                  callback_group=io)
         self.create_subscription(PointStamped, topics['target_pose'], self.target_callback,
                                  LATCHED_QOS, callback_group=io)
-        self.create_subscription(String, topics['model_version'], self.model_callback, LATCHED,
+        self.create_subscription(String, topics['model_version'], self.model_callback, LATCHED_QOS,
                                  callback_group=io)
-        self.create_subscription(String, '/recipe/episode', self.episode_callback, LATCHED,
+        self.create_subscription(String, '/recipe/episode', self.episode_callback, LATCHED_QOS,
                                  callback_group=io)
         self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
         self.timer = self.create_timer(self.period, self.timer_callback,
@@ -491,13 +492,18 @@ class ControllerNode(Node):
 
 
 def main(args=None):
+    # rclpy's signal handler would invalidate the context before destroy_node() could send the
+    # final zero-velocity command; a KeyboardInterrupt (SIGINT or SIGTERM) lets it go out first.
+    # Spinning in short slices lets Python deliver that signal even while sim time stands still.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with rclpy.init(args=args):
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
             node = ControllerNode()
             executor = MultiThreadedExecutor(num_threads=4)
             executor.add_node(node)
             try:
-                executor.spin()
+                while rclpy.ok():
+                    executor.spin_once(timeout_sec=0.1)
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -13,9 +13,9 @@
 # limitations under the License.
 """Declare a node's parameters from the shipped profile, with descriptors.
 
-The lecture profile (``config/lecture.yaml``) is the single source of defaults: a node declares every
-parameter it reads with the profile's value as the typed default, so a ``--params-file`` of another
-profile overrides only what it names and nothing is repeated in code.
+The lecture profile (``config/lecture.yaml``) is the single source of defaults: a node declares
+every parameter it reads with the profile's value as the typed default, so a ``--params-file``
+of another profile overrides only what it names and nothing is repeated in code.
 """
 
 from typing import Any, Dict, Iterable, Optional, Tuple

@@ -21,6 +21,7 @@ validates (finite weights and losses, validation loss below ``max_val_loss``) is
 versioned checkpoint and announced on a transient-local topic.
 """
 
+import copy
 import hashlib
 import json
 import math
@@ -121,8 +122,9 @@ class TrainerNode(Node):
                                                    callback_group=io)
         self._resume()
         self.sync_callback()
-        self.get_logger().info(f'trainer ready on {self.device}: K={self.model_cfg["ensemble_size"]}'
-                               f' {self.model_cfg["num_layers"]}x{self.model_cfg["hidden_size"]}, '
+        m = self.model_cfg
+        self.get_logger().info(f'trainer ready on {self.device}: K={m["ensemble_size"]} '
+                               f'{m["num_layers"]}x{m["hidden_size"]}, '
                                f'checkpoints in {self.checkpoint_dir}')
 
     def _resume(self):
@@ -205,7 +207,8 @@ class TrainerNode(Node):
             if self._model is None or not self.warm_start:
                 model = create_model(self.model_cfg, STATE_DIM, ACTION_DIM, self.device, seed)
             else:
-                model = self._model
+                # A copy: a fit that fails validation must not spoil the last good model.
+                model = copy.deepcopy(self._model)
             trainer = create_trainer(model, {**self.training_cfg, 'seed': seed})
             self.get_logger().info(f'training ({why}) on {len(batch)} transitions')
             result = trainer.fit(batch, epoch_callback=self._publish_loss, stop_event=self._stop)
