@@ -86,6 +86,7 @@ def random_policy_distance() -> float:
 @pytest.mark.parametrize('cfg', [
     {'name': 'cem', 'propagation': 'mean'},
     {'name': 'pets', 'particles': 3, 'propagation': 'ts_inf', 'pessimism': 0.5},
+    {'name': 'pets', 'particles': 3, 'propagation': 'ts_1'},
 ])
 def test_planner_with_learned_model_reaches_goal(learned_model, cfg):
     torch.set_num_threads(min(2, torch.get_num_threads()))

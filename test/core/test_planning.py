@@ -76,8 +76,8 @@ def test_cem_beats_random_shooting_at_equal_budget():
         cem_values.append(cem.optimize(lambda x: evaluator.evaluate(obs, x), x0).best_value)
         rs_values.append(rs.optimize(lambda x: evaluator.evaluate(obs, x), x0).best_value)
     assert all(c > r for c, r in zip(cem_values, rs_values)), (cem_values, rs_values)
-    # Optimum: move at full speed until the target is reached (closed form for this system).
-    assert np.mean(cem_values) - np.mean(rs_values) > 0.5
+    # Not a close call: CEM ends near -6, random shooting near -11 on this problem.
+    assert np.mean(cem_values) - np.mean(rs_values) > 3.0
 
 
 def test_cem_agent_reaches_target_state():
