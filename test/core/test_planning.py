@@ -22,7 +22,8 @@ import torch
 from mbrl_robot.core.planning import (CEMOptimizer, clamp_to_joint_limits, colored_noise,
                                       create_agent, JointLimits, MPCAgent, OptimizationResult,
                                       project_action_sequences, RandomShootingOptimizer,
-                                      resolve_planner_cfg, TrajectoryEvaluator)
+                                      resolve_planner_cfg, TrajectoryEvaluator,
+                                      TrajectoryOptimizer)
 
 
 class LinearEnsemble:
@@ -366,3 +367,17 @@ def test_truncnorm_samples_stay_in_bounds_and_follow_the_mean():
     assert x.abs().max() <= 1.0
     assert float(x[:, 0, 1].mean()) == pytest.approx(-0.2, abs=0.03)
     assert 0.6 < float(x[:, 0, 0].mean()) < 0.9  # pulled inside by the upper bound
+
+
+def test_trajectory_optimizer_owns_the_shift():
+    opt = SpyOptimizer(2, population_size=20, elite_count=4, iterations=2, seed=0)
+    traj = TrajectoryOptimizer(opt, horizon=4)
+    first = traj.optimize(lambda x: -(x - 0.3).pow(2).sum(dim=(1, 2)))
+    assert torch.equal(traj.previous_solution[:3], first.mean[1:])
+    assert torch.count_nonzero(traj.previous_solution[3]) == 0
+    traj.optimize(lambda x: -(x - 0.3).pow(2).sum(dim=(1, 2)))
+    assert torch.equal(opt.x0s[1], torch.cat([first.mean[1:], torch.zeros(1, 2)]))
+    traj.reset()
+    assert torch.count_nonzero(traj.previous_solution) == 0
+    with pytest.raises(ValueError):
+        TrajectoryOptimizer(opt, horizon=0)

@@ -20,10 +20,12 @@ from mbrl_robot.core.planning.optimizers import (cem_update, CEMOptimizer, color
                                                  OptimizationResult, Optimizer,
                                                  RandomShootingOptimizer)
 from mbrl_robot.core.planning.trajectory import (clamp_to_joint_limits, JointLimits,
-                                                 project_action_sequences, TrajectoryEvaluator)
+                                                 project_action_sequences, TrajectoryEvaluator,
+                                                 TrajectoryOptimizer)
 
 __all__ = [
     'cem_update', 'CEMOptimizer', 'clamp_to_joint_limits', 'colored_noise', 'create_agent',
     'JointLimits', 'MPCAgent', 'OptimizationResult', 'Optimizer', 'project_action_sequences',
     'RandomShootingOptimizer', 'resolve_planner_cfg', 'TrajectoryEvaluator',
+    'TrajectoryOptimizer',
 ]

@@ -28,7 +28,7 @@ import torch
 
 from mbrl_robot.core.planning.optimizers import Optimizer
 from mbrl_robot.core.planning.trajectory import (JointLimits, project_action_sequences,
-                                                 TrajectoryEvaluator)
+                                                 TrajectoryEvaluator, TrajectoryOptimizer)
 from mbrl_robot.core.types import DynamicsModel, RewardFnType
 
 
@@ -75,6 +75,7 @@ class MPCAgent:
         self.horizon = int(horizon)
         self.action_dim = int(action_dim)
         self.optimizer = optimizer
+        self.trajectory_optimizer = TrajectoryOptimizer(optimizer, self.horizon)
         self.max_delta = None if max_delta is None else float(max_delta)
         self.plan_stats = bool(plan_stats)
         generator = torch.Generator(device=torch.device(getattr(model, 'device', 'cpu')))
@@ -105,9 +106,8 @@ class MPCAgent:
 
     def reset(self) -> None:
         """New episode: no warm start, the arm is at rest (``a_{-1} = 0``)."""
-        self._mean = torch.zeros(self.horizon, self.action_dim, device=self.device)
         self._last_action = torch.zeros(self.action_dim, device=self.device)
-        self.optimizer.reset()
+        self.trajectory_optimizer.reset()
         self.last_plan_info = {}
 
     def set_last_action(self, action: Union[np.ndarray, torch.Tensor]) -> None:
@@ -156,10 +156,9 @@ class MPCAgent:
             return project_action_sequences(x, prev, max_delta)
 
         with torch.inference_mode():
-            result = self.optimizer.optimize(lambda x: self.evaluator.evaluate(o, x),
-                                             self._mean, project)
+            result = self.trajectory_optimizer.optimize(
+                lambda x: self.evaluator.evaluate(o, x), project)
             plan = project(self.optimizer.preferred(result).unsqueeze(0))[0]
-            self._mean = torch.cat([result.mean[1:], result.mean.new_zeros(1, self.action_dim)])
             info: Dict[str, Any] = {'predicted_return': result.best_value}
             if self.plan_stats:
                 mean_states, std_states = self.evaluator.rollout_plan(o, plan)

@@ -34,6 +34,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from mbrl_robot.core.planning.optimizers import (ObjectiveFn, OptimizationResult, Optimizer,
+                                                 ProjectFn)
 from mbrl_robot.core.types import DynamicsModel, RewardFnType
 
 PROPAGATIONS = ('ts_inf', 'ts_1', 'mean')
@@ -278,6 +280,48 @@ class TrajectoryEvaluator:
                                                      generator=self.generator)
             traj = traj[:, :, 0]
             return traj.mean(dim=1), traj.std(dim=1, unbiased=False)
+
+
+class TrajectoryOptimizer:
+    """Owns the (H, A) solution between calls: the warm start and its shift (as mbrl-lib's).
+
+    Each ``optimize`` starts the optimizer from the previous call's final mean shifted by one
+    step, the last step filled with zeros; ``reset`` starts again from zeros.
+
+    Args:
+        optimizer: the sampling optimizer; its (A,) bounds apply to every step.
+        horizon: H >= 1.
+    """
+
+    def __init__(self, optimizer: Optimizer, horizon: int):
+        if int(horizon) < 1:
+            raise ValueError(f'horizon must be >= 1, got {horizon}')
+        self.optimizer = optimizer
+        self.horizon = int(horizon)
+        self.action_dim = optimizer.action_dim
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the warm start and anything the optimizer carries between calls."""
+        self.previous_solution = torch.zeros(self.horizon, self.action_dim,
+                                             device=self.optimizer.device)
+        self.optimizer.reset()
+
+    def optimize(self, obj_fun: ObjectiveFn,
+                 project: Optional[ProjectFn] = None) -> OptimizationResult:
+        """Optimise from the warm start, then shift the final mean into the next warm start.
+
+        Args:
+            obj_fun: (N, H, A) -> (N,) scores, higher is better.
+            project: optional map of (N, H, A) samples onto the feasible set.
+
+        Returns:
+            The optimizer's result, (H, A) tensors.
+        """
+        result = self.optimizer.optimize(obj_fun, self.previous_solution, project)
+        mean = result.mean
+        self.previous_solution = torch.cat([mean[1:], mean.new_zeros(1, self.action_dim)])
+        return result
 
 
 def project_action_sequences(x: torch.Tensor, prev_action: Optional[torch.Tensor],
