@@ -1,0 +1,304 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The twin node: the PyBullet pushing cell behind the same topics as the real arm.
+
+Graph (``docs/interfaces.md``):
+
+- subscribes ``/<controller_name>/commands`` (std_msgs/Float64MultiArray, 7 joint velocities in
+  rad/s ordered like ``task.joints``) with ros2_control's forward command controller guards: a
+  message of the wrong length or with a NaN/inf is rejected (throttled error log) and the arm
+  holds zero velocity; commands are clamped to the URDF velocity limits, and each joint stops
+  short of its position limits;
+- publishes ``/clock`` (it owns sim time: the twin itself never uses sim time),
+  ``topics.joint_states`` (sensor_msgs/JointState: names, position, velocity), the puck on
+  ``topics.puck_pose`` and the target on ``topics.target_pose`` (geometry_msgs/PointStamped,
+  frame ``world``; the target transient local), all stamped with sim time;
+- services ``/twin/reset`` (std_srvs/Trigger: a new episode seeded with ``seed`` + episode
+  index; the message is JSON ``{"episode", "seed", "puck", "target"}``) and ``/twin/new_target``
+  (a new target for the current puck, same JSON).
+
+Modes: ``realtime`` steps one control period per tick of a wall-clock (steady) timer at
+``task.control_rate_hz`` with the latest command, and stops the arm when no command arrived for
+``command_timeout_s`` of wall time; ``lockstep`` advances one control step per command message
+received, so a slow planner does not change the dynamics (state and clock go out after each step,
+at start and after a reset). Episodes never end on their own: the caller resets.
+"""
+
+import json
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import SetParametersResult
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.transport import LATCHED_QOS
+from mbrl_robot.sim.push_env import PushEnv
+
+MODES = ('realtime', 'lockstep')
+RESET_SERVICE = '/twin/reset'
+NEW_TARGET_SERVICE = '/twin/new_target'
+WORLD_FRAME = 'world'
+# Sim time of the first state: ROS clocks read time zero as "no time received yet".
+SIM_TIME_START_S = 1.0
+LOG_THROTTLE_S = 2.0
+
+DESCRIPTIONS = {
+    'task.joints': 'joint names; commands and joint states are ordered like this list',
+    'task.control_rate_hz': 'control steps per second of sim time (Hz)',
+    'task.episode_steps': 'steps per episode (logged; the caller resets)',
+    'task.success_radius_m': 'success radius of the push task (m)',
+    'task.max_joint_speed_rad_s': 'joint speed of a normalised action +-1 (rad/s; informative '
+                                  'here: commands arrive in rad/s)',
+    'task.reward.tool_shaping_weight': 'weight of the tool-to-push-point shaping term',
+    'controller_name': 'commands are read from /<controller_name>/commands',
+    'topics.joint_states': 'topic of the published joint states',
+    'topics.puck_pose': 'topic of the published puck position',
+    'topics.target_pose': 'topic of the published target position (transient local)',
+    'topics.transitions': 'buffer transitions topic (not used by the twin; shared block)',
+    'topics.model_version': 'trainer model topic (not used by the twin; shared block)',
+    'mode': 'realtime (wall-clock 20 Hz timer) or lockstep (one step per command)',
+    'command_timeout_s': 'realtime mode: stop the arm when no command came for this long '
+                         '(wall time, s)',
+    'seed': 'episode k is drawn with seed + k',
+    'gui': 'open the PyBullet GUI',
+}
+READ_ONLY = [name for name in DESCRIPTIONS if name != 'command_timeout_s']
+RANGES = {'command_timeout_s': (0.01, 60.0), 'seed': (0, 2 ** 31 - 1)}
+
+
+class TwinNode(Node):
+    """PyBullet twin of the arm, the puck and the target (see the module docstring)."""
+
+    def __init__(self, **kwargs):
+        super().__init__('twin', **kwargs)
+        params = declare_profile_parameters(self, 'twin', DESCRIPTIONS, read_only=READ_ONLY,
+                                            ranges=RANGES)
+        self.mode = str(params['mode'])
+        if self.mode not in MODES:
+            raise ValueError(f'mode must be one of {MODES}, got {self.mode!r}')
+        if self.get_parameter('use_sim_time').value:
+            self.get_logger().warning('the twin owns /clock: ignoring use_sim_time:=true')
+            self.set_parameters([Parameter('use_sim_time', Parameter.Type.BOOL, False)])
+        self.task: Dict[str, Any] = params['task']
+        self.joints: List[str] = list(self.task['joints'])
+        self.topics = params['topics']
+        self.controller_name = str(params['controller_name'])
+        self.command_timeout_s = float(params['command_timeout_s'])
+        self.seed = int(params['seed'])
+        self.env = PushEnv(self.task, gui=bool(params['gui']))
+        self.velocity_limits = self.env.velocity_limits
+
+        self.episode = 0
+        self.total_steps = 0
+        self.rejected_commands = 0
+        self._command = np.zeros(len(self.joints))
+        self._last_command_wall: Optional[float] = None
+        self._timed_out = True
+
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.clock_pub = self.create_publisher(ClockMsg, '/clock', 10)
+        self.joint_state_pub = self.create_publisher(JointState, self.topics['joint_states'], 10)
+        self.puck_pub = self.create_publisher(PointStamped, self.topics['puck_pose'], 10)
+        self.target_pub = self.create_publisher(PointStamped, self.topics['target_pose'],
+                                                LATCHED_QOS)
+        self.command_sub = self.create_subscription(
+            Float64MultiArray, f'/{self.controller_name}/commands', self.command_callback, 10)
+        self.reset_srv = self.create_service(Trigger, RESET_SERVICE, self.reset_callback)
+        self.new_target_srv = self.create_service(Trigger, NEW_TARGET_SERVICE,
+                                                  self.new_target_callback)
+        self.timer = None
+        if self.mode == 'realtime':
+            self.timer = self.create_timer(1.0 / self.env.control_rate_hz, self.timer_callback,
+                                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._start_episode()
+        self.get_logger().info(
+            f'twin up: mode {self.mode}, {self.env.control_rate_hz:g} Hz, physics '
+            f'{self.env.substeps} substeps, commands on /{self.controller_name}/commands, '
+            f'seed {self.seed}')
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def _validate_parameters(self, params: List[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name == 'command_timeout_s' and (
+                    p.type_ != Parameter.Type.DOUBLE or not 0.01 <= p.value <= 60.0):
+                return SetParametersResult(successful=False,
+                                           reason='command_timeout_s must be a double in '
+                                                  '[0.01, 60]')
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: List[Parameter]) -> None:
+        for p in params:
+            if p.name == 'command_timeout_s':
+                self.command_timeout_s = float(p.value)
+
+    # -- time and publishing ----------------------------------------------------------------
+
+    def sim_time(self) -> Time:
+        """Sim time of the current state: ``SIM_TIME_START_S`` + steps / control rate."""
+        ns = int(round(SIM_TIME_START_S * 1e9)) + self.total_steps * int(
+            round(1e9 / self.env.control_rate_hz))
+        return Time(nanoseconds=ns, clock_type=ClockType.ROS_TIME)
+
+    def publish_state(self, obs: np.ndarray) -> None:
+        """Publish /clock, then the joint states and the puck stamped with the same sim time."""
+        stamp = self.sim_time().to_msg()
+        self.clock_pub.publish(ClockMsg(clock=stamp))
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = list(self.joints)
+        js.position = [float(v) for v in obs[0:7]]
+        js.velocity = [float(v) for v in obs[7:14]]
+        self.joint_state_pub.publish(js)
+        self.puck_pub.publish(self._point(obs[14:17], stamp))
+
+    def publish_target(self) -> None:
+        """Publish the current target (transient local)."""
+        self.target_pub.publish(self._point(self.env.target, self.sim_time().to_msg()))
+
+    @staticmethod
+    def _point(xyz, stamp) -> PointStamped:
+        msg = PointStamped()
+        msg.header.stamp = stamp
+        msg.header.frame_id = WORLD_FRAME
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in xyz)
+        return msg
+
+    # -- commands and stepping --------------------------------------------------------------
+
+    def command_callback(self, msg: Float64MultiArray) -> None:
+        """Store a command (rad/s); lockstep: advance one control step with it."""
+        data = np.asarray(msg.data, dtype=np.float64)
+        if data.shape != (len(self.joints),) or not np.all(np.isfinite(data)):
+            self.rejected_commands += 1
+            why = (f'{data.size} values, expected {len(self.joints)}'
+                   if data.shape != (len(self.joints),) else 'a NaN or inf value')
+            self.get_logger().error(
+                f'rejected command on /{self.controller_name}/commands ({why}); holding zero '
+                f'velocity ({self.rejected_commands} rejected so far)',
+                throttle_duration_sec=LOG_THROTTLE_S)
+            data = np.zeros(len(self.joints))
+        self._command = np.clip(data, -self.velocity_limits, self.velocity_limits)
+        self._last_command_wall = time.monotonic()
+        if self._timed_out and self.mode == 'realtime':
+            self.get_logger().info('commands arriving: arm moving')
+        self._timed_out = False
+        if self.mode == 'lockstep':
+            self.advance(self._command)
+
+    def timer_callback(self) -> None:
+        """Realtime mode: one control step with the latest command (zero after a timeout)."""
+        if not self._timed_out and (
+                self._last_command_wall is None
+                or time.monotonic() - self._last_command_wall > self.command_timeout_s):
+            self._timed_out = True
+            self.get_logger().warning(
+                f'no command for {self.command_timeout_s:g} s: stopping the arm')
+        self.advance(np.zeros(len(self.joints)) if self._timed_out else self._command)
+
+    def advance(self, command: np.ndarray) -> np.ndarray:
+        """Step the sim one control period with ``command`` (rad/s) and publish the state."""
+        obs = self.env.step_velocity(command)
+        self.total_steps += 1
+        self.publish_state(obs)
+        if self.env.step_count == self.env.episode_steps:
+            info = self._episode_summary()
+            self.get_logger().info(
+                f'episode {self.episode}: {self.env.episode_steps} steps done, distance '
+                f'{info["distance"]:.3f} m ({"success" if info["success"] else "no success"})')
+        return obs
+
+    # -- episodes ---------------------------------------------------------------------------
+
+    def _episode_summary(self) -> Dict[str, Any]:
+        dist = float(np.linalg.norm(self.env.puck_position() - self.env.target))
+        return {'distance': dist, 'success': dist < self.env.success_radius}
+
+    def _episode_json(self) -> str:
+        return json.dumps({'episode': self.episode, 'seed': self.seed + self.episode,
+                           'puck': [round(float(v), 6) for v in self.env.puck_position()],
+                           'target': [round(float(v), 6) for v in self.env.target]})
+
+    def _start_episode(self) -> None:
+        obs, info = self.env.reset(seed=self.seed + self.episode)
+        self._command = np.zeros(len(self.joints))
+        self._last_command_wall = None
+        self._timed_out = True
+        self.get_logger().info(
+            f'episode {self.episode} (seed {self.seed + self.episode}): puck '
+            f'{np.round(info["puck"], 3).tolist()}, target {np.round(info["target"], 3).tolist()}'
+            f', distance {info["distance"]:.3f} m')
+        self.publish_target()
+        self.publish_state(obs)
+
+    def reset_callback(self, request: Trigger.Request,
+                       response: Trigger.Response) -> Trigger.Response:
+        """Start the next seeded episode."""
+        done = self._episode_summary()
+        self.get_logger().info(
+            f'reset: episode {self.episode} ended after {self.env.step_count} steps at distance '
+            f'{done["distance"]:.3f} m ({"success" if done["success"] else "no success"})')
+        self.episode += 1
+        self._start_episode()
+        response.success = True
+        response.message = self._episode_json()
+        return response
+
+    def new_target_callback(self, request: Trigger.Request,
+                            response: Trigger.Response) -> Trigger.Response:
+        """Draw a new target for the current puck."""
+        target = self.env.new_target()
+        self.get_logger().info(f'episode {self.episode}: new target '
+                               f'{np.round(target, 3).tolist()}')
+        self.publish_target()
+        response.success = True
+        response.message = self._episode_json()
+        return response
+
+    def destroy_node(self) -> None:
+        """Release the PyBullet client, then the node."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.env.close()
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Run the twin node until shutdown."""
+    try:
+        with rclpy.init(args=args):
+            node = TwinNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == '__main__':
+    main()
