@@ -21,6 +21,8 @@
   rollouts (puck travel from the first step without contact until it stops).
 * ``random_success_rate``, ``contact_fraction`` (steps whose end finds the robot touching the
   puck), ``moved_fraction`` (steps that move the puck by more than 1 mm) over seeded episodes.
+* ``scripted_success_rate``: the known-model pusher (``mbrl_robot.sim.scripted``) on a fifth as
+  many episodes: every episode is solvable by pushing.
 
 Usage: ``python benchmarks/twin_speed.py [--episodes 100] [--profile lecture]``
 """
@@ -34,6 +36,7 @@ import numpy as np
 import pybullet as pb
 
 from mbrl_robot.sim.push_env import PushEnv
+from mbrl_robot.sim.scripted import ScriptedPusher
 
 
 def release_slide(env: PushEnv, speed: float) -> float:
@@ -96,6 +99,25 @@ def random_rollouts(env: PushEnv, episodes: int, seed: int) -> Dict[str, float]:
     }
 
 
+def scripted_success(env: PushEnv, episodes: int, seed: int) -> Dict[str, float]:
+    """Success rate and mean first-success step of the known-model pusher (an upper bound)."""
+    pusher = ScriptedPusher(env.joint_names, env.home_q, env.max_joint_speed)
+    wins, first = 0, []
+    for ep in range(episodes):
+        obs, info = env.reset(seed=seed + ep)
+        pusher.reset()
+        hit = None
+        for t in range(env.episode_steps):
+            obs, _, _, _, info = env.step(pusher.act(obs, info['target']))
+            if hit is None and info['is_success']:
+                hit = t + 1
+        wins += info['is_success']
+        if hit is not None:
+            first.append(hit)
+    return {'scripted_success_rate': wins / episodes,
+            'scripted_first_success_step_mean': float(np.mean(first)) if first else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--episodes', type=int, default=100)
@@ -112,6 +134,7 @@ def main() -> None:
     result = {'profile': args.profile, 'max_joint_speed_rad_s': env.max_joint_speed,
               'substeps': env.substeps, 'physics_hz': 1.0 / env.physics_dt}
     result.update(random_rollouts(env, args.episodes, args.seed))
+    result.update(scripted_success(env, max(1, args.episodes // 5), args.seed))
     result['slide_after_release_m'] = {str(v): release_slide(env, v) for v in (0.1, 0.2, 0.3)}
     env.close()
     print(json.dumps(result))

@@ -190,7 +190,6 @@ class PushEnv(gym.Env):
         self._target = np.zeros(3)
         self._step_count = 0
         self._last_obs: Optional[np.ndarray] = None
-        self._target_marker = -1
 
     @classmethod
     def from_config(cls, profile: str = 'lecture', **options) -> 'PushEnv':
@@ -255,6 +254,11 @@ class PushEnv(gym.Env):
         for j, q in zip(self.joint_ids, self.home_q):
             pb.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
         self._set_velocity(np.zeros(7))
+        # Target marker: a visual-only disc of the success radius (no collision shape).
+        marker = pb.createVisualShape(pb.GEOM_CYLINDER, radius=self.success_radius, length=0.001,
+                                      rgbaColor=[0.1, 0.8, 0.2, 0.5], physicsClientId=c)
+        self._target_marker = pb.createMultiBody(0.0, -1, marker, [0.6, 0.0, 0.0005],
+                                                 physicsClientId=c)
         self._saved_state = pb.saveState(physicsClientId=c)
 
     # ----------------------------------------------------------------------------- state
@@ -433,15 +437,9 @@ class PushEnv(gym.Env):
     def set_target(self, xyz: Sequence[float]) -> None:
         """Set the target (3,) (metres, world frame) of the running episode."""
         self._target = self._xyz(xyz, 'target')
-        if self.gui:
-            if self._target_marker < 0:
-                shape = pb.createVisualShape(pb.GEOM_CYLINDER, radius=self.success_radius,
-                                             length=0.002, rgbaColor=[0.1, 0.8, 0.2, 0.5],
-                                             physicsClientId=self._client)
-                self._target_marker = pb.createMultiBody(0.0, -1, shape, self._target,
-                                                         physicsClientId=self._client)
-            pb.resetBasePositionAndOrientation(self._target_marker, self._target, [0, 0, 0, 1],
-                                               physicsClientId=self._client)
+        pb.resetBasePositionAndOrientation(self._target_marker,
+                                           [self._target[0], self._target[1], 0.0005],
+                                           [0, 0, 0, 1], physicsClientId=self._client)
 
     def new_target(self, seed: Optional[int] = None) -> np.ndarray:
         """Draw and set a new target for the current puck (see :meth:`sample_target`)."""
@@ -462,7 +460,7 @@ class PushEnv(gym.Env):
         """An RGB image (240, 320, 3) uint8 of the cell when ``render_mode='rgb_array'``."""
         if self.render_mode != 'rgb_array':
             return None
-        view = pb.computeViewMatrixFromYawPitchRoll([0.45, 0.0, 0.0], 1.3, 60.0, -35.0, 0.0, 2,
+        view = pb.computeViewMatrixFromYawPitchRoll([0.55, 0.0, 0.0], 1.0, 50.0, -35.0, 0.0, 2,
                                                     physicsClientId=self._client)
         proj = pb.computeProjectionMatrixFOV(60.0, 320 / 240, 0.05, 5.0,
                                              physicsClientId=self._client)
