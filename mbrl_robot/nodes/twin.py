@@ -32,7 +32,9 @@ Modes: ``realtime`` steps one control period per tick of a wall-clock (steady) t
 ``task.control_rate_hz`` with the latest command, and stops the arm when no command arrived for
 ``command_timeout_s`` of wall time; ``lockstep`` advances one control step per command message
 received, so a slow planner does not change the dynamics (state and clock go out after each step,
-at start and after a reset). Episodes never end on their own: the caller resets.
+at start and after a reset; while no command comes, the same state and clock, with the same stamp,
+are repeated every ``IDLE_REPUBLISH_S`` of wall time so that a node started later can begin).
+Episodes never end on their own: the caller resets.
 """
 
 import json
@@ -63,6 +65,8 @@ NEW_TARGET_SERVICE = '/twin/new_target'
 WORLD_FRAME = 'world'
 # Sim time of the first state: ROS clocks read time zero as "no time received yet".
 SIM_TIME_START_S = 1.0
+# Lockstep: repeat the unchanged state (same stamp) after this much wall time without a step.
+IDLE_REPUBLISH_S = 1.0
 LOG_THROTTLE_S = 2.0
 
 DESCRIPTIONS = {
@@ -130,10 +134,14 @@ class TwinNode(Node):
         self.reset_srv = self.create_service(Trigger, RESET_SERVICE, self.reset_callback)
         self.new_target_srv = self.create_service(Trigger, NEW_TARGET_SERVICE,
                                                   self.new_target_callback)
-        self.timer = None
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._last_obs = np.zeros(17)
+        self._last_publish_wall = time.monotonic()
         if self.mode == 'realtime':
             self.timer = self.create_timer(1.0 / self.env.control_rate_hz, self.timer_callback,
-                                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+                                           clock=steady)
+        else:
+            self.timer = self.create_timer(IDLE_REPUBLISH_S / 2, self.idle_callback, clock=steady)
         self._start_episode()
         self.get_logger().info(
             f'twin up: mode {self.mode}, {self.env.control_rate_hz:g} Hz, physics '
@@ -166,6 +174,8 @@ class TwinNode(Node):
 
     def publish_state(self, obs: np.ndarray) -> None:
         """Publish /clock, then the joint states and the puck stamped with the same sim time."""
+        self._last_obs = obs
+        self._last_publish_wall = time.monotonic()
         stamp = self.sim_time().to_msg()
         self.clock_pub.publish(ClockMsg(clock=stamp))
         js = JointState()
@@ -220,6 +230,11 @@ class TwinNode(Node):
                 f'no command for {self.command_timeout_s:g} s: stopping the arm')
         self.advance(np.zeros(len(self.joints)) if self._timed_out else self._command)
 
+    def idle_callback(self) -> None:
+        """Lockstep mode: repeat the unchanged state for late joiners when no step came."""
+        if time.monotonic() - self._last_publish_wall >= IDLE_REPUBLISH_S:
+            self.publish_state(self._last_obs)
+
     def advance(self, command: np.ndarray) -> np.ndarray:
         """Step the sim one control period with ``command`` (rad/s) and publish the state."""
         obs = self.env.step_velocity(command)
@@ -263,6 +278,8 @@ class TwinNode(Node):
             f'reset: episode {self.episode} ended after {self.env.step_count} steps at distance '
             f'{done["distance"]:.3f} m ({"success" if done["success"] else "no success"})')
         self.episode += 1
+        # A reset takes one control period of sim time: every distinct state gets a new stamp.
+        self.total_steps += 1
         self._start_episode()
         response.success = True
         response.message = self._episode_json()
@@ -281,8 +298,7 @@ class TwinNode(Node):
 
     def destroy_node(self) -> None:
         """Release the PyBullet client, then the node."""
-        if self.timer is not None:
-            self.timer.cancel()
+        self.timer.cancel()
         self.env.close()
         super().destroy_node()
 

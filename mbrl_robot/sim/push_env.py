@@ -66,7 +66,7 @@ TARGET_ANGLE_SPREAD = math.radians(25.0)
 # Stop this far inside a position limit: the joint never reaches, let alone passes, the limit.
 LIMIT_MARGIN_RAD = 0.01
 # Within this distance of a limit, every physics substep checks the limits (see step_velocity).
-LIMIT_GUARD_RAD = 0.25
+LIMIT_GUARD_RAD = 0.1
 # Bounds of the observation box for velocities and positions (the box must hold any state).
 QD_BOUND = 10.0
 XYZ_BOUND = 3.0

@@ -86,10 +86,11 @@ class Graph:
         self.commands.publish(Float64MultiArray(data=[float(v) for v in values]))
 
     def step(self, values):
-        """Lockstep: send one command and wait for the state it produces."""
-        n = len(self.states)
+        """Lockstep: send one command and wait for the (newer) state it produces."""
+        last = _stamp(self.states[-1])
         self.send(values)
-        self.spin_until(lambda: len(self.states) > n, 5.0, 'the next joint state')
+        self.spin_until(lambda: _stamp(self.states[-1]) > last, 5.0, 'the next joint state')
+        assert _stamp(self.states[-1]) == pytest.approx(last + DT, abs=1e-6)
         return self.states[-1]
 
     def call(self, client, timeout=10.0):
@@ -154,8 +155,10 @@ def test_lockstep_guards_limits_and_services(twin):
     assert np.allclose(first.velocity, 0.0, atol=1e-3)
     target0 = g.targets[-1]
     assert target0.header.frame_id == 'world'
-    g.spin_for(0.3)
-    assert len(g.states) == 1  # lockstep: nothing moves without a command
+    g.spin_until(lambda: len(g.states) >= 2, 3.0, 'the idle repeat of the state')
+    # Lockstep: nothing moves without a command; the repeat (for late joiners) is the same state.
+    assert _stamp(g.states[-1]) == _stamp(first)
+    assert list(g.states[-1].position) == list(first.position)
 
     t0 = _stamp(first)
     state = g.step(COMMAND)
@@ -188,7 +191,7 @@ def test_lockstep_guards_limits_and_services(twin):
     g.spin_until(lambda: np.allclose(g.states[-1].position, first.position, atol=1e-6),
                  5.0, 'the ready pose after the reset')
     assert np.allclose([g.pucks[-1].point.x, g.pucks[-1].point.y], info['puck'][:2], atol=1e-5)
-    assert _stamp(g.states[-1]) >= _stamp(state)  # sim time never runs backwards
+    assert _stamp(g.states[-1]) == pytest.approx(_stamp(state) + DT)  # a reset takes a tick
 
     reply = g.call(g.new_target)
     assert reply.success
