@@ -121,3 +121,40 @@ def test_task_validation_and_numpy_helpers():
     task.set_target([0.0, 0.0, 0.0])
     np.testing.assert_array_equal(task.is_success(obs), [False, True])
     np.testing.assert_allclose(push_point([1.0, 0.0, 0.0], [2.0, 0.0, 0.0], 0.1), [0.9, 0, 0])
+
+
+URDF_TAGS = {'robot', 'link', 'joint', 'material', 'color', 'inertial', 'origin', 'mass',
+             'inertia', 'visual', 'collision', 'geometry', 'cylinder', 'sphere', 'box', 'parent',
+             'child', 'axis', 'limit', 'dynamics'}
+
+
+@pytest.mark.parametrize('name', ['iiwa7_pusher.urdf', 'table.urdf', 'puck.urdf'])
+def test_urdf_is_plain_tree_with_valid_inertia(name):
+    """Only standard URDF tags (robot_state_publisher/rviz read the same file), one tree."""
+    import xml.etree.ElementTree as ET
+    root = ET.parse(urdf_path(name)).getroot()
+    assert {el.tag for el in root.iter()} <= URDF_TAGS
+    links = [link.attrib['name'] for link in root.findall('link')]
+    assert len(set(links)) == len(links)
+    children = [j.find('child').attrib['link'] for j in root.findall('joint')]
+    assert len(set(children)) == len(children) and set(children) < set(links)
+    assert len(set(links) - set(children)) == 1  # exactly one root
+    for inertia in root.iter('inertia'):
+        ixx, iyy, izz = (float(inertia.attrib[k]) for k in ('ixx', 'iyy', 'izz'))
+        assert ixx + iyy >= izz and iyy + izz >= ixx and ixx + izz >= iyy
+
+
+def test_urdf_limits_are_the_datasheet_figures():
+    import xml.etree.ElementTree as ET
+    root = ET.parse(urdf_path('iiwa7_pusher.urdf')).getroot()
+    joints = {j.attrib['name']: j for j in root.findall('joint')}
+    pos_deg = [170, 120, 170, 120, 170, 120, 175]
+    vel_deg = [98, 98, 100, 130, 140, 180, 180]
+    offsets = [0.15, 0.19, 0.21, 0.19, 0.21, 0.19, 0.081]
+    for i, name in enumerate(JOINTS):
+        limit = joints[name].find('limit').attrib
+        assert float(limit['upper']) == pytest.approx(np.radians(pos_deg[i]), abs=1e-5)
+        assert float(limit['lower']) == pytest.approx(-np.radians(pos_deg[i]), abs=1e-5)
+        assert float(limit['velocity']) == pytest.approx(np.radians(vel_deg[i]), abs=1e-5)
+        xyz = [float(v) for v in joints[name].find('origin').attrib['xyz'].split()]
+        assert np.linalg.norm(xyz) == pytest.approx(offsets[i])
