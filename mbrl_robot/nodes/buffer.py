@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -140,7 +141,9 @@ class BufferNode(Node):
             UInt64, RESEND_TOPIC, self.resend_callback, RELIABLE_QOS)
         self.stats_srv = self.create_service(Trigger, STATS_SERVICE, self.stats_callback)
         self.export_srv = self.create_service(Trigger, EXPORT_SERVICE, self.export_callback)
-        self.resend_timer = self.create_timer(RESEND_PERIOD_S, self.resend_timer_callback)
+        # Wall time: a lockstep twin's clock stands still while the trainer catches up.
+        self.resend_timer = self.create_timer(RESEND_PERIOD_S, self.resend_timer_callback,
+                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.resend_timer.cancel()
         self.get_logger().info(
             f'buffer at {self.store.path}: {len(self.store)} transitions, last seq '

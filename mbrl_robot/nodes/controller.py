@@ -72,6 +72,8 @@ DESCRIPTIONS = {
     'disagreement_stop': 'Ensemble disagreement at which the arm stops.',
     'max_joint_accel_rad_s2': 'Bound on command change per second, in the planner and the clamp.',
     'position_margin_rad': 'Room kept free before each joint position limit.',
+    'min_executed_subscribers': 'Episodes start once this many nodes (buffer, recipe) subscribe '
+                                'to the executed rows, so no transition is lost to discovery.',
     'planner.name': 'random_shooting, cem, icem or pets.',
     'planner.horizon': 'Planning horizon H (steps).',
     'planner.population_size': 'Candidate sequences N per iteration.',
@@ -114,6 +116,7 @@ class ControllerNode(Node):
         self.disagreement_slowdown = p['disagreement_slowdown']
         self.disagreement_stop = p['disagreement_stop']
         self.exploration = p['exploration']
+        self.min_executed_subscribers = p['min_executed_subscribers']
         if self.exploration not in ('random', 'zero'):
             raise ValueError(f"exploration must be 'random' or 'zero', got {self.exploration!r}")
         self.filter = CommandFilter(JointLimits.from_urdf(urdf_path(), self.joints),
@@ -300,6 +303,12 @@ class ControllerNode(Node):
                     self.get_logger().info(
                         f'waiting for model v{self._min_model_version}',
                         throttle_duration_sec=2.0)
+                    return
+                if (self._episode >= 0 and self.executed_pub.get_subscription_count()
+                        < self.min_executed_subscribers):
+                    # Every executed row must reach the buffer: start once it has discovered us.
+                    self.get_logger().info('waiting for the buffer to subscribe to executed rows',
+                                           throttle_duration_sec=2.0)
                     return
                 if self.wait_for_fresh_state and self._episode >= 0:
                     # Lockstep: the state of this tick is newer than the last one used.

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
@@ -52,6 +53,7 @@ DESCRIPTIONS = {
     'seed': 'First seed of the training episodes.',
     'resume': 'Continue a stopped run from summary.json instead of starting over.',
     'reset_service': 'std_srvs/Trigger that starts a new episode (the twin, or a home drive).',
+    'seed_service': 'SetParameters service taking episode_seed before a reset (empty: none).',
     'episode_timeout_s': 'Wall time after which a running episode counts as failed.',
     'write_report': 'Write report.md and plots when the recipe ends.',
 }
@@ -124,11 +126,14 @@ class RecipeNode(Node):
         self.create_subscription(String, p['topics']['model_version'], self.model_callback,
                                  LATCHED_QOS)
         self.reset_client = self.create_client(Trigger, p['reset_service'])
-        self.seed_client = self.create_client(SetParameters, '/twin/set_parameters')
+        self.seed_client = (self.create_client(SetParameters, p['seed_service'])
+                            if p['seed_service'] else None)
         self.train_client = self.create_client(Trigger, '/trainer/train')
         self.trainer_stats_client = self.create_client(Trigger, '/trainer/stats')
         self.buffer_stats_client = self.create_client(Trigger, '/buffer/stats')
-        self.timer = self.create_timer(0.05, self.step)
+        # Wall time: a lockstep twin's clock stands still between episodes.
+        self.timer = self.create_timer(0.05, self.step,
+                                       clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
             f'recipe: {len(self.phases)} phases ({p["random_episodes"]} random episodes, '
             f'{p["iterations"]} x {p["mpc_episodes_per_iteration"]} MPC episodes, '
@@ -177,7 +182,7 @@ class RecipeNode(Node):
     def _stage_wait_graph(self):
         clients = [self.reset_client, self.train_client, self.trainer_stats_client,
                    self.buffer_stats_client]
-        if self.seed_client.srv_name.startswith('/twin'):
+        if self.seed_client is not None:
             clients.append(self.seed_client)
         missing = [c.srv_name for c in clients if not c.service_is_ready()]
         if missing:
@@ -191,7 +196,10 @@ class RecipeNode(Node):
             return
         phase = self.phases[self.position]
         self.phase_t0 = time.monotonic()
-        if phase['kind'] == 'episode':
+        if phase['kind'] == 'episode' and self.seed_client is None:
+            self._call(self.reset_client, Trigger.Request())
+            self._goto('resetting', self.p['episode_timeout_s'])
+        elif phase['kind'] == 'episode':
             self._call(self.seed_client, self._seed_request(phase['seed']))
             self._goto('seeding', 30.0)
         else:
@@ -258,7 +266,9 @@ class RecipeNode(Node):
         target = rows[steps[-1]].target
         distances = [float(np.linalg.norm(rows[s].s[14:17] - target)) for s in steps]
         final = distances[-1]
+        stamps = np.array([rows[s].stamp for s in steps])
         return {**phase, 'steps': len(steps) - 1, 'return': -float(np.sum(distances[1:])),
+                'command_period_s': float(np.median(np.diff(stamps))) if len(steps) > 1 else 0.0,
                 'initial_distance': distances[0], 'final_distance': final,
                 'success': bool(final < self.p['task']['success_radius_m']),
                 'wall_s': time.monotonic() - self.phase_t0}
@@ -268,6 +278,9 @@ class RecipeNode(Node):
         if result is None:
             return
         self._train_target = int(json.loads(result.message)['transitions'])
+        if self._train_target == 0:
+            raise RuntimeError('the buffer holds no transitions: is it receiving '
+                               '/controller/executed?')
         self._call(self.trainer_stats_client, Trigger.Request())
         self._goto('train_wait_data', 300.0)
 

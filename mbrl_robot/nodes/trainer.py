@@ -33,6 +33,7 @@ import time
 import numpy as np
 import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt64
@@ -115,11 +116,13 @@ class TrainerNode(Node):
                                  self.transitions_callback, TRANSITIONS_QOS, callback_group=io)
         self.create_service(Trigger, '~/train', self.train_callback, callback_group=io)
         self.create_service(Trigger, '~/stats', self.stats_callback, callback_group=io)
+        # Wall time: a lockstep twin's clock stands still while the recipe waits for training.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.sync_timer = self.create_timer(p['sync_period_s'], self.sync_callback,
-                                            callback_group=io)
+                                            callback_group=io, clock=steady)
         if p['retrain_period_s'] > 0:
             self.retrain_timer = self.create_timer(p['retrain_period_s'], self.schedule_callback,
-                                                   callback_group=io)
+                                                   callback_group=io, clock=steady)
         self._resume()
         self.sync_callback()
         m = self.model_cfg
