@@ -24,8 +24,8 @@ Physics: 120 Hz, 6 substeps per 50 ms control step (``physics_hz=240`` gives the
 within 0.6 mm at 0.6x the speed); joint velocity motors with the iiwa's torque limits, commands
 clamped to the velocity limits and stopped short of the position limits (an end-stop guard holds a
 joint pushed there by contacts). Contact parameters (see :data:`PUCK_DYNAMICS`) make the puck
-quasi-static: lateral friction 0.4 (combined with the table's 1.0), torsional and rolling friction,
-no restitution; released at 0.1 / 0.2 / 0.3 m/s it slides 0.9 / 4.3 / 10 mm
+quasi-static: lateral friction 0.5 (combined with the table's 1.0), torsional and rolling friction,
+no restitution; released at 0.1 / 0.2 / 0.3 m/s it slides 0.6 / 3.3 / 8 mm
 (``benchmarks/twin_speed.py`` measures it).
 """
 
@@ -50,10 +50,11 @@ TABLE_POSITION = (0.45, 0.0, 0.0)
 FLOOR_Z = -0.8
 # Resting height of the puck centre: half its height plus Bullet's 1 mm collision margin.
 PUCK_Z = PUCK_HEIGHT_M / 2.0 + 0.001
-# Contact parameters (pybullet combines lateral frictions by product, so puck-table = 0.4,
-# puck-tool = 0.4 * 0.3 = 0.12). spinning friction is a torsional coefficient in metres:
-# ~ mu * 2/3 * r for a flat disc = 0.4 * 0.023 ~ 0.01.
-PUCK_DYNAMICS = dict(lateralFriction=0.4, spinningFriction=0.01, rollingFriction=0.001,
+# Contact parameters (pybullet combines lateral frictions by product, so puck-table = 0.5,
+# as POM or PVC on wood, and puck-tool = 0.5 * 0.3 = 0.15). Spinning friction is a torsional
+# coefficient in metres, ~ mu * 2/3 * r for a flat disc = 0.5 * 0.023 ~ 0.01 (the rim's contact
+# points already resist spinning; a spin of 5 rad/s stops within one physics step).
+PUCK_DYNAMICS = dict(lateralFriction=0.5, spinningFriction=0.01, rollingFriction=0.001,
                      restitution=0.0, linearDamping=0.0, angularDamping=0.0)
 TABLE_DYNAMICS = dict(lateralFriction=1.0, spinningFriction=1.0, rollingFriction=1.0,
                       restitution=0.0)
