@@ -27,6 +27,7 @@ import yaml
 from mbrl_robot.paths import config_path
 
 WILDCARD = '/**'
+DEFAULT_PROFILE = 'lecture'
 
 
 def _merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
@@ -64,10 +65,17 @@ def load_param_file(name_or_path: str) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def node_params(name_or_path: str, node: str) -> Dict[str, Any]:
-    """Nested parameters of one node: the ``/**`` block overridden by the node's own block."""
-    params = load_param_file(name_or_path)
-    return _merge(params.get(WILDCARD, {}), params.get(node, {}))
+def node_params(name_or_path: str, node: str, base: str = DEFAULT_PROFILE) -> Dict[str, Any]:
+    """Parameters of one node exactly as the node sees them under ``--params-file``.
+
+    A node declares the ``base`` (lecture) profile's values as defaults, then the file's ``/**``
+    block and its own block override them; this returns that same merge as a nested dict.
+    """
+    def block(params):
+        return _merge(params.get(WILDCARD, {}), params.get(node, {}))
+
+    merged = block(load_param_file(base)) if base else {}
+    return _merge(merged, block(load_param_file(name_or_path)))
 
 
 def flatten(params: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:

@@ -81,4 +81,4 @@ class DynamicsModel(Protocol):
         """
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance (K, B, S) of the next state of each member for shared (B, ·) inputs."""
+        """Mean and variance (K, B, S) of each member's next state for shared (B, ·) inputs."""

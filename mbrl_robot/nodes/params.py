@@ -45,7 +45,7 @@ def declare_profile_parameters(
     Returns:
         The nested dict of the values in force after overrides (``{'task': {'joints': ...}}``).
     """
-    defaults = flatten(node_params(DEFAULT_PROFILE, node_name))
+    defaults = flatten(node_params(DEFAULT_PROFILE, node_name, base=''))
     ranges = ranges or {}
     read_only = set(read_only)
     values = {}

@@ -35,6 +35,8 @@ from rcl_interfaces.srv import SetParameters
 from std_msgs.msg import Float64, Float64MultiArray, Int32, String
 from std_srvs.srv import Trigger
 
+from mbrl_robot.core.algorithms.mpc_recipe import (build_phases, episode_result,
+                                                   summarize)
 from mbrl_robot.nodes.params import declare_profile_parameters
 from mbrl_robot.nodes.transport import (EXECUTED_QOS, LATCHED_QOS, multiarray_to_rows,
                                         parse_executed_row)
@@ -59,29 +61,6 @@ DESCRIPTIONS = {
 }
 RANGES = {'random_episodes': (0, 100000), 'mpc_episodes_per_iteration': (0, 100000),
           'iterations': (0, 1000), 'evaluation_episodes': (0, 100000)}
-
-
-def build_phases(p: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The recipe as a list of phases; deterministic from the parameters, so runs can resume."""
-    phases = [{'kind': 'episode', 'stage': 'random', 'policy': 'random', 'iteration': 0,
-               'seed': p['seed'] + i} for i in range(p['random_episodes'])]
-    seed = p['seed'] + p['random_episodes']
-    phases.append({'kind': 'train', 'iteration': 0})
-    for it in range(1, p['iterations'] + 1):
-        for _ in range(p['mpc_episodes_per_iteration']):
-            phases.append({'kind': 'episode', 'stage': 'mpc', 'policy': 'planner',
-                           'iteration': it, 'seed': seed})
-            seed += 1
-        phases.append({'kind': 'train', 'iteration': it})
-    for policy in ['planner'] + [b for b in p['baselines'] if b]:
-        if policy not in ('planner', 'random', 'zero'):
-            raise ValueError(f'unknown baseline {policy!r}: use random or zero')
-        for i in range(p['evaluation_episodes']):
-            phases.append({'kind': 'episode', 'stage': f'eval_{policy}', 'policy': policy,
-                           'iteration': p['iterations'], 'seed': p['evaluation_seed'] + i})
-    for index, phase in enumerate(phases):
-        phase['index'] = index
-    return phases
 
 
 class RecipeNode(Node):
@@ -263,15 +242,13 @@ class RecipeNode(Node):
         if not steps or not rows[steps[-1]].terminal:
             raise RuntimeError(f'episode {phase["index"]} ended without its terminal row '
                                f'({len(steps)} rows received)')
-        target = rows[steps[-1]].target
-        distances = [float(np.linalg.norm(rows[s].s[14:17] - target)) for s in steps]
-        final = distances[-1]
+        states = np.stack([rows[s].s for s in steps])
         stamps = np.array([rows[s].stamp for s in steps])
-        return {**phase, 'steps': len(steps) - 1, 'return': -float(np.sum(distances[1:])),
-                'command_period_s': float(np.median(np.diff(stamps))) if len(steps) > 1 else 0.0,
-                'initial_distance': distances[0], 'final_distance': final,
-                'success': bool(final < self.p['task']['success_radius_m']),
-                'wall_s': time.monotonic() - self.phase_t0}
+        result = episode_result(phase, states, rows[steps[-1]].target,
+                                self.p['task']['success_radius_m'],
+                                time.monotonic() - self.phase_t0)
+        result['command_period_s'] = float(np.median(np.diff(stamps))) if len(steps) > 1 else 0.0
+        return result
 
     def _stage_train_sync(self):
         result = self._result('buffer stats')
@@ -340,25 +317,10 @@ class RecipeNode(Node):
         self._next_phase()
 
     def _summary(self, failed: Optional[str] = None) -> Dict[str, Any]:
-        by_stage: Dict[str, Dict[str, Any]] = {}
-        for r in self.results:
-            s = by_stage.setdefault(r['stage'], {'episodes': 0, 'successes': 0, 'final': []})
-            s['episodes'] += 1
-            s['successes'] += int(r['success'])
-            s['final'].append(r['final_distance'])
-        stages = {k: {'episodes': v['episodes'], 'success_rate': v['successes'] / v['episodes'],
-                      'mean_final_distance': float(np.mean(v['final']))}
-                  for k, v in by_stage.items()}
-        used = sum(r['steps'] for r in self.results if not r['stage'].startswith('eval'))
-        ms = np.array(self.plan_ms) if self.plan_ms else np.zeros(1)
-        return {'run_dir': os.path.abspath(self.run_dir), 'complete': self.finished,
-                'failed': failed, 'phases': len(self.phases), 'position': self.position,
-                'wall_s': time.monotonic() - self.t_start, 'transitions_used': used,
-                'stages': stages, 'plan_latency_ms': {
-                    'median': float(np.median(ms)), 'p99': float(np.percentile(ms, 99)),
-                    'max': float(ms.max()), 'count': len(self.plan_ms)},
-                'episodes': self.results, 'trainings': self.trainings,
-                'plan_ms': self.plan_ms}
+        return summarize(self.results, self.trainings, self.plan_ms,
+                         time.monotonic() - self.t_start, self.p['task']['success_radius_m'],
+                         run_dir=os.path.abspath(self.run_dir), complete=self.finished,
+                         failed=failed, phases=len(self.phases), position=self.position)
 
     def _write_summary(self, failed: Optional[str] = None):
         tmp = self.summary_path + '.tmp'

@@ -1,0 +1,212 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The lecture's pushing recipe in one process, with the same parts as the node graph.
+
+``run_recipe`` runs what the recipe node orchestrates (random episodes, train, MPC episodes,
+retrain, evaluation on held-out seeds, baselines) directly on a :class:`PushEnv`, with the
+controller's own :class:`PolicyFactory` and :class:`CommandFilter` and the trainer's model
+factory, so learning results measured here carry over to the graph: only the transport
+differs. It is what the benchmarks and the learning regression test run, and it writes the
+same ``summary.json`` as the recipe node, so one report generator serves both.
+"""
+
+import copy
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.control import PolicyFactory
+from mbrl_robot.core.models import create_model, create_trainer
+from mbrl_robot.core.safety import CommandFilter, JointLimits
+from mbrl_robot.core.types import TransitionBatch
+from mbrl_robot.paths import urdf_path
+
+POLICIES = ('planner', 'random', 'zero')
+
+
+def build_phases(p: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The recipe as a list of phases, from the ``recipe`` parameters.
+
+    Deterministic from the parameters, so a stopped run resumes at the phase it reached.
+    """
+    phases = [{'kind': 'episode', 'stage': 'random', 'policy': 'random', 'iteration': 0,
+               'seed': p['seed'] + i} for i in range(p['random_episodes'])]
+    seed = p['seed'] + p['random_episodes']
+    phases.append({'kind': 'train', 'iteration': 0})
+    for it in range(1, p['iterations'] + 1):
+        for _ in range(p['mpc_episodes_per_iteration']):
+            phases.append({'kind': 'episode', 'stage': 'mpc', 'policy': 'planner',
+                           'iteration': it, 'seed': seed})
+            seed += 1
+        phases.append({'kind': 'train', 'iteration': it})
+    for policy in ['planner'] + [b for b in p['baselines'] if b]:
+        if policy not in POLICIES:
+            raise ValueError(f'unknown baseline {policy!r}: use random or zero')
+        for i in range(p['evaluation_episodes']):
+            phases.append({'kind': 'episode', 'stage': f'eval_{policy}', 'policy': policy,
+                           'iteration': p['iterations'], 'seed': p['evaluation_seed'] + i})
+    for index, phase in enumerate(phases):
+        phase['index'] = index
+    return phases
+
+
+def summarize(results: List[Dict[str, Any]], trainings: List[Dict[str, Any]],
+              plan_ms: List[float], wall_s: float, success_radius: float,
+              **extra) -> Dict[str, Any]:
+    """The run summary both the recipe node and :func:`run_recipe` write as summary.json."""
+    stages: Dict[str, Dict[str, Any]] = {}
+    for r in results:
+        stages.setdefault(r['stage'], []).append(r)
+    ms = np.asarray(plan_ms if plan_ms else [0.0])
+    return {
+        'wall_s': wall_s, 'success_radius_m': success_radius,
+        'transitions_used': sum(r['steps'] for r in results
+                                if not r['stage'].startswith('eval')),
+        'stages': {k: {'episodes': len(v),
+                       'success_rate': float(np.mean([r['success'] for r in v])),
+                       'mean_final_distance': float(np.mean([r['final_distance'] for r in v]))}
+                   for k, v in stages.items()},
+        'plan_latency_ms': {'median': float(np.median(ms)), 'p99': float(np.percentile(ms, 99)),
+                            'max': float(ms.max()), 'count': len(plan_ms)},
+        'episodes': results, 'trainings': trainings, 'plan_ms': list(map(float, plan_ms)),
+        **extra}
+
+
+def episode_result(phase: Dict[str, Any], states: np.ndarray, target: np.ndarray,
+                   success_radius: float, wall_s: float) -> Dict[str, Any]:
+    """Per-episode figures from the visited states (T+1, 17)."""
+    d = np.linalg.norm(states[:, 14:17] - target, axis=-1)
+    return {**phase, 'steps': len(states) - 1, 'return': -float(d[1:].sum()),
+            'initial_distance': float(d[0]), 'final_distance': float(d[-1]),
+            'min_distance': float(d.min()), 'success': bool(d[-1] < success_radius),
+            'wall_s': wall_s}
+
+
+def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any]]] = None,
+               run_dir: Optional[str] = None, log: Callable[[str], None] = print,
+               env=None) -> Dict[str, Any]:
+    """Run the recipe in-process and return (and optionally write) its summary.
+
+    Args:
+        profile: config profile; every block is read exactly as the nodes read it.
+        overrides: ``{node: {nested params}}`` merged over the profile (e.g.
+            ``{'recipe': {'iterations': 1}}``).
+        run_dir: if set, ``summary.json`` is written there after every phase.
+        log: progress sink.
+        env: a :class:`PushEnv` to reuse (default: one built from the profile).
+
+    Returns:
+        The summary dict (see :func:`summarize`).
+    """
+    from mbrl_robot.config import _merge
+    cfg = {n: _merge(node_params(profile, n), (overrides or {}).get(n, {}))
+           for n in ('twin', 'trainer', 'controller', 'recipe')}
+    if env is None:
+        from mbrl_robot.sim.push_env import PushEnv
+        env = PushEnv(cfg['twin']['task'])
+    ctl = cfg['controller']
+    task = ctl['task']
+    dt = 1.0 / task['control_rate_hz']
+    command_filter = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
+                                   task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'],
+                                   dt, ctl['position_margin_rad'])
+    policies = PolicyFactory(ctl, command_filter, dt)
+    device = policies.device
+    tcfg = cfg['trainer']
+    radius = task['success_radius_m']
+    rng = np.random.default_rng(int(ctl['planner']['seed']))
+    data: List[TransitionBatch] = []
+    results: List[Dict[str, Any]] = []
+    trainings: List[Dict[str, Any]] = []
+    plan_ms: List[float] = []
+    model, version = None, 0
+    t0 = time.monotonic()
+    phases = build_phases(cfg['recipe'])
+    for phase in phases:
+        tp = time.monotonic()
+        if phase['kind'] == 'train':
+            batch = TransitionBatch.concat(data)
+            seed = int(tcfg['training']['seed']) + version
+            if model is None or not tcfg['warm_start']:
+                model = create_model(tcfg['model'], 17, 7, device, seed)
+            else:
+                model = copy.deepcopy(model)
+            fit = create_trainer(model, {**tcfg['training'], 'seed': seed}).fit(batch)
+            version += 1
+            policies.set_model(model, version)
+            trainings.append({**phase, 'version': version, 'n_transitions': len(batch),
+                              'val_loss': fit.best_val_loss, 'epochs': fit.epochs,
+                              'train_losses': fit.train_losses, 'val_losses': fit.val_losses,
+                              'wall_s': time.monotonic() - tp})
+            log(f'[{phase["index"] + 1}/{len(phases)}] model v{version} on {len(batch)} '
+                f'transitions: val loss {fit.best_val_loss:.4f}, {fit.epochs} epochs, '
+                f'{time.monotonic() - tp:.1f} s')
+        else:
+            obs, info = env.reset(seed=phase['seed'])
+            target = np.asarray(info['target'], dtype=np.float64)
+            policies.set_target(target)
+            policy = policies.create() if phase['policy'] == 'planner' else None
+            states, acts = [np.asarray(obs, dtype=np.float64)], []
+            prev = np.zeros(7)
+            for _ in range(task['episode_steps']):
+                state = states[-1]
+                if policy is not None:
+                    policy.set_last_action(command_filter.to_action(prev))
+                    plan, _ = policy.plan(state, 0)
+                    plan_ms.append(policy.last_info().get('plan_time_ms', 0.0))
+                    action = plan[0]
+                elif phase['policy'] == 'random':
+                    action = rng.uniform(-1.0, 1.0, 7)
+                else:
+                    action = np.zeros(7)
+                prev = command_filter(state[:7], command_filter.to_velocity(action), prev)
+                executed = command_filter.to_action(prev)
+                obs, _, _, _, info = env.step(executed)
+                acts.append(executed)
+                states.append(np.asarray(obs, dtype=np.float64))
+            states_arr = np.stack(states)
+            if not phase['stage'].startswith('eval'):
+                d = np.linalg.norm(states_arr[1:, 14:17] - target, axis=-1)
+                done = np.zeros(len(acts), dtype=bool)
+                done[-1] = True
+                data.append(TransitionBatch(states_arr[:-1].astype(np.float32),
+                                            np.stack(acts).astype(np.float32),
+                                            states_arr[1:].astype(np.float32),
+                                            (-d).astype(np.float32), done))
+            result = episode_result(phase, states_arr, target, radius, time.monotonic() - tp)
+            results.append(result)
+            log(f'[{phase["index"] + 1}/{len(phases)}] {phase["stage"]} seed {phase["seed"]}: '
+                f'final {result["final_distance"]:.3f} m (min {result["min_distance"]:.3f}), '
+                f'{"success" if result["success"] else "failure"}')
+        if run_dir:
+            _write(run_dir, summarize(results, trainings, plan_ms, time.monotonic() - t0,
+                                      radius, profile=profile, complete=False))
+    summary = summarize(results, trainings, plan_ms, time.monotonic() - t0, radius,
+                        profile=profile, complete=True, torch_threads=torch.get_num_threads())
+    if run_dir:
+        _write(run_dir, summary)
+    return summary
+
+
+def _write(run_dir: str, summary: Dict[str, Any]) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, 'summary.json')
+    with open(path + '.tmp', 'w') as f:
+        json.dump(summary, f, indent=1)
+    os.replace(path + '.tmp', path)
