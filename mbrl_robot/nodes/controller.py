@@ -39,6 +39,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int32, String
 from std_srvs.srv import SetBool
+import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.safety import CommandFilter, JointLimits
@@ -64,6 +65,7 @@ DESCRIPTIONS = {
     'topics.target_pose': 'geometry_msgs/PointStamped target input (may change at run time).',
     'topics.model_version': 'std_msgs/String JSON announcing validated model checkpoints.',
     'device': 'Planner device: auto (cuda when present), cpu or cuda.',
+    'torch_threads': 'torch CPU threads for this process (0: torch default).',
     'exploration': 'Policy before the first model: random (the recipe) or zero.',
     'state_timeout_s': 'A state older than this (node clock) is stale: zero velocity.',
     'wait_for_fresh_state': 'Lockstep twins: tick only once the state of this tick arrived.',
@@ -104,6 +106,8 @@ class ControllerNode(Node):
     def __init__(self):
         super().__init__('controller')
         p = declare_profile_parameters(self, 'controller', DESCRIPTIONS, READ_ONLY, RANGES)
+        if p['torch_threads'] > 0:
+            torch.set_num_threads(p['torch_threads'])
         self.joints = list(p['task']['joints'])
         if len(self.joints) != NUM_JOINTS or len(set(self.joints)) != NUM_JOINTS:
             raise ValueError(f'task.joints must name {NUM_JOINTS} distinct joints, '

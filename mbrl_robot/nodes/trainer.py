@@ -55,6 +55,7 @@ DESCRIPTIONS = {
     'topics.transitions': 'Sequence-numbered transition batches from the buffer.',
     'topics.model_version': 'Where validated model versions are announced (transient local).',
     'device': 'Training device: auto (cuda when present), cpu or cuda.',
+    'torch_threads': 'torch CPU threads for this process (0: torch default).',
     'checkpoint_dir': 'Versioned checkpoints go to <checkpoint_dir>/v<N>/.',
     'retrain_period_s': 'Retrain on a schedule when new data arrived (0: only on request).',
     'sync_period_s': 'How often to ask the buffer for transitions this node lacks.',
@@ -90,6 +91,8 @@ class TrainerNode(Node):
     def __init__(self):
         super().__init__('trainer')
         p = declare_profile_parameters(self, 'trainer', DESCRIPTIONS, READ_ONLY, RANGES)
+        if p['torch_threads'] > 0:
+            torch.set_num_threads(p['torch_threads'])
         self.device = resolve_device(p['device'])
         self.model_cfg = p['model']
         self.training_cfg = p['training']
