@@ -16,7 +16,7 @@
 Scene (world frame, metres): the robot base at the origin on a table whose top is z = 0; the puck
 (radius 0.035, height 0.03, 0.15 kg) slides on the table. Every episode starts from the same
 "ready" pose: the pusher points straight down with its tip 1 cm above the table at
-:data:`HOME_TIP`. The puck is drawn a few cm in front of the tip (1-2.5 cm gap, within +-45 deg of
+:data:`HOME_TIP`. The puck is drawn just in front of the tip (a 2-10 mm gap, within +-45 deg of
 the +x direction, away from the base) and the target 10-25 cm beyond the puck, within +-25 deg of
 the tip->puck direction: the task is a push, never a pull, and one straight push can solve it.
 
@@ -60,7 +60,8 @@ TABLE_DYNAMICS = dict(lateralFriction=1.0, spinningFriction=1.0, rollingFriction
                       restitution=0.0)
 TOOL_DYNAMICS = dict(lateralFriction=0.3, restitution=0.0)
 # Start region, relative to the tool tip (see module docstring).
-PUCK_GAP_RANGE = (0.005, 0.02)
+# A 2-10 mm gap: uniform random exploration then moves the puck in ~3/4 of the episodes.
+PUCK_GAP_RANGE = (0.002, 0.01)
 PUCK_ANGLE_RANGE = (-math.pi / 4, math.pi / 4)
 TARGET_DISTANCE_RANGE = (0.10, 0.25)
 TARGET_ANGLE_SPREAD = math.radians(25.0)

@@ -102,7 +102,7 @@ def test_start_distribution(env):
         np.testing.assert_allclose(info['tool_tip'], tip, atol=1e-4)
         puck, target = info['puck'], info['target']
         gap = np.linalg.norm(puck[:2] - tip[:2]) - 0.045
-        assert 0.004 < gap < 0.021, gap
+        assert 0.0019 < gap < 0.0101, gap
         assert abs(puck[2] - PUCK_Z) < 1e-6
         push = target[:2] - puck[:2]
         assert 0.10 <= np.linalg.norm(push) <= 0.25
