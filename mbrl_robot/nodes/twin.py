@@ -87,10 +87,14 @@ DESCRIPTIONS = {
     'command_timeout_s': 'realtime mode: stop the arm when no command came for this long '
                          '(wall time, s)',
     'seed': 'episode k is drawn with seed + k',
+    'episode_seed': 'if >= 0, the next reset draws its episode from this seed (the recipe sets '
+                    'it for reproducible, held-out episodes); -1: seed + k',
     'gui': 'open the PyBullet GUI',
 }
-READ_ONLY = [name for name in DESCRIPTIONS if name != 'command_timeout_s']
-RANGES = {'command_timeout_s': (0.01, 60.0), 'seed': (0, 2 ** 31 - 1)}
+RUNTIME = ('command_timeout_s', 'episode_seed')
+READ_ONLY = [name for name in DESCRIPTIONS if name not in RUNTIME]
+RANGES = {'command_timeout_s': (0.01, 60.0), 'seed': (0, 2 ** 31 - 1),
+          'episode_seed': (-1, 2 ** 31 - 1)}
 
 
 class TwinNode(Node):
@@ -112,6 +116,7 @@ class TwinNode(Node):
         self.controller_name = str(params['controller_name'])
         self.command_timeout_s = float(params['command_timeout_s'])
         self.seed = int(params['seed'])
+        self.episode_seed = int(params['episode_seed'])
         self.env = PushEnv(self.task, gui=bool(params['gui']))
         self.velocity_limits = self.env.velocity_limits
 
@@ -157,12 +162,18 @@ class TwinNode(Node):
                 return SetParametersResult(successful=False,
                                            reason='command_timeout_s must be a double in '
                                                   '[0.01, 60]')
+            if p.name == 'episode_seed' and (
+                    p.type_ != Parameter.Type.INTEGER or not -1 <= p.value < 2 ** 31):
+                return SetParametersResult(successful=False,
+                                           reason='episode_seed must be an integer >= -1')
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: List[Parameter]) -> None:
         for p in params:
             if p.name == 'command_timeout_s':
                 self.command_timeout_s = float(p.value)
+            if p.name == 'episode_seed':
+                self.episode_seed = int(p.value)
 
     # -- time and publishing ----------------------------------------------------------------
 
@@ -254,17 +265,19 @@ class TwinNode(Node):
         return {'distance': dist, 'success': dist < self.env.success_radius}
 
     def _episode_json(self) -> str:
-        return json.dumps({'episode': self.episode, 'seed': self.seed + self.episode,
+        return json.dumps({'episode': self.episode, 'seed': self._current_seed,
                            'puck': [round(float(v), 6) for v in self.env.puck_position()],
                            'target': [round(float(v), 6) for v in self.env.target]})
 
     def _start_episode(self) -> None:
-        obs, info = self.env.reset(seed=self.seed + self.episode)
+        self._current_seed = (self.episode_seed if self.episode_seed >= 0
+                              else self.seed + self.episode)
+        obs, info = self.env.reset(seed=self._current_seed)
         self._command = np.zeros(len(self.joints))
         self._last_command_wall = None
         self._timed_out = True
         self.get_logger().info(
-            f'episode {self.episode} (seed {self.seed + self.episode}): puck '
+            f'episode {self.episode} (seed {self._current_seed}): puck '
             f'{np.round(info["puck"], 3).tolist()}, target {np.round(info["target"], 3).tolist()}'
             f', distance {info["distance"]:.3f} m')
         self.publish_target()
