@@ -36,6 +36,10 @@ import torch.nn.functional as F
 from mbrl_robot.core.models.normalizer import Normalizer
 
 FORMAT_VERSION = 1
+# Known-kinematics input features (see ``GaussianEnsemble``): name -> number of columns. They need
+# the pushing task's state layout (q in columns 0-6 in URDF joint order, puck xyz in 14-16).
+INPUT_FEATURES: Dict[str, int] = {'tool_tip': 3, 'tip_to_puck': 3}
+_FEATURE_STATE_DIM = 17
 MODEL_FILE = 'model.pt'
 META_FILE = 'model.json'
 
@@ -89,6 +93,12 @@ class GaussianEnsemble(torch.nn.Module):
     ``0.01 * (max_logvar.sum() - min_logvar.sum())``.
     With ``probabilistic=False`` members output the mean only and are trained with MSE.
 
+    ``input_features`` appends quantities computed from the state with the *known* forward
+    kinematics of the pusher (``urdf/iiwa7_pusher.urdf``) to the network input: ``tool_tip``, the
+    tool-tip position (3), and ``tip_to_puck``, the puck centre minus the tool tip (3). The
+    network then only has to learn how contact moves the puck, not the arm's kinematics. They
+    are part of the model (saved in ``model.json``), so a loaded model computes them itself.
+
     Implements the ``DynamicsModel`` protocol of ``mbrl_robot.core.types``.
 
     Args:
@@ -105,13 +115,16 @@ class GaussianEnsemble(torch.nn.Module):
         num_elites: number of members reported in ``elite_indices`` (default: all K).
         device: where the parameters live.
         seed: seeds the weight initialisation (None: torch's global RNG).
+        input_features: names from :data:`INPUT_FEATURES` (a list, or one comma-separated string;
+            empty: the plain ``[obs, act]`` input). Needs ``obs_dim >= 17`` (the push state).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, ensemble_size: int = 5, num_layers: int = 4,
                  hidden_size: int = 200, activation: str = 'silu', probabilistic: bool = True,
                  weight_decay: Union[float, Sequence[float]] = 5e-5,
                  num_elites: Optional[int] = None,
-                 device: Union[str, torch.device] = 'cpu', seed: Optional[int] = None):
+                 device: Union[str, torch.device] = 'cpu', seed: Optional[int] = None,
+                 input_features: Union[str, Sequence[str]] = ()):
         super().__init__()
         for name, value, low in (('obs_dim', obs_dim, 1), ('act_dim', act_dim, 0),
                                  ('ensemble_size', ensemble_size, 1),
@@ -126,6 +139,7 @@ class GaussianEnsemble(torch.nn.Module):
             raise ValueError(f'GaussianEnsemble: probabilistic must be a bool, '
                              f'got {probabilistic!r}')
         decays = self._parse_weight_decay(weight_decay, num_layers + 1)
+        features = self._parse_features(input_features, obs_dim)
         if num_elites is None:
             num_elites = ensemble_size
         if (isinstance(num_elites, bool) or not isinstance(num_elites, int)
@@ -147,7 +161,7 @@ class GaussianEnsemble(torch.nn.Module):
             'activation': activation, 'probabilistic': probabilistic,
             'weight_decay': weight_decay if isinstance(weight_decay, (int, float))
             else list(decays),
-            'num_elites': num_elites,
+            'num_elites': num_elites, 'input_features': list(features),
         }
         self._act = ACTIVATIONS[activation]
         self._act_ = _INPLACE_ACTIVATIONS[activation]
@@ -155,7 +169,14 @@ class GaussianEnsemble(torch.nn.Module):
         gen = None
         if seed is not None:
             gen = torch.Generator().manual_seed(int(seed))
-        in_size = obs_dim + act_dim
+        self.input_features = features
+        self._fk = None
+        if features:
+            from mbrl_robot.core.kinematics import SerialChainFK
+            from mbrl_robot.paths import urdf_path
+            self._fk = SerialChainFK(urdf_path('iiwa7_pusher.urdf'), 'tool_tip')
+        in_size = obs_dim + act_dim + sum(INPUT_FEATURES[f] for f in features)
+        self.in_size = in_size
         out_size = obs_dim * (2 if probabilistic else 1)
         sizes = [in_size] + [hidden_size] * num_layers + [out_size]
         self.layers = torch.nn.ModuleList(
@@ -190,6 +211,48 @@ class GaussianEnsemble(torch.nn.Module):
                              f'got {weight_decay!r}')
         return decays
 
+    @staticmethod
+    def _parse_features(input_features: Union[str, Sequence[str]], obs_dim: int) -> List[str]:
+        if isinstance(input_features, str):
+            names = [f.strip() for f in input_features.split(',') if f.strip()]
+        elif isinstance(input_features, (list, tuple)) and all(
+                isinstance(f, str) for f in input_features):
+            names = [f.strip() for f in input_features]
+        else:
+            raise ValueError(f'GaussianEnsemble: input_features must be a list of names or a '
+                             f'comma-separated string, got {input_features!r}')
+        unknown = [f for f in names if f not in INPUT_FEATURES]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f'GaussianEnsemble: input_features {names} must be distinct names '
+                             f'from {sorted(INPUT_FEATURES)}')
+        if names and obs_dim < _FEATURE_STATE_DIM:
+            raise ValueError(f'GaussianEnsemble: input_features need the push state '
+                             f'(obs_dim >= {_FEATURE_STATE_DIM}), got obs_dim={obs_dim}')
+        return names
+
+    def features(self, obs: torch.Tensor) -> Optional[torch.Tensor]:
+        """Known-kinematics features (..., F) of states (..., S), or None without features."""
+        if not self.input_features:
+            return None
+        fk = self._fk
+        if fk._rot.device != obs.device or fk._rot.dtype != obs.dtype:
+            fk.to(obs.device, obs.dtype)
+        tip = fk.tip_position(obs[..., :7])
+        parts = []
+        for name in self.input_features:
+            if name == 'tool_tip':
+                parts.append(tip)
+            else:  # tip_to_puck
+                parts.append(obs[..., 14:17] - tip)
+        return torch.cat(parts, dim=-1)
+
+    def raw_inputs(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """(..., S), (..., A) real -> (..., S+A+F) network inputs before normalisation."""
+        feats = self.features(obs)
+        if feats is None:
+            return torch.cat((obs, act), dim=-1)
+        return torch.cat((obs, act, feats), dim=-1)
+
     # ------------------------------------------------------------------ properties
     @property
     def device(self) -> torch.device:
@@ -220,7 +283,8 @@ class GaussianEnsemble(torch.nn.Module):
         """Normalised delta mean and log-variance of every member.
 
         Args:
-            x: (K, B, S+A) normalised inputs (row k goes to member k), or (B, S+A) shared by all.
+            x: (K, B, S+A+F) normalised inputs (row k goes to member k), or (B, S+A+F) shared
+                by all (F: the ``input_features`` columns, 0 by default).
 
         Returns:
             mean (K, B, S) and logvar (K, B, S) in normalised delta units; logvar is None for a
@@ -244,7 +308,7 @@ class GaussianEnsemble(torch.nn.Module):
         bound penalty and the per-layer weight decay.
 
         Args:
-            x: (K, B, S+A) normalised inputs.
+            x: (K, B, S+A+F) normalised inputs.
             target: (K, B, S) normalised deltas.
         """
         mean, logvar = self.forward(x)
@@ -268,7 +332,7 @@ class GaussianEnsemble(torch.nn.Module):
         """Validation score per member: MSE of the mean in normalised delta units.
 
         Args:
-            x: (B, S+A) shared or (K, B, S+A) normalised inputs.
+            x: (B, S+A+F) shared or (K, B, S+A+F) normalised inputs.
             target: (B, S) or (K, B, S) normalised deltas.
 
         Returns:
@@ -281,12 +345,12 @@ class GaussianEnsemble(torch.nn.Module):
     def fit_normalizers(self, obs: torch.Tensor, act: torch.Tensor,
                         next_obs: torch.Tensor) -> None:
         """Refit input and output normalisers on (N, S), (N, A), (N, S) real data."""
-        self.input_normalizer.fit(torch.cat((obs, act), dim=-1))
+        self.input_normalizer.fit(self.raw_inputs(obs, act))
         self.output_normalizer.fit(next_obs - obs)
 
     def normalized_inputs(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """(..., S), (..., A) real -> (..., S+A) normalised network inputs."""
-        return self.input_normalizer.normalize(torch.cat((obs, act), dim=-1))
+        """(..., S), (..., A) real -> (..., S+A+F) normalised network inputs."""
+        return self.input_normalizer.normalize(self.raw_inputs(obs, act))
 
     def normalized_targets(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """(..., S), (..., S) real -> (..., S) normalised delta targets."""
@@ -344,7 +408,7 @@ class GaussianEnsemble(torch.nn.Module):
                              f'({self.ensemble_size}, B, {self.obs_dim}), got {tuple(obs.shape)}')
         self._check_inputs(obs, act)
         # Input normalisation in place on the freshly concatenated buffer.
-        h = torch.cat((obs, act), dim=-1)
+        h = self.raw_inputs(obs, act)
         h.sub_(self.input_normalizer.mean).div_(self.input_normalizer.std)
         for layer in self.layers[:-1]:
             h = self._act_(torch.baddbmm(layer.bias, h, layer.weight))

@@ -25,7 +25,7 @@ from mbrl_robot.core.models.ensemble import GaussianEnsemble
 from mbrl_robot.core.models.trainer import ModelTrainer
 
 MODEL_KEYS = ('name', 'ensemble_size', 'num_layers', 'hidden_size', 'activation',
-              'probabilistic', 'weight_decay', 'num_elites')
+              'probabilistic', 'weight_decay', 'num_elites', 'input_features')
 TRAINING_KEYS = ('learning_rate', 'batch_size', 'validation_fraction', 'max_epochs', 'patience',
                  'bootstrap', 'seed', 'min_rel_improvement')
 MODEL_NAMES = ('gaussian_ensemble',)
@@ -45,8 +45,8 @@ def create_model(cfg: Dict[str, Any], obs_dim: int, act_dim: int,
 
     Args:
         cfg: ``{name: gaussian_ensemble, ensemble_size, num_layers, hidden_size, activation,
-            probabilistic, weight_decay[, num_elites]}``; missing optional keys take the
-            ``GaussianEnsemble`` defaults.
+            probabilistic, weight_decay[, num_elites, input_features]}``; missing optional keys
+            take the ``GaussianEnsemble`` defaults.
         obs_dim: S, from the environment.
         act_dim: A, from the environment.
         device: where the parameters live.
