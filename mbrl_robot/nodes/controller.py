@@ -280,7 +280,7 @@ class ControllerNode(Node):
         self._estop = bool(request.data)
         if self._estop:
             self._send(np.zeros(NUM_JOINTS))
-            self.get_logger().warn('E-STOP engaged: zero velocity until released')
+            self.get_logger().warning('E-STOP engaged: zero velocity until released')
         else:
             self.get_logger().info('e-stop released')
         response.success = True
@@ -360,11 +360,11 @@ class ControllerNode(Node):
             return
         if state is None or (now - stamp).nanoseconds * 1e-9 > self.state_timeout:
             self._send(np.zeros(NUM_JOINTS))
-            self.get_logger().warn('no fresh state: zero velocity', throttle_duration_sec=1.0)
+            self.get_logger().warning('no fresh state: zero velocity', throttle_duration_sec=1.0)
             return
         if target is None:
             self._send(np.zeros(NUM_JOINTS))
-            self.get_logger().warn('no target yet: zero velocity', throttle_duration_sec=1.0)
+            self.get_logger().warning('no target yet: zero velocity', throttle_duration_sec=1.0)
             return
         self._last_tick_stamp = stamp
         distance = float(np.linalg.norm(state[14:17] - target))
@@ -417,8 +417,8 @@ class ControllerNode(Node):
             return plan[step - plan_step]
         except concurrent.futures.TimeoutError:
             self._stats['deadline_misses'] += 1
-            self.get_logger().warn('plan missed its deadline: sending the previous plan',
-                                   throttle_duration_sec=1.0)
+            self.get_logger().warning('plan missed its deadline: sending the previous plan',
+                                      throttle_duration_sec=1.0)
             if self._fallback_plan is not None:
                 plan, plan_step = self._fallback_plan
                 if 0 <= step - plan_step < len(plan):
@@ -435,8 +435,9 @@ class ControllerNode(Node):
         else:
             scale = 1.0
         if scale < 1.0:
-            self.get_logger().warn(f'ensemble disagreement {d:.3f}: command scaled by {scale:.2f}',
-                                   throttle_duration_sec=1.0)
+            self.get_logger().warning(
+                f'ensemble disagreement {d:.3f}: command scaled by {scale:.2f}',
+                throttle_duration_sec=1.0)
         self._stats['scale'] = scale
         return scale
 

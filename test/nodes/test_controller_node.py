@@ -1,0 +1,206 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The controller node over real DDS: 20 Hz commands within limits, and a safe stop on bad input.
+
+The controller runs in its own process on wall-clock time (as on a real arm); this test is the
+arm: it publishes joint states, the puck and the target, starts an exploration episode, and
+records every command. Malformed or stale state, unknown joint names, e-stop and shutdown must
+all end in zero velocity, and a bad parameter must stop the node at start with a clear error.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from geometry_msgs.msg import PointStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from std_srvs.srv import SetBool  # noqa: E402
+
+from mbrl_robot.config import node_params  # noqa: E402
+from mbrl_robot.nodes.transport import EXECUTED_QOS, LATCHED_QOS  # noqa: E402
+
+pytestmark = pytest.mark.ros
+PARAMS = node_params('ci_smoke', 'controller')
+JOINTS = list(PARAMS['task']['joints'])
+SPEED = PARAMS['task']['max_joint_speed_rad_s']
+ACCEL_STEP = PARAMS['max_joint_accel_rad_s2'] / PARAMS['task']['control_rate_hz']
+
+
+def controller_process(env, *extra):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'mbrl_robot.nodes.controller', '--ros-args', '--params-file',
+         'config/ci_smoke.yaml', '-p', 'controller:use_sim_time:=false',
+         '-p', 'controller:wait_for_fresh_state:=false',
+         '-p', 'controller:task.episode_steps:=100000', *extra],
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class FakeArm:
+    """Publishes the arm's state like a ros2_control driver and records the commands."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('fake_arm', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.commands = []  # (wall time, np.ndarray)
+        topics = PARAMS['topics']
+        self.node.create_subscription(
+            Float64MultiArray, f'/{PARAMS["controller_name"]}/commands',
+            lambda m: self.commands.append((time.monotonic(), np.array(m.data))), 100)
+        # The controller waits for two subscribers to its executed rows (buffer and recipe).
+        self.node.create_subscription(Float64MultiArray, '/controller/executed',
+                                      lambda m: None, EXECUTED_QOS)
+        self.node.create_subscription(Float64MultiArray, '/controller/executed',
+                                      lambda m: None, EXECUTED_QOS)
+        self.joint_pub = self.node.create_publisher(JointState, topics['joint_states'], 10)
+        self.puck_pub = self.node.create_publisher(PointStamped, topics['puck_pose'], 10)
+        self.target_pub = self.node.create_publisher(PointStamped, topics['target_pose'],
+                                                     LATCHED_QOS)
+        self.episode_pub = self.node.create_publisher(String, '/recipe/episode', LATCHED_QOS)
+        self.estop = self.node.create_client(SetBool, '/controller/estop')
+        self.q = np.array([0.0, 0.6, 0.0, -1.2, 0.0, 1.0, 0.0])
+        self.names = list(JOINTS)
+        self.corrupt = False
+        self.silent = False
+        self.node.create_timer(0.02, self.publish_state)
+
+    def publish_state(self):
+        if self.silent:
+            return
+        stamp = self.node.get_clock().now().to_msg()
+        msg = JointState(name=self.names, position=self.q.tolist(), velocity=[0.0] * 7)
+        if self.corrupt:
+            msg.position[3] = float('nan')
+        msg.header.stamp = stamp
+        self.joint_pub.publish(msg)
+        puck = PointStamped()
+        puck.header.stamp = stamp
+        puck.header.frame_id = 'world'
+        puck.point.x, puck.point.y, puck.point.z = 0.55, 0.0, 0.015
+        self.puck_pub.publish(puck)
+
+    def start(self):
+        target = PointStamped()
+        target.header.frame_id = 'world'
+        target.point.x, target.point.y, target.point.z = 0.7, 0.0, 0.015
+        self.target_pub.publish(target)
+        self.episode_pub.publish(String(data=json.dumps({'episode': 0, 'policy': 'random'})))
+
+    def spin_for(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def since(self, t0):
+        return np.array([c for t, c in self.commands if t >= t0])
+
+    def close(self):
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def ros_env():
+    return dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+
+
+def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
+    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
+                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    proc = controller_process(ros_env)
+    arm = FakeArm()
+    try:
+        arm.spin_for(1.0)
+        t0 = time.monotonic()
+        arm.start()
+        deadline = t0 + 60
+        while len(arm.since(t0)) < 5 and time.monotonic() < deadline:
+            arm.spin_for(0.2)
+        arm.spin_for(1.0)
+        t1 = time.monotonic()
+        arm.spin_for(3.0)
+        moving = arm.since(t1)
+        periods = np.diff([t for t, _ in arm.commands if t >= t1])
+        # 20 Hz of wall time, random exploration, inside the speed and acceleration bounds.
+        assert 40 <= len(moving) <= 65, len(moving)
+        assert np.median(periods) == pytest.approx(0.05, abs=0.01)
+        assert np.abs(moving).max() > 0.05
+        assert np.abs(moving).max() <= SPEED + 1e-9
+        assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
+
+        for fault in ('corrupt', 'names', 'silent'):
+            if fault == 'corrupt':
+                arm.corrupt = True
+            elif fault == 'names':
+                arm.names = [f'unknown_joint_{i}' for i in range(7)]
+            else:
+                arm.silent = True
+            arm.spin_for(1.0)  # state_timeout_s is 0.5 s
+            t2 = time.monotonic()
+            arm.spin_for(0.5)
+            stopped = arm.since(t2)
+            assert len(stopped) >= 5, fault
+            assert np.all(stopped == 0.0), f'{fault}: arm not stopped'
+            arm.corrupt, arm.names, arm.silent = False, list(JOINTS), False
+            arm.spin_for(1.0)
+            assert np.abs(arm.since(time.monotonic() - 0.5)).max() > 0.0, f'{fault}: no resume'
+
+        assert arm.estop.wait_for_service(timeout_sec=5.0)
+        future = arm.estop.call_async(SetBool.Request(data=True))
+        arm.executor.spin_until_future_complete(future, timeout_sec=5.0)
+        assert future.result().success
+        arm.spin_for(0.3)
+        t3 = time.monotonic()
+        arm.spin_for(0.5)
+        assert len(arm.since(t3)) >= 5 and np.all(arm.since(t3) == 0.0)
+
+        future = arm.estop.call_async(SetBool.Request(data=False))
+        arm.executor.spin_until_future_complete(future, timeout_sec=5.0)
+        arm.spin_for(1.0)
+        assert np.abs(arm.since(time.monotonic() - 0.5)).max() > 0.0
+        # Shutdown: the last word to the arm is zero velocity.
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        arm.spin_for(0.5)
+        assert np.all(arm.commands[-1][1] == 0.0)
+        log = proc.stdout.read()
+        assert 'rejected state' in log and 'lacks configured joints' in log
+        assert 'no fresh state' in log
+    finally:
+        arm.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_parameter_stops_the_node_with_a_clear_error(ros_env):
+    proc = controller_process(ros_env, '-p', 'controller:planner.horizon:=0')
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert 'planner.horizon' in out
