@@ -1,0 +1,213 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Run report: report.md and PNG plots from a run directory's summary.json.
+
+Written by the recipe (node or in-process) when it ends, or by hand:
+``python -m mbrl_robot.report RUN_DIR``. Shows at a glance whether learning worked: success rate
+and final distance against real transitions per iteration (with the random and do-nothing
+baselines), the plan latency histogram, the ensemble's train/validation loss per retrain, and
+the final model's measured H-step error beside the compounding-error bound.
+"""
+
+import argparse
+import glob
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+HORIZONS = (1, 2, 5, 10, 15, 20, 25)
+
+
+def held_out_trajectories(run_dir: str, summary: Dict[str, Any]):
+    """Evaluation episodes (obs (T+1, S), act (T, A)) from the run's buffer, if it has one."""
+    from mbrl_robot.core.buffer.storage import TransitionStore
+    buffer_dir = os.path.join(run_dir, 'buffer')
+    if not os.path.isfile(os.path.join(buffer_dir, 'transitions.sqlite3')):
+        return []
+    evaluation = {e['index'] for e in summary['episodes'] if e['stage'] == 'eval_planner'}
+    store = TransitionStore(buffer_dir)
+    try:
+        records = store.records(dtype=np.float64)
+    finally:
+        store.close()
+    trajectories = []
+    for episode in sorted(evaluation):
+        rows = np.flatnonzero(records.episode == episode)
+        if len(rows) < 2:
+            continue
+        b = records.batch
+        trajectories.append((np.concatenate([b.obs[rows], b.next_obs[rows[-1:]]]),
+                             b.act[rows]))
+    return trajectories
+
+
+def model_error_rows(model_dir: str, trajectories, horizons: Sequence[int] = HORIZONS):
+    """Measured H-step error of a saved model on held-out episodes, beside the bound."""
+    from mbrl_robot.core.models import GaussianEnsemble
+    from mbrl_robot.core.theory import error_table
+    model = GaussianEnsemble.load(model_dir)
+    longest = min(len(a) for _, a in trajectories)
+    return error_table(model, trajectories, [h for h in horizons if h <= longest])
+
+
+def latest_model_dir(run_dir: str) -> Optional[str]:
+    versions = sorted(glob.glob(os.path.join(run_dir, 'models', 'v*')))
+    return versions[-1] if versions else None
+
+
+def _losses(run_dir: str, summary: Dict[str, Any]) -> List[Dict[str, Any]]:
+    out = []
+    for t in summary['trainings']:
+        if 'val_losses' not in t:
+            announcement = os.path.join(run_dir, 'models', f'v{t["version"]:04d}',
+                                        'announcement.json')
+            if os.path.isfile(announcement):
+                with open(announcement) as f:
+                    t = {**t, **json.load(f)}
+        if t.get('val_losses'):
+            out.append(t)
+    return out
+
+
+def _per_iteration(summary):
+    """(transitions the model was trained on, MPC success rate, mean final distance) per iter."""
+    trained_on = {t['iteration']: t.get('n_transitions') for t in summary['trainings']}
+    rows = []
+    for it in sorted({e['iteration'] for e in summary['episodes'] if e['stage'] == 'mpc'}):
+        eps = [e for e in summary['episodes'] if e['stage'] == 'mpc' and e['iteration'] == it]
+        rows.append((trained_on.get(it - 1), float(np.mean([e['success'] for e in eps])),
+                     float(np.mean([e['final_distance'] for e in eps]))))
+    final = [e for e in summary['episodes'] if e['stage'] == 'eval_planner']
+    if final:
+        rows.append((trained_on.get(max(trained_on)),
+                     float(np.mean([e['success'] for e in final])),
+                     float(np.mean([e['final_distance'] for e in final]))))
+    return rows
+
+
+def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = None) -> str:
+    """Write ``report.md`` and its plots into ``run_dir``; returns the report's path.
+
+    Args:
+        run_dir: holds summary.json (and, for graph runs, models/ and buffer/).
+        model_error: rows of :func:`mbrl_robot.core.theory.error_table`; default: measured
+            from the latest checkpoint on the run's held-out evaluation episodes when present.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    with open(os.path.join(run_dir, 'summary.json')) as f:
+        summary = json.load(f)
+    if model_error is None:
+        model_error = summary.get('model_error')
+    if model_error is None and latest_model_dir(run_dir):
+        trajectories = held_out_trajectories(run_dir, summary)
+        if trajectories:
+            model_error = model_error_rows(latest_model_dir(run_dir), trajectories)
+    stages = summary['stages']
+    figures = []
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    points = [p for p in _per_iteration(summary) if p[0] is not None]
+    if points:
+        x = [p[0] for p in points]
+        ax1.plot(x, [100 * p[1] for p in points], 'o-', label='MPC (per iteration; last: eval)')
+        ax2.plot(x, [p[2] for p in points], 'o-', label='MPC (per iteration; last: eval)')
+    for stage, style in (('eval_random', 'r--'), ('eval_zero', 'k:')):
+        if stage in stages:
+            ax1.axhline(100 * stages[stage]['success_rate'], color=style[0],
+                        linestyle=style[1:], label=stage.replace('eval_', '') + ' policy')
+            ax2.axhline(stages[stage]['mean_final_distance'], color=style[0],
+                        linestyle=style[1:], label=stage.replace('eval_', '') + ' policy')
+    ax2.axhline(summary['success_radius_m'], color='g', linewidth=0.8, label='success radius')
+    ax1.set(xlabel='real transitions the model was trained on', ylabel='success rate (%)',
+            ylim=(-5, 105), title='Success rate')
+    ax2.set(xlabel='real transitions the model was trained on',
+            ylabel='mean final puck-target distance (m)', title='Final distance')
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figures.append(('learning.png', fig))
+
+    if summary['plan_ms']:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.hist(summary['plan_ms'], bins=50)
+        ax.axvline(50.0, color='r', linestyle='--', label='20 Hz period')
+        ax.set(xlabel='ms per plan', ylabel='plans', title='Plan latency')
+        ax.legend()
+        figures.append(('plan_latency.png', fig))
+
+    losses = _losses(run_dir, summary)
+    if losses:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for t in losses:
+            line, = ax.plot(t['train_losses'], alpha=0.6)
+            ax.plot(t['val_losses'], '--', color=line.get_color(),
+                    label=f'v{t["version"]}: {t.get("n_transitions")} transitions')
+        ax.set(xlabel='epoch', ylabel='loss (solid train NLL/MSE, dashed validation MSE)',
+               title='Ensemble training')
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        figures.append(('ensemble_loss.png', fig))
+
+    if model_error:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        h = [r['H'] for r in model_error]
+        ax.semilogy(h, [r['measured'] for r in model_error], 'o-', label='measured (held out)')
+        ax.semilogy(h, [r['bound'] for r in model_error], 's--',
+                    label=f'bound eps(L^H-1)/(L-1), eps={model_error[0]["eps"]:.4f}, '
+                          f'L={model_error[0]["L"]:.2f}')
+        ax.set(xlabel='horizon H', ylabel='state error (L2)', title='H-step model error')
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        figures.append(('model_error.png', fig))
+
+    for name, fig in figures:
+        fig.tight_layout()
+        fig.savefig(os.path.join(run_dir, name), dpi=110)
+        plt.close(fig)
+
+    lines = [f'# mbrl_robot run report: {os.path.basename(os.path.abspath(run_dir))}', '',
+             f'Profile `{summary.get("profile", "?")}`; wall time {summary["wall_s"] / 60:.1f} '
+             f'min; {summary["transitions_used"]} real transitions used for learning; success '
+             f'= final puck-target distance < {summary["success_radius_m"] * 100:.0f} cm.', '',
+             '| stage | episodes | success rate | mean final distance (m) |', '|---|---|---|---|']
+    for stage, s in stages.items():
+        lines.append(f'| {stage} | {s["episodes"]} | {100 * s["success_rate"]:.0f}% | '
+                     f'{s["mean_final_distance"]:.3f} |')
+    lat = summary['plan_latency_ms']
+    lines += ['', f'Plan latency: median {lat["median"]:.1f} ms, p99 {lat["p99"]:.1f} ms, '
+                  f'max {lat["max"]:.1f} ms over {lat["count"]} plans.', '']
+    if model_error:
+        lines += ['| H | measured H-step error | bound |', '|---|---|---|']
+        lines += [f'| {r["H"]} | {r["measured"]:.4f} | {r["bound"]:.4g} |' for r in model_error]
+        lines.append('')
+    lines += [f'![{name}]({name})' for name, _ in figures]
+    path = os.path.join(run_dir, 'report.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Write report.md and plots for a run dir.')
+    parser.add_argument('run_dir')
+    print(write_report(parser.parse_args(argv).run_dir))
+
+
+if __name__ == '__main__':
+    main()
