@@ -32,6 +32,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -39,6 +40,7 @@ from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 
 from mbrl_robot.config import node_params  # noqa: E402
+from mbrl_robot.core.models import create_model  # noqa: E402
 from mbrl_robot.nodes.transport import EXECUTED_QOS, LATCHED_QOS  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -104,11 +106,14 @@ class FakeArm:
         puck.point.x, puck.point.y, puck.point.z = 0.55, 0.0, 0.015
         self.puck_pub.publish(puck)
 
-    def start(self):
+    def start_target(self):
         target = PointStamped()
         target.header.frame_id = 'world'
         target.point.x, target.point.y, target.point.z = 0.7, 0.0, 0.015
         self.target_pub.publish(target)
+
+    def start(self):
+        self.start_target()
         self.episode_pub.publish(String(data=json.dumps({'episode': 0, 'policy': 'random'})))
 
     def spin_for(self, seconds):
@@ -197,6 +202,45 @@ def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_path):
+    # A planner far too big for 20 Hz on this CPU: every plan overruns its deadline.
+    model = create_model(node_params('ci_smoke', 'trainer')['model'], 17, 7, 'cpu', seed=0)
+    model.save(str(tmp_path / 'v0001'))
+    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
+                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    proc = controller_process(ros_env, '-p', 'controller:planner.population_size:=20000',
+                              '-p', 'controller:planner.horizon:=25')
+    arm = FakeArm()
+    diagnostics = []
+    arm.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+    announce = arm.node.create_publisher(String, '/trainer/model', LATCHED_QOS)
+    try:
+        announce.publish(String(data=json.dumps({'version': 1,
+                                                 'path': str(tmp_path / 'v0001')})))
+        arm.spin_for(1.0)
+        t0 = time.monotonic()
+        arm.episode_pub.publish(String(data=json.dumps(
+            {'episode': 0, 'policy': 'planner', 'min_model_version': 1})))
+        arm.start_target()
+        while len(arm.since(t0)) < 5 and time.monotonic() < t0 + 60:
+            arm.spin_for(0.2)
+        t1 = time.monotonic()
+        arm.spin_for(3.0)
+        times = [t for t, _ in arm.commands if t >= t1]
+        assert len(times) >= 40, len(times)
+        assert np.max(np.diff(times)) < 0.2
+        misses = [int(v.value) for d in diagnostics for s in d.status for v in s.values
+                  if v.key == 'deadline_misses']
+        assert misses and max(misses) > 0
+        moving = arm.since(t1)
+        assert np.abs(moving).max() <= SPEED + 1e-9
+        assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
+    finally:
+        arm.close()
+        proc.kill()
+        proc.wait()
 
 
 def test_bad_parameter_stops_the_node_with_a_clear_error(ros_env):
