@@ -41,9 +41,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, UInt64
@@ -54,6 +52,7 @@ from mbrl_robot.core.buffer import (puck_distance_reward, RowRejected, task_rewa
 from mbrl_robot.core.buffer.assembler import NumpyRewardFn
 from mbrl_robot.core.buffer.storage import TransitionRecords
 from mbrl_robot.core.types import TransitionBatch
+from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters
 from mbrl_robot.nodes.transport import (EXECUTED_QOS, multiarray_to_rows,
                                         RELIABLE_QOS, rows_to_multiarray, transition_rows,
@@ -383,16 +382,8 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    """Run the buffer node until shutdown."""
-    try:
-        with rclpy.init(args=args):
-            node = BufferNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    run_node(BufferNode, args)
 
 
 if __name__ == '__main__':

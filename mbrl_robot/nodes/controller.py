@@ -23,18 +23,14 @@ miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and a
 
 import concurrent.futures
 import json
-import signal
 import threading
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int32, String
@@ -43,6 +39,7 @@ import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.safety import CommandFilter, JointLimits
+from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
                                         LATCHED_QOS, rows_to_multiarray)
@@ -506,22 +503,8 @@ class ControllerNode(Node):
 
 
 def main(args=None):
-    # rclpy's signal handler would invalidate the context before destroy_node() could send the
-    # final zero-velocity command; a KeyboardInterrupt (SIGINT or SIGTERM) lets it go out first.
-    # Spinning in short slices lets Python deliver that signal even while sim time stands still.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-            node = ControllerNode()
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            try:
-                while rclpy.ok():
-                    executor.spin_once(timeout_sec=0.1)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    run_node(ControllerNode, args, threads=4)
 
 
 if __name__ == '__main__':

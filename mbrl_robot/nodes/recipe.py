@@ -26,9 +26,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -37,6 +35,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_robot.core.algorithms.mpc_recipe import (build_phases, episode_result,
                                                    summarize)
+from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters
 from mbrl_robot.nodes.transport import (EXECUTED_QOS, LATCHED_QOS, multiarray_to_rows,
                                         parse_executed_row)
@@ -95,6 +94,7 @@ class RecipeNode(Node):
         self._rows: Dict[int, Dict[int, Any]] = {}
         self._done_episode: Optional[int] = None
         self._train_target = None
+        self._grace_end = None
 
         self.episode_pub = self.create_publisher(String, '/recipe/episode', LATCHED_QOS)
         self.create_subscription(Float64MultiArray, '/controller/executed', self.executed_callback,
@@ -230,12 +230,22 @@ class RecipeNode(Node):
         phase = self.phases[self.position]
         if self._done_episode != phase['index']:
             return
-        rows = self._rows.pop(phase['index'], {})
+        rows = self._rows.get(phase['index'], {})
+        complete = rows and rows[max(rows)].terminal and len(rows) == max(rows) + 1
+        if not complete and time.monotonic() < self._done_grace_end():
+            return  # episode_done may overtake the last rows: they travel on another topic
+        self._rows.pop(phase['index'], None)
+        self._grace_end = None
         result = self._episode_result(phase, rows)
         self.results.append(result)
         self._advance(f'{phase["stage"]} episode (seed {phase["seed"]}): final distance '
                       f'{result["final_distance"]:.3f} m, '
                       f'{"success" if result["success"] else "failure"}')
+
+    def _done_grace_end(self) -> float:
+        if self._grace_end is None:
+            self._grace_end = time.monotonic() + 5.0
+        return self._grace_end
 
     def _episode_result(self, phase, rows) -> Dict[str, Any]:
         steps = sorted(rows)
@@ -350,16 +360,8 @@ class RecipeNode(Node):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = RecipeNode()
-            try:
-                while rclpy.ok() and not node.done:
-                    rclpy.spin_once(node, timeout_sec=0.1)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    run_node(RecipeNode, args, until=lambda node: node.done)
 
 
 if __name__ == '__main__':

@@ -31,10 +31,8 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt64
 from std_srvs.srv import Trigger
@@ -43,6 +41,7 @@ import torch
 from mbrl_robot.core.control import resolve_device
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
 from mbrl_robot.core.types import TransitionBatch
+from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters
 from mbrl_robot.nodes.transport import (LATCHED_QOS, multiarray_to_rows, parse_transition_rows,
                                         TRANSITION_FIELDS, TRANSITION_LABELS, TRANSITIONS_QOS)
@@ -103,7 +102,7 @@ class TrainerNode(Node):
 
         self._lock = threading.Lock()
         self._rows = {}  # seq -> transition row; the trainer's own copy of the buffer
-        self._next_seq = 0  # lowest sequence number not yet held
+        self._next_seq = 1  # lowest sequence number not yet held (the buffer starts at 1)
         self._n_at_last_fit = 0
         self._thread = None
         self._stop = threading.Event()
@@ -279,17 +278,8 @@ class TrainerNode(Node):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = TrainerNode()
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    run_node(TrainerNode, args, threads=3)
 
 
 if __name__ == '__main__':

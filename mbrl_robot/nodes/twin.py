@@ -44,9 +44,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.time import Time
@@ -55,6 +53,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters
 from mbrl_robot.nodes.transport import LATCHED_QOS
 from mbrl_robot.sim.push_env import PushEnv
@@ -317,16 +316,8 @@ class TwinNode(Node):
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    """Run the twin node until shutdown."""
-    try:
-        with rclpy.init(args=args):
-            node = TwinNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    run_node(TwinNode, args)
 
 
 if __name__ == '__main__':

@@ -229,8 +229,9 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
         t1 = time.monotonic()
         arm.spin_for(3.0)
         times = [t for t, _ in arm.commands if t >= t1]
-        assert len(times) >= 40, len(times)
-        assert np.max(np.diff(times)) < 0.2
+        # The twin (like MoveIt Servo) stops the arm after 0.25 s without a command.
+        assert len(times) >= 36, len(times)
+        assert np.max(np.diff(times)) < 0.25, np.max(np.diff(times))
         misses = [int(v.value) for d in diagnostics for s in d.status for v in s.values
                   if v.key == 'deadline_misses']
         assert misses and max(misses) > 0

@@ -1,0 +1,56 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""How every node of the graph runs: one shutdown path that always gets to ``destroy_node()``.
+
+rclpy's own SIGINT handler shuts the context down underneath a spinning executor, which then may
+die with "context is not valid" before ``destroy_node()`` runs: the controller could not send its
+final zero-velocity command, the buffer could not close its store. Here SIGINT and SIGTERM raise
+KeyboardInterrupt in the main thread instead; the executor spins in short slices so Python can
+deliver it even while sim time stands still; ``destroy_node()`` runs with a valid context.
+"""
+
+import signal
+from typing import Callable, List, Optional
+
+import rclpy
+from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
+                             SingleThreadedExecutor)
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+
+def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
+             threads: int = 1, until: Optional[Callable[[Node], bool]] = None) -> None:
+    """Create the node, spin it until Ctrl-C, SIGTERM or ``until(node)``, then destroy it.
+
+    Args:
+        make_node: the node's constructor (called after ``rclpy.init``).
+        args: command-line arguments (``--ros-args ...``).
+        threads: executor threads; more than one gives a MultiThreadedExecutor.
+        until: optional predicate checked between slices; True ends the node.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+            node = make_node()
+            executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                        else SingleThreadedExecutor())
+            executor.add_node(node)
+            try:
+                while rclpy.ok() and not (until is not None and until(node)):
+                    executor.spin_once(timeout_sec=0.1)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
