@@ -34,7 +34,7 @@ from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int32, String
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -71,6 +71,9 @@ DESCRIPTIONS = {
     'disagreement_stop': 'Ensemble disagreement at which the arm stops.',
     'max_joint_accel_rad_s2': 'Bound on command change per second, in the planner and the clamp.',
     'position_margin_rad': 'Room kept free before each joint position limit.',
+    'home_joint_positions': 'Ready pose (rad) that ~/go_home drives to before each real-arm '
+                            'episode.',
+    'home_speed_rad_s': 'Joint speed cap while homing.',
     'min_executed_subscribers': 'Episodes start once this many nodes (buffer, recipe) subscribe '
                                 'to the executed rows, so no transition is lost to discovery.',
     'planner.name': 'random_shooting, cem, icem or pets.',
@@ -118,6 +121,12 @@ class ControllerNode(Node):
         self.disagreement_stop = p['disagreement_stop']
         self.exploration = p['exploration']
         self.min_executed_subscribers = p['min_executed_subscribers']
+        self.home = np.asarray(p['home_joint_positions'], dtype=np.float64)
+        if self.home.shape != (NUM_JOINTS,):
+            raise ValueError(f'home_joint_positions must have {NUM_JOINTS} values')
+        self.home_speed = p['home_speed_rad_s']
+        self._homing = threading.Event()
+        self._homed = threading.Event()
         if self.exploration not in ('random', 'zero'):
             raise ValueError(f"exploration must be 'random' or 'zero', got {self.exploration!r}")
         self.filter = CommandFilter(JointLimits.from_urdf(urdf_path(), self.joints),
@@ -170,6 +179,7 @@ class ControllerNode(Node):
         self.create_subscription(String, '/recipe/episode', self.episode_callback, LATCHED_QOS,
                                  callback_group=io)
         self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
+        self.create_service(Trigger, '~/go_home', self.go_home_callback, callback_group=io)
         self.timer = self.create_timer(self.period, self.timer_callback,
                                        callback_group=self._tick_group)
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io)
@@ -284,6 +294,22 @@ class ControllerNode(Node):
         response.message = 'engaged' if self._estop else 'released'
         return response
 
+    def go_home_callback(self, request, response):
+        """Drive to the ready pose at ``home_speed_rad_s``; answers once there (real-arm reset)."""
+        if self._episode >= 0:
+            response.success, response.message = False, 'an episode is running'
+            return response
+        self._homed.clear()
+        self._homing.set()
+        with self._lock:
+            self._tick_due = self.get_clock().now()
+        self._try_tick()
+        response.success = self._homed.wait(timeout=120.0)
+        self._homing.clear()
+        response.message = 'home' if response.success else 'did not reach home in 120 s'
+        self.get_logger().info(f'go_home: {response.message}')
+        return response
+
     # --- the control cycle ----------------------------------------------------------------
     def timer_callback(self):
         with self._lock:
@@ -311,7 +337,7 @@ class ControllerNode(Node):
                     self.get_logger().info('waiting for the buffer to subscribe to executed rows',
                                            throttle_duration_sec=2.0)
                     return
-                if self.wait_for_fresh_state and self._episode >= 0:
+                if self.wait_for_fresh_state and (self._episode >= 0 or self._homing.is_set()):
                     # Lockstep: the state of this tick is newer than the last one used.
                     stamp = self._state_stamp()
                     if stamp is None or (self._last_tick_stamp is not None
@@ -350,6 +376,10 @@ class ControllerNode(Node):
         if self._estop:
             self._send(np.zeros(NUM_JOINTS))
             return
+        if episode < 0 and self._homing.is_set() and state is not None:
+            self._last_tick_stamp = stamp
+            self._home_step(state[:7])
+            return
         if episode < 0:
             if not self.wait_for_fresh_state:
                 self._send(self.filter.decelerate(self._q if state is not None
@@ -384,6 +414,16 @@ class ControllerNode(Node):
                                target)
         with self._lock:
             self._step = step + 1
+
+    def _home_step(self, q: np.ndarray):
+        error = self.home - q
+        if np.max(np.abs(error)) < 0.01 and np.max(np.abs(self._prev_cmd)) < 1e-3:
+            self._send(np.zeros(NUM_JOINTS))
+            self._homed.set()
+            return
+        # Proportional approach at capped speed; the filter adds the acceleration bound.
+        request = np.clip(2.0 * error, -self.home_speed, self.home_speed)
+        self._send(self.filter(q, request, self._prev_cmd))
 
     def _choose_action(self, kind: str, state: np.ndarray, step: int) -> np.ndarray:
         if kind == 'zero' or (kind == 'planner' and not self.policies.has_model()

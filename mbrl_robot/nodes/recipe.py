@@ -55,6 +55,7 @@ DESCRIPTIONS = {
     'resume': 'Continue a stopped run from summary.json instead of starting over.',
     'reset_service': 'std_srvs/Trigger that starts a new episode (the twin, or a home drive).',
     'seed_service': 'SetParameters service taking episode_seed before a reset (empty: none).',
+    'wait_for_operator': 'After each reset wait for ~/object_placed (a person places the puck).',
     'episode_timeout_s': 'Wall time after which a running episode counts as failed.',
     'write_report': 'Write report.md and plots when the recipe ends.',
 }
@@ -111,6 +112,8 @@ class RecipeNode(Node):
         self.trainer_stats_client = self.create_client(Trigger, '/trainer/stats')
         self.buffer_stats_client = self.create_client(Trigger, '/buffer/stats')
         # Wall time: a lockstep twin's clock stands still between episodes.
+        self._object_placed = False
+        self.create_service(Trigger, '~/object_placed', self.object_placed_callback)
         self.timer = self.create_timer(0.05, self.step,
                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
@@ -141,6 +144,11 @@ class RecipeNode(Node):
             self.model_version = max(self.model_version, int(info['version']))
         except (ValueError, KeyError, TypeError):
             self.get_logger().error(f'bad model announcement {msg.data!r}')
+
+    def object_placed_callback(self, request, response):
+        self._object_placed = True
+        response.success, response.message = True, 'starting the episode'
+        return response
 
     # --- the state machine ---------------------------------------------------------------
     def step(self):
@@ -217,6 +225,19 @@ class RecipeNode(Node):
             return
         if not result.success:
             raise RuntimeError(f'reset failed: {result.message}')
+        if self.p['wait_for_operator']:
+            self._object_placed = False
+            self.get_logger().info('arm at home: place the puck, then call '
+                                   f'{self.get_name()}/object_placed (std_srvs/Trigger)')
+            self._goto('operator')
+            return
+        self._start_episode()
+
+    def _stage_operator(self):
+        if self._object_placed:
+            self._start_episode()
+
+    def _start_episode(self):
         phase = self.phases[self.position]
         self._done_episode = None
         min_version = self.model_version if phase['policy'] == 'planner' else 0

@@ -37,7 +37,7 @@ from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
-from std_srvs.srv import SetBool  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from mbrl_robot.config import node_params  # noqa: E402
 from mbrl_robot.core.models import create_model  # noqa: E402
@@ -92,6 +92,8 @@ class FakeArm:
         self.node.create_timer(0.02, self.publish_state)
 
     def publish_state(self):
+        if self.commands:  # a velocity-controlled arm integrates the last command
+            self.q = self.q + self.commands[-1][1] * 0.02
         if self.silent:
             return
         stamp = self.node.get_clock().now().to_msg()
@@ -237,6 +239,29 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
         assert misses and max(misses) > 0
         moving = arm.since(t1)
         assert np.abs(moving).max() <= SPEED + 1e-9
+        assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
+    finally:
+        arm.close()
+        proc.kill()
+        proc.wait()
+
+
+def test_go_home_drives_to_the_ready_pose_at_limited_speed(ros_env):
+    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
+                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    proc = controller_process(ros_env)
+    arm = FakeArm()
+    home = np.array(PARAMS['home_joint_positions'])
+    go_home = arm.node.create_client(Trigger, '/controller/go_home')
+    try:
+        assert go_home.wait_for_service(timeout_sec=30.0)
+        t0 = time.monotonic()
+        future = go_home.call_async(Trigger.Request())
+        arm.executor.spin_until_future_complete(future, timeout_sec=60.0)
+        assert future.result() is not None and future.result().success
+        assert np.max(np.abs(arm.q - home)) < 0.02
+        moving = arm.since(t0)
+        assert np.abs(moving).max() <= PARAMS['home_speed_rad_s'] + 1e-9
         assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
     finally:
         arm.close()
