@@ -282,13 +282,17 @@ class RecipeNode(Node):
         return result
 
     def _stage_train_sync(self):
-        result = self._result('buffer stats')
+        result = self._result('the buffer to store every executed transition')
         if result is None:
             return
-        self._train_target = int(json.loads(result.message)['transitions'])
-        if self._train_target == 0:
-            raise RuntimeError('the buffer holds no transitions: is it receiving '
-                               '/controller/executed?')
+        # The buffer commits each row durably, so it may still be a few rows behind: train
+        # only once it holds every transition of the episodes run so far.
+        expected = sum(r['steps'] for r in self.results)
+        stored = int(json.loads(result.message)['transitions'])
+        if stored < expected:
+            self._call(self.buffer_stats_client, Trigger.Request())
+            return
+        self._train_target = stored
         self._call(self.trainer_stats_client, Trigger.Request())
         self._goto('train_wait_data', 300.0)
 
