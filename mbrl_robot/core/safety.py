@@ -126,3 +126,16 @@ class CommandFilter:
     def decelerate(self, q: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """One step of a smooth stop: toward zero at most ``max_accel * dt``."""
         return self(q, np.zeros_like(previous), previous)
+
+
+def disagreement_scale(disagreement: float, slowdown: float, stop: float) -> float:
+    """Command scale for an ensemble disagreement along the chosen plan.
+
+    1 up to ``slowdown``, falling linearly to 0 at ``stop``: where the members disagree the model
+    is outside its data, so the arm slows down and finally stops rather than trust it.
+    """
+    if disagreement >= stop:
+        return 0.0
+    if disagreement <= slowdown:
+        return 1.0
+    return (stop - disagreement) / (stop - slowdown)

@@ -38,7 +38,7 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mbrl_robot.core.safety import CommandFilter, JointLimits
+from mbrl_robot.core.safety import CommandFilter, disagreement_scale, JointLimits
 from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
@@ -464,13 +464,7 @@ class ControllerNode(Node):
 
     def _disagreement_scale(self) -> float:
         d = self._stats['disagreement']
-        if d >= self.disagreement_stop:
-            scale = 0.0
-        elif d > self.disagreement_slowdown:
-            scale = (self.disagreement_stop - d) / (self.disagreement_stop
-                                                    - self.disagreement_slowdown)
-        else:
-            scale = 1.0
+        scale = disagreement_scale(d, self.disagreement_slowdown, self.disagreement_stop)
         if scale < 1.0:
             self.get_logger().warning(
                 f'ensemble disagreement {d:.3f}: command scaled by {scale:.2f}',

@@ -77,3 +77,11 @@ def test_limits_from_urdf_and_errors(tmp_path):
         JointLimits.from_urdf(str(tmp_path / 'missing.urdf'), ['a'])
     with pytest.raises(ValueError):
         CommandFilter(LIMITS, max_speed=0.0, max_accel=1.0, dt=0.05)
+
+
+def test_disagreement_scale_slows_then_stops():
+    from mbrl_robot.core.safety import disagreement_scale
+    assert disagreement_scale(0.01, 0.05, 0.2) == 1.0
+    assert disagreement_scale(0.125, 0.05, 0.2) == pytest.approx(0.5)
+    assert disagreement_scale(0.2, 0.05, 0.2) == 0.0
+    assert disagreement_scale(5.0, 0.05, 0.2) == 0.0
