@@ -39,8 +39,8 @@ from gymnasium import spaces
 import numpy as np
 import pybullet as pb
 
-from mbrl_robot.core.tasks.push import (OBS_DIM, PUCK_HEIGHT_M, PUCK_RADIUS_M, push_point,
-                                        TOOL_LINK, TOOL_RADIUS_M)
+from mbrl_robot.core.tasks.push import (OBS_DIM, PUCK_HEIGHT_M, PUCK_RADIUS_M, TOOL_LINK,
+                                        TOOL_RADIUS_M, tool_shaping)
 from mbrl_robot.paths import urdf_path
 
 # Ready pose: J1, J3, J5, J7 = 0; J2/J4/J6 put the tool vertical with its tip at HOME_TIP
@@ -118,14 +118,15 @@ class PushEnv(gym.Env):
     Observation (17,) float32: ``q`` (7), ``qd`` (7), puck xyz (3); with options, then puck linear
     velocity (3) and tool-tip xyz (3). Action (7,) in [-1, 1]: joint velocity
     ``a * max_joint_speed_rad_s``, clamped to each joint's velocity limit, held for one control
-    step. Reward ``-||puck - target|| - w ||tool_tip - push_point||`` on the next state (equal
+    step. Reward ``-||puck - target|| - w g ||tool_tip - push_point||`` on the next state (equal
     to :meth:`mbrl_robot.core.tasks.PushTask.reward_fn`). Episodes are truncated after
     ``episode_steps``; ``info`` holds ``distance``, ``is_success``, ``tool_tip``, ``puck``,
     ``target``, ``contact`` (pusher or arm touches the puck at the end of the step).
 
     Args:
         task_config: the ``task`` block of a config (joints, control_rate_hz, episode_steps,
-            success_radius_m, max_joint_speed_rad_s, reward.tool_shaping_weight); default: the
+            success_radius_m, max_joint_speed_rad_s, reward.tool_shaping_weight and
+            reward.tool_shaping_fade_m); default: the
             ``lecture`` profile's.
         physics_hz: physics rate; must be a multiple of ``control_rate_hz`` (default 120 Hz).
         gui: open the PyBullet GUI instead of a headless DIRECT client.
@@ -159,13 +160,15 @@ class PushEnv(gym.Env):
         self.max_joint_speed = float(task_config['max_joint_speed_rad_s'])
         reward = task_config.get('reward', {}) or {}
         self.tool_shaping_weight = float(reward.get('tool_shaping_weight', 0.0))
+        self.tool_shaping_fade = float(reward.get('tool_shaping_fade_m', 0.0))
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
         if self.control_rate_hz <= 0 or self.episode_steps <= 0 or self.max_joint_speed <= 0:
             raise ValueError('control_rate_hz, episode_steps and max_joint_speed_rad_s must be '
                              '> 0')
-        if self.success_radius <= 0 or self.tool_shaping_weight < 0:
-            raise ValueError('success_radius_m must be > 0 and tool_shaping_weight >= 0')
+        if self.success_radius <= 0 or self.tool_shaping_weight < 0 or self.tool_shaping_fade < 0:
+            raise ValueError('success_radius_m must be > 0, tool_shaping_weight and '
+                             'tool_shaping_fade_m >= 0')
         substeps = physics_hz / self.control_rate_hz
         if substeps < 1 or abs(substeps - round(substeps)) > 1e-9:
             raise ValueError(f'physics_hz {physics_hz} must be a multiple of control_rate_hz '
@@ -317,8 +320,8 @@ class PushEnv(gym.Env):
         puck = obs[14:17]
         reward = -float(np.linalg.norm(puck - self._target))
         if self.tool_shaping_weight > 0.0:
-            point = push_point(puck, self._target, PUCK_RADIUS_M + TOOL_RADIUS_M)
-            reward -= self.tool_shaping_weight * float(np.linalg.norm(tip - point))
+            reward -= float(tool_shaping(puck, self._target, tip, self.tool_shaping_weight,
+                                         self.tool_shaping_fade))
         return reward
 
     # ----------------------------------------------------------------------------- control

@@ -18,11 +18,15 @@ world frame). Extra columns after these 17 (optional simulator observations) are
 
 Reward of a transition, computed on the next state::
 
-    r = -||puck - target|| - w * ||tool_tip(q) - push_point||
+    r = -||puck - target|| - w * g * ||tool_tip(q) - push_point||
     push_point = puck + (puck - target) / ||puck - target|| * (puck_radius + tool_radius)
+    g = min(1, ||puck - target|| / fade)      (g = 1 when fade = 0)
 
 ``push_point`` is where the pusher must stand to push the puck straight towards the target;
-``w`` is ``task.reward.tool_shaping_weight`` (0 by default: the lecture's reward).
+``w`` is ``task.reward.tool_shaping_weight`` (0 by default: the lecture's reward). On the
+target the push direction is undefined (it flips with millimetres of puck motion), so a tool
+drawn to the push point there rams the puck off the target; ``fade``
+(``task.reward.tool_shaping_fade_m``) fades the tool term out over the last ``fade`` metres.
 """
 
 from typing import Any, Mapping, Optional, Sequence
@@ -66,6 +70,18 @@ def distance(obs: np.ndarray, target: Sequence[float]) -> np.ndarray:
     return np.linalg.norm(obs[..., PUCK_SLICE] - target, axis=-1)
 
 
+def tool_shaping(puck: np.ndarray, target: np.ndarray, tip: np.ndarray, weight: float,
+                 fade: float = 0.0) -> np.ndarray:
+    """The tool term ``w * g * ||tip - push_point||`` (...) of the reward (numpy, float64)."""
+    puck = np.asarray(puck, dtype=np.float64)
+    dist = np.linalg.norm(puck - np.asarray(target, dtype=np.float64), axis=-1)
+    term = weight * np.linalg.norm(np.asarray(tip, dtype=np.float64) - push_point(puck, target),
+                                   axis=-1)
+    if fade > 0.0:
+        term = term * np.minimum(dist / fade, 1.0)
+    return term
+
+
 def push_point(puck: np.ndarray, target: np.ndarray,
                offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M) -> np.ndarray:
     """Point (..., 3) behind the puck on the target->puck line, ``offset`` from the puck centre."""
@@ -82,6 +98,7 @@ class PushTask:
         urdf_file: robot URDF for the tool-tip kinematics (default: ``urdf/iiwa7_pusher.urdf``).
         joint_names: order of the 7 joints in the state (``task.joints``); default: URDF order.
         tool_shaping_weight: ``w`` above (>= 0).
+        tool_shaping_fade: ``fade`` above (m, >= 0; 0: no fading).
         success_radius: success when the final puck-target distance is below this (m).
         target: initial (3,) target, or None (call :meth:`set_target` before :meth:`reward_fn`).
         push_offset: distance of the push point behind the puck centre (m); default puck radius
@@ -102,11 +119,13 @@ class PushTask:
     def __init__(self, urdf_file: Optional[str] = None,
                  joint_names: Optional[Sequence[str]] = None,
                  tool_shaping_weight: float = 0.0, success_radius: float = 0.05,
+                 tool_shaping_fade: float = 0.0,
                  target: Optional[Sequence[float]] = None,
                  push_offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M,
                  device: torch.device = torch.device('cpu'), dtype: torch.dtype = torch.float32):
-        if tool_shaping_weight < 0.0:
-            raise ValueError(f'tool_shaping_weight must be >= 0, got {tool_shaping_weight}')
+        if tool_shaping_weight < 0.0 or tool_shaping_fade < 0.0:
+            raise ValueError('tool_shaping_weight and tool_shaping_fade must be >= 0, got '
+                             f'{tool_shaping_weight}, {tool_shaping_fade}')
         if success_radius <= 0.0 or push_offset < 0.0:
             raise ValueError('success_radius must be > 0 and push_offset >= 0, got '
                              f'{success_radius}, {push_offset}')
@@ -121,6 +140,7 @@ class PushTask:
                              f'{self.kinematics.num_joints}')
         self.joint_names = self.kinematics.joint_names
         self.tool_shaping_weight = float(tool_shaping_weight)
+        self.tool_shaping_fade = float(tool_shaping_fade)
         self.success_radius = float(success_radius)
         self.push_offset = float(push_offset)
         self._target: Optional[torch.Tensor] = None
@@ -133,6 +153,7 @@ class PushTask:
         reward = task_config.get('reward', {}) or {}
         return cls(joint_names=task_config['joints'],
                    tool_shaping_weight=float(reward.get('tool_shaping_weight', 0.0)),
+                   tool_shaping_fade=float(reward.get('tool_shaping_fade_m', 0.0)),
                    success_radius=float(task_config.get('success_radius_m', 0.05)), **kwargs)
 
     def to(self, device: torch.device) -> 'PushTask':
@@ -186,8 +207,11 @@ class PushTask:
         if self.tool_shaping_weight > 0.0:
             point = puck + away / dist.clamp_min(1e-9).unsqueeze(-1) * self.push_offset
             tip = self.kinematics.to(next_obs.device).tip_position(next_obs[..., Q_SLICE])
-            reward = reward - self.tool_shaping_weight * torch.linalg.vector_norm(
+            term = self.tool_shaping_weight * torch.linalg.vector_norm(
                 tip.to(target.dtype) - point, dim=-1)
+            if self.tool_shaping_fade > 0.0:
+                term = term * (dist / self.tool_shaping_fade).clamp_max(1.0)
+            reward = reward - term
         return reward
 
     def distance(self, obs: np.ndarray, target: Optional[Sequence[float]] = None) -> np.ndarray:

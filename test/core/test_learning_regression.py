@@ -1,0 +1,104 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The recipe learns to push on the twin, and the known-kinematics model inputs behave.
+
+``test_recipe_beats_random_policy`` runs a reduced recipe of the ``cpu`` profile in-process
+(:func:`mbrl_robot.core.algorithms.mpc_recipe.run_recipe`: 25 random episodes, 2 x 5 MPC
+episodes, 10 held-out evaluation episodes with the planner, a random and a zero policy on the
+same seeds) with fixed seeds, and requires the planner to be clearly better than the random
+policy. ``benchmarks/push_learning.py`` runs the full recipe over several seeds.
+"""
+
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_robot.core.algorithms.mpc_recipe import run_recipe
+from mbrl_robot.core.models import create_model
+from mbrl_robot.core.models.ensemble import GaussianEnsemble
+from mbrl_robot.sim.push_env import PushEnv
+
+MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 3, 'num_layers': 2, 'hidden_size': 32}
+
+
+def _push_states(n: int, seed: int = 0) -> np.ndarray:
+    """Real (n, 17) states of the twin under random actions, and the tool tips (n, 3)."""
+    env = PushEnv.from_config('cpu')
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    states, tips = [], []
+    for _ in range(n):
+        obs, _, _, _, info = env.step(rng.uniform(-1.0, 1.0, 7))
+        states.append(obs)
+        tips.append(info['tool_tip'])
+    env.close()
+    return np.stack(states), np.stack(tips)
+
+
+def test_input_features_are_the_twin_tool_tip():
+    torch.manual_seed(0)
+    states, tips = _push_states(20)
+    model = create_model({**MODEL, 'input_features': ['tool_tip', 'tip_to_puck']}, 17, 7)
+    feats = model.features(torch.as_tensor(states, dtype=torch.float32)).numpy()
+    assert feats.shape == (20, 6)
+    np.testing.assert_allclose(feats[:, :3], tips, atol=1e-4)
+    np.testing.assert_allclose(feats[:, 3:], states[:, 14:17] - tips, atol=1e-4)
+    assert model.input_normalizer.size == 17 + 7 + 6
+
+
+def test_input_features_survive_save_load_and_match_predict():
+    states, _ = _push_states(8)
+    obs = torch.as_tensor(states, dtype=torch.float32)
+    act = torch.zeros(8, 7)
+    model = create_model({**MODEL, 'input_features': 'tool_tip, tip_to_puck'}, 17, 7, seed=1)
+    model.fit_normalizers(obs, act, obs + 0.01)
+    with tempfile.TemporaryDirectory() as d:
+        model.save(d)
+        loaded = GaussianEnsemble.load(d, obs_dim=17, act_dim=7)
+    assert loaded.input_features == ['tool_tip', 'tip_to_puck']
+    mean, _ = model.predict(obs, act)
+    k_obs = obs.expand(3, -1, -1).contiguous()
+    k_act = act.expand(3, -1, -1).contiguous()
+    torch.testing.assert_close(loaded.sample_next(k_obs, k_act, deterministic=True), mean)
+
+
+@pytest.mark.parametrize('features', [['elbow'], ['tool_tip', 'tool_tip'], 3])
+def test_bad_input_features_rejected(features):
+    with pytest.raises(ValueError, match='input_features'):
+        create_model({**MODEL, 'input_features': features}, 17, 7)
+
+
+def test_input_features_need_the_push_state():
+    with pytest.raises(ValueError, match='obs_dim'):
+        create_model({**MODEL, 'input_features': ['tool_tip']}, 4, 2)
+
+
+@pytest.mark.slow
+def test_recipe_beats_random_policy():
+    torch.set_num_threads(1)
+    summary = run_recipe('cpu', overrides={
+        'recipe': {'random_episodes': 25, 'mpc_episodes_per_iteration': 5, 'iterations': 2,
+                   'evaluation_episodes': 10, 'baselines': ['random', 'zero'], 'seed': 0},
+        'controller': {'planner': {'seed': 0}}, 'trainer': {'training': {'seed': 0}}},
+        log=lambda msg: None)
+    st = summary['stages']
+    planner, random = st['eval_planner'], st['eval_random']
+    assert summary['transitions_used'] == 3500
+    assert planner['episodes'] == random['episodes'] == 10
+    # Random and zero policies never succeed on these seeds (the puck stays 15-18 cm away).
+    assert planner['success_rate'] >= random['success_rate'] + 0.4, st
+    assert planner['mean_final_distance'] < 0.5 * random['mean_final_distance'], st
+    assert planner['mean_final_distance'] < st['eval_zero']['mean_final_distance'] - 0.05, st
