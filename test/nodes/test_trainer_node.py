@@ -1,0 +1,158 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The trainer node over real DDS: catches up from the buffer, trains, announces, resumes.
+
+The test plays the buffer: it publishes sequence-numbered transition batches with a hole in
+them, answers the trainer's ``/buffer/resend_from`` requests, sends a malformed batch, asks for
+a retrain, and checks the announced checkpoint. A restarted trainer announces its last model
+again (transient local) so a controller that starts later still gets it.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String, UInt64  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from mbrl_robot.core.models import GaussianEnsemble  # noqa: E402
+from mbrl_robot.core.types import TransitionBatch  # noqa: E402
+from mbrl_robot.nodes.transport import (LATCHED_QOS, rows_to_multiarray,  # noqa: E402
+                                        transition_rows, TRANSITIONS_QOS)
+
+pytestmark = pytest.mark.ros
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def trainer_process(env, checkpoint_dir):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'mbrl_robot.nodes.trainer', '--ros-args', '--params-file',
+         'config/ci_smoke.yaml', '-p', 'trainer:use_sim_time:=false',
+         '-p', f'trainer:checkpoint_dir:={checkpoint_dir}', '-p', 'trainer:sync_period_s:=0.5'],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def dataset(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, 17)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(n, 7)).astype(np.float32)
+    nxt = obs + 0.05 * np.tanh(obs) + 0.05 * np.pad(act, ((0, 0), (0, 10)))
+    batch = TransitionBatch(obs, act, nxt.astype(np.float32), np.zeros(n, np.float32),
+                            np.arange(n) % 100 == 99)
+    return transition_rows(np.arange(1, n + 1), np.arange(n) // 100, np.arange(n) % 100, batch)
+
+
+class FakeBuffer:
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('fake_buffer', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.pub = self.node.create_publisher(Float64MultiArray, '/buffer/transitions',
+                                              TRANSITIONS_QOS)
+        self.requests = []
+        self.answer = False
+        self.node.create_subscription(UInt64, '/buffer/resend_from', self.resend, 10)
+        self.models = []
+        self.node.create_subscription(String, '/trainer/model',
+                                      lambda m: self.models.append(json.loads(m.data)),
+                                      LATCHED_QOS)
+        self.train = self.node.create_client(Trigger, '/trainer/train')
+        self.stats = self.node.create_client(Trigger, '/trainer/stats')
+
+    def resend(self, msg):
+        self.requests.append(msg.data)
+        if not self.answer:
+            return
+        rows = self.rows[self.rows[:, 0] >= msg.data]
+        for i in range(0, len(rows), 100):
+            self.pub.publish(rows_to_multiarray(rows[i:i + 100]))
+
+    def spin_until(self, predicate, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not predicate():
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def call(self, client):
+        assert client.wait_for_service(timeout_sec=30.0)
+        future = client.call_async(Trigger.Request())
+        self.executor.spin_until_future_complete(future, timeout_sec=30.0)
+        return future.result()
+
+    def close(self):
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def test_trainer_catches_up_trains_announces_and_resumes(tmp_path):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    os.environ.update(ROS_DOMAIN_ID=env['ROS_DOMAIN_ID'],
+                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    rows = dataset()
+    buffer = FakeBuffer(rows)
+    proc = trainer_process(env, tmp_path / 'models')
+    try:
+        # Live batches with a hole (seqs 1-150 never arrive live) and a malformed batch.
+        assert buffer.spin_until(lambda: buffer.requests, 30.0), 'no resend_from request'
+        buffer.spin_until(lambda: False, 1.0)
+        buffer.pub.publish(rows_to_multiarray(rows[150:220]))
+        buffer.pub.publish(Float64MultiArray(data=[1.0, 2.0, 3.0]))
+        buffer.spin_until(lambda: False, 1.0)
+        # Everything it holds starts at 151: it keeps asking from seq 1 until it gets it.
+        buffer.requests.clear()
+        assert buffer.spin_until(lambda: buffer.requests, 5.0)
+        assert set(buffer.requests) == {1}, buffer.requests
+        buffer.answer = True
+
+        def stats():
+            return json.loads(buffer.call(buffer.stats).message)
+
+        assert buffer.spin_until(lambda: stats()['n_transitions'] == len(rows), 20.0)
+        assert stats()['next_seq'] == len(rows) + 1
+        assert buffer.call(buffer.train).success
+        assert buffer.spin_until(lambda: buffer.models, 120.0), 'no model announced'
+        announcement = buffer.models[-1]
+        assert announcement['version'] == 1 and announcement['n_transitions'] == len(rows)
+        assert announcement['val_loss'] < 1.0
+        model = GaussianEnsemble.load(announcement['path'])
+        assert model.ensemble_size == 3
+        proc.terminate()
+        proc.wait(timeout=20)
+        log = proc.stdout.read()
+        assert 'malformed transition batch dropped' in log
+
+        # A restarted trainer announces v1 again for late joiners.
+        buffer.models.clear()
+        proc = trainer_process(env, tmp_path / 'models')
+        assert buffer.spin_until(lambda: buffer.models, 30.0)
+        assert buffer.models[-1]['version'] == 1
+    finally:
+        buffer.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
