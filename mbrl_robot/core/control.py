@@ -16,17 +16,24 @@
 A :class:`PolicyFactory` owns what outlives an episode (the task's reward, the latest validated
 model and its version) and builds a fresh :class:`PlannerPolicy` per episode. The controller node
 only converts messages and calls ``plan``.
+
+With ``mode: policy`` the factory loads a trained policy checkpoint (MBPO or SAC, see
+``core/algorithms/mbpo.py``) instead of a model and builds a :class:`LearnedPolicy`: the same
+interface, a one-step "plan" from one network forward per control step.
 """
 
 import json
 import logging
 import os
 import threading
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
+from mbrl_robot.core.algorithms.mbpo import (DeterministicPolicy, load_policy as load_policy_dir,
+                                             PUSH_OBS_LAYOUT, push_obs)
 from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.planning.trajectory import JointLimits as PlanningJointLimits
@@ -35,6 +42,7 @@ from mbrl_robot.core.tasks.push import PushTask
 
 STATE_DIM = 17
 ACTION_DIM = 7
+MODES = ('planner', 'policy')
 Q = slice(0, 7)
 PUCK = slice(14, 17)
 
@@ -94,11 +102,71 @@ class PlannerPolicy:
         return self._info
 
 
+class LearnedPolicy:
+    """A trained policy behind :class:`PlannerPolicy`'s interface: one forward per control step.
+
+    The "plan" is one row, the policy's deterministic action for ``[s, target - puck]``.
+
+    Args:
+        policy: the network (``obs (B, 20) -> action (B, 7)`` in [-1, 1]).
+        task: the factory's task; its current target is read at every step.
+        version: the policy checkpoint's version.
+    """
+
+    def __init__(self, policy: DeterministicPolicy, task: PushTask, version: int):
+        if policy.obs_dim != STATE_DIM + 3 or policy.act_dim != ACTION_DIM:
+            raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
+                             f'expected {STATE_DIM + 3} -> {ACTION_DIM}')
+        self.policy = policy
+        self.task = task
+        self.policy_version = version
+        self.model_version = version
+        self._info: Dict[str, Any] = {}
+
+    def set_model(self, policy: DeterministicPolicy, version: int) -> None:
+        """Swap in a newer policy between two steps (the factory's ``refresh`` calls this)."""
+        self.policy = policy
+        self.policy_version = self.model_version = version
+
+    def set_last_action(self, action: np.ndarray) -> None:
+        """Unused: the policy is a function of the state (kept for the controller's calls)."""
+
+    @torch.inference_mode()
+    def plan(self, state: np.ndarray, step: int) -> Tuple[np.ndarray, int]:
+        """Plan (1, A): the deterministic action for ``state`` (>= 17,); returns it with ``step``.
+
+        Raises:
+            RuntimeError: no target set on the task.
+            ValueError: ``state`` too short or not finite.
+        """
+        t0 = time.perf_counter()
+        target = self.task.target
+        if target is None:
+            raise RuntimeError('LearnedPolicy.plan: no target; call set_target first')
+        s = np.asarray(state, dtype=np.float32).reshape(-1)
+        if s.shape[0] < STATE_DIM or not np.all(np.isfinite(s[:STATE_DIM])):
+            raise ValueError(f'LearnedPolicy.plan: state must hold {STATE_DIM} finite numbers, '
+                             f'got shape {np.shape(state)}')
+        obs = push_obs(torch.as_tensor(s[None, :STATE_DIM]),
+                       torch.as_tensor(target[None], dtype=torch.float32))
+        action = self.policy(obs).double().numpy()
+        action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
+        self._info = {'plan_time_ms': (time.perf_counter() - t0) * 1e3,
+                      'policy_version': self.policy_version}
+        return action, step
+
+    def last_info(self) -> Dict[str, Any]:
+        """``plan_time_ms`` and ``policy_version`` of the last step (no disagreement, no paths)."""
+        return self._info
+
+
 class PolicyFactory:
     """Builds per-episode policies from the controller's parameters and the latest model.
 
     Args:
-        params: the controller's nested parameters (``task``, ``planner``, ``device``).
+        params: the controller's nested parameters (``task``, ``planner``, ``device``, and
+            ``mode``: ``planner`` (default: MPC on the latest model) or ``policy`` (a trained
+            policy checkpoint, loaded with :meth:`load_policy`)).
         command_filter: the safety filter; its limits and acceleration bound also constrain the
             planner over the whole horizon.
         period: control period (s).
@@ -119,14 +187,51 @@ class PolicyFactory:
         self._lock = threading.Lock()
         self._model: Optional[GaussianEnsemble] = None
         self.model_version = -1
+        self.mode = params.get('mode', 'planner')
+        if self.mode not in MODES:
+            raise ValueError(f'controller mode must be one of {MODES}, got {self.mode!r}')
+        self._policy: Optional[DeterministicPolicy] = None
+        self.policy_version = -1
 
     def set_target(self, xyz) -> None:
         """New target for the reward (thread-safe: the tensor is replaced, not mutated)."""
         self.task.set_target(xyz)
 
     def has_model(self) -> bool:
-        """True once a validated model has been loaded."""
+        """True once :meth:`create` can build a policy: a validated model (planner mode) or a
+        validated policy checkpoint (policy mode) has been loaded."""
+        if self.mode == 'policy':
+            return self._policy is not None
         return self._model is not None
+
+    def load_policy(self, path: str, version: int, sha256: Optional[str] = None) -> bool:
+        """Load a policy checkpoint directory (``policy.pt`` + ``policy.json``).
+
+        Keeps the current policy if it fails (wrong dims or layout, version other than
+        announced, checksum mismatch, corrupt files) and logs why. In policy mode
+        ``model_version`` follows the policy's version, so version gating in the node works
+        unchanged. Returns success.
+        """
+        if version <= self.policy_version:
+            return False
+        try:
+            policy, _ = load_policy_dir(path, version=version, sha256=sha256,
+                                        obs_dim=STATE_DIM + 3, act_dim=ACTION_DIM,
+                                        obs_layout=PUSH_OBS_LAYOUT, device=self.device)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            self.logger.error(f'policy v{version} at {path} rejected, keeping '
+                              f'v{self.policy_version}: {e}')
+            return False
+        self.set_policy(policy, version)
+        self.logger.info(f'policy v{version} loaded from {path}')
+        return True
+
+    def set_policy(self, policy: DeterministicPolicy, version: int) -> None:
+        """Use an in-memory policy (tests, benchmarks)."""
+        with self._lock:
+            self._policy, self.policy_version = policy, version
+            if self.mode == 'policy':
+                self.model_version = version
 
     def load_model(self, path: str, version: int, sha256: Optional[str] = None) -> bool:
         """Load a checkpoint directory; keeps the current model if it fails. Returns success."""
@@ -155,8 +260,15 @@ class PolicyFactory:
         with self._lock:
             self._model, self.model_version = model, version
 
-    def create(self) -> PlannerPolicy:
-        """A fresh policy on the latest model (call at episode start)."""
+    def create(self) -> Union[PlannerPolicy, LearnedPolicy]:
+        """A fresh policy on the latest model, or the latest policy in policy mode (call at
+        episode start)."""
+        if self.mode == 'policy':
+            with self._lock:
+                policy, version = self._policy, self.policy_version
+            if policy is None:
+                raise RuntimeError('no policy loaded yet')
+            return LearnedPolicy(policy, self.task, version)
         with self._lock:
             model, version = self._model, self.model_version
         if model is None:
@@ -166,8 +278,14 @@ class PolicyFactory:
                              joint_limits=self.joint_limits)
         return PlannerPolicy(agent, self.task, version)
 
-    def refresh(self, policy: PlannerPolicy) -> None:
-        """Swap a newer model into a running policy (call between two plans)."""
+    def refresh(self, policy: Union[PlannerPolicy, LearnedPolicy]) -> None:
+        """Swap a newer model (or policy) into a running policy (call between two plans)."""
+        if isinstance(policy, LearnedPolicy):
+            with self._lock:
+                net, version = self._policy, self.policy_version
+            if net is not None and version != policy.policy_version:
+                policy.set_model(net, version)
+            return
         with self._lock:
             model, version = self._model, self.model_version
         if model is not None and version != policy.model_version:

@@ -1,0 +1,151 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""MBPO or model-free SAC on the twin; prints one JSON object on the last line.
+
+Both methods drive ``MBRLPush`` through the controller's ``CommandFilter`` (``PushPolicyEnv``)
+and are evaluated with their deterministic policy on the held-out episodes ``eval_seed ..
+eval_seed + eval_episodes - 1`` (1000..1019 by default, like the recipe). The JSON holds, per
+seed and averaged: success rate and mean final distance, real transitions used, wall time, the
+learning curve (SAC: at every ``--curve`` budget), and the time per control step of the deployed
+policy (``LearnedPolicy.plan``) next to the CEM planner of the same profile (``PlannerPolicy``
+on a random model of the profile's size).
+
+Usage::
+
+    python benchmarks/mbpo_sac.py --method mbpo --transitions 5000 --seeds 0
+    python benchmarks/mbpo_sac.py --method sac --transitions 50000 --curve 5000 20000 50000
+"""
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+
+from mbrl_robot.config import _merge, node_params
+from mbrl_robot.core.algorithms.mbpo import PushPolicyEnv, run_mbpo
+from mbrl_robot.core.algorithms.sac_baseline import run_sac
+from mbrl_robot.core.control import PolicyFactory
+from mbrl_robot.core.models import create_model
+from mbrl_robot.core.safety import CommandFilter, JointLimits
+from mbrl_robot.paths import urdf_path
+from mbrl_robot.sim.push_env import PushEnv
+
+
+def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
+    """Median / p99 ms per control step: ``LearnedPolicy.plan`` and ``PlannerPolicy.plan``."""
+    ctl = node_params(profile, 'controller')
+    trainer = node_params(profile, 'trainer')
+    task = ctl['task']
+    dt = 1.0 / task['control_rate_hz']
+    cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
+                       task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'], dt,
+                       ctl['position_margin_rad'])
+    env = PushEnv(task)
+    state, info = env.reset(seed=1000)
+    env.close()
+    out = {}
+    for mode in ('policy', 'planner'):
+        factory = PolicyFactory({**ctl, 'mode': mode, 'device': 'cpu'}, cf, dt)
+        factory.set_target(info['target'])
+        if mode == 'policy':
+            factory.set_policy(policy, 1)
+        else:
+            factory.set_model(create_model(trainer['model'], 17, 7, 'cpu', 0).eval(), 1)
+        p = factory.create()
+        n = repeats if mode == 'policy' else max(repeats // 10, 10)
+        ms = []
+        for i in range(n):
+            p.set_last_action(np.zeros(7))
+            p.plan(state, i)
+            ms.append(p.last_info()['plan_time_ms'])
+        out[f'{mode}_ms_median'] = float(np.median(ms))
+        out[f'{mode}_ms_p99'] = float(np.percentile(ms, 99))
+    return out
+
+
+def main() -> None:
+    """Parse arguments, run one method per seed, print the JSON summary."""
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--method', choices=('mbpo', 'sac'), required=True)
+    ap.add_argument('--transitions', type=int, default=5000, help='real transitions')
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0])
+    ap.add_argument('--profile', default='cpu')
+    ap.add_argument('--curve', type=int, nargs='*', default=None,
+                    help='extra evaluation budgets (default: SAC 5000/20000/50000 up to N)')
+    ap.add_argument('--gradient-steps', type=int, default=None,
+                    help='updates per real step (default: mbpo.gradient_steps; SAC: 1)')
+    ap.add_argument('--set', nargs='*', default=[], metavar='KEY=JSON',
+                    help='mbpo block overrides, e.g. sac.net_arch=[128,128] real_ratio=0.1')
+    ap.add_argument('--out-dir', default=None, help='write summary.json and the policy here')
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = node_params(args.profile, 'trainer')
+    ctl = node_params(args.profile, 'controller')
+    over: Dict[str, Any] = {}
+    for item in args.set:
+        key, _, value = item.partition('=')
+        node = over
+        *parents, leaf = key.split('.')
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = json.loads(value)
+    cfg['mbpo'] = _merge(cfg['mbpo'], {**over, 'total_steps': args.transitions})
+    if args.gradient_steps is not None and args.method == 'mbpo':
+        cfg['mbpo']['gradient_steps'] = args.gradient_steps
+    task = ctl['task']
+    dt = 1.0 / task['control_rate_hz']
+    cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
+                       task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'], dt,
+                       ctl['position_margin_rad'])
+    env = PushPolicyEnv(PushEnv(task), cf)
+    runs: List[Dict[str, Any]] = []
+    policy = None
+    t0 = time.monotonic()
+    log = (lambda s: print(s, flush=True))
+    for seed in args.seeds:
+        ckpt = os.path.join(args.out_dir, f'policy_seed{seed}') if args.out_dir else None
+        if args.method == 'mbpo':
+            s = run_mbpo(env, cfg, seed, checkpoint_dir=ckpt, eval_at=args.curve or (), log=log)
+        else:
+            points = args.curve or [p for p in (5000, 20000, 50000) if p < args.transitions]
+            s = run_sac(env, cfg, seed, curve_points=sorted(set(points) | {args.transitions}),
+                        gradient_steps=args.gradient_steps or 1, checkpoint_dir=ckpt, log=log)
+        policy = s.pop('policy')
+        runs.append(s)
+    summary = {
+        'method': args.method, 'profile': args.profile, 'transitions': args.transitions,
+        'seeds': args.seeds, 'mbpo_config': cfg['mbpo'],
+        'success_rate': float(np.mean([r['eval']['success_rate'] for r in runs])),
+        'mean_final_distance': float(np.mean([r['eval']['mean_final_distance'] for r in runs])),
+        'eval_episodes': sum(r['eval']['episodes'] for r in runs),
+        'wall_s': time.monotonic() - t0,
+        'control_step_ms': step_latency(args.profile, policy),
+        'torch_threads': torch.get_num_threads(),
+        'runs': [{k: v for k, v in r.items() if k != 'model_fits'}
+                 | {'model_fits': len(r.get('model_fits', []))} for r in runs],
+    }
+    env.close()
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+        with open(os.path.join(args.out_dir, 'summary.json'), 'w') as f:
+            json.dump(summary, f, indent=1)
+    print(json.dumps(summary))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,804 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""MBPO (Janner et al. 2019, "When to Trust Your Model"): SAC on real and short model rollouts.
+
+The lecture's "version 2.0" of model-based RL: learn the ensemble from real data, branch short
+synthetic rollouts (1-5 steps) from real states, train SAC on real ∪ model data, and deploy the
+policy (one network forward per control step instead of a plan).
+
+Parts, all free of ROS:
+
+* :class:`GoalTask`: what the algorithm needs of a goal-reaching task: the policy observation
+  ``make_obs(state, goal)``, the batched reward ``reward_fn(next_state, act, goal)`` and an
+  optional batched action filter (the controller's :class:`CommandFilter`).
+  :func:`push_goal_task` builds it for the twin from :class:`PushTask` and the filter.
+* :class:`PushPolicyEnv`: ``PushEnv`` as the controller drives it: every action goes through the
+  same :class:`CommandFilter`, the observation is ``[s (17), target - puck (3)]``.
+* :func:`run_sac_loop`: one SAC loop (stable-baselines3's SAC networks and update) for both MBPO
+  and the model-free baseline, so the two differ only in the model data.
+* :func:`run_mbpo`: MBPO on an env with a :class:`GoalTask`, returning a summary.
+* :class:`DeterministicPolicy`, :func:`save_policy`, :func:`load_policy`: the deployed policy
+  (``policy.pt`` + ``policy.json`` with dims, layout, version and sha256).
+
+Why not SB3's ``ReplayBuffer``: model rollouts arrive as batches of thousands of rows, and the
+real buffer must also hold the state, the goal and the executed (filtered) action that the
+ensemble is trained on; two numpy ring buffers (:class:`ArrayBuffer`) mixed by ``real_ratio``
+(:class:`MixedReplayBuffer`) do both and still feed SB3's ``SAC.train`` unchanged.
+"""
+
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbrl_robot.core.models import create_model, create_trainer
+from mbrl_robot.core.types import TransitionBatch
+
+POLICY_FILE = 'policy.pt'
+POLICY_META = 'policy.json'
+SAC_FILE = 'sac.zip'
+POLICY_FORMAT_VERSION = 1
+PUSH_OBS_LAYOUT = 'push_state17_target_minus_puck3'
+PUSH_STATE_DIM = 17
+PUSH_PUCK = slice(14, 17)
+MEMBER_CHOICES = ('random', 'ts')
+MBPO_KEYS = ('total_steps', 'init_random_steps', 'model_train_freq', 'model_max_epochs',
+             'rollout_freq', 'rollouts_per_step', 'rollout_length_min', 'rollout_length_max',
+             'rollout_schedule_start', 'rollout_schedule_end', 'model_retain_rollouts',
+             'real_ratio', 'gradient_steps', 'batch_size', 'member', 'sac', 'eval_seed',
+             'eval_episodes', 'seed')
+SAC_KEYS = ('learning_rate', 'gamma', 'tau', 'net_arch', 'ent_coef', 'target_entropy')
+ACTIVATIONS = {'relu': torch.nn.ReLU, 'tanh': torch.nn.Tanh, 'silu': torch.nn.SiLU,
+               'elu': torch.nn.ELU}
+
+
+# ---------------------------------------------------------------------------------- the task
+@dataclass
+class GoalTask:
+    """A goal-reaching task as MBPO sees it.
+
+    Attributes:
+        state_dim: S, what the ensemble predicts.
+        goal_dim: G, fixed for an episode (the target).
+        act_dim: A.
+        obs_layout: name of the ``make_obs`` layout, recorded in the policy checkpoint.
+        make_obs: ``(state (B, S), goal (B, G)) -> obs (B, O)`` on torch tensors.
+        reward_fn: ``(next_state (B, S), act (B, A), goal (B, G)) -> (B,)`` torch.
+        action_filter: ``(state (B, S), act (B, A)) -> executed act (B, A)`` in numpy, or None.
+            In model rollouts the ensemble sees the executed action, like in the real data.
+    """
+
+    state_dim: int
+    goal_dim: int
+    act_dim: int
+    obs_layout: str
+    make_obs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    reward_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    action_filter: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
+
+    def obs_np(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """``make_obs`` for numpy (S,)/(G,) or (B, S)/(B, G) arrays; float32 result."""
+        s = torch.as_tensor(np.asarray(state, dtype=np.float32))
+        g = torch.as_tensor(np.asarray(goal, dtype=np.float32))
+        single = s.ndim == 1
+        out = self.make_obs(s.reshape(-1, self.state_dim), g.reshape(-1, self.goal_dim))
+        out = out.numpy().astype(np.float32)
+        return out[0] if single else out
+
+
+def push_obs(state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Policy observation (B, 20) of the push task: ``[s (17), target - puck (3)]``.
+
+    Args:
+        state: (B, >=17) states (extra columns are dropped).
+        target: (B, 3) targets.
+    """
+    state = state[..., :PUSH_STATE_DIM]
+    return torch.cat((state, target - state[..., PUSH_PUCK]), dim=-1)
+
+
+def push_goal_task(task, command_filter=None) -> GoalTask:
+    """The twin's task for MBPO: PushTask's reward per rollout target, the controller's filter.
+
+    Args:
+        task: a :class:`mbrl_robot.core.tasks.push.PushTask` (its reward settings are used; its
+            own target is not touched).
+        command_filter: the controller's :class:`CommandFilter`, or None. In model rollouts the
+            previous command is not in the state; the filter uses the state's joint velocities
+            ``qd`` instead (the arm tracks its velocity command within one step).
+    """
+    def reward_fn(next_state: torch.Tensor, act: torch.Tensor,
+                  goal: torch.Tensor) -> torch.Tensor:
+        # PushTask.reward_fn broadcasts over rows: a shallow copy carries (B, 3) targets, one per
+        # rollout, while the shared kinematics and weights stay those of ``task``.
+        per_row = copy.copy(task)
+        per_row._target = goal.to(dtype=task.dtype, device=next_state.device)
+        return per_row.reward_fn(next_state, act)
+
+    action_filter = None
+    if command_filter is not None:
+        def action_filter(state: np.ndarray, act: np.ndarray) -> np.ndarray:
+            state = np.asarray(state, dtype=np.float64)
+            previous = state[:, 7:14]
+            cmd = command_filter(state[:, :7], command_filter.to_velocity(act), previous)
+            return command_filter.to_action(cmd).astype(np.float32)
+
+    return GoalTask(PUSH_STATE_DIM, 3, 7, PUSH_OBS_LAYOUT, push_obs, reward_fn, action_filter)
+
+
+class PushPolicyEnv(gym.Wrapper):
+    """The twin as the deployed controller drives it: filtered actions, goal in the observation.
+
+    Observation (20,): :func:`push_obs`. Each action goes through ``command_filter`` with the
+    command of the previous step, exactly like ``run_recipe`` and the controller node. ``info``
+    adds ``state`` (17,), ``goal`` (3,) and ``executed_action`` (7,).
+
+    Args:
+        env: a :class:`mbrl_robot.sim.push_env.PushEnv` with the 17-D observation.
+        command_filter: the controller's :class:`CommandFilter`.
+    """
+
+    def __init__(self, env: gym.Env, command_filter):
+        super().__init__(env)
+        if env.observation_space.shape != (PUSH_STATE_DIM,):
+            raise ValueError(f'PushPolicyEnv needs the 17-D observation, got '
+                             f'{env.observation_space.shape}')
+        self.command_filter = command_filter
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (20,), np.float32)
+        self._state = np.zeros(PUSH_STATE_DIM)
+        self._goal = np.zeros(3)
+        self._prev = np.zeros(7)
+
+    def _obs(self) -> np.ndarray:
+        return push_obs(torch.as_tensor(self._state[None], dtype=torch.float32),
+                        torch.as_tensor(self._goal[None], dtype=torch.float32))[0].numpy()
+
+    def reset(self, **kwargs):
+        """Reset the twin; the previous command starts at zero."""
+        obs, info = self.env.reset(**kwargs)
+        self._state = np.asarray(obs, dtype=np.float64)
+        self._goal = np.asarray(info['target'], dtype=np.float64)
+        self._prev = np.zeros(7)
+        return self._obs(), {**info, 'state': self._state.copy(), 'goal': self._goal.copy()}
+
+    def step(self, action):
+        """Filter ``action`` (7,) in [-1, 1] like the controller, then step the twin."""
+        f = self.command_filter
+        self._prev = f(self._state[:7], f.to_velocity(np.asarray(action, dtype=np.float64)),
+                       self._prev)
+        executed = f.to_action(self._prev)
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        self._state = np.asarray(obs, dtype=np.float64)
+        return self._obs(), reward, terminated, truncated, {
+            **info, 'state': self._state.copy(), 'goal': self._goal.copy(),
+            'executed_action': executed.astype(np.float32)}
+
+
+# ------------------------------------------------------------------------------- buffers
+class ArrayBuffer:
+    """FIFO ring buffer of named float32 columns, with batched ``add`` and uniform ``sample``.
+
+    Args:
+        capacity: rows kept (oldest overwritten first).
+        dims: column name -> row width (0 for a scalar column).
+    """
+
+    def __init__(self, capacity: int, dims: Dict[str, int]):
+        if capacity < 1:
+            raise ValueError(f'ArrayBuffer: capacity must be >= 1, got {capacity}')
+        self.capacity = int(capacity)
+        self.data = {k: np.zeros((capacity,) + ((d,) if d else ()), dtype=np.float32)
+                     for k, d in dims.items()}
+        self.size = 0
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, **rows: np.ndarray) -> None:
+        """Append N rows: every column as an (N, d) or (N,) array."""
+        if set(rows) != set(self.data):
+            raise ValueError(f'ArrayBuffer.add: columns {sorted(rows)} != {sorted(self.data)}')
+        n = len(next(iter(rows.values())))
+        if n > self.capacity:
+            rows = {k: v[-self.capacity:] for k, v in rows.items()}
+            n = self.capacity
+        idx = (self._pos + np.arange(n)) % self.capacity
+        for k, v in rows.items():
+            v = np.asarray(v, dtype=np.float32)
+            if len(v) != n:
+                raise ValueError(f'ArrayBuffer.add: column {k} has {len(v)} rows, not {n}')
+            self.data[k][idx] = v.reshape(self.data[k][idx].shape)
+        self._pos = (self._pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+        """``n`` rows drawn uniformly with replacement."""
+        if self.size == 0:
+            raise ValueError('ArrayBuffer.sample: buffer is empty')
+        idx = rng.integers(0, self.size, n)
+        return {k: v[idx] for k, v in self.data.items()}
+
+    def column(self, name: str) -> np.ndarray:
+        """All stored rows of one column (oldest-first order is not guaranteed)."""
+        return self.data[name][:self.size]
+
+
+SAC_COLUMNS = ('obs', 'act', 'reward', 'next_obs', 'done')
+
+
+class MixedReplayBuffer:
+    """What SB3's ``SAC.train`` samples from: ``real_ratio`` real rows, the rest model rows.
+
+    Args:
+        real: buffer with the SAC columns (``obs``, ``act``, ``reward``, ``next_obs``, ``done``).
+        model: the same columns from model rollouts, or None (model-free: all rows real).
+        real_ratio: share of real rows per minibatch in (0, 1]; all real while ``model`` is
+            empty.
+        seed: minibatch RNG seed.
+    """
+
+    def __init__(self, real: ArrayBuffer, model: Optional[ArrayBuffer], real_ratio: float,
+                 seed: int = 0):
+        if not 0.0 < real_ratio <= 1.0:
+            raise ValueError(f'real_ratio must be in (0, 1], got {real_ratio}')
+        self.real, self.model, self.real_ratio = real, model, float(real_ratio)
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch_size: int, env=None):
+        """A ``ReplayBufferSamples`` of ``batch_size`` rows (``env`` is SB3's, unused)."""
+        from stable_baselines3.common.type_aliases import ReplayBufferSamples
+        n_real = batch_size
+        if self.model is not None and len(self.model) > 0:
+            n_real = int(round(batch_size * self.real_ratio))
+        parts = [self.real.sample(n_real, self.rng)] if n_real else []
+        if n_real < batch_size:
+            parts.append(self.model.sample(batch_size - n_real, self.rng))
+
+        def col(k: str) -> torch.Tensor:
+            x = np.concatenate([p[k] for p in parts])
+            return torch.as_tensor(x.reshape(batch_size, -1))
+        return ReplayBufferSamples(col('obs'), col('act'), col('next_obs'), col('done'),
+                                   col('reward'))
+
+
+# -------------------------------------------------------------------------- the policy
+class DeterministicPolicy(torch.nn.Module):
+    """The deployed policy: ``tanh(mu(mlp(obs)))``, SAC's deterministic action.
+
+    Args:
+        obs_dim: O.
+        act_dim: A.
+        hidden_sizes: widths of the hidden layers.
+        activation: ``relu`` (SB3's SAC default), ``tanh``, ``silu`` or ``elu``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int],
+                 activation: str = 'relu'):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, '
+                             f'got {activation!r}')
+        for name, v in (('obs_dim', obs_dim), ('act_dim', act_dim)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f'{name} must be an int >= 1, got {v!r}')
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.hidden_sizes = [int(h) for h in hidden_sizes]
+        self.activation = activation
+        layers: List[torch.nn.Module] = []
+        size = obs_dim
+        for h in self.hidden_sizes:
+            layers += [torch.nn.Linear(size, h), ACTIVATIONS[activation]()]
+            size = h
+        self.latent = torch.nn.Sequential(*layers)
+        self.mu = torch.nn.Linear(size, act_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Actions (B, A) in [-1, 1] from obs (B, O)."""
+        return torch.tanh(self.mu(self.latent(obs)))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """One action (A,) float64 from one observation (O,).
+
+        Raises:
+            ValueError: wrong shape or non-finite observation.
+        """
+        x = np.asarray(obs, dtype=np.float32)
+        if x.shape != (self.obs_dim,) or not np.all(np.isfinite(x)):
+            raise ValueError(f'policy observation must be {self.obs_dim} finite numbers, '
+                             f'got shape {x.shape}')
+        return self.forward(torch.as_tensor(x)[None])[0].double().numpy()
+
+    @classmethod
+    def from_sac(cls, sac) -> 'DeterministicPolicy':
+        """Copy the actor of an SB3 ``SAC`` (MlpPolicy, no gSDE, Box actions in [-1, 1])."""
+        actor = sac.actor
+        linears = [m for m in actor.latent_pi if isinstance(m, torch.nn.Linear)]
+        acts = [m for m in actor.latent_pi if not isinstance(m, torch.nn.Linear)]
+        names = {v: k for k, v in ACTIVATIONS.items()}
+        activation = names.get(type(acts[0]), None) if acts else 'relu'
+        if activation is None or actor.use_sde:
+            raise ValueError('DeterministicPolicy.from_sac: unsupported actor (gSDE or '
+                             f'activation {type(acts[0]).__name__})')
+        low, high = sac.action_space.low, sac.action_space.high
+        if not (np.all(low == -1.0) and np.all(high == 1.0)):
+            raise ValueError('DeterministicPolicy.from_sac: action space must be [-1, 1]')
+        policy = cls(int(np.prod(sac.observation_space.shape)), int(actor.mu.out_features),
+                     [m.out_features for m in linears], activation)
+        with torch.no_grad():
+            for dst, src in zip([m for m in policy.latent if isinstance(m, torch.nn.Linear)],
+                                linears):
+                dst.weight.copy_(src.weight)
+                dst.bias.copy_(src.bias)
+            policy.mu.weight.copy_(actor.mu.weight)
+            policy.mu.bias.copy_(actor.mu.bias)
+        return policy.eval()
+
+
+def save_policy(policy: DeterministicPolicy, directory: Union[str, os.PathLike], version: int,
+                obs_layout: str, sac=None, extra: Optional[Dict[str, Any]] = None) -> str:
+    """Write a versioned policy checkpoint directory; returns the sha256 of ``policy.pt``.
+
+    Files: ``policy.pt`` (state dict), ``policy.json`` (format version, dims, hidden sizes,
+    activation, ``obs_layout``, ``version``, ``sha256``, ``extra``), and ``sac.zip`` (the full
+    SB3 model, to resume training) when ``sac`` is given. ``policy.json`` is renamed into place
+    last, so a reader never sees a checksum that does not match the weights.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f'save_policy: version must be an int >= 0, got {version!r}')
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    if sac is not None:
+        sac.save(str(d / SAC_FILE))
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in policy.state_dict().items()}, buf)
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    meta = {'format_version': POLICY_FORMAT_VERSION, 'policy_class': type(policy).__name__,
+            'obs_dim': policy.obs_dim, 'act_dim': policy.act_dim,
+            'hidden_sizes': policy.hidden_sizes, 'activation': policy.activation,
+            'obs_layout': obs_layout, 'version': version, 'sha256': sha,
+            'torch_version': torch.__version__, 'extra': extra or {}}
+    for name, payload in ((POLICY_FILE, data), (POLICY_META, json.dumps(meta, indent=1).encode())):
+        tmp = d / (name + '.tmp')
+        with open(tmp, 'wb') as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / name)
+    return sha
+
+
+def load_policy(directory: Union[str, os.PathLike], version: Optional[int] = None,
+                sha256: Optional[str] = None, obs_dim: Optional[int] = None,
+                act_dim: Optional[int] = None, obs_layout: Optional[str] = None,
+                device: Union[str, torch.device] = 'cpu'
+                ) -> Tuple[DeterministicPolicy, Dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_policy`.
+
+    Args:
+        directory: folder with ``policy.pt`` and ``policy.json``.
+        version: if given, the version the checkpoint must carry.
+        sha256: if given, the checksum announced for ``policy.pt``.
+        obs_dim: if given, the expected observation dimension.
+        act_dim: if given, the expected action dimension.
+        obs_layout: if given, the expected observation layout name.
+        device: where to put the weights.
+
+    Returns:
+        The policy (eval mode) and the metadata dict.
+
+    Raises:
+        FileNotFoundError: the directory or a file is missing.
+        ValueError: corrupt JSON or weights, checksum, version, dims or layout mismatch.
+    """
+    d = Path(directory)
+    meta_path, weights_path = d / POLICY_META, d / POLICY_FILE
+    if not d.is_dir():
+        raise FileNotFoundError(f'{d}: policy directory does not exist')
+    if not meta_path.is_file():
+        raise FileNotFoundError(f'{meta_path}: missing (not a policy checkpoint?)')
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f'{meta_path}: not valid JSON (corrupt or truncated): {e}') from e
+    if not isinstance(meta, dict):
+        raise ValueError(f'{meta_path}: expected a JSON object')
+    if meta.get('format_version') != POLICY_FORMAT_VERSION:
+        raise ValueError(f'{meta_path}: format version {meta.get("format_version")!r}, this code '
+                         f'reads version {POLICY_FORMAT_VERSION}')
+    missing = [k for k in ('obs_dim', 'act_dim', 'hidden_sizes', 'activation', 'obs_layout',
+                           'version', 'sha256') if k not in meta]
+    if missing:
+        raise ValueError(f'{meta_path}: missing keys {missing}')
+    for name, want in (('obs_dim', obs_dim), ('act_dim', act_dim), ('obs_layout', obs_layout),
+                       ('version', version), ('sha256', sha256)):
+        if want is not None and meta[name] != want:
+            raise ValueError(f'{meta_path}: {name} is {meta[name]!r}, expected {want!r}')
+    if not weights_path.is_file():
+        raise FileNotFoundError(f'{weights_path}: missing')
+    data = weights_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta['sha256']:
+        raise ValueError(f'{weights_path}: sha256 does not match {meta_path} (corrupt, truncated '
+                         'or from another save)')
+    try:
+        state = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises several types for a bad archive
+        raise ValueError(f'{weights_path}: cannot be read as a checkpoint: {e}') from e
+    try:
+        policy = DeterministicPolicy(int(meta['obs_dim']), int(meta['act_dim']),
+                                     meta['hidden_sizes'], meta['activation'])
+        policy.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f'{weights_path}: weights do not match the architecture in '
+                         f'{meta_path}: {e}') from e
+    return policy.to(device).eval(), meta
+
+
+# -------------------------------------------------------------------------- evaluation
+def evaluate(act_fn: Callable[[np.ndarray], np.ndarray], env: gym.Env,
+             seeds: Sequence[int]) -> Dict[str, Any]:
+    """Run one episode per seed with ``act_fn(obs) -> action``; success and distance at the end.
+
+    The env's ``info`` must hold ``is_success`` and ``distance`` (``PushEnv`` and the tests'
+    point mass do).
+
+    Returns:
+        ``{'episodes', 'success_rate', 'mean_final_distance', 'final_distances'}``.
+    """
+    finals, successes = [], []
+    for seed in seeds:
+        obs, info = env.reset(seed=int(seed))
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(act_fn(obs))
+            done = terminated or truncated
+        finals.append(float(info['distance']))
+        successes.append(bool(info['is_success']))
+    return {'episodes': len(finals), 'success_rate': float(np.mean(successes)),
+            'mean_final_distance': float(np.mean(finals)), 'final_distances': finals}
+
+
+# -------------------------------------------------------------------------- the SAC loop
+class _SpacesEnv(gym.Env):
+    """Carries the spaces SB3 needs to build SAC; never stepped."""
+
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed=None, options=None):
+        raise RuntimeError('_SpacesEnv is not steppable')
+
+    def step(self, action):
+        raise RuntimeError('_SpacesEnv is not steppable')
+
+
+def make_sac(observation_space, action_space, sac_cfg: Dict[str, Any], batch_size: int,
+             seed: int):
+    """An SB3 ``SAC`` (MlpPolicy, cpu) from a ``sac`` config block; its own buffer is unused."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.logger import Logger
+    unknown = sorted(set(sac_cfg) - set(SAC_KEYS))
+    if unknown:
+        raise ValueError(f'sac config: unknown keys {unknown}; allowed: {list(SAC_KEYS)}')
+    sac = SAC('MlpPolicy', _SpacesEnv(observation_space, action_space),
+              learning_rate=float(sac_cfg.get('learning_rate', 3e-4)), buffer_size=1,
+              learning_starts=0, batch_size=batch_size, tau=float(sac_cfg.get('tau', 0.005)),
+              gamma=float(sac_cfg.get('gamma', 0.99)), ent_coef=sac_cfg.get('ent_coef', 'auto'),
+              target_entropy=sac_cfg.get('target_entropy', 'auto'),
+              policy_kwargs={'net_arch': list(sac_cfg.get('net_arch', [256, 256])),
+                             # Multi-tensor Adam: a third less time per update on a CPU.
+                             'optimizer_kwargs': {'foreach': True}},
+              seed=seed, device='cpu')
+    sac.set_logger(Logger(folder=None, output_formats=[]))
+    return sac
+
+
+def rollout_length(cfg: Dict[str, Any], step: int) -> int:
+    """MBPO's linear schedule: ``min`` until ``start``, ``max`` after ``end`` (real steps)."""
+    k_min, k_max = int(cfg['rollout_length_min']), int(cfg['rollout_length_max'])
+    a, b = int(cfg['rollout_schedule_start']), int(cfg['rollout_schedule_end'])
+    if step <= a or b <= a:
+        return k_min if step <= a else k_max
+    frac = min(1.0, (step - a) / (b - a))
+    return int(math.floor(k_min + frac * (k_max - k_min)))
+
+
+def _check_mbpo_cfg(m: Dict[str, Any]) -> None:
+    unknown = sorted(set(m) - set(MBPO_KEYS))
+    missing = sorted(set(MBPO_KEYS) - set(m))
+    if unknown or missing:
+        raise ValueError(f'mbpo config: unknown keys {unknown}, missing keys {missing}')
+    for key in ('total_steps', 'model_train_freq', 'model_max_epochs', 'rollout_freq',
+                'rollout_length_min', 'rollout_length_max', 'model_retain_rollouts',
+                'batch_size', 'eval_episodes'):
+        v = m[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f'mbpo.{key} must be an int >= 1, got {v!r}')
+    for key in ('init_random_steps', 'rollouts_per_step', 'gradient_steps',
+                'rollout_schedule_start', 'rollout_schedule_end'):
+        v = m[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f'mbpo.{key} must be an int >= 0, got {v!r}')
+    if m['rollout_length_max'] < m['rollout_length_min']:
+        raise ValueError('mbpo.rollout_length_max must be >= rollout_length_min')
+    if m['member'] not in MEMBER_CHOICES:
+        raise ValueError(f'mbpo.member must be one of {MEMBER_CHOICES}, got {m["member"]!r}')
+    if not 0.0 < float(m['real_ratio']) <= 1.0:
+        raise ValueError(f'mbpo.real_ratio must be in (0, 1], got {m["real_ratio"]!r}')
+
+
+def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.ndarray,
+                   length: int, member: str, rng: np.random.Generator,
+                   generator: torch.Generator) -> Dict[str, np.ndarray]:
+    """Branch ``length``-step rollouts from real states with the current (stochastic) policy.
+
+    Each step every rollout is assigned an ensemble member: a fresh random one per step
+    (``member='random'``, MBPO) or the same one for the whole rollout (``'ts'``, PETS' TS-inf).
+    Rows are split into K equal groups so all members run as one batched call.
+
+    Args:
+        model: the ensemble (``sample_next`` on (K, B, S)).
+        actor: SB3 SAC actor (``actor(obs, deterministic=False)`` -> actions (B, A)).
+        gtask: the task.
+        states: (B, S) start states from the real buffer.
+        goals: (B, G) their episode goals.
+        length: k >= 1.
+        member: ``random`` or ``ts``.
+        rng: member assignment RNG.
+        generator: the model's sampling noise.
+
+    Returns:
+        SAC columns for up to ``B * length`` rows (non-finite predictions are dropped, with
+        their rollouts).
+    """
+    k_members = model.ensemble_size
+    b = (len(states) // k_members) * k_members
+    state = torch.as_tensor(states[:b], dtype=torch.float32)
+    goal = torch.as_tensor(goals[:b], dtype=torch.float32)
+    alive = torch.ones(b, dtype=torch.bool)
+    out: Dict[str, List[np.ndarray]] = {c: [] for c in SAC_COLUMNS}
+    perm = torch.as_tensor(rng.permutation(b))
+    for _ in range(length):
+        if member == 'random':
+            perm = torch.as_tensor(rng.permutation(b))
+        with torch.no_grad():
+            obs = gtask.make_obs(state, goal)
+            act = actor(obs, deterministic=False)
+            executed = act
+            if gtask.action_filter is not None:
+                executed = torch.as_tensor(gtask.action_filter(state.numpy(), act.numpy()))
+            grouped = model.sample_next(state[perm].reshape(k_members, -1, gtask.state_dim),
+                                        executed[perm].reshape(k_members, -1, gtask.act_dim),
+                                        generator=generator)
+            nxt = torch.empty_like(state)
+            nxt[perm] = grouped.reshape(b, gtask.state_dim)
+            reward = gtask.reward_fn(nxt, executed, goal)
+            next_obs = gtask.make_obs(nxt, goal)
+        alive &= torch.isfinite(next_obs).all(-1) & torch.isfinite(reward)
+        keep = alive.numpy()
+        out['obs'].append(obs.numpy()[keep])
+        out['act'].append(act.numpy()[keep])
+        out['reward'].append(reward.numpy()[keep])
+        out['next_obs'].append(next_obs.numpy()[keep])
+        out['done'].append(np.zeros(int(keep.sum()), dtype=np.float32))
+        state = torch.where(alive[:, None], nxt, state)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
+                 use_model: bool, model_cfg: Optional[Dict[str, Any]] = None,
+                 training_cfg: Optional[Dict[str, Any]] = None,
+                 eval_at: Sequence[int] = (), eval_seeds: Sequence[int] = (),
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """SAC on ``env`` with (MBPO) or without (model-free) model rollouts.
+
+    One loop for both methods: the real buffer, the SB3 SAC networks and update, the episode
+    seeds and the evaluation are shared; ``use_model`` adds the ensemble, the rollouts and the
+    mixed minibatches. Training episodes use seeds ``10**6 * (seed + 1) + episode``, disjoint
+    from the held-out evaluation seeds.
+
+    Args:
+        env: env whose ``info`` holds ``state``, ``goal`` (and ``executed_action`` when the env
+            filters actions); observations equal ``gtask.make_obs(state, goal)``.
+        gtask: the task.
+        cfg: an ``mbpo`` block (see ``config/lecture.yaml``, ``trainer.mbpo``).
+        seed: seeds SAC, the episodes, the model and every RNG.
+        use_model: MBPO (True) or plain SAC (False, ``real_ratio`` taken as 1).
+        model_cfg: ``trainer.model`` block (needed with ``use_model``).
+        training_cfg: ``trainer.training`` block (needed with ``use_model``).
+        eval_at: real-step counts after which the deterministic policy is evaluated (at the end
+            of the episode that reaches them).
+        eval_seeds: held-out episode seeds for those evaluations.
+        log: progress sink.
+
+    Returns:
+        ``{'sac', 'policy', 'curve': [{'transitions', 'wall_s', **evaluate()}],
+        'model_fits': [...], 'transitions', 'wall_s', 'gradient_steps'}``.
+    """
+    _check_mbpo_cfg(cfg)
+    if use_model and (model_cfg is None or training_cfg is None):
+        raise ValueError('run_sac_loop: use_model needs model_cfg and training_cfg')
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    total = int(cfg['total_steps'])
+    batch_size = int(cfg['batch_size'])
+    sac = make_sac(env.observation_space, env.action_space, dict(cfg['sac']), batch_size, seed)
+    obs_dim = int(np.prod(env.observation_space.shape))
+    act_dim = gtask.act_dim
+    real = ArrayBuffer(total, {'obs': obs_dim, 'act': act_dim, 'reward': 0,
+                               'next_obs': obs_dim, 'done': 0, 'state': gtask.state_dim,
+                               'executed': act_dim, 'next_state': gtask.state_dim,
+                               'goal': gtask.goal_dim, 'last': 0})
+    model_buf = None
+    if use_model:
+        cap = (int(cfg['rollouts_per_step']) * int(cfg['rollout_freq'])
+               * int(cfg['rollout_length_max']) * int(cfg['model_retain_rollouts']))
+        model_buf = ArrayBuffer(max(cap, 1), {'obs': obs_dim, 'act': act_dim, 'reward': 0,
+                                              'next_obs': obs_dim, 'done': 0})
+    sac.replay_buffer = MixedReplayBuffer(real, model_buf,
+                                          float(cfg['real_ratio']) if use_model else 1.0, seed)
+    grad_steps = int(cfg['gradient_steps'])
+    init_random = int(cfg['init_random_steps'])
+    eval_at = sorted(int(x) for x in eval_at)
+    curve: List[Dict[str, Any]] = []
+    fits: List[Dict[str, Any]] = []
+    model = None
+    n_updates = 0
+    t0 = time.monotonic()
+    episode = 0
+    obs, info = env.reset(seed=10 ** 6 * (seed + 1) + episode)
+    step = 0
+    while step < total:
+        if step < init_random:
+            action = rng.uniform(-1.0, 1.0, act_dim).astype(np.float32)
+        else:
+            with torch.no_grad():
+                action = sac.actor(torch.as_tensor(obs, dtype=torch.float32)[None],
+                                   deterministic=False)[0].numpy()
+        state = info['state']
+        next_obs, _, terminated, truncated, info = env.step(action)
+        executed = info.get('executed_action', action)
+        reward = float(gtask.reward_fn(
+            torch.as_tensor(info['state'], dtype=torch.float32)[None],
+            torch.as_tensor(executed, dtype=torch.float32)[None],
+            torch.as_tensor(info['goal'], dtype=torch.float32)[None])[0])
+        real.add(obs=obs[None], act=action[None], reward=np.array([reward]),
+                 next_obs=next_obs[None], done=np.array([float(terminated)]),
+                 state=np.asarray(state)[None], executed=np.asarray(executed)[None],
+                 next_state=np.asarray(info['state'])[None], goal=np.asarray(info['goal'])[None],
+                 last=np.array([float(terminated or truncated)]))
+        step += 1
+        obs = next_obs
+        if use_model and step >= init_random and (
+                model is None or step % int(cfg['model_train_freq']) == 0):
+            model = _fit_model(model, real, gtask, model_cfg, training_cfg, cfg, seed, fits, log)
+        if use_model and model is not None and int(cfg['rollouts_per_step']) > 0 and (
+                step % int(cfg['rollout_freq']) == 0 or len(model_buf) == 0):
+            k = rollout_length(cfg, step)
+            n = int(cfg['rollouts_per_step']) * int(cfg['rollout_freq'])
+            start = real.sample(n, rng)
+            rows = model_rollouts(model, sac.actor, gtask, start['state'], start['goal'], k,
+                                  cfg['member'], rng, gen)
+            model_buf.add(**rows)
+        if step >= init_random and grad_steps > 0 and len(real) >= batch_size:
+            sac.train(gradient_steps=grad_steps, batch_size=batch_size)
+            n_updates += grad_steps
+        if terminated or truncated:
+            while eval_at and step >= eval_at[0]:
+                res = evaluate(_act_fn(sac), env, eval_seeds)
+                curve.append({'transitions': step, 'wall_s': time.monotonic() - t0, **res})
+                log(f'{"mbpo" if use_model else "sac"} seed {seed}: {step} transitions, '
+                    f'success {res["success_rate"]:.2f}, final distance '
+                    f'{res["mean_final_distance"]:.3f}, {time.monotonic() - t0:.0f} s')
+                eval_at.pop(0)
+            episode += 1
+            obs, info = env.reset(seed=10 ** 6 * (seed + 1) + episode)
+    for _ in eval_at:  # budgets not reached at an episode end (total not a multiple)
+        res = evaluate(_act_fn(sac), env, eval_seeds)
+        curve.append({'transitions': step, 'wall_s': time.monotonic() - t0, **res})
+    return {'sac': sac, 'policy': DeterministicPolicy.from_sac(sac), 'curve': curve,
+            'model_fits': fits, 'transitions': step, 'wall_s': time.monotonic() - t0,
+            'gradient_steps': n_updates, 'model': model}
+
+
+def _act_fn(sac) -> Callable[[np.ndarray], np.ndarray]:
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return sac.actor(torch.as_tensor(obs, dtype=torch.float32)[None],
+                             deterministic=True)[0].numpy()
+    return act
+
+
+def _fit_model(model, real: ArrayBuffer, gtask: GoalTask, model_cfg, training_cfg, cfg, seed,
+               fits: List[Dict[str, Any]], log):
+    tp = time.monotonic()
+    batch = TransitionBatch(real.column('state'), real.column('executed'),
+                            real.column('next_state'), real.column('reward'),
+                            real.column('last').astype(bool))
+    version = len(fits)
+    if model is None:
+        model = create_model(dict(model_cfg), gtask.state_dim, gtask.act_dim, 'cpu',
+                             seed + version)
+        epochs = None
+    else:
+        epochs = int(cfg['model_max_epochs'])
+    trainer = create_trainer(model, {**dict(training_cfg), 'seed': int(seed + version)})
+    res = trainer.fit(batch, max_epochs=epochs)
+    model.eval()
+    fits.append({'n_transitions': len(batch), 'val_loss': float(res.best_val_loss),
+                 'epochs': res.epochs, 'wall_s': time.monotonic() - tp})
+    log(f'model fit {version} on {len(batch)} transitions: val loss {res.best_val_loss:.4f}, '
+        f'{res.epochs} epochs, {time.monotonic() - tp:.1f} s')
+    return model
+
+
+def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTask] = None,
+             checkpoint_dir: Optional[str] = None, version: int = 1,
+             eval_env: Optional[gym.Env] = None, eval_at: Sequence[int] = (),
+             log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """MBPO on ``env``: returns a JSON-able summary, optionally saves the policy checkpoint.
+
+    Args:
+        env: a :class:`PushPolicyEnv` (default task) or any env following
+            :func:`run_sac_loop`'s contract for ``gtask``.
+        cfg: the trainer's parameters: ``model``, ``training`` and ``mbpo`` blocks
+            (``node_params(profile, 'trainer')``).
+        seed: run seed (overrides ``mbpo.seed``).
+        gtask: the task; default :func:`push_goal_task` with ``env``'s command filter.
+        checkpoint_dir: if set, the policy is saved there (:func:`save_policy`) with ``version``.
+        version: policy version to record.
+        eval_env: env for the final held-out evaluation (default ``env``), seeds
+            ``mbpo.eval_seed + i`` for ``i < mbpo.eval_episodes``.
+        eval_at: extra learning-curve points (real transitions).
+        log: progress sink.
+
+    Returns:
+        ``{'method': 'mbpo', 'seed', 'transitions', 'wall_s', 'gradient_steps', 'eval',
+        'curve', 'model_fits', 'checkpoint', 'sha256'}``.
+    """
+    m = dict(cfg['mbpo'])
+    if gtask is None:
+        from mbrl_robot.core.tasks.push import PushTask
+        task = PushTask.from_config(cfg['task']) if 'task' in cfg else PushTask()
+        gtask = push_goal_task(task, getattr(env, 'command_filter', None))
+    seeds = [int(m['eval_seed']) + i for i in range(int(m['eval_episodes']))]
+    out = run_sac_loop(env, gtask, m, seed, True, cfg['model'], cfg['training'],
+                       eval_at=eval_at, eval_seeds=seeds, log=log)
+    t_eval = time.monotonic()
+    policy = out['policy']
+    result = evaluate(lambda o: policy.act(o), eval_env or env, seeds)
+    summary = {'method': 'mbpo', 'seed': seed, 'transitions': out['transitions'],
+               'wall_s': out['wall_s'], 'eval_wall_s': time.monotonic() - t_eval,
+               'gradient_steps': out['gradient_steps'], 'eval': result, 'curve': out['curve'],
+               'model_fits': out['model_fits'], 'checkpoint': None, 'sha256': None}
+    if checkpoint_dir:
+        summary['sha256'] = save_policy(policy, checkpoint_dir, version, gtask.obs_layout,
+                                        sac=out['sac'], extra={'method': 'mbpo', 'seed': seed,
+                                                               'transitions': out['transitions']})
+        summary['checkpoint'] = str(checkpoint_dir)
+    summary['policy'] = policy
+    return summary
