@@ -22,6 +22,7 @@ trained on them and used by the controller, and commands at 20 Hz of sim time.
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -92,3 +93,33 @@ def test_commands_at_20_hz_of_sim_time(smoke_run):
     _, _, summary = smoke_run
     for episode in summary['episodes']:
         assert episode['command_period_s'] == pytest.approx(0.05, abs=1e-6)
+
+
+def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
+    base = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+            '--run-dir', str(tmp_path)]
+    # Ctrl-C part-way, once the recipe has finished its third phase (the first training).
+    run = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    for line in run.stdout:
+        if '[3/6]' in line:
+            run.send_signal(signal.SIGINT)
+            break
+    run.communicate(timeout=120)
+    with open(tmp_path / 'summary.json') as f:
+        stopped = json.load(f)
+    assert not stopped['complete']
+    proc = subprocess.run(base + ['--resume', '--timeout', '400'], env=env,
+                          capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['complete']
+    # Every phase exactly once, whatever was done before the stop is kept, not redone.
+    assert [e['stage'] for e in summary['episodes']] == ['random', 'random', 'mpc',
+                                                         'eval_planner']
+    assert summary['episodes'][:len(stopped['episodes'])] == stopped['episodes']
+    versions = [t['version'] for t in summary['trainings']]
+    assert len(versions) == 2 and versions == sorted(set(versions))
