@@ -326,9 +326,19 @@ class RecipeNode(Node):
             self._call(self.trainer_stats_client, Trigger.Request())
             return
         last = stats['last_result']
-        if stats['version'] <= self._version_before:
-            raise RuntimeError(f'training produced no accepted model: {last.get("reason")}')
         phase = self.phases[self.position]
+        if stats['version'] <= self._version_before:
+            if stats['version'] == 0:
+                raise RuntimeError(f'training produced no usable model: {last.get("reason")}')
+            # A retrain that fails validation is not published: go on with the last good model.
+            self.get_logger().warning(f'retrain rejected ({last.get("reason")}): continuing '
+                                      f'with model v{stats["version"]}')
+            self.trainings.append({**phase, 'version': stats['version'], 'rejected': True,
+                                   'reason': last.get('reason'),
+                                   'n_transitions': last.get('n_transitions'),
+                                   'wall_s': time.monotonic() - self.phase_t0})
+            self._advance(f'kept model v{stats["version"]}')
+            return
         self.model_version = max(self.model_version, stats['version'])
         self.trainings.append({**phase, 'version': stats['version'],
                                'n_transitions': last.get('n_transitions'),
