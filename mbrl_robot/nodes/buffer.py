@@ -40,7 +40,6 @@ import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -130,7 +129,7 @@ class BufferNode(Node):
         self._resend_next = 0
         self._resend_end = -1
 
-        self.add_on_set_parameters_callback(self._validate_parameters)
+        # Ranges and types are in the descriptors, which rclpy enforces on every set.
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.transitions_pub = self.create_publisher(
             Float64MultiArray, self.topics['transitions'], TRANSITIONS_QOS)
@@ -159,15 +158,6 @@ class BufferNode(Node):
             return TransitionAssembler(reward_fn=reward_fn)
 
     # -- parameters -------------------------------------------------------------------------
-
-    def _validate_parameters(self, params: List[Parameter]) -> SetParametersResult:
-        for p in params:
-            if p.name == 'publish_batch_size' and (
-                    p.type_ != Parameter.Type.INTEGER or not 1 <= p.value <= 10000):
-                return SetParametersResult(successful=False,
-                                           reason='publish_batch_size must be an int in '
-                                                  '[1, 10000]')
-        return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: List[Parameter]) -> None:
         for p in params:

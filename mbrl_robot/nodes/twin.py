@@ -43,7 +43,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 from geometry_msgs.msg import PointStamped
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -126,7 +125,7 @@ class TwinNode(Node):
         self._last_command_wall: Optional[float] = None
         self._timed_out = True
 
-        self.add_on_set_parameters_callback(self._validate_parameters)
+        # Ranges and types are in the descriptors, which rclpy enforces on every set.
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.clock_pub = self.create_publisher(ClockMsg, '/clock', 10)
         self.joint_state_pub = self.create_publisher(JointState, self.topics['joint_states'], 10)
@@ -153,19 +152,6 @@ class TwinNode(Node):
             f'seed {self.seed}')
 
     # -- parameters -------------------------------------------------------------------------
-
-    def _validate_parameters(self, params: List[Parameter]) -> SetParametersResult:
-        for p in params:
-            if p.name == 'command_timeout_s' and (
-                    p.type_ != Parameter.Type.DOUBLE or not 0.01 <= p.value <= 60.0):
-                return SetParametersResult(successful=False,
-                                           reason='command_timeout_s must be a double in '
-                                                  '[0.01, 60]')
-            if p.name == 'episode_seed' and (
-                    p.type_ != Parameter.Type.INTEGER or not -1 <= p.value < 2 ** 31):
-                return SetParametersResult(successful=False,
-                                           reason='episode_seed must be an integer >= -1')
-        return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: List[Parameter]) -> None:
         for p in params:
