@@ -38,6 +38,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mbrl_robot.config import node_params  # noqa: E402
 from mbrl_robot.core.models import create_model  # noqa: E402
@@ -217,6 +218,8 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
     arm = FakeArm()
     diagnostics = []
     arm.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+    markers = []
+    arm.node.create_subscription(MarkerArray, '/controller/predicted_paths', markers.append, 10)
     announce = arm.node.create_publisher(String, '/trainer/model', LATCHED_QOS)
     try:
         announce.publish(String(data=json.dumps({'version': 1,
@@ -237,6 +240,11 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
         misses = [int(v.value) for d in diagnostics for s in d.status for v in s.values
                   if v.key == 'deadline_misses']
         assert misses and max(misses) > 0
+        # The chosen plan's predicted puck and tool paths, with the ensemble spread around them.
+        assert markers
+        namespaces = {m.ns for m in markers[-1].markers}
+        assert namespaces == {'puck', 'puck_spread', 'tool', 'tool_spread'}
+        assert all(len(m.points) == 26 for m in markers[-1].markers)
         moving = arm.since(t1)
         assert np.abs(moving).max() <= SPEED + 1e-9
         assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
