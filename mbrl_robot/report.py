@@ -32,19 +32,26 @@ HORIZONS = (1, 2, 5, 10, 15, 20, 25)
 
 
 def held_out_trajectories(run_dir: str, summary: Dict[str, Any]):
-    """Evaluation episodes (obs (T+1, S), act (T, A)) from the run's buffer, if it has one."""
+    """Episodes the latest model never trained on, (obs (T+1, S), act (T, A)), from the buffer.
+
+    Those are the episodes after the training phase that produced the latest accepted model:
+    the evaluation episodes of a complete run, the last MPC episodes of a stopped one.
+    """
     from mbrl_robot.core.buffer.storage import TransitionStore
     buffer_dir = os.path.join(run_dir, 'buffer')
-    if not os.path.isfile(os.path.join(buffer_dir, 'transitions.sqlite3')):
+    accepted = [t for t in summary['trainings'] if not t.get('rejected')]
+    if not accepted or not os.path.isfile(os.path.join(buffer_dir, 'transitions.sqlite3')):
         return []
-    evaluation = {e['index'] for e in summary['episodes'] if e['stage'] == 'eval_planner'}
+    last = max(accepted, key=lambda t: t['version'])
+    held_out = {e['index'] for e in summary['episodes']
+                if e['index'] > last['index'] and e['policy'] == 'planner'}
     store = TransitionStore(buffer_dir)
     try:
         records = store.records(dtype=np.float64)
     finally:
         store.close()
     trajectories = []
-    for episode in sorted(evaluation):
+    for episode in sorted(held_out):
         rows = np.flatnonzero(records.episode == episode)
         if len(rows) < 2:
             continue
@@ -181,10 +188,11 @@ def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = N
         fig.savefig(os.path.join(run_dir, name), dpi=110)
         plt.close(fig)
 
+    profile = f'Profile `{summary["profile"]}`; ' if 'profile' in summary else ''
     lines = [f'# mbrl_robot run report: {os.path.basename(os.path.abspath(run_dir))}', '',
-             f'Profile `{summary.get("profile", "?")}`; wall time {summary["wall_s"] / 60:.1f} '
-             f'min; {summary["transitions_used"]} real transitions used for learning; success '
-             f'= final puck-target distance < {summary["success_radius_m"] * 100:.0f} cm.', '',
+             f'{profile}wall time {summary["wall_s"] / 60:.1f} min; '
+             f'{summary["transitions_used"]} real transitions used for learning; success = final'
+             f' puck-target distance < {summary["success_radius_m"] * 100:.0f} cm.', '',
              '| stage | episodes | success rate | mean final distance (m) |', '|---|---|---|---|']
     for stage, s in stages.items():
         lines.append(f'| {stage} | {s["episodes"]} | {100 * s["success_rate"]:.0f}% | '

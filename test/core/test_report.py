@@ -1,0 +1,40 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+import os
+
+import torch
+
+from mbrl_robot.core.algorithms.mpc_recipe import run_recipe
+from mbrl_robot.report import write_report
+
+
+def test_report_from_a_smoke_recipe(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = run_recipe('ci_smoke', overrides={'recipe': {'baselines': ['random']}},
+                             run_dir=str(tmp_path), log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary['complete']
+    assert set(summary['stages']) == {'random', 'mpc', 'eval_planner', 'eval_random'}
+    assert summary['plan_latency_ms']['count'] == 2 * 20  # the MPC and the evaluation episode
+    path = write_report(str(tmp_path))
+    text = open(path).read()
+    for stage in summary['stages']:
+        assert f'| {stage} |' in text
+    for name in ('learning.png', 'plan_latency.png', 'ensemble_loss.png'):
+        assert os.path.getsize(tmp_path / name) > 1000
+        assert f'![{name}]({name})' in text
