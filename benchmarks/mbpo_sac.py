@@ -91,6 +91,8 @@ def main() -> None:
                     help='updates per real step (default: mbpo.gradient_steps; SAC: 1)')
     ap.add_argument('--set', nargs='*', default=[], metavar='KEY=JSON',
                     help='mbpo block overrides, e.g. sac.net_arch=[128,128] real_ratio=0.1')
+    ap.add_argument('--shaping', type=float, default=None,
+                    help='task.reward.tool_shaping_weight for the twin and the learner')
     ap.add_argument('--out-dir', default=None, help='write summary.json and the policy here')
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -107,6 +109,10 @@ def main() -> None:
     cfg['mbpo'] = _merge(cfg['mbpo'], {**over, 'total_steps': args.transitions})
     if args.gradient_steps is not None and args.method == 'mbpo':
         cfg['mbpo']['gradient_steps'] = args.gradient_steps
+    if args.shaping is not None:
+        for block in (cfg, ctl):
+            block['task']['reward'] = {**block['task'].get('reward', {}),
+                                       'tool_shaping_weight': args.shaping}
     task = ctl['task']
     dt = 1.0 / task['control_rate_hz']
     cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
@@ -129,7 +135,7 @@ def main() -> None:
         runs.append(s)
     summary = {
         'method': args.method, 'profile': args.profile, 'transitions': args.transitions,
-        'seeds': args.seeds, 'mbpo_config': cfg['mbpo'],
+        'seeds': args.seeds, 'mbpo_config': cfg['mbpo'], 'task': ctl['task'],
         'success_rate': float(np.mean([r['eval']['success_rate'] for r in runs])),
         'mean_final_distance': float(np.mean([r['eval']['mean_final_distance'] for r in runs])),
         'eval_episodes': sum(r['eval']['episodes'] for r in runs),

@@ -207,17 +207,18 @@ class PolicyFactory:
     def load_policy(self, path: str, version: int, sha256: Optional[str] = None) -> bool:
         """Load a policy checkpoint directory (``policy.pt`` + ``policy.json``).
 
-        Keeps the current policy if it fails (wrong dims or layout, version other than
-        announced, checksum mismatch, corrupt files) and logs why. In policy mode
-        ``model_version`` follows the policy's version, so version gating in the node works
-        unchanged. Returns success.
+        The policy runs on the CPU whatever ``device`` says: one small forward per step is
+        faster there than a GPU round trip. Keeps the current policy if it fails (wrong dims or
+        layout, version other than announced, checksum mismatch, corrupt files) and logs why.
+        In policy mode ``model_version`` follows the policy's version, so version gating in the
+        node works unchanged. Returns success.
         """
         if version <= self.policy_version:
             return False
         try:
             policy, _ = load_policy_dir(path, version=version, sha256=sha256,
                                         obs_dim=STATE_DIM + 3, act_dim=ACTION_DIM,
-                                        obs_layout=PUSH_OBS_LAYOUT, device=self.device)
+                                        obs_layout=PUSH_OBS_LAYOUT, device='cpu')
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             self.logger.error(f'policy v{version} at {path} rejected, keeping '
                               f'v{self.policy_version}: {e}')

@@ -25,8 +25,10 @@ Parts, all free of ROS:
   :func:`push_goal_task` builds it for the twin from :class:`PushTask` and the filter.
 * :class:`PushPolicyEnv`: ``PushEnv`` as the controller drives it: every action goes through the
   same :class:`CommandFilter`, the observation is ``[s (17), target - puck (3)]``.
-* :func:`run_sac_loop`: one SAC loop (stable-baselines3's SAC networks and update) for both MBPO
-  and the model-free baseline, so the two differ only in the model data.
+* :class:`MBPOAgent`: the learner without the env loop (real and model buffers, ensemble fits,
+  rollouts, SB3 SAC updates, policy export), so a trainer node can feed it recorded transitions.
+* :func:`run_sac_loop`: one env loop around :class:`MBPOAgent` for both MBPO and the model-free
+  baseline, so the two differ only in the model data.
 * :func:`run_mbpo`: MBPO on an env with a :class:`GoalTask`, returning a summary.
 * :class:`DeterministicPolicy`, :func:`save_policy`, :func:`load_policy`: the deployed policy
   (``policy.pt`` + ``policy.json`` with dims, layout, version and sha256).
@@ -136,15 +138,14 @@ def push_goal_task(task, command_filter=None) -> GoalTask:
         per_row._target = goal.to(dtype=task.dtype, device=next_state.device)
         return per_row.reward_fn(next_state, act)
 
-    action_filter = None
-    if command_filter is not None:
-        def action_filter(state: np.ndarray, act: np.ndarray) -> np.ndarray:
-            state = np.asarray(state, dtype=np.float64)
-            previous = state[:, 7:14]
-            cmd = command_filter(state[:, :7], command_filter.to_velocity(act), previous)
-            return command_filter.to_action(cmd).astype(np.float32)
+    def action_filter(state: np.ndarray, act: np.ndarray) -> np.ndarray:
+        state = np.asarray(state, dtype=np.float64)
+        previous = state[:, 7:14]
+        cmd = command_filter(state[:, :7], command_filter.to_velocity(act), previous)
+        return command_filter.to_action(cmd).astype(np.float32)
 
-    return GoalTask(PUSH_STATE_DIM, 3, 7, PUSH_OBS_LAYOUT, push_obs, reward_fn, action_filter)
+    return GoalTask(PUSH_STATE_DIM, 3, 7, PUSH_OBS_LAYOUT, push_obs, reward_fn,
+                    None if command_filter is None else action_filter)
 
 
 class PushPolicyEnv(gym.Wrapper):
@@ -608,6 +609,156 @@ def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+class MBPOAgent:
+    """MBPO's learner without the environment loop: what ``run_sac_loop`` and a trainer node share.
+
+    Real transitions come in through :meth:`add_real` (an env loop) or :meth:`add_transitions`
+    (rows recorded by the controller: executed actions, state, next state, goal); after each
+    real step :meth:`after_real_step` runs the schedule of ``cfg``: model (re)fits every
+    ``model_train_freq`` steps, rollouts every ``rollout_freq`` steps, ``gradient_steps`` SAC
+    updates per step. :meth:`policy` / :meth:`save` export the deployable policy.
+
+    Args:
+        gtask: the task.
+        observation_space: the policy's observation space (``gtask.make_obs`` output).
+        action_space: Box in [-1, 1].
+        cfg: an ``mbpo`` block.
+        seed: seeds SAC, the model, the minibatches and the rollouts.
+        use_model: MBPO (True) or model-free SAC (False).
+        model_cfg: ``trainer.model`` block (with ``use_model``).
+        training_cfg: ``trainer.training`` block (with ``use_model``).
+        log: progress sink.
+    """
+
+    def __init__(self, gtask: GoalTask, observation_space, action_space, cfg: Dict[str, Any],
+                 seed: int, use_model: bool, model_cfg: Optional[Dict[str, Any]] = None,
+                 training_cfg: Optional[Dict[str, Any]] = None,
+                 log: Callable[[str], None] = print):
+        _check_mbpo_cfg(cfg)
+        if use_model and (model_cfg is None or training_cfg is None):
+            raise ValueError('MBPO: use_model needs model_cfg and training_cfg')
+        self.gtask, self.cfg, self.seed, self.use_model = gtask, cfg, int(seed), use_model
+        self.model_cfg, self.training_cfg, self.log = model_cfg, training_cfg, log
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.batch_size = int(cfg['batch_size'])
+        self.sac = make_sac(observation_space, action_space, dict(cfg['sac']), self.batch_size,
+                            seed)
+        obs_dim = int(np.prod(observation_space.shape))
+        act_dim = gtask.act_dim
+        self.real = ArrayBuffer(int(cfg['total_steps']), {
+            'obs': obs_dim, 'act': act_dim, 'reward': 0, 'next_obs': obs_dim, 'done': 0,
+            'state': gtask.state_dim, 'executed': act_dim, 'next_state': gtask.state_dim,
+            'goal': gtask.goal_dim, 'last': 0})
+        self.model_buffer = None
+        if use_model:
+            cap = (int(cfg['rollouts_per_step']) * int(cfg['rollout_freq'])
+                   * int(cfg['rollout_length_max']) * int(cfg['model_retain_rollouts']))
+            self.model_buffer = ArrayBuffer(max(cap, 1), {
+                'obs': obs_dim, 'act': act_dim, 'reward': 0, 'next_obs': obs_dim, 'done': 0})
+        self.sac.replay_buffer = MixedReplayBuffer(
+            self.real, self.model_buffer, float(cfg['real_ratio']) if use_model else 1.0, seed)
+        self.model = None
+        self.fits: List[Dict[str, Any]] = []
+        self.n_updates = 0
+        self.n_real = 0
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
+        """Action (A,) for one observation: uniform random during ``init_random_steps``, then
+        SAC's stochastic (``explore``) or deterministic action."""
+        if explore and self.n_real < int(self.cfg['init_random_steps']):
+            return self.rng.uniform(-1.0, 1.0, self.gtask.act_dim).astype(np.float32)
+        return self.sac.actor(torch.as_tensor(obs, dtype=torch.float32)[None],
+                              deterministic=not explore)[0].numpy()
+
+    def add_real(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray,
+                 terminated: np.ndarray, last: np.ndarray, state: np.ndarray,
+                 executed: np.ndarray, next_state: np.ndarray, goal: np.ndarray) -> None:
+        """Store N real rows (all (N, ·) / (N,)); the reward is ``gtask.reward_fn`` on the
+        executed action, exactly as in model rollouts."""
+        reward = self.gtask.reward_fn(torch.as_tensor(next_state, dtype=torch.float32),
+                                      torch.as_tensor(executed, dtype=torch.float32),
+                                      torch.as_tensor(goal, dtype=torch.float32)).numpy()
+        self.real.add(obs=obs, act=act, reward=reward, next_obs=next_obs,
+                      done=np.asarray(terminated, dtype=np.float32), state=state,
+                      executed=executed, next_state=next_state, goal=goal,
+                      last=np.asarray(last, dtype=np.float32))
+
+    def add_transitions(self, state: np.ndarray, executed: np.ndarray, next_state: np.ndarray,
+                        goal: np.ndarray, last: np.ndarray) -> None:
+        """Store N rows recorded by the controller (no termination on the push task: time
+        limits only). SAC learns on the executed action, the only one recorded."""
+        g = torch.as_tensor(goal, dtype=torch.float32)
+        obs = self.gtask.make_obs(torch.as_tensor(state, dtype=torch.float32), g).numpy()
+        nxt = self.gtask.make_obs(torch.as_tensor(next_state, dtype=torch.float32), g).numpy()
+        self.add_real(obs, executed, nxt, np.zeros(len(obs)), last, state, executed, next_state,
+                      goal)
+
+    def after_real_step(self) -> None:
+        """Count one real step and run what the schedule asks for at this step."""
+        self.n_real += 1
+        step, cfg = self.n_real, self.cfg
+        started = step >= int(cfg['init_random_steps'])
+        if self.use_model and started and (self.model is None
+                                           or step % int(cfg['model_train_freq']) == 0):
+            self.fit_model()
+        if self.use_model and self.model is not None and int(cfg['rollouts_per_step']) > 0 and (
+                step % int(cfg['rollout_freq']) == 0 or len(self.model_buffer) == 0):
+            self.rollout(int(cfg['rollouts_per_step']) * int(cfg['rollout_freq']),
+                         rollout_length(cfg, step))
+        if started and len(self.real) >= self.batch_size and int(cfg['gradient_steps']) > 0:
+            self.train(int(cfg['gradient_steps']))
+
+    def fit_model(self) -> Dict[str, Any]:
+        """(Re)fit the ensemble on every real row (warm start after the first fit)."""
+        tp = time.monotonic()
+        r = self.real
+        batch = TransitionBatch(r.column('state'), r.column('executed'), r.column('next_state'),
+                                r.column('reward'), r.column('last').astype(bool))
+        version = len(self.fits)
+        epochs = None
+        if self.model is None:
+            self.model = create_model(dict(self.model_cfg), self.gtask.state_dim,
+                                      self.gtask.act_dim, 'cpu', self.seed + version)
+        else:
+            epochs = int(self.cfg['model_max_epochs'])
+        trainer = create_trainer(self.model, {**dict(self.training_cfg),
+                                              'seed': int(self.seed + version)})
+        res = trainer.fit(batch, max_epochs=epochs)
+        self.model.eval()
+        fit = {'n_transitions': len(batch), 'val_loss': float(res.best_val_loss),
+               'epochs': res.epochs, 'wall_s': time.monotonic() - tp}
+        self.fits.append(fit)
+        self.log(f'model fit {version} on {len(batch)} transitions: val loss '
+                 f'{res.best_val_loss:.4f}, {res.epochs} epochs, {fit["wall_s"]:.1f} s')
+        return fit
+
+    def rollout(self, n: int, length: int) -> int:
+        """Branch ``n`` rollouts of ``length`` steps into the model buffer; returns rows added."""
+        start = self.real.sample(n, self.rng)
+        rows = model_rollouts(self.model, self.sac.actor, self.gtask, start['state'],
+                              start['goal'], length, self.cfg['member'], self.rng, self.gen)
+        self.model_buffer.add(**rows)
+        return len(rows['obs'])
+
+    def train(self, gradient_steps: int) -> None:
+        """``gradient_steps`` SB3 SAC updates on mixed minibatches."""
+        self.sac.train(gradient_steps=gradient_steps, batch_size=self.batch_size)
+        self.n_updates += gradient_steps
+
+    def policy(self) -> DeterministicPolicy:
+        """The current deterministic policy, copied out of SAC."""
+        return DeterministicPolicy.from_sac(self.sac)
+
+    def save(self, directory: Union[str, os.PathLike], version: int,
+             extra: Optional[Dict[str, Any]] = None) -> str:
+        """Write the policy checkpoint (with ``sac.zip``); returns its sha256."""
+        return save_policy(self.policy(), directory, version, self.gtask.obs_layout,
+                           sac=self.sac, extra=extra)
+
+
 def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
                  use_model: bool, model_cfg: Optional[Dict[str, Any]] = None,
                  training_cfg: Optional[Dict[str, Any]] = None,
@@ -617,8 +768,8 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
 
     One loop for both methods: the real buffer, the SB3 SAC networks and update, the episode
     seeds and the evaluation are shared; ``use_model`` adds the ensemble, the rollouts and the
-    mixed minibatches. Training episodes use seeds ``10**6 * (seed + 1) + episode``, disjoint
-    from the held-out evaluation seeds.
+    mixed minibatches (:class:`MBPOAgent`). Training episodes use seeds
+    ``10**6 * (seed + 1) + episode``, disjoint from the held-out evaluation seeds.
 
     Args:
         env: env whose ``info`` holds ``state``, ``goal`` (and ``executed_action`` when the env
@@ -635,125 +786,48 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
         log: progress sink.
 
     Returns:
-        ``{'sac', 'policy', 'curve': [{'transitions', 'wall_s', **evaluate()}],
-        'model_fits': [...], 'transitions', 'wall_s', 'gradient_steps'}``.
+        ``{'agent', 'sac', 'policy', 'curve': [{'transitions', 'wall_s', **evaluate()}],
+        'model_fits', 'transitions', 'wall_s', 'gradient_steps', 'model'}``.
     """
-    _check_mbpo_cfg(cfg)
-    if use_model and (model_cfg is None or training_cfg is None):
-        raise ValueError('run_sac_loop: use_model needs model_cfg and training_cfg')
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    agent = MBPOAgent(gtask, env.observation_space, env.action_space, cfg, seed, use_model,
+                      model_cfg, training_cfg, log)
     total = int(cfg['total_steps'])
-    batch_size = int(cfg['batch_size'])
-    sac = make_sac(env.observation_space, env.action_space, dict(cfg['sac']), batch_size, seed)
-    obs_dim = int(np.prod(env.observation_space.shape))
-    act_dim = gtask.act_dim
-    real = ArrayBuffer(total, {'obs': obs_dim, 'act': act_dim, 'reward': 0,
-                               'next_obs': obs_dim, 'done': 0, 'state': gtask.state_dim,
-                               'executed': act_dim, 'next_state': gtask.state_dim,
-                               'goal': gtask.goal_dim, 'last': 0})
-    model_buf = None
-    if use_model:
-        cap = (int(cfg['rollouts_per_step']) * int(cfg['rollout_freq'])
-               * int(cfg['rollout_length_max']) * int(cfg['model_retain_rollouts']))
-        model_buf = ArrayBuffer(max(cap, 1), {'obs': obs_dim, 'act': act_dim, 'reward': 0,
-                                              'next_obs': obs_dim, 'done': 0})
-    sac.replay_buffer = MixedReplayBuffer(real, model_buf,
-                                          float(cfg['real_ratio']) if use_model else 1.0, seed)
-    grad_steps = int(cfg['gradient_steps'])
-    init_random = int(cfg['init_random_steps'])
     eval_at = sorted(int(x) for x in eval_at)
     curve: List[Dict[str, Any]] = []
-    fits: List[Dict[str, Any]] = []
-    model = None
-    n_updates = 0
     t0 = time.monotonic()
+
+    def evaluate_now():
+        res = evaluate(lambda o: agent.act(o, explore=False), env, eval_seeds)
+        curve.append({'transitions': agent.n_real, 'wall_s': time.monotonic() - t0, **res})
+        log(f'{"mbpo" if use_model else "sac"} seed {seed}: {agent.n_real} transitions, '
+            f'success {res["success_rate"]:.2f}, final distance '
+            f'{res["mean_final_distance"]:.3f}, {time.monotonic() - t0:.0f} s')
+
     episode = 0
     obs, info = env.reset(seed=10 ** 6 * (seed + 1) + episode)
-    step = 0
-    while step < total:
-        if step < init_random:
-            action = rng.uniform(-1.0, 1.0, act_dim).astype(np.float32)
-        else:
-            with torch.no_grad():
-                action = sac.actor(torch.as_tensor(obs, dtype=torch.float32)[None],
-                                   deterministic=False)[0].numpy()
+    while agent.n_real < total:
+        action = agent.act(obs)
         state = info['state']
         next_obs, _, terminated, truncated, info = env.step(action)
         executed = info.get('executed_action', action)
-        reward = float(gtask.reward_fn(
-            torch.as_tensor(info['state'], dtype=torch.float32)[None],
-            torch.as_tensor(executed, dtype=torch.float32)[None],
-            torch.as_tensor(info['goal'], dtype=torch.float32)[None])[0])
-        real.add(obs=obs[None], act=action[None], reward=np.array([reward]),
-                 next_obs=next_obs[None], done=np.array([float(terminated)]),
-                 state=np.asarray(state)[None], executed=np.asarray(executed)[None],
-                 next_state=np.asarray(info['state'])[None], goal=np.asarray(info['goal'])[None],
-                 last=np.array([float(terminated or truncated)]))
-        step += 1
+        agent.add_real(obs[None], action[None], next_obs[None], np.array([terminated]),
+                       np.array([terminated or truncated]), np.asarray(state)[None],
+                       np.asarray(executed)[None], np.asarray(info['state'])[None],
+                       np.asarray(info['goal'])[None])
+        agent.after_real_step()
         obs = next_obs
-        if use_model and step >= init_random and (
-                model is None or step % int(cfg['model_train_freq']) == 0):
-            model = _fit_model(model, real, gtask, model_cfg, training_cfg, cfg, seed, fits, log)
-        if use_model and model is not None and int(cfg['rollouts_per_step']) > 0 and (
-                step % int(cfg['rollout_freq']) == 0 or len(model_buf) == 0):
-            k = rollout_length(cfg, step)
-            n = int(cfg['rollouts_per_step']) * int(cfg['rollout_freq'])
-            start = real.sample(n, rng)
-            rows = model_rollouts(model, sac.actor, gtask, start['state'], start['goal'], k,
-                                  cfg['member'], rng, gen)
-            model_buf.add(**rows)
-        if step >= init_random and grad_steps > 0 and len(real) >= batch_size:
-            sac.train(gradient_steps=grad_steps, batch_size=batch_size)
-            n_updates += grad_steps
         if terminated or truncated:
-            while eval_at and step >= eval_at[0]:
-                res = evaluate(_act_fn(sac), env, eval_seeds)
-                curve.append({'transitions': step, 'wall_s': time.monotonic() - t0, **res})
-                log(f'{"mbpo" if use_model else "sac"} seed {seed}: {step} transitions, '
-                    f'success {res["success_rate"]:.2f}, final distance '
-                    f'{res["mean_final_distance"]:.3f}, {time.monotonic() - t0:.0f} s')
+            while eval_at and agent.n_real >= eval_at[0]:
+                evaluate_now()
                 eval_at.pop(0)
             episode += 1
             obs, info = env.reset(seed=10 ** 6 * (seed + 1) + episode)
     for _ in eval_at:  # budgets not reached at an episode end (total not a multiple)
-        res = evaluate(_act_fn(sac), env, eval_seeds)
-        curve.append({'transitions': step, 'wall_s': time.monotonic() - t0, **res})
-    return {'sac': sac, 'policy': DeterministicPolicy.from_sac(sac), 'curve': curve,
-            'model_fits': fits, 'transitions': step, 'wall_s': time.monotonic() - t0,
-            'gradient_steps': n_updates, 'model': model}
-
-
-def _act_fn(sac) -> Callable[[np.ndarray], np.ndarray]:
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return sac.actor(torch.as_tensor(obs, dtype=torch.float32)[None],
-                             deterministic=True)[0].numpy()
-    return act
-
-
-def _fit_model(model, real: ArrayBuffer, gtask: GoalTask, model_cfg, training_cfg, cfg, seed,
-               fits: List[Dict[str, Any]], log):
-    tp = time.monotonic()
-    batch = TransitionBatch(real.column('state'), real.column('executed'),
-                            real.column('next_state'), real.column('reward'),
-                            real.column('last').astype(bool))
-    version = len(fits)
-    if model is None:
-        model = create_model(dict(model_cfg), gtask.state_dim, gtask.act_dim, 'cpu',
-                             seed + version)
-        epochs = None
-    else:
-        epochs = int(cfg['model_max_epochs'])
-    trainer = create_trainer(model, {**dict(training_cfg), 'seed': int(seed + version)})
-    res = trainer.fit(batch, max_epochs=epochs)
-    model.eval()
-    fits.append({'n_transitions': len(batch), 'val_loss': float(res.best_val_loss),
-                 'epochs': res.epochs, 'wall_s': time.monotonic() - tp})
-    log(f'model fit {version} on {len(batch)} transitions: val loss {res.best_val_loss:.4f}, '
-        f'{res.epochs} epochs, {time.monotonic() - tp:.1f} s')
-    return model
+        evaluate_now()
+    return {'agent': agent, 'sac': agent.sac, 'policy': agent.policy(), 'curve': curve,
+            'model_fits': agent.fits, 'transitions': agent.n_real,
+            'wall_s': time.monotonic() - t0, 'gradient_steps': agent.n_updates,
+            'model': agent.model}
 
 
 def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTask] = None,
