@@ -118,15 +118,15 @@ class PushEnv(gym.Env):
     Observation (17,) float32: ``q`` (7), ``qd`` (7), puck xyz (3); with options, then puck linear
     velocity (3) and tool-tip xyz (3). Action (7,) in [-1, 1]: joint velocity
     ``a * max_joint_speed_rad_s``, clamped to each joint's velocity limit, held for one control
-    step. Reward ``-||puck - target|| - w g ||tool_tip - push_point||`` on the next state (equal
+    step. Reward ``-||puck - target|| - w g ||tool_tip - push_point|| - c ||a||^2`` (equal
     to :meth:`mbrl_robot.core.tasks.PushTask.reward_fn`). Episodes are truncated after
     ``episode_steps``; ``info`` holds ``distance``, ``is_success``, ``tool_tip``, ``puck``,
     ``target``, ``contact`` (pusher or arm touches the puck at the end of the step).
 
     Args:
         task_config: the ``task`` block of a config (joints, control_rate_hz, episode_steps,
-            success_radius_m, max_joint_speed_rad_s, reward.tool_shaping_weight and
-            reward.tool_shaping_fade_m); default: the
+            success_radius_m, max_joint_speed_rad_s, reward.tool_shaping_weight,
+            reward.tool_shaping_fade_m, reward.action_cost); default: the
             ``lecture`` profile's.
         physics_hz: physics rate; must be a multiple of ``control_rate_hz`` (default 120 Hz).
         gui: open the PyBullet GUI instead of a headless DIRECT client.
@@ -161,14 +161,16 @@ class PushEnv(gym.Env):
         reward = task_config.get('reward', {}) or {}
         self.tool_shaping_weight = float(reward.get('tool_shaping_weight', 0.0))
         self.tool_shaping_fade = float(reward.get('tool_shaping_fade_m', 0.0))
+        self.action_cost = float(reward.get('action_cost', 0.0))
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
         if self.control_rate_hz <= 0 or self.episode_steps <= 0 or self.max_joint_speed <= 0:
             raise ValueError('control_rate_hz, episode_steps and max_joint_speed_rad_s must be '
                              '> 0')
-        if self.success_radius <= 0 or self.tool_shaping_weight < 0 or self.tool_shaping_fade < 0:
-            raise ValueError('success_radius_m must be > 0, tool_shaping_weight and '
-                             'tool_shaping_fade_m >= 0')
+        if self.success_radius <= 0 or min(self.tool_shaping_weight, self.tool_shaping_fade,
+                                           self.action_cost) < 0:
+            raise ValueError('success_radius_m must be > 0, tool_shaping_weight, '
+                             'tool_shaping_fade_m and action_cost >= 0')
         substeps = physics_hz / self.control_rate_hz
         if substeps < 1 or abs(substeps - round(substeps)) > 1e-9:
             raise ValueError(f'physics_hz {physics_hz} must be a multiple of control_rate_hz '
@@ -316,12 +318,14 @@ class PushEnv(gym.Env):
         return {'distance': dist, 'is_success': dist < self.success_radius, 'tool_tip': tip,
                 'puck': puck.copy(), 'target': self._target.copy(), 'contact': self.in_contact()}
 
-    def _reward(self, obs: np.ndarray, tip: np.ndarray) -> float:
+    def _reward(self, obs: np.ndarray, tip: np.ndarray, action: np.ndarray) -> float:
         puck = obs[14:17]
         reward = -float(np.linalg.norm(puck - self._target))
         if self.tool_shaping_weight > 0.0:
             reward -= float(tool_shaping(puck, self._target, tip, self.tool_shaping_weight,
                                          self.tool_shaping_fade))
+        if self.action_cost > 0.0:
+            reward -= self.action_cost * float(np.sum(action ** 2))
         return reward
 
     # ----------------------------------------------------------------------------- control
@@ -389,9 +393,10 @@ class PushEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (7,) or not np.all(np.isfinite(action)):
             raise ValueError(f'action must be 7 finite numbers, got {action}')
-        obs = self.step_velocity(np.clip(action, -1.0, 1.0) * self.max_joint_speed)
+        action = np.clip(action, -1.0, 1.0)
+        obs = self.step_velocity(action * self.max_joint_speed)
         tip = self.tool_tip()
-        reward = self._reward(obs, tip)
+        reward = self._reward(obs, tip, action)
         truncated = self._step_count >= self.episode_steps
         return obs.astype(np.float32), reward, False, truncated, self._info(obs, tip)
 

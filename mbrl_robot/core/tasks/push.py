@@ -18,7 +18,7 @@ world frame). Extra columns after these 17 (optional simulator observations) are
 
 Reward of a transition, computed on the next state::
 
-    r = -||puck - target|| - w * g * ||tool_tip(q) - push_point||
+    r = -||puck - target|| - w * g * ||tool_tip(q) - push_point|| - c * ||a||^2
     push_point = puck + (puck - target) / ||puck - target|| * (puck_radius + tool_radius)
     g = min(1, ||puck - target|| / fade)      (g = 1 when fade = 0)
 
@@ -27,6 +27,8 @@ Reward of a transition, computed on the next state::
 target the push direction is undefined (it flips with millimetres of puck motion), so a tool
 drawn to the push point there rams the puck off the target; ``fade``
 (``task.reward.tool_shaping_fade_m``) fades the tool term out over the last ``fade`` metres.
+``c`` (``task.reward.action_cost``) is a control cost on the normalised action ``a`` in [-1, 1]
+(as in PETS' pusher): once the puck is on the target, standing still scores best.
 """
 
 from typing import Any, Mapping, Optional, Sequence
@@ -99,6 +101,7 @@ class PushTask:
         joint_names: order of the 7 joints in the state (``task.joints``); default: URDF order.
         tool_shaping_weight: ``w`` above (>= 0).
         tool_shaping_fade: ``fade`` above (m, >= 0; 0: no fading).
+        action_cost: ``c`` above (>= 0).
         success_radius: success when the final puck-target distance is below this (m).
         target: initial (3,) target, or None (call :meth:`set_target` before :meth:`reward_fn`).
         push_offset: distance of the push point behind the puck centre (m); default puck radius
@@ -119,13 +122,13 @@ class PushTask:
     def __init__(self, urdf_file: Optional[str] = None,
                  joint_names: Optional[Sequence[str]] = None,
                  tool_shaping_weight: float = 0.0, success_radius: float = 0.05,
-                 tool_shaping_fade: float = 0.0,
+                 tool_shaping_fade: float = 0.0, action_cost: float = 0.0,
                  target: Optional[Sequence[float]] = None,
                  push_offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M,
                  device: torch.device = torch.device('cpu'), dtype: torch.dtype = torch.float32):
-        if tool_shaping_weight < 0.0 or tool_shaping_fade < 0.0:
-            raise ValueError('tool_shaping_weight and tool_shaping_fade must be >= 0, got '
-                             f'{tool_shaping_weight}, {tool_shaping_fade}')
+        if tool_shaping_weight < 0.0 or tool_shaping_fade < 0.0 or action_cost < 0.0:
+            raise ValueError('tool_shaping_weight, tool_shaping_fade and action_cost must be >= 0,'
+                             f' got {tool_shaping_weight}, {tool_shaping_fade}, {action_cost}')
         if success_radius <= 0.0 or push_offset < 0.0:
             raise ValueError('success_radius must be > 0 and push_offset >= 0, got '
                              f'{success_radius}, {push_offset}')
@@ -141,6 +144,7 @@ class PushTask:
         self.joint_names = self.kinematics.joint_names
         self.tool_shaping_weight = float(tool_shaping_weight)
         self.tool_shaping_fade = float(tool_shaping_fade)
+        self.action_cost = float(action_cost)
         self.success_radius = float(success_radius)
         self.push_offset = float(push_offset)
         self._target: Optional[torch.Tensor] = None
@@ -154,6 +158,7 @@ class PushTask:
         return cls(joint_names=task_config['joints'],
                    tool_shaping_weight=float(reward.get('tool_shaping_weight', 0.0)),
                    tool_shaping_fade=float(reward.get('tool_shaping_fade_m', 0.0)),
+                   action_cost=float(reward.get('action_cost', 0.0)),
                    success_radius=float(task_config.get('success_radius_m', 0.05)), **kwargs)
 
     def to(self, device: torch.device) -> 'PushTask':
@@ -186,7 +191,7 @@ class PushTask:
         return self.kinematics.tip_position(obs[..., Q_SLICE])
 
     def reward_fn(self, next_obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Reward (...) of reaching ``next_obs`` (..., >=17); ``act`` (..., 7) is unused.
+        """Reward (...) of taking ``act`` (..., 7) and reaching ``next_obs`` (..., >=17).
 
         Matches :data:`mbrl_robot.core.types.RewardFnType`.
 
@@ -212,6 +217,8 @@ class PushTask:
             if self.tool_shaping_fade > 0.0:
                 term = term * (dist / self.tool_shaping_fade).clamp_max(1.0)
             reward = reward - term
+        if self.action_cost > 0.0:
+            reward = reward - self.action_cost * (act.to(reward.dtype) ** 2).sum(-1)
         return reward
 
     def distance(self, obs: np.ndarray, target: Optional[Sequence[float]] = None) -> np.ndarray:
