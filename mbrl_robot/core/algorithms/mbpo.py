@@ -852,7 +852,8 @@ def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalT
 
     Returns:
         ``{'method': 'mbpo', 'seed', 'transitions', 'wall_s', 'gradient_steps', 'eval',
-        'curve', 'model_fits', 'checkpoint', 'sha256'}``.
+        'curve', 'model_fits', 'checkpoint', 'sha256'}`` (JSON-able) plus ``'policy'``, the
+        :class:`DeterministicPolicy`.
     """
     m = dict(cfg['mbpo'])
     if gtask is None:

@@ -53,7 +53,8 @@ def run_sac(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTa
 
     Returns:
         ``{'method': 'sac', 'seed', 'transitions', 'wall_s', 'gradient_steps', 'curve',
-        'eval' (the last curve point), 'checkpoint', 'sha256'}``.
+        'eval' (the last curve point), 'checkpoint', 'sha256'}`` (JSON-able) plus
+        ``'policy'``, the :class:`DeterministicPolicy`.
 
     Raises:
         ValueError: empty or non-positive ``curve_points``.
