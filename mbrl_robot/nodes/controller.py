@@ -61,6 +61,8 @@ DESCRIPTIONS = {
     'topics.puck_pose': 'geometry_msgs/PointStamped puck position input.',
     'topics.target_pose': 'geometry_msgs/PointStamped target input (may change at run time).',
     'topics.model_version': 'std_msgs/String JSON announcing validated model checkpoints.',
+    'topics.policy_version': 'std_msgs/String JSON announcing trained policy checkpoints.',
+    'mode': 'planner: MPC on the latest model; policy: the latest trained policy (MBPO/SAC).',
     'device': 'Planner device: auto (cuda when present), cpu or cuda.',
     'torch_threads': 'torch CPU threads for this process (0: torch default).',
     'exploration': 'Policy before the first model: random (the recipe) or zero.',
@@ -90,7 +92,8 @@ DESCRIPTIONS = {
     'planner.seed': 'Seed of the planner generators.',
 }
 READ_ONLY = ('task.joints', 'task.control_rate_hz', 'controller_name', 'topics.joint_states',
-             'topics.puck_pose', 'topics.target_pose', 'topics.model_version', 'device')
+             'topics.puck_pose', 'topics.target_pose', 'topics.model_version',
+             'topics.policy_version', 'mode', 'device')
 RANGES = {
     'task.control_rate_hz': (1.0, 1000.0), 'task.episode_steps': (1, 100000),
     'task.max_joint_speed_rad_s': (0.01, 3.2), 'state_timeout_s': (0.001, 10.0),
@@ -174,7 +177,9 @@ class ControllerNode(Node):
                                  callback_group=io)
         self.create_subscription(PointStamped, topics['target_pose'], self.target_callback,
                                  LATCHED_QOS, callback_group=io)
-        self.create_subscription(String, topics['model_version'], self.model_callback, LATCHED_QOS,
+        # Policy mode deploys a trained policy; its checkpoints are announced like models.
+        announcements = topics['policy_version' if p['mode'] == 'policy' else 'model_version']
+        self.create_subscription(String, announcements, self.model_callback, LATCHED_QOS,
                                  callback_group=io)
         self.create_subscription(String, '/recipe/episode', self.episode_callback, LATCHED_QOS,
                                  callback_group=io)
@@ -184,7 +189,10 @@ class ControllerNode(Node):
                                        callback_group=self._tick_group)
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io)
         self.get_logger().info(
-            f'controller ready: {p["planner"]["name"]} planner on {self.policies.device}, '
+            'controller ready: '
+            + (f'{p["planner"]["name"]} planner' if p['mode'] == 'planner'
+               else f'policy mode ({announcements})')
+            + f' on {self.policies.device}, '
             f'{1.0 / self.period:.0f} Hz, commands on {prefix}/commands')
 
     # --- inputs ---------------------------------------------------------------------------
@@ -254,7 +262,9 @@ class ControllerNode(Node):
                          daemon=True).start()
 
     def _load_model(self, path: str, version: int, sha256: Optional[str]):
-        if self.policies.load_model(path, version, sha256):
+        load = (self.policies.load_policy if self.policies.mode == 'policy'
+                else self.policies.load_model)
+        if load(path, version, sha256):
             # An episode may be waiting for exactly this model (lockstep: nothing else ticks).
             self._try_tick()
 

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 rclpy = pytest.importorskip('rclpy')
 
@@ -41,6 +42,8 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mbrl_robot.config import node_params  # noqa: E402
+from mbrl_robot.core.algorithms.mbpo import (DeterministicPolicy, PUSH_OBS_LAYOUT,  # noqa: E402
+                                             save_policy)
 from mbrl_robot.core.models import create_model  # noqa: E402
 from mbrl_robot.nodes.transport import EXECUTED_QOS, LATCHED_QOS  # noqa: E402
 
@@ -275,6 +278,47 @@ def test_go_home_drives_to_the_ready_pose_at_limited_speed(ros_env):
         arm.close()
         proc.kill()
         proc.wait()
+
+
+def test_policy_mode_commands_from_a_trained_policy_and_stops_on_bad_state(ros_env, tmp_path):
+    torch.manual_seed(0)
+    policy = DeterministicPolicy(17 + 3, 7, [32, 32])
+    sha256 = save_policy(policy, tmp_path / 'v0001', 1, PUSH_OBS_LAYOUT)
+    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
+                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    proc = controller_process(ros_env, '-p', 'controller:mode:=policy')
+    arm = FakeArm()
+    announce = arm.node.create_publisher(String, '/trainer/policy', LATCHED_QOS)
+    try:
+        announce.publish(String(data=json.dumps({'version': 1, 'sha256': sha256,
+                                                 'path': str(tmp_path / 'v0001')})))
+        arm.spin_for(1.0)
+        t0 = time.monotonic()
+        arm.episode_pub.publish(String(data=json.dumps(
+            {'episode': 0, 'policy': 'planner', 'min_model_version': 1})))
+        arm.start_target()
+        while len(arm.since(t0)) < 5 and time.monotonic() < t0 + 60:
+            arm.spin_for(0.2)
+        t1 = time.monotonic()
+        arm.spin_for(2.0)
+        moving = arm.since(t1)
+        assert len(moving) >= 30 and np.abs(moving).max() > 0.0
+        assert np.abs(moving).max() <= SPEED + 1e-9
+        assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
+        arm.corrupt = True
+        arm.spin_for(1.0)
+        t2 = time.monotonic()
+        arm.spin_for(0.5)
+        assert len(arm.since(t2)) >= 5 and np.all(arm.since(t2) == 0.0)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        log = proc.stdout.read()
+        assert 'policy v1 loaded' in log
+    finally:
+        arm.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_bad_parameter_stops_the_node_with_a_clear_error(ros_env):
