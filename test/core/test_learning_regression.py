@@ -115,6 +115,7 @@ def test_recipe_beats_random_policy():
     st = summary['stages']
     planner, random = st['eval_planner'], st['eval_random']
     msg = {k: (v['success_rate'], round(v['mean_final_distance'], 4)) for k, v in st.items()}
+    print('reduced recipe (success rate, mean final distance m):', msg)
     assert summary['transitions_used'] == 3500
     assert planner['episodes'] == random['episodes'] == 10
     # Random and zero policies never succeed on these seeds (the puck stays 15-18 cm away).
