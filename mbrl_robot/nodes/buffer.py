@@ -52,7 +52,7 @@ from mbrl_robot.core.buffer.assembler import NumpyRewardFn
 from mbrl_robot.core.buffer.storage import TransitionRecords
 from mbrl_robot.core.types import TransitionBatch
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import (EXECUTED_QOS, multiarray_to_rows,
                                         RELIABLE_QOS, rows_to_multiarray, transition_rows,
                                         TRANSITIONS_QOS)
@@ -76,7 +76,7 @@ DESCRIPTIONS = {
     'task.episode_steps': 'steps per episode',
     'task.success_radius_m': 'success radius of the push task (m)',
     'task.max_joint_speed_rad_s': 'joint speed of action +-1 (rad/s), for exported commands',
-    'task.reward.tool_shaping_weight': 'weight of the tool-to-push-point shaping term',
+    **REWARD_DESCRIPTIONS,
     'controller_name': 'exported commands go to /<controller_name>/commands',
     'data_dir': 'directory of the transition database and of exports (relative to the cwd)',
     'publish_batch_size': 'most transitions per published message (live and resend)',

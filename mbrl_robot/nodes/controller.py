@@ -40,7 +40,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.safety import CommandFilter, disagreement_scale, JointLimits
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
                                         LATCHED_QOS, rows_to_multiarray)
 from mbrl_robot.core.control import PlannerPolicy, PolicyFactory
@@ -55,7 +55,7 @@ DESCRIPTIONS = {
     'task.episode_steps': 'Commands per episode; then a terminal row and the arm holds still.',
     'task.max_joint_speed_rad_s': 'Joint speed (rad/s) of a normalised action of 1.',
     'task.success_radius_m': 'An episode succeeds when the puck ends this close to the target.',
-    'task.reward.tool_shaping_weight': 'Weight of the tool-to-push-point shaping term (0: off).',
+    **REWARD_DESCRIPTIONS,
     'controller_name': 'Commands go to /<controller_name>/commands.',
     'topics.joint_states': 'sensor_msgs/JointState input.',
     'topics.puck_pose': 'geometry_msgs/PointStamped puck position input.',

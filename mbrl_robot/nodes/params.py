@@ -27,6 +27,15 @@ from mbrl_robot.config import flatten, node_params, unflatten
 
 DEFAULT_PROFILE = 'lecture'
 
+# Every node that computes the task's reward (controller, buffer) declares all of its terms, so
+# the planner optimises and the buffer stores exactly the reward the profile defines.
+REWARD_DESCRIPTIONS = {
+    'task.reward.tool_shaping_weight': 'Weight of the tool-to-push-point shaping term (0: off).',
+    'task.reward.tool_shaping_fade_m': 'The shaping term fades out over this last distance to '
+                                       'the target (0: never).',
+    'task.reward.action_cost': 'Weight of the -||a||^2 control cost on the normalised action.',
+}
+
 
 def declare_profile_parameters(
         node: Node, node_name: str, descriptions: Dict[str, str],

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 rclpy = pytest.importorskip('rclpy')
 
@@ -29,6 +30,9 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt64  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from mbrl_robot.config import node_params  # noqa: E402
+from mbrl_robot.core.buffer import task_reward  # noqa: E402
+from mbrl_robot.core.tasks.push import PushTask  # noqa: E402
 from mbrl_robot.core.types import TransitionBatch  # noqa: E402
 from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_LABELS, EXECUTED_QOS,  # noqa
                                         executed_row, LATCHED_QOS, multiarray_to_rows,
@@ -37,7 +41,7 @@ from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_LABELS, EXECUT
                                         transition_rows, TRANSITIONS_QOS)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAX_SPEED = 0.5  # task.max_joint_speed_rad_s of config/lecture.yaml
+MAX_SPEED = node_params('lecture', 'buffer')['task']['max_joint_speed_rad_s']
 
 
 # -- transport (no DDS) ---------------------------------------------------------------------
@@ -210,9 +214,12 @@ def start_buffer(data_dir, env, log):
 
 def expected_transitions(rows):
     """(episode, step, s, a, r, s', done) for consecutive row pairs of one episode."""
+    # The reward of the configured task (the node runs with the lecture profile's defaults).
+    reward = task_reward(PushTask.from_config(node_params('lecture', 'buffer')['task'],
+                                              dtype=torch.float64))
     out = []
     for r0, r1 in zip(rows[:-1], rows[1:]):
-        r = -np.linalg.norm(r1[17:20] - r0[27:30])
+        r = float(reward(r1[None, 3:20], r0[None, 20:27], r0[None, 27:30])[0])
         out.append((r0[0], r0[1], r0[3:20], r0[20:27], r, r1[3:20], np.isnan(r1[20])))
     return out
 
