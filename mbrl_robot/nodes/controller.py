@@ -89,6 +89,7 @@ DESCRIPTIONS = {
     'planner.particles': 'PETS particles P per candidate.',
     'planner.propagation': 'ts_inf, ts_1 or mean.',
     'planner.pessimism': 'lambda in mean - lambda * std over particles.',
+    'planner.terminal_weight': "Weight of the last step's reward (1: plain sum).",
     'planner.seed': 'Seed of the planner generators.',
 }
 READ_ONLY = ('task.joints', 'task.control_rate_hz', 'controller_name', 'topics.joint_states',

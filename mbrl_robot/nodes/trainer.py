@@ -67,6 +67,7 @@ DESCRIPTIONS = {
     'model.activation': 'silu, relu, tanh or elu.',
     'model.probabilistic': 'Gaussian NLL heads (PETS) instead of MSE.',
     'model.weight_decay': 'L2 weight decay.',
+    'model.input_features': 'Known-kinematics input features (e.g. tool_tip), or empty.',
     'training.learning_rate': 'Adam learning rate.',
     'training.batch_size': 'Minibatch size.',
     'training.validation_fraction': 'Share of transitions held out for early stopping.',
@@ -77,7 +78,7 @@ DESCRIPTIONS = {
 }
 READ_ONLY = ('topics.transitions', 'topics.model_version', 'device', 'checkpoint_dir',
              'model.name', 'model.ensemble_size', 'model.num_layers', 'model.hidden_size',
-             'model.activation', 'model.probabilistic')
+             'model.activation', 'model.probabilistic', 'model.input_features')
 RANGES = {'retrain_period_s': (0.0, 86400.0), 'sync_period_s': (0.1, 3600.0),
           'model.ensemble_size': (1, 100), 'model.num_layers': (1, 20),
           'model.hidden_size': (1, 8192), 'training.validation_fraction': (0.0, 0.9),

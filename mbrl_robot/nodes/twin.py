@@ -53,7 +53,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import LATCHED_QOS
 from mbrl_robot.sim.push_env import PushEnv
 
@@ -74,7 +74,7 @@ DESCRIPTIONS = {
     'task.success_radius_m': 'success radius of the push task (m)',
     'task.max_joint_speed_rad_s': 'joint speed of a normalised action +-1 (rad/s; informative '
                                   'here: commands arrive in rad/s)',
-    'task.reward.tool_shaping_weight': 'weight of the tool-to-push-point shaping term',
+    **REWARD_DESCRIPTIONS,
     'controller_name': 'commands are read from /<controller_name>/commands',
     'topics.joint_states': 'topic of the published joint states',
     'topics.puck_pose': 'topic of the published puck position',
