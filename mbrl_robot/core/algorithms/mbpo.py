@@ -40,9 +40,6 @@ ensemble is trained on; two numpy ring buffers (:class:`ArrayBuffer`) mixed by `
 """
 
 import copy
-import hashlib
-import io
-import json
 import math
 import os
 import time
@@ -54,6 +51,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from mbrl_robot.core.checkpoint import load_checkpoint, save_checkpoint
 from mbrl_robot.core.models import create_model, create_trainer
 from mbrl_robot.core.types import TransitionBatch
 
@@ -373,22 +371,12 @@ def save_policy(policy: DeterministicPolicy, directory: Union[str, os.PathLike],
     d.mkdir(parents=True, exist_ok=True)
     if sac is not None:
         sac.save(str(d / SAC_FILE))
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in policy.state_dict().items()}, buf)
-    data = buf.getvalue()
-    sha = hashlib.sha256(data).hexdigest()
     meta = {'format_version': POLICY_FORMAT_VERSION, 'policy_class': type(policy).__name__,
             'obs_dim': policy.obs_dim, 'act_dim': policy.act_dim,
             'hidden_sizes': policy.hidden_sizes, 'activation': policy.activation,
-            'obs_layout': obs_layout, 'version': version, 'sha256': sha,
+            'obs_layout': obs_layout, 'version': version,
             'torch_version': torch.__version__, 'extra': extra or {}}
-    for name, payload in ((POLICY_FILE, data), (POLICY_META, json.dumps(meta, indent=1).encode())):
-        tmp = d / (name + '.tmp')
-        with open(tmp, 'wb') as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / name)
+    sha = save_checkpoint(d, POLICY_FILE, POLICY_META, policy, meta)
     return sha
 
 
@@ -415,39 +403,11 @@ def load_policy(directory: Union[str, os.PathLike], version: Optional[int] = Non
         FileNotFoundError: the directory or a file is missing.
         ValueError: corrupt JSON or weights, checksum, version, dims or layout mismatch.
     """
-    d = Path(directory)
-    meta_path, weights_path = d / POLICY_META, d / POLICY_FILE
-    if not d.is_dir():
-        raise FileNotFoundError(f'{d}: policy directory does not exist')
-    if not meta_path.is_file():
-        raise FileNotFoundError(f'{meta_path}: missing (not a policy checkpoint?)')
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f'{meta_path}: not valid JSON (corrupt or truncated): {e}') from e
-    if not isinstance(meta, dict):
-        raise ValueError(f'{meta_path}: expected a JSON object')
-    if meta.get('format_version') != POLICY_FORMAT_VERSION:
-        raise ValueError(f'{meta_path}: format version {meta.get("format_version")!r}, this code '
-                         f'reads version {POLICY_FORMAT_VERSION}')
-    missing = [k for k in ('obs_dim', 'act_dim', 'hidden_sizes', 'activation', 'obs_layout',
-                           'version', 'sha256') if k not in meta]
-    if missing:
-        raise ValueError(f'{meta_path}: missing keys {missing}')
-    for name, want in (('obs_dim', obs_dim), ('act_dim', act_dim), ('obs_layout', obs_layout),
-                       ('version', version), ('sha256', sha256)):
-        if want is not None and meta[name] != want:
-            raise ValueError(f'{meta_path}: {name} is {meta[name]!r}, expected {want!r}')
-    if not weights_path.is_file():
-        raise FileNotFoundError(f'{weights_path}: missing')
-    data = weights_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta['sha256']:
-        raise ValueError(f'{weights_path}: sha256 does not match {meta_path} (corrupt, truncated '
-                         'or from another save)')
-    try:
-        state = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-    except Exception as e:  # torch raises several types for a bad archive
-        raise ValueError(f'{weights_path}: cannot be read as a checkpoint: {e}') from e
+    meta, state, meta_path, weights_path = load_checkpoint(
+        directory, POLICY_FILE, POLICY_META, POLICY_FORMAT_VERSION,
+        ('obs_dim', 'act_dim', 'hidden_sizes', 'activation', 'obs_layout', 'version'),
+        {'obs_dim': obs_dim, 'act_dim': act_dim, 'obs_layout': obs_layout, 'version': version,
+         'sha256': sha256}, 'policy')
     try:
         policy = DeterministicPolicy(int(meta['obs_dim']), int(meta['act_dim']),
                                      meta['hidden_sizes'], meta['activation'])

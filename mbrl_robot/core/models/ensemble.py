@@ -22,9 +22,6 @@ Units: ``forward``/``loss``/``eval_score`` work on *normalised* tensors (inputs 
 return real units.
 """
 
-import hashlib
-import io
-import json
 import math
 import os
 from pathlib import Path
@@ -33,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from mbrl_robot.core.checkpoint import load_checkpoint, save_checkpoint
 from mbrl_robot.core.models.normalizer import Normalizer
 
 FORMAT_VERSION = 1
@@ -449,20 +447,7 @@ class GaussianEnsemble(torch.nn.Module):
             The directory path.
         """
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in self.state_dict().items()}, buf)
-        data = buf.getvalue()
-        meta = self.metadata()
-        meta['sha256'] = hashlib.sha256(data).hexdigest()
-        for name, payload in ((MODEL_FILE, data),
-                              (META_FILE, json.dumps(meta, indent=1).encode())):
-            tmp = d / (name + '.tmp')
-            with open(tmp, 'wb') as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, d / name)
+        save_checkpoint(d, MODEL_FILE, META_FILE, self, self.metadata())
         return d
 
     @classmethod
@@ -482,38 +467,10 @@ class GaussianEnsemble(torch.nn.Module):
                 checkpoint), the format version is not ``FORMAT_VERSION``, or the weights or
                 dimensions do not match the recorded / expected architecture.
         """
-        d = Path(directory)
-        meta_path, model_path = d / META_FILE, d / MODEL_FILE
-        if not d.is_dir():
-            raise FileNotFoundError(f'{d}: model directory does not exist')
-        if not meta_path.is_file():
-            raise FileNotFoundError(f'{meta_path}: missing (not a saved model directory?)')
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f'{meta_path}: not valid JSON (corrupt or truncated): {e}') from e
-        if not isinstance(meta, dict):
-            raise ValueError(f'{meta_path}: expected a JSON object')
-        if meta.get('format_version') != FORMAT_VERSION:
-            raise ValueError(f'{meta_path}: format version {meta.get("format_version")!r}, this '
-                             f'code reads version {FORMAT_VERSION}')
-        missing = [k for k in ('obs_dim', 'act_dim', 'config', 'elite_indices', 'sha256')
-                   if k not in meta]
-        if missing:
-            raise ValueError(f'{meta_path}: missing keys {missing}')
-        for name, want in (('obs_dim', obs_dim), ('act_dim', act_dim)):
-            if want is not None and meta[name] != want:
-                raise ValueError(f'{meta_path}: {name} is {meta[name]}, expected {want}')
-        if not model_path.is_file():
-            raise FileNotFoundError(f'{model_path}: missing')
-        data = model_path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != meta['sha256']:
-            raise ValueError(f'{model_path}: sha256 does not match {meta_path} '
-                             f'(corrupt, truncated or from another save)')
-        try:
-            state = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-        except Exception as e:  # torch raises several types for a bad archive
-            raise ValueError(f'{model_path}: cannot be read as a checkpoint: {e}') from e
+        meta, state, meta_path, model_path = load_checkpoint(
+            directory, MODEL_FILE, META_FILE, FORMAT_VERSION,
+            ('obs_dim', 'act_dim', 'config', 'elite_indices'),
+            {'obs_dim': obs_dim, 'act_dim': act_dim}, 'model')
         try:
             model = cls(int(meta['obs_dim']), int(meta['act_dim']), **meta['config'])
         except (TypeError, ValueError) as e:
