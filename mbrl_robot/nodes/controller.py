@@ -23,6 +23,7 @@ miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and a
 
 import concurrent.futures
 import json
+import sys
 import threading
 from typing import Optional
 
@@ -549,6 +550,8 @@ class ControllerNode(Node):
 
 def main(args=None):
     """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    # The planner thread must not hold the GIL for long stretches: the 20 Hz tick needs it.
+    sys.setswitchinterval(0.0005)
     run_node(ControllerNode, args, threads=4)
 
 

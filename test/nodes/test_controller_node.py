@@ -216,7 +216,7 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
     model.save(str(tmp_path / 'v0001'))
     os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
                       ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    proc = controller_process(ros_env, '-p', 'controller:planner.population_size:=8000',
+    proc = controller_process(ros_env, '-p', 'controller:planner.population_size:=20000',
                               '-p', 'controller:planner.horizon:=25')
     arm = FakeArm()
     diagnostics = []
