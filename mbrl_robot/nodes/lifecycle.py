@@ -40,6 +40,9 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
         threads: executor threads; more than one gives a MultiThreadedExecutor.
         until: optional predicate checked between slices; True ends the node.
     """
+    # Set both explicitly: a process started in the background inherits SIGINT as ignored, and
+    # then Python installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
