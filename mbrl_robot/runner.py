@@ -143,6 +143,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    # Ctrl-C must stop the run even when started from a background job (SIGINT inherited as
+    # ignored); SIGTERM stops it the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = parse_args(argv)
     params_file = config_path(args.profile)
     node_params(params_file, 'recipe')  # a malformed file fails here, before any process
