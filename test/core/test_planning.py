@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.planning import (CEMOptimizer, clamp_to_joint_limits, colored_noise,
+from mbrl_robot.core.planning import (CEMOptimizer, colored_noise,
                                       create_agent, JointLimits, MPCAgent, OptimizationResult,
                                       project_action_sequences, RandomShootingOptimizer,
                                       resolve_planner_cfg, TrajectoryEvaluator,
@@ -248,30 +248,6 @@ def test_project_action_sequences_is_feasible_and_idempotent():
     assert torch.equal(project_action_sequences(y, prev, 0.1), y)
     inside = 0.05 * torch.ones(1, 3, 4)
     assert torch.equal(project_action_sequences(inside, torch.zeros(4), 0.1), inside)
-
-
-def test_clamp_to_joint_limits():
-    lo, hi = np.full(3, -1.0), np.full(3, 1.0)
-    q = np.array([0.98, 0.0, -1.2])
-    a = np.array([1.0, 1.0, -1.0])
-    out = clamp_to_joint_limits(q, a, dt=0.05, scale=0.5, q_lower=lo, q_upper=hi)
-    # joint 0 may move 0.02 rad = 0.8 of a full step; joint 1 is free; joint 2 is outside
-    # and moving further out, so it stops.
-    np.testing.assert_allclose(out, [0.8, 1.0, 0.0], atol=1e-9)
-    back = clamp_to_joint_limits(q, np.array([1.0, 1.0, 1.0]), 0.05, 0.5, lo, hi)
-    assert back[2] == 1.0  # moving back inside is allowed
-    uni = clamp_to_joint_limits(q[:2], a[:2], 0.05, 0.5, lo[:2], hi[:2], preserve_direction=True)
-    np.testing.assert_allclose(uni, [0.8, 0.8])
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        qq = rng.uniform(-1, 1, 3)
-        aa = rng.uniform(-1, 1, 3)
-        nxt = qq + clamp_to_joint_limits(qq, aa, 0.05, 2.0, lo, hi) * 2.0 * 0.05
-        assert np.all(nxt <= hi + 1e-12) and np.all(nxt >= lo - 1e-12)
-    with pytest.raises(ValueError):
-        clamp_to_joint_limits(q, a[:2], 0.05, 0.5, lo, hi)
-    with pytest.raises(ValueError):
-        clamp_to_joint_limits(q, a, 0.0, 0.5, lo, hi)
 
 
 @pytest.mark.parametrize('bad', [
