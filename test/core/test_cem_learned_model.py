@@ -89,7 +89,6 @@ def random_policy_distance() -> float:
     {'name': 'pets', 'particles': 3, 'propagation': 'ts_1'},
 ])
 def test_planner_with_learned_model_reaches_goal(learned_model, cfg):
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     planner = dict(horizon=12, population_size=100, elite_count=10, iterations=3,
                    initial_std=0.7, seed=0, **cfg)
     agent = create_agent(planner, learned_model, reward_fn, action_dim=2)

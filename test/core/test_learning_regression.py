@@ -106,7 +106,6 @@ def test_tool_shaping_fades_out_on_the_target():
 
 @pytest.mark.slow
 def test_recipe_beats_random_policy():
-    torch.set_num_threads(1)
     summary = run_recipe('cpu', overrides={
         'recipe': {'random_episodes': 25, 'mpc_episodes_per_iteration': 5, 'iterations': 2,
                    'evaluation_episodes': 10, 'baselines': ['random', 'zero'], 'seed': 0},

@@ -25,8 +25,6 @@ from mbrl_robot.core.algorithms.mbpo import (ArrayBuffer, DeterministicPolicy, e
                                              load_policy, make_sac, MixedReplayBuffer,
                                              rollout_length, run_sac_loop, save_policy)
 
-torch.set_num_threads(1)
-
 
 class PointMass(gym.Env):
     """A point in the plane reaching a goal: state (x, y), action = velocity in [-1, 1]^2.

@@ -33,15 +33,6 @@ TRAIN = {'learning_rate': 3e-3, 'batch_size': 128, 'validation_fraction': 0.15, 
          'patience': 8, 'bootstrap': True, 'seed': 0}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Small nets run fastest on one thread; two threads thrash on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def sine_system(n, seed, noise_std=0.0):
     """s' = s + 0.1 sin(s) + 0.1 a (per dim), S=2, A=2, plus optional Gaussian noise."""
     rng = np.random.default_rng(seed)

@@ -14,20 +14,13 @@
 
 import os
 
-import torch
-
 from mbrl_robot.core.algorithms.mpc_recipe import run_recipe
 from mbrl_robot.report import write_report
 
 
 def test_report_from_a_smoke_recipe(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        summary = run_recipe('ci_smoke', overrides={'recipe': {'baselines': ['random']}},
-                             run_dir=str(tmp_path), log=lambda _: None)
-    finally:
-        torch.set_num_threads(threads)
+    summary = run_recipe('ci_smoke', overrides={'recipe': {'baselines': ['random']}},
+                         run_dir=str(tmp_path), log=lambda _: None)
     assert summary['complete']
     assert set(summary['stages']) == {'random', 'mpc', 'eval_planner', 'eval_random'}
     assert summary['plan_latency_ms']['count'] == 2 * 20  # the MPC and the evaluation episode

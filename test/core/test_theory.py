@@ -24,15 +24,6 @@ from mbrl_robot.core.theory import (batch_to_trajectories, compounding_error_bou
                                     trajectories_to_batch)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Small nets run fastest on one thread; two threads thrash on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class LinearModel:
     """Known model ``s' = A_hat s + B a + c`` laid out as a K-member ensemble (all equal)."""
 

@@ -122,6 +122,17 @@ class FakeArm:
         self.start_target()
         self.episode_pub.publish(String(data=json.dumps({'episode': 0, 'policy': 'random'})))
 
+    def start_learned_episode(self, announce, announcement):
+        """Announce a checkpoint, start a planner episode on it, wait for the first commands."""
+        announce.publish(String(data=json.dumps(announcement)))
+        self.spin_for(1.0)
+        t0 = time.monotonic()
+        self.episode_pub.publish(String(data=json.dumps(
+            {'episode': 0, 'policy': 'planner', 'min_model_version': 1})))
+        self.start_target()
+        while len(self.since(t0)) < 5 and time.monotonic() < t0 + 60:
+            self.spin_for(0.2)
+
     def spin_for(self, seconds):
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -225,15 +236,7 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
     arm.node.create_subscription(MarkerArray, '/controller/predicted_paths', markers.append, 10)
     announce = arm.node.create_publisher(String, '/trainer/model', LATCHED_QOS)
     try:
-        announce.publish(String(data=json.dumps({'version': 1,
-                                                 'path': str(tmp_path / 'v0001')})))
-        arm.spin_for(1.0)
-        t0 = time.monotonic()
-        arm.episode_pub.publish(String(data=json.dumps(
-            {'episode': 0, 'policy': 'planner', 'min_model_version': 1})))
-        arm.start_target()
-        while len(arm.since(t0)) < 5 and time.monotonic() < t0 + 60:
-            arm.spin_for(0.2)
+        arm.start_learned_episode(announce, {'version': 1, 'path': str(tmp_path / 'v0001')})
         t1 = time.monotonic()
         arm.spin_for(3.0)
         times = [t for t, _ in arm.commands if t >= t1]
@@ -293,15 +296,8 @@ def test_policy_mode_commands_from_a_trained_policy_and_stops_on_bad_state(ros_e
     arm = FakeArm()
     announce = arm.node.create_publisher(String, '/trainer/policy', LATCHED_QOS)
     try:
-        announce.publish(String(data=json.dumps({'version': 1, 'sha256': sha256,
-                                                 'path': str(tmp_path / 'v0001')})))
-        arm.spin_for(1.0)
-        t0 = time.monotonic()
-        arm.episode_pub.publish(String(data=json.dumps(
-            {'episode': 0, 'policy': 'planner', 'min_model_version': 1})))
-        arm.start_target()
-        while len(arm.since(t0)) < 5 and time.monotonic() < t0 + 60:
-            arm.spin_for(0.2)
+        arm.start_learned_episode(announce, {'version': 1, 'sha256': sha256,
+                                             'path': str(tmp_path / 'v0001')})
         t1 = time.monotonic()
         arm.spin_for(2.0)
         moving = arm.since(t1)
