@@ -58,13 +58,57 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class GoalHold:
+    """Stop pushing while the puck is at the target: zero velocity until it drifts out again.
+
+    The learned model brings the puck to within millimetres of the target but cannot predict a
+    contact well enough to leave it there: without this, most failed episodes had passed within
+    3 cm and were then pushed off by the next plan (benchmarks/push_learning.py). A real pushing
+    cell stops when the part is in place; the hysteresis (``exit_radius_m`` > ``enter_radius_m``)
+    keeps a puck that settles near the edge from toggling the planner on and off.
+
+    Args:
+        enter_radius_m: hold once ``||puck - target||`` is below this (0: never hold).
+        exit_radius_m: plan again once it is above this.
+    """
+
+    def __init__(self, enter_radius_m: float, exit_radius_m: float):
+        enter, leave = float(enter_radius_m), float(exit_radius_m)
+        if not (np.isfinite(enter) and np.isfinite(leave)) or enter < 0.0 or leave < enter:
+            raise ValueError(f'goal_hold needs 0 <= enter_radius_m <= exit_radius_m, got '
+                             f'{enter_radius_m} and {exit_radius_m}')
+        self.enter_radius, self.exit_radius = enter, leave
+        self.holding = False
+
+    @classmethod
+    def from_config(cls, cfg: Optional[Dict[str, Any]]) -> 'GoalHold':
+        """From a ``goal_hold`` block (absent: never hold)."""
+        cfg = cfg or {}
+        return cls(cfg.get('enter_radius_m', 0.0), cfg.get('exit_radius_m', 0.0))
+
+    def __call__(self, state: np.ndarray, target: Optional[np.ndarray]) -> bool:
+        """True while the arm should hold still at the goal for ``state`` (>= 17,)."""
+        if self.enter_radius <= 0.0 or target is None:
+            self.holding = False
+            return False
+        distance = float(np.linalg.norm(np.asarray(state)[PUCK] - np.asarray(target)))
+        self.holding = distance < (self.exit_radius if self.holding else self.enter_radius)
+        return self.holding
+
+
+def _hold_plan(step: int) -> Tuple[np.ndarray, int]:
+    return np.zeros((1, ACTION_DIM)), step
+
+
 class PlannerPolicy:
     """MPC with a learned ensemble for one episode: plan from a state, keep the plan's info."""
 
-    def __init__(self, agent, task: PushTask, model_version: int):
+    def __init__(self, agent, task: PushTask, model_version: int,
+                 hold: Optional[GoalHold] = None):
         self.agent = agent
         self.task = task
         self.model_version = model_version
+        self.hold = hold or GoalHold(0.0, 0.0)
         self._info: Dict[str, Any] = {}
 
     def set_model(self, model: GaussianEnsemble, version: int) -> None:
@@ -77,7 +121,14 @@ class PlannerPolicy:
         self.agent.set_last_action(np.clip(action, -1.0, 1.0))
 
     def plan(self, state: np.ndarray, step: int) -> Tuple[np.ndarray, int]:
-        """Plan (H, A) from ``state``; returns it with the step it starts at."""
+        """Plan (H, A) from ``state``; returns it with the step it starts at.
+
+        While :class:`GoalHold` holds, the plan is one zero row and ``last_info()`` is
+        ``{'holding': True}`` (no planning time is spent or reported).
+        """
+        if self.hold(state, self.task.target):
+            self._info = {'holding': True}
+            return _hold_plan(step)
         plan = self.agent.plan(state)
         info = dict(self.agent.last_plan_info)
         mean, std = info.pop('mean_states', None), info.pop('std_states', None)
@@ -113,7 +164,8 @@ class LearnedPolicy:
         version: the policy checkpoint's version.
     """
 
-    def __init__(self, policy: DeterministicPolicy, task: PushTask, version: int):
+    def __init__(self, policy: DeterministicPolicy, task: PushTask, version: int,
+                 hold: Optional[GoalHold] = None):
         if policy.obs_dim != STATE_DIM + 3 or policy.act_dim != ACTION_DIM:
             raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
                              f'expected {STATE_DIM + 3} -> {ACTION_DIM}')
@@ -121,6 +173,7 @@ class LearnedPolicy:
         self.task = task
         self.policy_version = version
         self.model_version = version
+        self.hold = hold or GoalHold(0.0, 0.0)
         self._info: Dict[str, Any] = {}
 
     def set_model(self, policy: DeterministicPolicy, version: int) -> None:
@@ -147,6 +200,9 @@ class LearnedPolicy:
         if s.shape[0] < STATE_DIM or not np.all(np.isfinite(s[:STATE_DIM])):
             raise ValueError(f'LearnedPolicy.plan: state must hold {STATE_DIM} finite numbers, '
                              f'got shape {np.shape(state)}')
+        if self.hold(s, target):
+            self._info = {'holding': True, 'policy_version': self.policy_version}
+            return _hold_plan(step)
         obs = push_obs(torch.as_tensor(s[None, :STATE_DIM]),
                        torch.as_tensor(target[None], dtype=torch.float32))
         action = self.policy(obs).double().numpy()
@@ -166,7 +222,8 @@ class PolicyFactory:
     Args:
         params: the controller's nested parameters (``task``, ``planner``, ``device``, and
             ``mode``: ``planner`` (default: MPC on the latest model) or ``policy`` (a trained
-            policy checkpoint, loaded with :meth:`load_policy`)).
+            policy checkpoint, loaded with :meth:`load_policy`), and ``goal_hold``
+            (:class:`GoalHold`, optional)).
         command_filter: the safety filter; its limits and acceleration bound also constrain the
             planner over the whole horizon.
         period: control period (s).
@@ -178,6 +235,8 @@ class PolicyFactory:
         self.device = resolve_device(params.get('device', 'auto'))
         self.task = PushTask.from_config(params['task'], device=self.device)
         self.planner_cfg = dict(params['planner'])
+        self.goal_hold_cfg = dict(params.get('goal_hold') or {})
+        GoalHold.from_config(self.goal_hold_cfg)  # fail at start-up, not at the first plan
         self.logger = logger or logging.getLogger(__name__)
         limits = command_filter.limits
         self.joint_limits = PlanningJointLimits(q_start=0, lower=limits.lower,
@@ -269,7 +328,8 @@ class PolicyFactory:
                 policy, version = self._policy, self.policy_version
             if policy is None:
                 raise RuntimeError('no policy loaded yet')
-            return LearnedPolicy(policy, self.task, version)
+            return LearnedPolicy(policy, self.task, version,
+                                 GoalHold.from_config(self.goal_hold_cfg))
         with self._lock:
             model, version = self._model, self.model_version
         if model is None:
@@ -277,7 +337,7 @@ class PolicyFactory:
         agent = create_agent(self.planner_cfg, model, self.task.reward_fn, ACTION_DIM,
                              self.device, max_delta=self.max_delta,
                              joint_limits=self.joint_limits)
-        return PlannerPolicy(agent, self.task, version)
+        return PlannerPolicy(agent, self.task, version, GoalHold.from_config(self.goal_hold_cfg))
 
     def refresh(self, policy: Union[PlannerPolicy, LearnedPolicy]) -> None:
         """Swap a newer model (or policy) into a running policy (call between two plans)."""

@@ -79,6 +79,9 @@ DESCRIPTIONS = {
     'home_speed_rad_s': 'Joint speed cap while homing.',
     'min_executed_subscribers': 'Episodes start once this many nodes (buffer, recipe) subscribe '
                                 'to the executed rows, so no transition is lost to discovery.',
+    'goal_hold.enter_radius_m': 'Hold zero velocity once the puck is this close to the target '
+                                '(0: never).',
+    'goal_hold.exit_radius_m': 'Plan again once the held puck is farther than this.',
     'planner.name': 'random_shooting, cem, icem or pets.',
     'planner.horizon': 'Planning horizon H (steps).',
     'planner.population_size': 'Candidate sequences N per iteration.',
@@ -457,6 +460,8 @@ class ControllerNode(Node):
             self._plan_future = None
             self._fallback_plan = (plan, plan_step)
             info = policy.last_info()
+            if info.get('holding'):
+                return plan[step - plan_step]
             self._stats['plan_ms'] = info.get('plan_time_ms', 0.0)
             self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'], self._stats['plan_ms'])
             self.plan_ms_pub.publish(Float64(data=float(self._stats['plan_ms'])))

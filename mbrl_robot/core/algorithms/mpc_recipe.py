@@ -169,7 +169,8 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
                 if policy is not None:
                     policy.set_last_action(command_filter.to_action(prev))
                     plan, _ = policy.plan(state, 0)
-                    plan_ms.append(policy.last_info().get('plan_time_ms', 0.0))
+                    if not policy.last_info().get('holding'):
+                        plan_ms.append(policy.last_info().get('plan_time_ms', 0.0))
                     action = plan[0]
                 elif phase['policy'] == 'random':
                     action = rng.uniform(-1.0, 1.0, 7)

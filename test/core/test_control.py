@@ -1,0 +1,80 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""GoalHold and its use by the controller's policies (core/control.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.control import GoalHold, PolicyFactory
+from mbrl_robot.core.models import create_model
+from mbrl_robot.core.safety import CommandFilter, JointLimits
+from mbrl_robot.paths import urdf_path
+
+TARGET = np.array([0.6, 0.1, 0.015])
+
+
+def state_at(distance: float) -> np.ndarray:
+    s = np.zeros(17)
+    s[1], s[3] = 0.8, -1.8
+    s[14:17] = TARGET + [distance, 0.0, 0.0]
+    return s
+
+
+def test_goal_hold_has_hysteresis():
+    hold = GoalHold(0.02, 0.04)
+    seen = [hold(state_at(d), TARGET) for d in (0.10, 0.03, 0.019, 0.03, 0.039, 0.041, 0.03)]
+    assert seen == [False, False, True, True, True, False, False]
+    assert not GoalHold(0.0, 0.0)(state_at(0.0), TARGET)  # 0: off
+    assert not hold(state_at(0.0), None)  # no target: never hold
+
+
+@pytest.mark.parametrize('enter, leave', [(-0.01, 0.02), (0.03, 0.02), (np.nan, 0.02)])
+def test_goal_hold_rejects_bad_radii(enter, leave):
+    with pytest.raises(ValueError, match='goal_hold'):
+        GoalHold(enter, leave)
+
+
+def factory(goal_hold):
+    ctl = node_params('cpu', 'controller')
+    task = ctl['task']
+    dt = 1.0 / task['control_rate_hz']
+    cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
+                       task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'], dt,
+                       ctl['position_margin_rad'])
+    return PolicyFactory({**ctl, 'device': 'cpu', 'goal_hold': goal_hold}, cf, dt)
+
+
+def test_planner_policy_holds_still_at_the_goal_and_plans_elsewhere():
+    f = factory({'enter_radius_m': 0.025, 'exit_radius_m': 0.04})
+    model_cfg = {'name': 'gaussian_ensemble', 'ensemble_size': 2, 'num_layers': 2,
+                 'hidden_size': 16}
+    f.set_model(create_model(model_cfg,
+                             17, 7, torch.device('cpu'), 0), 1)
+    f.set_target(TARGET)
+    policy = f.create()
+    plan, start = policy.plan(state_at(0.2), 3)
+    assert start == 3 and plan.shape[0] > 1 and np.abs(plan).max() > 0.0
+    assert not policy.last_info().get('holding') and policy.last_info()['plan_time_ms'] > 0
+    plan, start = policy.plan(state_at(0.01), 4)
+    assert start == 4 and plan.shape == (1, 7) and not plan.any()
+    assert policy.last_info() == {'holding': True}
+    plan, _ = policy.plan(state_at(0.05), 5)  # drifted past exit_radius_m: planning again
+    assert plan.shape[0] > 1 and not policy.last_info().get('holding')
+
+
+def test_factory_refuses_bad_goal_hold_at_start_up():
+    with pytest.raises(ValueError, match='goal_hold'):
+        factory({'enter_radius_m': 0.05, 'exit_radius_m': 0.01})
