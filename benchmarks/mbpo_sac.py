@@ -41,8 +41,7 @@ from mbrl_robot.core.algorithms.mbpo import PushPolicyEnv, run_mbpo
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory
 from mbrl_robot.core.models import create_model
-from mbrl_robot.core.safety import CommandFilter, JointLimits
-from mbrl_robot.paths import urdf_path
+from mbrl_robot.core.safety import CommandFilter
 from mbrl_robot.sim.push_env import PushEnv
 
 
@@ -52,9 +51,7 @@ def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
     trainer = node_params(profile, 'trainer')
     task = ctl['task']
     dt = 1.0 / task['control_rate_hz']
-    cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
-                       task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'], dt,
-                       ctl['position_margin_rad'])
+    cf = CommandFilter.from_params(ctl)
     env = PushEnv(task)
     state, info = env.reset(seed=1000)
     env.close()
@@ -114,10 +111,7 @@ def main() -> None:
             block['task']['reward'] = {**block['task'].get('reward', {}),
                                        'tool_shaping_weight': args.shaping}
     task = ctl['task']
-    dt = 1.0 / task['control_rate_hz']
-    cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
-                       task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'], dt,
-                       ctl['position_margin_rad'])
+    cf = CommandFilter.from_params(ctl)
     env = PushPolicyEnv(PushEnv(task), cf)
     runs: List[Dict[str, Any]] = []
     policy = None

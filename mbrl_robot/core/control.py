@@ -156,16 +156,22 @@ class PlannerPolicy:
 class LearnedPolicy:
     """A trained policy behind :class:`PlannerPolicy`'s interface: one forward per control step.
 
-    The "plan" is one row, the policy's deterministic action for ``[s, target - puck]``.
+    The "plan" is one row, the policy's deterministic action for ``[s, target - puck]``, plus
+    Gaussian noise of std ``exploration_std`` when collecting data (MBPO collects with SAC's
+    stochastic policy; the deployed checkpoint holds the mean only, so the noise stands in).
 
     Args:
         policy: the network (``obs (B, 20) -> action (B, 7)`` in [-1, 1]).
         task: the factory's task; its current target is read at every step.
         version: the policy checkpoint's version.
+        hold: stop at the goal (:class:`GoalHold`).
+        exploration_std: noise std in normalised action units (0: deterministic).
+        seed: seed of the noise.
     """
 
     def __init__(self, policy: DeterministicPolicy, task: PushTask, version: int,
-                 hold: Optional[GoalHold] = None):
+                 hold: Optional[GoalHold] = None, exploration_std: float = 0.0,
+                 seed: int = 0):
         if policy.obs_dim != STATE_DIM + 3 or policy.act_dim != ACTION_DIM:
             raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
                              f'expected {STATE_DIM + 3} -> {ACTION_DIM}')
@@ -174,6 +180,8 @@ class LearnedPolicy:
         self.policy_version = version
         self.model_version = version
         self.hold = hold or GoalHold(0.0, 0.0)
+        self.exploration_std = float(exploration_std)
+        self._rng = np.random.default_rng(seed)
         self._info: Dict[str, Any] = {}
 
     def set_model(self, policy: DeterministicPolicy, version: int) -> None:
@@ -206,6 +214,8 @@ class LearnedPolicy:
         obs = push_obs(torch.as_tensor(s[None, :STATE_DIM]),
                        torch.as_tensor(target[None], dtype=torch.float32))
         action = self.policy(obs).double().numpy()
+        if self.exploration_std > 0.0:
+            action = action + self._rng.normal(0.0, self.exploration_std, action.shape)
         action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)
         self._info = {'plan_time_ms': (time.perf_counter() - t0) * 1e3,
                       'policy_version': self.policy_version}
@@ -223,7 +233,7 @@ class PolicyFactory:
         params: the controller's nested parameters (``task``, ``planner``, ``device``, and
             ``mode``: ``planner`` (default: MPC on the latest model) or ``policy`` (a trained
             policy checkpoint, loaded with :meth:`load_policy`), and ``goal_hold``
-            (:class:`GoalHold`, optional)).
+            (:class:`GoalHold`, optional), ``policy_exploration_std`` (policy mode, optional)).
         command_filter: the safety filter; its limits and acceleration bound also constrain the
             planner over the whole horizon.
         period: control period (s).
@@ -251,6 +261,8 @@ class PolicyFactory:
             raise ValueError(f'controller mode must be one of {MODES}, got {self.mode!r}')
         self._policy: Optional[DeterministicPolicy] = None
         self.policy_version = -1
+        self.exploration_std = float(params.get('policy_exploration_std', 0.0))
+        self._episodes_created = 0
 
     def set_target(self, xyz) -> None:
         """New target for the reward (thread-safe: the tensor is replaced, not mutated)."""
@@ -320,16 +332,20 @@ class PolicyFactory:
         with self._lock:
             self._model, self.model_version = model, version
 
-    def create(self) -> Union[PlannerPolicy, LearnedPolicy]:
+    def create(self, explore: bool = False) -> Union[PlannerPolicy, LearnedPolicy]:
         """A fresh policy on the latest model, or the latest policy in policy mode (call at
-        episode start)."""
+        episode start). ``explore``: a data-collection episode (policy mode adds noise)."""
         if self.mode == 'policy':
             with self._lock:
                 policy, version = self._policy, self.policy_version
+                self._episodes_created += 1
             if policy is None:
                 raise RuntimeError('no policy loaded yet')
             return LearnedPolicy(policy, self.task, version,
-                                 GoalHold.from_config(self.goal_hold_cfg))
+                                 GoalHold.from_config(self.goal_hold_cfg),
+                                 self.exploration_std if explore else 0.0,
+                                 seed=int(self.planner_cfg.get('seed', 0)) * 100003
+                                 + self._episodes_created)
         with self._lock:
             model, version = self._model, self.model_version
         if model is None:

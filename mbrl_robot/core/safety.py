@@ -26,7 +26,7 @@ It is pure numpy (no ROS) so it is tested exhaustively in ``test/core/test_safet
 """
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Dict, Optional, Sequence
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -87,6 +87,17 @@ class CommandFilter:
         self.dt = float(dt)
         self.lower = limits.lower + position_margin
         self.upper = limits.upper - position_margin
+
+    @classmethod
+    def from_params(cls, params: Dict[str, Any], urdf: Optional[str] = None) -> 'CommandFilter':
+        """The filter a node's parameters define: ``task`` (joints, control rate, action scale),
+        ``max_joint_accel_rad_s2`` and ``position_margin_rad``; limits from ``urdf`` (default:
+        the package's pusher URDF)."""
+        from mbrl_robot.paths import urdf_path
+        task = params['task']
+        return cls(JointLimits.from_urdf(urdf or urdf_path(), task['joints']),
+                   task['max_joint_speed_rad_s'], params['max_joint_accel_rad_s2'],
+                   1.0 / task['control_rate_hz'], params['position_margin_rad'])
 
     def to_velocity(self, action: np.ndarray) -> np.ndarray:
         """Normalised action in [-1, 1] -> joint velocity (rad/s), before the filter."""

@@ -199,7 +199,8 @@ class BufferNode(Node):
                                 reward=np.array([t.reward for t in completed]),
                                 done=np.array([t.done for t in completed]))
         rows = transition_rows(seqs, [t.episode for t in completed],
-                               [t.step for t in completed], batch)
+                               [t.step for t in completed], batch,
+                               np.stack([t.target for t in completed]))
         for i in range(0, len(rows), self.publish_batch_size):
             self.transitions_pub.publish(rows_to_multiarray(rows[i:i + self.publish_batch_size]))
         self.published += len(rows)
@@ -227,7 +228,7 @@ class BufferNode(Node):
         rec = self.store.records(self._resend_next - 1, limit, dtype=np.float64)
         if len(rec):
             self.transitions_pub.publish(rows_to_multiarray(
-                transition_rows(rec.seq, rec.episode, rec.step, rec.batch)))
+                transition_rows(rec.seq, rec.episode, rec.step, rec.batch, rec.target)))
             self.resent += len(rec)
             self._resend_next = int(rec.seq[-1]) + 1
         if not len(rec) or self._resend_next > self._resend_end:

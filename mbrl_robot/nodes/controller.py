@@ -39,13 +39,12 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mbrl_robot.core.safety import CommandFilter, disagreement_scale, JointLimits
+from mbrl_robot.core.safety import CommandFilter, disagreement_scale
 from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
                                         LATCHED_QOS, rows_to_multiarray)
 from mbrl_robot.core.control import PlannerPolicy, PolicyFactory
-from mbrl_robot.paths import urdf_path
 
 NUM_JOINTS = 7
 STATE_DIM = 17
@@ -64,6 +63,8 @@ DESCRIPTIONS = {
     'topics.model_version': 'std_msgs/String JSON announcing validated model checkpoints.',
     'topics.policy_version': 'std_msgs/String JSON announcing trained policy checkpoints.',
     'mode': 'planner: MPC on the latest model; policy: the latest trained policy (MBPO/SAC).',
+    'policy_exploration_std': 'Policy mode: std of the Gaussian noise added to the action in '
+                              'episodes the recipe marks explore (data collection).',
     'device': 'Planner device: auto (cuda when present), cpu or cuda.',
     'torch_threads': 'torch CPU threads for this process (0: torch default).',
     'exploration': 'Policy before the first model: random (the recipe) or zero.',
@@ -103,6 +104,7 @@ RANGES = {
     'task.control_rate_hz': (1.0, 1000.0), 'task.episode_steps': (1, 100000),
     'task.max_joint_speed_rad_s': (0.01, 3.2), 'state_timeout_s': (0.001, 10.0),
     'plan_deadline_fraction': (0.05, 1.0), 'max_joint_accel_rad_s2': (0.01, 100.0),
+    'policy_exploration_std': (0.0, 2.0),
     'planner.horizon': (1, 500), 'planner.population_size': (1, 100000),
     'planner.iterations': (1, 100), 'planner.particles': (1, 1000),
 }
@@ -137,10 +139,7 @@ class ControllerNode(Node):
         self._homed = threading.Event()
         if self.exploration not in ('random', 'zero'):
             raise ValueError(f"exploration must be 'random' or 'zero', got {self.exploration!r}")
-        self.filter = CommandFilter(JointLimits.from_urdf(urdf_path(), self.joints),
-                                    p['task']['max_joint_speed_rad_s'],
-                                    p['max_joint_accel_rad_s2'], self.period,
-                                    p['position_margin_rad'])
+        self.filter = CommandFilter.from_params(p)
         self.policies = PolicyFactory(p, self.filter, self.period, self.get_logger())
 
         self._lock = threading.Lock()
@@ -153,6 +152,7 @@ class ControllerNode(Node):
         self._estop = False
         self._episode = -1
         self._policy_kind = 'zero'
+        self._explore = False
         self._min_model_version = 0
         self._step = 0
         self._policy: Optional[PlannerPolicy] = None
@@ -279,6 +279,7 @@ class ControllerNode(Node):
             episode = int(info['episode'])
             kind = info.get('policy', 'planner')
             min_version = int(info.get('min_model_version', 0))
+            explore = bool(info.get('explore', False))
         except (ValueError, KeyError, TypeError) as e:
             self.get_logger().error(f'bad episode message {msg.data!r}: {e}')
             return
@@ -289,6 +290,7 @@ class ControllerNode(Node):
             if episode == self._episode:
                 return
             self._episode, self._policy_kind, self._step = episode, kind, 0
+            self._explore = explore
             self._min_model_version = min_version
             self._fallback_plan = None
             self._last_tick_stamp = None
@@ -447,7 +449,7 @@ class ControllerNode(Node):
         if kind == 'random' or not self.policies.has_model():
             return self._rng.uniform(-1.0, 1.0, NUM_JOINTS)
         if self._policy is None:
-            self._policy = self.policies.create()
+            self._policy = self.policies.create(explore=self._explore)
         policy = self._policy
         if self._plan_future is None:
             # Between two plans: the only safe moment to swap in a newer model.

@@ -243,7 +243,8 @@ class RecipeNode(Node):
         min_version = self.model_version if phase['policy'] == 'planner' else 0
         self.episode_pub.publish(String(data=json.dumps({
             'episode': phase['index'], 'policy': phase['policy'], 'seed': phase['seed'],
-            'min_model_version': min_version})))
+            'min_model_version': min_version,
+            'explore': not phase['stage'].startswith('eval')})))
         self._goto('running', self.p['episode_timeout_s'])
 
     def _stage_running(self):

@@ -19,6 +19,12 @@ anything from the first sequence number it lacks, which also makes a restarted t
 catch up. Training runs on a background thread so the node keeps answering; a model that
 validates (finite weights and losses, validation loss below ``max_val_loss``) is saved as a
 versioned checkpoint and announced on a transient-local topic.
+
+With ``algorithm: mbpo`` each validated model also trains the MBPO policy (SAC on the recorded
+transitions plus short rollouts of that model, ``core/algorithms/mbpo.py``): the policy is saved
+beside the model (``v<N>/policy``) and announced on ``topics.policy_version`` with the model's
+version, before the model itself, so a controller in policy mode that waits for version N finds
+the policy N as soon as the recipe sees the model N.
 """
 
 import copy
@@ -38,19 +44,55 @@ from std_msgs.msg import Float64MultiArray, String, UInt64
 from std_srvs.srv import Trigger
 import torch
 
+from mbrl_robot.core.algorithms.mbpo import push_mbpo_agent
 from mbrl_robot.core.control import resolve_device
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
-from mbrl_robot.core.types import TransitionBatch
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import (LATCHED_QOS, multiarray_to_rows, parse_transition_rows,
-                                        TRANSITION_FIELDS, TRANSITION_LABELS, TRANSITIONS_QOS)
+                                        TRANSITION_FIELDS, TRANSITION_LABELS, TransitionRows,
+                                        TRANSITIONS_QOS)
 
 STATE_DIM = 17
 ACTION_DIM = 7
 VERSION_DIR = re.compile(r'^v(\d+)$')
+ALGORITHMS = ('ensemble', 'mbpo')
+POLICY_SUBDIR = 'policy'
 
 DESCRIPTIONS = {
+    'algorithm': 'ensemble: train the dynamics model; mbpo: also train the SAC policy on it.',
+    'topics.policy_version': 'Where MBPO policy versions are announced (transient local).',
+    'task.joints': 'Joint order of states and actions.',
+    'task.control_rate_hz': 'Control rate (the filter of MBPO model rollouts).',
+    'task.max_joint_speed_rad_s': 'Joint speed of a normalised action of 1.',
+    'task.success_radius_m': 'Success radius of the task.',
+    **REWARD_DESCRIPTIONS,
+    'max_joint_accel_rad_s2': "The controller's acceleration bound, applied in MBPO rollouts.",
+    'position_margin_rad': "The controller's position margin, applied in MBPO rollouts.",
+    'mbpo.total_steps': 'Real transitions the MBPO real buffer keeps.',
+    'mbpo.init_random_steps': 'Real steps before SAC updates start.',
+    'mbpo.model_train_freq': 'Unused by the node (the recipe decides when to retrain).',
+    'mbpo.model_max_epochs': 'Unused by the node (training.* bounds every fit).',
+    'mbpo.rollout_freq': 'Real steps between two rollout batches.',
+    'mbpo.rollouts_per_step': 'Model rollouts branched per real step.',
+    'mbpo.rollout_length_min': 'Rollout length k at the start of the schedule.',
+    'mbpo.rollout_length_max': 'Rollout length k at the end of the schedule.',
+    'mbpo.rollout_schedule_start': 'Real step where k starts growing.',
+    'mbpo.rollout_schedule_end': 'Real step where k reaches its maximum.',
+    'mbpo.model_retain_rollouts': 'Rollout batches kept in the model buffer.',
+    'mbpo.real_ratio': 'Share of real transitions in each SAC minibatch.',
+    'mbpo.gradient_steps': 'SAC updates per real step.',
+    'mbpo.batch_size': 'SAC minibatch size.',
+    'mbpo.member': 'random: a fresh member per rollout step; ts: one per rollout.',
+    'mbpo.sac.learning_rate': 'SAC Adam learning rate.',
+    'mbpo.sac.gamma': 'Discount.',
+    'mbpo.sac.tau': 'Target network smoothing.',
+    'mbpo.sac.net_arch': 'Hidden sizes of actor and critics.',
+    'mbpo.sac.ent_coef': 'Entropy coefficient (auto: learned).',
+    'mbpo.sac.target_entropy': 'Target entropy (auto: -A).',
+    'mbpo.eval_seed': 'Unused by the node (the recipe evaluates).',
+    'mbpo.eval_episodes': 'Unused by the node (the recipe evaluates).',
+    'mbpo.seed': 'Seed of SAC, rollouts and minibatches.',
     'topics.transitions': 'Sequence-numbered transition batches from the buffer.',
     'topics.model_version': 'Where validated model versions are announced (transient local).',
     'device': 'Training device: auto (cuda when present), cpu or cuda.',
@@ -76,7 +118,8 @@ DESCRIPTIONS = {
     'training.bootstrap': 'Resample the training set per member.',
     'training.seed': 'Seed of splits, bootstraps and initialisation.',
 }
-READ_ONLY = ('topics.transitions', 'topics.model_version', 'device', 'checkpoint_dir',
+READ_ONLY = ('algorithm', 'topics.transitions', 'topics.model_version',
+             'topics.policy_version', 'device', 'checkpoint_dir',
              'model.name', 'model.ensemble_size', 'model.num_layers', 'model.hidden_size',
              'model.activation', 'model.probabilistic', 'model.input_features')
 RANGES = {'retrain_period_s': (0.0, 86400.0), 'sync_period_s': (0.1, 3600.0),
@@ -99,6 +142,10 @@ class TrainerNode(Node):
         self.checkpoint_dir = p['checkpoint_dir']
         self.max_val_loss = p['max_val_loss']
         self.warm_start = p['warm_start']
+        self.algorithm = p['algorithm']
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f'algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}')
+        self.params = p
         os.makedirs(self.checkpoint_dir, exist_ok=True)
 
         self._lock = threading.Lock()
@@ -110,9 +157,14 @@ class TrainerNode(Node):
         self._model = None
         self.version = 0
         self.last_result = {}
+        self._agent = None  # MBPO learner, built at the first accepted model
+        self._fed_seq = 0  # highest seq handed to the MBPO learner
+        self.policy_result = {}
 
         io = ReentrantCallbackGroup()
         self.model_pub = self.create_publisher(String, p['topics']['model_version'], LATCHED_QOS)
+        self.policy_pub = self.create_publisher(String, p['topics']['policy_version'],
+                                                LATCHED_QOS)
         self.loss_pub = self.create_publisher(Float64MultiArray, '~/loss', 10)
         self.resend_pub = self.create_publisher(UInt64, '/buffer/resend_from', 10)
         self.create_subscription(Float64MultiArray, p['topics']['transitions'],
@@ -130,7 +182,8 @@ class TrainerNode(Node):
         self.sync_callback()
         m = self.model_cfg
         self.get_logger().info(f'trainer ready on {self.device}: K={m["ensemble_size"]} '
-                               f'{m["num_layers"]}x{m["hidden_size"]}, '
+                               f'{m["num_layers"]}x{m["hidden_size"]}'
+                               f'{" + MBPO policy" if self.algorithm == "mbpo" else ""}, '
                                f'checkpoints in {self.checkpoint_dir}')
 
     def _resume(self):
@@ -146,6 +199,13 @@ class TrainerNode(Node):
                 self.get_logger().error(f'checkpoint {path} unusable: {e}')
                 continue
             self.version = version
+            policy_info = os.path.join(path, POLICY_SUBDIR, 'announcement.json')
+            if self.algorithm == 'mbpo' and os.path.isfile(policy_info):
+                # The SAC state is not restored: the next retrain starts the policy afresh
+                # from every transition (README, "Restarts").
+                with open(policy_info) as f:
+                    self.policy_result = json.load(f)
+                self.policy_pub.publish(String(data=json.dumps(self.policy_result)))
             info_path = os.path.join(path, 'announcement.json')
             if os.path.isfile(info_path):
                 with open(info_path) as f:
@@ -158,7 +218,7 @@ class TrainerNode(Node):
     def transitions_callback(self, msg: Float64MultiArray):
         try:
             rows = multiarray_to_rows(msg, TRANSITION_FIELDS, TRANSITION_LABELS)
-            seqs, _, _, _ = parse_transition_rows(rows)
+            seqs = parse_transition_rows(rows).seqs
         except ValueError as e:
             self.get_logger().error(f'malformed transition batch dropped: {e}',
                                     throttle_duration_sec=1.0)
@@ -178,10 +238,10 @@ class TrainerNode(Node):
             next_seq = self._next_seq
         self.resend_pub.publish(UInt64(data=int(next_seq)))
 
-    def _batch(self) -> TransitionBatch:
+    def _batch(self) -> TransitionRows:
         with self._lock:
             rows = np.stack([self._rows[s] for s in sorted(self._rows)])
-        return parse_transition_rows(rows)[3]
+        return parse_transition_rows(rows)
 
     # --- training ------------------------------------------------------------------------
     def train_callback(self, request, response):
@@ -208,7 +268,8 @@ class TrainerNode(Node):
     def _train(self, why: str):
         t0 = time.monotonic()
         try:
-            batch = self._batch()
+            data = self._batch()
+            batch = data.batch
             seed = int(self.training_cfg['seed']) + self.version
             if self._model is None or not self.warm_start:
                 model = create_model(self.model_cfg, STATE_DIM, ACTION_DIM, self.device, seed)
@@ -238,8 +299,10 @@ class TrainerNode(Node):
         model.save(path)
         with open(os.path.join(path, 'model.pt'), 'rb') as f:
             sha256 = hashlib.sha256(f.read()).hexdigest()
+        if self.algorithm == 'mbpo':
+            self._train_policy(model, data, version, os.path.join(path, POLICY_SUBDIR))
         announcement = {'version': version, 'path': path, 'sha256': sha256, 'accepted': True,
-                        **summary}
+                        **summary, 'train_seconds': time.monotonic() - t0}
         with open(os.path.join(path, 'announcement.json'), 'w') as f:
             json.dump(announcement, f)
         self._model, self.version, self.last_result = model, version, announcement
@@ -247,6 +310,45 @@ class TrainerNode(Node):
         self.get_logger().info(
             f'model v{version}: val loss {result.best_val_loss:.4f} after {result.epochs} epochs '
             f'on {len(batch)} transitions ({summary["train_seconds"]:.1f} s)')
+
+    def _train_policy(self, model, data: TransitionRows, version: int, path: str):
+        """MBPO: feed the rows the learner lacks, run its schedule on ``model``, save, announce.
+
+        A failure is logged and leaves the last announced policy in force; the model is still
+        announced by the caller.
+        """
+        t0 = time.monotonic()
+        try:
+            if self._agent is None:
+                self._agent = push_mbpo_agent(self.params, self.get_logger().info)
+            new = data.seqs > self._fed_seq
+            if new.any():
+                b = data.batch
+                self._agent.add_transitions(b.obs[new], b.act[new], b.next_obs[new],
+                                            data.targets[new], b.done[new])
+                self._fed_seq = int(data.seqs[new].max())
+            self.get_logger().info(f'MBPO: SAC on {len(self._agent.real)} real transitions and '
+                                   f'rollouts of model v{version}')
+            run = self._agent.catch_up(model, stop=self._stop.is_set)
+            if self._stop.is_set():
+                return
+            sha256 = self._agent.save(path, version, extra={'method': 'mbpo',
+                                                            'model_version': version})
+        except Exception as e:  # noqa: B902 - a failed policy update must not stop the node
+            self.get_logger().error(f'MBPO policy update failed, keeping policy '
+                                    f'v{self.policy_result.get("version", 0)}: {e!r}')
+            return
+        announcement = {'version': version, 'path': os.path.abspath(path), 'sha256': sha256,
+                        'n_transitions': len(self._agent.real),
+                        'total_gradient_steps': self._agent.n_updates,
+                        'train_seconds': time.monotonic() - t0, **run}
+        with open(os.path.join(path, 'announcement.json'), 'w') as f:
+            json.dump(announcement, f)
+        self.policy_result = announcement
+        self.policy_pub.publish(String(data=json.dumps(announcement)))
+        self.get_logger().info(
+            f'policy v{version}: {run["gradient_steps"]} SAC updates over {run["steps"]} real '
+            f'steps, {run["model_rows"]} model rows ({run["wall_s"]:.1f} s)')
 
     def _validate(self, model, result) -> str:
         if result.cancelled:
@@ -265,6 +367,7 @@ class TrainerNode(Node):
         with self._lock:
             stats = {'n_transitions': len(self._rows), 'next_seq': self._next_seq,
                      'version': self.version,
+                     'policy_version': self.policy_result.get('version', 0),
                      'training': self._thread is not None and self._thread.is_alive(),
                      'last_result': {k: v for k, v in self.last_result.items()
                                      if k not in ('train_losses', 'val_losses')}}

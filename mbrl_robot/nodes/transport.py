@@ -18,7 +18,8 @@ Row layouts (float64, one row per tick or per transition):
 - executed row, ``/controller/executed``: ``[episode, step, stamp_s, s (17), a (7), target (3)]``
   (30 fields), ``a`` all-NaN on the terminal row;
 - transition row, ``/buffer/transitions``: ``[seq, episode, step, s (17), a (7), r, s' (17),
-  done]`` (46 fields).
+  done, target (3)]`` (49 fields): the target lets a trainer recompute any goal-conditioned
+  reward or observation (MBPO's policy sees ``target - puck``).
 
 Both travel as ``std_msgs/Float64MultiArray`` with a 2-D layout, dim[0] the rows and dim[1] the
 fields (labels ``rows``/``fields`` for executed rows, ``transitions``/``fields`` for
@@ -57,12 +58,23 @@ EXECUTED_LABELS = ('rows', 'fields')
 TRANSITION_LABELS = ('transitions', 'fields')
 
 
-def transition_fields(state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM) -> int:
-    """Fields of a transition row: ``3 + S + A + 1 + S + 1``."""
-    return 3 + 2 * state_dim + action_dim + 2
+def transition_fields(state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM,
+                      target_dim: int = TARGET_DIM) -> int:
+    """Fields of a transition row: ``3 + S + A + 1 + S + 1 + T``."""
+    return 3 + 2 * state_dim + action_dim + 2 + target_dim
 
 
 TRANSITION_FIELDS = transition_fields()
+
+
+class TransitionRows(NamedTuple):
+    """Parsed transition rows (see :func:`parse_transition_rows`)."""
+
+    seqs: np.ndarray
+    episodes: np.ndarray
+    steps: np.ndarray
+    batch: TransitionBatch
+    targets: np.ndarray
 
 
 class ExecutedRow(NamedTuple):
@@ -202,7 +214,7 @@ def parse_executed_row(row: np.ndarray) -> ExecutedRow:
 
 
 def transition_rows(seqs: Sequence[int], episodes: Sequence[int], steps: Sequence[int],
-                    batch: TransitionBatch) -> np.ndarray:
+                    batch: TransitionBatch, targets: np.ndarray) -> np.ndarray:
     """Lay transitions out as ``/buffer/transitions`` rows.
 
     Args:
@@ -210,21 +222,24 @@ def transition_rows(seqs: Sequence[int], episodes: Sequence[int], steps: Sequenc
         episodes: (n,) episode indices.
         steps: (n,) steps of s.
         batch: n transitions, obs/next_obs (n, S), act (n, A), reward (n,), done (n,).
+        targets: (n, T) target in force when each action was taken.
 
     Returns:
-        (n, 3 + 2S + A + 2) float64 rows ``[seq, episode, step, s, a, r, s', done]``.
+        (n, 3 + 2S + A + 2 + T) float64 rows ``[seq, episode, step, s, a, r, s', done, target]``.
 
     Raises:
         ValueError: lengths differ.
     """
     n = len(batch)
-    for name, v in (('seqs', seqs), ('episodes', episodes), ('steps', steps)):
+    for name, v in (('seqs', seqs), ('episodes', episodes), ('steps', steps),
+                    ('targets', targets)):
         if len(v) != n:
             raise ValueError(f'{name} has {len(v)} entries, batch has {n}')
     obs = np.asarray(batch.obs).reshape(n, -1)
     act = np.asarray(batch.act).reshape(n, -1)
-    s_dim, a_dim = obs.shape[1], act.shape[1]
-    out = np.empty((n, transition_fields(s_dim, a_dim)), dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64).reshape(n, -1)
+    s_dim, a_dim, t_dim = obs.shape[1], act.shape[1], targets.shape[1]
+    out = np.empty((n, transition_fields(s_dim, a_dim, t_dim)), dtype=np.float64)
     out[:, 0] = seqs
     out[:, 1] = episodes
     out[:, 2] = steps
@@ -232,41 +247,44 @@ def transition_rows(seqs: Sequence[int], episodes: Sequence[int], steps: Sequenc
     out[:, 3 + s_dim:3 + s_dim + a_dim] = act
     out[:, 3 + s_dim + a_dim] = np.asarray(batch.reward).reshape(n)
     out[:, 4 + s_dim + a_dim:4 + 2 * s_dim + a_dim] = np.asarray(batch.next_obs).reshape(n, -1)
-    out[:, -1] = np.asarray(batch.done).reshape(n)
+    out[:, 4 + 2 * s_dim + a_dim] = np.asarray(batch.done).reshape(n)
+    out[:, 5 + 2 * s_dim + a_dim:] = targets
     return out
 
 
 def parse_transition_rows(rows: np.ndarray, state_dim: int = STATE_DIM,
-                          action_dim: int = ACTION_DIM, dtype=np.float32
-                          ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, TransitionBatch]:
+                          action_dim: int = ACTION_DIM, target_dim: int = TARGET_DIM,
+                          dtype=np.float32) -> TransitionRows:
     """Inverse of :func:`transition_rows`.
 
     Args:
-        rows: (n, 3 + 2S + A + 2) transition rows.
+        rows: (n, 3 + 2S + A + 2 + T) transition rows.
         state_dim: S.
         action_dim: A.
+        target_dim: T.
         dtype: float dtype of the batch arrays.
 
     Returns:
-        ``(seqs (n,) int64, episodes (n,) int64, steps (n,) int64, batch)``.
+        :class:`TransitionRows`: seqs, episodes, steps (n,) int64, the batch, targets (n, T).
 
     Raises:
         ValueError: wrong number of fields, or non-integer seq/episode/step, or done not 0/1.
     """
     rows = np.asarray(rows, dtype=np.float64)
-    f = transition_fields(state_dim, action_dim)
+    f = transition_fields(state_dim, action_dim, target_dim)
     if rows.ndim != 2 or rows.shape[1] != f:
         raise ValueError(f'transition rows must be (n, {f}), got shape {rows.shape}')
     ints = rows[:, :3]
     if not (np.isfinite(ints).all() and (ints == np.round(ints)).all()):
         raise ValueError('seq, episode and step must be integers')
-    done = rows[:, -1]
+    s, a = state_dim, action_dim
+    done = rows[:, 4 + 2 * s + a]
     if not np.isin(done, (0.0, 1.0)).all():
         raise ValueError('done must be 0 or 1')
-    s, a = state_dim, action_dim
     batch = TransitionBatch(obs=rows[:, 3:3 + s].astype(dtype),
                             act=rows[:, 3 + s:3 + s + a].astype(dtype),
                             next_obs=rows[:, 4 + s + a:4 + 2 * s + a].astype(dtype),
                             reward=rows[:, 3 + s + a].astype(dtype), done=done.astype(bool))
     ints = ints.astype(np.int64)
-    return ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 2].copy(), batch
+    return TransitionRows(ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 2].copy(), batch,
+                          rows[:, 5 + 2 * s + a:].astype(dtype))

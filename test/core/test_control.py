@@ -20,8 +20,7 @@ import torch
 from mbrl_robot.config import node_params
 from mbrl_robot.core.control import GoalHold, PolicyFactory
 from mbrl_robot.core.models import create_model
-from mbrl_robot.core.safety import CommandFilter, JointLimits
-from mbrl_robot.paths import urdf_path
+from mbrl_robot.core.safety import CommandFilter
 
 TARGET = np.array([0.6, 0.1, 0.015])
 
@@ -51,9 +50,7 @@ def factory(goal_hold):
     ctl = node_params('cpu', 'controller')
     task = ctl['task']
     dt = 1.0 / task['control_rate_hz']
-    cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
-                       task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'], dt,
-                       ctl['position_margin_rad'])
+    cf = CommandFilter.from_params(ctl)
     return PolicyFactory({**ctl, 'device': 'cpu', 'goal_hold': goal_hold}, cf, dt)
 
 

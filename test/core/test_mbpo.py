@@ -196,6 +196,34 @@ def test_agent_fed_recorded_transitions_branches_model_rollouts(member):
     assert np.all(step < 0.15 * np.sqrt(2) + 0.05)
 
 
+def test_catch_up_runs_the_schedule_for_rows_fed_in_batches():
+    """The trainer node's path: batches of rows, a model trained elsewhere, then catch_up."""
+    from mbrl_robot.core.algorithms.mbpo import MBPOAgent
+    env = PointMass()
+    agent = MBPOAgent(point_task(), env.observation_space, env.action_space,
+                      config(300, init_random_steps=50, rollout_freq=25, batch_size=64), 0, True,
+                      MODEL, TRAINING, log=lambda s: None)
+    rng = np.random.default_rng(1)
+
+    def feed(n):
+        state, act = rng.uniform(-1, 1, (n, 2)), rng.uniform(-1, 1, (n, 2))
+        agent.add_transitions(state, act, state + 0.15 * act, rng.uniform(-1, 1, (n, 2)),
+                              np.zeros(n))
+    feed(120)
+    agent.fit_model()
+    model = agent.model
+    run = agent.catch_up(model)
+    # Updates start at init_random_steps: steps 50..120 update, 5 per step (the config's G).
+    assert run['steps'] == 120 and run['gradient_steps'] == 5 * 71
+    assert agent.model is model and len(agent.fits) == 1  # the given model, never refit
+    assert run['model_rows'] > 0
+    assert agent.catch_up(model)['steps'] == 0  # nothing new: nothing to do
+    feed(30)
+    stopped = agent.catch_up(model, stop=lambda: True)
+    assert stopped['steps'] == 0 and stopped['gradient_steps'] == 0
+    assert agent.catch_up(model)['gradient_steps'] == 5 * 30
+
+
 # ------------------------------------------------------------------------ checkpoints
 def small_sac(seed: int = 0):
     return make_sac(gym.spaces.Box(-np.inf, np.inf, (20,), np.float32),
@@ -261,14 +289,11 @@ def test_policy_checkpoint_errors(tmp_path):
 def controller_factory(mode: str):
     from mbrl_robot.config import node_params
     from mbrl_robot.core.control import PolicyFactory
-    from mbrl_robot.core.safety import CommandFilter, JointLimits
-    from mbrl_robot.paths import urdf_path
+    from mbrl_robot.core.safety import CommandFilter
     ctl = node_params('cpu', 'controller')
     task = ctl['task']
     dt = 1.0 / task['control_rate_hz']
-    cf = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
-                       task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'], dt,
-                       ctl['position_margin_rad'])
+    cf = CommandFilter.from_params(ctl)
     return PolicyFactory({**ctl, 'mode': mode, 'device': 'cpu'}, cf, dt)
 
 

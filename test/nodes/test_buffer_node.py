@@ -48,13 +48,13 @@ MAX_SPEED = node_params('lecture', 'buffer')['task']['max_joint_speed_rad_s']
 
 def test_multiarray_round_trip_and_layout_checks():
     rng = np.random.default_rng(0)
-    rows = rng.normal(size=(5, 46))
+    rows = rng.normal(size=(5, 49))
     msg = rows_to_multiarray(rows)
     assert [(d.label, d.size, d.stride) for d in msg.layout.dim] == \
-        [('transitions', 5, 230), ('fields', 46, 46)]
-    np.testing.assert_array_equal(multiarray_to_rows(msg, fields=46,
+        [('transitions', 5, 245), ('fields', 49, 49)]
+    np.testing.assert_array_equal(multiarray_to_rows(msg, fields=49,
                                                      labels=('transitions', 'fields')), rows)
-    assert multiarray_to_rows(rows_to_multiarray(np.zeros((0, 46)))).shape == (0, 46)
+    assert multiarray_to_rows(rows_to_multiarray(np.zeros((0, 49)))).shape == (0, 49)
     flat = Float64MultiArray(data=[1.0, 2.0, 3.0])  # a plain message is one row
     np.testing.assert_array_equal(multiarray_to_rows(flat), [[1.0, 2.0, 3.0]])
     with pytest.raises(ValueError, match='fields'):
@@ -103,9 +103,11 @@ def test_executed_and_transition_rows_round_trip():
     batch = TransitionBatch(obs=rng.normal(size=(n, 17)), act=rng.uniform(-1, 1, (n, 7)),
                             next_obs=rng.normal(size=(n, 17)), reward=rng.normal(size=n),
                             done=np.arange(n) == n - 1)
-    rows = transition_rows(np.arange(10, 16), np.full(n, 2), np.arange(n), batch)
-    assert rows.shape == (n, TRANSITION_FIELDS) == (n, 46)
-    seqs, episodes, steps, back = parse_transition_rows(rows, dtype=np.float64)
+    targets = rng.normal(size=(n, 3))
+    rows = transition_rows(np.arange(10, 16), np.full(n, 2), np.arange(n), batch, targets)
+    assert rows.shape == (n, TRANSITION_FIELDS) == (n, 49)
+    seqs, episodes, steps, back, back_targets = parse_transition_rows(rows, dtype=np.float64)
+    np.testing.assert_array_equal(back_targets, targets)
     np.testing.assert_array_equal(seqs, np.arange(10, 16))
     np.testing.assert_array_equal(episodes, np.full(n, 2))
     np.testing.assert_array_equal(steps, np.arange(n))
@@ -113,12 +115,14 @@ def test_executed_and_transition_rows_round_trip():
         np.testing.assert_array_equal(getattr(back, name), getattr(batch, name))
     assert parse_transition_rows(rows)[3].obs.dtype == np.float32
     with pytest.raises(ValueError):
-        parse_transition_rows(rows[:, :45])
-    rows[0, -1] = 0.5
+        parse_transition_rows(rows[:, :48])
+    rows[0, 45] = 0.5
     with pytest.raises(ValueError, match='done'):
         parse_transition_rows(rows)
     with pytest.raises(ValueError, match='seqs'):
-        transition_rows(np.arange(3), np.zeros(n), np.zeros(n), batch)
+        transition_rows(np.arange(3), np.zeros(n), np.zeros(n), batch, targets)
+    with pytest.raises(ValueError, match='targets'):
+        transition_rows(np.arange(n), np.zeros(n), np.zeros(n), batch, targets[:2])
 
 
 def test_qos_profiles():
@@ -147,7 +151,7 @@ class Graph:
         self.resend = self.node.create_publisher(UInt64, '/buffer/resend_from', RELIABLE_QOS)
         self.sub = self.node.create_subscription(
             Float64MultiArray, '/buffer/transitions',
-            lambda m: self.received.append(multiarray_to_rows(m, fields=46)), TRANSITIONS_QOS)
+            lambda m: self.received.append(multiarray_to_rows(m, fields=49)), TRANSITIONS_QOS)
         self.stats_client = self.node.create_client(Trigger, '/buffer/stats')
         self.export_client = self.node.create_client(Trigger, '/buffer/export')
 
@@ -190,7 +194,7 @@ class Graph:
             self.executed.publish(rows_to_multiarray(np.asarray(row)[None], EXECUTED_LABELS))
 
     def rows(self):
-        return np.concatenate(self.received) if self.received else np.zeros((0, 46))
+        return np.concatenate(self.received) if self.received else np.zeros((0, 49))
 
     def close(self):
         self.executor.shutdown()
@@ -220,19 +224,21 @@ def expected_transitions(rows):
     out = []
     for r0, r1 in zip(rows[:-1], rows[1:]):
         r = float(reward(r1[None, 3:20], r0[None, 20:27], r0[None, 27:30])[0])
-        out.append((r0[0], r0[1], r0[3:20], r0[20:27], r, r1[3:20], np.isnan(r1[20])))
+        out.append((r0[0], r0[1], r0[3:20], r0[20:27], r, r1[3:20], np.isnan(r1[20]),
+                    r0[27:30]))
     return out
 
 
 def check_rows(rows, expected, first_seq):
     np.testing.assert_array_equal(rows[:, 0], np.arange(first_seq, first_seq + len(expected)))
-    for row, (ep, step, s, a, r, s_next, done) in zip(rows, expected):
+    for row, (ep, step, s, a, r, s_next, done, target) in zip(rows, expected):
         assert (row[1], row[2]) == (ep, step)
         np.testing.assert_array_equal(row[3:20], s)
         np.testing.assert_array_equal(row[20:27], a)
         assert row[27] == pytest.approx(r, abs=1e-12)
         np.testing.assert_array_equal(row[28:45], s_next)  # exact: float64 end to end
         assert row[45] == float(done)
+        np.testing.assert_array_equal(row[46:49], target)
 
 
 @pytest.mark.ros

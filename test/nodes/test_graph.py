@@ -123,3 +123,39 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     assert summary['episodes'][:len(stopped['episodes'])] == stopped['episodes']
     versions = [t['version'] for t in summary['trainings']]
     assert len(versions) == 2 and versions == sorted(set(versions))
+
+
+def test_mbpo_through_the_graph(tmp_path):
+    """MBPO end to end: the trainer trains SAC on each validated model, the controller runs the
+    announced policy (policy mode) in the recipe's episodes."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
+    small_sac = ['trainer.algorithm=mbpo', 'controller.mode=policy',
+                 'trainer.mbpo.init_random_steps=0', 'trainer.mbpo.gradient_steps=2',
+                 'trainer.mbpo.batch_size=32', 'trainer.mbpo.sac.net_arch=[32,32]',
+                 'trainer.mbpo.rollout_freq=20']
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--timeout', '400']
+                          + [a for s in small_sac for a in ('--set', s)],
+                          env=env, capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['complete']
+    steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
+    assert [e['stage'] for e in summary['episodes']] == ['random', 'random', 'mpc',
+                                                         'eval_planner']
+    assert all(e['steps'] == steps for e in summary['episodes'])
+    announced = []
+    for version in (1, 2):
+        with open(tmp_path / 'models' / f'v{version:04d}' / 'policy' / 'announcement.json') as f:
+            announced.append(json.load(f))
+    # Policy v1: SAC on the 2 random episodes (2 updates per real step); v2 adds the MPC one.
+    assert [a['version'] for a in announced] == [1, 2]
+    assert [a['n_transitions'] for a in announced] == [2 * steps, 3 * steps]
+    assert [a['gradient_steps'] for a in announced] == [2 * 2 * steps, 2 * steps]
+    assert all(a['model_rows'] > 0 for a in announced)
+    with open(tmp_path / 'logs' / 'controller.log') as f:
+        log = f.read()
+    assert 'policy mode' in log and 'policy v1 loaded' in log and 'policy v2 loaded' in log
+    assert 'model v' not in log  # policy mode follows policies only

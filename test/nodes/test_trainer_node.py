@@ -59,7 +59,8 @@ def dataset(n=300, seed=0):
     nxt = obs + 0.05 * np.tanh(obs) + 0.05 * np.pad(act, ((0, 0), (0, 10)))
     batch = TransitionBatch(obs, act, nxt.astype(np.float32), np.zeros(n, np.float32),
                             np.arange(n) % 100 == 99)
-    return transition_rows(np.arange(1, n + 1), np.arange(n) // 100, np.arange(n) % 100, batch)
+    return transition_rows(np.arange(1, n + 1), np.arange(n) // 100, np.arange(n) % 100, batch,
+                           np.tile([0.6, 0.0, 0.015], (n, 1)))
 
 
 class FakeBuffer:

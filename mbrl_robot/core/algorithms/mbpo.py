@@ -210,6 +210,7 @@ class ArrayBuffer:
         self.data = {k: np.zeros((capacity,) + ((d,) if d else ()), dtype=np.float32)
                      for k, d in dims.items()}
         self.size = 0
+        self.added = 0  # rows ever added, overwritten ones included
         self._pos = 0
 
     def __len__(self) -> int:
@@ -220,6 +221,7 @@ class ArrayBuffer:
         if set(rows) != set(self.data):
             raise ValueError(f'ArrayBuffer.add: columns {sorted(rows)} != {sorted(self.data)}')
         n = len(next(iter(rows.values())))
+        self.added += n
         if n > self.capacity:
             rows = {k: v[-self.capacity:] for k, v in rows.items()}
             n = self.capacity
@@ -656,13 +658,18 @@ class MBPOAgent:
         self.add_real(obs, executed, nxt, np.zeros(len(obs)), last, state, executed, next_state,
                       goal)
 
-    def after_real_step(self) -> None:
-        """Count one real step and run what the schedule asks for at this step."""
+    def after_real_step(self, fit_model: bool = True) -> None:
+        """Count one real step and run what the schedule asks for at this step.
+
+        Args:
+            fit_model: refit the ensemble on the schedule; False when someone else (the
+                trainer node) trains and validates it and hands it over with :meth:`set_model`.
+        """
         self.n_real += 1
         step, cfg = self.n_real, self.cfg
         started = step >= int(cfg['init_random_steps'])
-        if self.use_model and started and (self.model is None
-                                           or step % int(cfg['model_train_freq']) == 0):
+        if fit_model and self.use_model and started and (
+                self.model is None or step % int(cfg['model_train_freq']) == 0):
             self.fit_model()
         if self.use_model and self.model is not None and int(cfg['rollouts_per_step']) > 0 and (
                 step % int(cfg['rollout_freq']) == 0 or len(self.model_buffer) == 0):
@@ -670,6 +677,39 @@ class MBPOAgent:
                          rollout_length(cfg, step))
         if started and len(self.real) >= self.batch_size and int(cfg['gradient_steps']) > 0:
             self.train(int(cfg['gradient_steps']))
+
+    def set_model(self, model) -> None:
+        """Use an ensemble trained elsewhere (in eval mode) for the next rollouts."""
+        model.eval()
+        self.model = model
+
+    def catch_up(self, model, stop: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
+        """Run the schedule for every real row added since the last call, on ``model``.
+
+        What the trainer node does after each validated retrain: rows recorded by the
+        controller arrive in batches (:meth:`add_transitions`), so the per-step schedule
+        (rollouts, ``gradient_steps`` SAC updates per real step) runs here for all of them at
+        once; the ensemble is the trainer's, never refit here.
+
+        Args:
+            model: the validated ensemble.
+            stop: polled between steps; True ends early (node shutdown).
+
+        Returns:
+            ``{'steps', 'gradient_steps', 'model_rows', 'wall_s'}`` of this call.
+        """
+        t0 = time.monotonic()
+        self.set_model(model)
+        updates = self.n_updates
+        steps = 0
+        while self.n_real < self.real.added:
+            if stop is not None and stop():
+                break
+            self.after_real_step(fit_model=False)
+            steps += 1
+        return {'steps': steps, 'gradient_steps': self.n_updates - updates,
+                'model_rows': 0 if self.model_buffer is None else len(self.model_buffer),
+                'wall_s': time.monotonic() - t0}
 
     def fit_model(self) -> Dict[str, Any]:
         """(Re)fit the ensemble on every real row (warm start after the first fit)."""
@@ -717,6 +757,26 @@ class MBPOAgent:
         """Write the policy checkpoint (with ``sac.zip``); returns its sha256."""
         return save_policy(self.policy(), directory, version, self.gtask.obs_layout,
                            sac=self.sac, extra=extra)
+
+
+def push_mbpo_agent(params: Dict[str, Any], log: Callable[[str], None] = print) -> MBPOAgent:
+    """The MBPO learner of the push task from a trainer node's parameters.
+
+    Args:
+        params: ``task`` (reward, joints, action scale), the command filter's
+            ``max_joint_accel_rad_s2`` and ``position_margin_rad``, and the ``model``,
+            ``training`` and ``mbpo`` blocks (``node_params(profile, 'trainer')``).
+        log: progress sink.
+    """
+    from mbrl_robot.core.safety import CommandFilter
+    from mbrl_robot.core.tasks.push import PushTask
+    gtask = push_goal_task(PushTask.from_config(params['task']),
+                           CommandFilter.from_params(params))
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (PUSH_STATE_DIM + 3,), np.float32)
+    act_space = gym.spaces.Box(-1.0, 1.0, (gtask.act_dim,), np.float32)
+    m = dict(params['mbpo'])
+    return MBPOAgent(gtask, obs_space, act_space, m, int(m['seed']), True, params['model'],
+                     params['training'], log)
 
 
 def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,

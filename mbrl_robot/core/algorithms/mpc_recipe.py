@@ -33,9 +33,8 @@ import torch
 from mbrl_robot.config import node_params
 from mbrl_robot.core.control import PolicyFactory
 from mbrl_robot.core.models import create_model, create_trainer
-from mbrl_robot.core.safety import CommandFilter, JointLimits
+from mbrl_robot.core.safety import CommandFilter
 from mbrl_robot.core.types import TransitionBatch
-from mbrl_robot.paths import urdf_path
 
 POLICIES = ('planner', 'random', 'zero')
 
@@ -123,9 +122,7 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
     ctl = cfg['controller']
     task = ctl['task']
     dt = 1.0 / task['control_rate_hz']
-    command_filter = CommandFilter(JointLimits.from_urdf(urdf_path(), task['joints']),
-                                   task['max_joint_speed_rad_s'], ctl['max_joint_accel_rad_s2'],
-                                   dt, ctl['position_margin_rad'])
+    command_filter = CommandFilter.from_params(ctl)
     policies = PolicyFactory(ctl, command_filter, dt)
     device = policies.device
     tcfg = cfg['trainer']
