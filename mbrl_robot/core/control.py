@@ -127,6 +127,9 @@ class PlannerPolicy:
         ``{'holding': True}`` (no planning time is spent or reported).
         """
         if self.hold(state, self.task.target):
+            # The warm start is the push that brought the puck here: a puck that drifts out
+            # again needs a fresh plan, not the rest of that push.
+            self.agent.trajectory_optimizer.reset()
             self._info = {'holding': True}
             return _hold_plan(step)
         plan = self.agent.plan(state)

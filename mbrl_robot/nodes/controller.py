@@ -387,8 +387,8 @@ class ControllerNode(Node):
             if stamp is not None and self._q is not None and self._puck is not None:
                 state = np.concatenate([self._q, self._qd, self._puck])
                 self._stats['state_age_ms'] = (now - stamp).nanoseconds * 1e-6
-            episode, kind, step, target = (self._episode, self._policy_kind, self._step,
-                                           self._target)
+            episode, kind, step, target, explore = (self._episode, self._policy_kind,
+                                                    self._step, self._target, self._explore)
         self._stats['ticks'] += 1
         if self._estop:
             self._send(np.zeros(NUM_JOINTS))
@@ -423,7 +423,7 @@ class ControllerNode(Node):
             self.done_pub.publish(Int32(data=episode))
             self.get_logger().info(f'episode {episode} done: final distance {distance:.3f} m')
             return
-        action = self._choose_action(kind, state, step)
+        action = self._choose_action(kind, state, step, explore)
         command = self.filter(state[:7], self.filter.to_velocity(action), self._prev_cmd)
         command *= self._disagreement_scale()
         self._send(command)
@@ -442,14 +442,15 @@ class ControllerNode(Node):
         request = np.clip(2.0 * error, -self.home_speed, self.home_speed)
         self._send(self.filter(q, request, self._prev_cmd))
 
-    def _choose_action(self, kind: str, state: np.ndarray, step: int) -> np.ndarray:
+    def _choose_action(self, kind: str, state: np.ndarray, step: int,
+                       explore: bool) -> np.ndarray:
         if kind == 'zero' or (kind == 'planner' and not self.policies.has_model()
                               and self.exploration == 'zero'):
             return np.zeros(NUM_JOINTS)
         if kind == 'random' or not self.policies.has_model():
             return self._rng.uniform(-1.0, 1.0, NUM_JOINTS)
         if self._policy is None:
-            self._policy = self.policies.create(explore=self._explore)
+            self._policy = self.policies.create(explore=explore)
         policy = self._policy
         if self._plan_future is None:
             # Between two plans: the only safe moment to swap in a newer model.
@@ -463,14 +464,17 @@ class ControllerNode(Node):
             self._fallback_plan = (plan, plan_step)
             info = policy.last_info()
             if info.get('holding'):
-                return plan[step - plan_step]
+                return np.zeros(NUM_JOINTS)
             self._stats['plan_ms'] = info.get('plan_time_ms', 0.0)
             self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'], self._stats['plan_ms'])
             self.plan_ms_pub.publish(Float64(data=float(self._stats['plan_ms'])))
             self._stats['disagreement'] = info.get('disagreement', 0.0)
             self.disagreement_pub.publish(Float64(data=float(self._stats['disagreement'])))
             self._publish_markers(info)
-            return plan[step - plan_step]
+            if 0 <= step - plan_step < len(plan):
+                return plan[step - plan_step]
+            # A plan that arrived after its step (realtime twin) and holds no row for now.
+            return self.filter.to_action(self.filter.decelerate(state[:7], self._prev_cmd))
         except concurrent.futures.TimeoutError:
             self._stats['deadline_misses'] += 1
             self.get_logger().warning('plan missed its deadline: sending the previous plan',

@@ -33,8 +33,10 @@ import json
 import math
 import os
 import re
+import shutil
 import threading
 import time
+from typing import Tuple
 
 import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -122,6 +124,8 @@ READ_ONLY = ('algorithm', 'topics.transitions', 'topics.model_version',
              'topics.policy_version', 'device', 'checkpoint_dir',
              'model.name', 'model.ensemble_size', 'model.num_layers', 'model.hidden_size',
              'model.activation', 'model.probabilistic', 'model.input_features')
+# MBPO's learner is built once, at the first accepted model.
+READ_ONLY += tuple(k for k in DESCRIPTIONS if k.startswith('mbpo.'))
 RANGES = {'retrain_period_s': (0.0, 86400.0), 'sync_period_s': (0.1, 3600.0),
           'model.ensemble_size': (1, 100), 'model.num_layers': (1, 20),
           'model.hidden_size': (1, 8192), 'training.validation_fraction': (0.0, 0.9),
@@ -153,6 +157,7 @@ class TrainerNode(Node):
         self._next_seq = 1  # lowest sequence number not yet held (the buffer starts at 1)
         self._n_at_last_fit = 0
         self._thread = None
+        self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self._model = None
         self.version = 0
@@ -192,6 +197,11 @@ class TrainerNode(Node):
                           if (m := VERSION_DIR.match(name)))
         for version, name in reversed(versions):
             path = os.path.join(self.checkpoint_dir, name)
+            policy_info = os.path.join(path, POLICY_SUBDIR, 'announcement.json')
+            if self.algorithm == 'mbpo' and not os.path.isfile(policy_info):
+                # Stopped between the model and its policy: a version is a pair in mbpo mode.
+                self.get_logger().warning(f'checkpoint {path} has no policy: skipped')
+                continue
             try:
                 self._model = GaussianEnsemble.load(path, device=self.device,
                                                     obs_dim=STATE_DIM, act_dim=ACTION_DIM)
@@ -199,10 +209,9 @@ class TrainerNode(Node):
                 self.get_logger().error(f'checkpoint {path} unusable: {e}')
                 continue
             self.version = version
-            policy_info = os.path.join(path, POLICY_SUBDIR, 'announcement.json')
-            if self.algorithm == 'mbpo' and os.path.isfile(policy_info):
-                # The SAC state is not restored: the next retrain starts the policy afresh
-                # from every transition (README, "Restarts").
+            if self.algorithm == 'mbpo':
+                # The SAC state is not restored: the next retrain trains the policy afresh on
+                # every transition (README, "Restarting a node").
                 with open(policy_info) as f:
                     self.policy_result = json.load(f)
                 self.policy_pub.publish(String(data=json.dumps(self.policy_result)))
@@ -238,10 +247,12 @@ class TrainerNode(Node):
             next_seq = self._next_seq
         self.resend_pub.publish(UInt64(data=int(next_seq)))
 
-    def _batch(self) -> TransitionRows:
+    def _batch(self) -> Tuple[TransitionRows, int]:
+        """Every row held, and the first seq missing (rows below it have no gap)."""
         with self._lock:
             rows = np.stack([self._rows[s] for s in sorted(self._rows)])
-        return parse_transition_rows(rows)
+            next_seq = self._next_seq
+        return parse_transition_rows(rows), next_seq
 
     # --- training ------------------------------------------------------------------------
     def train_callback(self, request, response):
@@ -255,20 +266,22 @@ class TrainerNode(Node):
             self._start_training('schedule')
 
     def _start_training(self, why: str):
-        if self._thread is not None and self._thread.is_alive():
-            return False, 'already training'
-        with self._lock:
-            n = len(self._rows)
-        if n < 10:
-            return False, f'only {n} transitions: need at least 10'
-        self._thread = threading.Thread(target=self._train, args=(why,), daemon=True)
-        self._thread.start()
+        # The train service and the schedule timer run in a reentrant group: one start at a time.
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return False, 'already training'
+            with self._lock:
+                n = len(self._rows)
+            if n < 10:
+                return False, f'only {n} transitions: need at least 10'
+            self._thread = threading.Thread(target=self._train, args=(why,), daemon=True)
+            self._thread.start()
         return True, f'training on {n} transitions'
 
     def _train(self, why: str):
         t0 = time.monotonic()
         try:
-            data = self._batch()
+            data, next_seq = self._batch()
             batch = data.batch
             seed = int(self.training_cfg['seed']) + self.version
             if self._model is None or not self.warm_start:
@@ -300,7 +313,15 @@ class TrainerNode(Node):
         with open(os.path.join(path, 'model.pt'), 'rb') as f:
             sha256 = hashlib.sha256(f.read()).hexdigest()
         if self.algorithm == 'mbpo':
-            self._train_policy(model, data, version, os.path.join(path, POLICY_SUBDIR))
+            problem = self._train_policy(model, data, next_seq, version,
+                                         os.path.join(path, POLICY_SUBDIR))
+            if problem:
+                # No model without its policy: a controller in policy mode waits for the policy
+                # of the version the recipe saw, so the pair is rejected together.
+                shutil.rmtree(path, ignore_errors=True)
+                self.get_logger().error(f'model rejected ({problem}); keeping v{self.version}')
+                self.last_result = {**summary, 'accepted': False, 'reason': problem}
+                return
         announcement = {'version': version, 'path': path, 'sha256': sha256, 'accepted': True,
                         **summary, 'train_seconds': time.monotonic() - t0}
         with open(os.path.join(path, 'announcement.json'), 'w') as f:
@@ -311,17 +332,18 @@ class TrainerNode(Node):
             f'model v{version}: val loss {result.best_val_loss:.4f} after {result.epochs} epochs '
             f'on {len(batch)} transitions ({summary["train_seconds"]:.1f} s)')
 
-    def _train_policy(self, model, data: TransitionRows, version: int, path: str):
+    def _train_policy(self, model, data: TransitionRows, next_seq: int, version: int,
+                      path: str) -> str:
         """MBPO: feed the rows the learner lacks, run its schedule on ``model``, save, announce.
 
-        A failure is logged and leaves the last announced policy in force; the model is still
-        announced by the caller.
+        Only rows below ``next_seq`` (no gap before them) are fed, each exactly once, in order.
+        Returns '' on success, else why the policy (and so the model) is rejected.
         """
         t0 = time.monotonic()
         try:
             if self._agent is None:
                 self._agent = push_mbpo_agent(self.params, self.get_logger().info)
-            new = data.seqs > self._fed_seq
+            new = (data.seqs > self._fed_seq) & (data.seqs < next_seq)
             if new.any():
                 b = data.batch
                 self._agent.add_transitions(b.obs[new], b.act[new], b.next_obs[new],
@@ -329,15 +351,15 @@ class TrainerNode(Node):
                 self._fed_seq = int(data.seqs[new].max())
             self.get_logger().info(f'MBPO: SAC on {len(self._agent.real)} real transitions and '
                                    f'rollouts of model v{version}')
-            run = self._agent.catch_up(model, stop=self._stop.is_set)
+            # SAC and its rollouts run on the CPU, whatever device trained the model.
+            run = self._agent.catch_up(copy.deepcopy(model).cpu(), stop=self._stop.is_set)
             if self._stop.is_set():
-                return
+                return 'stopped during the policy update'
             sha256 = self._agent.save(path, version, extra={'method': 'mbpo',
                                                             'model_version': version})
         except Exception as e:  # noqa: B902 - a failed policy update must not stop the node
-            self.get_logger().error(f'MBPO policy update failed, keeping policy '
-                                    f'v{self.policy_result.get("version", 0)}: {e!r}')
-            return
+            return f'MBPO policy update failed: {e!r}'
+
         announcement = {'version': version, 'path': os.path.abspath(path), 'sha256': sha256,
                         'n_transitions': len(self._agent.real),
                         'total_gradient_steps': self._agent.n_updates,
@@ -349,6 +371,7 @@ class TrainerNode(Node):
         self.get_logger().info(
             f'policy v{version}: {run["gradient_steps"]} SAC updates over {run["steps"]} real '
             f'steps, {run["model_rows"]} model rows ({run["wall_s"]:.1f} s)')
+        return ''
 
     def _validate(self, model, result) -> str:
         if result.cancelled:

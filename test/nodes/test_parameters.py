@@ -27,7 +27,7 @@ pytestmark = pytest.mark.ros
     ('controller', ('task', 'planner')),
     ('buffer', ('task',)),
     ('twin', ('task',)),
-    ('trainer', ('model', 'training')),
+    ('trainer', ('model', 'training', 'mbpo')),
     ('recipe', ()),
 ])
 def test_node_declares_every_parameter_of_its_blocks(node, blocks):
@@ -35,8 +35,5 @@ def test_node_declares_every_parameter_of_its_blocks(node, blocks):
     params = node_params('lecture', node, base='')
     wanted = set(flatten({b: params[b] for b in blocks}))
     wanted |= set(flatten(load_param_file('lecture')[node])) - {'use_sim_time'}
-    # The mbpo block configures core/algorithms/mbpo.py (benchmarks/mbpo_sac.py); the trainer
-    # node does not run MBPO yet, so it does not declare it.
-    wanted = {k for k in wanted if not k.startswith('mbpo.')}
     missing = wanted - set(module.DESCRIPTIONS)
     assert not missing, f'{node} does not declare {sorted(missing)}'
