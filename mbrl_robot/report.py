@@ -105,6 +105,46 @@ def _per_iteration(summary):
     return rows
 
 
+def setup_lines(run_dir: str) -> List[str]:
+    """What was run, from the run's effective ``params.yaml``: task, reward, planner or policy,
+    ensemble, goal hold (empty if the run directory has none)."""
+    from mbrl_robot.config import node_params
+    path = os.path.join(run_dir, 'params.yaml')
+    if not os.path.isfile(path):
+        return []
+    ctl, trainer = node_params(path, 'controller'), node_params(path, 'trainer')
+    task, reward = ctl['task'], ctl['task'].get('reward', {})
+    plan = ctl['planner']
+    model = trainer['model']
+    hold = ctl.get('goal_hold', {})
+    if ctl.get('mode', 'planner') == 'policy':
+        learner = (f'policy mode: {trainer.get("algorithm", "ensemble")} policy, one forward '
+                   f'per step, exploration noise {ctl.get("policy_exploration_std", 0.0)}')
+    else:
+        learner = (f'planner {plan["name"]}: H={plan["horizon"]}, N={plan["population_size"]}, '
+                   f'M={plan["elite_count"]}, I={plan["iterations"]}, propagation '
+                   f'{plan["propagation"]} x {plan["particles"]} particle(s)')
+    terms = ['-||puck - target||']
+    if reward.get('tool_shaping_weight', 0.0):
+        terms.append(f'- {reward["tool_shaping_weight"]} ||tool tip - push point||'
+                     + (f' (fading over the last {reward["tool_shaping_fade_m"]} m)'
+                        if reward.get('tool_shaping_fade_m', 0.0) else ''))
+    if reward.get('action_cost', 0.0):
+        terms.append(f'- {reward["action_cost"]} ||a||^2')
+    hold_text = (f'holds zero velocity within {hold["enter_radius_m"] * 100:.1f} cm of the '
+                 f'target until the puck is {hold["exit_radius_m"] * 100:.1f} cm away'
+                 if hold.get('enter_radius_m', 0.0) else 'off')
+    return ['## Setup', '',
+            f'- Task: {task["episode_steps"]} steps at {task["control_rate_hz"]:.0f} Hz, action '
+            f'+-1 = {task["max_joint_speed_rad_s"]} rad/s, success radius '
+            f'{task["success_radius_m"] * 100:.0f} cm (twin defaults for puck and target).',
+            f'- Reward: {" ".join(terms)}.',
+            f'- Controller: {learner}; goal hold {hold_text}.',
+            f'- Ensemble: K={model["ensemble_size"]} x {model["num_layers"]}x'
+            f'{model["hidden_size"]}, {"probabilistic" if model["probabilistic"] else "MSE"}, '
+            f'predicting state deltas.', '']
+
+
 def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = None) -> str:
     """Write ``report.md`` and its plots into ``run_dir``; returns the report's path.
 
@@ -198,8 +238,9 @@ def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = N
         lines.append(f'| {stage} | {s["episodes"]} | {100 * s["success_rate"]:.0f}% | '
                      f'{s["mean_final_distance"]:.3f} |')
     lat = summary['plan_latency_ms']
-    lines += ['', f'Plan latency: median {lat["median"]:.1f} ms, p99 {lat["p99"]:.1f} ms, '
-                  f'max {lat["max"]:.1f} ms over {lat["count"]} plans.', '']
+    lines += [''] + setup_lines(run_dir)
+    lines += [f'Plan latency: median {lat["median"]:.1f} ms, p99 {lat["p99"]:.1f} ms, '
+              f'max {lat["max"]:.1f} ms over {lat["count"]} plans.', '']
     if model_error:
         lines += ['| H | measured H-step error | bound |', '|---|---|---|']
         lines += [f'| {r["H"]} | {r["measured"]:.4f} | {r["bound"]:.4g} |' for r in model_error]

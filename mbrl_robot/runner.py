@@ -23,7 +23,6 @@ recipe's progress is echoed here. Ctrl-C is forwarded to every node, which then 
 import argparse
 import datetime
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,9 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from mbrl_robot.config import node_params
+import yaml
+
+from mbrl_robot.config import _merge, load_param_file, node_params, unflatten
 from mbrl_robot.paths import config_path
 
 NODES = ('twin', 'buffer', 'trainer', 'controller', 'recipe')
@@ -45,6 +46,18 @@ def node_command(node: str, params_file: str, overrides: Dict[str, str]) -> List
         # Node-qualified, because a --params-file entry for the node outranks a bare -p.
         cmd += ['-p', f'{node}:{name}:={value}']
     return cmd
+
+
+def write_effective_params(params_file: str, overrides: Dict[str, Dict[str, str]],
+                           path: str) -> None:
+    """The profile with the command line's ``--set`` values merged in: what the run used."""
+    params = load_param_file(params_file)
+    for node, values in overrides.items():
+        flat = {name: yaml.safe_load(value) for name, value in values.items()}
+        params[node] = _merge(params.get(node, {}), unflatten(flat))
+    with open(path, 'w') as f:
+        yaml.safe_dump({node: {'ros__parameters': p} for node, p in params.items()}, f,
+                       sort_keys=False)
 
 
 def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:
@@ -154,7 +167,6 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     run_dir = os.path.abspath(args.run_dir or os.path.join('runs', f'{profile}-{stamp}'))
     os.makedirs(run_dir, exist_ok=True)
-    shutil.copy(params_file, os.path.join(run_dir, 'params.yaml'))
     extra: Dict[str, Dict[str, str]] = {}
     for item in args.set:
         name, sep, value = item.partition('=')
@@ -164,6 +176,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         extra.setdefault(node, {})[param] = value
+    write_effective_params(params_file, extra, os.path.join(run_dir, 'params.yaml'))
     if args.resume:
         extra.setdefault('recipe', {})['resume'] = 'true'
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')

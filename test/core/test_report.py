@@ -19,8 +19,11 @@ from mbrl_robot.report import write_report
 
 
 def test_report_from_a_smoke_recipe(tmp_path):
-    summary = run_recipe('ci_smoke', overrides={'recipe': {'baselines': ['random']}},
-                         run_dir=str(tmp_path), log=lambda _: None)
+    # Goal hold off: every step of the MPC and evaluation episodes is a plan.
+    overrides = {'recipe': {'baselines': ['random']},
+                 'controller': {'goal_hold': {'enter_radius_m': 0.0}}}
+    summary = run_recipe('ci_smoke', overrides=overrides, run_dir=str(tmp_path),
+                         log=lambda _: None)
     assert summary['complete']
     assert set(summary['stages']) == {'random', 'mpc', 'eval_planner', 'eval_random'}
     assert summary['plan_latency_ms']['count'] == 2 * 20  # the MPC and the evaluation episode
@@ -28,6 +31,9 @@ def test_report_from_a_smoke_recipe(tmp_path):
     text = open(path).read()
     for stage in summary['stages']:
         assert f'| {stage} |' in text
+    # The setup the run used, from its params.yaml: the reward and the planner are stated.
+    assert '- Reward: -||puck - target|| - 0.5 ||tool tip - push point||' in text
+    assert 'planner cem: H=5, N=50, M=5, I=2' in text and 'goal hold off' in text
     for name in ('learning.png', 'plan_latency.png', 'ensemble_loss.png'):
         assert os.path.getsize(tmp_path / name) > 1000
         assert f'![{name}]({name})' in text

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+import yaml
 
 from mbrl_robot.config import node_params
 from mbrl_robot.core.control import PolicyFactory
@@ -135,6 +136,12 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
     model, version = None, 0
     t0 = time.monotonic()
     phases = build_phases(cfg['recipe'])
+    if run_dir:
+        # The parameters in force, in the nodes' file format, for the report's setup section.
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, 'params.yaml'), 'w') as f:
+            yaml.safe_dump({n: {'ros__parameters': c} for n, c in cfg.items()}, f,
+                           sort_keys=False)
     for phase in phases:
         tp = time.monotonic()
         if phase['kind'] == 'train':
