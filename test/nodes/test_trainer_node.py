@@ -44,11 +44,12 @@ pytestmark = pytest.mark.ros
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def trainer_process(env, checkpoint_dir):
+def trainer_process(env, checkpoint_dir, *extra):
     return subprocess.Popen(
         [sys.executable, '-m', 'mbrl_robot.nodes.trainer', '--ros-args', '--params-file',
          'config/ci_smoke.yaml', '-p', 'trainer:use_sim_time:=false',
-         '-p', f'trainer:checkpoint_dir:={checkpoint_dir}', '-p', 'trainer:sync_period_s:=0.5'],
+         '-p', f'trainer:checkpoint_dir:={checkpoint_dir}', '-p', 'trainer:sync_period_s:=0.5']
+        + [a for p in extra for a in ('-p', f'trainer:{p}')],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -157,3 +158,33 @@ def test_trainer_catches_up_trains_announces_and_resumes(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_mbpo_trainer_rejects_a_model_whose_policy_update_fails(tmp_path):
+    """In mbpo mode a version is a model and its policy: if SAC cannot be built, the validated
+    model is not announced either (a controller in policy mode would wait for its policy)."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    os.environ.update(ROS_DOMAIN_ID=env['ROS_DOMAIN_ID'],
+                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    rows = dataset()
+    buffer = FakeBuffer(rows)
+    buffer.answer = True
+    proc = trainer_process(env, tmp_path / 'models', 'algorithm:=mbpo',
+                           'mbpo.member:=nonsense')
+    try:
+        def stats():
+            return json.loads(buffer.call(buffer.stats).message)
+
+        assert buffer.spin_until(lambda: stats()['n_transitions'] == len(rows), 30.0)
+        assert buffer.call(buffer.train).success
+        assert buffer.spin_until(lambda: not stats()['training'], 120.0)
+        result = stats()
+        assert result['version'] == 0 and result['policy_version'] == 0
+        assert not result['last_result']['accepted']
+        assert 'MBPO policy update failed' in result['last_result']['reason']
+        assert not buffer.models and not os.listdir(tmp_path / 'models')
+    finally:
+        buffer.close()
+        proc.kill()
+        proc.wait()
