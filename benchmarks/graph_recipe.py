@@ -1,0 +1,80 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The headline through the ROS 2 node graph: ``mbrl_run`` once per seed, JSON lines out.
+
+Each seed runs the whole graph (twin, buffer, trainer, controller, recipe: separate processes
+over DDS on their own ``ROS_DOMAIN_ID``, localhost discovery) with
+``controller.planner.seed = s``, ``trainer.training.seed = s``, ``recipe.seed = 100 s`` (the same
+seeds as ``push_learning.py``), then reads the run's ``summary.json`` and prints the same lines
+as ``push_learning.py``: one per seed and method (the learned controller, ``random``, ``zero``)
+and one ``aggregate`` per method. Each run directory also holds the recipe's report.md and plots.
+
+Usage::
+
+    python benchmarks/graph_recipe.py --profile cpu --seeds 0 1 2 [--run-dir runs/graph]
+        [--set controller.goal_hold.enter_radius_m=0.0]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from typing import List, Optional, Sequence
+
+from mbrl_robot.config import node_params
+from push_learning import aggregate, seed_lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--profile', default='cpu')
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    ap.add_argument('--set', dest='sets', action='append', default=[],
+                    metavar='NODE.PARAM=VALUE', help='passed to mbrl_run --set')
+    ap.add_argument('--run-dir', default='runs/graph', help='seed s runs in <run-dir>/seed<s>')
+    ap.add_argument('--domain-id', type=int, default=60, help='seed s uses this + s')
+    ap.add_argument('--timeout', type=float, default=3600.0, help='per run, seconds')
+    args = ap.parse_args(argv)
+    lines: List[dict] = []
+    for seed in args.seeds:
+        run_dir = os.path.abspath(os.path.join(args.run_dir, f'seed{seed}'))
+        sets = [f'controller.planner.seed={seed}', f'trainer.training.seed={seed}',
+                f'recipe.seed={100 * seed}'] + args.sets
+        cmd = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', args.profile,
+               '--run-dir', run_dir, '--timeout', str(args.timeout)]
+        cmd += [a for s in sets for a in ('--set', s)]
+        env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id + seed),
+                   ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+        print(f'seed {seed}: {" ".join(cmd)}', file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
+        with open(os.path.join(run_dir, 'summary.json')) as f:
+            summary = json.load(f)
+        if proc.returncode != 0 or not summary.get('complete'):
+            print(json.dumps({'kind': 'failed', 'seed': seed, 'run_dir': run_dir,
+                              'failed': summary.get('failed')}), flush=True)
+            return 1
+        ctl = node_params(os.path.join(run_dir, 'params.yaml'), 'controller')
+        method = 'policy' if ctl['mode'] == 'policy' else ctl['planner']['name']
+        for line in seed_lines(summary, seed, method, args.profile):
+            line = {**line, 'via': 'ros2_graph', 'run_dir': run_dir, 'sets': args.sets}
+            lines.append(line)
+            print(json.dumps(line), flush=True)
+    for line in aggregate(lines):
+        print(json.dumps({**line, 'via': 'ros2_graph', 'sets': args.sets}), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
