@@ -464,6 +464,8 @@ class ControllerNode(Node):
             self._fallback_plan = (plan, plan_step)
             info = policy.last_info()
             if info.get('holding'):
+                # Standing still: no plan, so no disagreement to slow down for.
+                self._stats['disagreement'] = 0.0
                 return np.zeros(NUM_JOINTS)
             self._stats['plan_ms'] = info.get('plan_time_ms', 0.0)
             self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'], self._stats['plan_ms'])
