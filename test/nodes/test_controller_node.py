@@ -112,10 +112,10 @@ class FakeArm:
         puck.point.x, puck.point.y, puck.point.z = 0.55, 0.0, 0.015
         self.puck_pub.publish(puck)
 
-    def start_target(self):
+    def start_target(self, xyz=(0.7, 0.0, 0.015)):
         target = PointStamped()
         target.header.frame_id = 'world'
-        target.point.x, target.point.y, target.point.z = 0.7, 0.0, 0.015
+        target.point.x, target.point.y, target.point.z = xyz
         self.target_pub.publish(target)
 
     def start(self):
@@ -304,6 +304,18 @@ def test_policy_mode_commands_from_a_trained_policy_and_stops_on_bad_state(ros_e
         assert len(moving) >= 30 and np.abs(moving).max() > 0.0
         assert np.abs(moving).max() <= SPEED + 1e-9
         assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
+        # The target moved onto the puck: the goal hold brings the arm to rest (within the
+        # acceleration bound) and keeps it there; a target past exit_radius_m moves it again.
+        arm.start_target((0.55, 0.01, 0.015))
+        arm.spin_for(1.0)
+        t_hold = time.monotonic()
+        arm.spin_for(0.5)
+        assert len(arm.since(t_hold)) >= 5 and np.all(arm.since(t_hold) == 0.0)
+        arm.start_target()
+        arm.spin_for(0.5)
+        t_go = time.monotonic()
+        arm.spin_for(0.5)
+        assert np.abs(arm.since(t_go)).max() > 0.0
         arm.corrupt = True
         arm.spin_for(1.0)
         t2 = time.monotonic()
