@@ -65,6 +65,14 @@ def load_param_file(name_or_path: str) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def write_param_file(params: Dict[str, Dict[str, Any]], path: str) -> None:
+    """Write ``{node_name: nested parameter dict}`` as a ROS 2 parameter file (the inverse of
+    :func:`load_param_file`)."""
+    with open(path, 'w') as f:
+        yaml.safe_dump({node: {'ros__parameters': p} for node, p in params.items()}, f,
+                       sort_keys=False)
+
+
 def node_params(name_or_path: str, node: str, base: str = DEFAULT_PROFILE) -> Dict[str, Any]:
     """Parameters of one node exactly as the node sees them under ``--params-file``.
 

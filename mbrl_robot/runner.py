@@ -32,7 +32,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from mbrl_robot.config import _merge, load_param_file, node_params, unflatten
+from mbrl_robot.config import (_merge, load_param_file, node_params, unflatten,
+                               write_param_file)
 from mbrl_robot.paths import config_path
 
 NODES = ('twin', 'buffer', 'trainer', 'controller', 'recipe')
@@ -55,9 +56,7 @@ def write_effective_params(params_file: str, overrides: Dict[str, Dict[str, str]
     for node, values in overrides.items():
         flat = {name: yaml.safe_load(value) for name, value in values.items()}
         params[node] = _merge(params.get(node, {}), unflatten(flat))
-    with open(path, 'w') as f:
-        yaml.safe_dump({node: {'ros__parameters': p} for node, p in params.items()}, f,
-                       sort_keys=False)
+    write_param_file(params, path)
 
 
 def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:

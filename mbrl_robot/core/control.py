@@ -22,9 +22,7 @@ With ``mode: policy`` the factory loads a trained policy checkpoint (MBPO or SAC
 interface, a one-step "plan" from one network forward per control step.
 """
 
-import json
 import logging
-import os
 import threading
 import time
 from typing import Any, Dict, Optional, Tuple, Union
@@ -126,10 +124,12 @@ class PlannerPolicy:
         While :class:`GoalHold` holds, the plan is one zero row and ``last_info()`` is
         ``{'holding': True}`` (no planning time is spent or reported).
         """
+        was_holding = self.hold.holding
         if self.hold(state, self.task.target):
-            # The warm start is the push that brought the puck here: a puck that drifts out
-            # again needs a fresh plan, not the rest of that push.
-            self.agent.trajectory_optimizer.reset()
+            if not was_holding:
+                # The warm start is the push that brought the puck here: a puck that drifts
+                # out again needs a fresh plan, not the rest of that push.
+                self.agent.trajectory_optimizer.reset()
             self._info = {'holding': True}
             return _hold_plan(step)
         plan = self.agent.plan(state)
@@ -169,12 +169,12 @@ class LearnedPolicy:
         version: the policy checkpoint's version.
         hold: stop at the goal (:class:`GoalHold`).
         exploration_std: noise std in normalised action units (0: deterministic).
-        seed: seed of the noise.
+        rng: source of the noise (the factory's, so episodes draw different noise).
     """
 
     def __init__(self, policy: DeterministicPolicy, task: PushTask, version: int,
                  hold: Optional[GoalHold] = None, exploration_std: float = 0.0,
-                 seed: int = 0):
+                 rng: Optional[np.random.Generator] = None):
         if policy.obs_dim != STATE_DIM + 3 or policy.act_dim != ACTION_DIM:
             raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
                              f'expected {STATE_DIM + 3} -> {ACTION_DIM}')
@@ -184,7 +184,7 @@ class LearnedPolicy:
         self.model_version = version
         self.hold = hold or GoalHold(0.0, 0.0)
         self.exploration_std = float(exploration_std)
-        self._rng = np.random.default_rng(seed)
+        self._rng = rng if rng is not None else np.random.default_rng(0)
         self._info: Dict[str, Any] = {}
 
     def set_model(self, policy: DeterministicPolicy, version: int) -> None:
@@ -265,7 +265,7 @@ class PolicyFactory:
         self._policy: Optional[DeterministicPolicy] = None
         self.policy_version = -1
         self.exploration_std = float(params.get('policy_exploration_std', 0.0))
-        self._episodes_created = 0
+        self._noise_rng = np.random.default_rng(int(self.planner_cfg.get('seed', 0)))
 
     def set_target(self, xyz) -> None:
         """New target for the reward (thread-safe: the tensor is replaced, not mutated)."""
@@ -314,13 +314,8 @@ class PolicyFactory:
             return False
         try:
             model = GaussianEnsemble.load(path, device=self.device, obs_dim=STATE_DIM,
-                                          act_dim=ACTION_DIM)
+                                          act_dim=ACTION_DIM, sha256=sha256)
             model.eval()
-            if sha256 is not None:
-                with open(os.path.join(path, 'model.json')) as f:
-                    stored = json.load(f).get('sha256')
-                if stored != sha256:
-                    raise ValueError(f'checksum {stored} differs from the announced {sha256}')
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             self.logger.error(f'model v{version} at {path} rejected, keeping '
                               f'v{self.model_version}: {e}')
@@ -341,14 +336,11 @@ class PolicyFactory:
         if self.mode == 'policy':
             with self._lock:
                 policy, version = self._policy, self.policy_version
-                self._episodes_created += 1
             if policy is None:
                 raise RuntimeError('no policy loaded yet')
             return LearnedPolicy(policy, self.task, version,
                                  GoalHold.from_config(self.goal_hold_cfg),
-                                 self.exploration_std if explore else 0.0,
-                                 seed=int(self.planner_cfg.get('seed', 0)) * 100003
-                                 + self._episodes_created)
+                                 self.exploration_std if explore else 0.0, self._noise_rng)
         with self._lock:
             model, version = self._model, self.model_version
         if model is None:

@@ -463,13 +463,11 @@ class ControllerNode(Node):
             self._plan_future = None
             self._fallback_plan = (plan, plan_step)
             info = policy.last_info()
-            if info.get('holding'):
-                # Standing still: no plan, so no disagreement to slow down for.
-                self._stats['disagreement'] = 0.0
-                return np.zeros(NUM_JOINTS)
-            self._stats['plan_ms'] = info.get('plan_time_ms', 0.0)
-            self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'], self._stats['plan_ms'])
-            self.plan_ms_pub.publish(Float64(data=float(self._stats['plan_ms'])))
+            if 'plan_time_ms' in info:  # absent while holding at the goal: nothing was planned
+                self._stats['plan_ms'] = info['plan_time_ms']
+                self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'],
+                                                 self._stats['plan_ms'])
+                self.plan_ms_pub.publish(Float64(data=float(self._stats['plan_ms'])))
             self._stats['disagreement'] = info.get('disagreement', 0.0)
             self.disagreement_pub.publish(Float64(data=float(self._stats['disagreement'])))
             self._publish_markers(info)

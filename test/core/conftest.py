@@ -24,3 +24,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def controller_factory():
+    """``make(**params)``: the controller's PolicyFactory on the cpu profile (on the CPU), with
+    ``params`` replacing top-level controller parameters (``mode``, ``goal_hold``, ...)."""
+    from mbrl_robot.config import node_params
+    from mbrl_robot.core.control import PolicyFactory
+    from mbrl_robot.core.safety import CommandFilter
+
+    def make(**params):
+        ctl = {**node_params('cpu', 'controller'), 'device': 'cpu', **params}
+        command_filter = CommandFilter.from_params(ctl)
+        return PolicyFactory(ctl, command_filter, command_filter.dt)
+    return make

@@ -13,14 +13,14 @@
 # limitations under the License.
 """GoalHold and its use by the controller's policies (core/control.py)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.config import node_params
-from mbrl_robot.core.control import GoalHold, PolicyFactory
+from mbrl_robot.core.control import GoalHold
 from mbrl_robot.core.models import create_model
-from mbrl_robot.core.safety import CommandFilter
 
 TARGET = np.array([0.6, 0.1, 0.015])
 
@@ -46,20 +46,12 @@ def test_goal_hold_rejects_bad_radii(enter, leave):
         GoalHold(enter, leave)
 
 
-def factory(goal_hold):
-    ctl = node_params('cpu', 'controller')
-    task = ctl['task']
-    dt = 1.0 / task['control_rate_hz']
-    cf = CommandFilter.from_params(ctl)
-    return PolicyFactory({**ctl, 'device': 'cpu', 'goal_hold': goal_hold}, cf, dt)
+MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 2, 'num_layers': 2, 'hidden_size': 16}
 
 
-def test_planner_policy_holds_still_at_the_goal_and_plans_elsewhere():
-    f = factory({'enter_radius_m': 0.025, 'exit_radius_m': 0.04})
-    model_cfg = {'name': 'gaussian_ensemble', 'ensemble_size': 2, 'num_layers': 2,
-                 'hidden_size': 16}
-    f.set_model(create_model(model_cfg,
-                             17, 7, torch.device('cpu'), 0), 1)
+def test_planner_policy_holds_still_at_the_goal_and_plans_elsewhere(controller_factory):
+    f = controller_factory(goal_hold={'enter_radius_m': 0.025, 'exit_radius_m': 0.04})
+    f.set_model(create_model(MODEL, 17, 7, torch.device('cpu'), 0), 1)
     f.set_target(TARGET)
     policy = f.create()
     plan, start = policy.plan(state_at(0.2), 3)
@@ -72,6 +64,15 @@ def test_planner_policy_holds_still_at_the_goal_and_plans_elsewhere():
     assert plan.shape[0] > 1 and not policy.last_info().get('holding')
 
 
-def test_factory_refuses_bad_goal_hold_at_start_up():
+def test_factory_refuses_bad_goal_hold_at_start_up(controller_factory):
     with pytest.raises(ValueError, match='goal_hold'):
-        factory({'enter_radius_m': 0.05, 'exit_radius_m': 0.01})
+        controller_factory(goal_hold={'enter_radius_m': 0.05, 'exit_radius_m': 0.01})
+
+
+def test_factory_loads_a_model_only_with_the_announced_checksum(tmp_path, controller_factory):
+    f = controller_factory()
+    create_model(MODEL, 17, 7, torch.device('cpu'), 0).save(tmp_path / 'v1')
+    assert not f.load_model(str(tmp_path / 'v1'), 1, '0' * 64)  # checksum mismatch: kept none
+    assert not f.has_model()
+    sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
+    assert f.load_model(str(tmp_path / 'v1'), 1, sha256) and f.model_version == 1

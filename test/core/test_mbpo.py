@@ -286,20 +286,9 @@ def test_policy_checkpoint_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------- deployment
-def controller_factory(mode: str):
-    from mbrl_robot.config import node_params
-    from mbrl_robot.core.control import PolicyFactory
-    from mbrl_robot.core.safety import CommandFilter
-    ctl = node_params('cpu', 'controller')
-    task = ctl['task']
-    dt = 1.0 / task['control_rate_hz']
-    cf = CommandFilter.from_params(ctl)
-    return PolicyFactory({**ctl, 'mode': mode, 'device': 'cpu'}, cf, dt)
-
-
-def test_learned_policy_in_the_controller_factory(tmp_path):
+def test_learned_policy_in_the_controller_factory(tmp_path, controller_factory):
     from mbrl_robot.core.control import LearnedPolicy
-    factory = controller_factory('policy')
+    factory = controller_factory(mode='policy')
     assert not factory.has_model()
     with pytest.raises(RuntimeError, match='no policy'):
         factory.create()
@@ -337,10 +326,10 @@ def test_learned_policy_in_the_controller_factory(tmp_path):
     assert factory.policy_version == 2
 
 
-def test_planner_mode_is_unchanged():
-    factory = controller_factory('planner')
+def test_planner_mode_is_unchanged(controller_factory):
+    factory = controller_factory(mode='planner')
     assert factory.mode == 'planner' and not factory.has_model()
     with pytest.raises(RuntimeError, match='no model'):
         factory.create()
     with pytest.raises(ValueError, match='mode'):
-        controller_factory('mpc')
+        controller_factory(mode='mpc')

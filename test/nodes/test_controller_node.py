@@ -21,7 +21,6 @@ all end in zero velocity, and a bad parameter must stop the node at start with a
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -146,15 +145,15 @@ class FakeArm:
         rclpy.shutdown(context=self.context)
 
 
-@pytest.fixture
-def ros_env():
-    return dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+def stop(arm, proc):
+    """Close the fake arm and make sure the controller process is gone."""
+    arm.close()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
-    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     proc = controller_process(ros_env)
     arm = FakeArm()
     try:
@@ -215,18 +214,13 @@ def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
         assert 'rejected state' in log and 'lacks configured joints' in log
         assert 'no fresh state' in log
     finally:
-        arm.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(arm, proc)
 
 
 def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_path):
     # A planner far too big for 20 Hz on this CPU: every plan overruns its deadline.
     model = create_model(node_params('ci_smoke', 'trainer')['model'], 17, 7, 'cpu', seed=0)
     model.save(str(tmp_path / 'v0001'))
-    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     proc = controller_process(ros_env, '-p', 'controller:planner.population_size:=20000',
                               '-p', 'controller:planner.horizon:=25')
     arm = FakeArm()
@@ -258,14 +252,10 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
         assert np.abs(moving).max() <= SPEED + 1e-9
         assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
     finally:
-        arm.close()
-        proc.kill()
-        proc.wait()
+        stop(arm, proc)
 
 
 def test_go_home_drives_to_the_ready_pose_at_limited_speed(ros_env):
-    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     proc = controller_process(ros_env)
     arm = FakeArm()
     home = np.array(PARAMS['home_joint_positions'])
@@ -281,17 +271,13 @@ def test_go_home_drives_to_the_ready_pose_at_limited_speed(ros_env):
         assert np.abs(moving).max() <= PARAMS['home_speed_rad_s'] + 1e-9
         assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
     finally:
-        arm.close()
-        proc.kill()
-        proc.wait()
+        stop(arm, proc)
 
 
 def test_policy_mode_commands_from_a_trained_policy_and_stops_on_bad_state(ros_env, tmp_path):
     torch.manual_seed(0)
     policy = DeterministicPolicy(17 + 3, 7, [32, 32])
     sha256 = save_policy(policy, tmp_path / 'v0001', 1, PUSH_OBS_LAYOUT)
-    os.environ.update(ROS_DOMAIN_ID=ros_env['ROS_DOMAIN_ID'],
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     proc = controller_process(ros_env, '-p', 'controller:mode:=policy')
     arm = FakeArm()
     announce = arm.node.create_publisher(String, '/trainer/policy', LATCHED_QOS)
@@ -326,10 +312,7 @@ def test_policy_mode_commands_from_a_trained_policy_and_stops_on_bad_state(ros_e
         log = proc.stdout.read()
         assert 'policy v1 loaded' in log
     finally:
-        arm.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(arm, proc)
 
 
 def test_bad_parameter_stops_the_node_with_a_clear_error(ros_env):

@@ -35,11 +35,16 @@ from mbrl_robot.core.buffer.storage import TransitionStore
 pytestmark = pytest.mark.ros
 
 
+def graph_env():
+    """Environment of one runner: its own DDS domain, localhost discovery, unbuffered logs."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
+
+
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp('smoke')
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
+    env = graph_env()
     proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
                            '--run-dir', str(run_dir), '--timeout', '400'],
                           env=env, capture_output=True, text=True, timeout=480)
@@ -96,8 +101,7 @@ def test_commands_at_20_hz_of_sim_time(smoke_run):
 
 
 def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
+    env = graph_env()
     base = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
             '--run-dir', str(tmp_path)]
     # Ctrl-C part-way, once the recipe has finished its third phase (the first training).
@@ -128,8 +132,7 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
 def test_mbpo_through_the_graph(tmp_path):
     """MBPO end to end: the trainer trains SAC on each validated model, the controller runs the
     announced policy (policy mode) in the recipe's episodes."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
+    env = graph_env()
     small_sac = ['trainer.algorithm=mbpo', 'controller.mode=policy',
                  'trainer.mbpo.init_random_steps=0', 'trainer.mbpo.gradient_steps=2',
                  'trainer.mbpo.batch_size=32', 'trainer.mbpo.sac.net_arch=[32,32]',

@@ -21,7 +21,6 @@ again (transient local) so a controller that starts later still gets it.
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -110,14 +109,10 @@ class FakeBuffer:
         rclpy.shutdown(context=self.context)
 
 
-def test_trainer_catches_up_trains_announces_and_resumes(tmp_path):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    os.environ.update(ROS_DOMAIN_ID=env['ROS_DOMAIN_ID'],
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+def test_trainer_catches_up_trains_announces_and_resumes(tmp_path, ros_env):
     rows = dataset()
     buffer = FakeBuffer(rows)
-    proc = trainer_process(env, tmp_path / 'models')
+    proc = trainer_process(ros_env, tmp_path / 'models')
     try:
         # Live batches with a hole (seqs 1-150 never arrive live) and a malformed batch.
         assert buffer.spin_until(lambda: buffer.requests, 30.0), 'no resend_from request'
@@ -150,7 +145,7 @@ def test_trainer_catches_up_trains_announces_and_resumes(tmp_path):
 
         # A restarted trainer announces v1 again for late joiners.
         buffer.models.clear()
-        proc = trainer_process(env, tmp_path / 'models')
+        proc = trainer_process(ros_env, tmp_path / 'models')
         assert buffer.spin_until(lambda: buffer.models, 30.0)
         assert buffer.models[-1]['version'] == 1
     finally:
@@ -160,17 +155,13 @@ def test_trainer_catches_up_trains_announces_and_resumes(tmp_path):
             proc.wait()
 
 
-def test_mbpo_trainer_rejects_a_model_whose_policy_update_fails(tmp_path):
+def test_mbpo_trainer_rejects_a_model_whose_policy_update_fails(tmp_path, ros_env):
     """In mbpo mode a version is a model and its policy: if SAC cannot be built, the validated
     model is not announced either (a controller in policy mode would wait for its policy)."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    os.environ.update(ROS_DOMAIN_ID=env['ROS_DOMAIN_ID'],
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     rows = dataset()
     buffer = FakeBuffer(rows)
     buffer.answer = True
-    proc = trainer_process(env, tmp_path / 'models', 'algorithm:=mbpo',
+    proc = trainer_process(ros_env, tmp_path / 'models', 'algorithm:=mbpo',
                            'mbpo.member:=nonsense')
     try:
         def stats():

@@ -29,9 +29,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
-import yaml
 
-from mbrl_robot.config import node_params
+from mbrl_robot.config import node_params, write_param_file
 from mbrl_robot.core.control import PolicyFactory
 from mbrl_robot.core.models import create_model, create_trainer
 from mbrl_robot.core.safety import CommandFilter
@@ -139,9 +138,7 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
     if run_dir:
         # The parameters in force, in the nodes' file format, for the report's setup section.
         os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, 'params.yaml'), 'w') as f:
-            yaml.safe_dump({n: {'ros__parameters': c} for n, c in cfg.items()}, f,
-                           sort_keys=False)
+        write_param_file(cfg, os.path.join(run_dir, 'params.yaml'))
     for phase in phases:
         tp = time.monotonic()
         if phase['kind'] == 'train':
@@ -173,8 +170,9 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
                 if policy is not None:
                     policy.set_last_action(command_filter.to_action(prev))
                     plan, _ = policy.plan(state, 0)
-                    if not policy.last_info().get('holding'):
-                        plan_ms.append(policy.last_info().get('plan_time_ms', 0.0))
+                    plan_time = policy.last_info().get('plan_time_ms')
+                    if plan_time is not None:  # None while holding at the goal
+                        plan_ms.append(plan_time)
                     action = plan[0]
                 elif phase['policy'] == 'random':
                     action = rng.uniform(-1.0, 1.0, 7)

@@ -452,7 +452,8 @@ class GaussianEnsemble(torch.nn.Module):
 
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], device: Union[str, torch.device] = 'cpu',
-             obs_dim: Optional[int] = None, act_dim: Optional[int] = None) -> 'GaussianEnsemble':
+             obs_dim: Optional[int] = None, act_dim: Optional[int] = None,
+             sha256: Optional[str] = None) -> 'GaussianEnsemble':
         """Load a model written by ``save``.
 
         Args:
@@ -460,6 +461,7 @@ class GaussianEnsemble(torch.nn.Module):
             device: where to put the parameters.
             obs_dim: if given, the expected state dimension (mismatch -> ValueError).
             act_dim: if given, the expected action dimension (mismatch -> ValueError).
+            sha256: if given, the checksum the weights must have (e.g. the one announced).
 
         Raises:
             FileNotFoundError: the directory or one of the two files is missing.
@@ -470,7 +472,7 @@ class GaussianEnsemble(torch.nn.Module):
         meta, state, meta_path, model_path = load_checkpoint(
             directory, MODEL_FILE, META_FILE, FORMAT_VERSION,
             ('obs_dim', 'act_dim', 'config', 'elite_indices'),
-            {'obs_dim': obs_dim, 'act_dim': act_dim}, 'model')
+            {'obs_dim': obs_dim, 'act_dim': act_dim, 'sha256': sha256}, 'model')
         try:
             model = cls(int(meta['obs_dim']), int(meta['act_dim']), **meta['config'])
         except (TypeError, ValueError) as e:
