@@ -11,17 +11,22 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Control policies behind the controller node, free of ROS so they are tested with plain pytest.
+"""The pushing stack's control step and the policies behind it, free of ROS (plain pytest).
+
+:class:`PushController` is the one control step: gating, the plan and its deadline fallback,
+homing, exploration, the disagreement scale and the command filter, last. The controller node
+(messages and a timer), the in-process recipe and the MBPO policy env all call it.
 
 A :class:`PolicyFactory` owns what outlives an episode (the task's reward, the latest validated
-model and its version) and builds a fresh :class:`PlannerPolicy` per episode. The controller node
-only converts messages and calls ``plan``.
+model and its version) and builds a fresh :class:`PlannerPolicy` per episode.
 
 With ``mode: policy`` the factory loads a trained policy checkpoint (MBPO or SAC, see
 ``core/algorithms/mbpo.py``) instead of a model and builds a :class:`LearnedPolicy`: the same
 interface, a one-step "plan" from one network forward per control step.
 """
 
+import concurrent.futures
+from dataclasses import dataclass, field
 import logging
 import threading
 import time
@@ -35,13 +40,15 @@ from mbrl_robot.core.algorithms.mbpo import (DeterministicPolicy, load_policy as
 from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.planning.trajectory import JointLimits as PlanningJointLimits
-from mbrl_robot.core.safety import CommandFilter
+from mbrl_robot.core.safety import CommandFilter, disagreement_scale
 from mbrl_robot.core.tasks.push import PushTask
 
 STATE_DIM = 17
 ACTION_DIM = 7
 MODES = ('planner', 'policy')
-Q = slice(0, 7)
+EXPLORATIONS = ('random', 'zero')
+EPISODE_POLICIES = ('planner', 'random', 'zero')
+JOINT_POS = slice(0, 7)
 PUCK = slice(14, 17)
 
 
@@ -143,8 +150,8 @@ class PlannerPolicy:
     def _paths(self, mean: np.ndarray, std: np.ndarray):
         # Tool-tip spread: how far the tip moves when each joint is off by its ensemble std.
         with torch.inference_mode():
-            q = torch.as_tensor(mean[:, Q], dtype=torch.float32, device=self.task.device)
-            dq = torch.as_tensor(std[:, Q], dtype=torch.float32, device=self.task.device)
+            q = torch.as_tensor(mean[:, JOINT_POS], dtype=torch.float32, device=self.task.device)
+            dq = torch.as_tensor(std[:, JOINT_POS], dtype=torch.float32, device=self.task.device)
             tip = self.task.kinematics.tip_position(q)
             tip_spread = torch.linalg.vector_norm(
                 self.task.kinematics.tip_position(q + dq) - tip, dim=-1)
@@ -362,3 +369,298 @@ class PolicyFactory:
             model, version = self._model, self.model_version
         if model is not None and version != policy.model_version:
             policy.set_model(model, version)
+
+
+@dataclass
+class Tick:
+    """What one control step decided.
+
+    Attributes:
+        event: ``estop``, ``idle`` (no episode), ``homing``, ``homed``, ``waiting`` (nothing to
+            send yet: no fresh state or model), ``stale`` (no usable state: zero velocity),
+            ``no_target``, ``act`` (an episode step) or ``done`` (the episode's terminal row).
+        command: (7,) joint velocities (rad/s) to send, or None (send nothing).
+        action: (7,) normalised action the command executes (``act`` only), the one the data
+            records.
+        step: the episode step this tick was (``act``/``done``).
+        episode: the episode it belongs to (``act``/``done``).
+        info: the plan's figures when one finished this tick (``plan_time_ms``,
+            ``disagreement``, ``paths``, ...), ``deadline_miss``, ``scale``, ``distance``.
+    """
+
+    event: str
+    command: Optional[np.ndarray] = None
+    action: Optional[np.ndarray] = None
+    step: int = -1
+    info: Dict[str, Any] = field(default_factory=dict)
+    episode: int = -1
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The controller's own settings (see the controller's parameter schema).
+
+    Attributes:
+        episode_steps: commands per episode.
+        deadline_s: how long a tick waits for a running plan before the fallback goes out.
+        state_timeout_s: a state older than this is stale.
+        wait_for_fresh_state: lockstep twins: tick only on a state newer than the last used.
+        exploration: ``random`` or ``zero``, the policy before the first model.
+        disagreement_slowdown: disagreement above which commands are scaled down.
+        disagreement_stop: disagreement at which the command scale reaches 0.
+        home: (7,) ready pose (rad).
+        home_speed: joint speed cap while homing (rad/s).
+        seed: seed of the random exploration.
+    """
+
+    episode_steps: int
+    deadline_s: float
+    state_timeout_s: float
+    wait_for_fresh_state: bool
+    exploration: str
+    disagreement_slowdown: float
+    disagreement_stop: float
+    home: np.ndarray
+    home_speed: float
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: Dict[str, Any]) -> 'ControlSettings':
+        """From the controller's nested parameters."""
+        task = params['task']
+        home = np.asarray(params['home_joint_positions'], dtype=np.float64)
+        if home.shape != (ACTION_DIM,):
+            raise ValueError(f'home_joint_positions must have {ACTION_DIM} values, '
+                             f'got {home.shape}')
+        exploration = params['exploration']
+        if exploration not in EXPLORATIONS:
+            raise ValueError(f'exploration must be one of {EXPLORATIONS}, got {exploration!r}')
+        return cls(int(task['episode_steps']),
+                   float(params['plan_deadline_fraction']) / float(task['control_rate_hz']),
+                   float(params['state_timeout_s']), bool(params['wait_for_fresh_state']),
+                   exploration, float(params['disagreement_slowdown']),
+                   float(params['disagreement_stop']), home, float(params['home_speed_rad_s']),
+                   int(params['planner']['seed']))
+
+
+class PushController:
+    """The one control step of the pushing stack, free of ROS: state in, safe command out.
+
+    The controller node, the in-process recipe and the MBPO policy env all call it, so what they
+    run is the same by construction; only the transport differs. Each :meth:`tick`:
+
+    1. gates: e-stop, homing, episode running, a fresh state (``wait_for_fresh_state``), the
+       model the episode asked for (``min_model_version``), a state not older than
+       ``state_timeout_s`` and a target;
+    2. chooses a normalised action: random or zero exploration, or the running plan. A plan is
+       computed on ``executor`` (a worker thread); a tick waits at most ``deadline_s`` for it.
+       A plan that overruns never leaves the arm without a command: the next action of the
+       previous plan goes out (shifted by the steps since it was planned), else a decelerating
+       stop, and the miss is counted. The goal hold lives in the policy (:class:`GoalHold`);
+    3. scales the request by the ensemble's disagreement along the chosen plan;
+    4. passes it through the :class:`CommandFilter` **last**, so every command that leaves
+       satisfies the speed, acceleration and position-envelope bounds.
+
+    The exceptions are deliberate hard stops: e-stop, a stale or missing state (the position
+    envelope needs ``q``) and a missing target send zero velocity at once.
+
+    Args:
+        policies: builds the per-episode policy on the latest model (:class:`PolicyFactory`).
+        command_filter: the arm's :class:`CommandFilter`.
+        settings: :class:`ControlSettings`.
+        executor: runs plans; default: one worker thread owned by this controller.
+        logger: anything with ``info``/``warning``/``error``.
+    """
+
+    def __init__(self, policies: PolicyFactory, command_filter: CommandFilter,
+                 settings: ControlSettings,
+                 executor: Optional[concurrent.futures.Executor] = None, logger=None):
+        self.policies = policies
+        self.filter = command_filter
+        self.settings = settings
+        self._own_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix='planner')
+        self.logger = logger or logging.getLogger(__name__)
+        self._rng = np.random.default_rng(settings.seed)
+        self.prev_command = np.zeros(ACTION_DIM)
+        self.estop = False
+        self.homing = False
+        self.episode = -1
+        self.step = 0
+        self.kind = 'zero'
+        self.explore = False
+        self.min_model_version = 0
+        self.disagreement = 0.0
+        self._policy: Optional[Union[PlannerPolicy, LearnedPolicy]] = None
+        self._future: Optional[concurrent.futures.Future] = None
+        self._fallback: Optional[Tuple[np.ndarray, int]] = None
+        self._last_stamp: Optional[float] = None
+        self.stats = {'ticks': 0, 'deadline_misses': 0, 'plan_errors': 0, 'plan_ms': 0.0,
+                      'plan_ms_max': 0.0, 'disagreement': 0.0, 'scale': 1.0}
+
+    @classmethod
+    def from_params(cls, params: Dict[str, Any], logger=None, urdf: Optional[str] = None,
+                    **kwargs) -> 'PushController':
+        """The controller the nested controller parameters define (``kwargs``: executor)."""
+        command_filter = CommandFilter.from_params(params, urdf)
+        policies = PolicyFactory(params, command_filter, command_filter.dt, logger)
+        return cls(policies, command_filter, ControlSettings.from_params(params),
+                   logger=logger, **kwargs)
+
+    # --- episodes -------------------------------------------------------------------------
+    def start_episode(self, episode: int, kind: str = 'planner', explore: bool = False,
+                      min_model_version: int = 0) -> None:
+        """Begin ``episode`` with policy ``kind`` (planner, random or zero); -1 ends it."""
+        if kind not in EPISODE_POLICIES:
+            raise ValueError(f'episode policy must be one of {EPISODE_POLICIES}, got {kind!r}')
+        self.episode, self.kind, self.explore = int(episode), kind, bool(explore)
+        self.min_model_version = int(min_model_version)
+        self.step = 0
+        self._policy = None
+        self._fallback = None
+        self._last_stamp = None
+
+    def start_homing(self) -> None:
+        """Drive to the ready pose on the next ticks (between episodes only)."""
+        if self.episode >= 0:
+            raise RuntimeError('an episode is running')
+        self.homing = True
+        self._last_stamp = None
+
+    def ready(self, stamp: Optional[float]) -> Optional[str]:
+        """Why a tick on a state stamped ``stamp`` (s) must wait, or None when it can run.
+
+        Lockstep (``wait_for_fresh_state``) ticks only on a state newer than the last one used;
+        a planner episode waits for the model version it asked for.
+        """
+        active = self.episode >= 0 or self.homing
+        if (self.episode >= 0 and self.kind == 'planner'
+                and self.policies.model_version < self.min_model_version):
+            return f'waiting for model v{self.min_model_version}'
+        if self.settings.wait_for_fresh_state and active and not self.estop:
+            if stamp is None or (self._last_stamp is not None and stamp <= self._last_stamp):
+                return 'waiting for a fresh state'
+        return None
+
+    # --- the step -------------------------------------------------------------------------
+    def tick(self, state: Optional[np.ndarray], stamp: Optional[float], now: float,
+             target: Optional[np.ndarray]) -> Tick:
+        """One control step on ``state`` (17,) stamped ``stamp`` at time ``now`` (s, the same
+        clock as the stamps) toward ``target`` (3,). Call :meth:`ready` first."""
+        self.stats['ticks'] += 1
+        if self.estop:
+            return Tick('estop', self._hard_stop())
+        if self.episode < 0:
+            if self.homing and state is not None:
+                self._last_stamp = stamp
+                return self._home(state[JOINT_POS])
+            if self.settings.wait_for_fresh_state:
+                return Tick('idle')  # lockstep: nothing moves between episodes
+            q = state[JOINT_POS] if state is not None else np.zeros(ACTION_DIM)
+            return Tick('idle', self._send(self.filter.decelerate(q, self.prev_command)))
+        if state is None or stamp is None or now - stamp > self.settings.state_timeout_s:
+            return Tick('stale', self._hard_stop())
+        if target is None:
+            return Tick('no_target', self._hard_stop())
+        self._last_stamp = stamp
+        distance = float(np.linalg.norm(state[PUCK] - target))
+        if self.step >= self.settings.episode_steps:
+            episode, self.episode = self.episode, -1
+            command = None
+            if not self.settings.wait_for_fresh_state:  # realtime: brake smoothly
+                command = self._send(self.filter.decelerate(state[JOINT_POS], self.prev_command))
+            return Tick('done', command, None, self.step, {'distance': distance}, episode)
+        action, info = self._choose(state)
+        command = self.act(state, action)
+        info.update(distance=distance, scale=self.stats['scale'])
+        tick = Tick('act', command, self.filter.to_action(command), self.step, info, self.episode)
+        self.step += 1
+        return tick
+
+    def act(self, state: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The last stage of every step: the normalised ``action`` (7,), scaled by the ensemble's
+        disagreement, through the command filter; returns the command sent (rad/s).
+
+        Policies trained on the twin (MBPO's env) execute their actions through this too."""
+        scale = disagreement_scale(self.disagreement, self.settings.disagreement_slowdown,
+                                   self.settings.disagreement_stop)
+        self.stats['scale'] = scale
+        request = self.filter.to_velocity(np.asarray(action, dtype=np.float64)) * scale
+        return self._send(self.filter(np.asarray(state)[JOINT_POS], request, self.prev_command))
+
+    def reset_command(self) -> None:
+        """Forget the previous command (a new episode on a twin that starts at rest)."""
+        self.prev_command = np.zeros(ACTION_DIM)
+        self.disagreement = 0.0
+
+    def _send(self, command: np.ndarray) -> np.ndarray:
+        self.prev_command = np.asarray(command, dtype=np.float64)
+        return self.prev_command.copy()
+
+    def _hard_stop(self) -> np.ndarray:
+        return self._send(np.zeros(ACTION_DIM))
+
+    def _home(self, q: np.ndarray) -> Tick:
+        error = self.settings.home - q
+        if np.max(np.abs(error)) < 0.01 and np.max(np.abs(self.prev_command)) < 1e-3:
+            self.homing = False
+            return Tick('homed', self._hard_stop())
+        # Proportional approach at capped speed; the filter adds the acceleration bound.
+        speed = self.settings.home_speed
+        request = np.clip(2.0 * error, -speed, speed)
+        return Tick('homing', self._send(self.filter(q, request, self.prev_command)))
+
+    def _choose(self, state: np.ndarray) -> Tuple[np.ndarray, Dict[str, Any]]:
+        has_model = self.policies.has_model()
+        if self.kind == 'zero' or (self.kind == 'planner' and not has_model
+                                   and self.settings.exploration == 'zero'):
+            return np.zeros(ACTION_DIM), {}
+        if self.kind == 'random' or not has_model:
+            return self._rng.uniform(-1.0, 1.0, ACTION_DIM), {}
+        return self._planned(state)
+
+    def _planned(self, state: np.ndarray) -> Tuple[np.ndarray, Dict[str, Any]]:
+        if self._policy is None:
+            self._policy = self.policies.create(explore=self.explore)
+        if self._future is None:
+            # Between two plans: the only safe moment to swap in a newer model.
+            self.policies.refresh(self._policy)
+            self._policy.set_last_action(self.filter.to_action(self.prev_command))
+            self._future = self._executor.submit(self._policy.plan, state.copy(), self.step)
+        try:
+            plan, start = self._future.result(timeout=self.settings.deadline_s)
+        except concurrent.futures.TimeoutError:
+            self.stats['deadline_misses'] += 1
+            return self._row(self._fallback, state), {'deadline_miss': True}
+        except Exception as e:  # noqa: B902 - a failing planner must not stop the control loop
+            self._future = None
+            self.stats['plan_errors'] += 1
+            self.logger.error(f'plan failed, stopping smoothly: {e!r}')
+            return self._row(None, state), {'plan_error': repr(e)}
+        self._future = None
+        plan = np.asarray(plan, dtype=np.float64)
+        if plan.ndim != 2 or plan.shape[1] != ACTION_DIM or len(plan) == 0:
+            self.stats['plan_errors'] += 1
+            self.logger.error(f'plan of shape {plan.shape} rejected, stopping smoothly')
+            return self._row(None, state), {'plan_error': f'shape {plan.shape}'}
+        self._fallback = (plan, start)
+        info = dict(self._policy.last_info())
+        if 'plan_time_ms' in info:  # absent while holding at the goal: nothing was planned
+            self.stats['plan_ms'] = info['plan_time_ms']
+            self.stats['plan_ms_max'] = max(self.stats['plan_ms_max'], info['plan_time_ms'])
+        self.disagreement = self.stats['disagreement'] = float(info.get('disagreement', 0.0))
+        return self._row((plan, start), state), info
+
+    def _row(self, plan: Optional[Tuple[np.ndarray, int]], state: np.ndarray) -> np.ndarray:
+        """The row of ``plan`` for this step (a plan computed ``k`` steps ago: row ``k``), else a
+        decelerating stop, as a normalised action."""
+        if plan is not None and 0 <= self.step - plan[1] < len(plan[0]):
+            return plan[0][self.step - plan[1]]
+        stop = self.filter.decelerate(state[JOINT_POS], self.prev_command)
+        return self.filter.to_action(stop)
+
+    def close(self) -> None:
+        """Stop the worker (pending plans are dropped)."""
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)

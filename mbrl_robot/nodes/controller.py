@@ -21,7 +21,6 @@ arm without a command: the next action of the previous plan goes out (or a smoot
 miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and at shutdown.
 """
 
-import concurrent.futures
 import json
 import sys
 import threading
@@ -39,15 +38,13 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mbrl_robot.core.safety import CommandFilter, disagreement_scale
+from mbrl_robot.core.control import EPISODE_POLICIES, PushController
 from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
                                         LATCHED_QOS, rows_to_multiarray)
-from mbrl_robot.core.control import PlannerPolicy, PolicyFactory
 
 NUM_JOINTS = 7
-STATE_DIM = 17
 
 DESCRIPTIONS = {
     'task.joints': 'Controlled joints, in command order (the ForwardCommandController joints).',
@@ -111,7 +108,7 @@ RANGES = {
 
 
 class ControllerNode(Node):
-    """MPC controller: plans on a learned ensemble and commands joint velocities at 20 Hz."""
+    """MPC controller: converts messages for :class:`PushController` and runs it on a timer."""
 
     def __init__(self):
         super().__init__('controller')
@@ -122,50 +119,25 @@ class ControllerNode(Node):
         if len(self.joints) != NUM_JOINTS or len(set(self.joints)) != NUM_JOINTS:
             raise ValueError(f'task.joints must name {NUM_JOINTS} distinct joints, '
                              f'got {self.joints}')
-        self.period = 1.0 / p['task']['control_rate_hz']
-        self.episode_steps = int(p['task']['episode_steps'])
-        self.state_timeout = p['state_timeout_s']
-        self.wait_for_fresh_state = bool(p['wait_for_fresh_state'])
-        self.deadline = p['plan_deadline_fraction'] * self.period
-        self.disagreement_slowdown = p['disagreement_slowdown']
-        self.disagreement_stop = p['disagreement_stop']
-        self.exploration = p['exploration']
         self.min_executed_subscribers = p['min_executed_subscribers']
-        self.home = np.asarray(p['home_joint_positions'], dtype=np.float64)
-        if self.home.shape != (NUM_JOINTS,):
-            raise ValueError(f'home_joint_positions must have {NUM_JOINTS} values')
-        self.home_speed = p['home_speed_rad_s']
-        self._homing = threading.Event()
-        self._homed = threading.Event()
-        if self.exploration not in ('random', 'zero'):
-            raise ValueError(f"exploration must be 'random' or 'zero', got {self.exploration!r}")
-        self.filter = CommandFilter.from_params(p)
-        self.policies = PolicyFactory(p, self.filter, self.period, self.get_logger())
-
-        self._lock = threading.Lock()
-        self._tick_lock = threading.Lock()
+        self.control = PushController.from_params(p, logger=self.get_logger())
+        self.policies = self.control.policies
+        self._lock = threading.Lock()  # the latest inputs
+        self._tick_lock = threading.Lock()  # one tick at a time; guards self.control
         self._q = self._qd = self._puck = self._target = None
         self._joint_stamp = self._puck_stamp = None
-        self._last_tick_stamp = None
-        self._tick_due = None
-        self._prev_cmd = np.zeros(NUM_JOINTS)
-        self._estop = False
-        self._episode = -1
-        self._policy_kind = 'zero'
-        self._explore = False
-        self._min_model_version = 0
-        self._step = 0
-        self._policy: Optional[PlannerPolicy] = None
-        self._plan_future: Optional[concurrent.futures.Future] = None
-        self._fallback_plan = None  # (plan (H, A), step it starts at)
-        self._workers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='planner')
-        self._stats = {'ticks': 0, 'deadline_misses': 0, 'faults': 0, 'rejected_states': 0,
-                       'plan_ms': 0.0, 'plan_ms_max': 0.0, 'disagreement': 0.0,
-                       'state_age_ms': float('nan'), 'scale': 1.0}
-        self._rng = np.random.default_rng(int(p['planner']['seed']))
+        self._tick_due = False
+        self._homed = threading.Event()
+        self._stats = {'faults': 0, 'rejected_states': 0, 'state_age_ms': float('nan')}
+        self._create_interfaces(p)
+        self.get_logger().info(
+            'controller ready: '
+            + (f'{p["planner"]["name"]} planner' if p['mode'] == 'planner' else 'policy mode')
+            + f' on {self.policies.device}, {p["task"]["control_rate_hz"]:.0f} Hz, '
+            f'commands on {self.command_pub.topic_name}')
 
+    def _create_interfaces(self, p):
         io = ReentrantCallbackGroup()
-        self._tick_group = MutuallyExclusiveCallbackGroup()
         prefix = '/' + p['controller_name'].strip('/')
         self.command_pub = self.create_publisher(Float64MultiArray, prefix + '/commands', 10)
         self.executed_pub = self.create_publisher(Float64MultiArray, '~/executed', EXECUTED_QOS)
@@ -190,15 +162,10 @@ class ControllerNode(Node):
                                  callback_group=io)
         self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
         self.create_service(Trigger, '~/go_home', self.go_home_callback, callback_group=io)
-        self.timer = self.create_timer(self.period, self.timer_callback,
-                                       callback_group=self._tick_group)
+        period = 1.0 / p['task']['control_rate_hz']
+        self.timer = self.create_timer(period, self.timer_callback,
+                                       callback_group=MutuallyExclusiveCallbackGroup())
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io)
-        self.get_logger().info(
-            'controller ready: '
-            + (f'{p["planner"]["name"]} planner' if p['mode'] == 'planner'
-               else f'policy mode ({announcements})')
-            + f' on {self.policies.device}, '
-            f'{1.0 / self.period:.0f} Hz, commands on {prefix}/commands')
 
     # --- inputs ---------------------------------------------------------------------------
     def joint_state_callback(self, msg: JointState):
@@ -283,225 +250,136 @@ class ControllerNode(Node):
         except (ValueError, KeyError, TypeError) as e:
             self.get_logger().error(f'bad episode message {msg.data!r}: {e}')
             return
-        if kind not in ('planner', 'random', 'zero'):
+        if kind not in EPISODE_POLICIES:
             self.get_logger().error(f'unknown episode policy {kind!r}: holding still')
             episode = -1
-        with self._lock:
-            if episode == self._episode:
+        with self._tick_lock:
+            if episode == self.control.episode:
                 return
-            self._episode, self._policy_kind, self._step = episode, kind, 0
-            self._explore = explore
-            self._min_model_version = min_version
-            self._fallback_plan = None
-            self._last_tick_stamp = None
-            self._tick_due = self.get_clock().now() if episode >= 0 else None
-            self._policy = None
+            self.control.start_episode(episode, kind, explore, min_version)
         if episode >= 0:
             self.get_logger().info(f'episode {episode}: {kind} policy')
-            self._try_tick()
+            self._tick_soon()
 
     def estop_callback(self, request, response):
-        self._estop = bool(request.data)
-        if self._estop:
+        self.control.estop = bool(request.data)
+        if self.control.estop:
             self._send(np.zeros(NUM_JOINTS))
             self.get_logger().warning('E-STOP engaged: zero velocity until released')
         else:
             self.get_logger().info('e-stop released')
         response.success = True
-        response.message = 'engaged' if self._estop else 'released'
+        response.message = 'engaged' if self.control.estop else 'released'
         return response
 
     def go_home_callback(self, request, response):
         """Drive to the ready pose at ``home_speed_rad_s``; answers once there (real-arm reset)."""
-        if self._episode >= 0:
-            response.success, response.message = False, 'an episode is running'
-            return response
         self._homed.clear()
-        self._homing.set()
-        with self._lock:
-            self._tick_due = self.get_clock().now()
-        self._try_tick()
+        try:
+            with self._tick_lock:
+                self.control.start_homing()
+        except RuntimeError as e:
+            response.success, response.message = False, str(e)
+            return response
+        self._tick_soon()
         response.success = self._homed.wait(timeout=120.0)
-        self._homing.clear()
+        self.control.homing = False
         response.message = 'home' if response.success else 'did not reach home in 120 s'
         self.get_logger().info(f'go_home: {response.message}')
         return response
 
     # --- the control cycle ----------------------------------------------------------------
     def timer_callback(self):
+        self._tick_soon()
+
+    def _tick_soon(self):
         with self._lock:
-            self._tick_due = self.get_clock().now()
+            self._tick_due = True
         self._try_tick()
 
     def _try_tick(self):
+        """Run a due tick once :meth:`PushController.ready` and the executed-row subscribers
+        allow it (lockstep: on the fresh state of this tick)."""
         if not self._tick_lock.acquire(blocking=False):
             return
         try:
             with self._lock:
-                due = self._tick_due
-                if due is None:
+                if not self._tick_due:
                     return
-                if (self._episode >= 0 and self._policy_kind == 'planner'
-                        and self.policies.model_version < self._min_model_version):
-                    # The recipe asked for a model still loading: start once it is in.
-                    self.get_logger().info(
-                        f'waiting for model v{self._min_model_version}',
-                        throttle_duration_sec=2.0)
-                    return
-                if (self._episode >= 0 and self.executed_pub.get_subscription_count()
-                        < self.min_executed_subscribers):
-                    # Every executed row must reach the buffer: start once it has discovered us.
-                    self.get_logger().info('waiting for the buffer to subscribe to executed rows',
-                                           throttle_duration_sec=2.0)
-                    return
-                if self.wait_for_fresh_state and (self._episode >= 0 or self._homing.is_set()):
-                    # Lockstep: the state of this tick is newer than the last one used.
-                    stamp = self._state_stamp()
-                    if stamp is None or (self._last_tick_stamp is not None
-                                         and stamp <= self._last_tick_stamp):
-                        return
-                self._tick_due = None
-            self._tick()
+                state, stamp = self._state()
+                target = self._target
+            wait = self.control.ready(stamp)
+            if wait is None and self.control.episode >= 0 and (
+                    self.executed_pub.get_subscription_count() < self.min_executed_subscribers):
+                # Every executed row must reach the buffer: start once it has discovered us.
+                wait = 'waiting for the buffer to subscribe to executed rows'
+            if wait is not None:
+                if 'fresh state' not in wait:  # lockstep waits for its state every tick
+                    self.get_logger().info(wait, throttle_duration_sec=2.0)
+                return
+            with self._lock:
+                self._tick_due = False
+            self._tick(state, stamp, target)
         finally:
             self._tick_lock.release()
 
-    def _state_stamp(self):
-        if self._joint_stamp is None or self._puck_stamp is None:
-            return None
-        return min(self._joint_stamp, self._puck_stamp)
+    def _state(self):
+        """The latest 17-D state and its stamp (s): the older of the joint and puck stamps."""
+        if self._joint_stamp is None or self._puck_stamp is None or self._q is None:
+            return None, None
+        stamp = min(self._joint_stamp, self._puck_stamp).nanoseconds * 1e-9
+        return np.concatenate([self._q, self._qd, self._puck]), stamp
 
-    def _tick(self):
+    def _tick(self, state, stamp, target):
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if stamp is not None:
+            self._stats['state_age_ms'] = (now - stamp) * 1e3
         try:
-            self._control_step()
+            tick = self.control.tick(state, stamp, now, target)
         except Exception as e:  # noqa: B902 - any fault must end in zero velocity, then report
             self._stats['faults'] += 1
+            self.control.prev_command = np.zeros(NUM_JOINTS)
             self._send(np.zeros(NUM_JOINTS))
             self.get_logger().error(f'control fault, zero velocity sent: {e!r}',
                                     throttle_duration_sec=1.0)
+            return
+        if tick.command is not None:
+            self._send(tick.command)
+        self._report(tick, state, stamp, target)
 
-    def _control_step(self):
-        now = self.get_clock().now()
-        with self._lock:
-            stamp = self._state_stamp()
-            state = None
-            if stamp is not None and self._q is not None and self._puck is not None:
-                state = np.concatenate([self._q, self._qd, self._puck])
-                self._stats['state_age_ms'] = (now - stamp).nanoseconds * 1e-6
-            episode, kind, step, target, explore = (self._episode, self._policy_kind,
-                                                    self._step, self._target, self._explore)
-        self._stats['ticks'] += 1
-        if self._estop:
-            self._send(np.zeros(NUM_JOINTS))
-            return
-        if episode < 0 and self._homing.is_set() and state is not None:
-            self._last_tick_stamp = stamp
-            self._home_step(state[:7])
-            return
-        if episode < 0:
-            if not self.wait_for_fresh_state:
-                self._send(self.filter.decelerate(self._q if state is not None
-                                                  else np.zeros(NUM_JOINTS), self._prev_cmd))
-            return
-        if state is None or (now - stamp).nanoseconds * 1e-9 > self.state_timeout:
-            self._send(np.zeros(NUM_JOINTS))
-            self.get_logger().warning('no fresh state: zero velocity', throttle_duration_sec=1.0)
-            return
-        if target is None:
-            self._send(np.zeros(NUM_JOINTS))
-            self.get_logger().warning('no target yet: zero velocity', throttle_duration_sec=1.0)
-            return
-        self._last_tick_stamp = stamp
-        distance = float(np.linalg.norm(state[14:17] - target))
-        self.distance_pub.publish(Float64(data=distance))
-        if step >= self.episode_steps:
-            self._publish_executed(episode, step, stamp, state, np.full(NUM_JOINTS, np.nan),
-                                   target)
-            with self._lock:
-                self._episode = -1
-            if not self.wait_for_fresh_state:
-                self._send(self.filter.decelerate(state[:7], self._prev_cmd))
-            self.done_pub.publish(Int32(data=episode))
-            self.get_logger().info(f'episode {episode} done: final distance {distance:.3f} m')
-            return
-        action = self._choose_action(kind, state, step, explore)
-        command = self.filter(state[:7], self.filter.to_velocity(action), self._prev_cmd)
-        command *= self._disagreement_scale()
-        self._send(command)
-        self._publish_executed(episode, step, stamp, state, self.filter.to_action(command),
-                               target)
-        with self._lock:
-            self._step = step + 1
-
-    def _home_step(self, q: np.ndarray):
-        error = self.home - q
-        if np.max(np.abs(error)) < 0.01 and np.max(np.abs(self._prev_cmd)) < 1e-3:
-            self._send(np.zeros(NUM_JOINTS))
+    def _report(self, tick, state, stamp, target):
+        """Publish what a tick did: executed rows, episode end, plan figures, warnings."""
+        log = self.get_logger()
+        if tick.event in ('stale', 'no_target'):
+            log.warning(f'{"no fresh state" if tick.event == "stale" else "no target yet"}: '
+                        'zero velocity', throttle_duration_sec=1.0)
+        elif tick.event == 'homed':
             self._homed.set()
+        if tick.event not in ('act', 'done'):
             return
-        # Proportional approach at capped speed; the filter adds the acceleration bound.
-        request = np.clip(2.0 * error, -self.home_speed, self.home_speed)
-        self._send(self.filter(q, request, self._prev_cmd))
-
-    def _choose_action(self, kind: str, state: np.ndarray, step: int,
-                       explore: bool) -> np.ndarray:
-        if kind == 'zero' or (kind == 'planner' and not self.policies.has_model()
-                              and self.exploration == 'zero'):
-            return np.zeros(NUM_JOINTS)
-        if kind == 'random' or not self.policies.has_model():
-            return self._rng.uniform(-1.0, 1.0, NUM_JOINTS)
-        if self._policy is None:
-            self._policy = self.policies.create(explore=explore)
-        policy = self._policy
-        if self._plan_future is None:
-            # Between two plans: the only safe moment to swap in a newer model.
-            self.policies.refresh(policy)
-            policy.set_last_action(self.filter.to_action(self._prev_cmd))
-            self._plan_future = self._workers.submit(policy.plan, state.copy(), step)
-        timeout = None if self.wait_for_fresh_state else self.deadline
-        try:
-            plan, plan_step = self._plan_future.result(timeout=timeout)
-            self._plan_future = None
-            self._fallback_plan = (plan, plan_step)
-            info = policy.last_info()
-            if 'plan_time_ms' in info:  # absent while holding at the goal: nothing was planned
-                self._stats['plan_ms'] = info['plan_time_ms']
-                self._stats['plan_ms_max'] = max(self._stats['plan_ms_max'],
-                                                 self._stats['plan_ms'])
-                self.plan_ms_pub.publish(Float64(data=float(self._stats['plan_ms'])))
-            self._stats['disagreement'] = info.get('disagreement', 0.0)
-            self.disagreement_pub.publish(Float64(data=float(self._stats['disagreement'])))
-            self._publish_markers(info)
-            if 0 <= step - plan_step < len(plan):
-                return plan[step - plan_step]
-            # A plan that arrived after its step (realtime twin) and holds no row for now.
-            return self.filter.to_action(self.filter.decelerate(state[:7], self._prev_cmd))
-        except concurrent.futures.TimeoutError:
-            self._stats['deadline_misses'] += 1
-            self.get_logger().warning('plan missed its deadline: sending the previous plan',
-                                      throttle_duration_sec=1.0)
-            if self._fallback_plan is not None:
-                plan, plan_step = self._fallback_plan
-                if 0 <= step - plan_step < len(plan):
-                    return plan[step - plan_step]
-            return self.filter.to_action(self.filter.decelerate(state[:7], self._prev_cmd))
-
-    def _disagreement_scale(self) -> float:
-        d = self._stats['disagreement']
-        scale = disagreement_scale(d, self.disagreement_slowdown, self.disagreement_stop)
-        if scale < 1.0:
-            self.get_logger().warning(
-                f'ensemble disagreement {d:.3f}: command scaled by {scale:.2f}',
-                throttle_duration_sec=1.0)
-        self._stats['scale'] = scale
-        return scale
+        self.distance_pub.publish(Float64(data=tick.info['distance']))
+        row = executed_row(tick.episode, tick.step, stamp, state, tick.action, target)
+        self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
+        if tick.event == 'done':
+            self.done_pub.publish(Int32(data=tick.episode))
+            log.info(f'episode {tick.episode} done: final distance '
+                     f'{tick.info["distance"]:.3f} m')
+            return
+        info = tick.info
+        if 'plan_time_ms' in info:
+            self.plan_ms_pub.publish(Float64(data=float(info['plan_time_ms'])))
+        if 'disagreement' in info or 'holding' in info:  # a plan (or a hold) finished
+            self.disagreement_pub.publish(Float64(data=self.control.disagreement))
+        self._publish_markers(info)
+        if info.get('deadline_miss'):
+            log.warning('plan missed its deadline: sending the previous plan',
+                        throttle_duration_sec=1.0)
+        if info['scale'] < 1.0:
+            log.warning(f'ensemble disagreement {self.control.disagreement:.3f}: command scaled '
+                        f'by {info["scale"]:.2f}', throttle_duration_sec=1.0)
 
     def _send(self, command: np.ndarray):
-        self._prev_cmd = np.asarray(command, dtype=np.float64)
-        self.command_pub.publish(Float64MultiArray(data=self._prev_cmd.tolist()))
-
-    def _publish_executed(self, episode, step, stamp, state, action, target):
-        row = executed_row(episode, step, stamp.nanoseconds * 1e-9, state, action, target)
-        self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
+        self.command_pub.publish(Float64MultiArray(data=np.asarray(command, float).tolist()))
 
     def _publish_markers(self, info: dict):
         paths = info.get('paths')
@@ -529,20 +407,18 @@ class ControllerNode(Node):
         self.marker_pub.publish(markers)
 
     def publish_diagnostics(self):
-        s = dict(self._stats)
+        s = {**self.control.stats, **self._stats}
         status = DiagnosticStatus(name='mbrl_robot: controller', hardware_id='mbrl_robot')
-        level = DiagnosticStatus.OK
-        message = 'ok'
-        if self._estop:
+        level, message = DiagnosticStatus.OK, 'ok'
+        if self.control.estop:
             level, message = DiagnosticStatus.ERROR, 'e-stop engaged'
-        elif s['faults'] or s['rejected_states']:
-            level, message = DiagnosticStatus.WARN, 'faults or rejected states'
+        elif s['faults'] or s['rejected_states'] or s['plan_errors']:
+            level, message = DiagnosticStatus.WARN, 'faults, plan errors or rejected states'
         elif s['deadline_misses']:
             level, message = DiagnosticStatus.WARN, 'plan deadline misses'
         status.level, status.message = level, message
-        s['model_version'] = self.policies.model_version
-        s['episode'] = self._episode
-        s['step'] = self._step
+        s.update(model_version=self.policies.model_version, episode=self.control.episode,
+                 step=self.control.step)
         status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
                          for k, v in s.items()]
         msg = DiagnosticArray(status=[status])
@@ -551,11 +427,11 @@ class ControllerNode(Node):
 
     def destroy_node(self):
         # Last word to the arm is zero velocity, whatever happened before.
-        self._estop = True
+        self.control.estop = True
         try:
             self._send(np.zeros(NUM_JOINTS))
         finally:
-            self._workers.shutdown(wait=False, cancel_futures=True)
+            self.control.close()
             super().destroy_node()
 
 

@@ -53,11 +53,13 @@ SPEED = PARAMS['task']['max_joint_speed_rad_s']
 ACCEL_STEP = PARAMS['max_joint_accel_rad_s2'] / PARAMS['task']['control_rate_hz']
 
 
-def controller_process(env, *extra):
+def controller_process(env, *extra, realtime=True):
+    """The controller on the ci_smoke profile, on wall time; ``realtime=False`` keeps the
+    profile's lockstep ``wait_for_fresh_state: true``."""
+    mode = ['-p', 'controller:wait_for_fresh_state:=false'] if realtime else []
     return subprocess.Popen(
         [sys.executable, '-m', 'mbrl_robot.nodes.controller', '--ros-args', '--params-file',
-         'config/ci_smoke.yaml', '-p', 'controller:use_sim_time:=false',
-         '-p', 'controller:wait_for_fresh_state:=false',
+         'config/ci_smoke.yaml', '-p', 'controller:use_sim_time:=false', *mode,
          '-p', 'controller:task.episode_steps:=100000', *extra],
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -218,11 +220,13 @@ def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
 
 
 def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_path):
-    # A planner far too big for 20 Hz on this CPU: every plan overruns its deadline.
+    # A planner far too big for 20 Hz on this CPU: every plan overruns its deadline. The
+    # profile's own mode (lockstep, wait_for_fresh_state) must still send a command on time.
     model = create_model(node_params('ci_smoke', 'trainer')['model'], 17, 7, 'cpu', seed=0)
     model.save(str(tmp_path / 'v0001'))
+    assert PARAMS['wait_for_fresh_state']
     proc = controller_process(ros_env, '-p', 'controller:planner.population_size:=20000',
-                              '-p', 'controller:planner.horizon:=25')
+                              '-p', 'controller:planner.horizon:=25', realtime=False)
     arm = FakeArm()
     diagnostics = []
     arm.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)

@@ -15,10 +15,11 @@
 
 ``run_recipe`` runs what the recipe node orchestrates (random episodes, train, MPC episodes,
 retrain, evaluation on held-out seeds, baselines) directly on a :class:`PushEnv`, with the
-controller's own :class:`PolicyFactory` and :class:`CommandFilter` and the trainer's model
-factory, so learning results measured here carry over to the graph: only the transport
-differs. It is what the benchmarks and the learning regression test run, and it writes the
-same ``summary.json`` as the recipe node, so one report generator serves both.
+controller node's own control step (:class:`PushController`: plan deadline and fallback, goal
+hold, disagreement scale, command filter) and the trainer's model factory, so learning results
+measured here carry over to the graph: only the transport differs. It is what the benchmarks
+and the learning regression test run, and it writes the same ``summary.json`` as the recipe
+node, so one report generator serves both.
 """
 
 import copy
@@ -31,9 +32,8 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import node_params, write_param_file
-from mbrl_robot.core.control import PolicyFactory
+from mbrl_robot.core.control import PushController
 from mbrl_robot.core.models import create_model, create_trainer
-from mbrl_robot.core.safety import CommandFilter
 from mbrl_robot.core.types import TransitionBatch
 
 POLICIES = ('planner', 'random', 'zero')
@@ -121,17 +121,15 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
         env = PushEnv(cfg['twin']['task'])
     ctl = cfg['controller']
     task = ctl['task']
-    dt = 1.0 / task['control_rate_hz']
-    command_filter = CommandFilter.from_params(ctl)
-    policies = PolicyFactory(ctl, command_filter, dt)
-    device = policies.device
+    control = PushController.from_params(ctl)
+    device = control.policies.device
     tcfg = cfg['trainer']
     radius = task['success_radius_m']
-    rng = np.random.default_rng(int(ctl['planner']['seed']))
     data: List[TransitionBatch] = []
     results: List[Dict[str, Any]] = []
     trainings: List[Dict[str, Any]] = []
     plan_ms: List[float] = []
+    misses = 0
     model, version = None, 0
     t0 = time.monotonic()
     phases = build_phases(cfg['recipe'])
@@ -150,7 +148,7 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
                 model = copy.deepcopy(model)
             fit = create_trainer(model, {**tcfg['training'], 'seed': seed}).fit(batch)
             version += 1
-            policies.set_model(model, version)
+            control.policies.set_model(model, version)
             trainings.append({**phase, 'version': version, 'n_transitions': len(batch),
                               'val_loss': fit.best_val_loss, 'epochs': fit.epochs,
                               'train_losses': fit.train_losses, 'val_losses': fit.val_losses,
@@ -159,37 +157,15 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
                 f'transitions: val loss {fit.best_val_loss:.4f}, {fit.epochs} epochs, '
                 f'{time.monotonic() - tp:.1f} s')
         else:
-            obs, info = env.reset(seed=phase['seed'])
-            target = np.asarray(info['target'], dtype=np.float64)
-            policies.set_target(target)
-            policy = policies.create() if phase['policy'] == 'planner' else None
-            states, acts = [np.asarray(obs, dtype=np.float64)], []
-            prev = np.zeros(7)
-            for _ in range(task['episode_steps']):
-                state = states[-1]
-                if policy is not None:
-                    policy.set_last_action(command_filter.to_action(prev))
-                    plan, _ = policy.plan(state, 0)
-                    plan_time = policy.last_info().get('plan_time_ms')
-                    if plan_time is not None:  # None while holding at the goal
-                        plan_ms.append(plan_time)
-                    action = plan[0]
-                elif phase['policy'] == 'random':
-                    action = rng.uniform(-1.0, 1.0, 7)
-                else:
-                    action = np.zeros(7)
-                prev = command_filter(state[:7], command_filter.to_velocity(action), prev)
-                executed = command_filter.to_action(prev)
-                obs, _, _, _, info = env.step(executed)
-                acts.append(executed)
-                states.append(np.asarray(obs, dtype=np.float64))
-            states_arr = np.stack(states)
+            states_arr, acts, target, ep_ms, ep_misses = run_episode(env, control, phase)
+            plan_ms += ep_ms
+            misses += ep_misses
             if not phase['stage'].startswith('eval'):
                 d = np.linalg.norm(states_arr[1:, 14:17] - target, axis=-1)
                 done = np.zeros(len(acts), dtype=bool)
                 done[-1] = True
                 data.append(TransitionBatch(states_arr[:-1].astype(np.float32),
-                                            np.stack(acts).astype(np.float32),
+                                            acts.astype(np.float32),
                                             states_arr[1:].astype(np.float32),
                                             (-d).astype(np.float32), done))
             result = episode_result(phase, states_arr, target, radius, time.monotonic() - tp)
@@ -199,12 +175,46 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
                 f'{"success" if result["success"] else "failure"}')
         if run_dir:
             _write(run_dir, summarize(results, trainings, plan_ms, time.monotonic() - t0,
-                                      radius, profile=profile, complete=False))
+                                      radius, profile=profile, complete=False,
+                                      deadline_misses=misses))
+    control.close()
     summary = summarize(results, trainings, plan_ms, time.monotonic() - t0, radius,
-                        profile=profile, complete=True, torch_threads=torch.get_num_threads())
+                        profile=profile, complete=True, torch_threads=torch.get_num_threads(),
+                        deadline_misses=misses)
     if run_dir:
         _write(run_dir, summary)
     return summary
+
+
+def run_episode(env, control: PushController, phase: Dict[str, Any]):
+    """One episode of ``phase`` on ``env`` through the controller's own step.
+
+    The env stands in for a lockstep twin: each state is new (stamped by its step) and the
+    episode ends at the controller's terminal row. Returns the visited states (T+1, 17), the
+    executed actions (T, 7), the target, the plan times (ms) and the deadline misses.
+    """
+    obs, info = env.reset(seed=phase['seed'])
+    target = np.asarray(info['target'], dtype=np.float64)
+    control.policies.set_target(target)
+    control.reset_command()  # the twin starts each episode at rest
+    misses = control.stats['deadline_misses']
+    control.start_episode(phase['index'], phase['policy'])
+    states, acts, plan_ms = [np.asarray(obs, dtype=np.float64)], [], []
+    dt = control.filter.dt
+    while True:
+        stamp = len(acts) * dt
+        tick = control.tick(states[-1], stamp, stamp, target)
+        if tick.event != 'act':
+            break
+        if 'plan_time_ms' in tick.info:  # absent while holding at the goal
+            plan_ms.append(tick.info['plan_time_ms'])
+        obs, _, _, _, _ = env.step(tick.action)
+        acts.append(tick.action)
+        states.append(np.asarray(obs, dtype=np.float64))
+    if tick.event != 'done':
+        raise RuntimeError(f'episode {phase["index"]} stopped on {tick.event!r}')
+    return (np.stack(states), np.stack(acts), target, plan_ms,
+            control.stats['deadline_misses'] - misses)
 
 
 def _write(run_dir: str, summary: Dict[str, Any]) -> None:
