@@ -110,8 +110,8 @@ RANGES = {
 class ControllerNode(Node):
     """MPC controller: converts messages for :class:`PushController` and runs it on a timer."""
 
-    def __init__(self):
-        super().__init__('controller')
+    def __init__(self, **kwargs):
+        super().__init__('controller', **kwargs)
         p = declare_profile_parameters(self, 'controller', DESCRIPTIONS, READ_ONLY, RANGES)
         if p['torch_threads'] > 0:
             torch.set_num_threads(p['torch_threads'])

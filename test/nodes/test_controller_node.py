@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -257,6 +258,90 @@ def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_pa
         assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
     finally:
         stop(arm, proc)
+
+
+class HostileFactory:
+    """Stands in for the controller's PolicyFactory: a planner whose plans are NaN, huge, the
+    wrong shape, late, raise, or push every joint into its upper limit with a disagreement that
+    jumps past disagreement_stop and back."""
+
+    device, mode, model_version = 'cpu', 'planner', 1
+
+    def __init__(self):
+        self.plans = 0
+
+    def has_model(self):
+        return True
+
+    def set_target(self, xyz):
+        pass
+
+    def create(self, explore=False):
+        return self
+
+    def refresh(self, policy):
+        pass
+
+    def set_last_action(self, action):
+        pass
+
+    def plan(self, state, step):
+        self.plans += 1
+        kind = self.plans % 7
+        if kind == 1:
+            raise RuntimeError('planner crashed')
+        if kind == 2:
+            time.sleep(0.2)  # overruns four deadlines
+        plan = {0: np.full((5, 7), np.nan), 3: np.ones((5, 3)),
+                4: np.full((5, 7), -1e9)}.get(kind, np.full((5, 7), 1e3))
+        return plan, step
+
+    def last_info(self):
+        return {'plan_time_ms': 1.0, 'disagreement': 10.0 if self.plans % 5 == 0 else 0.0}
+
+
+def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
+    from rclpy.executors import MultiThreadedExecutor
+    from mbrl_robot.nodes.controller import ControllerNode
+    from mbrl_robot.paths import config_path
+    context = rclpy.Context()
+    rclpy.init(context=context, args=[
+        '--ros-args', '--params-file', config_path('ci_smoke'),
+        '-p', 'controller:use_sim_time:=false', '-p', 'controller:wait_for_fresh_state:=false',
+        '-p', 'controller:task.episode_steps:=100000'])
+    node = ControllerNode(context=context)
+    node.control.policies = node.policies = HostileFactory()
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    arm = FakeArm()
+    limits = node.control.filter.limits
+    arm.q = limits.upper - 0.3  # hostile plans drive every joint into its upper limit
+    try:
+        arm.spin_for(1.0)
+        t0 = time.monotonic()
+        arm.start_target()
+        arm.episode_pub.publish(String(data=json.dumps({'episode': 0, 'policy': 'planner'})))
+        positions = []
+        while time.monotonic() < t0 + 4.0:
+            arm.spin_for(0.02)
+            positions.append(arm.q.copy())
+        sent = arm.since(t0)
+        assert len(sent) >= 50, len(sent)
+        assert np.all(np.isfinite(sent))
+        assert np.abs(sent).max() <= SPEED + 1e-9
+        assert np.abs(sent).max() > 0.5 * SPEED  # it did move towards the limits
+        assert np.abs(np.diff(sent, axis=0)).max() <= ACCEL_STEP + 1e-9
+        positions = np.array(positions)
+        assert np.all(positions <= limits.upper) and np.all(positions >= limits.lower)
+        stats = node.control.stats
+        assert stats['plan_errors'] > 0 and stats['deadline_misses'] > 0
+    finally:
+        arm.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def test_go_home_drives_to_the_ready_pose_at_limited_speed(ros_env):
