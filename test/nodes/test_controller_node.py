@@ -287,7 +287,7 @@ class HostileFactory:
 
     def plan(self, state, step):
         self.plans += 1
-        kind = self.plans % 7
+        kind = self.plans % 10
         if kind == 1:
             raise RuntimeError('planner crashed')
         if kind == 2:
@@ -297,7 +297,8 @@ class HostileFactory:
         return plan, step
 
     def last_info(self):
-        return {'plan_time_ms': 1.0, 'disagreement': 10.0 if self.plans % 5 == 0 else 0.0}
+        # Full speed up for four plans, then a disagreement far past disagreement_stop.
+        return {'plan_time_ms': 1.0, 'disagreement': 10.0 if self.plans % 10 == 9 else 0.0}
 
 
 def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
@@ -317,7 +318,7 @@ def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
     spinner.start()
     arm = FakeArm()
     limits = node.control.filter.limits
-    arm.q = limits.upper - 0.3  # hostile plans drive every joint into its upper limit
+    arm.q = limits.upper - 0.5  # hostile plans drive every joint into its upper limit
     try:
         arm.spin_for(1.0)
         t0 = time.monotonic()
