@@ -37,11 +37,12 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import _merge, node_params
-from mbrl_robot.core.algorithms.mbpo import PushPolicyEnv, run_mbpo
+from mbrl_robot.core.algorithms.mbpo import run_mbpo
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.safety import CommandFilter
+from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
 from mbrl_robot.sim.push_env import PushEnv
 
 

@@ -30,13 +30,12 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from mbrl_robot.core.algorithms.mbpo import (DeterministicPolicy, load_policy as load_policy_dir,
-                                             PUSH_OBS_LAYOUT, push_obs)
 from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.planning.trajectory import JointLimits as PlanningJointLimits
+from mbrl_robot.core.policy import DeterministicPolicy, load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter
-from mbrl_robot.core.tasks.push import PushTask
+from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT, push_obs, PushTask
 
 STATE_DIM = 17
 ACTION_DIM = 7
