@@ -35,13 +35,10 @@ from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.planning.trajectory import JointLimits as PlanningJointLimits
 from mbrl_robot.core.policy import DeterministicPolicy, load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter
-from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT, push_obs, PushTask
+from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS as Q, PUCK, PUSH_OBS_LAYOUT,
+                                        push_obs, PushTask, STATE_DIM)
 
-STATE_DIM = 17
-ACTION_DIM = 7
 MODES = ('planner', 'policy')
-Q = slice(0, 7)
-PUCK = slice(14, 17)
 
 
 def resolve_device(name: str) -> torch.device:

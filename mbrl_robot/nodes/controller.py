@@ -40,6 +40,7 @@ import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.safety import CommandFilter, disagreement_scale
+from mbrl_robot.core.tasks.push import PUCK
 from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
@@ -47,7 +48,6 @@ from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_
 from mbrl_robot.core.control import PlannerPolicy, PolicyFactory
 
 NUM_JOINTS = 7
-STATE_DIM = 17
 
 DESCRIPTIONS = {
     'task.joints': 'Controlled joints, in command order (the ForwardCommandController joints).',
@@ -411,7 +411,7 @@ class ControllerNode(Node):
             self.get_logger().warning('no target yet: zero velocity', throttle_duration_sec=1.0)
             return
         self._last_tick_stamp = stamp
-        distance = float(np.linalg.norm(state[14:17] - target))
+        distance = float(np.linalg.norm(state[PUCK] - target))
         self.distance_pub.publish(Float64(data=distance))
         if step >= self.episode_steps:
             self._publish_executed(episode, step, stamp, state, np.full(NUM_JOINTS, np.nan),
