@@ -32,7 +32,7 @@ import torch
 
 from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
-from mbrl_robot.core.planning.trajectory import JointLimits as PlanningJointLimits
+from mbrl_robot.core.planning.trajectory import position_limits as PlanningJointLimits
 from mbrl_robot.core.policy import DeterministicPolicy, load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter
 from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS as Q, PUCK, PUSH_OBS_LAYOUT,
