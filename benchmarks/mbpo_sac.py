@@ -37,11 +37,13 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import _merge, node_params
-from mbrl_robot.core.algorithms.mbpo import PushPolicyEnv, run_mbpo
+from mbrl_robot.core.algorithms.mbpo import run_mbpo
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.safety import CommandFilter
+from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
+from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
 from mbrl_robot.sim.push_env import PushEnv
 
 
@@ -62,7 +64,8 @@ def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
         if mode == 'policy':
             factory.set_policy(policy, 1)
         else:
-            factory.set_model(create_model(trainer['model'], 17, 7, 'cpu', 0).eval(), 1)
+            model = create_model(trainer['model'], STATE_DIM, ACTION_DIM, 'cpu', 0)
+            factory.set_model(model.eval(), 1)
         p = factory.create()
         n = repeats if mode == 'policy' else max(repeats // 10, 10)
         ms = []

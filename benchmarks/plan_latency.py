@@ -46,9 +46,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.core.planning import create_agent
-
-S, A = 17, 7
-PUCK = slice(14, 17)
+from mbrl_robot.core.tasks.push import ACTION_DIM as A, PUCK, STATE_DIM as S
 
 LECTURE_MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 5, 'num_layers': 4,
                  'hidden_size': 500, 'activation': 'silu', 'probabilistic': True}

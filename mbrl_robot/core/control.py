@@ -35,21 +35,16 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from mbrl_robot.core.algorithms.mbpo import (DeterministicPolicy, load_policy as load_policy_dir,
-                                             PUSH_OBS_LAYOUT, push_obs)
 from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
-from mbrl_robot.core.planning.trajectory import JointLimits as PlanningJointLimits
+from mbrl_robot.core.policy import DeterministicPolicy, load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter, disagreement_scale
-from mbrl_robot.core.tasks.push import PushTask
+from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUCK, PUSH_OBS_LAYOUT, push_obs,
+                                        PushTask, STATE_DIM)
 
-STATE_DIM = 17
-ACTION_DIM = 7
 MODES = ('planner', 'policy')
 EXPLORATIONS = ('random', 'zero')
 EPISODE_POLICIES = ('planner', 'random', 'zero')
-JOINT_POS = slice(0, 7)
-PUCK = slice(14, 17)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -258,9 +253,7 @@ class PolicyFactory:
         self.goal_hold_cfg = dict(params.get('goal_hold') or {})
         GoalHold.from_config(self.goal_hold_cfg)  # fail at start-up, not at the first plan
         self.logger = logger or logging.getLogger(__name__)
-        limits = command_filter.limits
-        self.joint_limits = PlanningJointLimits(q_start=0, lower=limits.lower,
-                                                upper=limits.upper)
+        self.joint_limits = command_filter.limits
         # The acceleration bound in normalised action units per step.
         self.max_delta = command_filter.max_accel * period / command_filter.max_speed
         self._lock = threading.Lock()

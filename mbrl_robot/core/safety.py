@@ -34,11 +34,39 @@ import numpy as np
 
 @dataclass(frozen=True)
 class JointLimits:
-    """Position (rad) and velocity (rad/s) limits of the controlled joints, in command order."""
+    """Position (rad) and velocity (rad/s) limits of the controlled joints, in command order.
+
+    The one description of the arm's limits: the command filter enforces them, the planner
+    penalises predicted trajectories that leave them
+    (:class:`~mbrl_robot.core.planning.trajectory.TrajectoryEvaluator`, told where the joint
+    positions sit in the state).
+
+    Attributes:
+        lower: (J,) lower position limits (rad).
+        upper: (J,) upper position limits (rad), each above its lower limit.
+        velocity: (J,) velocity limits (rad/s); None: unlimited (``inf``).
+
+    Raises:
+        ValueError: empty or mismatched shapes, or a lower limit not below its upper limit.
+    """
 
     lower: np.ndarray
     upper: np.ndarray
-    velocity: np.ndarray
+    velocity: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        lower = np.asarray(self.lower, dtype=np.float64).reshape(-1)
+        upper = np.asarray(self.upper, dtype=np.float64).reshape(-1)
+        velocity = np.full(lower.shape, np.inf) if self.velocity is None else np.asarray(
+            self.velocity, dtype=np.float64).reshape(-1)
+        if lower.size == 0 or lower.shape != upper.shape or velocity.shape != lower.shape:
+            raise ValueError('joint limits: lower, upper and velocity must be non-empty and of '
+                             f'equal shape, got {lower.shape}, {upper.shape}, {velocity.shape}')
+        if not (lower < upper).all():
+            raise ValueError('joint limits: every lower limit must be below its upper limit')
+        object.__setattr__(self, 'lower', lower)
+        object.__setattr__(self, 'upper', upper)
+        object.__setattr__(self, 'velocity', velocity)
 
     @staticmethod
     def from_urdf(path: str, joints: Sequence[str]) -> 'JointLimits':

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Shared vocabulary of the core: transition batches and the small interfaces planners plug into.
+"""Shared vocabulary of the core: transition batches, goal tasks and the interfaces planners use.
 
 Shapes: ``S`` state dim, ``A`` action dim, ``K`` ensemble members, ``B`` batch, ``H`` horizon.
 """
@@ -61,6 +61,39 @@ class TransitionBatch:
         """Concatenate batches row-wise."""
         return TransitionBatch(*(np.concatenate([getattr(b, f) for b in batches])
                                  for f in ('obs', 'act', 'next_obs', 'reward', 'done')))
+
+
+@dataclass
+class GoalTask:
+    """A goal-reaching task as a policy learner (MBPO, SAC) sees it.
+
+    Attributes:
+        state_dim: S, what the ensemble predicts.
+        goal_dim: G, fixed for an episode (the target).
+        act_dim: A.
+        obs_layout: name of the ``make_obs`` layout, recorded in the policy checkpoint.
+        make_obs: ``(state (B, S), goal (B, G)) -> obs (B, O)`` on torch tensors.
+        reward_fn: ``(next_state (B, S), act (B, A), goal (B, G)) -> (B,)`` torch.
+        action_filter: ``(state (B, S), act (B, A)) -> executed act (B, A)`` in numpy, or None.
+            In model rollouts the ensemble sees the executed action, like in the real data.
+    """
+
+    state_dim: int
+    goal_dim: int
+    act_dim: int
+    obs_layout: str
+    make_obs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    reward_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    action_filter: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
+
+    def obs_np(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """``make_obs`` for numpy (S,)/(G,) or (B, S)/(B, G) arrays; float32 result."""
+        s = torch.as_tensor(np.asarray(state, dtype=np.float32))
+        g = torch.as_tensor(np.asarray(goal, dtype=np.float32))
+        single = s.ndim == 1
+        out = self.make_obs(s.reshape(-1, self.state_dim), g.reshape(-1, self.goal_dim))
+        out = out.numpy().astype(np.float32)
+        return out[0] if single else out
 
 
 class DynamicsModel(Protocol):

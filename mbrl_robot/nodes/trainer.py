@@ -49,14 +49,13 @@ import torch
 from mbrl_robot.core.algorithms.mbpo import push_mbpo_agent
 from mbrl_robot.core.control import resolve_device
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
+from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
 from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import (LATCHED_QOS, multiarray_to_rows, parse_transition_rows,
                                         TRANSITION_FIELDS, TRANSITION_LABELS, TransitionRows,
                                         TRANSITIONS_QOS)
 
-STATE_DIM = 17
-ACTION_DIM = 7
 VERSION_DIR = re.compile(r'^v(\d+)$')
 ALGORITHMS = ('ensemble', 'mbpo')
 POLICY_SUBDIR = 'policy'

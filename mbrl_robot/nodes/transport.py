@@ -35,7 +35,8 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from mbrl_robot.core.buffer.assembler import ACTION_DIM, HEADER, STATE_DIM, TARGET_DIM
+from mbrl_robot.core.buffer.assembler import HEADER
+from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM, TARGET_DIM
 from mbrl_robot.core.types import TransitionBatch
 
 # Controller -> buffer, one row per tick: deep enough for ~50 s at 20 Hz of a stalled reader.

@@ -52,6 +52,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from mbrl_robot.core.tasks.push import JOINT_POS, JOINT_VEL, PUCK, STATE_DIM
 from mbrl_robot.nodes.lifecycle import run_node
 from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
 from mbrl_robot.nodes.transport import LATCHED_QOS
@@ -138,7 +139,7 @@ class TwinNode(Node):
         self.new_target_srv = self.create_service(Trigger, NEW_TARGET_SERVICE,
                                                   self.new_target_callback)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._last_obs = np.zeros(17)
+        self._last_obs = np.zeros(STATE_DIM)
         self._last_publish_wall = time.monotonic()
         if self.mode == 'realtime':
             self.timer = self.create_timer(1.0 / self.env.control_rate_hz, self.timer_callback,
@@ -177,10 +178,10 @@ class TwinNode(Node):
         js = JointState()
         js.header.stamp = stamp
         js.name = list(self.joints)
-        js.position = [float(v) for v in obs[0:7]]
-        js.velocity = [float(v) for v in obs[7:14]]
+        js.position = [float(v) for v in obs[JOINT_POS]]
+        js.velocity = [float(v) for v in obs[JOINT_VEL]]
         self.joint_state_pub.publish(js)
-        self.puck_pub.publish(self._point(obs[14:17], stamp))
+        self.puck_pub.publish(self._point(obs[PUCK], stamp))
 
     def publish_target(self) -> None:
         """Publish the current target (transient local)."""

@@ -39,8 +39,8 @@ from gymnasium import spaces
 import numpy as np
 import pybullet as pb
 
-from mbrl_robot.core.tasks.push import (OBS_DIM, PUCK_HEIGHT_M, PUCK_RADIUS_M, TOOL_LINK,
-                                        TOOL_RADIUS_M, tool_shaping)
+from mbrl_robot.core.tasks.push import (ACTION_DIM, PUCK, PUCK_HEIGHT_M, PUCK_RADIUS_M,
+                                        STATE_DIM, TOOL_LINK, TOOL_RADIUS_M, tool_shaping)
 from mbrl_robot.paths import urdf_path
 
 # Ready pose: J1, J3, J5, J7 = 0; J2/J4/J6 put the tool vertical with its tip at HOME_TIP
@@ -187,12 +187,13 @@ class PushEnv(gym.Env):
         self._build_scene()
 
         lo, hi = self.position_limits
-        obs_dim = OBS_DIM + 3 * (self.obs_puck_velocity + self.obs_tool_tip)
-        low = np.concatenate([lo, np.full(7, -QD_BOUND), np.full(obs_dim - 14, -XYZ_BOUND)])
-        high = np.concatenate([hi, np.full(7, QD_BOUND), np.full(obs_dim - 14, XYZ_BOUND)])
+        obs_dim = STATE_DIM + 3 * (self.obs_puck_velocity + self.obs_tool_tip)
+        n_xyz = obs_dim - PUCK.start  # puck, then the optional puck velocity and tool tip
+        low = np.concatenate([lo, np.full(7, -QD_BOUND), np.full(n_xyz, -XYZ_BOUND)])
+        high = np.concatenate([hi, np.full(7, QD_BOUND), np.full(n_xyz, XYZ_BOUND)])
         self.observation_space = spaces.Box(low.astype(np.float32), high.astype(np.float32),
                                             dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(ACTION_DIM,), dtype=np.float32)
 
         self._target = np.zeros(3)
         self._step_count = 0
@@ -313,13 +314,13 @@ class PushEnv(gym.Env):
         return np.concatenate(parts)
 
     def _info(self, obs: np.ndarray, tip: np.ndarray) -> Dict[str, Any]:
-        puck = obs[14:17]
+        puck = obs[PUCK]
         dist = float(np.linalg.norm(puck - self._target))
         return {'distance': dist, 'is_success': dist < self.success_radius, 'tool_tip': tip,
                 'puck': puck.copy(), 'target': self._target.copy(), 'contact': self.in_contact()}
 
     def _reward(self, obs: np.ndarray, tip: np.ndarray, action: np.ndarray) -> float:
-        puck = obs[14:17]
+        puck = obs[PUCK]
         reward = -float(np.linalg.norm(puck - self._target))
         if self.tool_shaping_weight > 0.0:
             reward -= float(tool_shaping(puck, self._target, tip, self.tool_shaping_weight,

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.core.kinematics import SerialChainFK
-from mbrl_robot.core.tasks.push import (PUCK_RADIUS_M, PUCK_SLICE, Q_SLICE, TOOL_LINK,
-                                        TOOL_RADIUS_M)
+from mbrl_robot.core.tasks.push import JOINT_POS, PUCK, PUCK_RADIUS_M, TOOL_LINK, TOOL_RADIUS_M
 from mbrl_robot.paths import urdf_path
 
 
@@ -65,8 +64,8 @@ class ScriptedPusher:
 
     def act(self, obs: np.ndarray, target: Sequence[float], dt: float = 0.05) -> np.ndarray:
         """Action (7,) in [-1, 1] for state ``obs`` (>=17,) and ``target`` (3,)."""
-        q = np.asarray(obs[Q_SLICE], dtype=np.float64)
-        puck = np.asarray(obs[PUCK_SLICE], dtype=np.float64)
+        q = np.asarray(obs[JOINT_POS], dtype=np.float64)
+        puck = np.asarray(obs[PUCK], dtype=np.float64)
         target = np.asarray(target, dtype=np.float64)
         tip, jac = self._jacobian(q)
         line = target[:2] - puck[:2]

@@ -24,8 +24,9 @@ import threading
 import numpy as np
 import pytest
 
-from mbrl_robot.core.buffer import (ACTION_DIM, puck_distance_reward, RowRejected, STATE_DIM,
-                                    TARGET_DIM, Transition, TransitionAssembler, TransitionStore)
+from mbrl_robot.core.buffer import (puck_distance_reward, RowRejected, Transition,
+                                    TransitionAssembler, TransitionStore)
+from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM, TARGET_DIM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 F = 3 + STATE_DIM + ACTION_DIM + TARGET_DIM

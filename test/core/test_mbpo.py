@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.algorithms.mbpo import (ArrayBuffer, DeterministicPolicy, evaluate, GoalTask,
-                                             load_policy, make_sac, MixedReplayBuffer,
-                                             rollout_length, run_sac_loop, save_policy)
+from mbrl_robot.core.algorithms.mbpo import evaluate, make_sac, rollout_length, run_sac_loop
+from mbrl_robot.core.buffer.replay import ArrayBuffer, MixedReplayBuffer
+from mbrl_robot.core.policy import DeterministicPolicy, load_policy, save_policy
+from mbrl_robot.core.types import GoalTask
 
 
 class PointMass(gym.Env):
@@ -149,8 +150,7 @@ def test_mixed_buffer_draws_real_ratio():
 
 
 def test_push_rollout_reward_uses_each_rollouts_target():
-    from mbrl_robot.core.algorithms.mbpo import push_goal_task, push_obs
-    from mbrl_robot.core.tasks.push import PushTask
+    from mbrl_robot.core.tasks.push import push_goal_task, push_obs, PushTask
     task = PushTask()
     gtask = push_goal_task(task)
     rng = np.random.default_rng(0)

@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from mbrl_robot.core.planning import (CEMOptimizer, colored_noise,
-                                      create_agent, JointLimits, MPCAgent, OptimizationResult,
+                                      create_agent, MPCAgent, OptimizationResult,
                                       project_action_sequences, RandomShootingOptimizer,
                                       resolve_planner_cfg, TrajectoryEvaluator,
                                       TrajectoryOptimizer)
+from mbrl_robot.core.safety import JointLimits
 
 
 class LinearEnsemble:
@@ -162,8 +163,9 @@ def test_terminal_weight_scales_last_reward():
 
 def test_joint_limit_penalty_and_rollout_plan():
     model = scalar_gains_ensemble([0.1, 0.2])
-    limits = JointLimits(q_start=0, lower=[-0.35], upper=[0.35])
-    ev = TrajectoryEvaluator(model, position, propagation='mean', joint_limits=limits)
+    limits = JointLimits(lower=[-0.35], upper=[0.35])
+    ev = TrajectoryEvaluator(model, position, propagation='mean', joint_limits=limits,
+                             joint_pos_start=0)
     inside = torch.full((1, 3, 1), 1.0)  # ends at 0.45 under mean gain 0.15 -> crosses
     slow = torch.full((1, 3, 1), 0.5)  # ends at 0.225: inside
     scores = ev.evaluate(torch.zeros(1), torch.cat([inside, slow]))
@@ -172,6 +174,32 @@ def test_joint_limit_penalty_and_rollout_plan():
     assert mean_states.shape == (4, 1) and std_states.shape == (4, 1)
     assert torch.allclose(mean_states[:, 0], torch.tensor([0.0, 0.15, 0.3, 0.45]))
     assert torch.allclose(std_states[:, 0], torch.tensor([0.0, 0.05, 0.1, 0.15]))
+
+
+def test_planner_takes_the_arms_joint_limits_and_the_state_column_of_q():
+    """One JointLimits (the command filter's, velocity included); the planner is told where the
+    joint positions start in the state."""
+    from mbrl_robot.core.planning.trajectory import position_limits
+    model = LinearEnsemble(torch.tensor([[[0.0, 0.15]]]))  # 2-D state: only column 1 moves
+    limits = JointLimits(lower=[-0.35], upper=[0.35], velocity=[1.0])
+    fast = torch.full((1, 3, 1), 1.0)  # column 1 ends at 0.45: outside
+    on_q = TrajectoryEvaluator(model, position, propagation='mean', joint_limits=limits,
+                               joint_pos_start=1)
+    off_q = TrajectoryEvaluator(model, position, propagation='mean', joint_limits=limits,
+                                joint_pos_start=0)
+    assert float(on_q.evaluate(torch.zeros(2), fast)) < -999.0
+    assert float(off_q.evaluate(torch.zeros(2), fast)) == 0.0
+    with pytest.raises(ValueError, match='state dim'):
+        TrajectoryEvaluator(model, position, joint_limits=limits,
+                            joint_pos_start=2).evaluate(torch.zeros(2), fast)
+    assert np.all(JointLimits(lower=[-1.0], upper=[1.0]).velocity == np.inf)
+    for bad in (dict(lower=[1.0], upper=[-1.0]), dict(lower=[], upper=[]),
+                dict(lower=[0.0, 0.0], upper=[1.0])):
+        with pytest.raises(ValueError):
+            JointLimits(**bad)
+    np.testing.assert_array_equal(position_limits(0, [-1.0], [1.0]).upper, [1.0])
+    with pytest.raises(ValueError):
+        position_limits(3, [-1.0], [1.0])
 
 
 class SpyOptimizer(CEMOptimizer):

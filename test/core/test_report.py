@@ -19,9 +19,11 @@ from mbrl_robot.report import write_report
 
 
 def test_report_from_a_smoke_recipe(tmp_path):
-    # Goal hold off: every step of the MPC and evaluation episodes is a plan.
+    # Goal hold off: every step of the MPC and evaluation episodes is a plan (the whole period
+    # for each, so that a loaded machine misses no deadline: the plans take ~10 ms).
     overrides = {'recipe': {'baselines': ['random']},
-                 'controller': {'goal_hold': {'enter_radius_m': 0.0}}}
+                 'controller': {'goal_hold': {'enter_radius_m': 0.0},
+                                'plan_deadline_fraction': 1.0}}
     summary = run_recipe('ci_smoke', overrides=overrides, run_dir=str(tmp_path),
                          log=lambda _: None)
     assert summary['complete']

@@ -42,9 +42,9 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mbrl_robot.config import node_params  # noqa: E402
-from mbrl_robot.core.algorithms.mbpo import (DeterministicPolicy, PUSH_OBS_LAYOUT,  # noqa: E402
-                                             save_policy)
 from mbrl_robot.core.models import create_model  # noqa: E402
+from mbrl_robot.core.policy import DeterministicPolicy, save_policy  # noqa: E402
+from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT  # noqa: E402
 from mbrl_robot.nodes.transport import EXECUTED_QOS, LATCHED_QOS  # noqa: E402
 
 pytestmark = pytest.mark.ros

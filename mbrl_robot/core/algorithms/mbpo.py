@@ -15,53 +15,48 @@
 
 The lecture's "version 2.0" of model-based RL: learn the ensemble from real data, branch short
 synthetic rollouts (1-5 steps) from real states, train SAC on real ∪ model data, and deploy the
-policy (one network forward per control step instead of a plan).
+policy (one network forward per control step instead of a plan). The paper's Algorithm 2, and
+where each line lives in this file::
 
-Parts, all free of ROS:
+    initialise policy pi, model p, real data D_env, model data D_model   MBPOAgent.__init__
+    for each real step:                                                  run_sac_loop
+        take an action in the env with pi, add it to D_env               MBPOAgent.act, add_real
+        every model_train_freq steps: train p on D_env                   MBPOAgent.fit_model
+        every rollout_freq steps: M rollouts of length k (schedule)      rollout_length,
+            from states sampled from D_env, added to D_model               model_rollouts
+        G gradient steps of SAC on real_ratio D_env + the rest D_model   MBPOAgent.train
 
-* :class:`GoalTask`: what the algorithm needs of a goal-reaching task: the policy observation
-  ``make_obs(state, goal)``, the batched reward ``reward_fn(next_state, act, goal)`` and an
-  optional batched action filter (the controller's :class:`CommandFilter`).
-  :func:`push_goal_task` builds it for the twin from :class:`PushTask` and the filter.
-* :class:`PushPolicyEnv`: ``PushEnv`` as the controller drives it: every action goes through the
-  same :class:`CommandFilter`, the observation is ``[s (17), target - puck (3)]``.
-* :class:`MBPOAgent`: the learner without the env loop (real and model buffers, ensemble fits,
-  rollouts, SB3 SAC updates, policy export), so a trainer node can feed it recorded transitions.
-* :func:`run_sac_loop`: one env loop around :class:`MBPOAgent` for both MBPO and the model-free
-  baseline, so the two differ only in the model data.
-* :func:`run_mbpo`: MBPO on an env with a :class:`GoalTask`, returning a summary.
-* :class:`DeterministicPolicy`, :func:`save_policy`, :func:`load_policy`: the deployed policy
-  (``policy.pt`` + ``policy.json`` with dims, layout, version and sha256).
+:func:`run_sac_loop` serves MBPO and the model-free baseline (``sac_baseline.py``), so the two
+differ only in the model data; :func:`push_mbpo_agent` is the learner the trainer node feeds
+with recorded transitions (:meth:`MBPOAgent.add_transitions`, :meth:`MBPOAgent.catch_up`).
 
-Why not SB3's ``ReplayBuffer``: model rollouts arrive as batches of thousands of rows, and the
-real buffer must also hold the state, the goal and the executed (filtered) action that the
-ensemble is trained on; two numpy ring buffers (:class:`ArrayBuffer`) mixed by ``real_ratio``
-(:class:`MixedReplayBuffer`) do both and still feed SB3's ``SAC.train`` unchanged.
+What it uses lives elsewhere, free of this algorithm:
+
+* the task as the learner sees it: :class:`mbrl_robot.core.types.GoalTask`; the push task's
+  (``push_obs``, ``push_goal_task``) in :mod:`mbrl_robot.core.tasks.push`;
+* the twin as the controller drives it (a gymnasium wrapper):
+  :class:`mbrl_robot.core.tasks.push_policy_env.PushPolicyEnv`;
+* the replay buffers: :mod:`mbrl_robot.core.buffer.replay` (``ArrayBuffer``,
+  ``MixedReplayBuffer``);
+* the deployed policy and its checkpoint: :mod:`mbrl_robot.core.policy`
+  (``DeterministicPolicy``, ``save_policy``, ``load_policy``).
 """
 
-import copy
 import math
 import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from mbrl_robot.core.checkpoint import load_checkpoint, save_checkpoint
+from mbrl_robot.core.buffer.replay import ArrayBuffer, MixedReplayBuffer, SAC_COLUMNS
 from mbrl_robot.core.models import create_model, create_trainer
-from mbrl_robot.core.types import TransitionBatch
+from mbrl_robot.core.policy import DeterministicPolicy, save_policy
+from mbrl_robot.core.tasks.push import PUSH_OBS_DIM, push_goal_task, PushTask
+from mbrl_robot.core.types import GoalTask, TransitionBatch
 
-POLICY_FILE = 'policy.pt'
-POLICY_META = 'policy.json'
-SAC_FILE = 'sac.zip'
-POLICY_FORMAT_VERSION = 1
-PUSH_OBS_LAYOUT = 'push_state17_target_minus_puck3'
-PUSH_STATE_DIM = 17
-PUSH_PUCK = slice(14, 17)
 MEMBER_CHOICES = ('random', 'ts')
 MBPO_KEYS = ('total_steps', 'init_random_steps', 'model_train_freq', 'model_max_epochs',
              'rollout_freq', 'rollouts_per_step', 'rollout_length_min', 'rollout_length_max',
@@ -69,382 +64,33 @@ MBPO_KEYS = ('total_steps', 'init_random_steps', 'model_train_freq', 'model_max_
              'real_ratio', 'gradient_steps', 'batch_size', 'member', 'sac', 'eval_seed',
              'eval_episodes', 'seed')
 SAC_KEYS = ('learning_rate', 'gamma', 'tau', 'net_arch', 'ent_coef', 'target_entropy')
-ACTIVATIONS = {'relu': torch.nn.ReLU, 'tanh': torch.nn.Tanh, 'silu': torch.nn.SiLU,
-               'elu': torch.nn.ELU}
 
 
-# ---------------------------------------------------------------------------------- the task
-@dataclass
-class GoalTask:
-    """A goal-reaching task as MBPO sees it.
-
-    Attributes:
-        state_dim: S, what the ensemble predicts.
-        goal_dim: G, fixed for an episode (the target).
-        act_dim: A.
-        obs_layout: name of the ``make_obs`` layout, recorded in the policy checkpoint.
-        make_obs: ``(state (B, S), goal (B, G)) -> obs (B, O)`` on torch tensors.
-        reward_fn: ``(next_state (B, S), act (B, A), goal (B, G)) -> (B,)`` torch.
-        action_filter: ``(state (B, S), act (B, A)) -> executed act (B, A)`` in numpy, or None.
-            In model rollouts the ensemble sees the executed action, like in the real data.
-    """
-
-    state_dim: int
-    goal_dim: int
-    act_dim: int
-    obs_layout: str
-    make_obs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    reward_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-    action_filter: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
-
-    def obs_np(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """``make_obs`` for numpy (S,)/(G,) or (B, S)/(B, G) arrays; float32 result."""
-        s = torch.as_tensor(np.asarray(state, dtype=np.float32))
-        g = torch.as_tensor(np.asarray(goal, dtype=np.float32))
-        single = s.ndim == 1
-        out = self.make_obs(s.reshape(-1, self.state_dim), g.reshape(-1, self.goal_dim))
-        out = out.numpy().astype(np.float32)
-        return out[0] if single else out
+# ---------------------------------------------------------------------- config and SAC
+def _check_mbpo_cfg(m: Dict[str, Any]) -> None:
+    unknown = sorted(set(m) - set(MBPO_KEYS))
+    missing = sorted(set(MBPO_KEYS) - set(m))
+    if unknown or missing:
+        raise ValueError(f'mbpo config: unknown keys {unknown}, missing keys {missing}')
+    for key in ('total_steps', 'model_train_freq', 'model_max_epochs', 'rollout_freq',
+                'rollout_length_min', 'rollout_length_max', 'model_retain_rollouts',
+                'batch_size', 'eval_episodes'):
+        v = m[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f'mbpo.{key} must be an int >= 1, got {v!r}')
+    for key in ('init_random_steps', 'rollouts_per_step', 'gradient_steps',
+                'rollout_schedule_start', 'rollout_schedule_end'):
+        v = m[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f'mbpo.{key} must be an int >= 0, got {v!r}')
+    if m['rollout_length_max'] < m['rollout_length_min']:
+        raise ValueError('mbpo.rollout_length_max must be >= rollout_length_min')
+    if m['member'] not in MEMBER_CHOICES:
+        raise ValueError(f'mbpo.member must be one of {MEMBER_CHOICES}, got {m["member"]!r}')
+    if not 0.0 < float(m['real_ratio']) <= 1.0:
+        raise ValueError(f'mbpo.real_ratio must be in (0, 1], got {m["real_ratio"]!r}')
 
 
-def push_obs(state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Policy observation (B, 20) of the push task: ``[s (17), target - puck (3)]``.
-
-    Args:
-        state: (B, >=17) states (extra columns are dropped).
-        target: (B, 3) targets.
-    """
-    state = state[..., :PUSH_STATE_DIM]
-    return torch.cat((state, target - state[..., PUSH_PUCK]), dim=-1)
-
-
-def push_goal_task(task, command_filter=None) -> GoalTask:
-    """The twin's task for MBPO: PushTask's reward per rollout target, the controller's filter.
-
-    Args:
-        task: a :class:`mbrl_robot.core.tasks.push.PushTask` (its reward settings are used; its
-            own target is not touched).
-        command_filter: the controller's :class:`CommandFilter`, or None. In model rollouts the
-            previous command is not in the state; the filter uses the state's joint velocities
-            ``qd`` instead (the arm tracks its velocity command within one step).
-    """
-    def reward_fn(next_state: torch.Tensor, act: torch.Tensor,
-                  goal: torch.Tensor) -> torch.Tensor:
-        # PushTask.reward_fn broadcasts over rows: a shallow copy carries (B, 3) targets, one per
-        # rollout, while the shared kinematics and weights stay those of ``task``.
-        per_row = copy.copy(task)
-        per_row._target = goal.to(dtype=task.dtype, device=next_state.device)
-        return per_row.reward_fn(next_state, act)
-
-    def action_filter(state: np.ndarray, act: np.ndarray) -> np.ndarray:
-        state = np.asarray(state, dtype=np.float64)
-        previous = state[:, 7:14]
-        cmd = command_filter(state[:, :7], command_filter.to_velocity(act), previous)
-        return command_filter.to_action(cmd).astype(np.float32)
-
-    return GoalTask(PUSH_STATE_DIM, 3, 7, PUSH_OBS_LAYOUT, push_obs, reward_fn,
-                    None if command_filter is None else action_filter)
-
-
-class PushPolicyEnv(gym.Wrapper):
-    """The twin as the deployed controller drives it: filtered actions, goal in the observation.
-
-    Observation (20,): :func:`push_obs`. Each action goes through ``command_filter`` with the
-    command of the previous step, exactly like ``run_recipe`` and the controller node. ``info``
-    adds ``state`` (17,), ``goal`` (3,) and ``executed_action`` (7,).
-
-    Args:
-        env: a :class:`mbrl_robot.sim.push_env.PushEnv` with the 17-D observation.
-        command_filter: the controller's :class:`CommandFilter`.
-    """
-
-    def __init__(self, env: gym.Env, command_filter):
-        super().__init__(env)
-        if env.observation_space.shape != (PUSH_STATE_DIM,):
-            raise ValueError(f'PushPolicyEnv needs the 17-D observation, got '
-                             f'{env.observation_space.shape}')
-        self.command_filter = command_filter
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (20,), np.float32)
-        self._state = np.zeros(PUSH_STATE_DIM)
-        self._goal = np.zeros(3)
-        self._prev = np.zeros(7)
-
-    def _obs(self) -> np.ndarray:
-        return push_obs(torch.as_tensor(self._state[None], dtype=torch.float32),
-                        torch.as_tensor(self._goal[None], dtype=torch.float32))[0].numpy()
-
-    def reset(self, **kwargs):
-        """Reset the twin; the previous command starts at zero."""
-        obs, info = self.env.reset(**kwargs)
-        self._state = np.asarray(obs, dtype=np.float64)
-        self._goal = np.asarray(info['target'], dtype=np.float64)
-        self._prev = np.zeros(7)
-        return self._obs(), {**info, 'state': self._state.copy(), 'goal': self._goal.copy()}
-
-    def step(self, action):
-        """Filter ``action`` (7,) in [-1, 1] like the controller, then step the twin."""
-        f = self.command_filter
-        self._prev = f(self._state[:7], f.to_velocity(np.asarray(action, dtype=np.float64)),
-                       self._prev)
-        executed = f.to_action(self._prev)
-        obs, reward, terminated, truncated, info = self.env.step(executed)
-        self._state = np.asarray(obs, dtype=np.float64)
-        return self._obs(), reward, terminated, truncated, {
-            **info, 'state': self._state.copy(), 'goal': self._goal.copy(),
-            'executed_action': executed.astype(np.float32)}
-
-
-# ------------------------------------------------------------------------------- buffers
-class ArrayBuffer:
-    """FIFO ring buffer of named float32 columns, with batched ``add`` and uniform ``sample``.
-
-    Args:
-        capacity: rows kept (oldest overwritten first).
-        dims: column name -> row width (0 for a scalar column).
-    """
-
-    def __init__(self, capacity: int, dims: Dict[str, int]):
-        if capacity < 1:
-            raise ValueError(f'ArrayBuffer: capacity must be >= 1, got {capacity}')
-        self.capacity = int(capacity)
-        self.data = {k: np.zeros((capacity,) + ((d,) if d else ()), dtype=np.float32)
-                     for k, d in dims.items()}
-        self.size = 0
-        self.added = 0  # rows ever added, overwritten ones included
-        self._pos = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, **rows: np.ndarray) -> None:
-        """Append N rows: every column as an (N, d) or (N,) array."""
-        if set(rows) != set(self.data):
-            raise ValueError(f'ArrayBuffer.add: columns {sorted(rows)} != {sorted(self.data)}')
-        n = len(next(iter(rows.values())))
-        self.added += n
-        if n > self.capacity:
-            rows = {k: v[-self.capacity:] for k, v in rows.items()}
-            n = self.capacity
-        idx = (self._pos + np.arange(n)) % self.capacity
-        for k, v in rows.items():
-            v = np.asarray(v, dtype=np.float32)
-            if len(v) != n:
-                raise ValueError(f'ArrayBuffer.add: column {k} has {len(v)} rows, not {n}')
-            self.data[k][idx] = v.reshape(self.data[k][idx].shape)
-        self._pos = (self._pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def sample(self, n: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-        """``n`` rows drawn uniformly with replacement."""
-        if self.size == 0:
-            raise ValueError('ArrayBuffer.sample: buffer is empty')
-        idx = rng.integers(0, self.size, n)
-        return {k: v[idx] for k, v in self.data.items()}
-
-    def column(self, name: str) -> np.ndarray:
-        """All stored rows of one column (oldest-first order is not guaranteed)."""
-        return self.data[name][:self.size]
-
-
-SAC_COLUMNS = ('obs', 'act', 'reward', 'next_obs', 'done')
-
-
-class MixedReplayBuffer:
-    """What SB3's ``SAC.train`` samples from: ``real_ratio`` real rows, the rest model rows.
-
-    Args:
-        real: buffer with the SAC columns (``obs``, ``act``, ``reward``, ``next_obs``, ``done``).
-        model: the same columns from model rollouts, or None (model-free: all rows real).
-        real_ratio: share of real rows per minibatch in (0, 1]; all real while ``model`` is
-            empty.
-        seed: minibatch RNG seed.
-    """
-
-    def __init__(self, real: ArrayBuffer, model: Optional[ArrayBuffer], real_ratio: float,
-                 seed: int = 0):
-        if not 0.0 < real_ratio <= 1.0:
-            raise ValueError(f'real_ratio must be in (0, 1], got {real_ratio}')
-        self.real, self.model, self.real_ratio = real, model, float(real_ratio)
-        self.rng = np.random.default_rng(seed)
-
-    def sample(self, batch_size: int, env=None):
-        """A ``ReplayBufferSamples`` of ``batch_size`` rows (``env`` is SB3's, unused)."""
-        from stable_baselines3.common.type_aliases import ReplayBufferSamples
-        n_real = batch_size
-        if self.model is not None and len(self.model) > 0:
-            n_real = int(round(batch_size * self.real_ratio))
-        parts = [self.real.sample(n_real, self.rng)] if n_real else []
-        if n_real < batch_size:
-            parts.append(self.model.sample(batch_size - n_real, self.rng))
-
-        def col(k: str) -> torch.Tensor:
-            x = np.concatenate([p[k] for p in parts])
-            return torch.as_tensor(x.reshape(batch_size, -1))
-        return ReplayBufferSamples(col('obs'), col('act'), col('next_obs'), col('done'),
-                                   col('reward'))
-
-
-# -------------------------------------------------------------------------- the policy
-class DeterministicPolicy(torch.nn.Module):
-    """The deployed policy: ``tanh(mu(mlp(obs)))``, SAC's deterministic action.
-
-    Args:
-        obs_dim: O.
-        act_dim: A.
-        hidden_sizes: widths of the hidden layers.
-        activation: ``relu`` (SB3's SAC default), ``tanh``, ``silu`` or ``elu``.
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int],
-                 activation: str = 'relu'):
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, '
-                             f'got {activation!r}')
-        for name, v in (('obs_dim', obs_dim), ('act_dim', act_dim)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f'{name} must be an int >= 1, got {v!r}')
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.hidden_sizes = [int(h) for h in hidden_sizes]
-        self.activation = activation
-        layers: List[torch.nn.Module] = []
-        size = obs_dim
-        for h in self.hidden_sizes:
-            layers += [torch.nn.Linear(size, h), ACTIVATIONS[activation]()]
-            size = h
-        self.latent = torch.nn.Sequential(*layers)
-        self.mu = torch.nn.Linear(size, act_dim)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Actions (B, A) in [-1, 1] from obs (B, O)."""
-        return torch.tanh(self.mu(self.latent(obs)))
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """One action (A,) float64 from one observation (O,).
-
-        Raises:
-            ValueError: wrong shape or non-finite observation.
-        """
-        x = np.asarray(obs, dtype=np.float32)
-        if x.shape != (self.obs_dim,) or not np.all(np.isfinite(x)):
-            raise ValueError(f'policy observation must be {self.obs_dim} finite numbers, '
-                             f'got shape {x.shape}')
-        return self.forward(torch.as_tensor(x)[None])[0].double().numpy()
-
-    @classmethod
-    def from_sac(cls, sac) -> 'DeterministicPolicy':
-        """Copy the actor of an SB3 ``SAC`` (MlpPolicy, no gSDE, Box actions in [-1, 1])."""
-        actor = sac.actor
-        linears = [m for m in actor.latent_pi if isinstance(m, torch.nn.Linear)]
-        acts = [m for m in actor.latent_pi if not isinstance(m, torch.nn.Linear)]
-        names = {v: k for k, v in ACTIVATIONS.items()}
-        activation = names.get(type(acts[0]), None) if acts else 'relu'
-        if activation is None or actor.use_sde:
-            raise ValueError('DeterministicPolicy.from_sac: unsupported actor (gSDE or '
-                             f'activation {type(acts[0]).__name__})')
-        low, high = sac.action_space.low, sac.action_space.high
-        if not (np.all(low == -1.0) and np.all(high == 1.0)):
-            raise ValueError('DeterministicPolicy.from_sac: action space must be [-1, 1]')
-        policy = cls(int(np.prod(sac.observation_space.shape)), int(actor.mu.out_features),
-                     [m.out_features for m in linears], activation)
-        with torch.no_grad():
-            for dst, src in zip([m for m in policy.latent if isinstance(m, torch.nn.Linear)],
-                                linears):
-                dst.weight.copy_(src.weight)
-                dst.bias.copy_(src.bias)
-            policy.mu.weight.copy_(actor.mu.weight)
-            policy.mu.bias.copy_(actor.mu.bias)
-        return policy.eval()
-
-
-def save_policy(policy: DeterministicPolicy, directory: Union[str, os.PathLike], version: int,
-                obs_layout: str, sac=None, extra: Optional[Dict[str, Any]] = None) -> str:
-    """Write a versioned policy checkpoint directory; returns the sha256 of ``policy.pt``.
-
-    Files: ``policy.pt`` (state dict), ``policy.json`` (format version, dims, hidden sizes,
-    activation, ``obs_layout``, ``version``, ``sha256``, ``extra``), and ``sac.zip`` (the full
-    SB3 model, to resume training) when ``sac`` is given. ``policy.json`` is renamed into place
-    last, so a reader never sees a checksum that does not match the weights.
-    """
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f'save_policy: version must be an int >= 0, got {version!r}')
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    if sac is not None:
-        sac.save(str(d / SAC_FILE))
-    meta = {'format_version': POLICY_FORMAT_VERSION, 'policy_class': type(policy).__name__,
-            'obs_dim': policy.obs_dim, 'act_dim': policy.act_dim,
-            'hidden_sizes': policy.hidden_sizes, 'activation': policy.activation,
-            'obs_layout': obs_layout, 'version': version,
-            'torch_version': torch.__version__, 'extra': extra or {}}
-    sha = save_checkpoint(d, POLICY_FILE, POLICY_META, policy, meta)
-    return sha
-
-
-def load_policy(directory: Union[str, os.PathLike], version: Optional[int] = None,
-                sha256: Optional[str] = None, obs_dim: Optional[int] = None,
-                act_dim: Optional[int] = None, obs_layout: Optional[str] = None,
-                device: Union[str, torch.device] = 'cpu'
-                ) -> Tuple[DeterministicPolicy, Dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_policy`.
-
-    Args:
-        directory: folder with ``policy.pt`` and ``policy.json``.
-        version: if given, the version the checkpoint must carry.
-        sha256: if given, the checksum announced for ``policy.pt``.
-        obs_dim: if given, the expected observation dimension.
-        act_dim: if given, the expected action dimension.
-        obs_layout: if given, the expected observation layout name.
-        device: where to put the weights.
-
-    Returns:
-        The policy (eval mode) and the metadata dict.
-
-    Raises:
-        FileNotFoundError: the directory or a file is missing.
-        ValueError: corrupt JSON or weights, checksum, version, dims or layout mismatch.
-    """
-    meta, state, meta_path, weights_path = load_checkpoint(
-        directory, POLICY_FILE, POLICY_META, POLICY_FORMAT_VERSION,
-        ('obs_dim', 'act_dim', 'hidden_sizes', 'activation', 'obs_layout', 'version'),
-        {'obs_dim': obs_dim, 'act_dim': act_dim, 'obs_layout': obs_layout, 'version': version,
-         'sha256': sha256}, 'policy')
-    try:
-        policy = DeterministicPolicy(int(meta['obs_dim']), int(meta['act_dim']),
-                                     meta['hidden_sizes'], meta['activation'])
-        policy.load_state_dict(state, strict=True)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f'{weights_path}: weights do not match the architecture in '
-                         f'{meta_path}: {e}') from e
-    return policy.to(device).eval(), meta
-
-
-# -------------------------------------------------------------------------- evaluation
-def evaluate(act_fn: Callable[[np.ndarray], np.ndarray], env: gym.Env,
-             seeds: Sequence[int]) -> Dict[str, Any]:
-    """Run one episode per seed with ``act_fn(obs) -> action``; success and distance at the end.
-
-    The env's ``info`` must hold ``is_success`` and ``distance`` (``PushEnv`` and the tests'
-    point mass do).
-
-    Returns:
-        ``{'episodes', 'success_rate', 'mean_final_distance', 'final_distances'}``.
-    """
-    finals, successes = [], []
-    for seed in seeds:
-        obs, info = env.reset(seed=int(seed))
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(act_fn(obs))
-            done = terminated or truncated
-        finals.append(float(info['distance']))
-        successes.append(bool(info['is_success']))
-    return {'episodes': len(finals), 'success_rate': float(np.mean(successes)),
-            'mean_final_distance': float(np.mean(finals)), 'final_distances': finals}
-
-
-# -------------------------------------------------------------------------- the SAC loop
 class _SpacesEnv(gym.Env):
     """Carries the spaces SB3 needs to build SAC; never stepped."""
 
@@ -479,6 +125,7 @@ def make_sac(observation_space, action_space, sac_cfg: Dict[str, Any], batch_siz
     return sac
 
 
+# ------------------------------------------------------------- the model rollouts
 def rollout_length(cfg: Dict[str, Any], step: int) -> int:
     """MBPO's linear schedule: ``min`` until ``start``, ``max`` after ``end`` (real steps)."""
     k_min, k_max = int(cfg['rollout_length_min']), int(cfg['rollout_length_max'])
@@ -487,30 +134,6 @@ def rollout_length(cfg: Dict[str, Any], step: int) -> int:
         return k_min if step <= a else k_max
     frac = min(1.0, (step - a) / (b - a))
     return int(math.floor(k_min + frac * (k_max - k_min)))
-
-
-def _check_mbpo_cfg(m: Dict[str, Any]) -> None:
-    unknown = sorted(set(m) - set(MBPO_KEYS))
-    missing = sorted(set(MBPO_KEYS) - set(m))
-    if unknown or missing:
-        raise ValueError(f'mbpo config: unknown keys {unknown}, missing keys {missing}')
-    for key in ('total_steps', 'model_train_freq', 'model_max_epochs', 'rollout_freq',
-                'rollout_length_min', 'rollout_length_max', 'model_retain_rollouts',
-                'batch_size', 'eval_episodes'):
-        v = m[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f'mbpo.{key} must be an int >= 1, got {v!r}')
-    for key in ('init_random_steps', 'rollouts_per_step', 'gradient_steps',
-                'rollout_schedule_start', 'rollout_schedule_end'):
-        v = m[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f'mbpo.{key} must be an int >= 0, got {v!r}')
-    if m['rollout_length_max'] < m['rollout_length_min']:
-        raise ValueError('mbpo.rollout_length_max must be >= rollout_length_min')
-    if m['member'] not in MEMBER_CHOICES:
-        raise ValueError(f'mbpo.member must be one of {MEMBER_CHOICES}, got {m["member"]!r}')
-    if not 0.0 < float(m['real_ratio']) <= 1.0:
-        raise ValueError(f'mbpo.real_ratio must be in (0, 1], got {m["real_ratio"]!r}')
 
 
 def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.ndarray,
@@ -571,6 +194,7 @@ def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+# -------------------------------------------------------------------------- the learner
 class MBPOAgent:
     """MBPO's learner without the environment loop: what ``run_sac_loop`` and a trainer node share.
 
@@ -769,14 +393,37 @@ def push_mbpo_agent(params: Dict[str, Any], log: Callable[[str], None] = print) 
         log: progress sink.
     """
     from mbrl_robot.core.safety import CommandFilter
-    from mbrl_robot.core.tasks.push import PushTask
     gtask = push_goal_task(PushTask.from_config(params['task']),
                            CommandFilter.from_params(params))
-    obs_space = gym.spaces.Box(-np.inf, np.inf, (PUSH_STATE_DIM + 3,), np.float32)
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (PUSH_OBS_DIM,), np.float32)
     act_space = gym.spaces.Box(-1.0, 1.0, (gtask.act_dim,), np.float32)
     m = dict(params['mbpo'])
     return MBPOAgent(gtask, obs_space, act_space, m, int(m['seed']), True, params['model'],
                      params['training'], log)
+
+
+# -------------------------------------------------------------------------- the env loop
+def evaluate(act_fn: Callable[[np.ndarray], np.ndarray], env: gym.Env,
+             seeds: Sequence[int]) -> Dict[str, Any]:
+    """Run one episode per seed with ``act_fn(obs) -> action``; success and distance at the end.
+
+    The env's ``info`` must hold ``is_success`` and ``distance`` (``PushEnv`` and the tests'
+    point mass do).
+
+    Returns:
+        ``{'episodes', 'success_rate', 'mean_final_distance', 'final_distances'}``.
+    """
+    finals, successes = [], []
+    for seed in seeds:
+        obs, info = env.reset(seed=int(seed))
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(act_fn(obs))
+            done = terminated or truncated
+        finals.append(float(info['distance']))
+        successes.append(bool(info['is_success']))
+    return {'episodes': len(finals), 'success_rate': float(np.mean(successes)),
+            'mean_final_distance': float(np.mean(finals)), 'final_distances': finals}
 
 
 def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
@@ -857,8 +504,8 @@ def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalT
     """MBPO on ``env``: returns a JSON-able summary, optionally saves the policy checkpoint.
 
     Args:
-        env: a :class:`PushPolicyEnv` (default task) or any env following
-            :func:`run_sac_loop`'s contract for ``gtask``.
+        env: a :class:`~mbrl_robot.core.tasks.push_policy_env.PushPolicyEnv` (default task) or
+            any env following :func:`run_sac_loop`'s contract for ``gtask``.
         cfg: the trainer's parameters: ``model``, ``training`` and ``mbpo`` blocks
             (``node_params(profile, 'trainer')``).
         seed: run seed (overrides ``mbpo.seed``).
@@ -877,7 +524,6 @@ def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalT
     """
     m = dict(cfg['mbpo'])
     if gtask is None:
-        from mbrl_robot.core.tasks.push import PushTask
         task = PushTask.from_config(cfg['task']) if 'task' in cfg else PushTask()
         gtask = push_goal_task(task, getattr(env, 'command_filter', None))
     seeds = [int(m['eval_seed']) + i for i in range(int(m['eval_episodes']))]

@@ -25,8 +25,10 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import gymnasium as gym
 
-from mbrl_robot.core.algorithms.mbpo import (GoalTask, push_goal_task, run_sac_loop,
-                                             save_policy)
+from mbrl_robot.core.algorithms.mbpo import run_sac_loop
+from mbrl_robot.core.policy import save_policy
+from mbrl_robot.core.tasks.push import push_goal_task, PushTask
+from mbrl_robot.core.types import GoalTask
 
 CURVE_POINTS = (5000, 20000, 50000)
 
@@ -38,8 +40,8 @@ def run_sac(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTa
     """Model-free SAC; returns a JSON-able summary with the learning curve.
 
     Args:
-        env: a :class:`mbrl_robot.core.algorithms.mbpo.PushPolicyEnv` (default task) or any env
-            following ``run_sac_loop``'s contract for ``gtask``.
+        env: a :class:`mbrl_robot.core.tasks.push_policy_env.PushPolicyEnv` (default task) or
+            any env following ``run_sac_loop``'s contract for ``gtask``.
         cfg: the trainer's parameters; the ``mbpo`` block supplies ``sac``, ``batch_size``,
             ``init_random_steps``, ``eval_seed``, ``eval_episodes`` (the model keys are unused).
         seed: run seed.
@@ -64,7 +66,6 @@ def run_sac(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTa
         raise ValueError(f'curve_points must be positive transition counts, got {curve_points}')
     m = {**dict(cfg['mbpo']), 'total_steps': points[-1], 'gradient_steps': int(gradient_steps)}
     if gtask is None:
-        from mbrl_robot.core.tasks.push import PushTask
         task = PushTask.from_config(cfg['task']) if 'task' in cfg else PushTask()
         gtask = push_goal_task(task, getattr(env, 'command_filter', None))
     seeds = [int(m['eval_seed']) + i for i in range(int(m['eval_episodes']))]

@@ -13,11 +13,9 @@
 # limitations under the License.
 """Transition buffer: exact (s, a, r, s') from executed rows, stored crash-safe in SQLite."""
 
-from mbrl_robot.core.buffer.assembler import (ACTION_DIM, HEADER, puck_distance_reward,
-                                              RowRejected, STATE_DIM, TARGET_DIM, task_reward,
-                                              Transition, TransitionAssembler)
+from mbrl_robot.core.buffer.assembler import (HEADER, puck_distance_reward, RowRejected,
+                                              task_reward, Transition, TransitionAssembler)
 from mbrl_robot.core.buffer.storage import TransitionRecords, TransitionStore
 
-__all__ = ['ACTION_DIM', 'HEADER', 'STATE_DIM', 'TARGET_DIM', 'RowRejected', 'Transition',
-           'TransitionAssembler', 'TransitionRecords', 'TransitionStore', 'puck_distance_reward',
-           'task_reward']
+__all__ = ['HEADER', 'RowRejected', 'Transition', 'TransitionAssembler', 'TransitionRecords',
+           'TransitionStore', 'puck_distance_reward', 'task_reward']

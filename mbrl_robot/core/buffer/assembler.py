@@ -41,11 +41,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-STATE_DIM = 17
-ACTION_DIM = 7
-TARGET_DIM = 3
+from mbrl_robot.core.tasks.push import ACTION_DIM, PUCK, STATE_DIM, TARGET_DIM
+
 HEADER = 3  # episode, step, stamp_s
-PUCK_SLICE = slice(14, 17)
 
 # reward_fn(next_obs (N, S), act (N, A), target (N, T)) -> reward (N,). Plain numpy.
 NumpyRewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -55,7 +53,7 @@ def puck_distance_reward(next_obs: np.ndarray, act: np.ndarray, target: np.ndarr
     """The lecture's reward, ``-||puck' - target||``, used when no task reward is given.
 
     Args:
-        next_obs: (N, S) next states; the puck position is ``next_obs[:, 14:17]``.
+        next_obs: (N, S) next states; the puck position is ``next_obs[:, PUCK]``.
         act: (N, A) actions (unused: the reward depends on the outcome only).
         target: (N, 3) targets.
 
@@ -63,7 +61,7 @@ def puck_distance_reward(next_obs: np.ndarray, act: np.ndarray, target: np.ndarr
         (N,) rewards.
     """
     del act
-    return -np.linalg.norm(next_obs[:, PUCK_SLICE] - target, axis=-1)
+    return -np.linalg.norm(next_obs[:, PUCK] - target, axis=-1)
 
 
 def task_reward(task: Any) -> NumpyRewardFn:

@@ -48,8 +48,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mbrl_robot.core.buffer.assembler import (ACTION_DIM, HEADER, STATE_DIM, TARGET_DIM,
-                                              Transition)
+from mbrl_robot.core.buffer.assembler import HEADER, Transition
+from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM, TARGET_DIM
 from mbrl_robot.core.types import TransitionBatch
 
 SCHEMA_VERSION = 1

@@ -32,12 +32,13 @@ import torch.nn.functional as F
 
 from mbrl_robot.core.checkpoint import load_checkpoint, save_checkpoint
 from mbrl_robot.core.models.normalizer import Normalizer
+from mbrl_robot.core.tasks.push import JOINT_POS, PUCK, STATE_DIM
 
 FORMAT_VERSION = 1
 # Known-kinematics input features (see ``GaussianEnsemble``): name -> number of columns. They need
-# the pushing task's state layout (q in columns 0-6 in URDF joint order, puck xyz in 14-16).
+# the pushing task's state layout (``core.tasks.push``: q in JOINT_POS in URDF joint order, puck
+# xyz in PUCK).
 INPUT_FEATURES: Dict[str, int] = {'tool_tip': 3, 'tip_to_puck': 3}
-_FEATURE_STATE_DIM = 17
 MODEL_FILE = 'model.pt'
 META_FILE = 'model.json'
 
@@ -223,9 +224,9 @@ class GaussianEnsemble(torch.nn.Module):
         if unknown or len(set(names)) != len(names):
             raise ValueError(f'GaussianEnsemble: input_features {names} must be distinct names '
                              f'from {sorted(INPUT_FEATURES)}')
-        if names and obs_dim < _FEATURE_STATE_DIM:
+        if names and obs_dim < STATE_DIM:
             raise ValueError(f'GaussianEnsemble: input_features need the push state '
-                             f'(obs_dim >= {_FEATURE_STATE_DIM}), got obs_dim={obs_dim}')
+                             f'(obs_dim >= {STATE_DIM}), got obs_dim={obs_dim}')
         return names
 
     def features(self, obs: torch.Tensor) -> Optional[torch.Tensor]:
@@ -235,13 +236,13 @@ class GaussianEnsemble(torch.nn.Module):
         fk = self._fk
         if fk._rot.device != obs.device or fk._rot.dtype != obs.dtype:
             fk.to(obs.device, obs.dtype)
-        tip = fk.tip_position(obs[..., :7])
+        tip = fk.tip_position(obs[..., JOINT_POS])
         parts = []
         for name in self.input_features:
             if name == 'tool_tip':
                 parts.append(tip)
             else:  # tip_to_puck
-                parts.append(obs[..., 14:17] - tip)
+                parts.append(obs[..., PUCK] - tip)
         return torch.cat(parts, dim=-1)
 
     def raw_inputs(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:

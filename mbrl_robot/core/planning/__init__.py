@@ -19,13 +19,12 @@ from mbrl_robot.core.planning.factory import create_agent, resolve_planner_cfg
 from mbrl_robot.core.planning.optimizers import (cem_update, CEMOptimizer, colored_noise,
                                                  OptimizationResult, Optimizer,
                                                  RandomShootingOptimizer)
-from mbrl_robot.core.planning.trajectory import (JointLimits,
-                                                 project_action_sequences, TrajectoryEvaluator,
+from mbrl_robot.core.planning.trajectory import (project_action_sequences, TrajectoryEvaluator,
                                                  TrajectoryOptimizer)
 
 __all__ = [
     'cem_update', 'CEMOptimizer', 'colored_noise', 'create_agent',
-    'JointLimits', 'MPCAgent', 'OptimizationResult', 'Optimizer', 'project_action_sequences',
+    'MPCAgent', 'OptimizationResult', 'Optimizer', 'project_action_sequences',
     'RandomShootingOptimizer', 'resolve_planner_cfg', 'TrajectoryEvaluator',
     'TrajectoryOptimizer',
 ]

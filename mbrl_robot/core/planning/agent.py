@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from mbrl_robot.core.planning.optimizers import Optimizer
-from mbrl_robot.core.planning.trajectory import (JointLimits, project_action_sequences,
-                                                 TrajectoryEvaluator, TrajectoryOptimizer)
+from mbrl_robot.core.planning.trajectory import (project_action_sequences, TrajectoryEvaluator,
+                                                 TrajectoryOptimizer)
+from mbrl_robot.core.safety import JointLimits
+from mbrl_robot.core.tasks.push import JOINT_POS
 from mbrl_robot.core.types import DynamicsModel, RewardFnType
 
 
@@ -54,6 +56,7 @@ class MPCAgent:
         max_delta: acceleration bound per step on the normalised action, or None.
         joint_limits: optional ``JointLimits`` penalised along predicted trajectories.
         joint_limit_penalty: see ``TrajectoryEvaluator``.
+        joint_pos_start: where the joint positions start in the state (``TrajectoryEvaluator``).
         plan_stats: also roll the chosen plan through every member for ``last_plan_info``.
         seed: seed of the evaluator's generator (the optimizer has its own).
     """
@@ -63,7 +66,8 @@ class MPCAgent:
                  pessimism: float = 0.0, terminal_weight: float = 1.0,
                  deterministic: bool = False, max_delta: Optional[float] = None,
                  joint_limits: Optional[JointLimits] = None, joint_limit_penalty: float = 1e3,
-                 plan_stats: bool = True, seed: int = 0):
+                 plan_stats: bool = True, seed: int = 0,
+                 joint_pos_start: int = JOINT_POS.start):
         if int(horizon) < 1:
             raise ValueError(f'horizon must be >= 1, got {horizon}')
         if not isinstance(optimizer, Optimizer):
@@ -84,7 +88,7 @@ class MPCAgent:
             model, reward_fn, particles=particles, propagation=propagation,
             pessimism=pessimism, terminal_weight=terminal_weight, deterministic=deterministic,
             joint_limits=joint_limits, joint_limit_penalty=joint_limit_penalty,
-            generator=generator)
+            generator=generator, joint_pos_start=joint_pos_start)
         if self.evaluator.device != optimizer.device:
             raise ValueError(f'optimizer device {optimizer.device} != model device '
                              f'{self.evaluator.device}')

@@ -40,7 +40,9 @@ import torch
 
 from mbrl_robot.core.planning.agent import MPCAgent
 from mbrl_robot.core.planning.optimizers import CEMOptimizer, RandomShootingOptimizer
-from mbrl_robot.core.planning.trajectory import JointLimits, PROPAGATIONS
+from mbrl_robot.core.planning.trajectory import PROPAGATIONS
+from mbrl_robot.core.safety import JointLimits
+from mbrl_robot.core.tasks.push import JOINT_POS
 from mbrl_robot.core.types import DynamicsModel, RewardFnType
 
 NAMES = ('random_shooting', 'cem', 'icem', 'pets')
@@ -160,7 +162,8 @@ def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
 def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: RewardFnType,
                  action_dim: int, device: Optional[Union[str, torch.device]] = None,
                  max_delta: Optional[float] = None,
-                 joint_limits: Optional[JointLimits] = None) -> MPCAgent:
+                 joint_limits: Optional[JointLimits] = None,
+                 joint_pos_start: int = JOINT_POS.start) -> MPCAgent:
     """Build the MPC agent a planner block describes.
 
     Args:
@@ -172,6 +175,8 @@ def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: R
         max_delta: acceleration bound on the normalised action per step; overrides the block's
             ``max_delta`` (the controller derives it from ``max_joint_accel_rad_s2``).
         joint_limits: optional ``JointLimits`` penalised along predicted trajectories.
+        joint_pos_start: where the joint positions start in the state (default: the push
+            state's ``JOINT_POS.start``).
 
     Returns:
         A reset ``MPCAgent`` with actions bounded to [-1, 1].
@@ -199,4 +204,5 @@ def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: R
                     deterministic=cfg['deterministic'],
                     max_delta=cfg['max_delta'] if max_delta is None else max_delta,
                     joint_limits=joint_limits, joint_limit_penalty=cfg['joint_limit_penalty'],
-                    plan_stats=cfg['plan_stats'], seed=cfg['seed'] + 1)
+                    plan_stats=cfg['plan_stats'], seed=cfg['seed'] + 1,
+                    joint_pos_start=joint_pos_start)

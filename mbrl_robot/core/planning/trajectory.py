@@ -27,44 +27,35 @@ Also here: the action-sequence constraints the agent applies (box and accelerati
 pure joint-limit clamp for the controller.
 """
 
-from dataclasses import dataclass
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 from mbrl_robot.core.planning.optimizers import (ObjectiveFn, OptimizationResult, Optimizer,
                                                  ProjectFn)
+from mbrl_robot.core.safety import JointLimits
+from mbrl_robot.core.tasks.push import JOINT_POS
 from mbrl_robot.core.types import DynamicsModel, RewardFnType
 
 PROPAGATIONS = ('ts_inf', 'ts_1', 'mean')
 
 
-@dataclass
-class JointLimits:
-    """Joint position limits checked along predicted trajectories.
+def position_limits(q_start: int, lower: Sequence[float], upper: Sequence[float]) -> JointLimits:
+    """Transitional (issue 11): the planner's limits as ``core/control.py`` still builds them.
 
-    Attributes:
-        q_start: index of q_1 in the state (q is ``state[q_start:q_start + len(lower)]``).
-        lower: (J,) lower limits (rad).
-        upper: (J,) upper limits (rad).
+    The planner takes the arm's :class:`~mbrl_robot.core.safety.JointLimits` (the command
+    filter's) and ``joint_pos_start``; once ``PolicyFactory`` passes ``command_filter.limits``
+    itself, this goes.
+
+    Raises:
+        ValueError: ``q_start`` is not the push state's ``JOINT_POS.start`` (pass
+            ``joint_pos_start`` to the planner instead).
     """
-
-    q_start: int
-    lower: np.ndarray
-    upper: np.ndarray
-
-    def __post_init__(self):
-        self.lower = np.asarray(self.lower, dtype=np.float64).reshape(-1)
-        self.upper = np.asarray(self.upper, dtype=np.float64).reshape(-1)
-        if self.lower.shape != self.upper.shape or self.lower.size == 0:
-            raise ValueError('joint limits: lower and upper must be non-empty and of equal shape')
-        if not (self.lower < self.upper).all():
-            raise ValueError('joint limits: every lower limit must be below its upper limit')
-        if int(self.q_start) < 0:
-            raise ValueError(f'joint limits: q_start must be >= 0, got {self.q_start}')
-        self.q_start = int(self.q_start)
+    if q_start != JOINT_POS.start:
+        raise ValueError(f'position_limits: q_start {q_start} != {JOINT_POS.start}; pass '
+                         'joint_pos_start to the planner')
+    return JointLimits(lower, upper)
 
 
 def _check_model(model: DynamicsModel) -> int:
@@ -92,7 +83,10 @@ class TrajectoryEvaluator:
         terminal_weight: weight of the last step's reward (1.0 = plain sum).
         deterministic: use the members' means instead of sampling their Gaussian heads
             (always true for ``mean``).
-        joint_limits: optional ``JointLimits``; rollouts leaving them are penalised.
+        joint_limits: optional :class:`~mbrl_robot.core.safety.JointLimits` (positions only);
+            rollouts leaving them are penalised.
+        joint_pos_start: column of the state where the J joint positions start (q is
+            ``state[joint_pos_start:joint_pos_start + J]``); default: the push state's.
         joint_limit_penalty: penalty = this * (1 + total violation in rad) for a violating rollout.
         generator: random generator on the model's device (sampling and TS-1 permutations).
     """
@@ -101,7 +95,8 @@ class TrajectoryEvaluator:
                  propagation: str = 'ts_inf', pessimism: float = 0.0,
                  terminal_weight: float = 1.0, deterministic: bool = False,
                  joint_limits: Optional[JointLimits] = None, joint_limit_penalty: float = 1e3,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None,
+                 joint_pos_start: int = JOINT_POS.start):
         if propagation not in PROPAGATIONS:
             raise ValueError(f'propagation must be one of {PROPAGATIONS}, got {propagation!r}')
         if int(particles) < 1:
@@ -113,6 +108,8 @@ class TrajectoryEvaluator:
             raise ValueError(f'pessimism must be finite and >= 0, got {pessimism}')
         if not math.isfinite(terminal_weight):
             raise ValueError(f'terminal_weight must be finite, got {terminal_weight}')
+        if int(joint_pos_start) < 0:
+            raise ValueError(f'joint_pos_start must be >= 0, got {joint_pos_start}')
         if not joint_limit_penalty >= 0.0:
             raise ValueError(f'joint_limit_penalty must be >= 0, got {joint_limit_penalty}')
         if not callable(reward_fn):
@@ -123,6 +120,7 @@ class TrajectoryEvaluator:
         self.terminal_weight = float(terminal_weight)
         self.deterministic = bool(deterministic) or propagation == 'mean'
         self.joint_limits = joint_limits
+        self.joint_pos_start = int(joint_pos_start)
         self.joint_limit_penalty = float(joint_limit_penalty)
         self.reward_fn = reward_fn
         self.set_model(model)
@@ -152,7 +150,7 @@ class TrajectoryEvaluator:
         if actions.dim() != 3 or min(actions.shape) < 1:
             raise ValueError(f'actions must have shape (N, H, A), got {tuple(actions.shape)}')
         if self.joint_limits is not None:
-            j = self.joint_limits.q_start + self.joint_limits.lower.size
+            j = self.joint_pos_start + self.joint_limits.lower.size
             if j > obs.shape[0]:
                 raise ValueError(f'joint limits need state dim >= {j}, got {obs.shape[0]}')
         return obs, actions
@@ -160,7 +158,7 @@ class TrajectoryEvaluator:
     def _penalty(self, states: torch.Tensor) -> torch.Tensor:
         """(..., S) over (H, ...) -> (...) joint-limit penalty per rollout."""
         lower, upper = self._limits_t
-        q0 = self.joint_limits.q_start
+        q0 = self.joint_pos_start
         q = states[..., q0:q0 + lower.shape[0]]
         viol = (torch.relu(q - upper) + torch.relu(lower - q)).sum(dim=-1).sum(dim=0)
         return self.joint_limit_penalty * ((viol > 0).float() + viol)

@@ -11,10 +11,20 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The pushing task shared by the simulator and the planner: state layout, reward, success.
+"""The pushing task shared by the simulator, the planner and the policy learners.
 
-State ``s`` (17-D, see docs/interfaces.md): ``q`` (7, rad), ``qd`` (7, rad/s), puck xyz (3, m,
-world frame). Extra columns after these 17 (optional simulator observations) are ignored here.
+Here, and only here: the state layout, the reward, success, and the policy observation.
+
+State ``s`` (``STATE_DIM`` = 17, see docs/interfaces.md), the one layout every part uses::
+
+    s[JOINT_POS]  q      (7, rad, URDF joint order)      columns 0-6
+    s[JOINT_VEL]  qd     (7, rad/s)                      columns 7-13
+    s[PUCK]       puck   (3, m, world frame)             columns 14-16
+
+Action: ``ACTION_DIM`` = 7 joint velocities, normalised to [-1, 1]. Target: ``TARGET_DIM`` = 3
+(xyz, m, world frame). Extra columns after these 17 (optional simulator observations) are
+ignored here. The policy observation (:func:`push_obs`, layout ``PUSH_OBS_LAYOUT``) is
+``[s (17), target - puck (3)]``; :func:`push_goal_task` is the task as MBPO/SAC see it.
 
 Reward of a transition, computed on the next state::
 
@@ -31,18 +41,23 @@ drawn to the push point there rams the puck off the target; ``fade``
 (as in PETS' pusher): once the puck is on the target, standing still scores best.
 """
 
+import copy
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 from mbrl_robot.core.kinematics import SerialChainFK
+from mbrl_robot.core.types import GoalTask
 
-OBS_DIM = 17
-ACT_DIM = 7
-Q_SLICE = slice(0, 7)
-QD_SLICE = slice(7, 14)
-PUCK_SLICE = slice(14, 17)
+STATE_DIM = 17
+ACTION_DIM = 7
+TARGET_DIM = 3
+JOINT_POS = slice(0, 7)
+JOINT_VEL = slice(7, 14)
+PUCK = slice(14, 17)
+PUSH_OBS_LAYOUT = 'push_state17_target_minus_puck3'
+PUSH_OBS_DIM = STATE_DIM + TARGET_DIM
 
 PUCK_RADIUS_M = 0.035
 PUCK_HEIGHT_M = 0.03
@@ -65,11 +80,11 @@ def distance(obs: np.ndarray, target: Sequence[float]) -> np.ndarray:
     """
     obs = np.asarray(obs, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
-    if obs.ndim == 0 or obs.shape[-1] < OBS_DIM:
-        raise ValueError(f'obs must have >= {OBS_DIM} columns, got shape {obs.shape}')
+    if obs.ndim == 0 or obs.shape[-1] < STATE_DIM:
+        raise ValueError(f'obs must have >= {STATE_DIM} columns, got shape {obs.shape}')
     if target.ndim == 0 or target.shape[-1] != 3:
         raise ValueError(f'target must be xyz (..., 3), got shape {target.shape}')
-    return np.linalg.norm(obs[..., PUCK_SLICE] - target, axis=-1)
+    return np.linalg.norm(obs[..., PUCK] - target, axis=-1)
 
 
 def tool_shaping(puck: np.ndarray, target: np.ndarray, tip: np.ndarray, weight: float,
@@ -113,11 +128,11 @@ class PushTask:
         ValueError: negative weight or radius.
     """
 
-    obs_dim = OBS_DIM
-    act_dim = ACT_DIM
-    q_slice = Q_SLICE
-    qd_slice = QD_SLICE
-    puck_slice = PUCK_SLICE
+    obs_dim = STATE_DIM
+    act_dim = ACTION_DIM
+    q_slice = JOINT_POS
+    qd_slice = JOINT_VEL
+    puck_slice = PUCK
 
     def __init__(self, urdf_file: Optional[str] = None,
                  joint_names: Optional[Sequence[str]] = None,
@@ -138,8 +153,8 @@ class PushTask:
         self.device = torch.device(device)
         self.dtype = dtype
         self.kinematics = SerialChainFK(urdf_file, TOOL_LINK, joint_names, self.device, dtype)
-        if self.kinematics.num_joints != ACT_DIM:
-            raise ValueError(f'{urdf_file}: expected {ACT_DIM} joints to {TOOL_LINK}, found '
+        if self.kinematics.num_joints != ACTION_DIM:
+            raise ValueError(f'{urdf_file}: expected {ACTION_DIM} joints to {TOOL_LINK}, found '
                              f'{self.kinematics.num_joints}')
         self.joint_names = self.kinematics.joint_names
         self.tool_shaping_weight = float(tool_shaping_weight)
@@ -188,7 +203,7 @@ class PushTask:
 
     def tool_tip(self, obs: torch.Tensor) -> torch.Tensor:
         """Tool-tip position (..., 3) from the joint angles in obs (..., >=17)."""
-        return self.kinematics.tip_position(obs[..., Q_SLICE])
+        return self.kinematics.tip_position(obs[..., JOINT_POS])
 
     def reward_fn(self, next_obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Reward (...) of taking ``act`` (..., 7) and reaching ``next_obs`` (..., >=17).
@@ -201,17 +216,17 @@ class PushTask:
         """
         if self._target is None:
             raise RuntimeError('PushTask.reward_fn: no target; call set_target(xyz) first')
-        if next_obs.shape[-1] < OBS_DIM:
-            raise ValueError(f'next_obs must have >= {OBS_DIM} columns, '
+        if next_obs.shape[-1] < STATE_DIM:
+            raise ValueError(f'next_obs must have >= {STATE_DIM} columns, '
                              f'got shape {tuple(next_obs.shape)}')
         target = self._target.to(device=next_obs.device)
-        puck = next_obs[..., PUCK_SLICE].to(target.dtype)
+        puck = next_obs[..., PUCK].to(target.dtype)
         away = puck - target
         dist = torch.linalg.vector_norm(away, dim=-1)
         reward = -dist
         if self.tool_shaping_weight > 0.0:
             point = puck + away / dist.clamp_min(1e-9).unsqueeze(-1) * self.push_offset
-            tip = self.kinematics.to(next_obs.device).tip_position(next_obs[..., Q_SLICE])
+            tip = self.kinematics.to(next_obs.device).tip_position(next_obs[..., JOINT_POS])
             term = self.tool_shaping_weight * torch.linalg.vector_norm(
                 tip.to(target.dtype) - point, dim=-1)
             if self.tool_shaping_fade > 0.0:
@@ -232,3 +247,42 @@ class PushTask:
     def is_success(self, obs: np.ndarray, target: Optional[Sequence[float]] = None) -> np.ndarray:
         """Boolean (...): puck within ``success_radius`` of the target."""
         return self.distance(obs, target) < self.success_radius
+
+
+def push_obs(state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Policy observation (B, 20) of the push task: ``[s (17), target - puck (3)]``.
+
+    Args:
+        state: (B, >=17) states (extra columns are dropped).
+        target: (B, 3) targets.
+    """
+    state = state[..., :STATE_DIM]
+    return torch.cat((state, target - state[..., PUCK]), dim=-1)
+
+
+def push_goal_task(task: PushTask, command_filter=None) -> GoalTask:
+    """The twin's task for MBPO: PushTask's reward per rollout target, the controller's filter.
+
+    Args:
+        task: a :class:`PushTask` (its reward settings are used; its own target is not touched).
+        command_filter: the controller's :class:`~mbrl_robot.core.safety.CommandFilter`, or
+            None. In model rollouts the previous command is not in the state; the filter uses
+            the state's joint velocities ``qd`` instead (the arm tracks its velocity command
+            within one step).
+    """
+    def reward_fn(next_state: torch.Tensor, act: torch.Tensor,
+                  goal: torch.Tensor) -> torch.Tensor:
+        # PushTask.reward_fn broadcasts over rows: a shallow copy carries (B, 3) targets, one per
+        # rollout, while the shared kinematics and weights stay those of ``task``.
+        per_row = copy.copy(task)
+        per_row._target = goal.to(dtype=task.dtype, device=next_state.device)
+        return per_row.reward_fn(next_state, act)
+
+    def action_filter(state: np.ndarray, act: np.ndarray) -> np.ndarray:
+        state = np.asarray(state, dtype=np.float64)
+        previous = state[:, JOINT_VEL]
+        cmd = command_filter(state[:, JOINT_POS], command_filter.to_velocity(act), previous)
+        return command_filter.to_action(cmd).astype(np.float32)
+
+    return GoalTask(STATE_DIM, TARGET_DIM, ACTION_DIM, PUSH_OBS_LAYOUT, push_obs, reward_fn,
+                    None if command_filter is None else action_filter)

@@ -1,0 +1,175 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The deployed policy network and its checkpoint: what the controller loads, no training code.
+
+* :class:`DeterministicPolicy`: ``tanh(mu(mlp(obs)))``, SAC's deterministic action, copied out of
+  an SB3 ``SAC`` by :meth:`DeterministicPolicy.from_sac` (duck-typed: SB3 is not imported here).
+* :func:`save_policy`, :func:`load_policy`: a versioned checkpoint directory, ``policy.pt`` +
+  ``policy.json`` (format version, dims, hidden sizes, activation, observation layout, version,
+  sha256) and, to resume training, ``sac.zip``.
+
+Trained by :mod:`mbrl_robot.core.algorithms.mbpo` (MBPO) and
+:mod:`mbrl_robot.core.algorithms.sac_baseline` (SAC); run by ``core/control.py``.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from mbrl_robot.core.checkpoint import load_checkpoint, save_checkpoint
+
+POLICY_FILE = 'policy.pt'
+POLICY_META = 'policy.json'
+SAC_FILE = 'sac.zip'
+POLICY_FORMAT_VERSION = 1
+ACTIVATIONS = {'relu': torch.nn.ReLU, 'tanh': torch.nn.Tanh, 'silu': torch.nn.SiLU,
+               'elu': torch.nn.ELU}
+
+
+class DeterministicPolicy(torch.nn.Module):
+    """The deployed policy: ``tanh(mu(mlp(obs)))``, SAC's deterministic action.
+
+    Args:
+        obs_dim: O.
+        act_dim: A.
+        hidden_sizes: widths of the hidden layers.
+        activation: ``relu`` (SB3's SAC default), ``tanh``, ``silu`` or ``elu``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int],
+                 activation: str = 'relu'):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, '
+                             f'got {activation!r}')
+        for name, v in (('obs_dim', obs_dim), ('act_dim', act_dim)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f'{name} must be an int >= 1, got {v!r}')
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.hidden_sizes = [int(h) for h in hidden_sizes]
+        self.activation = activation
+        layers: List[torch.nn.Module] = []
+        size = obs_dim
+        for h in self.hidden_sizes:
+            layers += [torch.nn.Linear(size, h), ACTIVATIONS[activation]()]
+            size = h
+        self.latent = torch.nn.Sequential(*layers)
+        self.mu = torch.nn.Linear(size, act_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Actions (B, A) in [-1, 1] from obs (B, O)."""
+        return torch.tanh(self.mu(self.latent(obs)))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """One action (A,) float64 from one observation (O,).
+
+        Raises:
+            ValueError: wrong shape or non-finite observation.
+        """
+        x = np.asarray(obs, dtype=np.float32)
+        if x.shape != (self.obs_dim,) or not np.all(np.isfinite(x)):
+            raise ValueError(f'policy observation must be {self.obs_dim} finite numbers, '
+                             f'got shape {x.shape}')
+        return self.forward(torch.as_tensor(x)[None])[0].double().numpy()
+
+    @classmethod
+    def from_sac(cls, sac) -> 'DeterministicPolicy':
+        """Copy the actor of an SB3 ``SAC`` (MlpPolicy, no gSDE, Box actions in [-1, 1])."""
+        actor = sac.actor
+        linears = [m for m in actor.latent_pi if isinstance(m, torch.nn.Linear)]
+        acts = [m for m in actor.latent_pi if not isinstance(m, torch.nn.Linear)]
+        names = {v: k for k, v in ACTIVATIONS.items()}
+        activation = names.get(type(acts[0]), None) if acts else 'relu'
+        if activation is None or actor.use_sde:
+            raise ValueError('DeterministicPolicy.from_sac: unsupported actor (gSDE or '
+                             f'activation {type(acts[0]).__name__})')
+        low, high = sac.action_space.low, sac.action_space.high
+        if not (np.all(low == -1.0) and np.all(high == 1.0)):
+            raise ValueError('DeterministicPolicy.from_sac: action space must be [-1, 1]')
+        policy = cls(int(np.prod(sac.observation_space.shape)), int(actor.mu.out_features),
+                     [m.out_features for m in linears], activation)
+        with torch.no_grad():
+            for dst, src in zip([m for m in policy.latent if isinstance(m, torch.nn.Linear)],
+                                linears):
+                dst.weight.copy_(src.weight)
+                dst.bias.copy_(src.bias)
+            policy.mu.weight.copy_(actor.mu.weight)
+            policy.mu.bias.copy_(actor.mu.bias)
+        return policy.eval()
+
+
+def save_policy(policy: DeterministicPolicy, directory: Union[str, os.PathLike], version: int,
+                obs_layout: str, sac=None, extra: Optional[Dict[str, Any]] = None) -> str:
+    """Write a versioned policy checkpoint directory; returns the sha256 of ``policy.pt``.
+
+    Files: ``policy.pt`` (state dict), ``policy.json`` (format version, dims, hidden sizes,
+    activation, ``obs_layout``, ``version``, ``sha256``, ``extra``), and ``sac.zip`` (the full
+    SB3 model, to resume training) when ``sac`` is given. ``policy.json`` is renamed into place
+    last, so a reader never sees a checksum that does not match the weights.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f'save_policy: version must be an int >= 0, got {version!r}')
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    if sac is not None:
+        sac.save(str(d / SAC_FILE))
+    meta = {'format_version': POLICY_FORMAT_VERSION, 'policy_class': type(policy).__name__,
+            'obs_dim': policy.obs_dim, 'act_dim': policy.act_dim,
+            'hidden_sizes': policy.hidden_sizes, 'activation': policy.activation,
+            'obs_layout': obs_layout, 'version': version,
+            'torch_version': torch.__version__, 'extra': extra or {}}
+    sha = save_checkpoint(d, POLICY_FILE, POLICY_META, policy, meta)
+    return sha
+
+
+def load_policy(directory: Union[str, os.PathLike], version: Optional[int] = None,
+                sha256: Optional[str] = None, obs_dim: Optional[int] = None,
+                act_dim: Optional[int] = None, obs_layout: Optional[str] = None,
+                device: Union[str, torch.device] = 'cpu'
+                ) -> Tuple[DeterministicPolicy, Dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_policy`.
+
+    Args:
+        directory: folder with ``policy.pt`` and ``policy.json``.
+        version: if given, the version the checkpoint must carry.
+        sha256: if given, the checksum announced for ``policy.pt``.
+        obs_dim: if given, the expected observation dimension.
+        act_dim: if given, the expected action dimension.
+        obs_layout: if given, the expected observation layout name.
+        device: where to put the weights.
+
+    Returns:
+        The policy (eval mode) and the metadata dict.
+
+    Raises:
+        FileNotFoundError: the directory or a file is missing.
+        ValueError: corrupt JSON or weights, checksum, version, dims or layout mismatch.
+    """
+    meta, state, meta_path, weights_path = load_checkpoint(
+        directory, POLICY_FILE, POLICY_META, POLICY_FORMAT_VERSION,
+        ('obs_dim', 'act_dim', 'hidden_sizes', 'activation', 'obs_layout', 'version'),
+        {'obs_dim': obs_dim, 'act_dim': act_dim, 'obs_layout': obs_layout, 'version': version,
+         'sha256': sha256}, 'policy')
+    try:
+        policy = DeterministicPolicy(int(meta['obs_dim']), int(meta['act_dim']),
+                                     meta['hidden_sizes'], meta['activation'])
+        policy.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f'{weights_path}: weights do not match the architecture in '
+                         f'{meta_path}: {e}') from e
+    return policy.to(device).eval(), meta
