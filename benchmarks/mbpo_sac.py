@@ -39,7 +39,7 @@ import torch
 from mbrl_robot.config import _merge, node_params
 from mbrl_robot.core.algorithms.mbpo import run_mbpo
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
-from mbrl_robot.core.control import PolicyFactory
+from mbrl_robot.core.control import PolicyFactory, PushController
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.safety import CommandFilter
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
@@ -114,8 +114,8 @@ def main() -> None:
             block['task']['reward'] = {**block['task'].get('reward', {}),
                                        'tool_shaping_weight': args.shaping}
     task = ctl['task']
-    cf = CommandFilter.from_params(ctl)
-    env = PushPolicyEnv(PushEnv(task), cf)
+    control = PushController.from_params(ctl)
+    env = PushPolicyEnv(PushEnv(task), control)
     runs: List[Dict[str, Any]] = []
     policy = None
     t0 = time.monotonic()

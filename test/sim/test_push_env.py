@@ -251,3 +251,26 @@ def test_sim_and_core_never_import_rclpy():
             'assert not any(m.startswith(("rclpy", "sensor_msgs", "std_msgs")) and sys.modules[m] '
             'for m in sys.modules)')
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_policy_env_executes_actions_through_the_controller_step():
+    from mbrl_robot.core.control import PushController
+    from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
+    ctl = {**node_params('cpu', 'controller'), 'device': 'cpu'}
+    control = PushController.from_params(ctl)
+    env = PushPolicyEnv(PushEnv(node_params('cpu', 'twin')['task']), control)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (20,) and not control.prev_command.any()
+    step = control.filter.max_accel * control.filter.dt / control.filter.max_speed
+    executed = []
+    for action in ([50.0] * 7, [np.nan] * 7, [-1.0] * 7, [-1.0] * 7, [1.0] * 7):
+        obs, _, _, _, info = env.step(np.array(action))
+        executed.append(info['executed_action'])
+        np.testing.assert_allclose(executed[-1], control.prev_command / control.filter.max_speed,
+                                   atol=1e-6)
+    executed = np.array(executed)
+    assert np.abs(executed).max() <= 1.0 + 1e-6
+    assert np.abs(np.diff(np.vstack([np.zeros(7), executed]), axis=0)).max() <= step + 1e-6
+    env.reset(seed=4)
+    assert not control.prev_command.any()  # the twin restarts at rest
+    env.close()

@@ -13,7 +13,8 @@
 # limitations under the License.
 """``PushEnv`` as the deployed controller drives it, as a gymnasium env for MBPO and SAC.
 
-Every action goes through the controller's :class:`~mbrl_robot.core.safety.CommandFilter`; the
+Every action goes through the last stage of the controller's own step
+(:meth:`~mbrl_robot.core.control.PushController.act`: disagreement scale, command filter); the
 observation is the push task's policy observation :func:`~mbrl_robot.core.tasks.push.push_obs`.
 """
 
@@ -21,32 +22,31 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUSH_OBS_DIM, push_obs, STATE_DIM,
-                                        TARGET_DIM)
+from mbrl_robot.core.tasks.push import PUSH_OBS_DIM, push_obs, STATE_DIM, TARGET_DIM
 
 
 class PushPolicyEnv(gym.Wrapper):
     """The twin as the deployed controller drives it: filtered actions, goal in the observation.
 
-    Observation (20,): :func:`push_obs`. Each action goes through ``command_filter`` with the
-    command of the previous step, exactly like ``run_recipe`` and the controller node. ``info``
-    adds ``state`` (17,), ``goal`` (3,) and ``executed_action`` (7,).
+    Observation (20,): :func:`push_obs`. Each action is executed by ``control.act`` with the
+    command of the previous step, exactly as the controller node and ``run_recipe`` execute
+    theirs. ``info`` adds ``state`` (17,), ``goal`` (3,) and ``executed_action`` (7,).
 
     Args:
         env: a :class:`mbrl_robot.sim.push_env.PushEnv` with the 17-D observation.
-        command_filter: the controller's :class:`~mbrl_robot.core.safety.CommandFilter`.
+        control: the controller's :class:`~mbrl_robot.core.control.PushController`.
     """
 
-    def __init__(self, env: gym.Env, command_filter):
+    def __init__(self, env: gym.Env, control):
         super().__init__(env)
         if env.observation_space.shape != (STATE_DIM,):
             raise ValueError(f'PushPolicyEnv needs the 17-D observation, got '
                              f'{env.observation_space.shape}')
-        self.command_filter = command_filter
+        self.control = control
+        self.command_filter = control.filter
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (PUSH_OBS_DIM,), np.float32)
         self._state = np.zeros(STATE_DIM)
         self._goal = np.zeros(TARGET_DIM)
-        self._prev = np.zeros(ACTION_DIM)
 
     def _obs(self) -> np.ndarray:
         return push_obs(torch.as_tensor(self._state[None], dtype=torch.float32),
@@ -57,15 +57,12 @@ class PushPolicyEnv(gym.Wrapper):
         obs, info = self.env.reset(**kwargs)
         self._state = np.asarray(obs, dtype=np.float64)
         self._goal = np.asarray(info['target'], dtype=np.float64)
-        self._prev = np.zeros(ACTION_DIM)
+        self.control.reset_command()
         return self._obs(), {**info, 'state': self._state.copy(), 'goal': self._goal.copy()}
 
     def step(self, action):
-        """Filter ``action`` (7,) in [-1, 1] like the controller, then step the twin."""
-        f = self.command_filter
-        self._prev = f(self._state[JOINT_POS], f.to_velocity(np.asarray(action, dtype=np.float64)),
-                       self._prev)
-        executed = f.to_action(self._prev)
+        """Execute ``action`` (7,) in [-1, 1] like the controller, then step the twin."""
+        executed = self.command_filter.to_action(self.control.act(self._state, action))
         obs, reward, terminated, truncated, info = self.env.step(executed)
         self._state = np.asarray(obs, dtype=np.float64)
         return self._obs(), reward, terminated, truncated, {
