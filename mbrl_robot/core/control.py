@@ -21,7 +21,7 @@ A :class:`PolicyFactory` owns what outlives an episode (the task's reward, the l
 model and its version) and builds a fresh :class:`PlannerPolicy` per episode.
 
 With ``mode: policy`` the factory loads a trained policy checkpoint (MBPO or SAC, see
-``core/algorithms/mbpo.py``) instead of a model and builds a :class:`LearnedPolicy`: the same
+``core/policy.py``) instead of a model and builds a :class:`LearnedPolicy`: the same
 interface, a one-step "plan" from one network forward per control step.
 """
 
@@ -39,8 +39,8 @@ from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.policy import DeterministicPolicy, load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter, disagreement_scale
-from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUCK, PUSH_OBS_LAYOUT, push_obs,
-                                        PushTask, STATE_DIM)
+from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUCK, PUSH_OBS_DIM,
+                                        PUSH_OBS_LAYOUT, push_obs, PushTask, STATE_DIM)
 
 MODES = ('planner', 'policy')
 EXPLORATIONS = ('random', 'zero')
@@ -177,9 +177,9 @@ class LearnedPolicy:
     def __init__(self, policy: DeterministicPolicy, task: PushTask, version: int,
                  hold: Optional[GoalHold] = None, exploration_std: float = 0.0,
                  rng: Optional[np.random.Generator] = None):
-        if policy.obs_dim != STATE_DIM + 3 or policy.act_dim != ACTION_DIM:
+        if policy.obs_dim != PUSH_OBS_DIM or policy.act_dim != ACTION_DIM:
             raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
-                             f'expected {STATE_DIM + 3} -> {ACTION_DIM}')
+                             f'expected {PUSH_OBS_DIM} -> {ACTION_DIM}')
         self.policy = policy
         self.task = task
         self.policy_version = version
@@ -291,7 +291,7 @@ class PolicyFactory:
             return False
         try:
             policy, _ = load_policy_dir(path, version=version, sha256=sha256,
-                                        obs_dim=STATE_DIM + 3, act_dim=ACTION_DIM,
+                                        obs_dim=PUSH_OBS_DIM, act_dim=ACTION_DIM,
                                         obs_layout=PUSH_OBS_LAYOUT, device='cpu')
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             self.logger.error(f'policy v{version} at {path} rejected, keeping '

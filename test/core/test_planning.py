@@ -179,7 +179,6 @@ def test_joint_limit_penalty_and_rollout_plan():
 def test_planner_takes_the_arms_joint_limits_and_the_state_column_of_q():
     """One JointLimits (the command filter's, velocity included); the planner is told where the
     joint positions start in the state."""
-    from mbrl_robot.core.planning.trajectory import position_limits
     model = LinearEnsemble(torch.tensor([[[0.0, 0.15]]]))  # 2-D state: only column 1 moves
     limits = JointLimits(lower=[-0.35], upper=[0.35], velocity=[1.0])
     fast = torch.full((1, 3, 1), 1.0)  # column 1 ends at 0.45: outside
@@ -197,9 +196,6 @@ def test_planner_takes_the_arms_joint_limits_and_the_state_column_of_q():
                 dict(lower=[0.0, 0.0], upper=[1.0])):
         with pytest.raises(ValueError):
             JointLimits(**bad)
-    np.testing.assert_array_equal(position_limits(0, [-1.0], [1.0]).upper, [1.0])
-    with pytest.raises(ValueError):
-        position_limits(3, [-1.0], [1.0])
 
 
 class SpyOptimizer(CEMOptimizer):

@@ -34,6 +34,7 @@ import torch
 from mbrl_robot.config import node_params, write_param_file
 from mbrl_robot.core.control import PushController
 from mbrl_robot.core.models import create_model, create_trainer
+from mbrl_robot.core.tasks.push import ACTION_DIM, PUCK, STATE_DIM
 from mbrl_robot.core.types import TransitionBatch
 
 POLICIES = ('planner', 'random', 'zero')
@@ -90,7 +91,7 @@ def summarize(results: List[Dict[str, Any]], trainings: List[Dict[str, Any]],
 def episode_result(phase: Dict[str, Any], states: np.ndarray, target: np.ndarray,
                    success_radius: float, wall_s: float) -> Dict[str, Any]:
     """Per-episode figures from the visited states (T+1, 17)."""
-    d = np.linalg.norm(states[:, 14:17] - target, axis=-1)
+    d = np.linalg.norm(states[:, PUCK] - target, axis=-1)
     return {**phase, 'steps': len(states) - 1, 'return': -float(d[1:].sum()),
             'initial_distance': float(d[0]), 'final_distance': float(d[-1]),
             'min_distance': float(d.min()), 'success': bool(d[-1] < success_radius),
@@ -143,7 +144,7 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
             batch = TransitionBatch.concat(data)
             seed = int(tcfg['training']['seed']) + version
             if model is None or not tcfg['warm_start']:
-                model = create_model(tcfg['model'], 17, 7, device, seed)
+                model = create_model(tcfg['model'], STATE_DIM, ACTION_DIM, device, seed)
             else:
                 model = copy.deepcopy(model)
             fit = create_trainer(model, {**tcfg['training'], 'seed': seed}).fit(batch)
@@ -161,7 +162,7 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
             plan_ms += ep_ms
             misses += ep_misses
             if not phase['stage'].startswith('eval'):
-                d = np.linalg.norm(states_arr[1:, 14:17] - target, axis=-1)
+                d = np.linalg.norm(states_arr[1:, PUCK] - target, axis=-1)
                 done = np.zeros(len(acts), dtype=bool)
                 done[-1] = True
                 data.append(TransitionBatch(states_arr[:-1].astype(np.float32),

@@ -28,7 +28,7 @@ pure joint-limit clamp for the controller.
 """
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -39,23 +39,6 @@ from mbrl_robot.core.tasks.push import JOINT_POS
 from mbrl_robot.core.types import DynamicsModel, RewardFnType
 
 PROPAGATIONS = ('ts_inf', 'ts_1', 'mean')
-
-
-def position_limits(q_start: int, lower: Sequence[float], upper: Sequence[float]) -> JointLimits:
-    """Transitional (issue 11): the planner's limits as ``core/control.py`` still builds them.
-
-    The planner takes the arm's :class:`~mbrl_robot.core.safety.JointLimits` (the command
-    filter's) and ``joint_pos_start``; once ``PolicyFactory`` passes ``command_filter.limits``
-    itself, this goes.
-
-    Raises:
-        ValueError: ``q_start`` is not the push state's ``JOINT_POS.start`` (pass
-            ``joint_pos_start`` to the planner instead).
-    """
-    if q_start != JOINT_POS.start:
-        raise ValueError(f'position_limits: q_start {q_start} != {JOINT_POS.start}; pass '
-                         'joint_pos_start to the planner')
-    return JointLimits(lower, upper)
 
 
 def _check_model(model: DynamicsModel) -> int:
