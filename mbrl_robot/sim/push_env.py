@@ -163,10 +163,12 @@ class PushEnv(gym.Env):
         self.episode_steps = int(task_config['episode_steps'])
         self.success_radius = float(task_config['success_radius_m'])
         self.max_joint_speed = float(task_config['max_joint_speed_rad_s'])
-        reward = task_config.get('reward', {}) or {}
-        self.tool_shaping_weight = float(reward.get('tool_shaping_weight', 0.0))
-        self.tool_shaping_fade = float(reward.get('tool_shaping_fade_m', 0.0))
-        self.action_cost = float(reward.get('action_cost', 0.0))
+        # Reward terms the block leaves out take the schema's defaults, as in PushTask.
+        reward = {**schema_defaults('shared', 'task')['reward'],
+                  **(dict(task_config).get('reward') or {})}
+        self.tool_shaping_weight = float(reward['tool_shaping_weight'])
+        self.tool_shaping_fade = float(reward['tool_shaping_fade_m'])
+        self.action_cost = float(reward['action_cost'])
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
         if self.control_rate_hz <= 0 or self.episode_steps <= 0 or self.max_joint_speed <= 0:
