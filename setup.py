@@ -31,11 +31,14 @@ setup(
     name=package_name,
     version=_version(),
     packages=find_packages(exclude=['test', 'test.*']),
+    # The parameter schema, read by mbrl_robot.config next to the package.
+    package_data={package_name: ['params/*.yaml']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         (os.path.join('share', package_name, 'launch'), glob.glob('launch/*.launch.py')),
         (os.path.join('share', package_name, 'config'), glob.glob('config/*')),
+        (os.path.join('share', package_name, 'params'), glob.glob('mbrl_robot/params/*.yaml')),
         (os.path.join('share', package_name, 'urdf'), glob.glob('urdf/*')),
     ],
     install_requires=['setuptools'],

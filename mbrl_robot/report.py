@@ -105,6 +105,14 @@ def _per_iteration(summary):
     return rows
 
 
+def _propagation(plan: dict) -> str:
+    """The propagation a planner block resolves to (``auto`` depends on the planner)."""
+    if plan.get('propagation', 'auto') != 'auto':
+        return plan['propagation']
+    from mbrl_robot.core.planning.factory import resolve_planner_cfg
+    return resolve_planner_cfg(plan)['propagation']
+
+
 def setup_lines(run_dir: str) -> List[str]:
     """What was run, from the run's effective ``params.yaml``: task, reward, planner or policy,
     ensemble, goal hold (empty if the run directory has none)."""
@@ -123,7 +131,7 @@ def setup_lines(run_dir: str) -> List[str]:
     else:
         learner = (f'planner {plan["name"]}: H={plan["horizon"]}, N={plan["population_size"]}, '
                    f'M={plan["elite_count"]}, I={plan["iterations"]}, propagation '
-                   f'{plan["propagation"]} x {plan["particles"]} particle(s)')
+                   f'{_propagation(plan)} x {plan["particles"]} particle(s)')
     terms = ['-||puck - target||']
     if reward.get('tool_shaping_weight', 0.0):
         terms.append(f'- {reward["tool_shaping_weight"]} ||tool tip - push point||'

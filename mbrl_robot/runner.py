@@ -28,40 +28,95 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 
-from mbrl_robot.config import (_merge, load_param_file, node_params, unflatten,
+from mbrl_robot.config import (_merge, NODES, node_params, suggest, unflatten,
                                write_param_file)
 from mbrl_robot.paths import config_path
 
-NODES = ('twin', 'buffer', 'trainer', 'controller', 'recipe')
 
-
-def node_command(node: str, params_file: str, overrides: Dict[str, str]) -> List[str]:
+def node_command(node: str, params_file: str, overrides: Optional[Dict[str, str]] = None,
+                 ros_args: Optional[List[str]] = None) -> List[str]:
     """The command line of one node: ``python -m mbrl_robot.nodes.<node> --ros-args ...``."""
     cmd = [sys.executable, '-m', f'mbrl_robot.nodes.{node}', '--ros-args',
            '--params-file', params_file]
-    for name, value in overrides.items():
+    for name, value in (overrides or {}).items():
         # Node-qualified, because a --params-file entry for the node outranks a bare -p.
         cmd += ['-p', f'{node}:{name}:={value}']
-    return cmd
+    return cmd + list(ros_args or [])
 
 
-def write_effective_params(params_file: str, overrides: Dict[str, Dict[str, str]],
-                           path: str) -> None:
-    """The profile with the command line's ``--set`` values merged in: what the run used."""
-    params = load_param_file(params_file)
-    for node, values in overrides.items():
-        flat = {name: yaml.safe_load(value) for name, value in values.items()}
-        params[node] = _merge(params.get(node, {}), unflatten(flat))
-    write_param_file(params, path)
+def parse_sets(items: List[str]) -> Dict[str, Dict[str, Any]]:
+    """``['controller.planner.horizon=5']`` -> ``{'controller': {'planner': {'horizon': 5}}}``.
+
+    Values are YAML (``5`` is an int, ``5.0`` a double, ``[a, b]`` a list).
+
+    Raises:
+        ValueError: not ``NODE.PARAM=VALUE``, or an unknown node (with the nearest one).
+    """
+    out: Dict[str, Dict[str, Any]] = {}
+    for item in items:
+        name, sep, value = item.partition('=')
+        node, dot, param = name.partition('.')
+        if not sep or not dot or not param:
+            raise ValueError(f'--set {item!r}: expected NODE.PARAM=VALUE with NODE in {NODES}')
+        if node not in NODES:
+            raise ValueError(f'--set {item!r}: unknown node {node!r}' + suggest(node, NODES)
+                             + f' (nodes: {list(NODES)})')
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ''
+        except yaml.YAMLError as e:
+            raise ValueError(f'--set {item!r}: not a YAML value ({e})') from None
+        out[node] = _merge(out.get(node, {}), unflatten({param: parsed}))
+    return out
+
+
+def parse_renames(items: List[str]) -> Dict[str, str]:
+    """``['controller=ctl']`` -> ``{'controller': 'ctl'}``.
+
+    Raises:
+        ValueError: not ``NODE=NAME``, an unknown node or an invalid name.
+    """
+    out = {}
+    for item in items:
+        node, sep, name = item.partition('=')
+        if not sep or node not in NODES or not name.replace('_', 'a').isalnum():
+            raise ValueError(f'--rename {item!r}: expected NODE=NAME with NODE in {NODES} and '
+                             'NAME of letters, digits and _' + suggest(node, NODES))
+        out[node] = name
+    return out
+
+
+def effective_params(params_file: str, sets: Dict[str, Dict[str, Any]],
+                     run_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Every node's complete, validated parameters: schema, profile, run paths, ``--set``.
+
+    Raises:
+        ValueError: an unknown or invalid parameter in the profile or in ``--set``.
+    """
+    out = {}
+    for node in NODES:
+        overrides = _merge(unflatten(graph_overrides(run_dir, node)), sets.get(node, {}))
+        out[node] = node_params(params_file, node, overrides=overrides,
+                                overrides_source='--set')
+    return out
+
+
+def write_effective_params(params_file: str, overrides: Dict[str, Dict[str, Any]],
+                           path: str, run_dir: Optional[str] = None) -> None:
+    """The profile with the run's paths and the ``--set`` values merged in: the file the nodes
+    are started with, so it is exactly what the run used."""
+    write_param_file(effective_params(params_file, overrides,
+                                      run_dir or os.path.dirname(os.path.abspath(path))), path)
 
 
 def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:
     """Per-node parameters that place all of a run's files under ``run_dir``."""
-    overrides = {'run_dir': run_dir}
+    overrides = {}
+    if node == 'recipe':
+        overrides['run_dir'] = run_dir
     if node == 'buffer':
         overrides['data_dir'] = os.path.join(run_dir, 'buffer')
     if node == 'trainer':
@@ -73,21 +128,27 @@ class Graph:
     """The node processes of one run."""
 
     def __init__(self, params_file: str, run_dir: str, nodes=NODES,
-                 extra: Optional[Dict[str, Dict[str, str]]] = None, echo=True):
+                 extra: Optional[Dict[str, Dict[str, str]]] = None, echo=True,
+                 ros_args: Optional[List[str]] = None,
+                 names: Optional[Dict[str, str]] = None):
         self.params_file = params_file
         self.run_dir = run_dir
         self.nodes = list(nodes)
         self.extra = extra or {}
         self.echo = echo
+        self.ros_args = list(ros_args or [])
+        self.names = dict(names or {})
         self.procs: Dict[str, subprocess.Popen] = {}
         self._threads: List[threading.Thread] = []
 
     def start(self):
         os.makedirs(os.path.join(self.run_dir, 'logs'), exist_ok=True)
         for node in self.nodes:
-            overrides = {**graph_overrides(self.run_dir, node), **self.extra.get(node, {})}
             log = open(os.path.join(self.run_dir, 'logs', f'{node}.log'), 'w')
-            proc = subprocess.Popen(node_command(node, self.params_file, overrides),
+            rename = ['-r', f'__node:={self.names[node]}'] if node in self.names else []
+            cmd = node_command(node, self.params_file, self.extra.get(node),
+                               self.ros_args + rename)
+            proc = subprocess.Popen(cmd,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1, start_new_session=True)
             self.procs[node] = proc
@@ -151,6 +212,12 @@ def parse_args(argv=None):
                         help='override one parameter, e.g. recipe.iterations=2')
     parser.add_argument('--timeout', type=float, default=None,
                         help='stop the run after this many seconds')
+    parser.add_argument('--rename', action='append', default=[], metavar='NODE=NAME',
+                        help='run a node under another name, e.g. controller=ctl (its '
+                             'parameters follow; every topic it shares comes from topics.*)')
+    parser.add_argument('--ros-args', dest='ros_args', nargs=argparse.REMAINDER, default=[],
+                        help='passed to every node after its parameters, e.g. '
+                             '--ros-args -r __ns:=/arm1')
     return parser.parse_args(argv)
 
 
@@ -160,28 +227,28 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = parse_args(argv)
-    params_file = config_path(args.profile)
-    node_params(params_file, 'recipe')  # a malformed file fails here, before any process
-    profile = os.path.splitext(os.path.basename(params_file))[0]
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    run_dir = os.path.abspath(args.run_dir or os.path.join('runs', f'{profile}-{stamp}'))
+    try:
+        profile_file = config_path(args.profile)
+        profile = os.path.splitext(os.path.basename(profile_file))[0]
+        run_dir = os.path.abspath(args.run_dir or os.path.join('runs', f'{profile}-{stamp}'))
+        sets = parse_sets(args.set)
+        names = parse_renames(args.rename)
+        if args.resume:
+            sets['recipe'] = _merge(sets.get('recipe', {}), {'resume': True})
+        # Every node's parameters, validated before any process starts: the one file they use.
+        params = effective_params(profile_file, sets, run_dir)
+    except (ValueError, OSError) as e:
+        print(f'mbrl_run: {e}', file=sys.stderr)
+        return 2
     os.makedirs(run_dir, exist_ok=True)
-    extra: Dict[str, Dict[str, str]] = {}
-    for item in args.set:
-        name, sep, value = item.partition('=')
-        node, dot, param = name.partition('.')
-        if not sep or not dot or node not in NODES:
-            print(f'--set {item!r}: expected NODE.PARAM=VALUE with NODE in {NODES}',
-                  file=sys.stderr)
-            return 2
-        extra.setdefault(node, {})[param] = value
-    write_effective_params(params_file, extra, os.path.join(run_dir, 'params.yaml'))
-    if args.resume:
-        extra.setdefault('recipe', {})['resume'] = 'true'
+    params_file = os.path.join(run_dir, 'params.yaml')
+    # '/**/<name>': the blocks apply in any namespace (--ros-args -r __ns:=/arm1).
+    write_param_file(params, params_file, {n: f'/**/{names.get(n, n)}' for n in NODES})
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     print(f'mbrl_run: profile {profile}, run dir {run_dir}, ROS_DOMAIN_ID '
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
-    graph = Graph(params_file, run_dir, extra=extra)
+    graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names)
     t0 = time.monotonic()
     rc = 1
     try:

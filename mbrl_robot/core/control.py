@@ -26,6 +26,7 @@ interface, a one-step "plan" from one network forward per control step.
 """
 
 import concurrent.futures
+import dataclasses
 from dataclasses import dataclass, field
 import logging
 import threading
@@ -581,6 +582,22 @@ class PushController:
         self.stats['scale'] = scale
         request = self.filter.to_velocity(np.asarray(action, dtype=np.float64)) * scale
         return self._send(self.filter(np.asarray(state)[JOINT_POS], request, self.prev_command))
+
+    def apply_params(self, changed: Dict[str, Any]) -> None:
+        """Take run-time changes of the writable parameters: ``disagreement_slowdown``,
+        ``disagreement_stop`` and ``goal_hold`` (a running episode's hold keeps its state and
+        takes the new radii at once). ``changed`` is nested like the parameters."""
+        names = ('disagreement_slowdown', 'disagreement_stop')
+        new = {k: float(changed[k]) for k in names if k in changed}
+        if new:
+            self.settings = dataclasses.replace(self.settings, **new)
+        if 'goal_hold' in changed:
+            cfg = {**self.policies.goal_hold_cfg, **changed['goal_hold']}
+            hold = GoalHold.from_config(cfg)
+            self.policies.goal_hold_cfg = cfg
+            if self._policy is not None:
+                self._policy.hold.enter_radius = hold.enter_radius
+                self._policy.hold.exit_radius = hold.exit_radius
 
     def reset_command(self) -> None:
         """Forget the previous command (a new episode on a twin that starts at rest)."""

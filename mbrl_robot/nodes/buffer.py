@@ -15,18 +15,18 @@
 
 Graph (``docs/interfaces.md``):
 
-- subscribes ``/controller/executed`` (rows ``[episode, step, stamp, s, a, target]``), pairs
+- subscribes ``topics.executed`` (rows ``[episode, step, stamp, s, a, target]``), pairs
   consecutive rows of an episode (``core.buffer.TransitionAssembler``) and commits each tick's
   transitions, together with the row still waiting for its successor, in one SQLite transaction
   (``core.buffer.TransitionStore``, ``<data_dir>/transitions.sqlite3``);
 - publishes each committed transition once, right after the commit, on ``topics.transitions``
   as ``[seq, episode, step, s, a, r, s', done]`` rows; seqs are consecutive, so a consumer that
   sees a jump (it was not listening, or the buffer died between commit and publish) asks again;
-- subscribes ``/buffer/resend_from`` (UInt64 n) and republishes every seq >= n known at the time
+- subscribes ``topics.resend_from`` (UInt64 n) and republishes every seq >= n known at the time
   of the request, ``publish_batch_size`` rows per message, one message per 10 ms timer tick:
   a long replay is paced (10k transitions/s at batch 100) rather than dumped into the
   keep-last-100 history, where a slow reader would lose the oldest messages;
-- services ``/buffer/stats`` (Trigger, JSON) and ``/buffer/export`` (Trigger: writes a rosbag2
+- services ``~/stats`` (Trigger, JSON) and ``~/export`` (Trigger: writes a rosbag2
   MCAP bag of standard messages under ``<data_dir>/exports/``; the message is its path).
 
 A restarted buffer reopens the store, restores the pending row and resumes: everything that was
@@ -42,7 +42,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, UInt64
 from std_srvs.srv import Trigger
 
@@ -52,37 +51,19 @@ from mbrl_robot.core.buffer.assembler import NumpyRewardFn
 from mbrl_robot.core.buffer.storage import TransitionRecords
 from mbrl_robot.core.types import TransitionBatch
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
+from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
+                                     schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_QOS, multiarray_to_rows,
                                         RELIABLE_QOS, rows_to_multiarray, transition_rows,
                                         TRANSITIONS_QOS)
 
-EXECUTED_TOPIC = '/controller/executed'
-RESEND_TOPIC = '/buffer/resend_from'
-STATS_SERVICE = '/buffer/stats'
-EXPORT_SERVICE = '/buffer/export'
+# Node-private services: /<namespace>/buffer/stats and /<namespace>/buffer/export.
+STATS_SERVICE = '~/stats'
+EXPORT_SERVICE = '~/export'
 RESEND_PERIOD_S = 0.01
 LOG_THROTTLE_S = 5.0
 
-DESCRIPTIONS = {
-    'topics.transitions': 'topic of the published transition batches',
-    'topics.joint_states': 'topic name of the joint states in exported bags',
-    'topics.puck_pose': 'topic name of the puck position in exported bags',
-    'topics.target_pose': 'topic name of the target position in exported bags',
-    'topics.model_version': 'trainer model topic (not used by the buffer; declared for the '
-                            'shared block)',
-    'task.joints': 'joint names, in state order (names of exported JointState messages)',
-    'task.control_rate_hz': 'control rate of the rows (Hz)',
-    'task.episode_steps': 'steps per episode',
-    'task.success_radius_m': 'success radius of the push task (m)',
-    'task.max_joint_speed_rad_s': 'joint speed of action +-1 (rad/s), for exported commands',
-    **REWARD_DESCRIPTIONS,
-    'controller_name': 'exported commands go to /<controller_name>/commands',
-    'data_dir': 'directory of the transition database and of exports (relative to the cwd)',
-    'publish_batch_size': 'most transitions per published message (live and resend)',
-}
-READ_ONLY = [name for name in DESCRIPTIONS if name != 'publish_batch_size']
-RANGES = {'publish_batch_size': (1, 10000)}
+DESCRIPTIONS = schema_descriptions('buffer')
 
 
 def make_reward_fn(task: Dict[str, Any]):
@@ -106,12 +87,12 @@ def make_reward_fn(task: Dict[str, Any]):
 
 
 class BufferNode(Node):
-    """Stores exact transitions from ``/controller/executed`` and serves them (see module doc)."""
+    """Stores exact transitions from ``topics.executed`` and serves them (see module doc)."""
 
     def __init__(self, **kwargs):
         super().__init__('buffer', **kwargs)
-        params = declare_profile_parameters(self, 'buffer', DESCRIPTIONS, read_only=READ_ONLY,
-                                            ranges=RANGES)
+        params = declare_node_parameters(self, 'buffer')
+        self.params = params
         self.data_dir = os.path.abspath(params['data_dir'])
         self.publish_batch_size = int(params['publish_batch_size'])
         self.topics = params['topics']
@@ -129,14 +110,14 @@ class BufferNode(Node):
         self._resend_next = 0
         self._resend_end = -1
 
-        # Ranges and types are in the descriptors, which rclpy enforces on every set.
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        # publish_batch_size takes effect at once; the others are read_only.
+        add_live_parameters(self, 'buffer', params, self._apply_parameters)
         self.transitions_pub = self.create_publisher(
             Float64MultiArray, self.topics['transitions'], TRANSITIONS_QOS)
         self.executed_sub = self.create_subscription(
-            Float64MultiArray, EXECUTED_TOPIC, self.executed_callback, EXECUTED_QOS)
+            Float64MultiArray, self.topics['executed'], self.executed_callback, EXECUTED_QOS)
         self.resend_sub = self.create_subscription(
-            UInt64, RESEND_TOPIC, self.resend_callback, RELIABLE_QOS)
+            UInt64, self.topics['resend_from'], self.resend_callback, RELIABLE_QOS)
         self.stats_srv = self.create_service(Trigger, STATS_SERVICE, self.stats_callback)
         self.export_srv = self.create_service(Trigger, EXPORT_SERVICE, self.export_callback)
         # Wall time: a lockstep twin's clock stands still while the trainer catches up.
@@ -159,10 +140,9 @@ class BufferNode(Node):
 
     # -- parameters -------------------------------------------------------------------------
 
-    def _apply_parameters(self, params: List[Parameter]) -> None:
-        for p in params:
-            if p.name == 'publish_batch_size':
-                self.publish_batch_size = int(p.value)
+    def _apply_parameters(self, changed: Dict[str, Any]) -> None:
+        if 'publish_batch_size' in changed:
+            self.publish_batch_size = int(changed['publish_batch_size'])
 
     # -- live path --------------------------------------------------------------------------
 
@@ -247,14 +227,14 @@ class BufferNode(Node):
 
     def stats_callback(self, request: Trigger.Request, response: Trigger.Response
                        ) -> Trigger.Response:
-        """``/buffer/stats``: JSON of :meth:`stats`."""
+        """``~/stats``: JSON of :meth:`stats`."""
         response.success = True
         response.message = json.dumps(self.stats())
         return response
 
     def export_callback(self, request: Trigger.Request, response: Trigger.Response
                         ) -> Trigger.Response:
-        """``/buffer/export``: write an MCAP bag; the message is its directory."""
+        """``~/export``: write an MCAP bag; the message is its directory."""
         stamp = time.strftime('%Y%m%d_%H%M%S', time.gmtime())
         path = os.path.join(self.data_dir, 'exports', f'buffer_{stamp}')
         suffix = 1
@@ -262,8 +242,9 @@ class BufferNode(Node):
             path = os.path.join(self.data_dir, 'exports', f'buffer_{stamp}_{suffix}')
             suffix += 1
         try:
+            topics = dict(self.topics, reward=self.params['export_reward_topic'])
             n = export_mcap(self.store.records(dtype=np.float64), path, self.joints,
-                            self.controller_name, self.max_joint_speed, self.topics)
+                            self.controller_name, self.max_joint_speed, topics)
         except (OSError, ValueError, RuntimeError) as e:
             response.success = False
             response.message = f'export to {path} failed: {e}'
@@ -289,8 +270,9 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
     Per transition, at the stamp of s: ``/joint_states`` (sensor_msgs/JointState: q, qd of s),
     ``/puck/pose`` and ``/target/pose`` (geometry_msgs/PointStamped, frame ``world``),
     ``/<controller_name>/commands`` (std_msgs/Float64MultiArray, ``a * max_joint_speed`` rad/s);
-    at the stamp of s': ``/reward`` (std_msgs/Float64). Where the next transition does not
-    continue from s' (episode end, gap), s' itself is written too, so every trajectory is whole.
+    at the stamp of s': ``/reward`` (``export_reward_topic``, std_msgs/Float64). Where the next
+    transition does not continue from s' (episode end, gap), s' itself is written too, so every
+    trajectory is whole.
     Log and header times are the rows' stamps.
 
     Args:
@@ -299,7 +281,8 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
         joints: the 7 joint names, in state order.
         controller_name: prefix of the commands topic.
         max_joint_speed: rad/s of action 1.
-        topics: names for joint_states, puck_pose, target_pose (defaults from the contract).
+        topics: names for joint_states, puck_pose, target_pose, reward (default: the schema's;
+            written under /).
 
     Returns:
         Number of messages written.
@@ -332,11 +315,13 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {}
         for key, topic, msgtype in (
-                ('joints', topics.get('joint_states', '/joint_states'), JointState),
-                ('puck', topics.get('puck_pose', '/puck/pose'), PointStamped),
-                ('target', topics.get('target_pose', '/target/pose'), PointStamped),
-                ('cmd', f'/{controller_name}/commands', F64Array),
-                ('reward', '/reward', Float64)):
+                ('joints', topics.get('joint_states', 'joint_states'), JointState),
+                ('puck', topics.get('puck_pose', 'puck/pose'), PointStamped),
+                ('target', topics.get('target_pose', 'target/pose'), PointStamped),
+                ('cmd', f'{controller_name.strip("/")}/commands', F64Array),
+                ('reward', topics.get('reward', 'reward'), Float64)):
+            # A bag holds absolute names: the configured relative names under the root.
+            topic = '/' + topic.lstrip('/')
             conns[key] = (writer.add_connection(topic, msgtype.__msgtype__, typestore=store),
                           msgtype.__msgtype__)
 

@@ -40,71 +40,15 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
+from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
+                                     schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
                                         LATCHED_QOS, rows_to_multiarray)
 
 NUM_JOINTS = 7
 
-DESCRIPTIONS = {
-    'task.joints': 'Controlled joints, in command order (the ForwardCommandController joints).',
-    'task.control_rate_hz': 'Control rate of the timer on the node clock.',
-    'task.episode_steps': 'Commands per episode; then a terminal row and the arm holds still.',
-    'task.max_joint_speed_rad_s': 'Joint speed (rad/s) of a normalised action of 1.',
-    'task.success_radius_m': 'An episode succeeds when the puck ends this close to the target.',
-    **REWARD_DESCRIPTIONS,
-    'controller_name': 'Commands go to /<controller_name>/commands.',
-    'topics.joint_states': 'sensor_msgs/JointState input.',
-    'topics.puck_pose': 'geometry_msgs/PointStamped puck position input.',
-    'topics.target_pose': 'geometry_msgs/PointStamped target input (may change at run time).',
-    'topics.model_version': 'std_msgs/String JSON announcing validated model checkpoints.',
-    'topics.policy_version': 'std_msgs/String JSON announcing trained policy checkpoints.',
-    'mode': 'planner: MPC on the latest model; policy: the latest trained policy (MBPO/SAC).',
-    'policy_exploration_std': 'Policy mode: std of the Gaussian noise added to the action in '
-                              'episodes the recipe marks explore (data collection).',
-    'device': 'Planner device: auto (cuda when present), cpu or cuda.',
-    'torch_threads': 'torch CPU threads for this process (0: torch default).',
-    'exploration': 'Policy before the first model: random (the recipe) or zero.',
-    'state_timeout_s': 'A state older than this (node clock) is stale: zero velocity.',
-    'wait_for_fresh_state': 'Lockstep twins: tick only once the state of this tick arrived.',
-    'plan_deadline_fraction': 'Share of the period a plan may take before the fallback is sent.',
-    'disagreement_slowdown': 'Ensemble disagreement above which commands are scaled down.',
-    'disagreement_stop': 'Ensemble disagreement at which the arm stops.',
-    'max_joint_accel_rad_s2': 'Bound on command change per second, in the planner and the clamp.',
-    'position_margin_rad': 'Room kept free before each joint position limit.',
-    'home_joint_positions': 'Ready pose (rad) that ~/go_home drives to before each real-arm '
-                            'episode.',
-    'home_speed_rad_s': 'Joint speed cap while homing.',
-    'min_executed_subscribers': 'Episodes start once this many nodes (buffer, recipe) subscribe '
-                                'to the executed rows, so no transition is lost to discovery.',
-    'goal_hold.enter_radius_m': 'Hold zero velocity once the puck is this close to the target '
-                                '(0: never).',
-    'goal_hold.exit_radius_m': 'Plan again once the held puck is farther than this.',
-    'planner.name': 'random_shooting, cem, icem or pets.',
-    'planner.horizon': 'Planning horizon H (steps).',
-    'planner.population_size': 'Candidate sequences N per iteration.',
-    'planner.elite_count': 'Elites M kept per CEM iteration.',
-    'planner.iterations': 'CEM iterations I.',
-    'planner.min_std': 'Floor of the CEM sampling std (normalised actions).',
-    'planner.initial_std': 'CEM sampling std at the first iteration.',
-    'planner.alpha': 'CEM smoothing: weight of the old mean/std.',
-    'planner.particles': 'PETS particles P per candidate.',
-    'planner.propagation': 'ts_inf, ts_1 or mean.',
-    'planner.pessimism': 'lambda in mean - lambda * std over particles.',
-    'planner.terminal_weight': "Weight of the last step's reward (1: plain sum).",
-    'planner.seed': 'Seed of the planner generators.',
-}
-READ_ONLY = ('task.joints', 'task.control_rate_hz', 'controller_name', 'topics.joint_states',
-             'topics.puck_pose', 'topics.target_pose', 'topics.model_version',
-             'topics.policy_version', 'mode', 'device')
-RANGES = {
-    'task.control_rate_hz': (1.0, 1000.0), 'task.episode_steps': (1, 100000),
-    'task.max_joint_speed_rad_s': (0.01, 3.2), 'state_timeout_s': (0.001, 10.0),
-    'plan_deadline_fraction': (0.05, 1.0), 'max_joint_accel_rad_s2': (0.01, 100.0),
-    'policy_exploration_std': (0.0, 2.0),
-    'planner.horizon': (1, 500), 'planner.population_size': (1, 100000),
-    'planner.iterations': (1, 100), 'planner.particles': (1, 1000),
-}
+# Read from the schema (mbrl_robot/params/controller.yaml, shared.yaml): every parameter once.
+DESCRIPTIONS = schema_descriptions('controller')
 
 
 class ControllerNode(Node):
@@ -112,7 +56,11 @@ class ControllerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('controller', **kwargs)
-        p = declare_profile_parameters(self, 'controller', DESCRIPTIONS, READ_ONLY, RANGES)
+        p = declare_node_parameters(self, 'controller')
+        self.params = p
+        problem = self.check_live_params(p)
+        if problem:
+            raise ValueError(problem)
         if p['torch_threads'] > 0:
             torch.set_num_threads(p['torch_threads'])
         self.joints = list(p['task']['joints'])
@@ -130,6 +78,8 @@ class ControllerNode(Node):
         self._homed = threading.Event()
         self._stats = {'faults': 0, 'rejected_states': 0, 'state_age_ms': float('nan')}
         self._create_interfaces(p)
+        # goal_hold.* and disagreement_* take effect at once (the others are read_only).
+        add_live_parameters(self, 'controller', p, self.apply_params, self.check_live_params)
         self.get_logger().info(
             'controller ready: '
             + (f'{p["planner"]["name"]} planner' if p['mode'] == 'planner' else 'policy mode')
@@ -138,16 +88,18 @@ class ControllerNode(Node):
 
     def _create_interfaces(self, p):
         io = ReentrantCallbackGroup()
-        prefix = '/' + p['controller_name'].strip('/')
+        topics = p['topics']
+        # Relative names from the profile: a namespace moves them, a renamed node does not.
+        prefix = p['controller_name'].strip('/')
         self.command_pub = self.create_publisher(Float64MultiArray, prefix + '/commands', 10)
-        self.executed_pub = self.create_publisher(Float64MultiArray, '~/executed', EXECUTED_QOS)
-        self.done_pub = self.create_publisher(Int32, '~/episode_done', EXECUTED_QOS)
+        self.executed_pub = self.create_publisher(Float64MultiArray, topics['executed'],
+                                                  EXECUTED_QOS)
+        self.done_pub = self.create_publisher(Int32, topics['episode_done'], EXECUTED_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, '~/predicted_paths', 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.distance_pub = self.create_publisher(Float64, '~/distance_to_target', 10)
         self.disagreement_pub = self.create_publisher(Float64, '~/disagreement', 10)
-        self.plan_ms_pub = self.create_publisher(Float64, '~/plan_time_ms', 100)
-        topics = p['topics']
+        self.plan_ms_pub = self.create_publisher(Float64, topics['plan_time_ms'], 100)
         self.create_subscription(JointState, topics['joint_states'], self.joint_state_callback,
                                  10, callback_group=io)
         self.create_subscription(PointStamped, topics['puck_pose'], self.puck_callback, 10,
@@ -158,7 +110,7 @@ class ControllerNode(Node):
         announcements = topics['policy_version' if p['mode'] == 'policy' else 'model_version']
         self.create_subscription(String, announcements, self.model_callback, LATCHED_QOS,
                                  callback_group=io)
-        self.create_subscription(String, '/recipe/episode', self.episode_callback, LATCHED_QOS,
+        self.create_subscription(String, topics['episode'], self.episode_callback, LATCHED_QOS,
                                  callback_group=io)
         self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
         self.create_service(Trigger, '~/go_home', self.go_home_callback, callback_group=io)
@@ -166,6 +118,27 @@ class ControllerNode(Node):
         self.timer = self.create_timer(period, self.timer_callback,
                                        callback_group=MutuallyExclusiveCallbackGroup())
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io)
+
+    # --- parameters -----------------------------------------------------------------------
+    @staticmethod
+    def check_live_params(p: dict) -> str:
+        """'' when the writable parameters agree with each other, else why not."""
+        hold = p['goal_hold']
+        if hold['exit_radius_m'] < hold['enter_radius_m']:
+            return (f'goal_hold.exit_radius_m = {hold["exit_radius_m"]} must be >= '
+                    f'goal_hold.enter_radius_m = {hold["enter_radius_m"]}')
+        if p['disagreement_stop'] <= p['disagreement_slowdown']:
+            return (f'disagreement_stop = {p["disagreement_stop"]} must be > '
+                    f'disagreement_slowdown = {p["disagreement_slowdown"]}')
+        return ''
+
+    def apply_params(self, changed: dict):
+        """Apply writable parameters set at run time (``changed`` is nested and valid) between
+        two ticks."""
+        with self._tick_lock:
+            self.control.apply_params({**changed, 'goal_hold': dict(self.params['goal_hold'])}
+                                      if 'goal_hold' in changed else changed)
+        self.get_logger().info(f'parameters set: {changed}')
 
     # --- inputs ---------------------------------------------------------------------------
     def joint_state_callback(self, msg: JointState):

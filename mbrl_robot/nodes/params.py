@@ -11,69 +11,138 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Declare a node's parameters from the shipped profile, with descriptors.
+"""Declare a node's parameters from the schema (``mbrl_robot/params``), with descriptors.
 
-The lecture profile (``config/lecture.yaml``) is the single source of defaults: a node declares
-every parameter it reads with the profile's value as the typed default, so a ``--params-file``
-of another profile overrides only what it names and nothing is repeated in code.
+Every parameter a node reads is declared once in the schema, with its type, default,
+description, validation and ``read_only``; :func:`declare_node_parameters` declares all of them on
+the node (``ros2 param describe`` shows the description, the range and read-only), so a
+``--params-file`` of a profile overrides only what it names and nothing is repeated in code.
+Writable parameters are applied through :func:`add_live_parameters`: the schema's validation runs
+in the on-set callback (a rejected value leaves the node unchanged), the node's ``apply`` in the
+post-set callback.
 """
 
-from typing import Any, Dict, Iterable, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, List, Optional
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
-from mbrl_robot.config import flatten, node_params, unflatten
+from mbrl_robot.config import (check_value, flatten, load_schema, ParamDict, to_param_dict,
+                               unflatten)
 
-DEFAULT_PROFILE = 'lecture'
-
-# Every node that computes the task's reward (controller, buffer) declares all of its terms, so
-# the planner optimises and the buffer stores exactly the reward the profile defines.
-REWARD_DESCRIPTIONS = {
-    'task.reward.tool_shaping_weight': 'Weight of the tool-to-push-point shaping term (0: off).',
-    'task.reward.tool_shaping_fade_m': 'The shaping term fades out over this last distance to '
-                                       'the target (0: never).',
-    'task.reward.action_cost': 'Weight of the -||a||^2 control cost on the normalised action.',
+ROS_TYPES = {
+    'bool': Parameter.Type.BOOL, 'int': Parameter.Type.INTEGER, 'double': Parameter.Type.DOUBLE,
+    'string': Parameter.Type.STRING, 'bool_array': Parameter.Type.BOOL_ARRAY,
+    'int_array': Parameter.Type.INTEGER_ARRAY, 'double_array': Parameter.Type.DOUBLE_ARRAY,
+    'string_array': Parameter.Type.STRING_ARRAY,
 }
 
 
-def declare_profile_parameters(
-        node: Node, node_name: str, descriptions: Dict[str, str],
-        read_only: Iterable[str] = (),
-        ranges: Optional[Dict[str, Tuple[float, float]]] = None) -> Dict[str, Any]:
-    """Declare ``node_name``'s parameters (its block merged over ``/**``) and return their values.
+def descriptor(name: str, spec: Dict[str, Any]) -> ParameterDescriptor:
+    """The ``ParameterDescriptor`` of one schema entry (description, read_only, type, range)."""
+    d = ParameterDescriptor(name=name, description=str(spec['description']),
+                            read_only=bool(spec['read_only']),
+                            type=ROS_TYPES[spec['type']].value)
+    rules = spec.get('validation') or {}
+    constraints = [f'{rule} {arg}' for rule, arg in rules.items()]
+    if constraints:
+        d.additional_constraints = '; '.join(constraints)
+    if 'bounds<>' in rules and spec['type'] in ('int', 'double'):
+        lo, hi = rules['bounds<>']
+        if spec['type'] == 'int':
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        elif math.isfinite(lo) and math.isfinite(hi):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo),
+                                                         to_value=float(hi), step=0.0)]
+    return d
+
+
+def declare_node_parameters(node: Node, node_name: Optional[str] = None) -> ParamDict:
+    """Declare every schema parameter of ``node_name`` on ``node`` and return the values in force.
 
     Args:
         node: the node to declare on.
-        node_name: the block of the profile that holds the defaults.
-        descriptions: ROS parameter name -> description; every declared name must have one, and
-            only described names are declared, so a node states exactly what it reads.
-        read_only: structural parameters that cannot change at run time.
-        ranges: parameter name -> (low, high) for numeric parameters.
+        node_name: the schema to use (default: ``node.get_name()``, which a ``__node``
+            remapping changes, so the schema is normally named explicitly).
 
     Returns:
-        The nested dict of the values in force after overrides (``{'task': {'joints': ...}}``).
+        The nested values after overrides, as a :class:`~mbrl_robot.config.ParamDict`: reading
+        a name the schema does not declare raises ``KeyError`` naming the node and the name.
+
+    Raises:
+        ValueError: an override of the wrong type or outside the schema's validation.
     """
-    defaults = flatten(node_params(DEFAULT_PROFILE, node_name, base=''))
-    ranges = ranges or {}
-    read_only = set(read_only)
+    node_name = node_name or node.get_name()
     values = {}
-    for name, description in descriptions.items():
-        if name not in defaults:
-            raise KeyError(f'{name!r} is not in config/{DEFAULT_PROFILE}.yaml for {node_name!r}')
-        default = defaults[name]
-        descriptor = ParameterDescriptor(description=description, read_only=name in read_only)
-        if name in ranges:
-            low, high = ranges[name]
-            if isinstance(default, int) and not isinstance(default, bool):
-                descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high),
-                                                         step=1)]
-            else:
-                descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(low), to_value=float(high), step=0.0)]
-        value = node.declare_parameter(name, default, descriptor).value
-        if name in ranges and not ranges[name][0] <= value <= ranges[name][1]:
-            raise ValueError(f'parameter {name}={value} outside [{ranges[name][0]}, '
-                             f'{ranges[name][1]}]')
-        values[name] = value
-    return unflatten(values)
+    for name, spec in load_schema(node_name).items():
+        default = spec['default_value']
+        kind = ROS_TYPES[spec['type']]
+        value = node.declare_parameter(name, kind if default == [] else default,
+                                       descriptor(name, spec)).value
+        values[name] = check_value(node_name, name, spec, list(value) if isinstance(
+            value, (list, tuple)) or hasattr(value, 'tolist') else value)
+    return to_param_dict(unflatten(values), node_name)
+
+
+def add_live_parameters(node: Node, node_name: str, params: ParamDict,
+                        apply: Callable[[Dict[str, Any]], None],
+                        validate: Optional[Callable[[Dict[str, Any]], str]] = None) -> None:
+    """Validate and apply ``ros2 param set`` of the node's writable parameters.
+
+    The on-set callback checks every new value against the schema and, with the other values in
+    force, with ``validate(new_nested_params) -> '' or reason`` (cross-parameter rules); it never
+    changes state. The post-set callback updates ``params`` in place and calls
+    ``apply(changed)`` with the changed values as a nested dict.
+
+    Args:
+        node: the node.
+        node_name: its schema.
+        params: the dict :func:`declare_node_parameters` returned (kept current).
+        apply: called with the nested dict of the changed schema parameters.
+        validate: optional cross-parameter check.
+    """
+    schema = load_schema(node_name)
+
+    def on_set(changes: List[Parameter]) -> SetParametersResult:
+        new = flatten(params)
+        for p in changes:
+            if p.name not in schema:
+                continue
+            try:
+                value = p.value
+                if isinstance(value, tuple) or hasattr(value, 'tolist'):
+                    value = list(value)
+                new[p.name] = check_value(node_name, p.name, schema[p.name], value)
+            except ValueError as e:
+                return SetParametersResult(successful=False, reason=str(e))
+        reason = validate(unflatten(new)) if validate else ''
+        return SetParametersResult(successful=not reason, reason=reason or '')
+
+    def post_set(changes: List[Parameter]) -> None:
+        changed = {}
+        for p in changes:
+            if p.name in schema:
+                value = p.value
+                if isinstance(value, tuple) or hasattr(value, 'tolist'):
+                    value = list(value)
+                changed[p.name] = check_value(node_name, p.name, schema[p.name], value)
+        if not changed:
+            return
+        for name, value in changed.items():
+            block = params
+            *parents, leaf = name.split('.')
+            for part in parents:
+                block = block[part]
+            block[leaf] = value
+        apply(unflatten(changed))
+
+    node.add_on_set_parameters_callback(on_set)
+    node.add_post_set_parameters_callback(post_set)
+
+
+def schema_descriptions(node_name: str) -> Dict[str, str]:
+    """``{parameter name: description}`` of a node's schema."""
+    return {name: spec['description'] for name, spec in load_schema(node_name).items()}

@@ -36,31 +36,11 @@ from std_srvs.srv import Trigger
 from mbrl_robot.core.algorithms.mpc_recipe import (build_phases, episode_result,
                                                    summarize)
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters
+from mbrl_robot.nodes.params import declare_node_parameters, schema_descriptions
 from mbrl_robot.nodes.transport import (EXECUTED_QOS, LATCHED_QOS, multiarray_to_rows,
                                         parse_executed_row)
 
-DESCRIPTIONS = {
-    'task.episode_steps': 'Steps per episode (for progress only; the controller counts).',
-    'task.success_radius_m': 'Success when the puck ends this close to the target.',
-    'topics.model_version': 'Model announcements of the trainer.',
-    'run_dir': 'Where summary.json and the report are written.',
-    'random_episodes': 'Episodes of uniform random exploration before the first model.',
-    'mpc_episodes_per_iteration': 'MPC episodes collected between two retrains.',
-    'iterations': 'Collect-and-retrain iterations after the first model.',
-    'evaluation_episodes': 'Held-out evaluation episodes with the final model.',
-    'evaluation_seed': 'First seed of the held-out evaluation episodes.',
-    'baselines': 'Policies also evaluated on the same held-out seeds (random, zero).',
-    'seed': 'First seed of the training episodes.',
-    'resume': 'Continue a stopped run from summary.json instead of starting over.',
-    'reset_service': 'std_srvs/Trigger that starts a new episode (the twin, or a home drive).',
-    'seed_service': 'SetParameters service taking episode_seed before a reset (empty: none).',
-    'wait_for_operator': 'After each reset wait for ~/object_placed (a person places the puck).',
-    'episode_timeout_s': 'Wall time after which a running episode counts as failed.',
-    'write_report': 'Write report.md and plots when the recipe ends.',
-}
-RANGES = {'random_episodes': (0, 100000), 'mpc_episodes_per_iteration': (0, 100000),
-          'iterations': (0, 1000), 'evaluation_episodes': (0, 100000)}
+DESCRIPTIONS = schema_descriptions('recipe')
 
 
 class RecipeNode(Node):
@@ -68,8 +48,9 @@ class RecipeNode(Node):
 
     def __init__(self):
         super().__init__('recipe')
-        p = declare_profile_parameters(self, 'recipe', DESCRIPTIONS, ranges=RANGES)
-        self.p = p
+        # Every parameter is read_only: the phases are planned once, at start.
+        p = declare_node_parameters(self, 'recipe')
+        self.p = self.params = p
         self.run_dir = p['run_dir']
         os.makedirs(self.run_dir, exist_ok=True)
         self.summary_path = os.path.join(self.run_dir, 'summary.json')
@@ -97,20 +78,21 @@ class RecipeNode(Node):
         self._train_target = None
         self._grace_end = None
 
-        self.episode_pub = self.create_publisher(String, '/recipe/episode', LATCHED_QOS)
-        self.create_subscription(Float64MultiArray, '/controller/executed', self.executed_callback,
+        topics = p['topics']
+        self.episode_pub = self.create_publisher(String, topics['episode'], LATCHED_QOS)
+        self.create_subscription(Float64MultiArray, topics['executed'], self.executed_callback,
                                  EXECUTED_QOS)
-        self.create_subscription(Int32, '/controller/episode_done', self.done_callback,
+        self.create_subscription(Int32, topics['episode_done'], self.done_callback,
                                  EXECUTED_QOS)
-        self.create_subscription(Float64, '/controller/plan_time_ms', self.plan_ms_callback, 100)
-        self.create_subscription(String, p['topics']['model_version'], self.model_callback,
+        self.create_subscription(Float64, topics['plan_time_ms'], self.plan_ms_callback, 100)
+        self.create_subscription(String, topics['model_version'], self.model_callback,
                                  LATCHED_QOS)
         self.reset_client = self.create_client(Trigger, p['reset_service'])
         self.seed_client = (self.create_client(SetParameters, p['seed_service'])
                             if p['seed_service'] else None)
-        self.train_client = self.create_client(Trigger, '/trainer/train')
-        self.trainer_stats_client = self.create_client(Trigger, '/trainer/stats')
-        self.buffer_stats_client = self.create_client(Trigger, '/buffer/stats')
+        self.train_client = self.create_client(Trigger, topics['trainer_train'])
+        self.trainer_stats_client = self.create_client(Trigger, topics['trainer_stats'])
+        self.buffer_stats_client = self.create_client(Trigger, topics['buffer_stats'])
         # Wall time: a lockstep twin's clock stands still between episodes.
         self._object_placed = False
         self.create_service(Trigger, '~/object_placed', self.object_placed_callback)

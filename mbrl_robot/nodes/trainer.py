@@ -13,7 +13,7 @@
 # limitations under the License.
 """Trainer node: keeps a copy of every transition the buffer serves and retrains the ensemble.
 
-Transitions arrive as sequence-numbered batches over ROS 2 (``/buffer/transitions``), so the
+Transitions arrive as sequence-numbered batches over ROS 2 (``topics.transitions``), so the
 trainer can run on another host (a GPU box); every ``sync_period_s`` it asks the buffer to resend
 anything from the first sequence number it lacks, which also makes a restarted trainer or buffer
 catch up. Training runs on a background thread so the node keeps answering; a model that
@@ -51,7 +51,8 @@ from mbrl_robot.core.control import resolve_device
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
+from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
+                                     schema_descriptions)
 from mbrl_robot.nodes.transport import (LATCHED_QOS, multiarray_to_rows, parse_transition_rows,
                                         TRANSITION_FIELDS, TRANSITION_LABELS, TransitionRows,
                                         TRANSITIONS_QOS)
@@ -60,75 +61,7 @@ VERSION_DIR = re.compile(r'^v(\d+)$')
 ALGORITHMS = ('ensemble', 'mbpo')
 POLICY_SUBDIR = 'policy'
 
-DESCRIPTIONS = {
-    'algorithm': 'ensemble: train the dynamics model; mbpo: also train the SAC policy on it.',
-    'topics.policy_version': 'Where MBPO policy versions are announced (transient local).',
-    'task.joints': 'Joint order of states and actions.',
-    'task.control_rate_hz': 'Control rate (the filter of MBPO model rollouts).',
-    'task.max_joint_speed_rad_s': 'Joint speed of a normalised action of 1.',
-    'task.success_radius_m': 'Success radius of the task.',
-    **REWARD_DESCRIPTIONS,
-    'max_joint_accel_rad_s2': "The controller's acceleration bound, applied in MBPO rollouts.",
-    'position_margin_rad': "The controller's position margin, applied in MBPO rollouts.",
-    'mbpo.total_steps': 'Real transitions the MBPO real buffer keeps.',
-    'mbpo.init_random_steps': 'Real steps before SAC updates start.',
-    'mbpo.model_train_freq': 'Unused by the node (the recipe decides when to retrain).',
-    'mbpo.model_max_epochs': 'Unused by the node (training.* bounds every fit).',
-    'mbpo.rollout_freq': 'Real steps between two rollout batches.',
-    'mbpo.rollouts_per_step': 'Model rollouts branched per real step.',
-    'mbpo.rollout_length_min': 'Rollout length k at the start of the schedule.',
-    'mbpo.rollout_length_max': 'Rollout length k at the end of the schedule.',
-    'mbpo.rollout_schedule_start': 'Real step where k starts growing.',
-    'mbpo.rollout_schedule_end': 'Real step where k reaches its maximum.',
-    'mbpo.model_retain_rollouts': 'Rollout batches kept in the model buffer.',
-    'mbpo.real_ratio': 'Share of real transitions in each SAC minibatch.',
-    'mbpo.gradient_steps': 'SAC updates per real step.',
-    'mbpo.batch_size': 'SAC minibatch size.',
-    'mbpo.member': 'random: a fresh member per rollout step; ts: one per rollout.',
-    'mbpo.sac.learning_rate': 'SAC Adam learning rate.',
-    'mbpo.sac.gamma': 'Discount.',
-    'mbpo.sac.tau': 'Target network smoothing.',
-    'mbpo.sac.net_arch': 'Hidden sizes of actor and critics.',
-    'mbpo.sac.ent_coef': 'Entropy coefficient (auto: learned).',
-    'mbpo.sac.target_entropy': 'Target entropy (auto: -A).',
-    'mbpo.eval_seed': 'Unused by the node (the recipe evaluates).',
-    'mbpo.eval_episodes': 'Unused by the node (the recipe evaluates).',
-    'mbpo.seed': 'Seed of SAC, rollouts and minibatches.',
-    'topics.transitions': 'Sequence-numbered transition batches from the buffer.',
-    'topics.model_version': 'Where validated model versions are announced (transient local).',
-    'device': 'Training device: auto (cuda when present), cpu or cuda.',
-    'torch_threads': 'torch CPU threads for this process (0: torch default).',
-    'checkpoint_dir': 'Versioned checkpoints go to <checkpoint_dir>/v<N>/.',
-    'retrain_period_s': 'Retrain on a schedule when new data arrived (0: only on request).',
-    'sync_period_s': 'How often to ask the buffer for transitions this node lacks.',
-    'max_val_loss': 'A model whose validation loss (normalised MSE) is above this is rejected.',
-    'warm_start': 'Continue from the last model instead of training from scratch.',
-    'model.name': 'Model family (gaussian_ensemble).',
-    'model.ensemble_size': 'Ensemble members K.',
-    'model.num_layers': 'Hidden layers per member.',
-    'model.hidden_size': 'Units per hidden layer.',
-    'model.activation': 'silu, relu, tanh or elu.',
-    'model.probabilistic': 'Gaussian NLL heads (PETS) instead of MSE.',
-    'model.weight_decay': 'L2 weight decay.',
-    'model.input_features': 'Known-kinematics input features (e.g. tool_tip), or empty.',
-    'training.learning_rate': 'Adam learning rate.',
-    'training.batch_size': 'Minibatch size.',
-    'training.validation_fraction': 'Share of transitions held out for early stopping.',
-    'training.max_epochs': 'Upper bound on epochs per retrain.',
-    'training.patience': 'Epochs without validation improvement before stopping.',
-    'training.bootstrap': 'Resample the training set per member.',
-    'training.seed': 'Seed of splits, bootstraps and initialisation.',
-}
-READ_ONLY = ('algorithm', 'topics.transitions', 'topics.model_version',
-             'topics.policy_version', 'device', 'checkpoint_dir',
-             'model.name', 'model.ensemble_size', 'model.num_layers', 'model.hidden_size',
-             'model.activation', 'model.probabilistic', 'model.input_features')
-# MBPO's learner is built once, at the first accepted model.
-READ_ONLY += tuple(k for k in DESCRIPTIONS if k.startswith('mbpo.'))
-RANGES = {'retrain_period_s': (0.0, 86400.0), 'sync_period_s': (0.1, 3600.0),
-          'model.ensemble_size': (1, 100), 'model.num_layers': (1, 20),
-          'model.hidden_size': (1, 8192), 'training.validation_fraction': (0.0, 0.9),
-          'training.max_epochs': (1, 100000), 'training.batch_size': (1, 1 << 20)}
+DESCRIPTIONS = schema_descriptions('trainer')
 
 
 class TrainerNode(Node):
@@ -136,7 +69,7 @@ class TrainerNode(Node):
 
     def __init__(self):
         super().__init__('trainer')
-        p = declare_profile_parameters(self, 'trainer', DESCRIPTIONS, READ_ONLY, RANGES)
+        p = declare_node_parameters(self, 'trainer')
         if p['torch_threads'] > 0:
             torch.set_num_threads(p['torch_threads'])
         self.device = resolve_device(p['device'])
@@ -170,18 +103,21 @@ class TrainerNode(Node):
         self.policy_pub = self.create_publisher(String, p['topics']['policy_version'],
                                                 LATCHED_QOS)
         self.loss_pub = self.create_publisher(Float64MultiArray, '~/loss', 10)
-        self.resend_pub = self.create_publisher(UInt64, '/buffer/resend_from', 10)
+        self.resend_pub = self.create_publisher(UInt64, p['topics']['resend_from'], 10)
         self.create_subscription(Float64MultiArray, p['topics']['transitions'],
                                  self.transitions_callback, TRANSITIONS_QOS, callback_group=io)
         self.create_service(Trigger, '~/train', self.train_callback, callback_group=io)
         self.create_service(Trigger, '~/stats', self.stats_callback, callback_group=io)
         # Wall time: a lockstep twin's clock stands still while the recipe waits for training.
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._io = io
         self.sync_timer = self.create_timer(p['sync_period_s'], self.sync_callback,
-                                            callback_group=io, clock=steady)
-        if p['retrain_period_s'] > 0:
-            self.retrain_timer = self.create_timer(p['retrain_period_s'], self.schedule_callback,
-                                                   callback_group=io, clock=steady)
+                                            callback_group=io, clock=self._steady)
+        self.retrain_timer = None
+        self._set_retrain_period(p['retrain_period_s'])
+        # retrain_period_s, max_val_loss and warm_start take effect at once; the rest is
+        # read_only (the model, the training set-up and MBPO's learner are built once).
+        add_live_parameters(self, 'trainer', p, self.apply_params)
         self._resume()
         self.sync_callback()
         m = self.model_cfg
@@ -189,6 +125,25 @@ class TrainerNode(Node):
                                f'{m["num_layers"]}x{m["hidden_size"]}'
                                f'{" + MBPO policy" if self.algorithm == "mbpo" else ""}, '
                                f'checkpoints in {self.checkpoint_dir}')
+
+    def apply_params(self, changed: dict):
+        """Apply writable parameters set at run time (``changed`` is nested, already valid)."""
+        if 'retrain_period_s' in changed:
+            self._set_retrain_period(changed['retrain_period_s'])
+        if 'max_val_loss' in changed:
+            self.max_val_loss = changed['max_val_loss']
+        if 'warm_start' in changed:
+            self.warm_start = changed['warm_start']
+        self.get_logger().info(f'parameters set: {changed}')
+
+    def _set_retrain_period(self, period_s: float):
+        """(Re)start the retrain schedule on wall time; 0 stops it."""
+        if self.retrain_timer is not None:
+            self.destroy_timer(self.retrain_timer)
+            self.retrain_timer = None
+        if period_s > 0:
+            self.retrain_timer = self.create_timer(period_s, self.schedule_callback,
+                                                   callback_group=self._io, clock=self._steady)
 
     def _resume(self):
         """Reannounce the newest checkpoint that loads, so a restarted trainer serves it again."""

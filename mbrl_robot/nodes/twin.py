@@ -15,7 +15,7 @@
 
 Graph (``docs/interfaces.md``):
 
-- subscribes ``/<controller_name>/commands`` (std_msgs/Float64MultiArray, 7 joint velocities in
+- subscribes ``<controller_name>/commands`` (std_msgs/Float64MultiArray, 7 joint velocities in
   rad/s ordered like ``task.joints``) with ros2_control's forward command controller guards: a
   message of the wrong length or with a NaN/inf is rejected (throttled error log) and the arm
   holds zero velocity; commands are clamped to the URDF velocity limits, and each joint stops
@@ -24,8 +24,8 @@ Graph (``docs/interfaces.md``):
   ``topics.joint_states`` (sensor_msgs/JointState: names, position, velocity), the puck on
   ``topics.puck_pose`` and the target on ``topics.target_pose`` (geometry_msgs/PointStamped,
   frame ``world``; the target transient local), all stamped with sim time;
-- services ``/twin/reset`` (std_srvs/Trigger: a new episode seeded with ``seed`` + episode
-  index; the message is JSON ``{"episode", "seed", "puck", "target"}``) and ``/twin/new_target``
+- services ``~/reset`` (std_srvs/Trigger: a new episode seeded with ``seed`` + episode
+  index; the message is JSON ``{"episode", "seed", "puck", "target"}``) and ``~/new_target``
   (a new target for the current puck, same JSON).
 
 Modes: ``realtime`` steps one control period per tick of a wall-clock (steady) timer at
@@ -33,7 +33,7 @@ Modes: ``realtime`` steps one control period per tick of a wall-clock (steady) t
 ``command_timeout_s`` of wall time; ``lockstep`` advances one control step per command message
 received, so a slow planner does not change the dynamics (state and clock go out after each step,
 at start and after a reset; while no command comes, the same state and clock, with the same stamp,
-are repeated every ``IDLE_REPUBLISH_S`` of wall time so that a node started later can begin).
+are repeated every ``idle_republish_s`` of wall time so that a node started later can begin).
 Episodes never end on their own: the caller resets.
 """
 
@@ -54,46 +54,21 @@ from std_srvs.srv import Trigger
 
 from mbrl_robot.core.tasks.push import JOINT_POS, JOINT_VEL, PUCK, STATE_DIM
 from mbrl_robot.nodes.lifecycle import run_node
-from mbrl_robot.nodes.params import declare_profile_parameters, REWARD_DESCRIPTIONS
+from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
+                                     schema_descriptions)
 from mbrl_robot.nodes.transport import LATCHED_QOS
 from mbrl_robot.sim.push_env import PushEnv
 
 MODES = ('realtime', 'lockstep')
-RESET_SERVICE = '/twin/reset'
-NEW_TARGET_SERVICE = '/twin/new_target'
+# Node-private: /<namespace>/twin/reset (the recipe's reset_service names it).
+RESET_SERVICE = '~/reset'
+NEW_TARGET_SERVICE = '~/new_target'
 WORLD_FRAME = 'world'
 # Sim time of the first state: ROS clocks read time zero as "no time received yet".
 SIM_TIME_START_S = 1.0
-# Lockstep: repeat the unchanged state (same stamp) after this much wall time without a step.
-IDLE_REPUBLISH_S = 1.0
 LOG_THROTTLE_S = 2.0
 
-DESCRIPTIONS = {
-    'task.joints': 'joint names; commands and joint states are ordered like this list',
-    'task.control_rate_hz': 'control steps per second of sim time (Hz)',
-    'task.episode_steps': 'steps per episode (logged; the caller resets)',
-    'task.success_radius_m': 'success radius of the push task (m)',
-    'task.max_joint_speed_rad_s': 'joint speed of a normalised action +-1 (rad/s; informative '
-                                  'here: commands arrive in rad/s)',
-    **REWARD_DESCRIPTIONS,
-    'controller_name': 'commands are read from /<controller_name>/commands',
-    'topics.joint_states': 'topic of the published joint states',
-    'topics.puck_pose': 'topic of the published puck position',
-    'topics.target_pose': 'topic of the published target position (transient local)',
-    'topics.transitions': 'buffer transitions topic (not used by the twin; shared block)',
-    'topics.model_version': 'trainer model topic (not used by the twin; shared block)',
-    'mode': 'realtime (wall-clock 20 Hz timer) or lockstep (one step per command)',
-    'command_timeout_s': 'realtime mode: stop the arm when no command came for this long '
-                         '(wall time, s)',
-    'seed': 'episode k is drawn with seed + k',
-    'episode_seed': 'if >= 0, the next reset draws its episode from this seed (the recipe sets '
-                    'it for reproducible, held-out episodes); -1: seed + k',
-    'gui': 'open the PyBullet GUI',
-}
-RUNTIME = ('command_timeout_s', 'episode_seed')
-READ_ONLY = [name for name in DESCRIPTIONS if name not in RUNTIME]
-RANGES = {'command_timeout_s': (0.01, 60.0), 'seed': (0, 2 ** 31 - 1),
-          'episode_seed': (-1, 2 ** 31 - 1)}
+DESCRIPTIONS = schema_descriptions('twin')
 
 
 class TwinNode(Node):
@@ -101,8 +76,8 @@ class TwinNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('twin', **kwargs)
-        params = declare_profile_parameters(self, 'twin', DESCRIPTIONS, read_only=READ_ONLY,
-                                            ranges=RANGES)
+        params = declare_node_parameters(self, 'twin')
+        self.params = params
         self.mode = str(params['mode'])
         if self.mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {self.mode!r}')
@@ -116,7 +91,8 @@ class TwinNode(Node):
         self.command_timeout_s = float(params['command_timeout_s'])
         self.seed = int(params['seed'])
         self.episode_seed = int(params['episode_seed'])
-        self.env = PushEnv(self.task, gui=bool(params['gui']))
+        self.idle_republish_s = float(params['idle_republish_s'])
+        self.env = PushEnv(self.task, gui=bool(params['gui']), physics=params['physics'])
         self.velocity_limits = self.env.velocity_limits
 
         self.episode = 0
@@ -126,15 +102,15 @@ class TwinNode(Node):
         self._last_command_wall: Optional[float] = None
         self._timed_out = True
 
-        # Ranges and types are in the descriptors, which rclpy enforces on every set.
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        # command_timeout_s and episode_seed take effect at once; the others are read_only.
+        add_live_parameters(self, 'twin', params, self._apply_parameters)
         self.clock_pub = self.create_publisher(ClockMsg, '/clock', 10)
         self.joint_state_pub = self.create_publisher(JointState, self.topics['joint_states'], 10)
         self.puck_pub = self.create_publisher(PointStamped, self.topics['puck_pose'], 10)
         self.target_pub = self.create_publisher(PointStamped, self.topics['target_pose'],
                                                 LATCHED_QOS)
         self.command_sub = self.create_subscription(
-            Float64MultiArray, f'/{self.controller_name}/commands', self.command_callback, 10)
+            Float64MultiArray, f'{self.controller_name}/commands', self.command_callback, 10)
         self.reset_srv = self.create_service(Trigger, RESET_SERVICE, self.reset_callback)
         self.new_target_srv = self.create_service(Trigger, NEW_TARGET_SERVICE,
                                                   self.new_target_callback)
@@ -145,21 +121,21 @@ class TwinNode(Node):
             self.timer = self.create_timer(1.0 / self.env.control_rate_hz, self.timer_callback,
                                            clock=steady)
         else:
-            self.timer = self.create_timer(IDLE_REPUBLISH_S / 2, self.idle_callback, clock=steady)
+            self.timer = self.create_timer(self.idle_republish_s / 2, self.idle_callback,
+                                           clock=steady)
         self._start_episode()
         self.get_logger().info(
             f'twin up: mode {self.mode}, {self.env.control_rate_hz:g} Hz, physics '
-            f'{self.env.substeps} substeps, commands on /{self.controller_name}/commands, '
+            f'{self.env.substeps} substeps, commands on {self.command_sub.topic_name}, '
             f'seed {self.seed}')
 
     # -- parameters -------------------------------------------------------------------------
 
-    def _apply_parameters(self, params: List[Parameter]) -> None:
-        for p in params:
-            if p.name == 'command_timeout_s':
-                self.command_timeout_s = float(p.value)
-            if p.name == 'episode_seed':
-                self.episode_seed = int(p.value)
+    def _apply_parameters(self, changed: Dict[str, Any]) -> None:
+        if 'command_timeout_s' in changed:
+            self.command_timeout_s = float(changed['command_timeout_s'])
+        if 'episode_seed' in changed:
+            self.episode_seed = int(changed['episode_seed'])
 
     # -- time and publishing ----------------------------------------------------------------
 
@@ -205,7 +181,7 @@ class TwinNode(Node):
             why = (f'{data.size} values, expected {len(self.joints)}'
                    if data.shape != (len(self.joints),) else 'a NaN or inf value')
             self.get_logger().error(
-                f'rejected command on /{self.controller_name}/commands ({why}); holding zero '
+                f'rejected command on {self.command_sub.topic_name} ({why}); holding zero '
                 f'velocity ({self.rejected_commands} rejected so far)',
                 throttle_duration_sec=LOG_THROTTLE_S)
             data = np.zeros(len(self.joints))
@@ -229,7 +205,7 @@ class TwinNode(Node):
 
     def idle_callback(self) -> None:
         """Lockstep mode: repeat the unchanged state for late joiners when no step came."""
-        if time.monotonic() - self._last_publish_wall >= IDLE_REPUBLISH_S:
+        if time.monotonic() - self._last_publish_wall >= self.idle_republish_s:
             self.publish_state(self._last_obs)
 
     def advance(self, command: np.ndarray) -> np.ndarray:

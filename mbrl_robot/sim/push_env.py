@@ -23,7 +23,7 @@ the tip->puck direction: the task is a push, never a pull, and one straight push
 Physics: 120 Hz, 6 substeps per 50 ms control step (``physics_hz=240`` gives the same puck slides
 within 0.6 mm at 0.6x the speed); joint velocity motors with the iiwa's torque limits, commands
 clamped to the velocity limits and stopped short of the position limits (an end-stop guard holds a
-joint pushed there by contacts). Contact parameters (see :data:`PUCK_DYNAMICS`) make the puck
+joint pushed there by contacts). Contact parameters (the twin's ``physics`` block) make the puck
 quasi-static: lateral friction 0.5 (combined with the table's 1.0), torsional and rolling friction,
 no restitution; released at 0.1 / 0.2 / 0.3 m/s it slides 0.6 / 3.3 / 8 mm
 (``benchmarks/twin_speed.py`` measures it).
@@ -50,21 +50,14 @@ TABLE_POSITION = (0.45, 0.0, 0.0)
 FLOOR_Z = -0.8
 # Resting height of the puck centre: half its height plus Bullet's 1 mm collision margin.
 PUCK_Z = PUCK_HEIGHT_M / 2.0 + 0.001
-# Contact parameters (pybullet combines lateral frictions by product, so puck-table = 0.5,
-# as POM or PVC on wood, and puck-tool = 0.5 * 0.3 = 0.15). Spinning friction is a torsional
-# coefficient in metres, ~ mu * 2/3 * r for a flat disc = 0.5 * 0.023 ~ 0.01 (the rim's contact
-# points already resist spinning; a spin of 5 rad/s stops within one physics step).
-PUCK_DYNAMICS = dict(lateralFriction=0.5, spinningFriction=0.01, rollingFriction=0.001,
-                     restitution=0.0, linearDamping=0.0, angularDamping=0.0)
-TABLE_DYNAMICS = dict(lateralFriction=1.0, spinningFriction=1.0, rollingFriction=1.0,
-                      restitution=0.0)
-TOOL_DYNAMICS = dict(lateralFriction=0.3, restitution=0.0)
-# Start region, relative to the tool tip (see module docstring).
-# A 2-10 mm gap: uniform random exploration then moves the puck in ~3/4 of the episodes.
-PUCK_GAP_RANGE = (0.002, 0.01)
-PUCK_ANGLE_RANGE = (-math.pi / 4, math.pi / 4)
-TARGET_DISTANCE_RANGE = (0.10, 0.25)
-TARGET_ANGLE_SPREAD = math.radians(25.0)
+# Contact parameters, masses, the physics rate and the start region are the twin's ``physics``
+# block (mbrl_robot/params/twin.yaml): pybullet combines lateral frictions by product, so
+# puck-table = 0.5, as POM or PVC on wood, and puck-tool = 0.5 * 0.3 = 0.15; spinning friction is
+# a torsional coefficient in metres, ~ mu * 2/3 * r for a flat disc = 0.5 * 0.023 ~ 0.01.
+PHYSICS_KEYS = ('physics_hz', 'gravity_m_s2', 'puck_mass_kg', 'puck_lateral_friction',
+                'puck_spinning_friction', 'puck_rolling_friction', 'table_lateral_friction',
+                'tool_lateral_friction', 'puck_gap_range_m', 'puck_angle_range_rad',
+                'target_distance_range_m', 'target_angle_spread_deg')
 # Stop this far inside a position limit: the joint never reaches, let alone passes, the limit.
 LIMIT_MARGIN_RAD = 0.01
 # Within this distance of a limit, every physics substep checks the limits (see step_velocity).
@@ -128,11 +121,13 @@ class PushEnv(gym.Env):
             success_radius_m, max_joint_speed_rad_s, reward.tool_shaping_weight,
             reward.tool_shaping_fade_m, reward.action_cost); default: the
             ``lecture`` profile's.
-        physics_hz: physics rate; must be a multiple of ``control_rate_hz`` (default 120 Hz).
+        physics_hz: physics rate; must be a multiple of ``control_rate_hz`` (overrides
+            ``physics['physics_hz']``).
         gui: open the PyBullet GUI instead of a headless DIRECT client.
         obs_puck_velocity: append the puck's linear velocity (3) to the observation.
         obs_tool_tip: append the tool-tip position (3) to the observation.
         render_mode: None or 'rgb_array' (a 320x240 camera image).
+        physics: the twin's ``physics`` block (``PHYSICS_KEYS``; default: the schema's).
 
     Raises:
         ValueError: missing or invalid task keys, joints that differ from the URDF's.
@@ -140,13 +135,23 @@ class PushEnv(gym.Env):
 
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 20}
 
-    def __init__(self, task_config: Optional[Mapping[str, Any]] = None, physics_hz: float = 120.0,
-                 gui: bool = False, obs_puck_velocity: bool = False, obs_tool_tip: bool = False,
-                 render_mode: Optional[str] = None):
+    def __init__(self, task_config: Optional[Mapping[str, Any]] = None,
+                 physics_hz: Optional[float] = None, gui: bool = False,
+                 obs_puck_velocity: bool = False, obs_tool_tip: bool = False,
+                 render_mode: Optional[str] = None,
+                 physics: Optional[Mapping[str, Any]] = None):
         super().__init__()
+        from mbrl_robot.config import node_params, schema_defaults
         if task_config is None:
-            from mbrl_robot.config import node_params
             task_config = node_params('lecture', 'twin')['task']
+        physics = dict(schema_defaults('twin', 'physics') if physics is None else physics)
+        if physics_hz is not None:
+            physics['physics_hz'] = physics_hz
+        missing = [k for k in PHYSICS_KEYS if k not in physics]
+        if missing:
+            raise ValueError(f'physics config lacks {missing}')
+        self.physics = physics
+        physics_hz = float(physics['physics_hz'])
         missing = [k for k in TASK_KEYS if k not in task_config]
         if missing:
             raise ValueError(f'task config lacks {missing}')
@@ -158,10 +163,12 @@ class PushEnv(gym.Env):
         self.episode_steps = int(task_config['episode_steps'])
         self.success_radius = float(task_config['success_radius_m'])
         self.max_joint_speed = float(task_config['max_joint_speed_rad_s'])
-        reward = task_config.get('reward', {}) or {}
-        self.tool_shaping_weight = float(reward.get('tool_shaping_weight', 0.0))
-        self.tool_shaping_fade = float(reward.get('tool_shaping_fade_m', 0.0))
-        self.action_cost = float(reward.get('action_cost', 0.0))
+        # Reward terms the block leaves out take the schema's defaults, as in PushTask.
+        reward = {**schema_defaults('shared', 'task')['reward'],
+                  **(dict(task_config).get('reward') or {})}
+        self.tool_shaping_weight = float(reward['tool_shaping_weight'])
+        self.tool_shaping_fade = float(reward['tool_shaping_fade_m'])
+        self.action_cost = float(reward['action_cost'])
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
         if self.control_rate_hz <= 0 or self.episode_steps <= 0 or self.max_joint_speed <= 0:
@@ -203,7 +210,9 @@ class PushEnv(gym.Env):
     def from_config(cls, profile: str = 'lecture', **options) -> 'PushEnv':
         """Build from ``config/<profile>.yaml`` (the twin's merged ``task`` block)."""
         from mbrl_robot.config import node_params
-        return cls(node_params(profile, 'twin')['task'], **options)
+        params = node_params(profile, 'twin')
+        options.setdefault('physics', params['physics'])
+        return cls(params['task'], **options)
 
     # ----------------------------------------------------------------------------- setup
     def _connect(self) -> None:
@@ -218,7 +227,8 @@ class PushEnv(gym.Env):
 
     def _build_scene(self) -> None:
         c = self._client
-        pb.setGravity(0.0, 0.0, -9.81, physicsClientId=c)
+        ph = self.physics
+        pb.setGravity(0.0, 0.0, -float(ph['gravity_m_s2']), physicsClientId=c)
         pb.setPhysicsEngineParameter(fixedTimeStep=self.physics_dt, numSubSteps=0,
                                      deterministicOverlappingPairs=1, physicsClientId=c)
         with _quiet_stdout():
@@ -247,10 +257,17 @@ class PushEnv(gym.Env):
         self.effort_limits = np.array([by_name[n][3] for n in self.joint_names])
         self.velocity_limits = np.array([by_name[n][4] for n in self.joint_names])
         self.tool_link = self.link_index[TOOL_LINK]
-        pb.changeDynamics(self.puck, -1, physicsClientId=c, **PUCK_DYNAMICS)
-        pb.changeDynamics(self.table, -1, physicsClientId=c, **TABLE_DYNAMICS)
+        pb.changeDynamics(self.puck, -1, mass=float(ph['puck_mass_kg']),
+                          lateralFriction=float(ph['puck_lateral_friction']),
+                          spinningFriction=float(ph['puck_spinning_friction']),
+                          rollingFriction=float(ph['puck_rolling_friction']),
+                          restitution=0.0, linearDamping=0.0, angularDamping=0.0,
+                          physicsClientId=c)
+        pb.changeDynamics(self.table, -1, lateralFriction=float(ph['table_lateral_friction']),
+                          spinningFriction=1.0, rollingFriction=1.0, restitution=0.0,
+                          physicsClientId=c)
         pb.changeDynamics(self.robot, self.link_index['pusher'], physicsClientId=c,
-                          **TOOL_DYNAMICS)
+                          lateralFriction=float(ph['tool_lateral_friction']), restitution=0.0)
         for j in range(-1, pb.getNumJoints(self.robot, physicsClientId=c)):
             # No joint friction or damping in the velocity motors' way; no sleeping bodies.
             pb.changeDynamics(self.robot, j, linearDamping=0.0, angularDamping=0.0,
@@ -405,8 +422,8 @@ class PushEnv(gym.Env):
     def sample_start(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         """Draw a puck start and a target (3,), (3,) from ``rng`` (see module docstring)."""
         tip = np.array(HOME_TIP)
-        phi = rng.uniform(*PUCK_ANGLE_RANGE)
-        gap = rng.uniform(*PUCK_GAP_RANGE)
+        phi = rng.uniform(*self.physics['puck_angle_range_rad'])
+        gap = rng.uniform(*self.physics['puck_gap_range_m'])
         r = PUCK_RADIUS_M + TOOL_RADIUS_M + gap
         puck = np.array([tip[0] + r * math.cos(phi), tip[1] + r * math.sin(phi), PUCK_Z])
         target = self.sample_target(rng, puck, phi)
@@ -419,8 +436,9 @@ class PushEnv(gym.Env):
         if direction is None:
             tip = self.tool_tip()
             direction = math.atan2(puck[1] - tip[1], puck[0] - tip[0])
-        psi = direction + rng.uniform(-TARGET_ANGLE_SPREAD, TARGET_ANGLE_SPREAD)
-        dist = rng.uniform(*TARGET_DISTANCE_RANGE)
+        spread = math.radians(float(self.physics['target_angle_spread_deg']))
+        psi = direction + rng.uniform(-spread, spread)
+        dist = rng.uniform(*self.physics['target_distance_range_m'])
         return np.array([puck[0] + dist * math.cos(psi), puck[1] + dist * math.sin(psi), PUCK_Z])
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None):

@@ -162,3 +162,29 @@ def test_mbpo_through_the_graph(tmp_path):
         log = f.read()
     assert 'policy mode' in log and 'policy v1 loaded' in log and 'policy v2 loaded' in log
     assert 'model v' not in log  # policy mode follows policies only
+
+
+def test_namespaced_graph_with_a_renamed_controller_completes(tmp_path):
+    """Every shared name is relative and comes from topics.*: under /arm1, with the controller
+    running as ``ctl``, the buffer and the recipe still get every executed row."""
+    env = graph_env()
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--timeout', '300',
+                           '--set', 'recipe.iterations=0', '--rename', 'controller=ctl',
+                           '--ros-args', '-r', '__ns:=/arm1'],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['complete'] and summary['failed'] is None
+    assert [e['stage'] for e in summary['episodes']] == ['random', 'random', 'eval_planner']
+    with open(tmp_path / 'logs' / 'controller.log') as f:
+        log = f.read()
+    assert '[arm1.ctl]' in log or '[ctl]' in log
+    assert 'commands on /arm1/velocity_controller/commands' in log
+    store = TransitionStore(str(tmp_path / 'buffer'))
+    try:
+        steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
+        assert len(store) == 3 * steps
+    finally:
+        store.close()

@@ -109,15 +109,18 @@ def make_sac(observation_space, action_space, sac_cfg: Dict[str, Any], batch_siz
     """An SB3 ``SAC`` (MlpPolicy, cpu) from a ``sac`` config block; its own buffer is unused."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.logger import Logger
+    from mbrl_robot.config import schema_defaults
     unknown = sorted(set(sac_cfg) - set(SAC_KEYS))
     if unknown:
         raise ValueError(f'sac config: unknown keys {unknown}; allowed: {list(SAC_KEYS)}')
+    # Missing keys: the schema's trainer.mbpo.sac block (the one place the defaults live).
+    cfg = {**schema_defaults('trainer', 'mbpo')['sac'], **sac_cfg}
     sac = SAC('MlpPolicy', _SpacesEnv(observation_space, action_space),
-              learning_rate=float(sac_cfg.get('learning_rate', 3e-4)), buffer_size=1,
-              learning_starts=0, batch_size=batch_size, tau=float(sac_cfg.get('tau', 0.005)),
-              gamma=float(sac_cfg.get('gamma', 0.99)), ent_coef=sac_cfg.get('ent_coef', 'auto'),
-              target_entropy=sac_cfg.get('target_entropy', 'auto'),
-              policy_kwargs={'net_arch': list(sac_cfg.get('net_arch', [256, 256])),
+              learning_rate=float(cfg['learning_rate']), buffer_size=1,
+              learning_starts=0, batch_size=batch_size, tau=float(cfg['tau']),
+              gamma=float(cfg['gamma']), ent_coef=cfg['ent_coef'],
+              target_entropy=cfg['target_entropy'],
+              policy_kwargs={'net_arch': list(cfg['net_arch']),
                              # Multi-tensor Adam: a third less time per update on a CPU.
                              'optimizer_kwargs': {'foreach': True}},
               seed=seed, device='cpu')

@@ -114,12 +114,12 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
     Returns:
         The summary dict (see :func:`summarize`).
     """
-    from mbrl_robot.config import _merge
-    cfg = {n: _merge(node_params(profile, n), (overrides or {}).get(n, {}))
+    # Validated like the nodes' parameters: an unknown or invalid override raises ValueError.
+    cfg = {n: node_params(profile, n, overrides=(overrides or {}).get(n))
            for n in ('twin', 'trainer', 'controller', 'recipe')}
     if env is None:
         from mbrl_robot.sim.push_env import PushEnv
-        env = PushEnv(cfg['twin']['task'])
+        env = PushEnv(cfg['twin']['task'], physics=cfg['twin']['physics'])
     ctl = cfg['controller']
     task = ctl['task']
     control = PushController.from_params(ctl)

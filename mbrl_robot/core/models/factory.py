@@ -21,13 +21,16 @@ from typing import Any, Dict, Union
 
 import torch
 
+from mbrl_robot.config import schema_defaults
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
 from mbrl_robot.core.models.trainer import ModelTrainer
 
-MODEL_KEYS = ('name', 'ensemble_size', 'num_layers', 'hidden_size', 'activation',
-              'probabilistic', 'weight_decay', 'num_elites', 'input_features')
-TRAINING_KEYS = ('learning_rate', 'batch_size', 'validation_fraction', 'max_epochs', 'patience',
-                 'bootstrap', 'seed', 'min_rel_improvement')
+# The schema's trainer.model and trainer.training blocks (mbrl_robot/params/trainer.yaml) are
+# the one place the keys and their defaults live.
+MODEL_DEFAULTS = schema_defaults('trainer', 'model')
+TRAINING_DEFAULTS = schema_defaults('trainer', 'training')
+MODEL_KEYS = tuple(MODEL_DEFAULTS)
+TRAINING_KEYS = tuple(TRAINING_DEFAULTS)
 MODEL_NAMES = ('gaussian_ensemble',)
 
 
@@ -45,8 +48,8 @@ def create_model(cfg: Dict[str, Any], obs_dim: int, act_dim: int,
 
     Args:
         cfg: ``{name: gaussian_ensemble, ensemble_size, num_layers, hidden_size, activation,
-            probabilistic, weight_decay[, num_elites, input_features]}``; missing optional keys
-            take the ``GaussianEnsemble`` defaults.
+            probabilistic, weight_decay, num_elites (0 = all), input_features}``; missing keys
+            take the schema's defaults (``MODEL_DEFAULTS``).
         obs_dim: S, from the environment.
         act_dim: A, from the environment.
         device: where the parameters live.
@@ -59,7 +62,9 @@ def create_model(cfg: Dict[str, Any], obs_dim: int, act_dim: int,
     name = cfg.get('name')
     if name not in MODEL_NAMES:
         raise ValueError(f'create_model: unknown model name {name!r}; known: {list(MODEL_NAMES)}')
-    kwargs = {k: v for k, v in cfg.items() if k != 'name'}
+    kwargs = {k: v for k, v in {**MODEL_DEFAULTS, **cfg}.items() if k != 'name'}
+    if kwargs['num_elites'] == 0:
+        kwargs['num_elites'] = None
     if isinstance(kwargs.get('weight_decay'), int) and not isinstance(
             kwargs.get('weight_decay'), bool):
         kwargs['weight_decay'] = float(kwargs['weight_decay'])
@@ -72,13 +77,14 @@ def create_trainer(model: GaussianEnsemble, cfg: Dict[str, Any]) -> ModelTrainer
     Args:
         model: the ensemble to train.
         cfg: ``{learning_rate, batch_size, validation_fraction, max_epochs, patience, bootstrap,
-            seed[, min_rel_improvement]}``; missing keys take the ``ModelTrainer`` defaults.
+            seed, min_rel_improvement}``; missing keys take the schema's defaults
+            (``TRAINING_DEFAULTS``).
 
     Raises:
         ValueError: unknown key or invalid value.
     """
     _check_keys(cfg, TRAINING_KEYS, 'create_trainer')
-    kwargs = dict(cfg)
+    kwargs = {**TRAINING_DEFAULTS, **cfg}
     for key in ('learning_rate', 'validation_fraction', 'min_rel_improvement'):
         if isinstance(kwargs.get(key), int) and not isinstance(kwargs.get(key), bool):
             kwargs[key] = float(kwargs[key])

@@ -13,24 +13,25 @@
 # limitations under the License.
 """Build an ``MPCAgent`` from the ``controller.planner`` block of ``config/*.yaml``.
 
-Keys (defaults in ``DEFAULTS``; ``name`` is required, unknown keys are an error):
+Every key, its default, type and allowed values are in the schema
+(``mbrl_robot/params/controller.yaml``, block ``planner``; ``docs/interfaces.md``): ``name`` is
+required, missing keys take the schema's defaults, unknown keys are an error.
     name: random_shooting | cem | icem | pets.
     horizon (H), population_size (N), elite_count (M), iterations (I), min_std, initial_std,
     alpha: optimizer settings (random shooting uses only H and N).
-    particles (P), propagation (ts_inf | ts_1 | mean), pessimism (lambda), seed.
+    particles (P), propagation (auto | ts_inf | ts_1 | mean), pessimism (lambda), seed.
     terminal_weight: weight of the last step's reward (1.0 = plain sum).
     deterministic: propagate members' means instead of sampling their Gaussian heads.
     bound_mode: clip | truncnorm, how CEM keeps samples within [-1, 1].
     return_mean: CEM executes the final mean instead of the best sample seen.
-    noise_beta, keep_elites_fraction, shift_elites: iCEM (defaults 2.0, 0.3, true for icem,
-        off otherwise).
-    max_delta: bound on |a_t - a_{t-1}| of the normalised action per step (null = none).
+    noise_beta, keep_elites_fraction, shift_elites: iCEM only (cem samples white noise, keeps
+        no elites).
+    max_delta: bound on |a_t - a_{t-1}| of the normalised action per step (>= 2 = none).
     joint_limit_penalty: penalty scale for predicted joint-limit violations.
     plan_stats: roll the chosen plan through every member for ``last_plan_info``.
 
-Per name, unless the block sets it: random_shooting and cem default to ``propagation: mean``
-(the lecture's deterministic mean propagation, one particle), pets to ``ts_inf``; pets rejects
-``mean``.
+``propagation: auto`` is ``mean`` for random_shooting, cem and icem (the lecture's deterministic
+mean propagation, one particle) and ``ts_inf`` for pets; pets rejects ``mean``.
 """
 
 import math
@@ -38,6 +39,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
+from mbrl_robot.config import schema_defaults
 from mbrl_robot.core.planning.agent import MPCAgent
 from mbrl_robot.core.planning.optimizers import CEMOptimizer, RandomShootingOptimizer
 from mbrl_robot.core.planning.trajectory import PROPAGATIONS
@@ -47,29 +49,9 @@ from mbrl_robot.core.types import DynamicsModel, RewardFnType
 
 NAMES = ('random_shooting', 'cem', 'icem', 'pets')
 
-DEFAULTS: Dict[str, Any] = {
-    'horizon': 25,
-    'population_size': 500,
-    'elite_count': 50,
-    'iterations': 5,
-    'min_std': 0.05,
-    'initial_std': 0.5,
-    'alpha': 0.1,
-    'particles': 1,
-    'propagation': None,
-    'pessimism': 0.0,
-    'seed': 0,
-    'terminal_weight': 1.0,
-    'deterministic': False,
-    'bound_mode': 'clip',
-    'return_mean': False,
-    'noise_beta': None,
-    'keep_elites_fraction': None,
-    'shift_elites': None,
-    'max_delta': None,
-    'joint_limit_penalty': 1000.0,
-    'plan_stats': True,
-}
+# The schema's planner block (the one place its defaults live), without the required name.
+DEFAULTS: Dict[str, Any] = {k: v for k, v in schema_defaults('controller', 'planner').items()
+                            if k != 'name'}
 
 _INTS = ('horizon', 'population_size', 'elite_count', 'iterations', 'particles', 'seed')
 _FLOATS = ('min_std', 'initial_std', 'alpha', 'pessimism', 'terminal_weight', 'noise_beta',
@@ -100,13 +82,14 @@ def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(f'unknown planner keys: {sorted(unknown)}')
     cfg = dict(DEFAULTS)
     cfg.update({k: v for k, v in planner_cfg.items() if v is not None})
-    icem = name == 'icem'
-    for key, icem_default in (('noise_beta', 2.0), ('keep_elites_fraction', 0.3),
-                              ('shift_elites', True)):
-        if cfg[key] is None:
-            cfg[key] = icem_default if icem else type(icem_default)(0)
-    if cfg['propagation'] is None:
+    if name != 'icem':
+        # Coloured noise and kept elites are iCEM's; cem samples white noise afresh.
+        cfg.update(noise_beta=0.0, keep_elites_fraction=0.0, shift_elites=False)
+    if cfg['propagation'] == 'auto':
         cfg['propagation'] = 'ts_inf' if name == 'pets' else 'mean'
+    if (isinstance(cfg['max_delta'], (int, float)) and not isinstance(cfg['max_delta'], bool)
+            and cfg['max_delta'] >= 2.0):
+        cfg['max_delta'] = None  # actions lie in [-1, 1]: a step of 2 or more is no bound
     for key in _INTS:
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int):
             raise TypeError(f'planner.{key} must be an int, got {cfg[key]!r}')

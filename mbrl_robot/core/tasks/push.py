@@ -168,13 +168,17 @@ class PushTask:
 
     @classmethod
     def from_config(cls, task_config: Mapping[str, Any], **kwargs) -> 'PushTask':
-        """Build from the ``task`` block of a config (``node_params(profile, node)['task']``)."""
-        reward = task_config.get('reward', {}) or {}
-        return cls(joint_names=task_config['joints'],
-                   tool_shaping_weight=float(reward.get('tool_shaping_weight', 0.0)),
-                   tool_shaping_fade=float(reward.get('tool_shaping_fade_m', 0.0)),
-                   action_cost=float(reward.get('action_cost', 0.0)),
-                   success_radius=float(task_config.get('success_radius_m', 0.05)), **kwargs)
+        """Build from the ``task`` block of a config (``node_params(profile, node)['task']``);
+        missing keys take the schema's defaults (``mbrl_robot/params/shared.yaml``)."""
+        from mbrl_robot.config import schema_defaults
+        task = schema_defaults('shared', 'task')
+        reward = {**task['reward'], **(dict(task_config).get('reward') or {})}
+        task = {**task, **dict(task_config)}
+        return cls(joint_names=task['joints'],
+                   tool_shaping_weight=float(reward['tool_shaping_weight']),
+                   tool_shaping_fade=float(reward['tool_shaping_fade_m']),
+                   action_cost=float(reward['action_cost']),
+                   success_radius=float(task['success_radius_m']), **kwargs)
 
     def to(self, device: torch.device) -> 'PushTask':
         """Move the computation to ``device`` in place; returns self."""

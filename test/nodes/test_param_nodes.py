@@ -1,0 +1,147 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Every node in-process with the schema's parameters: it reads only declared names, every
+parameter is declared with its descriptor, and every writable one takes effect when set.
+
+The nodes get their parameters as a ``ParamDict``: reading a name the schema does not declare
+raises ``KeyError`` naming the node and the name, so constructing each node here fails if its code
+reads an undeclared parameter. A writable (not read_only) parameter without a test below fails
+``test_every_writable_parameter_is_tested_live``.
+"""
+
+import importlib
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from rclpy.parameter import Parameter  # noqa: E402
+
+from mbrl_robot.config import load_schema, NODES, ParamDict  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+CLASSES = {'twin': 'TwinNode', 'buffer': 'BufferNode', 'trainer': 'TrainerNode',
+           'controller': 'ControllerNode', 'recipe': 'RecipeNode'}
+# Writable parameter -> the test below that sets it and observes the effect.
+LIVE_TESTS = {
+    'twin': {'command_timeout_s', 'episode_seed'},
+    'buffer': {'publish_batch_size'},
+    'trainer': {'retrain_period_s', 'max_val_loss', 'warm_start'},
+    'controller': {'goal_hold.enter_radius_m', 'goal_hold.exit_radius_m',
+                   'disagreement_slowdown', 'disagreement_stop'},
+    'recipe': set(),
+}
+
+
+@pytest.fixture
+def make_node(tmp_path, ros_env):
+    """Construct one node in this process (default context), its files under ``tmp_path``."""
+    made = []
+
+    def make(node):
+        args = ['--ros-args', '-p', f'recipe:run_dir:={tmp_path}/run',
+                '-p', f'buffer:data_dir:={tmp_path}/buffer',
+                '-p', f'trainer:checkpoint_dir:={tmp_path}/models',
+                '-p', 'controller:device:=cpu', '-p', 'trainer:device:=cpu']
+        rclpy.init(args=args)
+        module = importlib.import_module(f'mbrl_robot.nodes.{node}')
+        instance = getattr(module, CLASSES[node])()
+        made.append(instance)
+        return instance
+
+    yield make
+    for instance in made:
+        instance.destroy_node()
+    rclpy.try_shutdown()
+
+
+def set_ok(node, name, value) -> bool:
+    return node.set_parameters([Parameter(name, value=value)])[0].successful
+
+
+@pytest.mark.parametrize('name', NODES)
+def test_node_declares_its_schema_and_reads_nothing_else(make_node, name):
+    node = make_node(name)
+    schema = load_schema(name)
+    assert isinstance(node.params, ParamDict)
+    for param, spec in schema.items():
+        described = node.describe_parameter(param)
+        assert described.description == spec['description']
+        assert described.read_only == spec['read_only']
+    read_only = [p for p, s in schema.items() if s['read_only']]
+    if read_only:
+        assert not set_ok(node, read_only[0], schema[read_only[0]]['default_value'])
+
+
+def test_every_writable_parameter_is_tested_live():
+    for node in NODES:
+        writable = {p for p, s in load_schema(node).items() if not s['read_only']}
+        assert writable == LIVE_TESTS[node], node
+
+
+def test_controller_live_parameters(make_node):
+    node = make_node('controller')
+    assert set_ok(node, 'disagreement_slowdown', 0.1)
+    assert set_ok(node, 'disagreement_stop', 0.5)
+    settings = node.control.settings
+    assert (settings.disagreement_slowdown, settings.disagreement_stop) == (0.1, 0.5)
+    assert set_ok(node, 'goal_hold.exit_radius_m', 0.06)
+    assert set_ok(node, 'goal_hold.enter_radius_m', 0.03)
+    assert node.policies.goal_hold_cfg == {'enter_radius_m': 0.03, 'exit_radius_m': 0.06}
+    assert node.params['goal_hold']['enter_radius_m'] == 0.03
+    # Cross-parameter rules and the schema's validation reject without changing anything.
+    assert not set_ok(node, 'goal_hold.enter_radius_m', 0.1)
+    assert not set_ok(node, 'disagreement_stop', 0.05)
+    assert not set_ok(node, 'disagreement_slowdown', -1.0)
+    assert node.policies.goal_hold_cfg['enter_radius_m'] == 0.03
+    assert node.control.settings.disagreement_stop == 0.5
+    # A running episode's policy takes the new radii at once.
+    from mbrl_robot.config import node_params
+    from mbrl_robot.core.models import create_model
+    model = create_model(node_params('ci_smoke', 'trainer')['model'], 17, 7, 'cpu', seed=0)
+    node.policies.set_model(model, 1)
+    node.control._policy = policy = node.policies.create()
+    assert set_ok(node, 'goal_hold.enter_radius_m', 0.01)
+    assert policy.hold.enter_radius == 0.01
+    assert policy.hold.exit_radius == 0.06
+
+
+def test_trainer_live_parameters(make_node):
+    node = make_node('trainer')
+    assert node.retrain_timer is None
+    assert set_ok(node, 'retrain_period_s', 5.0)
+    assert node.retrain_timer is not None
+    assert node.retrain_timer.timer_period_ns == 5_000_000_000
+    assert set_ok(node, 'retrain_period_s', 0.0)
+    assert node.retrain_timer is None
+    assert set_ok(node, 'max_val_loss', 3.0) and node.max_val_loss == 3.0
+    assert set_ok(node, 'warm_start', False) and node.warm_start is False
+    assert not set_ok(node, 'retrain_period_s', -1.0)
+    assert not set_ok(node, 'max_val_loss', 'big')
+
+
+def test_twin_live_parameters(make_node):
+    node = make_node('twin')
+    assert set_ok(node, 'command_timeout_s', 1.5) and node.command_timeout_s == 1.5
+    assert set_ok(node, 'episode_seed', 7) and node.episode_seed == 7
+    assert not set_ok(node, 'episode_seed', -5)
+    assert node.episode_seed == 7
+
+
+def test_buffer_live_parameters(make_node):
+    node = make_node('buffer')
+    assert set_ok(node, 'publish_batch_size', 7) and node.publish_batch_size == 7
+    assert not set_ok(node, 'publish_batch_size', 0)
+    assert node.publish_batch_size == 7

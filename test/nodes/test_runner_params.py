@@ -1,0 +1,69 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""mbrl_run checks every parameter before it starts a node, and writes the file the nodes use.
+
+A bad ``--set`` (wrong type, misspelt name, unknown node) ends the runner with one clear line on
+stderr, no traceback, a non-zero exit, and no node started.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mbrl_robot.config import flatten, node_params, NODES
+from mbrl_robot.runner import effective_params, parse_sets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize('setting,needle', [
+    ('controller.planner.population_size=abc',
+     "planner.population_size = 'abc' is a string, expected int"),
+    ('controller.planner.population_size=1e3', "planner.population_size = '1e3' is a string"),
+    ('controller.planner.populaton_size=100',
+     "unknown parameter 'planner.populaton_size'; did you mean 'planner.population_size'?"),
+    ('controler.mode=planner', "unknown node 'controler'; did you mean 'controller'?"),
+    ('recipe.iterations=-1', 'recipe: parameter iterations = -1 is not allowed'),
+])
+def test_bad_set_fails_before_any_node_with_one_line(tmp_path, setting, needle):
+    run_dir = tmp_path / 'run'
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(run_dir), '--set', setting],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('mbrl_run: '), proc.stderr
+    assert needle in lines[0]
+    assert 'Traceback' not in proc.stderr + proc.stdout
+    assert not run_dir.exists()  # no logs, no params.yaml, no node
+
+
+def test_the_run_params_file_is_what_the_nodes_use(tmp_path):
+    sets = parse_sets(['controller.planner.horizon=7', 'trainer.model.hidden_size=64',
+                       'controller.disagreement_stop=1'])
+    params = effective_params('ci_smoke', sets, str(tmp_path))
+    path = str(tmp_path / 'params.yaml')
+    from mbrl_robot.config import write_param_file
+    write_param_file(params, path)
+    for node in NODES:
+        # Complete: every schema parameter, coerced to its type, for each node.
+        assert flatten(node_params(path, node)) == flatten(params[node])
+    assert params['controller']['planner']['horizon'] == 7
+    assert params['controller']['disagreement_stop'] == 1.0
+    assert params['trainer']['model']['hidden_size'] == 64
+    assert params['trainer']['checkpoint_dir'] == os.path.join(str(tmp_path), 'models')
+    assert params['twin']['use_sim_time'] is False
+    assert params['controller']['use_sim_time'] is True
