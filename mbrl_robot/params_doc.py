@@ -22,7 +22,7 @@ file is this output.
 import sys
 from typing import Any, List
 
-from mbrl_robot.config import load_schema, NODES
+from mbrl_robot.core.schema import load_schema, NODES
 
 HEADER = '''\
 # mbrl_robot interfaces (the contract between nodes and the core)

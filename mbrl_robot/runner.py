@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from mbrl_robot.config import (_merge, NODES, node_params, suggest, unflatten,
-                               write_param_file)
+from mbrl_robot.config import _merge, node_params, write_param_file
+from mbrl_robot.core.schema import NODES, suggest, unflatten
 from mbrl_robot.paths import config_path
 
 

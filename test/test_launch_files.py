@@ -116,7 +116,7 @@ def test_monitor_uses_the_shipped_urdf_and_rviz_config():
 @pytest.mark.parametrize('profile', sorted(glob.glob(os.path.join(ROOT, 'config', '*.yaml'))),
                          ids=os.path.basename)
 def test_every_profile_only_names_parameters_the_lecture_profile_declares(profile):
-    from mbrl_robot.config import flatten
+    from mbrl_robot.core.schema import flatten
     lecture = load_param_file(os.path.join(ROOT, 'config', 'lecture.yaml'))
     for block, params in load_param_file(profile).items():
         known = set(flatten(lecture.get(block, {}))) | set(flatten(lecture['/**']))

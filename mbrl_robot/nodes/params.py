@@ -30,8 +30,8 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mbrl_robot.config import (check_value, flatten, load_schema, ParamDict, to_param_dict,
-                               unflatten)
+from mbrl_robot.core.schema import (check_value, flatten, load_schema, ParamDict, to_param_dict,
+                                    unflatten)
 
 ROS_TYPES = {
     'bool': Parameter.Type.BOOL, 'int': Parameter.Type.INTEGER, 'double': Parameter.Type.DOUBLE,

@@ -141,7 +141,8 @@ class PushEnv(gym.Env):
                  render_mode: Optional[str] = None,
                  physics: Optional[Mapping[str, Any]] = None):
         super().__init__()
-        from mbrl_robot.config import node_params, schema_defaults
+        from mbrl_robot.config import node_params
+        from mbrl_robot.core.schema import schema_defaults
         if task_config is None:
             task_config = node_params('lecture', 'twin')['task']
         physics = dict(schema_defaults('twin', 'physics') if physics is None else physics)

@@ -23,9 +23,9 @@ import os
 
 import pytest
 
-from mbrl_robot.config import (flatten, load_schema, NODES, node_params, ParamDict,
-                               schema_defaults, to_param_dict, TYPES, validate_params,
-                               validate_profile, write_param_file)
+from mbrl_robot.config import node_params, validate_profile, write_param_file
+from mbrl_robot.core.schema import (flatten, load_schema, NODES, ParamDict, schema_defaults,
+                                    to_param_dict, TYPES, validate_params)
 from mbrl_robot.paths import config_path
 
 PROFILES = sorted(os.path.splitext(os.path.basename(p))[0]

@@ -28,7 +28,7 @@ rclpy = pytest.importorskip('rclpy')
 
 from rclpy.parameter import Parameter  # noqa: E402
 
-from mbrl_robot.config import load_schema, NODES, ParamDict  # noqa: E402
+from mbrl_robot.core.schema import load_schema, NODES, ParamDict  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

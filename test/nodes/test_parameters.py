@@ -18,7 +18,8 @@ import importlib
 
 import pytest
 
-from mbrl_robot.config import flatten, load_param_file, node_params
+from mbrl_robot.config import load_param_file, node_params
+from mbrl_robot.core.schema import flatten
 
 pytestmark = pytest.mark.ros
 

@@ -23,7 +23,8 @@ import sys
 
 import pytest
 
-from mbrl_robot.config import flatten, node_params, NODES
+from mbrl_robot.config import node_params
+from mbrl_robot.core.schema import flatten, NODES
 from mbrl_robot.runner import effective_params, parse_sets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

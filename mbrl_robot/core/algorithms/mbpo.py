@@ -109,7 +109,7 @@ def make_sac(observation_space, action_space, sac_cfg: Dict[str, Any], batch_siz
     """An SB3 ``SAC`` (MlpPolicy, cpu) from a ``sac`` config block; its own buffer is unused."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.logger import Logger
-    from mbrl_robot.config import schema_defaults
+    from mbrl_robot.core.schema import schema_defaults
     unknown = sorted(set(sac_cfg) - set(SAC_KEYS))
     if unknown:
         raise ValueError(f'sac config: unknown keys {unknown}; allowed: {list(SAC_KEYS)}')

@@ -21,7 +21,7 @@ from typing import Any, Dict, Union
 
 import torch
 
-from mbrl_robot.config import schema_defaults
+from mbrl_robot.core.schema import schema_defaults
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
 from mbrl_robot.core.models.trainer import ModelTrainer
 

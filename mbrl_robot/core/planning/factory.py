@@ -39,7 +39,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from mbrl_robot.config import schema_defaults
+from mbrl_robot.core.schema import schema_defaults
 from mbrl_robot.core.planning.agent import MPCAgent
 from mbrl_robot.core.planning.optimizers import CEMOptimizer, RandomShootingOptimizer
 from mbrl_robot.core.planning.trajectory import PROPAGATIONS

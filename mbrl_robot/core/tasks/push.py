@@ -170,7 +170,7 @@ class PushTask:
     def from_config(cls, task_config: Mapping[str, Any], **kwargs) -> 'PushTask':
         """Build from the ``task`` block of a config (``node_params(profile, node)['task']``);
         missing keys take the schema's defaults (``mbrl_robot/params/shared.yaml``)."""
-        from mbrl_robot.config import schema_defaults
+        from mbrl_robot.core.schema import schema_defaults
         task = schema_defaults('shared', 'task')
         reward = {**task['reward'], **(dict(task_config).get('reward') or {})}
         task = {**task, **dict(task_config)}
