@@ -82,10 +82,9 @@ class GoalHold:
         self.holding = False
 
     @classmethod
-    def from_config(cls, cfg: Optional[Dict[str, Any]]) -> 'GoalHold':
-        """From a ``goal_hold`` block (absent: never hold)."""
-        cfg = cfg or {}
-        return cls(cfg.get('enter_radius_m', 0.0), cfg.get('exit_radius_m', 0.0))
+    def from_config(cls, cfg: Dict[str, Any]) -> 'GoalHold':
+        """From a ``goal_hold`` block (``enter_radius_m``, ``exit_radius_m``)."""
+        return cls(cfg['enter_radius_m'], cfg['exit_radius_m'])
 
     def __call__(self, state: np.ndarray, target: Optional[np.ndarray]) -> bool:
         """True while the arm should hold still at the goal for ``state`` (>= 17,)."""
@@ -248,10 +247,10 @@ class PolicyFactory:
 
     def __init__(self, params: Dict[str, Any], command_filter: CommandFilter, period: float,
                  logger=None):
-        self.device = resolve_device(params.get('device', 'auto'))
+        self.device = resolve_device(params['device'])
         self.task = PushTask.from_config(params['task'], device=self.device)
         self.planner_cfg = dict(params['planner'])
-        self.goal_hold_cfg = dict(params.get('goal_hold') or {})
+        self.goal_hold_cfg = dict(params['goal_hold'])
         GoalHold.from_config(self.goal_hold_cfg)  # fail at start-up, not at the first plan
         self.logger = logger or logging.getLogger(__name__)
         self.joint_limits = command_filter.limits
@@ -260,13 +259,13 @@ class PolicyFactory:
         self._lock = threading.Lock()
         self._model: Optional[GaussianEnsemble] = None
         self.model_version = -1
-        self.mode = params.get('mode', 'planner')
+        self.mode = params['mode']
         if self.mode not in MODES:
             raise ValueError(f'controller mode must be one of {MODES}, got {self.mode!r}')
         self._policy: Optional[DeterministicPolicy] = None
         self.policy_version = -1
-        self.exploration_std = float(params.get('policy_exploration_std', 0.0))
-        self._noise_rng = np.random.default_rng(int(self.planner_cfg.get('seed', 0)))
+        self.exploration_std = float(params['policy_exploration_std'])
+        self._noise_rng = np.random.default_rng(int(self.planner_cfg['seed']))
 
     def set_target(self, xyz) -> None:
         """New target for the reward (thread-safe: the tensor is replaced, not mutated)."""

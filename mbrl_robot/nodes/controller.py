@@ -39,7 +39,7 @@ import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
-from mbrl_robot.nodes.lifecycle import run_node
+from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
@@ -409,7 +409,7 @@ class ControllerNode(Node):
 
 
 def main(args=None):
-    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    """Run the node until Ctrl-C or SIGTERM (see ``spin.run_node``)."""
     # The planner thread must not hold the GIL for long stretches: the 20 Hz tick needs it.
     sys.setswitchinterval(0.0005)
     run_node(ControllerNode, args, threads=4)

@@ -35,7 +35,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_robot.core.algorithms.mpc_recipe import (build_phases, episode_result,
                                                    summarize)
-from mbrl_robot.nodes.lifecycle import run_node
+from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import declare_node_parameters, schema_descriptions
 from mbrl_robot.nodes.transport import (EXECUTED_QOS, LATCHED_QOS, multiarray_to_rows,
                                         parse_executed_row)
@@ -378,7 +378,7 @@ class RecipeNode(Node):
 
 
 def main(args=None):
-    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    """Run the node until Ctrl-C or SIGTERM (see ``spin.run_node``)."""
     run_node(RecipeNode, args, until=lambda node: node.done)
 
 

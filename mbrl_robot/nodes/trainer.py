@@ -50,7 +50,7 @@ from mbrl_robot.core.algorithms.mbpo import push_mbpo_agent
 from mbrl_robot.core.control import resolve_device
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
-from mbrl_robot.nodes.lifecycle import run_node
+from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (LATCHED_QOS, multiarray_to_rows, parse_transition_rows,
@@ -359,7 +359,7 @@ class TrainerNode(Node):
 
 
 def main(args=None):
-    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    """Run the node until Ctrl-C or SIGTERM (see ``spin.run_node``)."""
     run_node(TrainerNode, args, threads=3)
 
 

@@ -53,7 +53,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_robot.core.tasks.push import JOINT_POS, JOINT_VEL, PUCK, STATE_DIM
-from mbrl_robot.nodes.lifecycle import run_node
+from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import LATCHED_QOS
@@ -279,7 +279,7 @@ class TwinNode(Node):
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    """Run the node until Ctrl-C or SIGTERM (see ``lifecycle.run_node``)."""
+    """Run the node until Ctrl-C or SIGTERM (see ``spin.run_node``)."""
     run_node(TwinNode, args)
 
 

@@ -11,7 +11,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""How every node of the graph runs: one shutdown path that always gets to ``destroy_node()``.
+"""How every node of the graph spins: one shutdown path that always gets to ``destroy_node()``.
+
+(Plain nodes, not ROS 2 managed lifecycle nodes: each is ready once constructed.)
 
 rclpy's own SIGINT handler shuts the context down underneath a spinning executor, which then may
 die with "context is not valid" before ``destroy_node()`` runs: the controller could not send its
