@@ -115,6 +115,8 @@ def seed_lines(summary: Dict[str, Any], seed: int, planner: str,
             'ms_per_plan': summary['plan_latency_ms']['median'] if planned else None,
             'ms_per_plan_p99': summary['plan_latency_ms']['p99'] if planned else None,
             'mpc_success_rate': st.get('mpc', {}).get('success_rate') if planned else None,
+            'deadline_misses': summary.get('deadline_misses') if planned else None,
+            'plans': summary['plan_latency_ms']['count'] if planned else None,
         })
     return lines
 

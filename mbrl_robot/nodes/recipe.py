@@ -25,6 +25,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -58,6 +59,7 @@ class RecipeNode(Node):
         self.results: List[Dict[str, Any]] = []
         self.trainings: List[Dict[str, Any]] = []
         self.plan_ms: List[float] = []
+        self.controller_counts: Dict[str, int] = {}  # the controller's diagnostics, latest
         if p['resume'] and os.path.isfile(self.summary_path):
             with open(self.summary_path) as f:
                 old = json.load(f)
@@ -85,6 +87,7 @@ class RecipeNode(Node):
         self.create_subscription(Int32, topics['episode_done'], self.done_callback,
                                  EXECUTED_QOS)
         self.create_subscription(Float64, topics['plan_time_ms'], self.plan_ms_callback, 100)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback, 10)
         self.create_subscription(String, topics['model_version'], self.model_callback,
                                  LATCHED_QOS)
         self.reset_client = self.create_client(Trigger, p['reset_service'])
@@ -119,6 +122,13 @@ class RecipeNode(Node):
 
     def plan_ms_callback(self, msg: Float64):
         self.plan_ms.append(float(msg.data))
+
+    def diagnostics_callback(self, msg: DiagnosticArray):
+        """Keep the controller's tick and deadline-miss counts for the summary."""
+        for status in msg.status:
+            if status.name == 'mbrl_robot: controller':
+                self.controller_counts = {v.key: int(v.value) for v in status.values
+                                          if v.key in ('ticks', 'deadline_misses')}
 
     def model_callback(self, msg: String):
         try:
@@ -348,7 +358,9 @@ class RecipeNode(Node):
         return summarize(self.results, self.trainings, self.plan_ms,
                          time.monotonic() - self.t_start, self.p['task']['success_radius_m'],
                          run_dir=os.path.abspath(self.run_dir), complete=self.finished,
-                         failed=failed, phases=len(self.phases), position=self.position)
+                         failed=failed, phases=len(self.phases), position=self.position,
+                         deadline_misses=self.controller_counts.get('deadline_misses'),
+                         controller_ticks=self.controller_counts.get('ticks'))
 
     def _write_summary(self, failed: Optional[str] = None):
         tmp = self.summary_path + '.tmp'

@@ -130,7 +130,6 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
     results: List[Dict[str, Any]] = []
     trainings: List[Dict[str, Any]] = []
     plan_ms: List[float] = []
-    misses = 0
     model, version = None, 0
     t0 = time.monotonic()
     phases = build_phases(cfg['recipe'])
@@ -158,9 +157,8 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
                 f'transitions: val loss {fit.best_val_loss:.4f}, {fit.epochs} epochs, '
                 f'{time.monotonic() - tp:.1f} s')
         else:
-            states_arr, acts, target, ep_ms, ep_misses = run_episode(env, control, phase)
+            states_arr, acts, target, ep_ms = run_episode(env, control, phase)
             plan_ms += ep_ms
-            misses += ep_misses
             if not phase['stage'].startswith('eval'):
                 d = np.linalg.norm(states_arr[1:, PUCK] - target, axis=-1)
                 done = np.zeros(len(acts), dtype=bool)
@@ -177,11 +175,11 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
         if run_dir:
             _write(run_dir, summarize(results, trainings, plan_ms, time.monotonic() - t0,
                                       radius, profile=profile, complete=False,
-                                      deadline_misses=misses))
+                                      **_counts(control)))
     control.close()
     summary = summarize(results, trainings, plan_ms, time.monotonic() - t0, radius,
                         profile=profile, complete=True, torch_threads=torch.get_num_threads(),
-                        deadline_misses=misses)
+                        **_counts(control))
     if run_dir:
         _write(run_dir, summary)
     return summary
@@ -192,13 +190,12 @@ def run_episode(env, control: PushController, phase: Dict[str, Any]):
 
     The env stands in for a lockstep twin: each state is new (stamped by its step) and the
     episode ends at the controller's terminal row. Returns the visited states (T+1, 17), the
-    executed actions (T, 7), the target, the plan times (ms) and the deadline misses.
+    executed actions (T, 7), the target and the plan times (ms).
     """
     obs, info = env.reset(seed=phase['seed'])
     target = np.asarray(info['target'], dtype=np.float64)
     control.policies.set_target(target)
     control.reset_command()  # the twin starts each episode at rest
-    misses = control.stats['deadline_misses']
     control.start_episode(phase['index'], phase['policy'])
     states, acts, plan_ms = [np.asarray(obs, dtype=np.float64)], [], []
     dt = control.filter.dt
@@ -214,8 +211,13 @@ def run_episode(env, control: PushController, phase: Dict[str, Any]):
         states.append(np.asarray(obs, dtype=np.float64))
     if tick.event != 'done':
         raise RuntimeError(f'episode {phase["index"]} stopped on {tick.event!r}')
-    return (np.stack(states), np.stack(acts), target, plan_ms,
-            control.stats['deadline_misses'] - misses)
+    return np.stack(states), np.stack(acts), target, plan_ms
+
+
+def _counts(control: PushController) -> Dict[str, int]:
+    """The controller's tick and deadline-miss counts, as the recipe node reports them."""
+    return {'deadline_misses': control.stats['deadline_misses'],
+            'controller_ticks': control.stats['ticks']}
 
 
 def _write(run_dir: str, summary: Dict[str, Any]) -> None:
