@@ -484,7 +484,6 @@ class PushController:
         self.kind = 'zero'
         self.explore = False
         self.min_model_version = 0
-        self.disagreement = 0.0
         self._policy: Optional[Union[PlannerPolicy, LearnedPolicy]] = None
         self._future: Optional[concurrent.futures.Future] = None
         self._fallback: Optional[Tuple[np.ndarray, int]] = None
@@ -511,6 +510,7 @@ class PushController:
         self.min_model_version = int(min_model_version)
         self.step = 0
         self._policy = None
+        self._future = None  # a plan still running for the last episode is never used
         self._fallback = None
         self._last_stamp = None
 
@@ -582,6 +582,11 @@ class PushController:
         request = self.filter.to_velocity(np.asarray(action, dtype=np.float64)) * scale
         return self._send(self.filter(np.asarray(state)[JOINT_POS], request, self.prev_command))
 
+    @property
+    def disagreement(self) -> float:
+        """The ensemble's disagreement along the last finished plan (0 without one)."""
+        return self.stats['disagreement']
+
     def apply_params(self, changed: Dict[str, Any]) -> None:
         """Take run-time changes of the writable parameters: ``disagreement_slowdown``,
         ``disagreement_stop`` and ``goal_hold`` (a running episode's hold keeps its state and
@@ -601,7 +606,7 @@ class PushController:
     def reset_command(self) -> None:
         """Forget the previous command (a new episode on a twin that starts at rest)."""
         self.prev_command = np.zeros(ACTION_DIM)
-        self.disagreement = 0.0
+        self.stats['disagreement'] = 0.0
 
     def _send(self, command: np.ndarray) -> np.ndarray:
         self.prev_command = np.asarray(command, dtype=np.float64)
@@ -658,7 +663,7 @@ class PushController:
         if 'plan_time_ms' in info:  # absent while holding at the goal: nothing was planned
             self.stats['plan_ms'] = info['plan_time_ms']
             self.stats['plan_ms_max'] = max(self.stats['plan_ms_max'], info['plan_time_ms'])
-        self.disagreement = self.stats['disagreement'] = float(info.get('disagreement', 0.0))
+        self.stats['disagreement'] = float(info.get('disagreement', 0.0))
         return self._row((plan, start), state), info
 
     def _row(self, plan: Optional[Tuple[np.ndarray, int]], state: np.ndarray) -> np.ndarray:
