@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUCK, PUSH_OBS_DI
 
 MODES = ('planner', 'policy')
 EXPLORATIONS = ('random', 'zero')
+# How often a tick waiting for a plan looks at the control clock (s).
+WAIT_SLICE_S = 0.005
 EPISODE_POLICIES = ('planner', 'random', 'zero')
 
 
@@ -446,7 +448,8 @@ class PushController:
        model the episode asked for (``min_model_version``), a state not older than
        ``state_timeout_s`` and a target;
     2. chooses a normalised action: random or zero exploration, or the running plan. A plan is
-       computed on ``executor`` (a worker thread); a tick waits at most ``deadline_s`` for it.
+       computed on ``executor`` (a worker thread); a tick waits at most ``deadline_s`` of the
+       control clock for it (see :meth:`_wait_for_plan`).
        A plan that overruns never leaves the arm without a command: the next action of the
        previous plan goes out (shifted by the steps since it was planned), else a decelerating
        stop, and the miss is counted. The goal hold lives in the policy (:class:`GoalHold`);
@@ -462,13 +465,17 @@ class PushController:
         command_filter: the arm's :class:`CommandFilter`.
         settings: :class:`ControlSettings`.
         executor: runs plans; default: one worker thread owned by this controller.
+        clock: the control loop's clock in seconds, on which the plan deadline is measured (the
+            node's clock: sim time under a twin); default: monotonic wall time.
         logger: anything with ``info``/``warning``/``error``.
     """
 
     def __init__(self, policies: PolicyFactory, command_filter: CommandFilter,
                  settings: ControlSettings,
-                 executor: Optional[concurrent.futures.Executor] = None, logger=None):
+                 executor: Optional[concurrent.futures.Executor] = None,
+                 clock: Callable[[], float] = time.monotonic, logger=None):
         self.policies = policies
+        self._clock = clock
         self.filter = command_filter
         self.settings = settings
         self._own_executor = executor is None
@@ -494,7 +501,8 @@ class PushController:
     @classmethod
     def from_params(cls, params: Dict[str, Any], logger=None, urdf: Optional[str] = None,
                     **kwargs) -> 'PushController':
-        """The controller the nested controller parameters define (``kwargs``: executor)."""
+        """The controller the nested controller parameters define (``kwargs``: executor,
+        clock)."""
         command_filter = CommandFilter.from_params(params, urdf)
         policies = PolicyFactory(params, command_filter, command_filter.dt, logger)
         return cls(policies, command_filter, ControlSettings.from_params(params),
@@ -643,7 +651,7 @@ class PushController:
             self._policy.set_last_action(self.filter.to_action(self.prev_command))
             self._future = self._executor.submit(self._policy.plan, state.copy(), self.step)
         try:
-            plan, start = self._future.result(timeout=self.settings.deadline_s)
+            plan, start = self._wait_for_plan()
         except concurrent.futures.TimeoutError:
             self.stats['deadline_misses'] += 1
             return self._row(self._fallback, state), {'deadline_miss': True}
@@ -665,6 +673,23 @@ class PushController:
             self.stats['plan_ms_max'] = max(self.stats['plan_ms_max'], info['plan_time_ms'])
         self.stats['disagreement'] = float(info.get('disagreement', 0.0))
         return self._row((plan, start), state), info
+
+    def _wait_for_plan(self) -> Tuple[np.ndarray, int]:
+        """The running plan, once done; TimeoutError once ``deadline_s`` passed on ``clock``.
+
+        The deadline is measured on the control loop's own clock: wall time on a real arm, sim
+        time under a twin. A lockstep twin's clock stands still until the next command, so there
+        a plan is always waited for (the physics waits too); whenever time runs, an overrun
+        yields the fallback on time.
+        """
+        began = self._clock()
+        wait = min(self.settings.deadline_s, WAIT_SLICE_S)
+        while True:
+            try:
+                return self._future.result(timeout=wait)
+            except concurrent.futures.TimeoutError:
+                if self._clock() - began >= self.settings.deadline_s:
+                    raise
 
     def _row(self, plan: Optional[Tuple[np.ndarray, int]], state: np.ndarray) -> np.ndarray:
         """The row of ``plan`` for this step (a plan computed ``k`` steps ago: row ``k``), else a

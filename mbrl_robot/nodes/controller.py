@@ -68,7 +68,10 @@ class ControllerNode(Node):
             raise ValueError(f'task.joints must name {NUM_JOINTS} distinct joints, '
                              f'got {self.joints}')
         self.min_executed_subscribers = p['min_executed_subscribers']
-        self.control = PushController.from_params(p, logger=self.get_logger())
+        # Plan deadlines on the node clock: sim time under a twin (a lockstep twin's stands still
+        # while a plan runs), wall time on a real arm.
+        self.control = PushController.from_params(
+            p, logger=self.get_logger(), clock=lambda: self.get_clock().now().nanoseconds * 1e-9)
         self.policies = self.control.policies
         self._lock = threading.Lock()  # the latest inputs
         self._tick_lock = threading.Lock()  # one tick at a time; guards self.control

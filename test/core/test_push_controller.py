@@ -19,6 +19,7 @@ fallback, homing, gating, disagreement scale, command filter last) is exercised 
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -72,12 +73,13 @@ class FakeFactory:
         pass
 
 
-def make_controller(policy, deadline_s=0.02, **settings):
+def make_controller(policy, deadline_s=0.02, clock=time.monotonic, **settings):
     command_filter = CommandFilter.from_params(PARAMS)
     base = ControlSettings.from_params(PARAMS)
     values = {**base.__dict__, 'deadline_s': deadline_s, 'wait_for_fresh_state': False,
               **settings}
-    return PushController(FakeFactory(policy), command_filter, ControlSettings(**values))
+    return PushController(FakeFactory(policy), command_filter, ControlSettings(**values),
+                          clock=clock)
 
 
 def rest_state(q=None):
@@ -121,6 +123,26 @@ def test_an_overrunning_plan_sends_the_shifted_previous_plan_then_a_smooth_stop(
             assert np.all(np.abs(tick.command) <= np.abs(before) + 1e-12)
             assert np.abs(tick.command).sum() < np.abs(before).sum() or not before.any()
     assert control.stats['deadline_misses'] == H + 1
+    gate.set()
+    control.close()
+
+
+def test_the_deadline_runs_on_the_control_clock():
+    """A lockstep twin's clock stands still while a plan runs: the plan is waited for. On a
+    clock that runs (a realtime twin's sim time, a real arm's wall time) it is not."""
+    gate = threading.Event()
+    sim_time = [0.0]
+    control = make_controller(FakePolicy(rows, gate), deadline_s=0.01,
+                              clock=lambda: sim_time[0])
+    control.start_episode(0, 'planner')
+    threading.Timer(0.1, gate.set).start()  # the plan takes 10 deadlines of wall time
+    tick = control.tick(rest_state(), 0.0, 0.0, TARGET)
+    assert not tick.info.get('deadline_miss') and control.stats['deadline_misses'] == 0
+    assert tick.info['plan_time_ms'] == 1.0
+    gate.clear()
+    threading.Timer(0.03, lambda: sim_time.__setitem__(0, 0.05)).start()  # sim time moves on
+    tick = control.tick(rest_state(), DT, DT, TARGET)
+    assert tick.info['deadline_miss'] and control.stats['deadline_misses'] == 1
     gate.set()
     control.close()
 

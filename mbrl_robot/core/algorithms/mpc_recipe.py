@@ -122,7 +122,10 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
         env = PushEnv(cfg['twin']['task'], physics=cfg['twin']['physics'])
     ctl = cfg['controller']
     task = ctl['task']
-    control = PushController.from_params(ctl)
+    # The env is a lockstep twin: its sim time stands still while the controller plans, so the
+    # plan deadline (measured on the control clock) never passes, exactly as under the node graph's
+    # lockstep twin. A realtime twin's clock runs on and enforces it.
+    control = PushController.from_params(ctl, clock=lambda: 0.0)
     device = control.policies.device
     tcfg = cfg['trainer']
     radius = task['success_radius_m']
