@@ -24,12 +24,14 @@ miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and a
 import json
 import sys
 import threading
+import time
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
@@ -38,12 +40,13 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
+from mbrl_robot.core.buffer.reliable import UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
-                                        LATCHED_QOS, rows_to_multiarray)
+                                        LATCHED_QOS, RESENT_LABELS, rows_to_multiarray)
 
 NUM_JOINTS = 7
 
@@ -68,6 +71,9 @@ class ControllerNode(Node):
             raise ValueError(f'task.joints must name {NUM_JOINTS} distinct joints, '
                              f'got {self.joints}')
         self.min_executed_subscribers = p['min_executed_subscribers']
+        # Executed rows until the buffer acknowledges them (at-least-once, in memory).
+        self.unacked = UnackedRows(p['max_unacked_rows'])
+        self._unacked_lock = threading.Lock()
         self.control = PushController.from_params(p, logger=self.get_logger())
         self.policies = self.control.policies
         self._lock = threading.Lock()  # the latest inputs
@@ -114,6 +120,12 @@ class ControllerNode(Node):
                                  callback_group=io)
         self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
         self.create_service(Trigger, '~/go_home', self.go_home_callback, callback_group=io)
+        self.create_subscription(Float64MultiArray, topics['executed_ack'], self.ack_callback,
+                                 LATCHED_QOS, callback_group=io)
+        # Wall time: a lockstep twin's clock stands still while the buffer is away.
+        self.resend_timer = self.create_timer(
+            p['executed_resend_period_s'] / 2, self.resend_callback, callback_group=io,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
         period = 1.0 / p['task']['control_rate_hz']
         self.timer = self.create_timer(period, self.timer_callback,
                                        callback_group=MutuallyExclusiveCallbackGroup())
@@ -234,6 +246,34 @@ class ControllerNode(Node):
             self.get_logger().info(f'episode {episode}: {kind} policy')
             self._tick_soon()
 
+    def ack_callback(self, msg: Float64MultiArray):
+        """The buffer stored every row up to ``[episode, step, stamp]``: forget those."""
+        if len(msg.data) != 3 or not np.all(np.isfinite(msg.data)):
+            self.get_logger().error(f'bad executed_ack {list(msg.data)}: ignored')
+            return
+        with self._unacked_lock:
+            self.unacked.acknowledge(tuple(msg.data))
+
+    def resend_callback(self):
+        """Publish again, oldest first, the rows unacknowledged for executed_resend_period_s."""
+        with self._unacked_lock:
+            rows = self.unacked.due(time.monotonic(), self.params['executed_resend_period_s'])
+        if len(rows):
+            self.get_logger().warning(
+                f'resending {len(rows)} executed rows the buffer has not acknowledged (from '
+                f'episode {int(rows[0, 0])} step {int(rows[0, 1])})', throttle_duration_sec=5.0)
+            self.executed_pub.publish(rows_to_multiarray(rows, RESENT_LABELS))
+
+    def _publish_executed(self, row: np.ndarray):
+        with self._unacked_lock:
+            dropped = self.unacked.add(row, time.monotonic())
+        self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
+        if dropped is not None:
+            self.get_logger().error(
+                f'{self.unacked.dropped} executed rows never acknowledged dropped (queue of '
+                f'{self.unacked.max_rows} full): is the buffer running?',
+                throttle_duration_sec=5.0)
+
     def estop_callback(self, request, response):
         self.control.estop = bool(request.data)
         if self.control.estop:
@@ -331,8 +371,8 @@ class ControllerNode(Node):
         if tick.event not in ('act', 'done'):
             return
         self.distance_pub.publish(Float64(data=tick.info['distance']))
-        row = executed_row(tick.episode, tick.step, stamp, state, tick.action, target)
-        self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
+        self._publish_executed(executed_row(tick.episode, tick.step, stamp, state, tick.action,
+                                            target))
         if tick.event == 'done':
             self.done_pub.publish(Int32(data=tick.episode))
             log.info(f'episode {tick.episode} done: final distance '
@@ -380,7 +420,8 @@ class ControllerNode(Node):
         self.marker_pub.publish(markers)
 
     def publish_diagnostics(self):
-        s = {**self.control.stats, **self._stats}
+        with self._unacked_lock:
+            s = {**self.control.stats, **self._stats, **self.unacked.counters()}
         status = DiagnosticStatus(name='mbrl_robot: controller', hardware_id='mbrl_robot')
         level, message = DiagnosticStatus.OK, 'ok'
         if self.control.estop:
