@@ -55,16 +55,20 @@ def test_gate_dedups_holds_back_holes_and_keeps_a_restarted_controller_apart():
     assert gate.check(rows[1]) == DUPLICATE and gate.check(rows[2], resent=True) == DUPLICATE
     assert gate.check(rows[4]) == HOLE  # step 3 missing: held back...
     assert gate.check(rows[4], resent=True) == NEW  # ...unless nothing better is coming
-    # A restarted controller runs episode 3 again from step 0, with later stamps: new data.
-    again = row(3, 0, 20.0)
-    assert gate.check(again, resent=True) == NEW
+    # A restarted controller runs episode 3 again from step 0, with later stamps: new data,
+    # but not paired with the old run's step 2: its live rows wait for the resend.
+    again = [row(3, k, 20.0 + 0.05 * k) for k in range(2)]
+    assert gate.check(again[0]) == HOLE and gate.check(again[1]) == HOLE
+    assert gate.check(again[0], resent=True) == NEW
+    gate.accept(again[0])
+    assert gate.check(again[1]) == NEW  # the hole is closed: live rows go through again
     for r in rows[3:]:
         gate.accept(r)
     assert gate.state == (3, 4, 10.2, True)
     assert gate.check(row(5, 0, 11.0)) == NEW  # step 0 of a later episode after a terminal
     assert gate.check(row(5, 1, 11.0)) == HOLE
     assert RowGate(gate.state).check(rows[2]) == DUPLICATE
-    assert gate.counters() == {'duplicates': 2, 'held_back': 2}
+    assert gate.counters() == {'duplicates': 2, 'held_back': 4}
 
 
 def test_buffer_killed_mid_episode_loses_nothing_and_stores_once(tmp_path):

@@ -28,9 +28,10 @@ with later stamps (a restarted twin goes back in stamps, but then the episode mo
 The gate lets a row through when it is the next one after ``L`` (the next step of the same
 episode, or step 0 of a later episode after a terminal row), or when it comes in a resend (the
 producer's oldest unacknowledged rows are the best there is). A live row after a hole (the rows
-in between were published while the buffer was down) is held back, not acknowledged: the
-producer's resend brings the hole and the row in order. So nothing is paired across a hole and
-nothing is stored twice.
+in between were published while the buffer was down, or a restarted controller began the
+episode again) is held back, not acknowledged, and so is every live row after it until a resend
+comes: the resend brings the hole and the rows in order. So nothing is paired across a hole or
+across two runs of the controller, and nothing is stored twice.
 """
 
 import collections
@@ -142,6 +143,7 @@ class RowGate:
             self._terminal = bool(last[3])
         self.duplicates = 0
         self.held_back = 0
+        self._holding = False
 
     @property
     def last(self) -> Optional[Key]:
@@ -158,6 +160,8 @@ class RowGate:
         stored: drop it) or ``HOLE`` (a live row after missing rows: drop it, the resend brings
         it back in order). Counted."""
         key = row_key(row)
+        if resent:
+            self._holding = False  # the resend starts at the producer's oldest unacked row
         if key is None or self._last is None:
             return NEW
         if covered(key, self._last):
@@ -166,8 +170,9 @@ class RowGate:
         episode, step, _ = self._last
         nxt = ((key[0] == episode and key[1] == step + 1)
                or (self._terminal and key[0] > episode and key[1] == 0))
-        if nxt or resent:
+        if resent or (nxt and not self._holding):
             return NEW
+        self._holding = True
         self.held_back += 1
         return HOLE
 
