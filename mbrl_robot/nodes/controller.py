@@ -42,6 +42,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.buffer.reliable import UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
+from mbrl_robot.core.safety import StampOrder
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
@@ -82,7 +83,10 @@ class ControllerNode(Node):
         self._joint_stamp = self._puck_stamp = None
         self._tick_due = False
         self._homed = threading.Event()
-        self._stats = {'faults': 0, 'rejected_states': 0, 'state_age_ms': float('nan')}
+        self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
+                       'state_age_ms': float('nan')}
+        # Late, replayed or future-stamped inputs never overwrite a newer state.
+        self._stamps = StampOrder(p['max_future_stamp_s'])
         self._create_interfaces(p)
         # goal_hold.* and disagreement_* take effect at once (the others are read_only).
         add_live_parameters(self, 'controller', p, self.apply_params, self.check_live_params)
@@ -159,6 +163,8 @@ class ControllerNode(Node):
         except ValueError as e:
             self._reject_state(str(e))
             return
+        if self._out_of_order('joint_states', msg.header.stamp):
+            return
         with self._lock:
             self._q, self._qd = q, qd
             self._joint_stamp = Time.from_msg(msg.header.stamp)
@@ -185,6 +191,8 @@ class ControllerNode(Node):
         if not np.all(np.isfinite(puck)):
             self._reject_state('puck position holds NaN or inf')
             return
+        if self._out_of_order('puck', msg.header.stamp):
+            return
         with self._lock:
             self._puck = puck
             self._puck_stamp = Time.from_msg(msg.header.stamp)
@@ -198,6 +206,20 @@ class ControllerNode(Node):
         with self._lock:
             self._target = target
         self.policies.set_target(target)
+
+    def _out_of_order(self, stream: str, stamp) -> bool:
+        """True (logged, counted) when ``stamp`` is older than the stream's last accepted one
+        or too far ahead of the node clock: the message is dropped, the last state kept."""
+        t = Time.from_msg(stamp).nanoseconds * 1e-9
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self._lock:
+            why = self._stamps.check(stream, t, now)
+            if why:
+                self._stats['dropped_stamps'] += 1
+        if why:
+            self.get_logger().warning(f'dropped: {why} ({self._stats["dropped_stamps"]} so far)',
+                                      throttle_duration_sec=1.0)
+        return bool(why)
 
     def _reject_state(self, why: str):
         with self._lock:
