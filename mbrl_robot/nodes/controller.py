@@ -344,9 +344,11 @@ class ControllerNode(Node):
                 state, stamp = self._state()
                 target = self._target
             wait = self.control.ready(stamp)
-            if wait is None and self.control.episode >= 0 and (
+            if wait is None and self.control.episode >= 0 and self.control.step == 0 and (
                     self.executed_pub.get_subscription_count() < self.min_executed_subscribers):
                 # Every executed row must reach the buffer: start once it has discovered us.
+                # Not mid-episode: unacknowledged rows are kept and resent to a restarted
+                # buffer, and a pause would leave the arm moving until the twin stops it.
                 wait = 'waiting for the buffer to subscribe to executed rows'
             if wait is not None:
                 if 'fresh state' not in wait:  # lockstep waits for its state every tick
