@@ -186,7 +186,8 @@ class StampOrder:
     (a clock that is not ours) is refused.
 
     A stream whose stamps stay behind for ``restart_after`` messages in a row has restarted its
-    clock (a restarted twin starts its sim time again): the new timeline is then accepted.
+    clock (a restarted twin starts its sim time again): the new timeline is then accepted and
+    counted in ``restarts``.
 
     Args:
         future_tolerance_s: how far (s) a stamp may lead the receiver's clock.
@@ -206,6 +207,7 @@ class StampOrder:
         self._behind: Dict[str, int] = {}
         self.stale = 0
         self.future = 0
+        self.restarts = 0
 
     def check(self, stream: str, stamp: float, now: Optional[float]) -> Optional[str]:
         """None when ``stamp`` (s) of ``stream`` is accepted (and recorded), else why not.
@@ -223,6 +225,7 @@ class StampOrder:
             if behind < self.restart_after:
                 self.stale += 1
                 return f'{stream} stamp {stamp:.3f} s is older than the last one, {last:.3f} s'
+            self.restarts += 1
         self._behind[stream] = 0
         self._last[stream] = float(stamp)
         return None

@@ -87,6 +87,7 @@ class ControllerNode(Node):
                        'state_age_ms': float('nan')}
         # Late, replayed or future-stamped inputs never overwrite a newer state.
         self._stamps = StampOrder(p['max_future_stamp_s'])
+        self._clock_restarted = False
         self._create_interfaces(p)
         # goal_hold.* and disagreement_* take effect at once (the others are read_only).
         add_live_parameters(self, 'controller', p, self.apply_params, self.check_live_params)
@@ -213,12 +214,19 @@ class ControllerNode(Node):
         t = Time.from_msg(stamp).nanoseconds * 1e-9
         now = self.get_clock().now().nanoseconds * 1e-9
         with self._lock:
+            restarts = self._stamps.restarts
             why = self._stamps.check(stream, t, now)
+            restarted = self._stamps.restarts > restarts
             if why:
                 self._stats['dropped_stamps'] += 1
+            elif restarted:
+                self._clock_restarted = True  # applied by the next tick, under the tick lock
         if why:
             self.get_logger().warning(f'dropped: {why} ({self._stats["dropped_stamps"]} so far)',
                                       throttle_duration_sec=1.0)
+        elif restarted:
+            self.get_logger().warning(f'{stream} stamps started again at {t:.3f} s: a restarted '
+                                      'clock (twin?), taken as the new timeline')
         return bool(why)
 
     def _reject_state(self, why: str):
@@ -339,6 +347,9 @@ class ControllerNode(Node):
             return
         try:
             with self._lock:
+                if self._clock_restarted:
+                    self.control.clock_restarted()
+                    self._clock_restarted = False
                 if not self._tick_due:
                     return
                 state, stamp = self._state()

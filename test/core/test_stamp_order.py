@@ -37,6 +37,7 @@ def test_a_clock_that_stays_behind_is_a_restart():
     assert order.check('joint_states', 1.05, now=1.05) is not None
     assert order.check('joint_states', 1.10, now=1.1) is None  # third in a row: a new timeline
     assert order.check('joint_states', 1.15, now=1.15) is None
+    assert order.restarts == 1
     with pytest.raises(ValueError):
         StampOrder(-1.0)
     with pytest.raises(ValueError):
