@@ -42,8 +42,11 @@ def generate_launch_description():
         if name != 'twin':
             overrides['use_sim_time'] = use_sim_time
         overrides.update(extra or {})
+        # A node that dies is started again (README, "Restarting a node"); the recipe is not:
+        # it resumes with resume:=true.
         return Node(package='mbrl_robot', executable=executable, name=name, output='screen',
-                    parameters=[params, overrides], emulate_tty=True)
+                    parameters=[params, overrides], emulate_tty=True,
+                    respawn=name != 'recipe', respawn_delay=2.0)
 
     return LaunchDescription([
         DeclareLaunchArgument('profile', default_value='cpu',

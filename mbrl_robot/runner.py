@@ -22,6 +22,7 @@ recipe's progress is echoed here. Ctrl-C is forwarded to every node, which then 
 
 import argparse
 import datetime
+import json
 import os
 import signal
 import subprocess
@@ -125,12 +126,12 @@ def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:
 
 
 class Graph:
-    """The node processes of one run."""
+    """The node processes of one run, restarted when they die (``restarts`` times each)."""
 
     def __init__(self, params_file: str, run_dir: str, nodes=NODES,
                  extra: Optional[Dict[str, Dict[str, str]]] = None, echo=True,
                  ros_args: Optional[List[str]] = None,
-                 names: Optional[Dict[str, str]] = None):
+                 names: Optional[Dict[str, str]] = None, restarts: int = 0):
         self.params_file = params_file
         self.run_dir = run_dir
         self.nodes = list(nodes)
@@ -138,23 +139,34 @@ class Graph:
         self.echo = echo
         self.ros_args = list(ros_args or [])
         self.names = dict(names or {})
+        self.restarts = int(restarts)
+        self.restarted: Dict[str, int] = {node: 0 for node in self.nodes}
         self.procs: Dict[str, subprocess.Popen] = {}
+        self._started: Dict[str, float] = {}
         self._threads: List[threading.Thread] = []
 
     def start(self):
         os.makedirs(os.path.join(self.run_dir, 'logs'), exist_ok=True)
         for node in self.nodes:
-            log = open(os.path.join(self.run_dir, 'logs', f'{node}.log'), 'w')
-            rename = ['-r', f'__node:={self.names[node]}'] if node in self.names else []
-            cmd = node_command(node, self.params_file, self.extra.get(node),
-                               self.ros_args + rename)
-            proc = subprocess.Popen(cmd,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1, start_new_session=True)
-            self.procs[node] = proc
-            t = threading.Thread(target=self._pump, args=(node, proc, log), daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._spawn(node, 'w')
+
+    def _spawn(self, node: str, mode: str = 'a'):
+        """Start one node's process (its log appended to after a restart); record its pid."""
+        log = open(os.path.join(self.run_dir, 'logs', f'{node}.log'), mode)
+        rename = ['-r', f'__node:={self.names[node]}'] if node in self.names else []
+        cmd = node_command(node, self.params_file, self.extra.get(node), self.ros_args + rename)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, start_new_session=True)
+        self.procs[node] = proc
+        self._started[node] = time.monotonic()
+        t = threading.Thread(target=self._pump, args=(node, proc, log), daemon=True)
+        t.start()
+        self._threads.append(t)
+        # Where a fault campaign finds each node's current process (benchmarks/faults.py).
+        tmp = os.path.join(self.run_dir, 'logs', 'pids.json.tmp')
+        with open(tmp, 'w') as f:
+            json.dump({n: p.pid for n, p in self.procs.items()}, f)
+        os.replace(tmp, os.path.join(self.run_dir, 'logs', 'pids.json'))
 
     def _pump(self, node, proc, log):
         with log:
@@ -166,16 +178,28 @@ class Graph:
                     sys.stdout.flush()
 
     def wait(self, node: str, timeout: Optional[float] = None) -> Optional[int]:
-        """Wait for one node; returns its exit code, or None if another node died first."""
+        """Wait for one node, restarting any other that exits while its budget lasts.
+
+        Returns:
+            ``node``'s exit code, or None when another node exited with no restart left.
+        """
         t_end = None if timeout is None else time.monotonic() + timeout
         while t_end is None or time.monotonic() < t_end:
             rc = self.procs[node].poll()
             if rc is not None:
                 return rc
-            dead = [n for n, p in self.procs.items() if n != node and p.poll() is not None]
-            if dead:
-                print(f'node(s) {dead} exited early: see {self.run_dir}/logs', flush=True)
-                return None
+            dead = {n: p.returncode for n, p in self.procs.items()
+                    if n != node and p.poll() is not None}
+            for name, code in dead.items():
+                if self.restarted[name] >= self.restarts:
+                    print(f'mbrl_run: {name} exited (rc {code}) with no restart left '
+                          f'({self.restarts}): stopping; see {self.run_dir}/logs', flush=True)
+                    return None
+                self.restarted[name] += 1
+                print(f'mbrl_run: {name} exited (rc {code}) after '
+                      f'{time.monotonic() - self._started[name]:.1f} s: restart '
+                      f'{self.restarted[name]}/{self.restarts}', flush=True)
+                self._spawn(name)
             time.sleep(0.2)
         raise TimeoutError(f'{node} did not finish within {timeout} s')
 
@@ -212,6 +236,9 @@ def parse_args(argv=None):
                         help='override one parameter, e.g. recipe.iterations=2')
     parser.add_argument('--timeout', type=float, default=None,
                         help='stop the run after this many seconds')
+    parser.add_argument('--restarts', type=int, default=3, metavar='N',
+                        help='restart a node that exits (crash, kill) up to N times, each node '
+                             'its own budget; 0 stops the run at the first exit (default 3)')
     parser.add_argument('--rename', action='append', default=[], metavar='NODE=NAME',
                         help='run a node under another name, e.g. controller=ctl (its '
                              'parameters follow; every topic it shares comes from topics.*)')
@@ -248,7 +275,8 @@ def main(argv=None) -> int:
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     print(f'mbrl_run: profile {profile}, run dir {run_dir}, ROS_DOMAIN_ID '
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
-    graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names)
+    graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names,
+                  restarts=args.restarts)
     t0 = time.monotonic()
     rc = 1
     try:

@@ -15,7 +15,9 @@
 
 Written atomically (temporaries renamed, the JSON last, so a reader never sees a checksum that
 does not match the weights); read with clear errors for every way a file can be missing,
-truncated, corrupt or from another save.
+truncated, corrupt or from another save. A versioned checkpoint directory is built under a
+temporary name and renamed into place once complete (:func:`publish_dir`), so a process killed
+half-way leaves ``v0003.tmp`` behind, never a ``v0003`` without its announcement.
 """
 
 import hashlib
@@ -23,6 +25,7 @@ import io
 import json
 import os
 from pathlib import Path
+import shutil
 from typing import Any, Dict, Sequence, Tuple, Union
 
 import torch
@@ -46,6 +49,31 @@ def save_checkpoint(directory: Union[str, os.PathLike], weights_file: str, meta_
             os.fsync(f.fileno())
         os.replace(tmp, d / name)
     return sha
+
+
+def write_json(path: Union[str, os.PathLike], obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically: temporary file, fsync, rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def publish_dir(tmp: Union[str, os.PathLike], final: Union[str, os.PathLike]) -> None:
+    """Rename the complete directory ``tmp`` to ``final`` (replacing a stale one) and fsync the
+    parent, so ``final`` appears whole or not at all, even across a power cut."""
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(directory: Union[str, os.PathLike], weights_file: str, meta_file: str,

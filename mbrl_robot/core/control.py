@@ -544,6 +544,10 @@ class PushController:
                 return 'waiting for a fresh state'
         return None
 
+    def clock_restarted(self) -> None:
+        """The state's clock started again (a restarted twin): the next state is fresh."""
+        self._last_stamp = None
+
     # --- the step -------------------------------------------------------------------------
     def tick(self, state: Optional[np.ndarray], stamp: Optional[float], now: float,
              target: Optional[np.ndarray]) -> Tick:

@@ -178,3 +178,54 @@ def disagreement_scale(disagreement: float, slowdown: float, stop: float) -> flo
     if disagreement <= slowdown:
         return 1.0
     return (stop - disagreement) / (stop - slowdown)
+
+
+class StampOrder:
+    """Keeps each input stream's stamps in order: a state older than the last one accepted from
+    its stream (a late or replayed message) or further in the future than ``future_tolerance_s``
+    (a clock that is not ours) is refused.
+
+    A stream whose stamps stay behind for ``restart_after`` messages in a row has restarted its
+    clock (a restarted twin starts its sim time again): the new timeline is then accepted and
+    counted in ``restarts``.
+
+    Args:
+        future_tolerance_s: how far (s) a stamp may lead the receiver's clock.
+        restart_after: consecutive older stamps that mean a restarted clock (>= 1).
+
+    Raises:
+        ValueError: a negative tolerance or restart_after < 1.
+    """
+
+    def __init__(self, future_tolerance_s: float, restart_after: int = 5):
+        if future_tolerance_s < 0 or restart_after < 1:
+            raise ValueError(f'need future_tolerance_s >= 0 and restart_after >= 1, got '
+                             f'{future_tolerance_s}, {restart_after}')
+        self.future_tolerance_s = float(future_tolerance_s)
+        self.restart_after = int(restart_after)
+        self._last: Dict[str, float] = {}
+        self._behind: Dict[str, int] = {}
+        self.stale = 0
+        self.future = 0
+        self.restarts = 0
+
+    def check(self, stream: str, stamp: float, now: Optional[float]) -> Optional[str]:
+        """None when ``stamp`` (s) of ``stream`` is accepted (and recorded), else why not.
+
+        ``now`` is the receiver's clock (s); None or <= 0 (no clock yet) skips the future check.
+        """
+        if now is not None and now > 0 and stamp > now + self.future_tolerance_s:
+            self.future += 1
+            return (f'{stream} stamp {stamp:.3f} s is {stamp - now:.3f} s ahead of the clock '
+                    f'(tolerance {self.future_tolerance_s:g} s)')
+        last = self._last.get(stream)
+        if last is not None and stamp < last:
+            behind = self._behind.get(stream, 0) + 1
+            self._behind[stream] = behind
+            if behind < self.restart_after:
+                self.stale += 1
+                return f'{stream} stamp {stamp:.3f} s is older than the last one, {last:.3f} s'
+            self.restarts += 1
+        self._behind[stream] = 0
+        self._last[stream] = float(stamp)
+        return None

@@ -15,10 +15,14 @@
 
 Graph (``docs/interfaces.md``):
 
-- subscribes ``topics.executed`` (rows ``[episode, step, stamp, s, a, target]``), pairs
-  consecutive rows of an episode (``core.buffer.TransitionAssembler``) and commits each tick's
-  transitions, together with the row still waiting for its successor, in one SQLite transaction
-  (``core.buffer.TransitionStore``, ``<data_dir>/transitions.sqlite3``);
+- subscribes ``topics.executed`` (rows ``[episode, step, stamp, s, a, target]``), drops rows it
+  already has and holds back a live row after missing ones (``core.buffer.reliable.RowGate``),
+  pairs consecutive rows of an episode (``core.buffer.TransitionAssembler``) and commits each
+  tick's transitions, together with the row still waiting for its successor and the last row
+  accepted, in one SQLite transaction (``core.buffer.TransitionStore``,
+  ``<data_dir>/transitions.sqlite3``); then acknowledges that row on ``topics.executed_ack``
+  (``[episode, step, stamp]``, transient local, also at start), so the controller resends only
+  what the buffer lacks (at-least-once delivery, stored exactly once);
 - publishes each committed transition once, right after the commit, on ``topics.transitions``
   as ``[seq, episode, step, s, a, r, s', done]`` rows; seqs are consecutive, so a consumer that
   sees a jump (it was not listening, or the buffer died between commit and publish) asks again;
@@ -45,7 +49,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, UInt64
 from std_srvs.srv import Trigger
 
-from mbrl_robot.core.buffer import (puck_distance_reward, RowRejected, task_reward,
+from mbrl_robot.core.buffer import (puck_distance_reward, ReliableIngest, task_reward,
                                     TransitionAssembler, TransitionStore)
 from mbrl_robot.core.buffer.assembler import NumpyRewardFn
 from mbrl_robot.core.buffer.export import export_mcap
@@ -53,9 +57,9 @@ from mbrl_robot.core.types import TransitionBatch
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
-from mbrl_robot.nodes.transport import (EXECUTED_QOS, multiarray_to_rows,
-                                        RELIABLE_QOS, rows_to_multiarray, transition_rows,
-                                        TRANSITIONS_QOS)
+from mbrl_robot.nodes.transport import (EXECUTED_QOS, is_resend, LATCHED_QOS,
+                                        multiarray_to_rows, RELIABLE_QOS, rows_to_multiarray,
+                                        transition_rows, TRANSITIONS_QOS)
 
 # Node-private services: /<namespace>/buffer/stats and /<namespace>/buffer/export.
 STATS_SERVICE = '~/stats'
@@ -104,6 +108,7 @@ class BufferNode(Node):
         reward_fn, self.reward_source = make_reward_fn(self.task)
         self.store = TransitionStore(self.data_dir)
         self.assembler = self._make_assembler(reward_fn)
+        self.ingest = ReliableIngest(self.store, self.assembler)
         self.rejected_messages = 0
         self.published = 0
         self.resent = 0
@@ -114,6 +119,8 @@ class BufferNode(Node):
         add_live_parameters(self, 'buffer', params, self._apply_parameters)
         self.transitions_pub = self.create_publisher(
             Float64MultiArray, self.topics['transitions'], TRANSITIONS_QOS)
+        self.ack_pub = self.create_publisher(Float64MultiArray, self.topics['executed_ack'],
+                                             LATCHED_QOS)
         self.executed_sub = self.create_subscription(
             Float64MultiArray, self.topics['executed'], self.executed_callback, EXECUTED_QOS)
         self.resend_sub = self.create_subscription(
@@ -126,8 +133,9 @@ class BufferNode(Node):
         self.resend_timer.cancel()
         self.get_logger().info(
             f'buffer at {self.store.path}: {len(self.store)} transitions, last seq '
-            f'{self.store.last_seq}, pending row: {self.assembler.pending is not None}; '
-            f'reward: {self.reward_source}')
+            f'{self.store.last_seq}, pending row: {self.assembler.pending is not None}, last '
+            f'row {self.ingest.gate.last}; reward: {self.reward_source}')
+        self._acknowledge()
 
     def _make_assembler(self, reward_fn: NumpyRewardFn) -> TransitionAssembler:
         pending = self.store.pending()
@@ -155,15 +163,11 @@ class BufferNode(Node):
             self.get_logger().error(f'rejected executed message: {e}',
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
-        completed = []
-        for row in rows:
-            try:
-                completed.extend(self.assembler.add_row(row))
-            except RowRejected as e:
-                self.get_logger().error(
-                    f'rejected executed row ({self.assembler.rejected} so far): {e}',
-                    throttle_duration_sec=LOG_THROTTLE_S)
-        seqs = self.store.append(completed, pending=self.assembler.pending)
+        seqs, completed, errors = self.ingest.ingest(rows, resent=is_resend(msg))
+        for e in errors:
+            self.get_logger().error(f'rejected executed row ({self.assembler.rejected} so far): '
+                                    f'{e}', throttle_duration_sec=LOG_THROTTLE_S)
+        self._acknowledge()
         if len(seqs):
             self._publish(seqs, completed)
         for tr in completed:
@@ -171,6 +175,12 @@ class BufferNode(Node):
                 self.get_logger().info(
                     f'episode {tr.episode} closed at step {tr.step + 1}: final reward '
                     f'{tr.reward:.4f}, {len(self.store)} transitions stored')
+
+    def _acknowledge(self) -> None:
+        """Publish ``[episode, step, stamp]`` of the last row stored (nothing before one)."""
+        last = self.ingest.gate.last
+        if last is not None:
+            self.ack_pub.publish(Float64MultiArray(data=[float(v) for v in last]))
 
     def _publish(self, seqs: np.ndarray, completed: list) -> None:
         batch = TransitionBatch(obs=np.stack([t.obs for t in completed]),
@@ -219,7 +229,7 @@ class BufferNode(Node):
     def stats(self) -> Dict[str, Any]:
         """Store statistics plus this process's assembler and publishing counters."""
         out = self.store.stats()
-        out.update({'assembler': self.assembler.counters(),
+        out.update({'assembler': self.assembler.counters(), 'gate': self.ingest.gate.counters(),
                     'rejected_messages': self.rejected_messages, 'published': self.published,
                     'resent': self.resent, 'reward': self.reward_source, 'pid': os.getpid(),
                     'resend_in_progress': not self.resend_timer.is_canceled()})

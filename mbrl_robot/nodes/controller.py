@@ -24,12 +24,14 @@ miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and a
 import json
 import sys
 import threading
+import time
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
@@ -38,12 +40,14 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
+from mbrl_robot.core.buffer.reliable import UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
+from mbrl_robot.core.safety import StampOrder
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
-                                        LATCHED_QOS, rows_to_multiarray)
+                                        LATCHED_QOS, RESENT_LABELS, rows_to_multiarray)
 
 NUM_JOINTS = 7
 
@@ -68,6 +72,9 @@ class ControllerNode(Node):
             raise ValueError(f'task.joints must name {NUM_JOINTS} distinct joints, '
                              f'got {self.joints}')
         self.min_executed_subscribers = p['min_executed_subscribers']
+        # Executed rows until the buffer acknowledges them (at-least-once, in memory).
+        self.unacked = UnackedRows(p['max_unacked_rows'])
+        self._unacked_lock = threading.Lock()
         # Plan deadlines on the node clock: sim time under a twin (a lockstep twin's stands still
         # while a plan runs), wall time on a real arm.
         self.control = PushController.from_params(
@@ -79,7 +86,11 @@ class ControllerNode(Node):
         self._joint_stamp = self._puck_stamp = None
         self._tick_due = False
         self._homed = threading.Event()
-        self._stats = {'faults': 0, 'rejected_states': 0, 'state_age_ms': float('nan')}
+        self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
+                       'state_age_ms': float('nan')}
+        # Late, replayed or future-stamped inputs never overwrite a newer state.
+        self._stamps = StampOrder(p['max_future_stamp_s'])
+        self._clock_restarted = False
         self._create_interfaces(p)
         # goal_hold.* and disagreement_* take effect at once (the others are read_only).
         add_live_parameters(self, 'controller', p, self.apply_params, self.check_live_params)
@@ -117,6 +128,12 @@ class ControllerNode(Node):
                                  callback_group=io)
         self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
         self.create_service(Trigger, '~/go_home', self.go_home_callback, callback_group=io)
+        self.create_subscription(Float64MultiArray, topics['executed_ack'], self.ack_callback,
+                                 LATCHED_QOS, callback_group=io)
+        # Wall time: a lockstep twin's clock stands still while the buffer is away.
+        self.resend_timer = self.create_timer(
+            p['executed_resend_period_s'] / 2, self.resend_callback, callback_group=io,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
         period = 1.0 / p['task']['control_rate_hz']
         self.timer = self.create_timer(period, self.timer_callback,
                                        callback_group=MutuallyExclusiveCallbackGroup())
@@ -150,6 +167,8 @@ class ControllerNode(Node):
         except ValueError as e:
             self._reject_state(str(e))
             return
+        if self._out_of_order('joint_states', msg.header.stamp):
+            return
         with self._lock:
             self._q, self._qd = q, qd
             self._joint_stamp = Time.from_msg(msg.header.stamp)
@@ -176,6 +195,8 @@ class ControllerNode(Node):
         if not np.all(np.isfinite(puck)):
             self._reject_state('puck position holds NaN or inf')
             return
+        if self._out_of_order('puck', msg.header.stamp):
+            return
         with self._lock:
             self._puck = puck
             self._puck_stamp = Time.from_msg(msg.header.stamp)
@@ -189,6 +210,27 @@ class ControllerNode(Node):
         with self._lock:
             self._target = target
         self.policies.set_target(target)
+
+    def _out_of_order(self, stream: str, stamp) -> bool:
+        """True (logged, counted) when ``stamp`` is older than the stream's last accepted one
+        or too far ahead of the node clock: the message is dropped, the last state kept."""
+        t = Time.from_msg(stamp).nanoseconds * 1e-9
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self._lock:
+            restarts = self._stamps.restarts
+            why = self._stamps.check(stream, t, now)
+            restarted = self._stamps.restarts > restarts
+            if why:
+                self._stats['dropped_stamps'] += 1
+            elif restarted:
+                self._clock_restarted = True  # applied by the next tick, under the tick lock
+        if why:
+            self.get_logger().warning(f'dropped: {why} ({self._stats["dropped_stamps"]} so far)',
+                                      throttle_duration_sec=1.0)
+        elif restarted:
+            self.get_logger().warning(f'{stream} stamps started again at {t:.3f} s: a restarted '
+                                      'clock (twin?), taken as the new timeline')
+        return bool(why)
 
     def _reject_state(self, why: str):
         with self._lock:
@@ -237,6 +279,34 @@ class ControllerNode(Node):
             self.get_logger().info(f'episode {episode}: {kind} policy')
             self._tick_soon()
 
+    def ack_callback(self, msg: Float64MultiArray):
+        """The buffer stored every row up to ``[episode, step, stamp]``: forget those."""
+        if len(msg.data) != 3 or not np.all(np.isfinite(msg.data)):
+            self.get_logger().error(f'bad executed_ack {list(msg.data)}: ignored')
+            return
+        with self._unacked_lock:
+            self.unacked.acknowledge(tuple(msg.data))
+
+    def resend_callback(self):
+        """Publish again, oldest first, the rows unacknowledged for executed_resend_period_s."""
+        with self._unacked_lock:
+            rows = self.unacked.due(time.monotonic(), self.params['executed_resend_period_s'])
+        if len(rows):
+            self.get_logger().warning(
+                f'resending {len(rows)} executed rows the buffer has not acknowledged (from '
+                f'episode {int(rows[0, 0])} step {int(rows[0, 1])})', throttle_duration_sec=5.0)
+            self.executed_pub.publish(rows_to_multiarray(rows, RESENT_LABELS))
+
+    def _publish_executed(self, row: np.ndarray):
+        with self._unacked_lock:
+            dropped = self.unacked.add(row, time.monotonic())
+        self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
+        if dropped is not None:
+            self.get_logger().error(
+                f'{self.unacked.dropped} executed rows never acknowledged dropped (queue of '
+                f'{self.unacked.max_rows} full): is the buffer running?',
+                throttle_duration_sec=5.0)
+
     def estop_callback(self, request, response):
         self.control.estop = bool(request.data)
         if self.control.estop:
@@ -280,14 +350,19 @@ class ControllerNode(Node):
             return
         try:
             with self._lock:
+                if self._clock_restarted:
+                    self.control.clock_restarted()
+                    self._clock_restarted = False
                 if not self._tick_due:
                     return
                 state, stamp = self._state()
                 target = self._target
             wait = self.control.ready(stamp)
-            if wait is None and self.control.episode >= 0 and (
+            if wait is None and self.control.episode >= 0 and self.control.step == 0 and (
                     self.executed_pub.get_subscription_count() < self.min_executed_subscribers):
                 # Every executed row must reach the buffer: start once it has discovered us.
+                # Not mid-episode: unacknowledged rows are kept and resent to a restarted
+                # buffer, and a pause would leave the arm moving until the twin stops it.
                 wait = 'waiting for the buffer to subscribe to executed rows'
             if wait is not None:
                 if 'fresh state' not in wait:  # lockstep waits for its state every tick
@@ -334,8 +409,8 @@ class ControllerNode(Node):
         if tick.event not in ('act', 'done'):
             return
         self.distance_pub.publish(Float64(data=tick.info['distance']))
-        row = executed_row(tick.episode, tick.step, stamp, state, tick.action, target)
-        self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
+        self._publish_executed(executed_row(tick.episode, tick.step, stamp, state, tick.action,
+                                            target))
         if tick.event == 'done':
             self.done_pub.publish(Int32(data=tick.episode))
             log.info(f'episode {tick.episode} done: final distance '
@@ -383,7 +458,8 @@ class ControllerNode(Node):
         self.marker_pub.publish(markers)
 
     def publish_diagnostics(self):
-        s = {**self.control.stats, **self._stats}
+        with self._unacked_lock:
+            s = {**self.control.stats, **self._stats, **self.unacked.counters()}
         status = DiagnosticStatus(name='mbrl_robot: controller', hardware_id='mbrl_robot')
         level, message = DiagnosticStatus.OK, 'ok'
         if self.control.estop:

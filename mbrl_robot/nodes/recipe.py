@@ -42,6 +42,9 @@ from mbrl_robot.nodes.transport import (EXECUTED_QOS, LATCHED_QOS, multiarray_to
                                         parse_executed_row)
 
 DESCRIPTIONS = schema_descriptions('recipe')
+# A service call unanswered this long (s) is sent again once the service is back: its server
+# died with the request and mbrl_run restarted it.
+CALL_RETRY_S = 5.0
 
 
 class RecipeNode(Node):
@@ -187,10 +190,17 @@ class RecipeNode(Node):
 
     def _call(self, client, request):
         self._future = client.call_async(request)
+        self._pending_call = (client, request, time.monotonic())
 
     def _result(self, what: str):
         self._check_deadline(what)
         if not self._future.done():
+            client, request, t_call = self._pending_call
+            if time.monotonic() - t_call > CALL_RETRY_S and client.service_is_ready():
+                # The server died with our request (a node restarted): ask its successor.
+                self.get_logger().warning(f'no answer from {client.srv_name} in '
+                                          f'{CALL_RETRY_S:g} s: asking again')
+                self._call(client, request)
             return None
         result = self._future.result()
         if result is None:
@@ -298,6 +308,7 @@ class RecipeNode(Node):
             self._call(self.trainer_stats_client, Trigger.Request())
             return
         self._version_before = stats['version']
+        self._trainer_pid = stats.get('pid')
         self._call(self.train_client, Trigger.Request())
         self._goto('train_start', 30.0)
 
@@ -305,7 +316,7 @@ class RecipeNode(Node):
         result = self._result('the trainer to start')
         if result is None:
             return
-        if not result.success:
+        if not result.success and result.message != 'already training':  # asked twice
             raise RuntimeError(f'trainer refused to train: {result.message}')
         self._goto('training', self.p['episode_timeout_s'])
         self._call(self.trainer_stats_client, Trigger.Request())
@@ -320,6 +331,12 @@ class RecipeNode(Node):
             return
         last = stats['last_result']
         phase = self.phases[self.position]
+        if stats.get('pid') != self._trainer_pid and stats['version'] <= self._version_before:
+            # Restarted before it announced the new model: sync and train again.
+            self.get_logger().warning('the trainer restarted during training: training again')
+            self._call(self.buffer_stats_client, Trigger.Request())
+            self._goto('train_sync', 120.0)
+            return
         if stats['version'] <= self._version_before:
             if stats['version'] == 0:
                 raise RuntimeError(f'training produced no usable model: {last.get("reason")}')

@@ -47,6 +47,7 @@ from std_srvs.srv import Trigger
 import torch
 
 from mbrl_robot.core.algorithms.mbpo import push_mbpo_agent
+from mbrl_robot.core.checkpoint import publish_dir, write_json
 from mbrl_robot.core.control import resolve_device
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
@@ -147,6 +148,11 @@ class TrainerNode(Node):
 
     def _resume(self):
         """Reannounce the newest checkpoint that loads, so a restarted trainer serves it again."""
+        for name in os.listdir(self.checkpoint_dir):
+            if name.endswith('.tmp') and VERSION_DIR.match(name[:-4]):
+                # A version the last trainer did not finish (killed while saving it).
+                self.get_logger().warning(f'removing the unfinished checkpoint {name}')
+                shutil.rmtree(os.path.join(self.checkpoint_dir, name), ignore_errors=True)
         versions = sorted((int(m.group(1)), name) for name in os.listdir(self.checkpoint_dir)
                           if (m := VERSION_DIR.match(name)))
         for version, name in reversed(versions):
@@ -263,23 +269,30 @@ class TrainerNode(Node):
             return
         version = self.version + 1
         path = os.path.abspath(os.path.join(self.checkpoint_dir, f'v{version:04d}'))
-        model.save(path)
-        with open(os.path.join(path, 'model.pt'), 'rb') as f:
+        # Built under v<N>.tmp and renamed once complete: a kill never leaves half a version.
+        tmp = path + '.tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save(tmp)
+        with open(os.path.join(tmp, 'model.pt'), 'rb') as f:
             sha256 = hashlib.sha256(f.read()).hexdigest()
         if self.algorithm == 'mbpo':
             problem = self._train_policy(model, data, next_seq, version,
+                                         os.path.join(tmp, POLICY_SUBDIR),
                                          os.path.join(path, POLICY_SUBDIR))
             if problem:
                 # No model without its policy: a controller in policy mode waits for the policy
                 # of the version the recipe saw, so the pair is rejected together.
-                shutil.rmtree(path, ignore_errors=True)
+                shutil.rmtree(tmp, ignore_errors=True)
                 self.get_logger().error(f'model rejected ({problem}); keeping v{self.version}')
                 self.last_result = {**summary, 'accepted': False, 'reason': problem}
                 return
         announcement = {'version': version, 'path': path, 'sha256': sha256, 'accepted': True,
                         **summary, 'train_seconds': time.monotonic() - t0}
-        with open(os.path.join(path, 'announcement.json'), 'w') as f:
-            json.dump(announcement, f)
+        write_json(os.path.join(tmp, 'announcement.json'), announcement)
+        publish_dir(tmp, path)
+        if self.algorithm == 'mbpo':
+            self.policy_result = self._policy_announcement
+            self.policy_pub.publish(String(data=json.dumps(self.policy_result)))
         self._model, self.version, self.last_result = model, version, announcement
         self.model_pub.publish(String(data=json.dumps(announcement)))
         self.get_logger().info(
@@ -287,8 +300,9 @@ class TrainerNode(Node):
             f'on {len(batch)} transitions ({summary["train_seconds"]:.1f} s)')
 
     def _train_policy(self, model, data: TransitionRows, next_seq: int, version: int,
-                      path: str) -> str:
-        """MBPO: feed the rows the learner lacks, run its schedule on ``model``, save, announce.
+                      path: str, final: str) -> str:
+        """MBPO: feed the rows the learner lacks, run its schedule on ``model``, save to ``path``
+        and announce it as ``final`` (where ``path`` is renamed to once the version is whole).
 
         Only rows below ``next_seq`` (no gap before them) are fed, each exactly once, in order.
         Returns '' on success, else why the policy (and so the model) is rejected.
@@ -314,14 +328,12 @@ class TrainerNode(Node):
         except Exception as e:  # noqa: B902 - a failed policy update must not stop the node
             return f'MBPO policy update failed: {e!r}'
 
-        announcement = {'version': version, 'path': os.path.abspath(path), 'sha256': sha256,
+        announcement = {'version': version, 'path': os.path.abspath(final), 'sha256': sha256,
                         'n_transitions': len(self._agent.real),
                         'total_gradient_steps': self._agent.n_updates,
                         'train_seconds': time.monotonic() - t0, **run}
-        with open(os.path.join(path, 'announcement.json'), 'w') as f:
-            json.dump(announcement, f)
-        self.policy_result = announcement
-        self.policy_pub.publish(String(data=json.dumps(announcement)))
+        write_json(os.path.join(path, 'announcement.json'), announcement)
+        self._policy_announcement = announcement
         self.get_logger().info(
             f'policy v{version}: {run["gradient_steps"]} SAC updates over {run["steps"]} real '
             f'steps, {run["model_rows"]} model rows ({run["wall_s"]:.1f} s)')
@@ -346,6 +358,7 @@ class TrainerNode(Node):
                      'version': self.version,
                      'policy_version': self.policy_result.get('version', 0),
                      'training': self._thread is not None and self._thread.is_alive(),
+                     'pid': os.getpid(),
                      'last_result': {k: v for k, v in self.last_result.items()
                                      if k not in ('train_losses', 'val_losses')}}
         response.success, response.message = True, json.dumps(stats)

@@ -16,7 +16,9 @@
 Row layouts (float64, one row per tick or per transition):
 
 - executed row, ``/controller/executed``: ``[episode, step, stamp_s, s (17), a (7), target (3)]``
-  (30 fields), ``a`` all-NaN on the terminal row;
+  (30 fields), ``a`` all-NaN on the terminal row; rows the buffer has not acknowledged on
+  ``buffer/executed_ack`` (``[episode, step, stamp]`` of the last row stored, transient local)
+  are published again in one message labelled ``resent``/``fields``;
 - transition row, ``/buffer/transitions``: ``[seq, episode, step, s (17), a (7), r, s' (17),
   done, target (3)]`` (49 fields): the target lets a trainer recompute any goal-conditioned
   reward or observation (MBPO's policy sees ``target - puck``).
@@ -56,6 +58,8 @@ RELIABLE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
 
 EXECUTED_FIELDS = HEADER + STATE_DIM + ACTION_DIM + TARGET_DIM
 EXECUTED_LABELS = ('rows', 'fields')
+# Rows the controller publishes again because the buffer has not acknowledged them.
+RESENT_LABELS = ('resent', 'fields')
 TRANSITION_LABELS = ('transitions', 'fields')
 
 
@@ -161,6 +165,11 @@ def multiarray_to_rows(msg: Float64MultiArray, fields: Optional[int] = None,
     if fields is not None and rows.shape[1] != fields:
         raise ValueError(f'expected {fields} fields per row, got {rows.shape[1]}')
     return rows.copy()
+
+
+def is_resend(msg: Float64MultiArray) -> bool:
+    """True for executed rows published again (dim[0] labelled ``resent``)."""
+    return len(msg.layout.dim) == 2 and msg.layout.dim[0].label == RESENT_LABELS[0]
 
 
 def executed_row(episode: int, step: int, stamp: float, s: np.ndarray,

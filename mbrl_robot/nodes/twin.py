@@ -18,8 +18,9 @@ Graph (``docs/interfaces.md``):
 - subscribes ``<controller_name>/commands`` (std_msgs/Float64MultiArray, 7 joint velocities in
   rad/s ordered like ``task.joints``) with ros2_control's forward command controller guards: a
   message of the wrong length or with a NaN/inf is rejected (throttled error log) and the arm
-  holds zero velocity; commands are clamped to the URDF velocity limits, and each joint stops
-  short of its position limits;
+  holds zero velocity; commands beyond the URDF velocity limits are clamped to them, counted
+  (``clamped_commands``) and logged (throttled), and each joint stops short of its position
+  limits;
 - publishes ``/clock`` (it owns sim time: the twin itself never uses sim time),
   ``topics.joint_states`` (sensor_msgs/JointState: names, position, velocity), the puck on
   ``topics.puck_pose`` and the target on ``topics.target_pose`` (geometry_msgs/PointStamped,
@@ -33,8 +34,10 @@ Modes: ``realtime`` steps one control period per tick of a wall-clock (steady) t
 ``command_timeout_s`` of wall time; ``lockstep`` advances one control step per command message
 received, so a slow planner does not change the dynamics (state and clock go out after each step,
 at start and after a reset; while no command comes, the same state and clock, with the same stamp,
-are repeated every ``idle_republish_s`` of wall time so that a node started later can begin).
-Episodes never end on their own: the caller resets.
+are repeated every ``idle_republish_s`` of wall time so that a node started later can begin;
+after ``lockstep_stop_after_s`` without a command, a dead controller, the arm is stepped with zero
+velocity until it is still, so the published state never shows a moving arm that nothing
+commands). Episodes never end on their own: the caller resets.
 """
 
 import json
@@ -67,6 +70,10 @@ WORLD_FRAME = 'world'
 # Sim time of the first state: ROS clocks read time zero as "no time received yet".
 SIM_TIME_START_S = 1.0
 LOG_THROTTLE_S = 2.0
+# Lockstep stop of an arm nothing commands: still below this speed (rad/s), at most this many
+# zero-velocity steps.
+STILL_RAD_S = 1e-3
+MAX_STOP_STEPS = 10
 
 DESCRIPTIONS = schema_descriptions('twin')
 
@@ -92,12 +99,15 @@ class TwinNode(Node):
         self.seed = int(params['seed'])
         self.episode_seed = int(params['episode_seed'])
         self.idle_republish_s = float(params['idle_republish_s'])
+        self.lockstep_stop_after_s = float(params['lockstep_stop_after_s'])
         self.env = PushEnv(self.task, gui=bool(params['gui']), physics=params['physics'])
         self.velocity_limits = self.env.velocity_limits
 
         self.episode = 0
         self.total_steps = 0
         self.rejected_commands = 0
+        self.clamped_commands = 0
+        self.safety_stops = 0
         self._command = np.zeros(len(self.joints))
         self._last_command_wall: Optional[float] = None
         self._timed_out = True
@@ -121,8 +131,8 @@ class TwinNode(Node):
             self.timer = self.create_timer(1.0 / self.env.control_rate_hz, self.timer_callback,
                                            clock=steady)
         else:
-            self.timer = self.create_timer(self.idle_republish_s / 2, self.idle_callback,
-                                           clock=steady)
+            self.timer = self.create_timer(min(self.idle_republish_s / 2, 0.1),
+                                           self.idle_callback, clock=steady)
         self._start_episode()
         self.get_logger().info(
             f'twin up: mode {self.mode}, {self.env.control_rate_hz:g} Hz, physics '
@@ -136,6 +146,8 @@ class TwinNode(Node):
             self.command_timeout_s = float(changed['command_timeout_s'])
         if 'episode_seed' in changed:
             self.episode_seed = int(changed['episode_seed'])
+        if 'lockstep_stop_after_s' in changed:
+            self.lockstep_stop_after_s = float(changed['lockstep_stop_after_s'])
 
     # -- time and publishing ----------------------------------------------------------------
 
@@ -185,13 +197,25 @@ class TwinNode(Node):
                 f'velocity ({self.rejected_commands} rejected so far)',
                 throttle_duration_sec=LOG_THROTTLE_S)
             data = np.zeros(len(self.joints))
-        self._command = np.clip(data, -self.velocity_limits, self.velocity_limits)
+        self._command = self._clamp(data)
         self._last_command_wall = time.monotonic()
         if self._timed_out and self.mode == 'realtime':
             self.get_logger().info('commands arriving: arm moving')
         self._timed_out = False
         if self.mode == 'lockstep':
             self.advance(self._command)
+
+    def _clamp(self, data: np.ndarray) -> np.ndarray:
+        """The command within the URDF velocity limits; an excess is counted and logged."""
+        clamped = np.clip(data, -self.velocity_limits, self.velocity_limits)
+        if np.any(clamped != data):
+            self.clamped_commands += 1
+            worst = int(np.argmax(np.abs(data) - self.velocity_limits))
+            self.get_logger().warning(
+                f'command {data[worst]:.6g} rad/s for {self.joints[worst]} beyond its limit '
+                f'{self.velocity_limits[worst]:.3g} rad/s: clamped ({self.clamped_commands} '
+                'commands clamped so far)', throttle_duration_sec=LOG_THROTTLE_S)
+        return clamped
 
     def timer_callback(self) -> None:
         """Realtime mode: one control step with the latest command (zero after a timeout)."""
@@ -204,8 +228,22 @@ class TwinNode(Node):
         self.advance(np.zeros(len(self.joints)) if self._timed_out else self._command)
 
     def idle_callback(self) -> None:
-        """Lockstep mode: repeat the unchanged state for late joiners when no step came."""
-        if time.monotonic() - self._last_publish_wall >= self.idle_republish_s:
+        """Lockstep mode: stop an arm nothing commands, repeat the state for late joiners."""
+        now = time.monotonic()
+        since = now - (self._last_command_wall or self._last_publish_wall)
+        moving = np.max(np.abs(self._last_obs[JOINT_VEL])) > STILL_RAD_S
+        if moving and self.lockstep_stop_after_s > 0 and since >= self.lockstep_stop_after_s:
+            self.safety_stops += 1
+            self.get_logger().warning(
+                f'no command for {since:.2f} s with the arm moving: stepping it with zero '
+                f'velocity until still ({self.safety_stops} stops so far)')
+            for _ in range(MAX_STOP_STEPS):
+                obs = self.advance(np.zeros(len(self.joints)))
+                if np.max(np.abs(obs[JOINT_VEL])) <= STILL_RAD_S:
+                    break
+            self._command = np.zeros(len(self.joints))
+            return
+        if now - self._last_publish_wall >= self.idle_republish_s:
             self.publish_state(self._last_obs)
 
     def advance(self, command: np.ndarray) -> np.ndarray:

@@ -37,8 +37,8 @@ from mbrl_robot.core.types import TransitionBatch  # noqa: E402
 from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_LABELS, EXECUTED_QOS,  # noqa
                                         executed_row, LATCHED_QOS, multiarray_to_rows,
                                         parse_executed_row, parse_transition_rows,
-                                        RELIABLE_QOS, rows_to_multiarray, TRANSITION_FIELDS,
-                                        transition_rows, TRANSITIONS_QOS)
+                                        RELIABLE_QOS, RESENT_LABELS, rows_to_multiarray,
+                                        TRANSITION_FIELDS, transition_rows, TRANSITIONS_QOS)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_SPEED = node_params('lecture', 'buffer')['task']['max_joint_speed_rad_s']
@@ -152,6 +152,10 @@ class Graph:
         self.sub = self.node.create_subscription(
             Float64MultiArray, '/buffer/transitions',
             lambda m: self.received.append(multiarray_to_rows(m, fields=49)), TRANSITIONS_QOS)
+        self.acks = []
+        self.ack_sub = self.node.create_subscription(
+            Float64MultiArray, '/buffer/executed_ack',
+            lambda m: self.acks.append(tuple(m.data)), LATCHED_QOS)
         self.stats_client = self.node.create_client(Trigger, '/buffer/stats')
         self.export_client = self.node.create_client(Trigger, '/buffer/export')
 
@@ -355,3 +359,51 @@ def check_bag(path, live):
     puck = sorted(msgs['/puck/pose'], key=lambda m: m[0])[-1][2]
     assert puck.header.frame_id == 'world'
     np.testing.assert_array_equal([puck.point.x, puck.point.y, puck.point.z], live[-1, 42:45])
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(90)
+def test_buffer_acknowledges_and_stores_resent_rows_once_across_a_kill(tmp_path, monkeypatch):
+    """Rows published while the buffer is dead are lost in transit; the restarted buffer
+    acknowledges its last row (transient local), holds back the live row after the hole and
+    stores the producer's resend once, dropping what it already has."""
+    domain_id = 100 + (os.getpid() + 37) % 100
+    monkeypatch.setenv('ROS_DOMAIN_ID', str(domain_id))
+    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    data_dir = str(tmp_path / 'buffer')
+    rows = episode(np.random.default_rng(3), 0, 6, 1.0)
+    log = open(tmp_path / 'buffer.log', 'w')
+    graph = Graph(domain_id)
+    procs = [start_buffer(data_dir, env, log)]
+    try:
+        graph.wait_for_new_buffer()
+        graph.publish_rows(rows[:4])
+        graph.spin_until(lambda: graph.acks and graph.acks[-1][:2] == (0, 3), 10.0, 'ack (0, 3)')
+        assert graph.acks[-1][2] == rows[3][2]
+        old = graph.endpoints()
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(timeout=10)
+        graph.publish_rows(rows[4:6])  # nobody stores these
+        graph.acks.clear()
+        procs.append(start_buffer(data_dir, env, log))
+        graph.wait_for_new_buffer(old)
+        graph.spin_until(lambda: graph.acks, 10.0, "the restarted buffer's ack")
+        assert graph.acks[-1][:2] == (0, 3)
+        graph.publish_rows(rows[6:])  # live, after the hole: held back, not acknowledged
+        graph.executed.publish(rows_to_multiarray(np.stack(rows[2:]), RESENT_LABELS))
+        graph.spin_until(lambda: graph.acks[-1][:2] == (0, 6), 10.0, 'ack (0, 6)')
+        stats = graph.stats()
+        assert stats['transitions'] == 6 and stats['episodes_done'] == 1
+        assert stats['gate'] == {'duplicates': 2, 'held_back': 1}
+        assert stats['assembler']['dropped_gaps'] == stats['assembler']['dropped_breaks'] == 0
+        graph.spin_until(lambda: len(graph.rows()) >= 6, 10.0, '6 transitions')
+        check_rows(graph.rows(), expected_transitions(rows), 1)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.wait(timeout=10)
+        graph.close()
+        log.close()

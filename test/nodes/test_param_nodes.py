@@ -36,7 +36,7 @@ CLASSES = {'twin': 'TwinNode', 'buffer': 'BufferNode', 'trainer': 'TrainerNode',
            'controller': 'ControllerNode', 'recipe': 'RecipeNode'}
 # Writable parameter -> the test below that sets it and observes the effect.
 LIVE_TESTS = {
-    'twin': {'command_timeout_s', 'episode_seed'},
+    'twin': {'command_timeout_s', 'episode_seed', 'lockstep_stop_after_s'},
     'buffer': {'publish_batch_size'},
     'trainer': {'retrain_period_s', 'max_val_loss', 'warm_start'},
     'controller': {'goal_hold.enter_radius_m', 'goal_hold.exit_radius_m',
@@ -136,6 +136,8 @@ def test_twin_live_parameters(make_node):
     node = make_node('twin')
     assert set_ok(node, 'command_timeout_s', 1.5) and node.command_timeout_s == 1.5
     assert set_ok(node, 'episode_seed', 7) and node.episode_seed == 7
+    assert set_ok(node, 'lockstep_stop_after_s', 0.0) and node.lockstep_stop_after_s == 0.0
+    assert not set_ok(node, 'lockstep_stop_after_s', -1.0)
     assert not set_ok(node, 'episode_seed', -5)
     assert node.episode_seed == 7
 

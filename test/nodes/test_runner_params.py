@@ -13,8 +13,8 @@
 # limitations under the License.
 """mbrl_run checks every parameter before it starts a node, and writes the file the nodes use.
 
-A bad ``--set`` (wrong type, misspelt name, unknown node) ends the runner with one clear line on
-stderr, no traceback, a non-zero exit, and no node started.
+A bad ``--set`` (wrong type, misspelt name, unknown node) or a missing ``--profile`` file ends the
+runner with one clear line on stderr, no traceback, a non-zero exit, and no node started.
 """
 
 import os
@@ -50,6 +50,18 @@ def test_bad_set_fails_before_any_node_with_one_line(tmp_path, setting, needle):
     assert needle in lines[0]
     assert 'Traceback' not in proc.stderr + proc.stdout
     assert not run_dir.exists()  # no logs, no params.yaml, no node
+
+
+@pytest.mark.parametrize('profile', ['no_such_profile', '/nonexistent/dir/profile.yaml'])
+def test_a_missing_profile_fails_with_one_line(tmp_path, profile):
+    run_dir = tmp_path / 'run'
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', profile,
+                           '--run-dir', str(run_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('mbrl_run: config file not found: '), lines
+    assert 'Traceback' not in proc.stderr + proc.stdout and not run_dir.exists()
 
 
 def test_the_run_params_file_is_what_the_nodes_use(tmp_path):

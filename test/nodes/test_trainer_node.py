@@ -16,11 +16,13 @@
 The test plays the buffer: it publishes sequence-numbered transition batches with a hole in
 them, answers the trainer's ``/buffer/resend_from`` requests, sends a malformed batch, asks for
 a retrain, and checks the announced checkpoint. A restarted trainer announces its last model
-again (transient local) so a controller that starts later still gets it.
+again (transient local) so a controller that starts later still gets it, skipping a newer
+checkpoint with a bad checksum and removing one left half-saved.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -143,11 +145,24 @@ def test_trainer_catches_up_trains_announces_and_resumes(tmp_path, ros_env):
         log = proc.stdout.read()
         assert 'malformed transition batch dropped' in log
 
-        # A restarted trainer announces v1 again for late joiners.
+        # A newer checkpoint with a bad checksum and one killed while being saved: the
+        # restarted trainer skips the first, removes the second and announces v1 again.
+        models = tmp_path / 'models'
+        shutil.copytree(models / 'v0001', models / 'v0002')
+        weights = bytearray((models / 'v0002' / 'model.pt').read_bytes())
+        weights[-100] ^= 0xFF
+        (models / 'v0002' / 'model.pt').write_bytes(bytes(weights))
+        shutil.copytree(models / 'v0001', models / 'v0003.tmp')
         buffer.models.clear()
-        proc = trainer_process(ros_env, tmp_path / 'models')
+        proc = trainer_process(ros_env, models)
         assert buffer.spin_until(lambda: buffer.models, 30.0)
         assert buffer.models[-1]['version'] == 1
+        assert not (models / 'v0003.tmp').exists()
+        proc.terminate()
+        proc.wait(timeout=20)
+        log = proc.stdout.read()
+        assert 'v0002 unusable' in log and 'sha256' in log
+        assert 'removing the unfinished checkpoint v0003.tmp' in log
     finally:
         buffer.close()
         if proc.poll() is None:

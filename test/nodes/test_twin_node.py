@@ -234,3 +234,55 @@ def test_realtime_clock_rate_command_and_timeout(twin):
     g.spin_for(0.6)
     assert np.abs(g.states[-1].velocity).max() < 0.02
     assert 'no command for 0.25 s' in twin.log_path.read_text()
+
+
+DRIVER = '''
+import sys
+import rclpy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+rclpy.init()
+node = rclpy.create_node('stand_in_controller')
+pub = node.create_publisher(Float64MultiArray, sys.argv[1], 10)
+cmd = [float(v) for v in sys.argv[2:]]
+node.create_subscription(JointState, 'joint_states',
+                         lambda m: pub.publish(Float64MultiArray(data=cmd)), 10)
+rclpy.spin(node)
+'''
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(60)
+def test_lockstep_stops_the_arm_of_a_killed_controller_and_counts_huge_commands(twin):
+    """A controller process driving the lockstep twin is killed -9 mid-motion: the twin stops the
+    arm (zero velocity in the published state, new stamps) after lockstep_stop_after_s."""
+    g = twin('mode:=lockstep', 'lockstep_stop_after_s:=0.5')
+    state = g.step([1e9, 0, 0, 0, 0, 0, 0])  # clamped to the URDF limit, counted and logged
+    assert state.velocity[0] == pytest.approx(np.radians(98.0), rel=0.02)
+    g.step([0.0] * 7)
+    driver = subprocess.Popen([sys.executable, '-c', DRIVER,
+                               f'/{PARAMS["controller_name"]}/commands']
+                              + [str(v) for v in COMMAND])
+    try:
+        g.spin_until(lambda: _stamp(g.states[-1]) > _stamp(state) + 10 * DT, 20.0,
+                     'the stand-in controller to drive the arm')
+        assert np.abs(g.states[-1].velocity).max() > 0.05
+        driver.send_signal(signal.SIGKILL)
+        t_kill = time.monotonic()
+        driver.wait(timeout=10)
+        g.spin_until(lambda: np.abs(g.states[-1].velocity).max() < 1e-3, 10.0, 'a still arm')
+        time_to_zero = time.monotonic() - t_kill
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    print(f'time to zero velocity after kill -9 of the controller (lockstep, stop after 0.5 s): '
+          f'{time_to_zero:.2f} s')
+    assert 0.4 < time_to_zero < 3.0
+    stopped = g.states[-1]
+    g.spin_for(1.2)  # stays still; the idle repeats carry the stopped state
+    assert _stamp(g.states[-1]) == _stamp(stopped)
+    assert np.abs(g.states[-1].velocity).max() < 1e-3
+    log = twin.log_path.read_text()
+    assert 'beyond its limit' in log and '1 commands clamped' in log
+    assert 'stepping it with zero velocity until still' in log

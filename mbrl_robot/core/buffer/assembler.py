@@ -218,6 +218,19 @@ class TransitionAssembler:
         self._pending = None if terminal else row
         return out
 
+    def validate(self, row: np.ndarray) -> np.ndarray:
+        """The row as float64 if :meth:`add_row` would take it.
+
+        Raises:
+            RowRejected: the row is malformed; it was counted (seen and rejected).
+        """
+        try:
+            return self._validate(row)
+        except RowRejected:
+            self.rows_seen += 1
+            self.rejected += 1
+            raise
+
     def _pair(self, prev: np.ndarray, row: np.ndarray, terminal: bool) -> Transition:
         obs = prev[self._s].copy()
         act = prev[self._a].copy()

@@ -21,7 +21,9 @@ File: ``<data_dir>/transitions.sqlite3`` (plus SQLite's ``-wal``/``-shm`` side f
   ``created`` is the wall time of the insert. ``seq`` starts at 1 and increases by one per
   transition; rows are never deleted, so a seq names one transition forever.
 - ``meta(key PRIMARY KEY, value)``: ``schema_version``, ``state_dim``, ``action_dim``,
-  ``target_dim``; opening a store with other dims raises ValueError.
+  ``target_dim``; opening a store with other dims raises ValueError. ``last_row`` (JSON
+  ``[episode, step, stamp, terminal]``) is the last executed row accepted, written with the
+  transitions it completed: what the buffer acknowledges (``reliable.RowGate``).
 - ``pending(id = 0, row BLOB)``: the executed row still waiting for its successor, written in the
   same transaction as the transitions it goes with (see ``assembler.py``).
 
@@ -185,13 +187,15 @@ class TransitionStore:
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, transitions: Sequence[Transition],
-               pending: Any = ...) -> np.ndarray:
+               pending: Any = ..., last_row: Optional[Sequence[Any]] = None) -> np.ndarray:
         """Store transitions in one transaction; durable once this returns.
 
         Args:
             transitions: completed transitions (``assembler.Transition``), in order.
             pending: the assembler's pending row to save in the same transaction: an (F,) array,
                 None to clear it, or omitted (``...``) to leave it unchanged.
+            last_row: ``(episode, step, stamp, terminal)`` of the last executed row accepted,
+                saved in the same transaction (None: unchanged).
 
         Returns:
             (N,) int64 seqs given to the transitions, consecutive.
@@ -233,6 +237,11 @@ class TransitionStore:
                 conn.executemany(f'INSERT INTO transitions ({_COLUMNS}) '
                                  'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                                  ([int(s)] + v for s, v in zip(seqs, values)))
+                if last_row is not None:
+                    conn.execute('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)',
+                                 ('last_row', json.dumps([int(last_row[0]), int(last_row[1]),
+                                                          float(last_row[2]),
+                                                          bool(last_row[3])])))
                 if pending is not ...:
                     conn.execute('DELETE FROM pending')
                     if pending_blob is not None:
@@ -250,6 +259,15 @@ class TransitionStore:
         with self._lock:
             got = self._db().execute('SELECT row FROM pending WHERE id = 0').fetchone()
         return None if got is None else np.frombuffer(got[0], _F64).copy()
+
+    def last_row(self) -> Optional[Tuple[int, int, float, bool]]:
+        """The saved ``(episode, step, stamp, terminal)`` of the last accepted row, or None."""
+        with self._lock:
+            got = self._db().execute("SELECT value FROM meta WHERE key = 'last_row'").fetchone()
+        if got is None:
+            return None
+        e, k, stamp, terminal = json.loads(got[0])
+        return int(e), int(k), float(stamp), bool(terminal)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""At-least-once delivery of executed rows, producer and consumer halves (pure logic, no ROS).
+
+The controller keeps every executed row it published in :class:`UnackedRows` until the buffer
+acknowledges it, and resends what is still unacknowledged after a while (a buffer that was
+killed and restarted missed what was published meanwhile). The buffer passes each row through
+:class:`RowGate` before the assembler and, once the rows are committed, acknowledges the last
+one it accepted (:attr:`RowGate.last`: ``(episode, step, stamp)``).
+
+A row is identified by ``(episode, step)`` and its ``stamp``. Row ``r`` is *covered* by the
+acknowledged row ``L`` when ``(r.episode, r.step) <= (L.episode, L.step)`` and
+``r.stamp <= L.stamp``: a resend of something already stored. The stamp keeps a restarted
+controller's rows apart from the old ones: it starts the latched episode again at step 0, but
+with later stamps (a restarted twin goes back in stamps, but then the episode moves on).
+
+The gate lets a row through when it is the next one after ``L`` (the next step of the same
+episode, or step 0 of a later episode after a terminal row), or when it comes in a resend (the
+producer's oldest unacknowledged rows are the best there is). A live row after a hole (the rows
+in between were published while the buffer was down, or a restarted controller began the
+episode again) is held back, not acknowledged, and so is every live row after it until a resend
+comes: the resend brings the hole and the rows in order. So nothing is paired across a hole or
+across two runs of the controller, and nothing is stored twice.
+"""
+
+import collections
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from mbrl_robot.core.buffer.assembler import HEADER, RowRejected
+from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
+
+Key = Tuple[int, int, float]  # episode, step, stamp
+
+NEW, DUPLICATE, HOLE = 'new', 'duplicate', 'hole'
+
+
+def row_key(row: np.ndarray) -> Optional[Key]:
+    """``(episode, step, stamp)`` of an executed row, None when the header is not valid."""
+    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    if row.size < 3 or not np.isfinite(row[:3]).all():
+        return None
+    return int(row[0]), int(row[1]), float(row[2])
+
+
+def covered(key: Key, ack: Optional[Key]) -> bool:
+    """True when the row ``key`` is at or before the acknowledged row ``ack``."""
+    return ack is not None and key[:2] <= ack[:2] and key[2] <= ack[2]
+
+
+class UnackedRows:
+    """The producer's bounded queue of executed rows not yet acknowledged.
+
+    Args:
+        max_rows: most rows kept; beyond it the oldest is dropped (and counted).
+
+    Raises:
+        ValueError: max_rows < 1.
+    """
+
+    def __init__(self, max_rows: int):
+        if max_rows < 1:
+            raise ValueError(f'max_rows must be >= 1, got {max_rows}')
+        self.max_rows = int(max_rows)
+        self._rows: Deque[Tuple[Key, np.ndarray, float]] = collections.deque()
+        self.ack: Optional[Key] = None
+        self.dropped = 0
+        self.acked = 0
+        self.resent = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: np.ndarray, now: float) -> Optional[np.ndarray]:
+        """Keep ``row`` (F,), published at ``now`` (s); returns the row dropped to make room."""
+        key = row_key(row)
+        if key is None:
+            raise ValueError('executed row without a finite episode, step and stamp')
+        self._rows.append((key, np.array(row, dtype=np.float64), float(now)))
+        if len(self._rows) > self.max_rows:
+            self.dropped += 1
+            return self._rows.popleft()[1]
+        return None
+
+    def acknowledge(self, ack: Key) -> int:
+        """Forget every row covered by ``ack``; returns how many."""
+        self.ack = (int(ack[0]), int(ack[1]), float(ack[2]))
+        keep = collections.deque(r for r in self._rows if not covered(r[0], self.ack))
+        n = len(self._rows) - len(keep)
+        self._rows = keep
+        self.acked += n
+        return n
+
+    def due(self, now: float, after_s: float) -> np.ndarray:
+        """Every unacknowledged row, oldest first, when the oldest was (re)sent ``after_s`` or
+        more before ``now``; those rows count as sent at ``now``.
+
+        Returns:
+            (n, F) rows, n = 0 when nothing is due.
+        """
+        if not self._rows or now - self._rows[0][2] < after_s:
+            return np.zeros((0, 0))
+        rows = np.stack([r[1] for r in self._rows])
+        self._rows = collections.deque((k, r, now) for k, r, _ in self._rows)
+        self.resent += len(rows)
+        return rows
+
+    def counters(self) -> Dict[str, int]:
+        """unacked, acked, resent and dropped rows since construction."""
+        return {'unacked': len(self._rows), 'acked': self.acked, 'resent': self.resent,
+                'dropped_unacked': self.dropped}
+
+
+class RowGate:
+    """The consumer's filter in front of the assembler (see the module docstring).
+
+    Args:
+        last: the last accepted row ``(episode, step, stamp, terminal)`` saved by an earlier
+            gate (:attr:`state`), or None.
+        state_dim: S of the rows (the action, all NaN on a terminal row, follows s).
+        action_dim: A.
+    """
+
+    def __init__(self, last: Optional[Tuple[int, int, float, bool]] = None,
+                 state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM):
+        self._a = slice(HEADER + state_dim, HEADER + state_dim + action_dim)
+        self._last: Optional[Key] = None
+        self._terminal = False
+        if last is not None:
+            self._last = (int(last[0]), int(last[1]), float(last[2]))
+            self._terminal = bool(last[3])
+        self.duplicates = 0
+        self.held_back = 0
+        self._holding = False
+
+    @property
+    def last(self) -> Optional[Key]:
+        """``(episode, step, stamp)`` of the last accepted row: what to acknowledge."""
+        return self._last
+
+    @property
+    def state(self) -> Optional[Tuple[int, int, float, bool]]:
+        """What a new gate needs to carry on (``last`` plus whether that row was terminal)."""
+        return None if self._last is None else (*self._last, self._terminal)
+
+    def check(self, row: np.ndarray, resent: bool = False) -> str:
+        """``NEW`` (feed it to the assembler, then :meth:`accept`), ``DUPLICATE`` (already
+        stored: drop it) or ``HOLE`` (a live row after missing rows: drop it, the resend brings
+        it back in order). Counted."""
+        key = row_key(row)
+        if resent:
+            self._holding = False  # the resend starts at the producer's oldest unacked row
+        if key is None or self._last is None:
+            return NEW
+        if covered(key, self._last):
+            self.duplicates += 1
+            return DUPLICATE
+        episode, step, _ = self._last
+        nxt = ((key[0] == episode and key[1] == step + 1)
+               or (self._terminal and key[0] > episode and key[1] == 0))
+        if resent or (nxt and not self._holding):
+            return NEW
+        self._holding = True
+        self.held_back += 1
+        return HOLE
+
+    def accept(self, row: np.ndarray) -> None:
+        """Record ``row`` as accepted (it went to the assembler, paired or not)."""
+        key = row_key(row)
+        if key is not None:
+            self._last = key
+            self._terminal = bool(np.isnan(np.asarray(row, dtype=np.float64)[self._a]).all())
+
+    def counters(self) -> Dict[str, int]:
+        """duplicates and held-back rows since construction."""
+        return {'duplicates': self.duplicates, 'held_back': self.held_back}
+
+
+class ReliableIngest:
+    """The buffer's receive path: :class:`RowGate`, then the assembler, then one commit.
+
+    Args:
+        store: the ``TransitionStore`` (its saved ``last_row`` seeds the gate).
+        assembler: the ``TransitionAssembler`` (its pending row restored from the store).
+    """
+
+    def __init__(self, store: Any, assembler: Any):
+        self.store = store
+        self.assembler = assembler
+        self.gate = RowGate(store.last_row(), assembler.state_dim, assembler.action_dim)
+
+    def ingest(self, rows: np.ndarray, resent: bool = False
+               ) -> Tuple[np.ndarray, List[Any], List[str]]:
+        """Gate, pair and durably store ``rows`` (n, F) from one message.
+
+        Returns:
+            ``(seqs, transitions, errors)``: the seqs and transitions committed, and why
+            malformed rows were rejected (counted by the assembler; never acknowledged).
+        """
+        completed: List[Any] = []
+        errors: List[str] = []
+        for row in rows:
+            try:
+                row = self.assembler.validate(row)
+            except RowRejected as e:
+                errors.append(str(e))
+                continue
+            if self.gate.check(row, resent) == NEW:
+                completed.extend(self.assembler.add_row(row))
+                self.gate.accept(row)
+        seqs = self.store.append(completed, pending=self.assembler.pending,
+                                 last_row=self.gate.state)
+        return seqs, completed, errors

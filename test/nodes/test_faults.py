@@ -1,0 +1,144 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Nothing lost, nothing stuck: the CI smoke recipe with nodes killed -9 along the way.
+
+``mbrl_run --profile ci_smoke`` with the buffer killed in the middle of a random episode, the
+controller in the middle of the MPC episode and the trainer during the retrain; ``mbrl_run``
+restarts each. The run must finish with every phase, and the buffer must hold every transition
+exactly once: the controller resends what the dead buffer missed, the buffer drops what it has.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.buffer.storage import TransitionStore
+
+pytestmark = pytest.mark.ros
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def wait_for_line(path, pattern, count=1, timeout=200.0):
+    """Poll a log file until ``pattern`` occurs ``count`` times; returns the wall time."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if os.path.isfile(path):
+            with open(path) as f:
+                if f.read().count(pattern) >= count:
+                    return time.time()
+        time.sleep(0.05)
+    raise AssertionError(f'{pattern!r} x{count} not in {path} within {timeout} s')
+
+
+def kill9(run_dir, node):
+    """SIGKILL the current process of ``node``; returns its pid and the wall time."""
+    with open(os.path.join(run_dir, 'logs', 'pids.json')) as f:
+        pid = json.load(f)[node]
+    os.kill(pid, signal.SIGKILL)
+    return pid, time.time()
+
+
+def log_time(line):
+    """Wall time of a ROS log line ``[INFO] [1764590000.123] [twin]: ...``."""
+    return float(re.search(r'\] \[(\d+\.\d+)\] \[', line).group(1))
+
+
+@pytest.mark.timeout(600)
+def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once(tmp_path):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    logs = tmp_path / 'logs'
+    run = subprocess.Popen([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                            '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1'],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    kills = {}
+    try:
+        # The buffer, a few steps into the second random episode.
+        wait_for_line(logs / 'controller.log', 'episode 1: random policy')
+        time.sleep(0.1)
+        kills['buffer'] = kill9(tmp_path, 'buffer')
+        # The controller, part-way through the MPC episode (the first planner episode).
+        wait_for_line(logs / 'controller.log', ': planner policy')
+        time.sleep(0.5)
+        kills['controller'] = kill9(tmp_path, 'controller')
+        # The trainer, as soon as the retrain starts.
+        wait_for_line(logs / 'trainer.log', 'training (request) on', count=2)
+        kills['trainer'] = kill9(tmp_path, 'trainer')
+        out, _ = run.communicate(timeout=500)
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGINT)
+            run.communicate(timeout=60)
+    assert run.returncode == 0, out[-4000:]
+    for node in kills:
+        assert f'mbrl_run: {node} exited (rc -9)' in out and 'restart 1/1' in out, out[-4000:]
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['complete'] and summary['failed'] is None
+    steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
+    stages = [e['stage'] for e in summary['episodes']]
+    assert stages == ['random', 'random', 'mpc', 'eval_planner']
+    assert all(e['steps'] == steps for e in summary['episodes'])
+    assert all(np.isfinite(e['final_distance']) for e in summary['episodes'])
+    assert [t['version'] for t in summary['trainings']] == [1, 2]
+    assert sorted(os.listdir(tmp_path / 'models')) == ['v0001', 'v0002']
+
+    store = TransitionStore(str(tmp_path / 'buffer'))
+    try:
+        rec = store.records(dtype=np.float64)
+        stats = store.stats()
+    finally:
+        store.close()
+    keys = list(zip(rec.episode.tolist(), rec.step.tolist(), rec.stamp.tolist()))
+    assert len(set(keys)) == len(keys), 'a transition stored twice'
+    episodes = sorted(set(rec.episode.tolist()))
+    assert len(episodes) == 4 and stats['episodes_done'] == 4
+    mpc = episodes[2]
+    for ep in episodes:
+        ep_steps = rec.step[rec.episode == ep]
+        if ep != mpc:  # every step once, the hole the buffer's death made filled in
+            assert ep_steps.tolist() == list(range(steps)), (ep, ep_steps)
+        else:  # the restarted controller ran the episode again: the new run is whole
+            restart = rec.stamp[(rec.episode == ep) & (rec.step == 0)].max()
+            last = rec.stamp[rec.episode == ep] >= restart
+            assert sorted(ep_steps[last].tolist()) == list(range(steps))
+    # Lockstep: s' is one control period after s, never from another run of the controller.
+    np.testing.assert_allclose(rec.next_stamp - rec.stamp, 0.05, atol=1e-6)
+    chained = (~rec.batch.done[:-1]) & (rec.episode[:-1] == rec.episode[1:]) & (
+        rec.step[1:] == rec.step[:-1] + 1)
+    np.testing.assert_array_equal(rec.batch.next_obs[:-1][chained], rec.batch.obs[1:][chained])
+    controller_log = (logs / 'controller.log').read_text()
+    assert 'resending' in controller_log
+    stops = [ln for ln in (logs / 'twin.log').read_text().splitlines()
+             if 'stepping it with zero velocity' in ln]
+    executed = sum(e['steps'] for e in summary['episodes'])
+    print(f'\nkills: {sorted(kills)}; transitions executed by the final run of each episode '
+          f'{executed}, stored {len(keys)} (each once; {len(keys) - executed} from the killed '
+          "controller's partial run)")
+    after = [log_time(ln) - kills['controller'][1] for ln in stops
+             if log_time(ln) > kills['controller'][1]]
+    if after:  # the twin's log line comes right before its zero-velocity steps
+        print(f'twin stopped the arm {after[0]:.2f} s after the controller was killed '
+              '(lockstep_stop_after_s 2.0)')
