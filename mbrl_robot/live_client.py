@@ -118,3 +118,95 @@ async def _control(ws, msg: Dict[str, Any], session: Session, topics, decoders, 
                 subscriptions.append({'id': sub, 'channelId': channel['id']})
         if subscriptions:
             await ws.send(json.dumps({'op': 'subscribe', 'subscriptions': subscriptions}))
+
+
+def _xyz(point: Dict[str, Any]) -> Tuple[float, float, float]:
+    return tuple(float(point.get(k, 0.0)) for k in ('x', 'y', 'z'))
+
+
+def _last(session: Session, topic: str) -> Any:
+    return session.messages[topic][-1][1] if session.messages.get(topic) else {}
+
+
+def render(session: Session, path: str) -> str:
+    """A picture of what a client decoded (matplotlib, no Foxglove app): the 3D scene (arm,
+    puck, target, the plan's predicted paths), a top view of the plan with its spread, and
+    the plots of distance, plan latency and loss. Returns ``path``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(12, 8))
+    _draw_scene(session, fig.add_subplot(2, 2, 1, projection='3d'), fig.add_subplot(2, 2, 2))
+    _draw_plots(session, fig.add_subplot(2, 2, 3), fig.add_subplot(2, 2, 4))
+    progress = _last(session, '/recipe/progress')
+    fig.suptitle('mbrl_run --live: decoded from the Foxglove WebSocket stream'
+                 + (f' | phase {progress.get("position")}/{progress.get("phases")}'
+                    if progress else ''))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _draw_scene(session: Session, ax3, top) -> None:
+    from matplotlib.patches import Circle
+    base = [t for t in _last(session, '/tf').get('transforms', [])
+            if t['parent_frame_id'] == 'world']
+    offset = _xyz(base[0].get('translation', {})) if base else (0.0, 0.0, 0.0)
+    arm = [e for e in _last(session, '/scene/arm').get('entities', []) if e['id'] == 'arm']
+    arm_xyz = [tuple(a + b for a, b in zip(_xyz(p), offset))
+               for p in (arm[0]['lines'][0]['points'] if arm else [])]
+    objects = {e['id']: e for e in _last(session, '/scene/objects').get('entities', [])}
+    for name, e in sorted({e['id']: e for e in _last(session, '/scene/predicted_paths').get(
+            'entities', [])}.items()):
+        color = tuple(e.get('lines', e.get('spheres', [{}]))[0].get('color', {}).get(k, 0.0)
+                      for k in ('r', 'g', 'b'))
+        if e.get('lines'):
+            pts = [_xyz(p) for p in e['lines'][0]['points']]
+            ax3.plot(*zip(*pts), color=color, lw=2, label=f'predicted {name}')
+            top.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=2,
+                     label=f'predicted {name} path')
+        for s in e.get('spheres', []):
+            c = _xyz(s['pose']['position'])
+            top.add_patch(Circle(c[:2], s['size']['x'] / 2, color=color, alpha=0.15))
+    if arm_xyz:
+        ax3.plot(*zip(*arm_xyz), color=(1.0, 0.42, 0.04), lw=6, label='arm (FK of /tf)')
+        ax3.scatter(*zip(*arm_xyz[:-3]), color='0.4', s=30)
+        top.plot(arm_xyz[-1][0], arm_xyz[-1][1], 'k+', ms=12, label='tool tip')
+    for name, style in (('puck', dict(color='tab:red', s=120)),
+                        ('target', dict(color='tab:green', s=120, marker='x'))):
+        if name in objects:
+            cyl = objects[name]['cylinders'][0]
+            c = _xyz(cyl['pose']['position'])
+            ax3.scatter(*c, label=name, **style)
+            top.scatter(c[0], c[1], label=name, **style)
+            if name == 'target':
+                top.add_patch(Circle(c[:2], cyl['size']['x'] / 2, fill=False, ls='--',
+                                     color='tab:green'))
+    ax3.set(xlabel='x (m)', ylabel='y (m)', zlabel='z (m)', title='/scene (frame world)')
+    ax3.set_box_aspect((1, 1, 1))
+    ax3.legend(fontsize=7, loc='upper left')
+    top.set(xlabel='x (m)', ylabel='y (m)', aspect='equal',
+            title='top view: plan, spread (shaded), success radius (dashed)')
+    top.legend(fontsize=7)
+
+
+def _draw_plots(session: Session, plots, lat) -> None:
+    for topic, label in (('/controller/distance_to_target', 'distance to target (m)'),
+                         ('/controller/disagreement', 'disagreement')):
+        msgs = session.messages.get(topic, [])
+        if msgs:
+            t0 = msgs[0][0]
+            plots.plot([(t - t0) / 1e9 for t, _ in msgs], [m['value'] for _, m in msgs],
+                       label=label)
+    plots.set(xlabel='wall time (s)', title='/controller plots')
+    plots.legend(fontsize=7)
+    ms = [m['value'] for _, m in session.messages.get('/controller/plan_time_ms', [])]
+    loss = session.messages.get('/trainer/loss', [])
+    lat.plot(ms, '.', label='plan latency (ms)')
+    if loss:
+        twin = lat.twinx()
+        twin.plot([m['val_loss'] for _, m in loss], 'g-', label='val loss (right)')
+        twin.legend(fontsize=7, loc='upper right')
+    lat.set(xlabel='plan / epoch index', title='plan latency and model loss')
+    lat.legend(fontsize=7, loc='upper left')

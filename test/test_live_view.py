@@ -111,6 +111,7 @@ def test_served_to_a_foxglove_client_and_recorded(tmp_path):
     assert {e['id'] for e in paths} == {'puck', 'puck_spread'}
     assert len(paths[0].get('lines', paths[-1].get('lines', []))[0]['points']) == 2
     assert session.messages['/recipe/progress'][-1][1]['phases'] == 6
+    assert os.path.getsize(live_client.render(session, str(tmp_path / 'view.png'))) > 10_000
     # The recording opens with the independent mcap reader.
     from mcap.reader import make_reader
     with open(record, 'rb') as f:
