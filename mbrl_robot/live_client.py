@@ -148,17 +148,31 @@ def render(session: Session, path: str) -> str:
     return path
 
 
+def _line_length(update: Dict[str, Any]) -> float:
+    pts = [_xyz(p) for e in update.get('entities', []) for line in e.get('lines', [])
+           for p in line['points']]
+    return sum(sum((a - b) ** 2 for a, b in zip(p, q)) ** 0.5 for p, q in zip(pts, pts[1:]))
+
+
+def _at(session: Session, topic: str, t: int) -> Any:
+    """The message of ``topic`` logged closest to ``t`` ({} if none)."""
+    msgs = session.messages.get(topic, [])
+    return min(msgs, key=lambda m: abs(m[0] - t))[1] if msgs else {}
+
+
 def _draw_scene(session: Session, ax3, top) -> None:
+    """The plan with the longest predicted paths, and the arm and objects at that moment."""
     from matplotlib.patches import Circle
-    base = [t for t in _last(session, '/tf').get('transforms', [])
-            if t['parent_frame_id'] == 'world']
+    plans = session.messages.get('/scene/predicted_paths', [])
+    t, plan = max(plans, key=lambda m: _line_length(m[1])) if plans else (0, {})
+    base = [tf for tf in _at(session, '/tf', t).get('transforms', [])
+            if tf['parent_frame_id'] == 'world']
     offset = _xyz(base[0].get('translation', {})) if base else (0.0, 0.0, 0.0)
-    arm = [e for e in _last(session, '/scene/arm').get('entities', []) if e['id'] == 'arm']
+    arm = [e for e in _at(session, '/scene/arm', t).get('entities', []) if e['id'] == 'arm']
     arm_xyz = [tuple(a + b for a, b in zip(_xyz(p), offset))
                for p in (arm[0]['lines'][0]['points'] if arm else [])]
-    objects = {e['id']: e for e in _last(session, '/scene/objects').get('entities', [])}
-    for name, e in sorted({e['id']: e for e in _last(session, '/scene/predicted_paths').get(
-            'entities', [])}.items()):
+    objects = {e['id']: e for e in _at(session, '/scene/objects', t).get('entities', [])}
+    for name, e in sorted({e['id']: e for e in plan.get('entities', [])}.items()):
         color = tuple(e.get('lines', e.get('spheres', [{}]))[0].get('color', {}).get(k, 0.0)
                       for k in ('r', 'g', 'b'))
         if e.get('lines'):
@@ -184,6 +198,7 @@ def _draw_scene(session: Session, ax3, top) -> None:
                 top.add_patch(Circle(c[:2], cyl['size']['x'] / 2, fill=False, ls='--',
                                      color='tab:green'))
     ax3.set(xlabel='x (m)', ylabel='y (m)', zlabel='z (m)', title='/scene (frame world)')
+    ax3.set(xlim=(-0.1, 0.8), ylim=(-0.45, 0.45), zlim=(0.0, 0.9))
     ax3.set_box_aspect((1, 1, 1))
     ax3.legend(fontsize=7, loc='upper left')
     top.set(xlabel='x (m)', ylabel='y (m)', aspect='equal',

@@ -59,8 +59,10 @@ def tip(msg):
 
 def seen_enough(session) -> bool:
     tfs = session.messages.get('/tf', [])
+    # Well into the first planner episode: a few plans shown and timed.
     return (len(tfs) >= 5 and tip(tfs[0][1]) != tip(tfs[-1][1])
-            and bool(session.messages.get('/scene/predicted_paths')))
+            and len(session.messages.get('/scene/predicted_paths', [])) >= 10
+            and len(session.messages.get('/controller/plan_time_ms', [])) >= 10)
 
 
 @pytest.fixture(scope='module')
@@ -114,6 +116,14 @@ def test_the_arm_moves_and_the_plan_is_shown(live_run):
     arm = session.messages['/scene/arm'][-1][1]['entities'][0]
     assert arm['frame_id'] == 'iiwa_base' and len(arm['lines'][0]['points']) == 12
     assert session.messages['/controller/plan_time_ms'][-1][1]['value'] > 0.0
+
+
+def test_a_picture_of_the_decoded_scene(live_run, tmp_path):
+    session = live_run[0]
+    path = live_client.render(session, str(tmp_path / 'live_view.png'))
+    assert os.path.getsize(path) > 10_000
+    if os.environ.get('MBRL_LIVE_VIEW_PNG'):  # docs/live_view.png comes from here
+        live_client.render(session, os.environ['MBRL_LIVE_VIEW_PNG'])
 
 
 def test_the_recording_reads_back_with_mcap(live_run):
