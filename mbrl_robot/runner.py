@@ -253,6 +253,9 @@ def main(argv=None) -> int:
         if args.record:
             sets['monitor'] = _merge(sets.get('monitor', {}),
                                      {'record_path': os.path.abspath(args.record)})
+        # The live view follows renamed nodes unless told otherwise.
+        watched = {n: names[n] for n in ('controller', 'trainer') if n in names}
+        sets['monitor'] = _merge(watched, sets.get('monitor', {}))
         # Every node's parameters, validated before any process starts: the one file they use.
         params = effective_params(profile_file, sets, run_dir)
     except (ValueError, OSError) as e:
