@@ -34,6 +34,7 @@ import websockets
 # The SDK's protocol name; the first one is the older name of the same protocol.
 SUBPROTOCOLS = ['foxglove.websocket.v1', 'foxglove.sdk.v1']
 OP_MESSAGE_DATA = 1
+OP_FETCH_ASSET_RESPONSE = 4
 
 
 def protobuf_decoder(schema_name: str, schema_b64: str) -> Callable[[bytes], Dict[str, Any]]:
@@ -102,6 +103,28 @@ async def collect(url: str, seconds: float = 5.0, topics: Optional[List[str]] = 
                 session.messages.setdefault(topic, []).append(
                     (log_time, decoders[sub](bytes(frame[13:]))))
     return session
+
+
+async def fetch_asset(url: str, uri: str, timeout_s: float = 10.0) -> bytes:
+    """What the Foxglove app does for a ``package://`` URI: fetchAsset, then the response.
+
+    Raises:
+        RuntimeError: the server has no assets capability or answered with an error.
+    """
+    async with websockets.connect(url, subprotocols=SUBPROTOCOLS, max_size=None) as ws:
+        info = json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
+        if 'assets' not in info.get('capabilities', []):
+            raise RuntimeError(f'server capabilities {info.get("capabilities")}: no assets')
+        await ws.send(json.dumps({'op': 'fetchAsset', 'uri': uri, 'requestId': 7}))
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), timeout_s)
+            if isinstance(frame, bytes) and frame[0] == OP_FETCH_ASSET_RESPONSE:
+                request, status, n = struct.unpack_from('<IBI', frame, 1)
+                if request != 7:
+                    continue
+                if status != 0:
+                    raise RuntimeError(frame[10:10 + n].decode())
+                return bytes(frame[10 + n:])
 
 
 async def _control(ws, msg: Dict[str, Any], session: Session, topics, decoders, by_sub):

@@ -70,6 +70,9 @@ JSON_CHANNELS = {
     '/recipe/progress': ('mbrl_robot.Progress', PROGRESS_SCHEMA),
     '/diagnostics': ('mbrl_robot.Diagnostics', DIAGNOSTICS_SCHEMA)}
 SCENE_CHANNELS = ('/scene/arm', '/scene/objects', '/scene/predicted_paths')
+# The arm's URDF as the server serves it (fetchAsset) to Foxglove's URDF layer, which draws it
+# on the /tf frames (the file uses primitive shapes only: nothing else to fetch).
+URDF_URI = 'package://mbrl_robot/urdf/iiwa7_pusher.urdf'
 
 
 def stamp(t_ns: Optional[int] = None) -> Timestamp:
@@ -233,10 +236,11 @@ class LiveChannels:
         host, port: the WebSocket server's address (port 0: any free port).
         record_path: also write every channel to this MCAP file ('' = no).
         name: the server's name (shown by the Foxglove app).
+        assets: ``{uri: bytes}`` the server hands out on request (the URDF, ``URDF_URI``).
     """
 
     def __init__(self, host: str = '127.0.0.1', port: int = 8765, record_path: str = '',
-                 name: str = 'mbrl_robot'):
+                 name: str = 'mbrl_robot', assets: Optional[Dict[str, bytes]] = None):
         self.context = foxglove.Context()
         self.tf = FrameTransformsChannel('/tf', context=self.context)
         self.joint_states = JointStatesChannel('/joint_states', context=self.context)
@@ -247,8 +251,10 @@ class LiveChannels:
             for t, (name, schema) in JSON_CHANNELS.items()}
         self.recorder = (foxglove.open_mcap(record_path, allow_overwrite=True,
                                             context=self.context) if record_path else None)
+        assets = dict(assets or {})
         self.server = foxglove.start_server(name=name, host=host, port=port,
-                                            context=self.context)
+                                            context=self.context,
+                                            asset_handler=assets.get if assets else None)
 
     @property
     def port(self) -> int:
@@ -283,8 +289,11 @@ def layout_json() -> str:
             show_legend=True, time_window_mode='sliding', following_view_width=120.0))
 
     scene = {t: fl.BaseRendererSceneUpdateTopicSettings(visible=True) for t in SCENE_CHANNELS}
+    urdf = fl.BaseRendererUrdfLayerSettings(
+        visible=True, layer_id='foxglove.Urdf', instance_id='iiwa7-urdf', label='iiwa7 (URDF)',
+        source_type='url', url=URDF_URI, control_mode='transforms', display_mode='visual')
     three_d = fl.ThreeDeePanel(title='arm, puck, target and the plan', config=fl.ThreeDeeConfig(
-        topics=scene, fixed_frame='world', follow_tf='world'))
+        topics=scene, layers={'iiwa7-urdf': urdf}, fixed_frame='world', follow_tf='world'))
     plots = fl.SplitContainer(direction='column', items=[
         item(plot('plan latency (ms)', ('/controller/plan_time_ms.value', 'plan ms'))),
         item(plot('distance to target (m)',

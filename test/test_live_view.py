@@ -61,7 +61,9 @@ def test_arm_frames_form_one_tree_and_end_at_the_fk_tip():
 
 def serve_and_collect(tmp_path):
     record = str(tmp_path / 'live.mcap')
-    live = live_view.LiveChannels(port=0, record_path=record)
+    with open(urdf_path(), 'rb') as f:
+        urdf = f.read()
+    live = live_view.LiveChannels(port=0, record_path=record, assets={live_view.URDF_URI: urdf})
     arm = live_view.ArmFrames(urdf_path(), JOINTS)
     stop = threading.Event()
 
@@ -86,6 +88,11 @@ def serve_and_collect(tmp_path):
     thread = threading.Thread(target=publish, daemon=True)
     thread.start()
     try:
+        url = f'ws://127.0.0.1:{live.port}'
+        # Foxglove's URDF layer fetches the arm with fetchAsset.
+        assert asyncio.run(live_client.fetch_asset(url, live_view.URDF_URI)) == urdf
+        with pytest.raises(RuntimeError):
+            asyncio.run(live_client.fetch_asset(url, 'package://mbrl_robot/urdf/none.urdf'))
         session = asyncio.run(live_client.collect(
             f'ws://127.0.0.1:{live.port}', seconds=20.0,
             until=lambda s: all(len(s.messages.get(t, [])) >= 3 for t in (

@@ -54,7 +54,12 @@ class MonitorNode(Node):
         base = p['base_frame']
         self.arm = live_view.ArmFrames(p['urdf_file'] or urdf_path(), p['task']['joints'],
                                        base['parent'], base['xyz'], base['rpy'])
-        self.live = live_view.LiveChannels(p['host'], p['port'], p['record_path'])
+        # Foxglove's URDF layer fetches the arm's URDF from this server (live_view.URDF_URI).
+        urdf_file = p['urdf_file'] or urdf_path()
+        with open(urdf_file, 'rb') as f:
+            assets = {live_view.URDF_URI: f.read()}
+        self.live = live_view.LiveChannels(p['host'], p['port'], p['record_path'],
+                                           assets=assets)
         self.q: Optional[np.ndarray] = None
         self.velocity = np.zeros(len(self.arm.joints))
         self.puck = self.target = None

@@ -65,6 +65,22 @@ def seen_enough(session) -> bool:
             and len(session.messages.get('/controller/plan_time_ms', [])) >= 10)
 
 
+async def watch(url):
+    """Collect the stream and, meanwhile, fetch the URDF as Foxglove's URDF layer does."""
+    import websockets
+    session = asyncio.create_task(live_client.collect(url, seconds=240.0, until=seen_enough,
+                                                      connect_timeout_s=60.0))
+    urdf = None
+    for _ in range(120):
+        try:
+            urdf = await live_client.fetch_asset(url, 'package://mbrl_robot/urdf/'
+                                                 'iiwa7_pusher.urdf')
+            break
+        except (OSError, websockets.exceptions.InvalidHandshake):
+            await asyncio.sleep(0.5)
+    return await session, urdf
+
+
 @pytest.fixture(scope='module')
 def live_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp('live')
@@ -78,8 +94,8 @@ def live_run(tmp_path_factory):
          '--set', f'monitor.port={port}'],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
-        session = asyncio.run(live_client.collect(f'ws://127.0.0.1:{port}', seconds=240.0,
-                                                  until=seen_enough, connect_timeout_s=60.0))
+        session, urdf = asyncio.run(watch(f'ws://127.0.0.1:{port}'))
+        session.urdf = urdf
         out, _ = runner.communicate(timeout=360)
     finally:
         if runner.poll() is None:
@@ -91,6 +107,8 @@ def test_channels_and_schemas_are_advertised(live_run):
     session, rc, out, _, _ = live_run
     assert rc == 0, out[-3000:]
     assert session.subprotocol in live_client.SUBPROTOCOLS
+    with open(os.path.join(ROOT, 'urdf', 'iiwa7_pusher.urdf'), 'rb') as f:
+        assert session.urdf == f.read()  # served to Foxglove's URDF layer
     assert {t: c['schemaName'] for t, c in session.channels.items()} == EXPECTED
     for topic, channel in session.channels.items():
         if channel['encoding'] == 'protobuf':
