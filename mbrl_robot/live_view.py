@@ -56,7 +56,7 @@ PROGRESS_SCHEMA = {'type': 'object', 'properties': {
     'position': {'type': 'integer'}, 'phases': {'type': 'integer'}, 'phase': {'type': 'string'},
     'last': {'type': 'string'}, 'episode': {'type': 'integer'}, 'episodes': {'type': 'integer'},
     'successes': {'type': 'integer'}, 'evaluated': {'type': 'integer'},
-    'elapsed_s': {'type': 'number'}, 'eta_s': {'type': 'number'}}}
+    'elapsed_s': {'type': 'number'}, 'eta_s': {'type': ['number', 'null']}}}
 DIAGNOSTICS_SCHEMA = {'type': 'object', 'properties': {'status': {'type': 'array', 'items': {
     'type': 'object', 'properties': {
         'name': {'type': 'string'}, 'level': {'type': 'integer'}, 'message': {'type': 'string'},

@@ -94,8 +94,9 @@ TOPICS = [
      '`[epoch, train_loss, val_loss]` for rqt_plot'),
     ('progress', 'std_msgs/String', 'recipe', 'reliable, transient local',
      'JSON `{"position", "phases", "phase", "last", "episode", "episodes", "successes", '
-     '"evaluated", "elapsed_s", "eta_s"}` after every phase (`successes` of `evaluated`: the '
-     'held-out episodes once there are any, else every episode so far)'),
+     '"evaluated", "elapsed_s", "eta_s"}` at start and after every phase (`successes` of '
+     '`evaluated`: the held-out episodes once there are any, else every episode so far; '
+     '`eta_s` null at start)'),
 ]
 
 LIVE_VIEW_HEADER = '''\

@@ -107,6 +107,7 @@ class RecipeNode(Node):
             f'{p["iterations"]} x {p["mpc_episodes_per_iteration"]} MPC episodes, '
             f'{p["evaluation_episodes"]} evaluation episodes), run dir {self.run_dir}'
             + (f', resuming at phase {self.position}' if self.position else ''))
+        self._publish_progress('resumed' if self.position else 'started', 0.0, None)
 
     # --- inputs --------------------------------------------------------------------------
     def executed_callback(self, msg: Float64MultiArray):
@@ -356,8 +357,9 @@ class RecipeNode(Node):
         self._publish_progress(what, elapsed, remaining * rate)
         self._next_phase()
 
-    def _publish_progress(self, what: str, elapsed_s: float, eta_s: float):
-        """The recipe's progress as JSON on ``topics.progress`` (the live view's panel)."""
+    def _publish_progress(self, what: str, elapsed_s: float, eta_s: Optional[float]):
+        """The recipe's progress as JSON on ``topics.progress`` (the live view's panel);
+        ``eta_s`` None: not known yet."""
         current = self.phases[min(self.position, len(self.phases) - 1)]
         episodes = [ph for ph in self.phases if ph['kind'] == 'episode']
         done = [r for r in self.results if r['stage'].startswith('eval')] or self.results
