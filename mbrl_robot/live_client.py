@@ -171,9 +171,10 @@ def render(session: Session, path: str) -> str:
     return path
 
 
-def _line_length(update: Dict[str, Any]) -> float:
-    pts = [_xyz(p) for e in update.get('entities', []) for line in e.get('lines', [])
-           for p in line['points']]
+def _line_length(update: Dict[str, Any], entity: str = 'puck') -> float:
+    """Length of the predicted path of ``entity`` (the puck: the plan that pushes most)."""
+    pts = [_xyz(p) for e in update.get('entities', []) if e['id'] == entity
+           for line in e.get('lines', []) for p in line['points']]
     return sum(sum((a - b) ** 2 for a, b in zip(p, q)) ** 0.5 for p, q in zip(pts, pts[1:]))
 
 
@@ -184,7 +185,7 @@ def _at(session: Session, topic: str, t: int) -> Any:
 
 
 def _draw_scene(session: Session, ax3, top) -> None:
-    """The plan with the longest predicted paths, and the arm and objects at that moment."""
+    """The plan with the longest predicted puck path, and the arm and objects at that moment."""
     from matplotlib.patches import Circle
     plans = session.messages.get('/scene/predicted_paths', [])
     t, plan = max(plans, key=lambda m: _line_length(m[1])) if plans else (0, {})

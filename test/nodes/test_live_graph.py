@@ -140,7 +140,7 @@ def test_a_picture_of_the_decoded_scene(live_run, tmp_path):
     session = live_run[0]
     path = live_client.render(session, str(tmp_path / 'live_view.png'))
     assert os.path.getsize(path) > 10_000
-    if os.environ.get('MBRL_LIVE_VIEW_PNG'):  # docs/live_view.png comes from here
+    if os.environ.get('MBRL_LIVE_VIEW_PNG'):  # keep it (docs/: scripts/render_live_view.py)
         live_client.render(session, os.environ['MBRL_LIVE_VIEW_PNG'])
 
 
