@@ -302,6 +302,9 @@ def layout_json() -> str:
         item(plot('model loss', ('/trainer/loss.train_loss', 'train'),
                   ('/trainer/loss.val_loss', 'validation')))])
     status = fl.SplitContainer(direction='column', items=[
+        item(plot('recipe progress', ('/recipe/progress.position', 'phases done'),
+                  ('/recipe/progress.episode', 'episodes done'),
+                  ('/recipe/progress.successes', 'successes'))),
         item(fl.RawMessagesPanel(title='recipe progress', config=fl.RawMessagesConfig(
             topic_path='/recipe/progress', default_expanded=True))),
         item(fl.RawMessagesPanel(title='diagnostics', config=fl.RawMessagesConfig(
