@@ -273,7 +273,8 @@ def main(argv=None) -> int:
                   nodes=GRAPH_NODES + (('monitor',) if live else ()))
     if live:
         monitor = params['monitor']
-        print(f'mbrl_run: live view on ws://{monitor["host"]}:{monitor["port"]} (Foxglove: '
+        port = monitor['port'] or '<any free port: see logs/monitor.log>'
+        print(f'mbrl_run: live view on ws://{monitor["host"]}:{port} (Foxglove: '
               'open connection; layout config/foxglove_layout.json)'
               + (f', recording to {monitor["record_path"]}' if args.record else ''), flush=True)
     progress = (ProgressDisplay(os.path.join(run_dir, 'summary.json'),

@@ -58,8 +58,14 @@ class MonitorNode(Node):
         urdf_file = p['urdf_file'] or urdf_path()
         with open(urdf_file, 'rb') as f:
             assets = {live_view.URDF_URI: f.read()}
-        self.live = live_view.LiveChannels(p['host'], p['port'], p['record_path'],
-                                           assets=assets)
+        try:
+            self.live = live_view.LiveChannels(p['host'], p['port'], p['record_path'],
+                                               assets=assets)
+        except RuntimeError as e:  # the SDK's FoxgloveError, e.g. the port is taken
+            message = (f'live view on {p["host"]}:{p["port"]} failed ({e}): set monitor.port '
+                       '(0 = any free port) or monitor.host')
+            self.get_logger().error(message)
+            raise RuntimeError(message) from None
         self.q: Optional[np.ndarray] = None
         self.velocity = np.zeros(len(self.arm.joints))
         self.puck = self.target = None
