@@ -55,6 +55,7 @@ setup(
             'trainer_node = mbrl_robot.nodes.trainer:main',
             'controller_node = mbrl_robot.nodes.controller:main',
             'recipe_node = mbrl_robot.nodes.recipe:main',
+            'monitor_node = mbrl_robot.nodes.monitor:main',
             'mbrl_run = mbrl_robot.runner:main',
         ],
     },

@@ -22,9 +22,13 @@ drives the arm home at limited joint speed and returns once the operator has pla
     ros2 launch mbrl_robot real_arm.launch.py profile:=real_arm
 """
 
+import os
+
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.conditions import IfCondition
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 
@@ -36,11 +40,11 @@ def generate_launch_description():
     device = LaunchConfiguration('device')
     params = PathJoinSubstitution([share, 'config', [profile, '.yaml']])
 
-    def node(executable, name, extra=None):
+    def node(executable, name, extra=None, condition=None):
         overrides = {'run_dir': run_dir, 'device': device, 'use_sim_time': False}
         overrides.update(extra or {})
         return Node(package='mbrl_robot', executable=executable, name=name, output='screen',
-                    parameters=[params, overrides], emulate_tty=True)
+                    parameters=[params, overrides], emulate_tty=True, condition=condition)
 
     return LaunchDescription([
         DeclareLaunchArgument('profile', default_value='real_arm',
@@ -49,9 +53,21 @@ def generate_launch_description():
                               description='where buffer, models, summary and report are written'),
         DeclareLaunchArgument('device', default_value='auto',
                               description='planner and trainer device: auto, cpu or cuda'),
+        DeclareLaunchArgument('rviz', default_value='false',
+                              description='also start the frame tree (world -> iiwa_base from '
+                                          'monitor.base_frame), robot_state_publisher, rviz2 '
+                                          'and rqt'),
+        DeclareLaunchArgument('live', default_value='false',
+                              description='also start the monitor node: the Foxglove live '
+                                          'view on ws://127.0.0.1:8765 (monitor.port)'),
         node('buffer_node', 'buffer', {'data_dir': PathJoinSubstitution([run_dir, 'buffer'])}),
         node('trainer_node', 'trainer',
              {'checkpoint_dir': PathJoinSubstitution([run_dir, 'models'])}),
         node('controller_node', 'controller'),
         node('recipe_node', 'recipe'),
+        node('monitor_node', 'monitor', condition=IfCondition(LaunchConfiguration('live'))),
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'monitor.launch.py')),
+            launch_arguments={'use_sim_time': 'false', 'profile': profile}.items(),
+            condition=IfCondition(LaunchConfiguration('rviz'))),
     ])

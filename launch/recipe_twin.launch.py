@@ -37,7 +37,7 @@ def generate_launch_description():
     use_sim_time = LaunchConfiguration('use_sim_time')
     params = PathJoinSubstitution([share, 'config', [profile, '.yaml']])
 
-    def node(executable, name, extra=None):
+    def node(executable, name, extra=None, condition=None):
         overrides = {'run_dir': run_dir, 'device': device}
         if name != 'twin':
             overrides['use_sim_time'] = use_sim_time
@@ -46,7 +46,7 @@ def generate_launch_description():
         # it resumes with resume:=true.
         return Node(package='mbrl_robot', executable=executable, name=name, output='screen',
                     parameters=[params, overrides], emulate_tty=True,
-                    respawn=name != 'recipe', respawn_delay=2.0)
+                    respawn=name != 'recipe', respawn_delay=2.0, condition=condition)
 
     return LaunchDescription([
         DeclareLaunchArgument('profile', default_value='cpu',
@@ -58,7 +58,11 @@ def generate_launch_description():
         DeclareLaunchArgument('use_sim_time', default_value='true',
                               description='run every node but the twin on the twin /clock'),
         DeclareLaunchArgument('rviz', default_value='false',
-                              description='also start robot_state_publisher, rviz2 and rqt'),
+                              description='also start the frame tree (world -> iiwa_base), '
+                                          'robot_state_publisher, rviz2 and rqt'),
+        DeclareLaunchArgument('live', default_value='false',
+                              description='also start the monitor node: the Foxglove live '
+                                          'view on ws://127.0.0.1:8765 (monitor.port)'),
         node('twin_node', 'twin'),
         node('buffer_node', 'buffer',
              {'data_dir': PathJoinSubstitution([run_dir, 'buffer'])}),
@@ -66,8 +70,9 @@ def generate_launch_description():
              {'checkpoint_dir': PathJoinSubstitution([run_dir, 'models'])}),
         node('controller_node', 'controller'),
         node('recipe_node', 'recipe'),
+        node('monitor_node', 'monitor', condition=IfCondition(LaunchConfiguration('live'))),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'monitor.launch.py')),
-            launch_arguments={'use_sim_time': use_sim_time}.items(),
+            launch_arguments={'use_sim_time': use_sim_time, 'profile': profile}.items(),
             condition=IfCondition(LaunchConfiguration('rviz'))),
     ])

@@ -92,6 +92,40 @@ TOPICS = [
      'that model; the controller follows it with `mode: policy`'),
     ('trainer/loss', 'std_msgs/Float64MultiArray', 'trainer (`~/`)', 'default',
      '`[epoch, train_loss, val_loss]` for rqt_plot'),
+    ('progress', 'std_msgs/String', 'recipe', 'reliable, transient local',
+     'JSON `{"position", "phases", "phase", "last", "episode", "episodes", "successes", '
+     '"evaluated", "elapsed_s", "eta_s"}` at start and after every phase (`successes` of '
+     '`evaluated`: the held-out episodes once there are any, else every episode so far; '
+     '`eta_s` null at start)'),
+]
+
+LIVE_VIEW_HEADER = '''\
+## Live view (Foxglove WebSocket)
+The `monitor` node (`mbrl_run --live`) subscribes to the topics above and serves them on
+`ws://monitor.host:monitor.port` (foxglove-sdk; subprotocol `foxglove.sdk.v1`, the renamed
+`foxglove.websocket.v1`); `--record FILE.mcap` (`monitor.record_path`) also writes them to MCAP.
+Times are wall-clock. Layout: `config/foxglove_layout.json`.
+
+| channel | schema (encoding) | from |
+|---|---|---|'''
+# (Foxglove channel, schema (encoding), what it shows).
+LIVE_CHANNELS = [
+    ('`/tf`', 'foxglove.FrameTransforms (protobuf)', '`joint_states` through the forward '
+     'kinematics: `world` -> `iiwa_base` (`monitor.base_frame`) -> every link to `tool_tip`'),
+    ('`/joint_states`', 'foxglove.JointStates (protobuf)', '`joint_states`'),
+    ('`/scene/arm`', 'foxglove.SceneUpdate (protobuf)',
+     'the arm as a polyline through its link frames'),
+    ('`/scene/objects`', 'foxglove.SceneUpdate (protobuf)',
+     '`puck_pose` (cylinder), `target_pose` (disc of `task.success_radius_m`)'),
+    ('`/scene/predicted_paths`', 'foxglove.SceneUpdate (protobuf)',
+     '`controller/predicted_paths`: lines, and spheres sized by the ensemble spread'),
+    ('`/controller/plan_time_ms`, `/controller/distance_to_target`, `/controller/disagreement`',
+     'mbrl_robot.Value (json) `{"value"}`', 'the std_msgs/Float64 topics'),
+    ('`/trainer/loss`', 'mbrl_robot.Loss (json) `{"epoch", "train_loss", "val_loss"}`',
+     '`trainer/loss`'),
+    ('`/recipe/progress`', 'mbrl_robot.Progress (json)', '`progress`'),
+    ('`/diagnostics`', 'mbrl_robot.Diagnostics (json) `{"status": [{"name", "level", '
+     '"message", "values"}]}`', '`/diagnostics`'),
 ]
 
 SERVICES = '''\
@@ -170,6 +204,8 @@ def generate() -> str:
         else:
             name, where = key, ''
         lines.append(f'| `{name}` | {where} | {kind} | {publisher} | {qos} | {meaning} |')
+    lines += ['', LIVE_VIEW_HEADER]
+    lines += [' | '.join(['', *row, '']).strip() for row in LIVE_CHANNELS]
     lines += ['', SERVICES]
     lines += ['### Shared (`/**`)', 'Declared once in `mbrl_robot/params/shared.yaml`; each node '
               'declares the ones its schema lists under `uses_shared`.', '']

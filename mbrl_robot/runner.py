@@ -34,8 +34,13 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from mbrl_robot.config import _merge, node_params, write_param_file
+from mbrl_robot.core.algorithms.mpc_recipe import build_phases
 from mbrl_robot.core.schema import NODES, suggest, unflatten
 from mbrl_robot.paths import config_path
+from mbrl_robot.progress import ProgressDisplay
+
+# The recipe's graph; --live adds the monitor (the Foxglove live view).
+GRAPH_NODES = tuple(n for n in NODES if n != 'monitor')
 
 
 def node_command(node: str, params_file: str, overrides: Optional[Dict[str, str]] = None,
@@ -128,7 +133,7 @@ def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:
 class Graph:
     """The node processes of one run, restarted when they die (``restarts`` times each)."""
 
-    def __init__(self, params_file: str, run_dir: str, nodes=NODES,
+    def __init__(self, params_file: str, run_dir: str, nodes=GRAPH_NODES,
                  extra: Optional[Dict[str, Dict[str, str]]] = None, echo=True,
                  ros_args: Optional[List[str]] = None,
                  names: Optional[Dict[str, str]] = None, restarts: int = 0):
@@ -242,6 +247,15 @@ def parse_args(argv=None):
     parser.add_argument('--rename', action='append', default=[], metavar='NODE=NAME',
                         help='run a node under another name, e.g. controller=ctl (its '
                              'parameters follow; every topic it shares comes from topics.*)')
+    parser.add_argument('--live', action='store_true',
+                        help='also start the monitor node: the live view for Foxglove on '
+                             'ws://127.0.0.1:8765 (monitor.host, monitor.port)')
+    parser.add_argument('--record', metavar='FILE.mcap', default=None,
+                        help='with the live view, record its channels to this MCAP file '
+                             '(implies --live)')
+    parser.add_argument('--no-progress', dest='progress', action='store_false',
+                        help='no progress display (a status line on a terminal, plain '
+                             'lines otherwise)')
     parser.add_argument('--ros-args', dest='ros_args', nargs=argparse.REMAINDER, default=[],
                         help='passed to every node after its parameters, e.g. '
                              '--ros-args -r __ns:=/arm1')
@@ -263,6 +277,12 @@ def main(argv=None) -> int:
         names = parse_renames(args.rename)
         if args.resume:
             sets['recipe'] = _merge(sets.get('recipe', {}), {'resume': True})
+        if args.record:
+            sets['monitor'] = _merge(sets.get('monitor', {}),
+                                     {'record_path': os.path.abspath(args.record)})
+        # The live view follows renamed nodes unless told otherwise.
+        watched = {n: names[n] for n in ('controller', 'trainer') if n in names}
+        sets['monitor'] = _merge(watched, sets.get('monitor', {}))
         # Every node's parameters, validated before any process starts: the one file they use.
         params = effective_params(profile_file, sets, run_dir)
     except (ValueError, OSError) as e:
@@ -275,11 +295,22 @@ def main(argv=None) -> int:
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     print(f'mbrl_run: profile {profile}, run dir {run_dir}, ROS_DOMAIN_ID '
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
+    live = args.live or bool(args.record)
     graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names,
-                  restarts=args.restarts)
+                  nodes=GRAPH_NODES + (('monitor',) if live else ()), restarts=args.restarts)
+    if live:
+        monitor = params['monitor']
+        port = monitor['port'] or '<any free port: see logs/monitor.log>'
+        print(f'mbrl_run: live view on ws://{monitor["host"]}:{port} (Foxglove: '
+              'open connection; layout config/foxglove_layout.json)'
+              + (f', recording to {monitor["record_path"]}' if args.record else ''), flush=True)
+    progress = (ProgressDisplay(os.path.join(run_dir, 'summary.json'),
+                                build_phases(params['recipe'])) if args.progress else None)
     t0 = time.monotonic()
     rc = 1
     try:
+        if progress is not None:
+            sys.stdout = progress.start()
         graph.start()
         rc = graph.wait('recipe', timeout=args.timeout)
     except KeyboardInterrupt:
@@ -288,6 +319,9 @@ def main(argv=None) -> int:
         print(f'mbrl_run: {e}', flush=True)
     finally:
         graph.stop()
+        if progress is not None:
+            sys.stdout = progress.stream
+            progress.close()
     summary = os.path.join(run_dir, 'summary.json')
     print(f'mbrl_run: finished in {(time.monotonic() - t0) / 60:.1f} min; logs in '
           f'{run_dir}/logs' + (f'; summary: {summary}' if os.path.isfile(summary) else ''),

@@ -81,6 +81,8 @@ class SerialChainFK:
             link = joint.find('parent').attrib['link']
         chain.reverse()
         self.root_link = link
+        # The link after each joint of the chain, root -> tip (the frames of link_poses).
+        self.chain_links: Tuple[str, ...] = tuple(j.find('child').attrib['link'] for j in chain)
         self.tip_link = tip_link
         rots, trans, axes, kinds, names = [], [], [], [], []
         for joint in chain:
@@ -169,6 +171,40 @@ class SerialChainFK:
                 continue
             rot = rot @ _axis_angle(axis, angle)
         return rot, pos
+
+    def link_poses(self, q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Rotation and position of every link of the chain in the root frame, in one pass.
+
+        Args:
+            q: (B..., J) joint positions, ordered like ``joint_names``.
+
+        Returns:
+            (B..., N, 3, 3) rotations and (B..., N, 3) positions of ``chain_links`` (N links,
+            the last one the tip).
+
+        Raises:
+            ValueError: the last dim of ``q`` is not ``J``.
+        """
+        if q.shape[-1] != self.num_joints:
+            raise ValueError(f'q must have {self.num_joints} joints in its last dim, '
+                             f'got shape {tuple(q.shape)}')
+        q = q.to(dtype=self._rot.dtype, device=self._rot.device)
+        batch = q.shape[:-1]
+        rot = torch.eye(3, dtype=q.dtype, device=q.device).expand(*batch, 3, 3)
+        pos = torch.zeros(*batch, 3, dtype=q.dtype, device=q.device)
+        rots, poss = [], []
+        k = 0
+        for i, kind in enumerate(self._kinds):
+            pos = pos + rot @ self._trans[i]
+            rot = rot @ self._rot[i]
+            if kind == 1:
+                rot = rot @ _axis_angle(self._axis[i], q[..., self._order[k]])
+            elif kind == 2:
+                pos = pos + (rot @ self._axis[i]) * q[..., self._order[k]].unsqueeze(-1)
+            k += kind != 0
+            rots.append(rot)
+            poss.append(pos)
+        return torch.stack(rots, dim=-3), torch.stack(poss, dim=-2)
 
     def tip_position(self, q: torch.Tensor) -> torch.Tensor:
         """Tip position (B..., 3) in the root frame for q (B..., J)."""

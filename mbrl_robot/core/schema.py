@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterable, Optional
 import yaml
 
 WILDCARD = '/**'
-NODES = ('twin', 'buffer', 'trainer', 'controller', 'recipe')
+NODES = ('twin', 'buffer', 'trainer', 'controller', 'recipe', 'monitor')
 # The schema files are package data beside the core: mbrl_robot/params/<node>.yaml.
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'params')
 SHARED = 'shared'

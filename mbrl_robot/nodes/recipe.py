@@ -85,6 +85,7 @@ class RecipeNode(Node):
 
         topics = p['topics']
         self.episode_pub = self.create_publisher(String, topics['episode'], LATCHED_QOS)
+        self.progress_pub = self.create_publisher(String, topics['progress'], LATCHED_QOS)
         self.create_subscription(Float64MultiArray, topics['executed'], self.executed_callback,
                                  EXECUTED_QOS)
         self.create_subscription(Int32, topics['episode_done'], self.done_callback,
@@ -109,6 +110,7 @@ class RecipeNode(Node):
             f'{p["iterations"]} x {p["mpc_episodes_per_iteration"]} MPC episodes, '
             f'{p["evaluation_episodes"]} evaluation episodes), run dir {self.run_dir}'
             + (f', resuming at phase {self.position}' if self.position else ''))
+        self._publish_progress('resumed' if self.position else 'started', 0.0, None)
 
     # --- inputs --------------------------------------------------------------------------
     def executed_callback(self, msg: Float64MultiArray):
@@ -369,7 +371,21 @@ class RecipeNode(Node):
         remaining = len(self.phases) - self.position
         self.get_logger().info(f'[{self.position}/{len(self.phases)}] {what} | elapsed '
                                f'{elapsed / 60:.1f} min, ETA {remaining * rate / 60:.1f} min')
+        self._publish_progress(what, elapsed, remaining * rate)
         self._next_phase()
+
+    def _publish_progress(self, what: str, elapsed_s: float, eta_s: Optional[float]):
+        """The recipe's progress as JSON on ``topics.progress`` (the live view's panel);
+        ``eta_s`` None: not known yet."""
+        current = self.phases[min(self.position, len(self.phases) - 1)]
+        episodes = [ph for ph in self.phases if ph['kind'] == 'episode']
+        done = [r for r in self.results if r['stage'].startswith('eval')] or self.results
+        self.progress_pub.publish(String(data=json.dumps({
+            'position': self.position, 'phases': len(self.phases),
+            'phase': current.get('stage', current['kind']), 'last': what,
+            'episode': len(self.results), 'episodes': len(episodes),
+            'successes': sum(bool(r['success']) for r in done), 'evaluated': len(done),
+            'elapsed_s': elapsed_s, 'eta_s': eta_s})))
 
     def _summary(self, failed: Optional[str] = None) -> Dict[str, Any]:
         return summarize(self.results, self.trainings, self.plan_ms,

@@ -33,7 +33,7 @@ from mbrl_robot.core.schema import load_schema, NODES, ParamDict  # noqa: E402
 pytestmark = pytest.mark.ros
 
 CLASSES = {'twin': 'TwinNode', 'buffer': 'BufferNode', 'trainer': 'TrainerNode',
-           'controller': 'ControllerNode', 'recipe': 'RecipeNode'}
+           'controller': 'ControllerNode', 'recipe': 'RecipeNode', 'monitor': 'MonitorNode'}
 # Writable parameter -> the test below that sets it and observes the effect.
 LIVE_TESTS = {
     'twin': {'command_timeout_s', 'episode_seed', 'lockstep_stop_after_s'},
@@ -42,6 +42,7 @@ LIVE_TESTS = {
     'controller': {'goal_hold.enter_radius_m', 'goal_hold.exit_radius_m',
                    'disagreement_slowdown', 'disagreement_stop'},
     'recipe': set(),
+    'monitor': set(),
 }
 
 
@@ -52,7 +53,7 @@ def make_node(tmp_path, ros_env):
 
     def make(node):
         args = ['--ros-args', '-p', f'recipe:run_dir:={tmp_path}/run',
-                '-p', f'buffer:data_dir:={tmp_path}/buffer',
+                '-p', f'buffer:data_dir:={tmp_path}/buffer', '-p', 'monitor:port:=0',
                 '-p', f'trainer:checkpoint_dir:={tmp_path}/models',
                 '-p', 'controller:device:=cpu', '-p', 'trainer:device:=cpu']
         rclpy.init(args=args)

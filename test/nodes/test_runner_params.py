@@ -25,7 +25,7 @@ import pytest
 
 from mbrl_robot.config import node_params
 from mbrl_robot.core.schema import flatten, NODES
-from mbrl_robot.runner import effective_params, parse_sets
+from mbrl_robot.runner import effective_params, GRAPH_NODES, parse_args, parse_sets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
      "unknown parameter 'planner.populaton_size'; did you mean 'planner.population_size'?"),
     ('controler.mode=planner', "unknown node 'controler'; did you mean 'controller'?"),
     ('recipe.iterations=-1', 'recipe: parameter iterations = -1 is not allowed'),
+    ('monitor.port=70000', 'monitor: parameter port = 70000 is not allowed'),
 ])
 def test_bad_set_fails_before_any_node_with_one_line(tmp_path, setting, needle):
     run_dir = tmp_path / 'run'
@@ -80,3 +81,14 @@ def test_the_run_params_file_is_what_the_nodes_use(tmp_path):
     assert params['trainer']['checkpoint_dir'] == os.path.join(str(tmp_path), 'models')
     assert params['twin']['use_sim_time'] is False
     assert params['controller']['use_sim_time'] is True
+
+
+def test_the_live_view_is_started_only_on_request():
+    assert 'monitor' in NODES and 'monitor' not in GRAPH_NODES
+    args = parse_args(['--record', 'x.mcap'])
+    assert args.record == 'x.mcap' and not args.live and args.progress
+    assert parse_args(['--live', '--no-progress']).live and not parse_args(
+        ['--no-progress']).progress
+    params = effective_params('ci_smoke', parse_sets(['monitor.record_path=/tmp/a.mcap']), '/r')
+    assert params['monitor']['record_path'] == '/tmp/a.mcap'
+    assert params['monitor']['port'] == 8765 and params['monitor']['controller'] == 'controller'

@@ -70,6 +70,24 @@ def test_fk_joint_order_and_batch_dims(bullet_arm):
                                atol=1e-6)
 
 
+def test_link_poses_match_pybullet_and_end_at_the_tip(bullet_arm):
+    client, robot, joints, links = bullet_arm
+    fk = SerialChainFK(urdf_path('iiwa7_pusher.urdf'), dtype=torch.float64)
+    assert fk.chain_links[0] == 'iiwa_link_0' and fk.chain_links[-1] == 'tool_tip'
+    q = np.random.default_rng(2).uniform(-1.5, 1.5, size=7)
+    _bullet_tip(bullet_arm, q)
+    rot, pos = fk.link_poses(torch.as_tensor(q))
+    assert rot.shape == (len(fk.chain_links), 3, 3) and pos.shape == (len(fk.chain_links), 3)
+    for i, name in enumerate(fk.chain_links[1:], start=1):
+        state = pb.getLinkState(robot, links[name], computeForwardKinematics=True,
+                                physicsClientId=client)
+        np.testing.assert_allclose(pos[i].numpy(), state[4], atol=1e-6)
+        ref = np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
+        np.testing.assert_allclose(rot[i].numpy(), ref, atol=1e-6)
+    tip_rot, tip_pos = fk.tip_pose(torch.as_tensor(q))
+    np.testing.assert_allclose(pos[-1].numpy(), tip_pos.numpy(), atol=1e-12)
+
+
 def test_fk_rejects_bad_input():
     with pytest.raises(ValueError, match='no link'):
         SerialChainFK(urdf_path('iiwa7_pusher.urdf'), 'gripper')
