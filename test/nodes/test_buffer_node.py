@@ -392,12 +392,12 @@ def test_buffer_acknowledges_and_stores_resent_rows_once_across_a_kill(tmp_path,
         assert graph.acks[-1][:2] == (0, 3)
         graph.publish_rows(rows[6:])  # live, after the hole: held back, not acknowledged
         graph.executed.publish(rows_to_multiarray(np.stack(rows[2:]), RESENT_LABELS))
-        graph.spin_until(lambda: graph.acks[-1][:2] == (0, 6), 10.0, 'ack (0, 6)')
+        graph.spin_until(lambda: graph.acks[-1][:2] == (0, 6), 30.0, 'ack (0, 6)')
         stats = graph.stats()
         assert stats['transitions'] == 6 and stats['episodes_done'] == 1
         assert stats['gate'] == {'duplicates': 2, 'held_back': 1}
         assert stats['assembler']['dropped_gaps'] == stats['assembler']['dropped_breaks'] == 0
-        graph.spin_until(lambda: len(graph.rows()) >= 6, 10.0, '6 transitions')
+        graph.spin_until(lambda: len(graph.rows()) >= 6, 30.0, '6 transitions')
         check_rows(graph.rows(), expected_transitions(rows), 1)
     finally:
         for proc in procs:

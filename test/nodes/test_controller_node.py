@@ -309,7 +309,10 @@ def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
     rclpy.init(context=context, args=[
         '--ros-args', '--params-file', config_path('ci_smoke'),
         '-p', 'controller:use_sim_time:=false', '-p', 'controller:wait_for_fresh_state:=false',
-        '-p', 'controller:task.episode_steps:=100000'])
+        '-p', 'controller:task.episode_steps:=100000',
+        # The plans are under test, not a stale state (a hard stop): a loaded machine may starve
+        # this process's fake arm for longer than the profile's 0.5 s.
+        '-p', 'controller:state_timeout_s:=5.0'])
     node = ControllerNode(context=context)
     node.control.policies = node.policies = HostileFactory()
     executor = MultiThreadedExecutor(num_threads=4, context=context)
