@@ -37,10 +37,12 @@ def share_dir() -> str:
 
 
 def config_path(name: str) -> str:
-    """Path of ``config/<name>``; ``name`` may omit the ``.yaml`` suffix."""
+    """Path of a parameter file: ``name`` itself when it is a file (absolute, or relative to the
+    working directory), else ``config/<name>``; ``name`` may omit the ``.yaml`` suffix."""
     if not name.endswith('.yaml'):
         name += '.yaml'
-    path = name if os.path.isabs(name) else os.path.join(share_dir(), 'config', name)
+    path = (name if os.path.isabs(name) or os.path.isfile(name)
+            else os.path.join(share_dir(), 'config', name))
     if not os.path.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
     return path
