@@ -149,27 +149,9 @@ class SerialChainFK:
         Raises:
             ValueError: the last dim of ``q`` is not ``J``.
         """
-        if q.shape[-1] != self.num_joints:
-            raise ValueError(f'q must have {self.num_joints} joints in its last dim, '
-                             f'got shape {tuple(q.shape)}')
-        q = q.to(dtype=self._rot.dtype, device=self._rot.device)
-        batch = q.shape[:-1]
-        rot = torch.eye(3, dtype=q.dtype, device=q.device).expand(*batch, 3, 3)
-        pos = torch.zeros(*batch, 3, dtype=q.dtype, device=q.device)
-        k = 0
-        for i, kind in enumerate(self._kinds):
-            # Joint origin: p += R t, R = R R_origin.
-            pos = pos + rot @ self._trans[i]
-            rot = rot @ self._rot[i]
-            if kind == 0:
-                continue
-            angle = q[..., self._order[k]]
-            k += 1
-            axis = self._axis[i]
-            if kind == 2:
-                pos = pos + (rot @ axis) * angle.unsqueeze(-1)
-                continue
-            rot = rot @ _axis_angle(axis, angle)
+        rot = pos = None
+        for rot, pos in self._walk(q):
+            pass
         return rot, pos
 
     def link_poses(self, q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -185,6 +167,11 @@ class SerialChainFK:
         Raises:
             ValueError: the last dim of ``q`` is not ``J``.
         """
+        rots, poss = zip(*self._walk(q))
+        return torch.stack(rots, dim=-3), torch.stack(poss, dim=-2)
+
+    def _walk(self, q: torch.Tensor):
+        """Yield the rotation (B..., 3, 3) and position (B..., 3) of each chain link in turn."""
         if q.shape[-1] != self.num_joints:
             raise ValueError(f'q must have {self.num_joints} joints in its last dim, '
                              f'got shape {tuple(q.shape)}')
@@ -192,9 +179,9 @@ class SerialChainFK:
         batch = q.shape[:-1]
         rot = torch.eye(3, dtype=q.dtype, device=q.device).expand(*batch, 3, 3)
         pos = torch.zeros(*batch, 3, dtype=q.dtype, device=q.device)
-        rots, poss = [], []
         k = 0
         for i, kind in enumerate(self._kinds):
+            # Joint origin: p += R t, R = R R_origin; then the joint's own motion.
             pos = pos + rot @ self._trans[i]
             rot = rot @ self._rot[i]
             if kind == 1:
@@ -202,9 +189,7 @@ class SerialChainFK:
             elif kind == 2:
                 pos = pos + (rot @ self._axis[i]) * q[..., self._order[k]].unsqueeze(-1)
             k += kind != 0
-            rots.append(rot)
-            poss.append(pos)
-        return torch.stack(rots, dim=-3), torch.stack(poss, dim=-2)
+            yield rot, pos
 
     def tip_position(self, q: torch.Tensor) -> torch.Tensor:
         """Tip position (B..., 3) in the root frame for q (B..., J)."""
