@@ -13,9 +13,9 @@
 # limitations under the License.
 """Headline learning result: the whole recipe in-process, per seed, with baselines.
 
-Runs :func:`mbrl_robot.core.algorithms.mpc_recipe.run_recipe` (random episodes, train,
-(MPC episodes, retrain) x iterations, held-out evaluation, random and zero baselines on the same
-held-out seeds) once per ``--seeds`` entry and prints JSON lines:
+Runs :func:`mbrl_robot.inprocess.run_profile` (the core's ``run_recipe`` on a profile: random
+episodes, train, (MPC episodes, retrain) x iterations, held-out evaluation, random and zero
+baselines on the same held-out seeds) once per ``--seeds`` entry and prints JSON lines:
 
 * one per seed and method (``cem`` / ``random_shooting``, and the ``random`` and ``zero``
   baselines): ``transitions``, ``success_rate``, ``mean_final_distance``, ``wall_s``,
@@ -50,7 +50,7 @@ import torch
 import yaml
 
 from mbrl_robot.config import _merge, node_params
-from mbrl_robot.core.algorithms.mpc_recipe import run_recipe
+from mbrl_robot.inprocess import run_profile
 
 NODES = ('twin', 'trainer', 'controller', 'recipe')
 PLANNERS = ('cem', 'random_shooting')
@@ -169,7 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ov = seed_overrides(seed, args.planner, args.profile, base)
         run_dir = os.path.join(args.run_dir, f'seed{seed}') if args.run_dir else None
         t0 = time.monotonic()
-        summary = run_recipe(args.profile, overrides=ov, run_dir=run_dir, log=log)
+        summary = run_profile(args.profile, overrides=ov, run_dir=run_dir, log=log)
         log(f'seed {seed}: {time.monotonic() - t0:.0f} s')
         for line in seed_lines(summary, seed, args.planner, args.profile):
             lines.append(line)

@@ -33,10 +33,7 @@ CORE = Path(mbrl_robot.core.__file__).resolve().parent
 TRAINING_STACK = ('gymnasium', 'stable_baselines3', 'mbrl_robot.core.algorithms.mbpo')
 BLOCKED = ('rclpy', 'mbrl_robot.sim', 'mbrl_robot.nodes', 'mbrl_robot.config',
            'mbrl_robot.runner')
-KNOWN_EXCEPTIONS = {
-    # issue 14: run_recipe is still wired to the push env and the profile files
-    'mbrl_robot.core.algorithms.mpc_recipe',
-}
+KNOWN_EXCEPTIONS = set()
 
 
 def _run(code: str) -> str:

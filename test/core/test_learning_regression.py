@@ -14,10 +14,10 @@
 """The recipe learns to push on the twin, and the known-kinematics model inputs behave.
 
 ``test_recipe_beats_random_policy`` runs a reduced recipe of the ``cpu`` profile in-process
-(:func:`mbrl_robot.core.algorithms.mpc_recipe.run_recipe`: 25 random episodes, 2 x 5 MPC
-episodes, 10 held-out evaluation episodes with the planner, a random and a zero policy on the
-same seeds) with fixed seeds, and requires the planner to be clearly better than the random
-policy. ``benchmarks/push_learning.py`` runs the full recipe over several seeds.
+(:func:`mbrl_robot.inprocess.run_profile`, the core's ``run_recipe`` on a profile: 25 random
+episodes, 2 x 5 MPC episodes, 10 held-out evaluation episodes with the planner, a random and a
+zero policy on the same seeds) with fixed seeds, and requires the planner to be clearly better
+than the random policy. ``benchmarks/push_learning.py`` runs the full recipe over several seeds.
 """
 
 import tempfile
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.algorithms.mpc_recipe import run_recipe
+from mbrl_robot.inprocess import run_profile
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
 from mbrl_robot.core.tasks.push import PushTask
@@ -106,7 +106,7 @@ def test_tool_shaping_fades_out_on_the_target():
 
 @pytest.mark.slow
 def test_recipe_beats_random_policy():
-    summary = run_recipe('cpu', overrides={
+    summary = run_profile('cpu', overrides={
         'recipe': {'random_episodes': 25, 'mpc_episodes_per_iteration': 5, 'iterations': 2,
                    'evaluation_episodes': 10, 'baselines': ['random', 'zero'], 'seed': 0},
         'controller': {'planner': {'seed': 0}}, 'trainer': {'training': {'seed': 0}}},

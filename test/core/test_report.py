@@ -14,7 +14,7 @@
 
 import os
 
-from mbrl_robot.core.algorithms.mpc_recipe import run_recipe
+from mbrl_robot.inprocess import run_profile
 from mbrl_robot.report import write_report
 
 
@@ -24,8 +24,8 @@ def test_report_from_a_smoke_recipe(tmp_path):
     overrides = {'recipe': {'baselines': ['random']},
                  'controller': {'goal_hold': {'enter_radius_m': 0.0},
                                 'plan_deadline_fraction': 1.0}}
-    summary = run_recipe('ci_smoke', overrides=overrides, run_dir=str(tmp_path),
-                         log=lambda _: None)
+    summary = run_profile('ci_smoke', overrides=overrides, run_dir=str(tmp_path),
+                          log=lambda _: None)
     assert summary['complete']
     assert set(summary['stages']) == {'random', 'mpc', 'eval_planner', 'eval_random'}
     assert summary['plan_latency_ms']['count'] == 2 * 20  # the MPC and the evaluation episode

@@ -31,7 +31,6 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from mbrl_robot.config import node_params, write_param_file
 from mbrl_robot.core.control import PushController
 from mbrl_robot.core.models import create_model, create_trainer
 from mbrl_robot.core.tasks.push import ACTION_DIM, PUCK, STATE_DIM
@@ -98,28 +97,25 @@ def episode_result(phase: Dict[str, Any], states: np.ndarray, target: np.ndarray
             'wall_s': wall_s}
 
 
-def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any]]] = None,
-               run_dir: Optional[str] = None, log: Callable[[str], None] = print,
-               env=None) -> Dict[str, Any]:
-    """Run the recipe in-process and return (and optionally write) its summary.
+def run_recipe(cfg: Dict[str, Dict[str, Any]], env, run_dir: Optional[str] = None,
+               log: Callable[[str], None] = print, label: str = '') -> Dict[str, Any]:
+    """Run the recipe in-process on ``env`` and return (and optionally write) its summary.
+
+    Plain data in: ``mbrl_robot/inprocess.py:run_profile`` reads a profile into ``cfg``, builds
+    the twin and writes the run's ``params.yaml`` around this.
 
     Args:
-        profile: config profile; every block is read exactly as the nodes read it.
-        overrides: ``{node: {nested params}}`` merged over the profile (e.g.
-            ``{'recipe': {'iterations': 1}}``).
+        cfg: ``{'twin', 'trainer', 'controller', 'recipe': nested parameters}``, complete, as the
+            nodes see them (``mbrl_robot.config.node_params``).
+        env: the lockstep twin (a :class:`PushEnv`-like gymnasium env with the 17-D state and
+            ``info['target']`` from ``reset``).
         run_dir: if set, ``summary.json`` is written there after every phase.
         log: progress sink.
-        env: a :class:`PushEnv` to reuse (default: one built from the profile).
+        label: the profile name recorded in the summary.
 
     Returns:
         The summary dict (see :func:`summarize`).
     """
-    # Validated like the nodes' parameters: an unknown or invalid override raises ValueError.
-    cfg = {n: node_params(profile, n, overrides=(overrides or {}).get(n))
-           for n in ('twin', 'trainer', 'controller', 'recipe')}
-    if env is None:
-        from mbrl_robot.sim.push_env import PushEnv
-        env = PushEnv(cfg['twin']['task'], physics=cfg['twin']['physics'])
     ctl = cfg['controller']
     task = ctl['task']
     # The env is a lockstep twin: its sim time stands still while the controller plans, so the
@@ -136,10 +132,6 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
     model, version = None, 0
     t0 = time.monotonic()
     phases = build_phases(cfg['recipe'])
-    if run_dir:
-        # The parameters in force, in the nodes' file format, for the report's setup section.
-        os.makedirs(run_dir, exist_ok=True)
-        write_param_file(cfg, os.path.join(run_dir, 'params.yaml'))
     for phase in phases:
         tp = time.monotonic()
         if phase['kind'] == 'train':
@@ -177,11 +169,11 @@ def run_recipe(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, Any
                 f'{"success" if result["success"] else "failure"}')
         if run_dir:
             _write(run_dir, summarize(results, trainings, plan_ms, time.monotonic() - t0,
-                                      radius, profile=profile, complete=False,
+                                      radius, profile=label, complete=False,
                                       **_counts(control)))
     control.close()
     summary = summarize(results, trainings, plan_ms, time.monotonic() - t0, radius,
-                        profile=profile, complete=True, torch_threads=torch.get_num_threads(),
+                        profile=label, complete=True, torch_threads=torch.get_num_threads(),
                         **_counts(control))
     if run_dir:
         _write(run_dir, summary)
