@@ -332,7 +332,9 @@ def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
             arm.spin_for(0.02)
             positions.append(arm.q.copy())
         sent = arm.since(t0)
-        assert len(sent) >= 50, len(sent)
+        # Enough commands to judge the bounds. The 20 Hz rate is test_commands_are_bounded_...'s:
+        # in this one process (node, planner thread, fake arm) 16-80 commands arrive in 4 s.
+        assert len(sent) >= 10, len(sent)
         assert np.all(np.isfinite(sent))
         assert np.abs(sent).max() <= SPEED + 1e-9
         assert np.abs(sent).max() > 0.5 * SPEED  # it did move towards the limits
