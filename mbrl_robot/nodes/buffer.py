@@ -139,12 +139,15 @@ class BufferNode(Node):
 
     def _make_assembler(self, reward_fn: NumpyRewardFn) -> TransitionAssembler:
         pending = self.store.pending()
+        # Rows pair only when one control period apart (core/buffer/assembler.py).
+        timing = {'period_s': 1.0 / self.params['task']['control_rate_hz'],
+                  'period_tolerance': self.params['period_tolerance']}
         try:
-            return TransitionAssembler(reward_fn=reward_fn, pending=pending)
+            return TransitionAssembler(reward_fn=reward_fn, pending=pending, **timing)
         except ValueError as e:
             self.get_logger().error(f'discarding the stored pending row: {e}')
             self.store.append([], pending=None)
-            return TransitionAssembler(reward_fn=reward_fn)
+            return TransitionAssembler(reward_fn=reward_fn, **timing)
 
     # -- parameters -------------------------------------------------------------------------
 

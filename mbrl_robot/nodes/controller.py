@@ -32,6 +32,7 @@ from geometry_msgs.msg import Point, PointStamped
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
@@ -42,6 +43,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot.core.buffer.reliable import UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
+from mbrl_robot.core.latency import RollingStats, StatePredictor
 from mbrl_robot.core.safety import StampOrder
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
@@ -82,8 +84,19 @@ class ControllerNode(Node):
         self.policies = self.control.policies
         self._lock = threading.Lock()  # the latest inputs
         self._tick_lock = threading.Lock()  # one tick at a time; guards self.control
-        self._q = self._qd = self._puck = self._target = None
-        self._joint_stamp = self._puck_stamp = None
+        self._target = None
+        # The latest measurements with their stamps and the commands sent: the state a tick
+        # plans from (predicted for the moment its command takes effect when compensating).
+        lat = p['latency']
+        self.realtime = not p['wait_for_fresh_state']
+        self.compensate = bool(lat['compensation']) and self.realtime
+        self.sensed = StatePredictor(lat['actuation_delay_s'], lat['velocity_time_constant_s'],
+                                     lat['puck_window_s'], lat['puck_speed_deadband_m_s'])
+        self._send_delay = RollingStats(50)  # tick start -> command sent (s)
+        self.timing = {name: RollingStats() for name in
+                       ('tick_interval_ms', 'joint_age_ms', 'puck_age_ms', 'plan_ms',
+                        'send_delay_ms')}
+        self._last_tick_now: Optional[float] = None
         self._tick_due = False
         self._homed = threading.Event()
         self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
@@ -102,22 +115,33 @@ class ControllerNode(Node):
 
     def _create_interfaces(self, p):
         io = ReentrantCallbackGroup()
+        # Joint states and tracker frames in order, one at a time (in parallel a later one could
+        # be taken first and the earlier then dropped as out of order).
+        sensors = MutuallyExclusiveCallbackGroup()
+        # No default QoS event handlers on the publishers and the sensor subscriptions: rclpy's
+        # executor rebuilds its wait set in Python on every wake-up (100+ per second here), and
+        # with ~40 event handlers that held the GIL over half the time and starved the planner
+        # thread (plans 3x slower; py-spy). The latched inputs keep theirs (incompatible QoS
+        # warnings).
+        pub = {'event_callbacks': PublisherEventCallbacks(use_default_callbacks=False)}
+        sub = {'event_callbacks': SubscriptionEventCallbacks(use_default_callbacks=False)}
         topics = p['topics']
         # Relative names from the profile: a namespace moves them, a renamed node does not.
         prefix = p['controller_name'].strip('/')
-        self.command_pub = self.create_publisher(Float64MultiArray, prefix + '/commands', 10)
+        self.command_pub = self.create_publisher(Float64MultiArray, prefix + '/commands', 10,
+                                                 **pub)
         self.executed_pub = self.create_publisher(Float64MultiArray, topics['executed'],
-                                                  EXECUTED_QOS)
-        self.done_pub = self.create_publisher(Int32, topics['episode_done'], EXECUTED_QOS)
-        self.marker_pub = self.create_publisher(MarkerArray, '~/predicted_paths', 1)
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.distance_pub = self.create_publisher(Float64, '~/distance_to_target', 10)
-        self.disagreement_pub = self.create_publisher(Float64, '~/disagreement', 10)
-        self.plan_ms_pub = self.create_publisher(Float64, topics['plan_time_ms'], 100)
+                                                  EXECUTED_QOS, **pub)
+        self.done_pub = self.create_publisher(Int32, topics['episode_done'], EXECUTED_QOS, **pub)
+        self.marker_pub = self.create_publisher(MarkerArray, '~/predicted_paths', 1, **pub)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10, **pub)
+        self.distance_pub = self.create_publisher(Float64, '~/distance_to_target', 10, **pub)
+        self.disagreement_pub = self.create_publisher(Float64, '~/disagreement', 10, **pub)
+        self.plan_ms_pub = self.create_publisher(Float64, topics['plan_time_ms'], 100, **pub)
         self.create_subscription(JointState, topics['joint_states'], self.joint_state_callback,
-                                 10, callback_group=io)
+                                 10, callback_group=sensors, **sub)
         self.create_subscription(PointStamped, topics['puck_pose'], self.puck_callback, 10,
-                                 callback_group=io)
+                                 callback_group=sensors, **sub)
         self.create_subscription(PointStamped, topics['target_pose'], self.target_callback,
                                  LATCHED_QOS, callback_group=io)
         # Policy mode deploys a trained policy; its checkpoints are announced like models.
@@ -170,8 +194,7 @@ class ControllerNode(Node):
         if self._out_of_order('joint_states', msg.header.stamp):
             return
         with self._lock:
-            self._q, self._qd = q, qd
-            self._joint_stamp = Time.from_msg(msg.header.stamp)
+            self.sensed.observe_joints(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, q, qd)
         self._try_tick()
 
     def _parse_joint_state(self, msg: JointState):
@@ -198,8 +221,7 @@ class ControllerNode(Node):
         if self._out_of_order('puck', msg.header.stamp):
             return
         with self._lock:
-            self._puck = puck
-            self._puck_stamp = Time.from_msg(msg.header.stamp)
+            self.sensed.observe_puck(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, puck)
         self._try_tick()
 
     def target_callback(self, msg: PointStamped):
@@ -236,7 +258,7 @@ class ControllerNode(Node):
         with self._lock:
             self._stats['rejected_states'] += 1
             # A malformed message invalidates the state until a good one arrives.
-            self._joint_stamp = None
+            self.sensed.joints = None
         self.get_logger().error(f'rejected state: {why}; holding zero velocity',
                                 throttle_duration_sec=1.0)
 
@@ -355,7 +377,8 @@ class ControllerNode(Node):
                     self._clock_restarted = False
                 if not self._tick_due:
                     return
-                state, stamp = self._state()
+                now = self.get_clock().now().nanoseconds * 1e-9
+                state, stamp, row_stamp = self._state(now)
                 target = self._target
             wait = self.control.ready(stamp)
             if wait is None and self.control.episode >= 0 and self.control.step == 0 and (
@@ -370,19 +393,30 @@ class ControllerNode(Node):
                 return
             with self._lock:
                 self._tick_due = False
-            self._tick(state, stamp, target)
+            self._tick(state, stamp, row_stamp, target, now)
         finally:
             self._tick_lock.release()
 
-    def _state(self):
-        """The latest 17-D state and its stamp (s): the older of the joint and puck stamps."""
-        if self._joint_stamp is None or self._puck_stamp is None or self._q is None:
-            return None, None
-        stamp = min(self._joint_stamp, self._puck_stamp).nanoseconds * 1e-9
-        return np.concatenate([self._q, self._qd, self._puck]), stamp
+    def _state(self, now: float):
+        """The 17-D state this tick plans from, its stamp (s: the older of the joint and puck
+        stamps, for the staleness check) and the row's stamp (the time the state stands for).
 
-    def _tick(self, state, stamp, target):
-        now = self.get_clock().now().nanoseconds * 1e-9
+        Lockstep: the latest measurements, stamped with their own time. Realtime: the latest
+        measurements at the tick time ``now``, or with ``latency.compensation`` the state
+        predicted for the moment this tick's command takes effect."""
+        stamps = self.sensed.stamps()
+        if stamps is None:
+            return None, None, None
+        stamp = min(stamps)
+        if not self.realtime:
+            return self.sensed.measured(), stamp, stamp
+        if not self.compensate:
+            return self.sensed.measured(), stamp, now
+        values = self._send_delay.values
+        effect = now + (float(np.median(values)) if values else 0.0) + self.sensed.delay
+        return self.sensed.predict(effect), stamp, effect
+
+    def _tick(self, state, stamp, row_stamp, target, now):
         if stamp is not None:
             self._stats['state_age_ms'] = (now - stamp) * 1e3
         try:
@@ -396,7 +430,24 @@ class ControllerNode(Node):
             return
         if tick.command is not None:
             self._send(tick.command)
-        self._report(tick, state, stamp, target)
+            if tick.event == 'act':
+                self._time_tick(tick, now, stamp)
+        self._report(tick, state, row_stamp, target)
+
+    def _time_tick(self, tick, now: float, stamp: float):
+        """Timing figures of an episode tick (published in the diagnostics)."""
+        sent = self.get_clock().now().nanoseconds * 1e-9
+        self._send_delay.add(sent - now)
+        joint_stamp, puck_stamp = self.sensed.stamps()
+        figures = {'send_delay_ms': sent - now, 'joint_age_ms': now - joint_stamp,
+                   'puck_age_ms': now - puck_stamp}
+        if self._last_tick_now is not None and tick.step > 0:
+            figures['tick_interval_ms'] = now - self._last_tick_now
+        self._last_tick_now = now
+        for name, seconds in figures.items():
+            self.timing[name].add(seconds * 1e3)
+        if 'plan_time_ms' in tick.info:
+            self.timing['plan_ms'].add(tick.info['plan_time_ms'])
 
     def _report(self, tick, state, stamp, target):
         """Publish what a tick did: executed rows, episode end, plan figures, warnings."""
@@ -431,6 +482,8 @@ class ControllerNode(Node):
 
     def _send(self, command: np.ndarray):
         self.command_pub.publish(Float64MultiArray(data=np.asarray(command, float).tolist()))
+        with self._lock:
+            self.sensed.commanded(self.get_clock().now().nanoseconds * 1e-9, command)
 
     def _publish_markers(self, info: dict):
         paths = info.get('paths')
@@ -460,6 +513,8 @@ class ControllerNode(Node):
     def publish_diagnostics(self):
         with self._unacked_lock:
             s = {**self.control.stats, **self._stats, **self.unacked.counters()}
+        for name, stats in self.timing.items():
+            s.update(stats.percentiles(name))
         status = DiagnosticStatus(name='mbrl_robot: controller', hardware_id='mbrl_robot')
         level, message = DiagnosticStatus.OK, 'ok'
         if self.control.estop:

@@ -63,6 +63,8 @@ class RecipeNode(Node):
         self.trainings: List[Dict[str, Any]] = []
         self.plan_ms: List[float] = []
         self.controller_counts: Dict[str, int] = {}  # the controller's diagnostics, latest
+        self.controller_timing: Dict[str, float] = {}  # its timing percentiles, latest
+        self.dropped_timing = 0  # rows the buffer did not pair (not one period apart)
         if p['resume'] and os.path.isfile(self.summary_path):
             with open(self.summary_path) as f:
                 old = json.load(f)
@@ -129,11 +131,19 @@ class RecipeNode(Node):
         self.plan_ms.append(float(msg.data))
 
     def diagnostics_callback(self, msg: DiagnosticArray):
-        """Keep the controller's tick and deadline-miss counts for the summary."""
+        """Keep the controller's tick and deadline-miss counts and its timing percentiles (tick
+        interval, joint and puck age, plan and send delay, ms) for the summary."""
         for status in msg.status:
             if status.name == 'mbrl_robot: controller':
-                self.controller_counts = {v.key: int(v.value) for v in status.values
-                                          if v.key in ('ticks', 'deadline_misses')}
+                values = {v.key: v.value for v in status.values}
+                try:
+                    self.controller_counts = {k: int(values[k]) for k in
+                                              ('ticks', 'deadline_misses') if k in values}
+                    self.controller_timing = {k: float(v) for k, v in values.items()
+                                              if k.endswith(('_p50', '_p99'))}
+                except ValueError:
+                    self.get_logger().error(f'bad controller diagnostics {values}: ignored',
+                                            throttle_duration_sec=5.0)
 
     def model_callback(self, msg: String):
         try:
@@ -293,8 +303,11 @@ class RecipeNode(Node):
         # The buffer commits each row durably, so it may still be a few rows behind: train
         # only once it holds every transition of the episodes run so far.
         expected = sum(r['steps'] for r in self.results)
-        stored = int(json.loads(result.message)['transitions'])
-        if stored < expected:
+        stats = json.loads(result.message)
+        stored = int(stats['transitions'])
+        # Rows not one control period apart are dropped by the buffer, on purpose (counted).
+        self.dropped_timing = int(stats.get('assembler', {}).get('dropped_timing', 0))
+        if stored + self.dropped_timing < expected:
             self._call(self.buffer_stats_client, Trigger.Request())
             return
         self._train_target = stored
@@ -393,7 +406,9 @@ class RecipeNode(Node):
                          run_dir=os.path.abspath(self.run_dir), complete=self.finished,
                          failed=failed, phases=len(self.phases), position=self.position,
                          deadline_misses=self.controller_counts.get('deadline_misses'),
-                         controller_ticks=self.controller_counts.get('ticks'))
+                         controller_ticks=self.controller_counts.get('ticks'),
+                         controller_timing_ms=self.controller_timing,
+                         dropped_timing=self.dropped_timing)
 
     def _write_summary(self, failed: Optional[str] = None):
         tmp = self.summary_path + '.tmp'

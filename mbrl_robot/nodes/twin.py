@@ -29,10 +29,15 @@ Graph (``docs/interfaces.md``):
   index; the message is JSON ``{"episode", "seed", "puck", "target"}``) and ``~/new_target``
   (a new target for the current puck, same JSON).
 
-Modes: ``realtime`` steps one control period per tick of a wall-clock (steady) timer at
-``task.control_rate_hz`` with the latest command, and stops the arm when no command arrived for
-``command_timeout_s`` of wall time; ``lockstep`` advances one control step per command message
-received, so a slow planner does not change the dynamics (state and clock go out after each step,
+Modes: ``realtime`` runs the physics on the wall clock whatever the controller does
+(:class:`~mbrl_robot.sim.realtime.RealtimeLoop`): a steady timer at
+``realism.joint_state_rate_hz`` advances the physics to the current wall time and publishes the
+joint states sampled on the way and the tracker frames due (stamped with their capture time); a
+command applies when it arrives (after ``realism.actuation_delay_s``, tracked to first order) and
+the arm is stopped when no command arrived for ``command_timeout_s`` of wall time. With
+``clock: wall`` stamps are on the system clock and no ``/clock`` goes out, as from a real arm's
+driver; with ``clock: sim`` ``/clock`` follows the physics. ``lockstep`` advances one control step
+per command message received, so a slow planner does not change the dynamics (state and clock go out after each step,
 at start and after a reset; while no command comes, the same state and clock, with the same stamp,
 are repeated every ``idle_republish_s`` of wall time so that a node started later can begin;
 after ``lockstep_stop_after_s`` without a command, a dead controller, the arm is stepped with zero
@@ -61,8 +66,12 @@ from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameter
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import LATCHED_QOS
 from mbrl_robot.sim.push_env import PushEnv
+from mbrl_robot.sim.realtime import RealtimeLoop, TrackerFrame
 
 MODES = ('realtime', 'lockstep')
+# Realtime mode: a timer callback this late (wall time, s) skips the lost time instead of
+# running the physics faster than real time to catch up (logged, counted as overruns).
+MAX_CATCH_UP_S = 0.1
 # Node-private: /<namespace>/twin/reset (the recipe's reset_service names it).
 RESET_SERVICE = '~/reset'
 NEW_TARGET_SERVICE = '~/new_target'
@@ -100,7 +109,13 @@ class TwinNode(Node):
         self.episode_seed = int(params['episode_seed'])
         self.idle_republish_s = float(params['idle_republish_s'])
         self.lockstep_stop_after_s = float(params['lockstep_stop_after_s'])
-        self.env = PushEnv(self.task, gui=bool(params['gui']), physics=params['physics'])
+        self.clock_mode = str(params['clock'])
+        if self.clock_mode == 'wall' and self.mode != 'realtime':
+            raise ValueError("clock: wall needs mode: realtime (lockstep time is the twin's)")
+        self.env = PushEnv(self.task, gui=bool(params['gui']), physics=params['physics'],
+                           realism=params['realism'])
+        self.loop = RealtimeLoop(self.env, params['realism'])
+        self.overruns = 0
         self.velocity_limits = self.env.velocity_limits
 
         self.episode = 0
@@ -127,9 +142,13 @@ class TwinNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._last_obs = np.zeros(STATE_DIM)
         self._last_publish_wall = time.monotonic()
+        # Realtime: loop time t (s) is wall time since _wall0; its stamp is _stamp0 + t.
+        self._wall0 = time.monotonic()
+        self._stamp0_ns = (self.get_clock().now().nanoseconds if self.clock_mode == 'wall'
+                           else int(round(SIM_TIME_START_S * 1e9)))
         if self.mode == 'realtime':
-            self.timer = self.create_timer(1.0 / self.env.control_rate_hz, self.timer_callback,
-                                           clock=steady)
+            self.timer = self.create_timer(self.loop.joint_every * self.env.physics_dt,
+                                           self.timer_callback, clock=steady)
         else:
             self.timer = self.create_timer(min(self.idle_republish_s / 2, 0.1),
                                            self.idle_callback, clock=steady)
@@ -152,10 +171,18 @@ class TwinNode(Node):
     # -- time and publishing ----------------------------------------------------------------
 
     def sim_time(self) -> Time:
-        """Sim time of the current state: ``SIM_TIME_START_S`` + steps / control rate."""
+        """Stamp of the current state: lockstep ``SIM_TIME_START_S`` + steps / control rate,
+        realtime the stamp of the loop's time."""
+        if self.mode == 'realtime':
+            return self._stamp(self.loop.time)
         ns = int(round(SIM_TIME_START_S * 1e9)) + self.total_steps * int(
             round(1e9 / self.env.control_rate_hz))
         return Time(nanoseconds=ns, clock_type=ClockType.ROS_TIME)
+
+    def _stamp(self, t: float) -> Time:
+        """The stamp of realtime loop time ``t`` (s)."""
+        return Time(nanoseconds=self._stamp0_ns + int(round(t * 1e9)),
+                    clock_type=ClockType.ROS_TIME)
 
     def publish_state(self, obs: np.ndarray) -> None:
         """Publish /clock, then the joint states and the puck stamped with the same sim time."""
@@ -204,6 +231,8 @@ class TwinNode(Node):
         self._timed_out = False
         if self.mode == 'lockstep':
             self.advance(self._command)
+        else:
+            self.loop.command(self._command, self._last_command_wall - self._wall0)
 
     def _clamp(self, data: np.ndarray) -> np.ndarray:
         """The command within the URDF velocity limits; an excess is counted and logged."""
@@ -218,14 +247,46 @@ class TwinNode(Node):
         return clamped
 
     def timer_callback(self) -> None:
-        """Realtime mode: one control step with the latest command (zero after a timeout)."""
+        """Realtime mode: the physics up to now, then the sensors' messages (zero velocity after
+        a command timeout)."""
+        now = time.monotonic()
         if not self._timed_out and (
                 self._last_command_wall is None
-                or time.monotonic() - self._last_command_wall > self.command_timeout_s):
+                or now - self._last_command_wall > self.command_timeout_s):
             self._timed_out = True
+            self._command = np.zeros(len(self.joints))
+            self.loop.command(self._command, now - self._wall0)
             self.get_logger().warning(
                 f'no command for {self.command_timeout_s:g} s: stopping the arm')
-        self.advance(np.zeros(len(self.joints)) if self._timed_out else self._command)
+        late = now - self._wall0 - self.loop.time
+        if late > MAX_CATCH_UP_S:
+            # The process was starved (a loaded machine): lose the time, never run the physics
+            # faster than the arm would move.
+            self.overruns += 1
+            self._wall0 += late - self.loop.joint_every * self.env.physics_dt
+            self.get_logger().warning(
+                f'twin loop {late * 1e3:.0f} ms late: skipped ({self.overruns} overruns so far)',
+                throttle_duration_sec=LOG_THROTTLE_S)
+        joints, frames = self.loop.advance_to(now - self._wall0)
+        self.publish_samples(joints, frames)
+
+    def publish_samples(self, joints, frames) -> None:
+        """Realtime: /clock (sim clock), the joint samples and the tracker frames, each stamped
+        with its own time."""
+        if self.clock_mode == 'sim':
+            self.clock_pub.publish(ClockMsg(clock=self.sim_time().to_msg()))
+        for sample in joints:
+            js = JointState()
+            js.header.stamp = self._stamp(sample.t).to_msg()
+            js.name = list(self.joints)
+            js.position = [float(v) for v in sample.q]
+            js.velocity = [float(v) for v in sample.qd]
+            self.joint_state_pub.publish(js)
+            self._last_obs = np.concatenate([sample.q, sample.qd, self._last_obs[PUCK]])
+        for frame in frames:
+            self.puck_pub.publish(self._point(frame.xyz, self._stamp(frame.t).to_msg()))
+            self._last_obs = np.concatenate([self._last_obs[:PUCK.start], frame.xyz])
+        self._last_publish_wall = time.monotonic()
 
     def idle_callback(self) -> None:
         """Lockstep mode: stop an arm nothing commands, repeat the state for late joiners."""
@@ -266,22 +327,32 @@ class TwinNode(Node):
 
     def _episode_json(self) -> str:
         return json.dumps({'episode': self.episode, 'seed': self._current_seed,
+                           'dynamics': {k: round(float(v), 6) for k, v in self._dynamics.items()},
                            'puck': [round(float(v), 6) for v in self.env.puck_position()],
                            'target': [round(float(v), 6) for v in self.env.target]})
 
     def _start_episode(self) -> None:
         self._current_seed = (self.episode_seed if self.episode_seed >= 0
                               else self.seed + self.episode)
-        obs, info = self.env.reset(seed=self._current_seed)
+        obs, info = self.loop.reset(seed=self._current_seed)
         self._command = np.zeros(len(self.joints))
         self._last_command_wall = None
         self._timed_out = True
         self.get_logger().info(
             f'episode {self.episode} (seed {self._current_seed}): puck '
             f'{np.round(info["puck"], 3).tolist()}, target {np.round(info["target"], 3).tolist()}'
-            f', distance {info["distance"]:.3f} m')
+            f', distance {info["distance"]:.3f} m, puck mass '
+            f'{info["dynamics"]["puck_mass_kg"]:.3f} kg, friction '
+            f'{info["dynamics"]["puck_lateral_friction"]:.2f}')
+        self._dynamics = info['dynamics']
         self.publish_target()
-        self.publish_state(obs)
+        if self.mode == 'realtime':
+            # The start as the sensors see it: a joint sample now, the puck without latency
+            # (the tracker saw it resting there).
+            self.publish_samples([self.loop.joint_sample()],
+                                 [TrackerFrame(self.loop.time, info['puck'])])
+        else:
+            self.publish_state(obs)
 
     def reset_callback(self, request: Trigger.Request,
                        response: Trigger.Response) -> Trigger.Response:
@@ -293,6 +364,8 @@ class TwinNode(Node):
         self.episode += 1
         # A reset takes one control period of sim time: every distinct state gets a new stamp.
         self.total_steps += 1
+        if self.mode == 'realtime':
+            self.loop.advance_to(time.monotonic() - self._wall0)  # the old episode up to now
         self._start_episode()
         response.success = True
         response.message = self._episode_json()

@@ -29,6 +29,7 @@ no restitution; released at 0.1 / 0.2 / 0.3 m/s it slides 0.6 / 3.3 / 8 mm
 (``benchmarks/twin_speed.py`` measures it).
 """
 
+import collections
 import contextlib
 import math
 import os
@@ -65,6 +66,11 @@ LIMIT_GUARD_RAD = 0.1
 # Bounds of the observation box for velocities and positions (the box must hold any state).
 QD_BOUND = 10.0
 XYZ_BOUND = 3.0
+
+# The realism block (twin.yaml) PushEnv itself uses: the actuator and per-episode dynamics.
+# Sensor rates, noise and latency are the realtime loop's (mbrl_robot/sim/realtime.py).
+REALISM_KEYS = ('actuation_delay_s', 'velocity_time_constant_s', 'puck_mass_scale_range',
+                'puck_friction_range')
 
 TASK_KEYS = ('joints', 'control_rate_hz', 'episode_steps', 'success_radius_m',
              'max_joint_speed_rad_s')
@@ -105,6 +111,45 @@ def _home_pose(tip: Sequence[float] = HOME_TIP) -> np.ndarray:
     return np.array([0.0, q2, 0.0, q4, 0.0, q6, 0.0])
 
 
+class Actuator:
+    """Joint-velocity actuation: a command applies ``delay`` after it is given (zero-order hold),
+    and the joints track it to first order with time constant ``tau``.
+
+    Args:
+        delay: actuation delay (s, >= 0).
+        tau: time constant of the velocity tracking (s; 0 = instantaneous).
+        dt: physics step (s).
+    """
+
+    def __init__(self, delay: float, tau: float, dt: float):
+        if delay < 0 or tau < 0 or dt <= 0:
+            raise ValueError(f'actuation delay {delay} and time constant {tau} must be >= 0, '
+                             f'dt {dt} > 0')
+        self.delay = float(delay)
+        self.alpha = 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every command: the joints are still and track zero."""
+        self._pending: collections.deque = collections.deque()
+        self.command = np.zeros(7)
+        self.reference = np.zeros(7)
+
+    def give(self, t: float, command: np.ndarray) -> None:
+        """A command (7,) rad/s given at time ``t`` (s): it takes effect at ``t + delay``."""
+        self._pending.append((t + self.delay, np.array(command, dtype=np.float64)))
+
+    def reference_at(self, t: float) -> np.ndarray:
+        """The velocity (7,) the joint motors track during the physics step starting at ``t``."""
+        while self._pending and self._pending[0][0] <= t + 1e-9:
+            self.command = self._pending.popleft()[1]
+        if self.alpha >= 1.0:
+            self.reference = self.command
+        else:
+            self.reference = self.reference + self.alpha * (self.command - self.reference)
+        return self.reference
+
+
 class PushEnv(gym.Env):
     """Gymnasium env of the pushing task (``MBRLPush-v0``).
 
@@ -128,6 +173,9 @@ class PushEnv(gym.Env):
         obs_tool_tip: append the tool-tip position (3) to the observation.
         render_mode: None or 'rgb_array' (a 320x240 camera image).
         physics: the twin's ``physics`` block (``PHYSICS_KEYS``; default: the schema's).
+        realism: the twin's ``realism`` block (``REALISM_KEYS`` are used: actuation delay,
+            velocity tracking, per-episode puck mass and friction; default: the schema's, an
+            ideal arm and a fixed puck).
 
     Raises:
         ValueError: missing or invalid task keys, joints that differ from the URDF's.
@@ -139,7 +187,8 @@ class PushEnv(gym.Env):
                  physics_hz: Optional[float] = None, gui: bool = False,
                  obs_puck_velocity: bool = False, obs_tool_tip: bool = False,
                  render_mode: Optional[str] = None,
-                 physics: Optional[Mapping[str, Any]] = None):
+                 physics: Optional[Mapping[str, Any]] = None,
+                 realism: Optional[Mapping[str, Any]] = None):
         super().__init__()
         from mbrl_robot.config import node_params
         from mbrl_robot.core.schema import schema_defaults
@@ -152,6 +201,16 @@ class PushEnv(gym.Env):
         if missing:
             raise ValueError(f'physics config lacks {missing}')
         self.physics = physics
+        realism = {**schema_defaults('twin', 'realism'), **dict(realism or {})}
+        missing = [k for k in REALISM_KEYS if k not in realism]
+        if missing:
+            raise ValueError(f'realism config lacks {missing}')
+        self.realism = realism
+        for key in ('puck_mass_scale_range', 'puck_friction_range'):
+            lo, hi = (float(v) for v in realism[key])
+            if not 0.0 <= lo <= hi or (key == 'puck_mass_scale_range' and lo <= 0.0):
+                raise ValueError(f'realism.{key} must be [low, high] with 0 <= low <= high '
+                                 f'(mass scale > 0), got {list(realism[key])}')
         physics_hz = float(physics['physics_hz'])
         missing = [k for k in TASK_KEYS if k not in task_config]
         if missing:
@@ -186,6 +245,11 @@ class PushEnv(gym.Env):
         self.substeps = int(round(substeps))
         self.physics_dt = 1.0 / float(physics_hz)
         self.control_dt = 1.0 / self.control_rate_hz
+        self.actuator = Actuator(float(realism['actuation_delay_s']),
+                                 float(realism['velocity_time_constant_s']), self.physics_dt)
+        self.sim_time = 0.0  # physics time since the reset (s)
+        self.physics_steps = 0
+        self.episode_dynamics: Dict[str, float] = {}
         self.obs_puck_velocity = bool(obs_puck_velocity)
         self.obs_tool_tip = bool(obs_tool_tip)
         self.gui = bool(gui)
@@ -213,6 +277,7 @@ class PushEnv(gym.Env):
         from mbrl_robot.config import node_params
         params = node_params(profile, 'twin')
         options.setdefault('physics', params['physics'])
+        options.setdefault('realism', params['realism'])
         return cls(params['task'], **options)
 
     # ----------------------------------------------------------------------------- setup
@@ -375,14 +440,12 @@ class PushEnv(gym.Env):
                                      targetVelocities=list(qd), forces=list(self.effort_limits),
                                      physicsClientId=self._client)
 
-    def step_velocity(self, qd_cmd: Sequence[float]) -> np.ndarray:
-        """Advance one control step holding joint velocities ``qd_cmd`` (7,) in rad/s.
+    def command(self, qd_cmd: Sequence[float], at: Optional[float] = None) -> None:
+        """Give the actuator joint velocities ``qd_cmd`` (7,) rad/s at physics time ``at``
+        (default now); they apply after the actuation delay and hold until the next command.
 
         The command is clamped to the joint velocity limits and stops each joint short of its
-        position limits. Used by :meth:`step` and by the ROS twin node.
-
-        Returns:
-            The observation (obs_dim,) float64 after the step.
+        position limits within one control period.
 
         Raises:
             ValueError: not 7 finite numbers.
@@ -390,16 +453,41 @@ class PushEnv(gym.Env):
         cmd = np.asarray(qd_cmd, dtype=np.float64)
         if cmd.shape != (7,) or not np.all(np.isfinite(cmd)):
             raise ValueError(f'joint velocity command must be 7 finite numbers, got {cmd}')
+        self.actuator.give(self.sim_time if at is None else float(at),
+                           self.clamp_velocity(cmd))
+
+    def advance_physics(self, steps: int) -> None:
+        """Run ``steps`` physics steps with the actuator's velocity references."""
         q, _ = self.joint_state()
-        self._set_velocity(self.clamp_velocity(cmd, q))
         lo, hi = self.position_limits
         # Contacts (the arm pressed on the table) can push a joint past the motor's stop; near a
         # limit every substep checks and holds the joint at the limit like an end stop.
         guard = bool(np.any(np.minimum(q - lo, hi - q) < LIMIT_GUARD_RAD))
-        for _ in range(self.substeps):
+        for _ in range(int(steps)):
+            before = self.actuator.reference
+            reference = self.actuator.reference_at(self.sim_time)
+            if reference is not before:
+                self._set_velocity(reference)
             pb.stepSimulation(physicsClientId=self._client)
             if guard:
                 self._enforce_limits()
+            self.physics_steps += 1
+            self.sim_time = self.physics_steps * self.physics_dt
+
+    def step_velocity(self, qd_cmd: Sequence[float]) -> np.ndarray:
+        """Advance one control step with joint velocities ``qd_cmd`` (7,) in rad/s given now.
+
+        See :meth:`command` (clamping, actuation delay). Used by :meth:`step` and by the ROS
+        twin node's lockstep mode.
+
+        Returns:
+            The observation (obs_dim,) float64 after the step.
+
+        Raises:
+            ValueError: not 7 finite numbers.
+        """
+        self.command(qd_cmd)
+        self.advance_physics(self.substeps)
         self._step_count += 1
         self._last_obs = self._observe()
         return self._last_obs
@@ -456,13 +544,33 @@ class PushEnv(gym.Env):
             target = self._xyz(options['target'], 'target')
         pb.restoreState(self._saved_state, physicsClientId=self._client)
         self._set_velocity(np.zeros(7))
+        self.actuator.reset()
+        self.sim_time, self.physics_steps = 0.0, 0
+        self._randomise_puck(self.np_random)
         pb.resetBasePositionAndOrientation(self.puck, puck, [0, 0, 0, 1],
                                            physicsClientId=self._client)
         pb.resetBaseVelocity(self.puck, [0, 0, 0], [0, 0, 0], physicsClientId=self._client)
         self.set_target(target)
         self._step_count = 0
         self._last_obs = self._observe()
-        return self._last_obs.astype(np.float32), self._info(self._last_obs, self.tool_tip())
+        info = self._info(self._last_obs, self.tool_tip())
+        info['dynamics'] = dict(self.episode_dynamics)
+        return self._last_obs.astype(np.float32), info
+
+    def _randomise_puck(self, rng: np.random.Generator) -> None:
+        """Draw this episode's puck mass and friction (``realism`` ranges; after the start
+        draws, so a fixed puck leaves the seeded episodes as they were)."""
+        mass = float(self.physics['puck_mass_kg'])
+        friction = float(self.physics['puck_lateral_friction'])
+        lo, hi = (float(v) for v in self.realism['puck_mass_scale_range'])
+        if hi > lo or lo != 1.0:
+            mass *= float(rng.uniform(lo, hi)) if hi > lo else lo
+        lo, hi = (float(v) for v in self.realism['puck_friction_range'])
+        if hi > 0.0:
+            friction = float(rng.uniform(lo, hi)) if hi > lo else lo
+        pb.changeDynamics(self.puck, -1, mass=mass, lateralFriction=friction,
+                          physicsClientId=self._client)
+        self.episode_dynamics = {'puck_mass_kg': mass, 'puck_lateral_friction': friction}
 
     def set_target(self, xyz: Sequence[float]) -> None:
         """Set the target (3,) (metres, world frame) of the running episode."""

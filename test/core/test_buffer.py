@@ -339,3 +339,25 @@ def test_store_keeps_everything_acknowledged_after_sigkill(tmp_path):
         np.testing.assert_array_equal(store.pending(), np.full(30, float(len(rec) - 1)))
         assert list(store.append(make_transitions(np.random.default_rng(9), 1))) == \
             [len(rec) + 1]
+
+
+def test_rows_pair_only_one_control_period_apart():
+    """The old realtime twin's failure: a tick that reused the previous tick's state (stamps
+    equal, s' = s after an action) or one that came late (two periods of motion for one action)
+    made transitions of the wrong length (36% of a realtime run's). With the period given they
+    are dropped and counted; lockstep's exact periods all pair."""
+    def row(step, stamp):
+        s = np.full(STATE_DIM, float(step))
+        return np.concatenate([[0, step, stamp], s, np.zeros(ACTION_DIM), np.ones(3)])
+
+    stamps = [1.00, 1.05, 1.05, 1.10, 1.20, 1.25, 1.262, 1.31, 1.36]
+    asm = TransitionAssembler(period_s=0.05, period_tolerance=0.3)
+    pairs = [t for i, stamp in enumerate(stamps) for t in asm.add_row(row(i, stamp))]
+    lengths = [round(t.next_stamp - t.stamp, 3) for t in pairs]
+    assert lengths == [0.05, 0.05, 0.05, 0.048, 0.05], lengths
+    assert asm.dropped_timing == 3  # 1.05 -> 1.05, 1.10 -> 1.20, 1.25 -> 1.262
+    # Without a period (the old rule) every non-decreasing pair was taken, wrong lengths too.
+    old = TransitionAssembler()
+    assert len([t for i, stamp in enumerate(stamps) for t in old.add_row(row(i, stamp))]) == 8
+    with pytest.raises(ValueError, match='period_s must be > 0'):
+        TransitionAssembler(period_s=0.0)
