@@ -100,7 +100,8 @@ class TwinNode(Node):
         self.episode_seed = int(params['episode_seed'])
         self.idle_republish_s = float(params['idle_republish_s'])
         self.lockstep_stop_after_s = float(params['lockstep_stop_after_s'])
-        self.env = PushEnv(self.task, gui=bool(params['gui']), physics=params['physics'])
+        self.env = PushEnv(self.task, gui=bool(params['gui']), physics=params['physics'],
+                           variant=params['variant'])
         self.velocity_limits = self.env.velocity_limits
 
         self.episode = 0
