@@ -514,8 +514,14 @@ class PushEnv(gym.Env):
             target = self._xyz(options['target'], 'target')
         pb.restoreState(self._saved_state, physicsClientId=self._client)
         self._set_velocity(np.zeros(7))
-        pb.resetBasePositionAndOrientation(self.puck, puck, [0, 0, 0, 1],
-                                           physicsClientId=self._client)
+        # restoreState keeps the puck-table contact manifold of the last episode, whose cached
+        # impulses warm-start the first step when the puck starts where it was (it then moves
+        # by ~1e-7 m depending on the history): lift the puck off the table and collide, which
+        # drops the pair, then collide at the start, so every episode starts from a fresh one.
+        for xyz in ([0.0, 0.0, -FLOOR_Z + 10.0], puck):
+            pb.resetBasePositionAndOrientation(self.puck, xyz, [0, 0, 0, 1],
+                                               physicsClientId=self._client)
+            pb.performCollisionDetection(physicsClientId=self._client)
         pb.resetBaseVelocity(self.puck, [0, 0, 0], [0, 0, 0], physicsClientId=self._client)
         self.set_target(target)
         self._step_count = 0
