@@ -28,6 +28,7 @@ if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point='mbrl_robot.sim.push_env:PushEnv')
 if ANYWHERE_ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ANYWHERE_ENV_ID, entry_point='mbrl_robot.sim.push_env:PushEnv',
-                       kwargs={'variant': 'push_anywhere', 'episode_steps': ANYWHERE_EPISODE_STEPS})
+                       kwargs={'variant': 'push_anywhere',
+                               'episode_steps': ANYWHERE_EPISODE_STEPS})
 
 __all__ = ['ANYWHERE_ENV_ID', 'ANYWHERE_EPISODE_STEPS', 'ENV_ID', 'PushEnv']
