@@ -22,7 +22,9 @@
 * ``random_success_rate``, ``contact_fraction`` (steps whose end finds the robot touching the
   puck), ``moved_fraction`` (steps that move the puck by more than 1 mm) over seeded episodes.
 * ``scripted_success_rate``: the known-model pusher (``mbrl_robot.sim.scripted``) on a fifth as
-  many episodes: every episode is solvable by pushing.
+  many episodes: every episode is solvable by pushing; ``scripted_success_rate_push_anywhere``
+  the same for the ``push_anywhere`` variant in its registered episode length
+  (``mbrl_robot.sim.ANYWHERE_EPISODE_STEPS``).
 
 Usage: ``python benchmarks/twin_speed.py [--episodes 100] [--profile lecture]``
 """
@@ -35,6 +37,7 @@ from typing import Dict, List
 import numpy as np
 import pybullet as pb
 
+from mbrl_robot.sim import ANYWHERE_EPISODE_STEPS
 from mbrl_robot.sim.push_env import PushEnv
 from mbrl_robot.sim.scripted import ScriptedPusher
 
@@ -136,6 +139,13 @@ def main() -> None:
     result.update(random_rollouts(env, args.episodes, args.seed))
     result.update(scripted_success(env, max(1, args.episodes // 5), args.seed))
     result['slide_after_release_m'] = {str(v): release_slide(env, v) for v in (0.1, 0.2, 0.3)}
+    env.close()
+    options.update(variant='push_anywhere', episode_steps=ANYWHERE_EPISODE_STEPS)
+    env = PushEnv.from_config(args.profile, **options)
+    if args.max_joint_speed is not None:
+        env.max_joint_speed = args.max_joint_speed
+    anywhere = scripted_success(env, max(1, args.episodes // 5), args.seed)
+    result.update({f'{k}_push_anywhere': v for k, v in anywhere.items()})
     env.close()
     print(json.dumps(result))
 

@@ -45,7 +45,8 @@ def run_profile(profile: str = 'cpu', overrides: Optional[Dict[str, Dict[str, An
     cfg = {n: node_params(profile, n, overrides=(overrides or {}).get(n)) for n in NODES}
     if env is None:
         from mbrl_robot.sim.push_env import PushEnv
-        env = PushEnv(cfg['twin']['task'], physics=cfg['twin']['physics'])
+        env = PushEnv(cfg['twin']['task'], physics=cfg['twin']['physics'],
+                      variant=cfg['twin']['variant'])
     if run_dir:
         os.makedirs(run_dir, exist_ok=True)
         write_param_file(cfg, os.path.join(run_dir, 'params.yaml'))

@@ -37,8 +37,8 @@ command applies when it arrives (after ``realism.actuation_delay_s``, tracked to
 the arm is stopped when no command arrived for ``command_timeout_s`` of wall time. With
 ``clock: wall`` stamps are on the system clock and no ``/clock`` goes out, as from a real arm's
 driver; with ``clock: sim`` ``/clock`` follows the physics. ``lockstep`` advances one control step
-per command message received, so a slow planner does not change the dynamics (state and clock go out after each step,
-at start and after a reset; while no command comes, the same state and clock, with the same stamp,
+per command message received, so a slow planner does not change the dynamics (state and clock
+go out after each step, at start and after a reset; while no command comes, the same state and clock, with the same stamp,
 are repeated every ``idle_republish_s`` of wall time so that a node started later can begin;
 after ``lockstep_stop_after_s`` without a command, a dead controller, the arm is stepped with zero
 velocity until it is still, so the published state never shows a moving arm that nothing
@@ -113,7 +113,7 @@ class TwinNode(Node):
         if self.clock_mode == 'wall' and self.mode != 'realtime':
             raise ValueError("clock: wall needs mode: realtime (lockstep time is the twin's)")
         self.env = PushEnv(self.task, gui=bool(params['gui']), physics=params['physics'],
-                           realism=params['realism'])
+                           realism=params['realism'], variant=params['variant'])
         self.loop = RealtimeLoop(self.env, params['realism'])
         self.overruns = 0
         self.velocity_limits = self.env.velocity_limits

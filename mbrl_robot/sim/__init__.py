@@ -11,15 +11,24 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""PyBullet twin (ROS-free). Importing this package registers ``MBRLPush-v0`` with gymnasium."""
+"""PyBullet twin (ROS-free). Importing this package registers ``MBRLPush-v0`` (the
+``push_forward`` variant) and ``MBRLPushAnywhere-v0`` (``push_anywhere``) with gymnasium."""
 
 import gymnasium
 
 from mbrl_robot.sim.push_env import PushEnv
 
 ENV_ID = 'MBRLPush-v0'
+ANYWHERE_ENV_ID = 'MBRLPushAnywhere-v0'
+# Steps of a push_anywhere episode at the default 20 Hz: the scripted pusher (known kinematics)
+# solves >= 95 % of the episodes within them (benchmarks/twin_speed.py).
+ANYWHERE_EPISODE_STEPS = 150
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point='mbrl_robot.sim.push_env:PushEnv')
+if ANYWHERE_ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=ANYWHERE_ENV_ID, entry_point='mbrl_robot.sim.push_env:PushEnv',
+                       kwargs={'variant': 'push_anywhere',
+                               'episode_steps': ANYWHERE_EPISODE_STEPS})
 
-__all__ = ['ENV_ID', 'PushEnv']
+__all__ = ['ANYWHERE_ENV_ID', 'ANYWHERE_EPISODE_STEPS', 'ENV_ID', 'PushEnv']

@@ -14,9 +14,10 @@
 """A scripted pusher: the "known model" baseline that shows every episode can be solved.
 
 Resolved-rate control with the analytic kinematics: move the tool tip behind the puck (on the
-target->puck line), then push along the line until the puck reaches the target. Joint
-velocities come from damped least squares on the tool-tip Jacobian plus a null-space pull towards
-the ready pose, then normalised to actions in [-1, 1].
+target->puck line), lifted over the puck when the straight way there would hit it, then push along
+the line until the puck reaches the target. Joint velocities come from damped least squares on the
+tool-tip Jacobian plus a null-space pull towards the ready pose, then normalised to actions in
+[-1, 1].
 """
 
 from typing import Sequence
@@ -36,18 +37,24 @@ class ScriptedPusher:
         joint_names: order of the joints in the state (``task.joints``).
         home_q: (7,) posture the null space pulls towards.
         max_joint_speed: rad/s of action 1.0 (``task.max_joint_speed_rad_s``).
-        tip_speed: Cartesian speed of the tool tip (m/s).
+        tip_speed: Cartesian speed of the tool tip while pushing (m/s).
         tip_height: height of the tool tip above the table while pushing (m).
+        approach_speed: Cartesian speed of the tool tip on the way behind the puck (m/s).
+        lift_height: height of the tool tip when it passes over the puck (m; the puck is 3 cm
+            high).
     """
 
     def __init__(self, joint_names: Sequence[str], home_q: Sequence[float],
-                 max_joint_speed: float, tip_speed: float = 0.08, tip_height: float = 0.012):
+                 max_joint_speed: float, tip_speed: float = 0.08, tip_height: float = 0.012,
+                 approach_speed: float = 0.15, lift_height: float = 0.06):
         self.fk = SerialChainFK(urdf_path('iiwa7_pusher.urdf'), TOOL_LINK, joint_names,
                                 dtype=torch.float64)
         self.home_q = np.asarray(home_q, dtype=np.float64)
         self.max_joint_speed = float(max_joint_speed)
         self.tip_speed = float(tip_speed)
         self.tip_height = float(tip_height)
+        self.approach_speed = float(approach_speed)
+        self.lift_height = float(lift_height)
         self.gain = 1.0 / 0.05 * 0.5  # close half of the error per 50 ms step
         self.pushing = False
 
@@ -76,27 +83,43 @@ class ScriptedPusher:
         rel = tip[:2] - puck[:2]
         along = float(rel @ u)
         across = float(rel @ np.array([-u[1], u[0]]))
-        if not self.pushing and np.linalg.norm(tip[:2] - behind) < 0.01:
+        to_behind = float(np.linalg.norm(tip[:2] - behind))
+        low = tip[2] < self.tip_height + 0.008
+        if not self.pushing and to_behind < 0.01 and low:
             self.pushing = True
         if self.pushing and (abs(across) > 0.02 or along > -0.5 * contact):
             self.pushing = False
+        height, speed_limit = self.tip_height, self.approach_speed
         if self.pushing:
             # Aim at the line behind the puck, move along it; slow down near the target.
             goal = puck[:2] - u * contact + u * min(self.tip_speed * dt, dist)
-        elif along > -contact and np.linalg.norm(rel) < contact + 0.03:
-            # In front of or beside the puck: go around it, sideways first.
-            side = np.sign(across) if abs(across) > 1e-3 else 1.0
-            goal = puck[:2] + np.array([-u[1], u[0]]) * side * (contact + 0.03) - u * 0.01
+            speed_limit = self.tip_speed
         else:
             goal = behind
-        goal3 = np.array([goal[0], goal[1], self.tip_height])
+            # Lift over the puck when the straight way behind it passes through it (or when
+            # already up there and not yet above the push point).
+            if to_behind > 0.01 and (tip[2] > 0.5 * (self.tip_height + self.lift_height)
+                                     or _segment_distance(puck[:2], tip[:2], behind) < contact):
+                height = self.lift_height
+                if tip[2] < self.lift_height - 0.01 and np.linalg.norm(rel) < contact + 0.01:
+                    goal = tip[:2]  # next to the puck: straight up first
+        goal3 = np.array([goal[0], goal[1], height])
         err = goal3 - tip
         v = self.gain * err
-        speed = np.linalg.norm(v[:2])
-        if speed > self.tip_speed:
-            v[:2] *= self.tip_speed / speed
+        speed = np.linalg.norm(v)
+        if speed > speed_limit:
+            v *= speed_limit / speed
         lam = 1e-3
         jjt = jac @ jac.T + lam * np.eye(3)
         pinv = jac.T @ np.linalg.inv(jjt)
         qd = pinv @ v + (np.eye(7) - pinv @ jac) @ (0.5 * (self.home_q - q))
-        return np.clip(qd / self.max_joint_speed, -1.0, 1.0)
+        # Scale the whole command into the action box: the tip keeps its direction.
+        action = qd / self.max_joint_speed
+        return action / max(1.0, float(np.abs(action).max()))
+
+
+def _segment_distance(point: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Distance (m) of ``point`` (2,) from the segment ``a``-``b`` (2,), (2,)."""
+    ab = b - a
+    t = float(np.clip((point - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0))
+    return float(np.linalg.norm(point - (a + t * ab)))

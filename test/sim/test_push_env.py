@@ -26,7 +26,7 @@ import torch
 
 from mbrl_robot.config import node_params
 from mbrl_robot.core.tasks import PushTask
-import mbrl_robot.sim  # noqa: F401  (registers MBRLPush-v0)
+from mbrl_robot.sim import ANYWHERE_ENV_ID, ANYWHERE_EPISODE_STEPS, ENV_ID
 from mbrl_robot.sim.push_env import HOME_TIP, PUCK_Z, PushEnv
 from mbrl_robot.sim.scripted import ScriptedPusher
 
@@ -48,19 +48,22 @@ def _rollout(env, seed, actions):
     return np.stack(out)
 
 
-def test_gymnasium_contract():
-    # KNOWN ISSUE: the first step after a reset depends on the previous episode by ~2e-9 rad in
-    # q (a PyBullet solver state restoreState does not reset). The observations (float32) hide
-    # it, a reward reading the float64 tool tip does not, so gymnasium's exact determinism check
-    # runs with the lecture task minus the tool term until the twin resets bit-exactly.
-    e = gym.make('MBRLPush-v0')
-    e.unwrapped.tool_shaping_weight = 0.0
+@pytest.mark.parametrize('env_id', [ENV_ID, ANYWHERE_ENV_ID])
+def test_gymnasium_contract(env_id):
+    # The env's default reward (tool shaping on): determinism must hold bit for bit.
+    e = gym.make(env_id)
     try:
         check_env(e.unwrapped, skip_render_check=True)
         assert e.observation_space.shape == (17,)
         assert e.action_space.shape == (7,)
     finally:
         e.close()
+    assert e.unwrapped.tool_shaping_weight > 0.0
+    if env_id == ANYWHERE_ENV_ID:
+        assert e.unwrapped.variant == 'push_anywhere'
+        assert e.unwrapped.episode_steps == ANYWHERE_EPISODE_STEPS
+        return
+    assert e.unwrapped.variant == 'push_forward'
     extra = PushEnv(TASK, obs_puck_velocity=True, obs_tool_tip=True)
     try:
         obs, info = extra.reset(seed=3)
@@ -120,6 +123,78 @@ def test_start_distribution(env):
     tool_axis = PushTask(joint_names=env.joint_names).kinematics.tip_pose(
         torch.as_tensor(env.home_q))[0][:, 2]
     np.testing.assert_allclose(tool_axis.numpy(), [0, 0, -1], atol=1e-6)
+
+
+def test_push_forward_draws_are_unchanged(env):
+    # Values of the code before the push_anywhere variant existed (seeds 0, 1, 42).
+    old = {0: ([0.5280250351550224, 0.010494467058807315],
+               [0.6287472498914208, -0.00840025934869588]),
+           1: ([0.5345942955799631, 0.0010138979233039178],
+               [0.7666380693247175, -0.06872651636691267]),
+           42: ([0.5259058606363194, 0.021071683847396605],
+                [0.6765491352487752, 0.15952706823090596])}
+    assert env.variant == 'push_forward'
+    for seed, (puck, target) in old.items():
+        _, info = env.reset(seed=seed)
+        assert info['puck'].tolist() == puck + [PUCK_Z]
+        assert info['target'].tolist() == target + [PUCK_Z]
+    with pytest.raises(ValueError, match="'push_everywhere'"):
+        PushEnv(TASK, variant='push_everywhere')
+
+
+@pytest.fixture(scope='module')
+def anywhere_env():
+    e = PushEnv(TASK, variant='push_anywhere', episode_steps=ANYWHERE_EPISODE_STEPS)
+    yield e
+    e.close()
+
+
+def test_push_anywhere_draws(anywhere_env):
+    ph = anywhere_env.physics
+    (x0, x1), (y0, y1) = ph['anywhere_x_range_m'], ph['anywhere_y_range_m']
+    lo, hi = ph['anywhere_target_distance_range_m']
+    tip = np.array(HOME_TIP[:2])
+    rng = np.random.default_rng(0)
+    headings, pucks = [], []
+    for _ in range(2000):
+        puck, target = anywhere_env.sample_start(rng)
+        for xy in (puck, target):
+            assert x0 <= xy[0] <= x1 and y0 <= xy[1] <= y1 and xy[2] == PUCK_Z
+        assert np.linalg.norm(puck[:2] - tip) >= ph['anywhere_min_tool_clearance_m']
+        push = target[:2] - puck[:2]
+        assert lo <= np.linalg.norm(push) <= hi
+        approach = puck[:2] - tip
+        # Heading of the push relative to the tool->puck direction: 180 deg = towards the tool.
+        headings.append(math.degrees(math.atan2(approach[0] * push[1] - approach[1] * push[0],
+                                                approach @ push)))
+        pucks.append(puck[:2])
+    counts = np.histogram(headings, bins=8, range=(-180, 180))[0]
+    # Every direction; pulls towards the tool (the region's centre) are the most frequent.
+    assert counts.min() > 20 and counts[[0, -1]].sum() > 2000 / 4, counts
+    pucks = np.array(pucks)
+    assert pucks[:, 0].min() < x0 + 0.01 and pucks[:, 0].max() > x1 - 0.01
+    assert pucks[:, 1].min() < y0 + 0.01 and pucks[:, 1].max() > y1 - 0.01
+    # Reset: home pose; a new target for a puck pushed out of the region stays in the region.
+    obs, info = anywhere_env.reset(seed=3)
+    np.testing.assert_allclose(obs[:7], anywhere_env.home_q, atol=1e-6)
+    anywhere_env.reset(seed=3, options={'puck': [x1 + 0.1, y1 + 0.1, PUCK_Z]})
+    target = anywhere_env.new_target(seed=4)
+    assert x0 <= target[0] <= x1 and y0 <= target[1] <= y1
+
+
+def test_scripted_pusher_solves_push_anywhere(anywhere_env):
+    """The arm goes around (over) the puck and pushes it anywhere within the episode."""
+    env = anywhere_env
+    pusher = ScriptedPusher(env.joint_names, env.home_q, env.max_joint_speed)
+    wins = 0
+    for seed in range(200, 210):
+        obs, info = env.reset(seed=seed)
+        pusher.reset()
+        truncated = False
+        while not truncated:
+            obs, _, _, truncated, info = env.step(pusher.act(obs, info['target']))
+        wins += info['is_success']
+    assert wins >= 9, wins
 
 
 def test_joint_limits_never_exceeded_under_extreme_actions(env):
