@@ -38,8 +38,9 @@ the arm is stopped when no command arrived for ``command_timeout_s`` of wall tim
 ``clock: wall`` stamps are on the system clock and no ``/clock`` goes out, as from a real arm's
 driver; with ``clock: sim`` ``/clock`` follows the physics. ``lockstep`` advances one control step
 per command message received, so a slow planner does not change the dynamics (state and clock
-go out after each step, at start and after a reset; while no command comes, the same state and clock, with the same stamp,
-are repeated every ``idle_republish_s`` of wall time so that a node started later can begin;
+go out after each step, at start and after a reset; while no command comes, the same state and
+clock, with the same stamp, are repeated every ``idle_republish_s`` of wall time so that a node
+started later can begin;
 after ``lockstep_stop_after_s`` without a command, a dead controller, the arm is stepped with zero
 velocity until it is still, so the published state never shows a moving arm that nothing
 commands). Episodes never end on their own: the caller resets.
