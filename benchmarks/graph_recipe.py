@@ -46,12 +46,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--run-dir', default='runs/graph', help='seed s runs in <run-dir>/seed<s>')
     ap.add_argument('--domain-id', type=int, default=60, help='seed s uses this + s')
     ap.add_argument('--timeout', type=float, default=3600.0, help='per run, seconds')
+    ap.add_argument('--baselines-once', action='store_true',
+                    help='evaluate the random and zero baselines in the first seed\'s run only '
+                    '(they do not depend on the training seed)')
+    ap.add_argument('--label', default='', help='recorded in every line')
     args = ap.parse_args(argv)
     lines: List[dict] = []
     for seed in args.seeds:
         run_dir = os.path.abspath(os.path.join(args.run_dir, f'seed{seed}'))
         sets = [f'controller.planner.seed={seed}', f'trainer.training.seed={seed}',
                 f'recipe.seed={100 * seed}'] + args.sets
+        if args.baselines_once and seed != args.seeds[0]:
+            sets.append('recipe.baselines=[""]')
         cmd = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', args.profile,
                '--run-dir', run_dir, '--timeout', str(args.timeout)]
         cmd += [a for s in sets for a in ('--set', s)]
@@ -68,11 +74,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ctl = node_params(os.path.join(run_dir, 'params.yaml'), 'controller')
         method = 'policy' if ctl['mode'] == 'policy' else ctl['planner']['name']
         for line in seed_lines(summary, seed, method, args.profile):
-            line = {**line, 'via': 'ros2_graph', 'run_dir': run_dir, 'sets': args.sets}
+            line = {**line, 'via': 'ros2_graph', 'run_dir': run_dir, 'sets': args.sets,
+                    'label': args.label}
             lines.append(line)
             print(json.dumps(line), flush=True)
     for line in aggregate(lines):
-        print(json.dumps({**line, 'via': 'ros2_graph', 'sets': args.sets}), flush=True)
+        print(json.dumps({**line, 'via': 'ros2_graph', 'sets': args.sets, 'label': args.label}),
+              flush=True)
     return 0
 
 

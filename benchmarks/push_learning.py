@@ -118,7 +118,28 @@ def seed_lines(summary: Dict[str, Any], seed: int, planner: str,
             'deadline_misses': summary.get('deadline_misses') if planned else None,
             'plans': summary['plan_latency_ms']['count'] if planned else None,
         })
+        if planned:
+            lines[-1].update(
+                curve=learning_curve(summary['episodes']),
+                controller_timing_ms=summary.get('controller_timing_ms'),
+                dropped_timing=summary.get('dropped_timing'),
+                eval_seeds=sorted({e['seed'] for e in summary['episodes']
+                                   if e['stage'] == stage}))
     return lines
+
+
+def learning_curve(episodes: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Success and mean final distance of each MPC iteration's training episodes against the
+    real transitions collected before it (the model it ran on saw exactly those)."""
+    curve = []
+    for it in sorted({e['iteration'] for e in episodes if e['stage'] == 'mpc'}):
+        before = sum(e['steps'] for e in episodes
+                     if e['stage'] in ('random', 'mpc') and e['iteration'] < it)
+        eps = [e for e in episodes if e['stage'] == 'mpc' and e['iteration'] == it]
+        curve.append({'iteration': it, 'transitions': before,
+                      'success_rate': float(np.mean([e['success'] for e in eps])),
+                      'mean_final_distance': float(np.mean([e['final_distance'] for e in eps]))})
+    return curve
 
 
 def aggregate(lines: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -1,0 +1,86 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The README's results table: the recipe through the node graph on the realistic twin, JSON lines.
+
+Every row runs ``benchmarks/graph_recipe.py`` (``mbrl_run`` per training seed, each its own DDS
+domain) and reports on the **test seeds** ``--test-seed`` .. +19 (default 5000-5019), on which no
+choice was ever made; the profiles evaluate on the validation seeds 2000-2019
+(``recipe.evaluation_seed`` in config/twin_realistic.yaml), the seeds to tune on. Rows:
+
+- ``forward_realtime``: push_forward, realistic twin, realtime, CEM (cpu size), the random and
+  zero baselines on the same test episodes (in the first seed's run);
+- ``forward_realtime_no_compensation``: the same without latency compensation;
+- ``forward_realtime_random_shooting``: random shooting of the same model evaluations;
+- ``forward_realtime_no_hold``: the goal hold off;
+- ``forward_lockstep``: the cpu profile in lockstep (the old, ideal twin), same test seeds: the
+  cost of the real world;
+- ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime.
+
+Usage::
+
+    python benchmarks/realworld.py [--rows forward_realtime,anywhere_realtime] [--seeds 0 1 2]
+        [--run-dir runs/realworld]
+
+Runs one after another (the machine's cores are shared: never two at once). Each line is
+``graph_recipe.py``'s, with ``label`` = the row; per seed the planner line carries the learning
+curve, the controller's timing percentiles (tick interval, joint and puck age, plan, send delay)
+and the transitions dropped for timing.
+"""
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+import graph_recipe
+
+ROWS = {
+    'forward_realtime': ('twin_realistic', [], True),
+    'forward_realtime_no_compensation': ('twin_realistic',
+                                         ['controller.latency.compensation=false'], False),
+    'forward_realtime_random_shooting': ('twin_realistic',
+                                         ['controller.planner.name=random_shooting',
+                                          'controller.planner.population_size=200'], False),
+    'forward_realtime_no_hold': ('twin_realistic', ['controller.goal_hold.enter_radius_m=0.0'],
+                                 False),
+    'forward_lockstep': ('cpu', [], False),
+    'anywhere_realtime': ('push_anywhere', [], True),
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--rows', default=','.join(ROWS), help=f'comma-separated, of {list(ROWS)}')
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    ap.add_argument('--test-seed', type=int, default=5000)
+    ap.add_argument('--run-dir', default='runs/realworld')
+    args = ap.parse_args(argv)
+    rc = 0
+    for i, row in enumerate(args.rows.split(',')):
+        if row not in ROWS:
+            print(f'unknown row {row!r}; rows: {list(ROWS)}', file=sys.stderr)
+            return 2
+        profile, sets, baselines = ROWS[row]
+        sets = sets + [f'recipe.evaluation_seed={args.test_seed}']
+        if not baselines:
+            sets.append('recipe.baselines=[""]')
+        argv = ['--profile', profile, '--seeds', *map(str, args.seeds), '--label', row,
+                '--run-dir', os.path.join(args.run_dir, row), '--domain-id', str(40 + 5 * i),
+                '--baselines-once'] + [a for s in sets for a in ('--set', s)]
+        rc |= graph_recipe.main(argv)
+    return rc
+
+
+if __name__ == '__main__':
+    sys.exit(main())
