@@ -34,6 +34,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.task import Future
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int32, String
@@ -52,6 +53,7 @@ from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_
                                         LATCHED_QOS, RESENT_LABELS, rows_to_multiarray)
 
 NUM_JOINTS = 7
+HOME_TIMEOUT_S = 120.0
 
 # Read from the schema (mbrl_robot/params/controller.yaml, shared.yaml): every parameter once.
 DESCRIPTIONS = schema_descriptions('controller')
@@ -98,7 +100,7 @@ class ControllerNode(Node):
                         'send_delay_ms')}
         self._last_tick_now: Optional[float] = None
         self._tick_due = False
-        self._homed = threading.Event()
+        self._homed: Optional[Future] = None  # go_home's pending answer
         self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
                        'state_age_ms': float('nan')}
         # Late, replayed or future-stamped inputs never overwrite a newer state.
@@ -340,19 +342,27 @@ class ControllerNode(Node):
         response.message = 'engaged' if self.control.estop else 'released'
         return response
 
-    def go_home_callback(self, request, response):
-        """Drive to the ready pose at ``home_speed_rad_s``; answers once there (real-arm reset)."""
-        self._homed.clear()
+    async def go_home_callback(self, request, response):
+        """Drive to the ready pose at ``home_speed_rad_s``; answers once there (real-arm reset).
+
+        A coroutine: the executor keeps ticking (the ticks drive the arm home) while it waits."""
         try:
             with self._tick_lock:
                 self.control.start_homing()
         except RuntimeError as e:
             response.success, response.message = False, str(e)
             return response
+        homed = self._homed = Future()
+        timeout = self.create_timer(HOME_TIMEOUT_S,
+                                    lambda: homed.done() or homed.set_result(False))
         self._tick_soon()
-        response.success = self._homed.wait(timeout=120.0)
+        try:
+            response.success = bool(await homed)
+        finally:
+            self.destroy_timer(timeout)
         self.control.homing = False
-        response.message = 'home' if response.success else 'did not reach home in 120 s'
+        response.message = ('home' if response.success
+                            else f'did not reach home in {HOME_TIMEOUT_S:g} s')
         self.get_logger().info(f'go_home: {response.message}')
         return response
 
@@ -455,8 +465,8 @@ class ControllerNode(Node):
         if tick.event in ('stale', 'no_target'):
             log.warning(f'{"no fresh state" if tick.event == "stale" else "no target yet"}: '
                         'zero velocity', throttle_duration_sec=1.0)
-        elif tick.event == 'homed':
-            self._homed.set()
+        elif tick.event == 'homed' and self._homed is not None and not self._homed.done():
+            self._homed.set_result(True)
         if tick.event not in ('act', 'done'):
             return
         self.distance_pub.publish(Float64(data=tick.info['distance']))
@@ -546,7 +556,7 @@ def main(args=None):
     """Run the node until Ctrl-C or SIGTERM (see ``spin.run_node``)."""
     # The planner thread must not hold the GIL for long stretches: the 20 Hz tick needs it.
     sys.setswitchinterval(0.0005)
-    run_node(ControllerNode, args, threads=4)
+    run_node(ControllerNode, args, events=True)
 
 
 if __name__ == '__main__':

@@ -28,12 +28,14 @@ from typing import Callable, List, Optional
 import rclpy
 from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
                              SingleThreadedExecutor)
+from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 
 def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
-             threads: int = 1, until: Optional[Callable[[Node], bool]] = None) -> None:
+             threads: int = 1, until: Optional[Callable[[Node], bool]] = None,
+             events: bool = False) -> None:
     """Create the node, spin it until Ctrl-C, SIGTERM or ``until(node)``, then destroy it.
 
     Args:
@@ -41,6 +43,9 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
         args: command-line arguments (``--ros-args ...``).
         threads: executor threads; more than one gives a MultiThreadedExecutor.
         until: optional predicate checked between slices; True ends the node.
+        events: spin with rclpy's EventsExecutor (C++, single-threaded): the Python executors
+            rebuild their wait set on every wake-up, which at 100+ messages a second holds the
+            GIL for much of the time and starves a worker thread (the controller's planner).
     """
     # Set both explicitly: a process started in the background inherits SIGINT as ignored, and
     # then Python installs no handler of its own.
@@ -49,8 +54,12 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
     try:
         with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
             node = make_node()
-            executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
-                        else SingleThreadedExecutor())
+            if events:
+                executor = EventsExecutor()
+            elif threads > 1:
+                executor = MultiThreadedExecutor(num_threads=threads)
+            else:
+                executor = SingleThreadedExecutor()
             executor.add_node(node)
             try:
                 while rclpy.ok() and not (until is not None and until(node)):
