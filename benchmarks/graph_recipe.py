@@ -47,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--domain-id', type=int, default=60, help='seed s uses this + s')
     ap.add_argument('--timeout', type=float, default=3600.0, help='per run, seconds')
     ap.add_argument('--baselines-once', action='store_true',
-                    help='evaluate the random and zero baselines in the first seed\'s run only '
+                    help='the random and zero baselines in the run of the first seed only '
                     '(they do not depend on the training seed)')
     ap.add_argument('--label', default='', help='recorded in every line')
     args = ap.parse_args(argv)
