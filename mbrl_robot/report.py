@@ -249,6 +249,19 @@ def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = N
     lines += [''] + setup_lines(run_dir)
     lines += [f'Plan latency: median {lat["median"]:.1f} ms, p99 {lat["p99"]:.1f} ms, '
               f'max {lat["max"]:.1f} ms over {lat["count"]} plans.', '']
+    timing = summary.get('controller_timing_ms') or {}
+    if timing:
+        lines += ['Control loop (the diagnostics of the controller, ms; '
+                  f'{summary.get("deadline_misses")} deadline misses in '
+                  f'{summary.get("controller_ticks")} ticks; '
+                  f'{summary.get("dropped_timing", 0)} row pairs not one period apart dropped):',
+                  '', '| figure | p50 | p99 |', '|---|---|---|']
+        for name in ('tick_interval_ms', 'joint_age_ms', 'puck_age_ms', 'plan_ms',
+                     'send_delay_ms'):
+            if f'{name}_p50' in timing:
+                lines.append(f'| {name[:-3].replace("_", " ")} | {timing[name + "_p50"]:.1f} | '
+                             f'{timing[name + "_p99"]:.1f} |')
+        lines.append('')
     if model_error:
         lines += ['| H | measured H-step error | bound |', '|---|---|---|']
         lines += [f'| {r["H"]} | {r["measured"]:.4f} | {r["bound"]:.4g} |' for r in model_error]
