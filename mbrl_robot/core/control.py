@@ -406,6 +406,8 @@ class ControlSettings:
         home: (7,) ready pose (rad).
         home_speed: joint speed cap while homing (rad/s).
         seed: seed of the random exploration.
+        plan_ahead: realtime with latency compensation: plan one period ahead (see
+            :meth:`PushController.tick`).
     """
 
     episode_steps: int
@@ -418,6 +420,7 @@ class ControlSettings:
     home: np.ndarray
     home_speed: float
     seed: int = 0
+    plan_ahead: bool = False
 
     @classmethod
     def from_params(cls, params: Dict[str, Any]) -> 'ControlSettings':
@@ -435,7 +438,9 @@ class ControlSettings:
                    float(params['state_timeout_s']), bool(params['wait_for_fresh_state']),
                    exploration, float(params['disagreement_slowdown']),
                    float(params['disagreement_stop']), home, float(params['home_speed_rad_s']),
-                   int(params['planner']['seed']))
+                   int(params['planner']['seed']),
+                   bool(params['latency']['compensation'])
+                   and not bool(params['wait_for_fresh_state']))
 
 
 class PushController:
@@ -495,6 +500,7 @@ class PushController:
         self._future: Optional[concurrent.futures.Future] = None
         self._fallback: Optional[Tuple[np.ndarray, int]] = None
         self._last_stamp: Optional[float] = None
+        self._plan_ahead = False
         self.stats = {'ticks': 0, 'deadline_misses': 0, 'plan_errors': 0, 'plan_ms': 0.0,
                       'plan_ms_max': 0.0, 'disagreement': 0.0, 'scale': 1.0}
 
@@ -550,9 +556,16 @@ class PushController:
 
     # --- the step -------------------------------------------------------------------------
     def tick(self, state: Optional[np.ndarray], stamp: Optional[float], now: float,
-             target: Optional[np.ndarray]) -> Tick:
+             target: Optional[np.ndarray],
+             plan_state_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Tick:
         """One control step on ``state`` (17,) stamped ``stamp`` at time ``now`` (s, the same
-        clock as the stamps) toward ``target`` (3,). Call :meth:`ready` first."""
+        clock as the stamps) toward ``target`` (3,). Call :meth:`ready` first.
+
+        ``plan_ahead`` (realtime with latency compensation): this step sends the plan started one
+        tick ago, then starts the next step's plan from ``plan_state_fn(command)``, the state
+        predicted for the moment the next command takes effect given the one sent now. So
+        every command leaves at its tick and takes effect a fixed delay later, whatever the
+        plan's latency, and a plan has the whole period."""
         self.stats['ticks'] += 1
         if self.estop:
             return Tick('estop', self._hard_stop())
@@ -576,8 +589,13 @@ class PushController:
             if not self.settings.wait_for_fresh_state:  # realtime: brake smoothly
                 command = self._send(self.filter.decelerate(state[JOINT_POS], self.prev_command))
             return Tick('done', command, None, self.step, {'distance': distance}, episode)
+        # Planning ahead needs the prediction; without one (in-process) plan synchronously.
+        self._plan_ahead = self.settings.plan_ahead and plan_state_fn is not None
         action, info = self._choose(state)
         command = self.act(state, action)
+        if (self._plan_ahead and self._policy is not None
+                and self._future is None and self.step + 1 < self.settings.episode_steps):
+            self._submit(plan_state_fn(command), self.step + 1, self.filter.to_action(command))
         info.update(distance=distance, scale=self.stats['scale'])
         tick = Tick('act', command, self.filter.to_action(command), self.step, info, self.episode)
         self.step += 1
@@ -649,22 +667,41 @@ class PushController:
     def _planned(self, state: np.ndarray) -> Tuple[np.ndarray, Dict[str, Any]]:
         if self._policy is None:
             self._policy = self.policies.create(explore=self.explore)
+        if self._plan_ahead:
+            # The plan for this step was started one tick ago (see tick's plan_state_fn).
+            if self._future is None:
+                return self._row(self._fallback, state), {}
+            if not self._future.done():
+                self.stats['deadline_misses'] += 1
+                return self._row(self._fallback, state), {'deadline_miss': True}
+            return self._collect(state)
         if self._future is None:
-            # Between two plans: the only safe moment to swap in a newer model.
-            self.policies.refresh(self._policy)
-            self._policy.set_last_action(self.filter.to_action(self.prev_command))
-            self._future = self._executor.submit(self._policy.plan, state.copy(), self.step)
+            self._submit(state, self.step, self.filter.to_action(self.prev_command))
         try:
-            plan, start = self._wait_for_plan()
+            self._wait_for_plan()
         except concurrent.futures.TimeoutError:
             self.stats['deadline_misses'] += 1
             return self._row(self._fallback, state), {'deadline_miss': True}
+        return self._collect(state)
+
+    def _submit(self, state: np.ndarray, start: int, last_action: np.ndarray) -> None:
+        """Start a plan from ``state`` whose first row is step ``start``, after
+        ``last_action``."""
+        # Between two plans: the only safe moment to swap in a newer model.
+        self.policies.refresh(self._policy)
+        self._policy.set_last_action(last_action)
+        self._future = self._executor.submit(self._policy.plan, np.array(state), start)
+
+    def _collect(self, state: np.ndarray) -> Tuple[np.ndarray, Dict[str, Any]]:
+        """This step's action from the finished plan (it becomes the fallback), or a smooth
+        stop when planning failed."""
+        future, self._future = self._future, None
+        try:
+            plan, start = future.result()
         except Exception as e:  # noqa: B902 - a failing planner must not stop the control loop
-            self._future = None
             self.stats['plan_errors'] += 1
             self.logger.error(f'plan failed, stopping smoothly: {e!r}')
             return self._row(None, state), {'plan_error': repr(e)}
-        self._future = None
         plan = np.asarray(plan, dtype=np.float64)
         if plan.ndim != 2 or plan.shape[1] != ACTION_DIM or len(plan) == 0:
             self.stats['plan_errors'] += 1
@@ -678,8 +715,9 @@ class PushController:
         self.stats['disagreement'] = float(info.get('disagreement', 0.0))
         return self._row((plan, start), state), info
 
-    def _wait_for_plan(self) -> Tuple[np.ndarray, int]:
-        """The running plan, once done; TimeoutError once ``deadline_s`` passed on ``clock``.
+    def _wait_for_plan(self) -> None:
+        """Return once the running plan is done; TimeoutError once ``deadline_s`` passed on
+        ``clock``.
 
         The deadline is measured on the control loop's own clock: wall time on a real arm, sim
         time under a twin. A lockstep twin's clock stands still until the next command, so there
@@ -690,7 +728,8 @@ class PushController:
         wait = min(self.settings.deadline_s, WAIT_SLICE_S)
         while True:
             try:
-                return self._future.result(timeout=wait)
+                self._future.exception(timeout=wait)
+                return
             except concurrent.futures.TimeoutError:
                 if self._clock() - began >= self.settings.deadline_s:
                     raise

@@ -115,21 +115,25 @@ class StatePredictor:
         _, q, qd = self.joints
         return np.concatenate([q, qd, self.frames[-1][1]])
 
-    def predict(self, t: float) -> Optional[np.ndarray]:
-        """The 17-D state predicted for time ``t`` (s), or None without measurements."""
+    def predict(self, t: float, pending: Optional[Tuple[float, np.ndarray]] = None
+                ) -> Optional[np.ndarray]:
+        """The 17-D state predicted for time ``t`` (s), or None without measurements.
+
+        ``pending``: a command (sent time, (7,)) about to be sent, counted as if it had been."""
         if self.joints is None or not self.frames:
             return None
-        q, qd = self._joints_at(t)
+        q, qd = self._joints_at(t, pending)
         return np.concatenate([q, qd, self._puck_at(t)])
 
-    def _joints_at(self, t: float) -> Tuple[np.ndarray, np.ndarray]:
+    def _joints_at(self, t: float, pending: Optional[Tuple[float, np.ndarray]] = None
+                   ) -> Tuple[np.ndarray, np.ndarray]:
         t0, q, qd = self.joints
         end = t0 + min(t - t0, self.max_horizon)
         if end <= t0:
             return q.copy(), qd.copy()
         # The command in effect at t0, then each that takes effect before ``end``.
         active, changes = np.zeros(ACTION_DIM), []
-        for sent, command in self.commands:
+        for sent, command in list(self.commands) + ([pending] if pending is not None else []):
             effect = sent + self.delay
             if effect <= t0:
                 active = command

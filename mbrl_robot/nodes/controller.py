@@ -160,7 +160,7 @@ class ControllerNode(Node):
         self.resend_timer = self.create_timer(
             p['executed_resend_period_s'] / 2, self.resend_callback, callback_group=io,
             clock=Clock(clock_type=ClockType.STEADY_TIME))
-        period = 1.0 / p['task']['control_rate_hz']
+        period = self.period = 1.0 / p['task']['control_rate_hz']
         self.timer = self.create_timer(period, self.timer_callback,
                                        callback_group=MutuallyExclusiveCallbackGroup())
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io)
@@ -388,7 +388,7 @@ class ControllerNode(Node):
                 if not self._tick_due:
                     return
                 now = self.get_clock().now().nanoseconds * 1e-9
-                state, stamp, row_stamp = self._state(now)
+                state, stamp, row_stamp, plan_state_fn = self._state(now)
                 target = self._target
             wait = self.control.ready(stamp)
             if wait is None and self.control.episode >= 0 and self.control.step == 0 and (
@@ -403,34 +403,42 @@ class ControllerNode(Node):
                 return
             with self._lock:
                 self._tick_due = False
-            self._tick(state, stamp, row_stamp, target, now)
+            self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
         finally:
             self._tick_lock.release()
 
     def _state(self, now: float):
-        """The 17-D state this tick plans from, its stamp (s: the older of the joint and puck
-        stamps, for the staleness check) and the row's stamp (the time the state stands for).
+        """The 17-D state of this tick's row, its stamp (s: the older of the joint and puck
+        stamps, for the staleness check), the row's stamp (the time the state stands for) and the
+        next plan's state as a function of this tick's command (or None).
 
         Lockstep: the latest measurements, stamped with their own time. Realtime: the latest
-        measurements at the tick time ``now``, or with ``latency.compensation`` the state
-        predicted for the moment this tick's command takes effect."""
+        measurements at the tick time ``now``. With ``latency.compensation``: the state
+        predicted for the moment this tick's command takes effect, and the next plan starts
+        from the state predicted one period later (``PushController.tick``, plan ahead)."""
         stamps = self.sensed.stamps()
         if stamps is None:
-            return None, None, None
+            return None, None, None, None
         stamp = min(stamps)
         if not self.realtime:
-            return self.sensed.measured(), stamp, stamp
+            return self.sensed.measured(), stamp, stamp, None
         if not self.compensate:
-            return self.sensed.measured(), stamp, now
+            return self.sensed.measured(), stamp, now, None
         values = self._send_delay.values
-        effect = now + (float(np.median(values)) if values else 0.0) + self.sensed.delay
-        return self.sensed.predict(effect), stamp, effect
+        sent = now + (float(np.median(values)) if values else 0.0)
+        effect = sent + self.sensed.delay
 
-    def _tick(self, state, stamp, row_stamp, target, now):
+        def plan_state(command: np.ndarray) -> np.ndarray:
+            with self._lock:
+                return self.sensed.predict(effect + self.period, pending=(sent, command))
+
+        return self.sensed.predict(effect), stamp, effect, plan_state
+
+    def _tick(self, state, stamp, row_stamp, target, now, plan_state_fn=None):
         if stamp is not None:
             self._stats['state_age_ms'] = (now - stamp) * 1e3
         try:
-            tick = self.control.tick(state, stamp, now, target)
+            tick = self.control.tick(state, stamp, now, target, plan_state_fn)
         except Exception as e:  # noqa: B902 - any fault must end in zero velocity, then report
             self._stats['faults'] += 1
             self.control.prev_command = np.zeros(NUM_JOINTS)

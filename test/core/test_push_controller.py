@@ -269,3 +269,51 @@ def test_episode_ends_with_a_terminal_tick_after_episode_steps():
     assert ticks[-1].action is None and control.episode == -1
     assert control.tick(s, 1.0, 1.0, TARGET).event == 'idle'
     control.close()
+
+
+def test_plan_ahead_sends_at_the_tick_the_plan_started_a_period_before():
+    """Realtime with latency compensation: each tick sends row 0 of the plan started one tick
+    earlier for this step, then starts the next step's plan from the state predicted with the
+    command just sent. A command's timing no longer depends on the plan's latency."""
+    policy = FakePolicy(rows)
+    states = []
+    control = make_controller(policy, plan_ahead=True)
+    control.start_episode(0, 'planner')
+    s = rest_state()
+
+    def plan_state(command):
+        states.append(command.copy())
+        out = s.copy()
+        out[7:14] = command  # stands for "predicted with the command just sent"
+        return out
+
+    sent = []
+    for k in range(4):
+        tick = control.tick(s, k * DT, k * DT, TARGET, plan_state)
+        assert control._future is not None
+        control._future.result(timeout=5.0)  # the plan finishes within the period
+        sent.append(tick.command)
+    assert policy.calls == [1, 2, 3, 4]  # each plan starts at the next step
+    assert np.allclose(sent[0], 0.0)  # step 0: no plan yet, a stop from rest
+    for k in (1, 2, 3):  # row 0 of the plan for step k (planned at k - 1), filtered
+        want = control.filter(s[:7], control.filter.to_velocity(rows(k)[0]), sent[k - 1])
+        assert np.allclose(sent[k], want)
+        assert np.allclose(states[k], sent[k])  # the next plan saw the command just sent
+    # A plan still running at its tick: counted as a miss, the previous plan's next row goes out.
+    gate = threading.Event()
+    policy.gate = gate
+    control.tick(s, 4 * DT, 4 * DT, TARGET, plan_state)  # starts plan 5, which blocks
+    before = control.prev_command.copy()
+    late = control.tick(s, 5 * DT, 5 * DT, TARGET, plan_state)
+    assert late.info['deadline_miss'] and control.stats['deadline_misses'] == 1
+    assert np.allclose(late.command,
+                       control.filter(s[:7], control.filter.to_velocity(rows(4)[1]), before))
+    gate.set()
+    control.close()
+    # Without a prediction (in-process twin) the same settings plan synchronously.
+    sync = make_controller(FakePolicy(rows), plan_ahead=True, deadline_s=5.0)
+    sync.start_episode(0, 'planner')
+    first = sync.tick(s, 0.0, 0.0, TARGET)
+    assert np.allclose(first.command,
+                       sync.filter(s[:7], sync.filter.to_velocity(rows(0)[0]), np.zeros(7)))
+    sync.close()
