@@ -321,8 +321,9 @@ def test_lecture_yaml_planner_block_builds():
 def test_same_seed_same_plan(name):
     def make(seed):
         model = identical_ensemble(5, 2, noise_std=0.05)
+        extra = {'particles': 5, 'propagation': 'ts_inf'} if name == 'pets' else {}
         cfg = dict(name=name, horizon=5, population_size=30, elite_count=5, iterations=3,
-                   seed=seed, **({'particles': 5} if name == 'pets' else {}))
+                   seed=seed, **extra)
         return create_agent(cfg, model, neg_distance([1.0, 0.0]), 2)
 
     plans = []
