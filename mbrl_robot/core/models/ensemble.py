@@ -22,6 +22,7 @@ Units: ``forward``/``loss``/``eval_score`` work on *normalised* tensors (inputs 
 return real units.
 """
 
+import copy
 import math
 import os
 from pathlib import Path
@@ -300,18 +301,21 @@ class GaussianEnsemble(torch.nn.Module):
                 not 0 <= i < self.ensemble_size for i in idx):
             raise ValueError(f'GaussianEnsemble: bad member indices {list(indices)} for '
                              f'K={self.ensemble_size}')
-        cfg = {**self.config, 'ensemble_size': len(idx), 'num_elites': len(idx)}
-        sub = type(self)(self.obs_dim, self.act_dim, **cfg)
-        k_members = self.ensemble_size
-        pick = torch.as_tensor(idx, dtype=torch.long)
-        state = {}
-        for name, value in self.state_dict().items():
-            value = value.detach().cpu()
-            if name.startswith('layers.') and value.ndim >= 1 and value.shape[0] == k_members:
-                value = value.index_select(0, pick)
-            state[name] = value.clone()
-        sub.load_state_dict(state, strict=True)
-        return sub.to(self.device).eval()
+        # A deep copy in which the per-member tensors are replaced by their selected rows (no
+        # re-initialisation, no copy of the unselected members: cheap enough for a hot swap).
+        pick = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+        memo: Dict[int, Any] = {}
+        for layer in self.layers:
+            for name in ('weight', 'bias'):
+                p = getattr(layer, name)
+                memo[id(p)] = torch.nn.Parameter(p.detach().index_select(0, pick),
+                                                 requires_grad=p.requires_grad)
+        sub = copy.deepcopy(self, memo)
+        sub.ensemble_size = len(idx)
+        sub.num_elites = len(idx)
+        sub.config = {**self.config, 'ensemble_size': len(idx), 'num_elites': len(idx)}
+        sub.elite_indices = list(range(len(idx)))
+        return sub.eval()
 
     # ------------------------------------------------------------------ normalised API
     def _soft_clamp(self, logvar: torch.Tensor) -> torch.Tensor:
