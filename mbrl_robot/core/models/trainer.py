@@ -142,8 +142,9 @@ class ModelTrainer:
         model: the ensemble to train.
         learning_rate: Adam step size.
         batch_size: rows per member per minibatch.
-        validation_fraction: share of rows held out, in [0, 1). With 0 the score is computed on
-            the training rows (no early-stopping signal about generalisation).
+        validation_fraction: expected share of rows held out (chosen by id), in [0, 1). With 0
+            the score is computed on the training rows (no early-stopping signal about
+            generalisation).
         max_epochs: upper bound on epochs.
         patience: epochs without improvement before stopping (>= 1).
         bootstrap: per-member resampling with replacement.
