@@ -34,19 +34,22 @@ class TransitionBatch:
         obs: (N, S) float32 states.
         act: (N, A) float32 actions (normalised to [-1, 1]).
         next_obs: (N, S) float32 next states.
-        reward: (N,) float32 rewards.
-        done: (N,) bool, True on the last step of an episode (time limit or termination).
+        reward: (N,) float32 rewards, or None where nobody needs them (model training).
+        done: (N,) bool, True on the last step of an episode (time limit or termination), or
+            None where nobody needs them (model training).
     """
 
     obs: np.ndarray
     act: np.ndarray
     next_obs: np.ndarray
-    reward: np.ndarray
-    done: np.ndarray
+    reward: Optional[np.ndarray] = None
+    done: Optional[np.ndarray] = None
 
     def __post_init__(self):
         n = len(self.obs)
         for name in ('act', 'next_obs', 'reward', 'done'):
+            if getattr(self, name) is None and name in ('reward', 'done'):
+                continue
             if len(getattr(self, name)) != n:
                 raise ValueError(f'TransitionBatch: {name} has {len(getattr(self, name))} rows, '
                                  f'obs has {n}')
@@ -58,9 +61,24 @@ class TransitionBatch:
 
     @staticmethod
     def concat(batches) -> 'TransitionBatch':
-        """Concatenate batches row-wise."""
-        return TransitionBatch(*(np.concatenate([getattr(b, f) for b in batches])
-                                 for f in ('obs', 'act', 'next_obs', 'reward', 'done')))
+        """Concatenate batches row-wise; reward/done stay None unless every batch has them.
+
+        Raises:
+            ValueError: some batches have reward (or done) and others do not.
+        """
+        batches = list(batches)
+        cols = {}
+        for f in ('obs', 'act', 'next_obs', 'reward', 'done'):
+            parts = [getattr(b, f) for b in batches]
+            missing = sum(p is None for p in parts)
+            if missing == len(parts) and f in ('reward', 'done'):
+                cols[f] = None
+            elif missing:
+                raise ValueError(f'TransitionBatch.concat: {missing} of {len(parts)} batches '
+                                 f'have no {f}')
+            else:
+                cols[f] = np.concatenate(parts)
+        return TransitionBatch(**cols)
 
 
 @dataclass
@@ -115,3 +133,28 @@ class DynamicsModel(Protocol):
 
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance (K, B, S) of each member's next state for shared (B, ·) inputs."""
+
+
+# termination_fn(next_obs (..., S), act (..., A)) -> bool (...): True where the episode ends.
+TerminationFnType = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def elite_model(model: DynamicsModel) -> DynamicsModel:
+    """The model restricted to its elites, as PETS and MBPO roll out.
+
+    A model whose ``elite_indices`` (optional attribute) name a strict subset of its members
+    must offer ``select_members(indices)`` (``GaussianEnsemble`` does); the result holds only
+    the elites. Without ``elite_indices``, or when every member is an elite, ``model`` itself.
+
+    Raises:
+        TypeError: elites are a strict subset but the model cannot select members.
+    """
+    elites = getattr(model, 'elite_indices', None)
+    k = getattr(model, 'ensemble_size', None)
+    if elites is None or sorted(int(i) for i in elites) == list(range(k)):
+        return model
+    select = getattr(model, 'select_members', None)
+    if not callable(select):
+        raise TypeError(f'model {type(model).__name__} has elites {list(elites)} of {k} members '
+                        f'but no select_members(indices)')
+    return select(elites)

@@ -251,7 +251,10 @@ class TrainerNode(Node):
                 model = copy.deepcopy(self._model)
             trainer = create_trainer(model, {**self.training_cfg, 'seed': seed})
             self.get_logger().info(f'training ({why}) on {len(batch)} transitions')
-            result = trainer.fit(batch, epoch_callback=self._publish_loss, stop_event=self._stop)
+            # The sequence numbers fix the validation split: a row is held out in every fit or
+            # in none, so a warm-started model is never validated on rows it trained on.
+            result = trainer.fit(batch, epoch_callback=self._publish_loss, stop_event=self._stop,
+                                 ids=data.seqs)
         except Exception as e:  # noqa: B902 - a failed fit must not take the node down
             self.get_logger().error(f'training failed, keeping v{self.version}: {e!r}')
             self.last_result = {'accepted': False, 'reason': repr(e)}
@@ -262,6 +265,8 @@ class TrainerNode(Node):
         summary = {'train_loss': result.train_losses[-1] if result.train_losses else None,
                    'val_loss': result.best_val_loss, 'epochs': result.epochs,
                    'n_transitions': len(batch), 'train_seconds': time.monotonic() - t0,
+                   'members_improved': result.members_improved,
+                   'elite_indices': list(model.elite_indices),
                    'train_losses': result.train_losses, 'val_losses': result.val_losses}
         if problem:
             self.get_logger().error(f'model rejected ({problem}); keeping v{self.version}')

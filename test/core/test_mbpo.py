@@ -333,3 +333,70 @@ def test_planner_mode_is_unchanged(controller_factory):
         factory.create()
     with pytest.raises(ValueError, match='mode'):
         controller_factory(mode='mpc')
+
+
+# ---------------------------------------------------------------------- issue 14
+class StepModel:
+    """Two identical deterministic members: the point moves by 0.15 * action."""
+
+    ensemble_size = 2
+
+    def sample_next(self, obs, act, deterministic=False, generator=None):
+        return obs + 0.15 * act
+
+
+def ones_actor(obs, deterministic=False):
+    return torch.ones(obs.shape[0], 2)
+
+
+def test_model_rollouts_stop_at_a_termination_and_flag_it():
+    from mbrl_robot.core.algorithms.mbpo import model_rollouts
+    states = np.array([[0.0, 0.0], [0.2, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=np.float32)
+    goals = np.zeros((4, 2), dtype=np.float32)
+
+    def beyond(next_state, act):
+        return next_state[:, 0] > 0.25
+
+    rows = model_rollouts(StepModel(), ones_actor, point_task(), states, goals, 4, 'ts',
+                          np.random.default_rng(0), torch.Generator(), termination_fn=beyond)
+    # x after each step: 0.15, 0.3 | 0.35 | -0.85, -0.7, -0.55, -0.4 (x2): 2 + 1 + 4 + 4 rows.
+    assert len(rows['obs']) == 11
+    done_x = rows['next_obs'][rows['done'] == 1.0][:, 0]
+    np.testing.assert_allclose(np.sort(done_x), [0.3, 0.35], atol=1e-6)
+    assert rows['done'].sum() == 2
+    plain = model_rollouts(StepModel(), ones_actor, point_task(), states, goals, 4, 'ts',
+                           np.random.default_rng(0), torch.Generator())
+    assert len(plain['obs']) == 16 and not plain['done'].any()
+
+
+def test_mbpo_agent_passes_termination_to_its_rollouts():
+    from mbrl_robot.core.algorithms.mbpo import MBPOAgent
+    env = PointMass()
+    agent = MBPOAgent(point_task(), env.observation_space, env.action_space, config(300), 0,
+                      True, MODEL, TRAINING, log=lambda s: None,
+                      termination_fn=lambda s, a: torch.ones(s.shape[0], dtype=torch.bool))
+    rng = np.random.default_rng(0)
+    state, act, goal = (rng.uniform(-1, 1, (200, 2)) for _ in range(3))
+    agent.add_transitions(state, act, state + 0.15 * act, goal, np.zeros(200))
+    fit = agent.fit_model()
+    assert fit['members_improved'] == 4
+    assert agent.rollout(40, 3) == 40  # every rollout ends after its first step
+    assert np.all(agent.model_buffer.column('done') == 1.0)
+
+
+@pytest.mark.parametrize('member', ['random', 'ts'])
+def test_model_rollouts_draw_only_from_the_elites(member):
+    from mbrl_robot.core.algorithms.mbpo import model_rollouts
+    from mbrl_robot.core.models import create_model
+    model = create_model(dict(MODEL, num_layers=1, hidden_size=8), 2, 2, seed=0).eval()
+    with torch.no_grad():
+        for k in (1, 3):
+            model.layers[-1].bias[k] = float('nan')
+    model.set_elites([0, 2])
+    rng = np.random.default_rng(0)
+    states = rng.uniform(-1, 1, (40, 2)).astype(np.float32)
+    goals = rng.uniform(-1, 1, (40, 2)).astype(np.float32)
+    rows = model_rollouts(model, ones_actor, point_task(), states, goals, 3, member,
+                          np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert len(rows['obs']) == 120  # no row lost to the NaN members
+    assert np.isfinite(rows['next_obs']).all()

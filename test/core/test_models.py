@@ -313,3 +313,103 @@ def test_elite_mask_and_device():
     assert model.device == torch.device('cpu')
     with pytest.raises(ValueError):
         model.set_elites([3])
+
+
+# ---------------------------------------------------------------------- issue 14
+def test_validation_rows_stay_validation_across_fits_with_more_data():
+    from mbrl_robot.core.models.trainer import validation_mask
+    small, large = validation_mask(np.arange(400), 0.15), validation_mask(np.arange(1600), 0.15)
+    # A row is validation in every fit or in none, whatever else the dataset holds.
+    np.testing.assert_array_equal(small, large[:400])
+    assert 0.1 < large.mean() < 0.2
+    shuffled = np.random.default_rng(0).permutation(1600)
+    np.testing.assert_array_equal(validation_mask(shuffled, 0.15), large[shuffled])
+    # The trainer holds out exactly those rows, whatever its seed (it follows the version).
+    model = create_model(SMALL, 2, 2, seed=0)
+    batch = sine_system(1600, seed=0)
+    for seed in (0, 7):
+        res = create_trainer(model, dict(TRAIN, seed=seed, max_epochs=1)).fit(batch)
+        assert (res.n_val, res.n_train) == (int(large.sum()), int((~large).sum()))
+    # Ids given by the caller (e.g. sequence numbers) decide instead of the row index.
+    res = create_trainer(model, dict(TRAIN, max_epochs=1)).fit(batch, ids=np.arange(1600) + 5)
+    assert res.n_val == int(validation_mask(np.arange(1600) + 5, 0.15).sum())
+    with pytest.raises(ValueError, match='distinct'):
+        create_trainer(model, TRAIN).fit(batch, ids=np.zeros(1600, dtype=np.int64))
+
+
+def test_fit_where_nothing_improves_returns_the_previous_model_exactly():
+    model = create_model(SMALL, 2, 2, seed=0)
+    create_trainer(model, dict(TRAIN, max_epochs=5)).fit(sine_system(500, seed=0))
+    model.set_elites([1])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    obs, act = torch.randn(9, 2) * 5.0, torch.randn(9, 2)
+    with torch.no_grad():
+        expected = model.predict(obs, act)
+    # New data over a wider range (the normalisers change) and no step that can count as an
+    # improvement: the model must come back exactly as it was, old normalisers included.
+    wide = sine_system(800, seed=1)
+    wide = TransitionBatch(wide.obs * 3.0, wide.act, wide.next_obs * 3.0)
+    trainer = create_trainer(model, dict(TRAIN, learning_rate=1e-12, min_rel_improvement=0.5,
+                                         patience=2))
+    res = trainer.fit(wide)
+    with torch.no_grad():
+        got = model.predict(obs, act)
+    for a, b in zip(expected, got):
+        assert torch.equal(a, b)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert res.members_improved == 0 and res.epochs == 2
+    assert model.elite_indices == [1]
+    assert np.isfinite(res.best_val_loss)
+
+
+def test_fit_reports_members_improved_and_ranks_num_elites():
+    model = create_model(dict(SMALL, num_elites=2), 2, 2, seed=0)
+    res = create_trainer(model, dict(TRAIN, max_epochs=3)).fit(sine_system(500, seed=0))
+    assert res.members_improved == 3
+    assert len(res.elite_indices) == 2 and model.elite_indices == res.elite_indices
+    ranked = sorted(range(3), key=lambda k: res.member_val_losses[k])[:2]
+    assert sorted(ranked) == res.elite_indices
+
+
+def test_select_members_copies_the_elites(trained, tmp_path):
+    model, _ = trained
+    sub = model.select_members([2, 0])
+    assert sub.ensemble_size == 2 and sub.elite_indices == [0, 1]
+    obs, act = torch.randn(9, 2), torch.randn(9, 2)
+    with torch.no_grad():
+        full, part = model.predict(obs, act), sub.predict(obs, act)
+    for a, b in zip(full, part):
+        assert torch.allclose(a[[2, 0]], b)
+    # The elite indices travel with a saved model.
+    model.set_elites([0, 2])
+    try:
+        loaded = GaussianEnsemble.load(model.save(tmp_path / 'm'))
+    finally:
+        model.set_elites(list(range(3)))
+    assert loaded.elite_indices == [0, 2]
+    with pytest.raises(ValueError, match='bad member indices'):
+        model.select_members([0, 0])
+
+
+@pytest.mark.parametrize('obs_dim,act_dim', [(20, 7), (17, 6), (9, 3)])
+def test_input_features_need_the_push_layout(obs_dim, act_dim):
+    with pytest.raises(ValueError, match=rf'obs_dim == 17.*act_dim == 7.*got '
+                                         rf'obs_dim={obs_dim}, act_dim={act_dim}'):
+        create_model(dict(SMALL, input_features='tool_tip'), obs_dim, act_dim)
+    create_model(dict(SMALL, input_features='tool_tip'), 17, 7)
+    create_model(SMALL, obs_dim, act_dim)  # no features: any layout
+
+
+def test_transition_batch_reward_and_done_are_optional_for_model_training():
+    full = sine_system(300, seed=0)
+    batch = TransitionBatch(full.obs, full.act, full.next_obs)
+    assert batch.reward is None and batch.done is None
+    res = create_trainer(create_model(SMALL, 2, 2), dict(TRAIN, max_epochs=2)).fit(batch)
+    assert res.epochs == 2
+    assert TransitionBatch.concat([batch, batch]).reward is None
+    assert len(TransitionBatch.concat([full, full]).reward) == 600
+    with pytest.raises(ValueError, match='1 of 2 batches have no reward'):
+        TransitionBatch.concat([full, batch])
+    with pytest.raises(ValueError, match='reward has 3 rows, obs has 300'):
+        TransitionBatch(full.obs, full.act, full.next_obs, np.zeros(3))

@@ -57,7 +57,7 @@ def test_lecture_profile_states_the_schema_defaults():
         lecture.pop('use_sim_time', None)
         defaults = flatten(schema_defaults(node))
         differ = {k for k in defaults if lecture[k] != defaults[k]}
-        # propagation: auto resolves to the lecture's mean for cem.
+        # The lecture states propagation: mean, the schema's default.
         assert differ <= {'planner.propagation'}, (node, differ)
 
 

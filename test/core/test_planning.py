@@ -321,8 +321,9 @@ def test_lecture_yaml_planner_block_builds():
 def test_same_seed_same_plan(name):
     def make(seed):
         model = identical_ensemble(5, 2, noise_std=0.05)
+        extra = {'particles': 5, 'propagation': 'ts_inf'} if name == 'pets' else {}
         cfg = dict(name=name, horizon=5, population_size=30, elite_count=5, iterations=3,
-                   seed=seed, **({'particles': 5} if name == 'pets' else {}))
+                   seed=seed, **extra)
         return create_agent(cfg, model, neg_distance([1.0, 0.0]), 2)
 
     plans = []
@@ -381,3 +382,108 @@ def test_trajectory_optimizer_owns_the_shift():
     assert torch.count_nonzero(traj.previous_solution) == 0
     with pytest.raises(ValueError):
         TrajectoryOptimizer(opt, horizon=0)
+
+
+# ---------------------------------------------------------------------- issue 14
+def poisoned_ensemble(elites):
+    """A 5-member GaussianEnsemble whose non-elite members predict NaN; elites ``elites``."""
+    from mbrl_robot.core.models import create_model
+    model = create_model({'name': 'gaussian_ensemble', 'ensemble_size': 5, 'num_layers': 1,
+                          'hidden_size': 16}, 2, 2, seed=0)
+    with torch.no_grad():
+        for k in set(range(5)) - set(elites):
+            model.layers[-1].bias[k] = float('nan')
+    model.set_elites(elites)
+    return model.eval()
+
+
+@pytest.mark.parametrize('name,extra', [
+    ('cem', {}),
+    ('cem', {'propagation': 'ts_inf', 'particles': 4}),
+    ('pets', {'propagation': 'ts_1', 'particles': 4}),
+    ('pets', {'propagation': 'ts_inf', 'particles': 3, 'pessimism': 0.5}),
+])
+def test_planner_rollouts_use_only_the_elites(name, extra):
+    model = poisoned_ensemble([0, 2])
+    cfg = dict(name=name, horizon=4, population_size=30, elite_count=5, iterations=2, seed=1,
+               **extra)
+    agent = create_agent(cfg, model, neg_distance([1.0, -0.5]), 2)
+    plan = agent.plan(np.zeros(2))
+    assert np.isfinite(plan).all() and np.isfinite(agent.last_plan_info['predicted_return'])
+    assert np.isfinite(agent.last_plan_info['std_states']).all()
+    # Exactly the plan of an ensemble made of the elites alone.
+    elites_only = create_agent(cfg, model.select_members([0, 2]), neg_distance([1.0, -0.5]), 2)
+    np.testing.assert_array_equal(plan, elites_only.plan(np.zeros(2)))
+    # A hot-swapped model brings its own elites.
+    agent.set_model(poisoned_ensemble([1, 3, 4]))
+    assert np.isfinite(agent.plan(np.zeros(2))).all()
+
+
+def test_rewards_stop_after_a_predicted_termination():
+    model = identical_ensemble(2, 1, gain=0.1)
+
+    def one(s, a):
+        return torch.ones(s.shape[:-1])
+
+    def beyond(s, a):
+        return s[..., 0] >= 0.45
+
+    actions = torch.ones(3, 10, 1)
+    actions[1] = 0.0  # never terminates
+    actions[2, :2] = 0.0  # terminates two steps later
+    for propagation, particles in (('mean', 1), ('ts_inf', 2), ('ts_1', 3)):
+        plain = TrajectoryEvaluator(model, one, particles=particles, propagation=propagation)
+        ended = TrajectoryEvaluator(model, one, particles=particles, propagation=propagation,
+                                    termination_fn=beyond)
+        assert plain.evaluate(torch.zeros(1), actions).tolist() == [10.0, 10.0, 10.0]
+        # s_t = 0.1 t: step 5 reaches 0.5 and ends the rollout; its own reward counts.
+        assert ended.evaluate(torch.zeros(1), actions).tolist() == [5.0, 10.0, 7.0]
+    # Joint-limit penalties after the termination do not count either.
+    limits = JointLimits(np.array([-1.0]), np.array([0.55]))
+    ended = TrajectoryEvaluator(model, one, propagation='mean', termination_fn=beyond,
+                                joint_limits=limits, joint_pos_start=0)
+    assert ended.evaluate(torch.zeros(1), actions[:1]).tolist() == [5.0]
+    agent = create_agent({'name': 'cem', 'horizon': 3, 'population_size': 10,
+                          'elite_count': 2}, model, one, 1, termination_fn=beyond)
+    assert agent.evaluator.termination_fn is beyond
+    with pytest.raises(ValueError, match='termination_fn returned shape'):
+        TrajectoryEvaluator(model, one, termination_fn=lambda s, a: s).evaluate(
+            torch.zeros(1), actions)
+
+
+@pytest.mark.parametrize('name,extra', [
+    ('random_shooting', {}),
+    ('cem', {}),
+    ('cem', {'bound_mode': 'truncnorm', 'return_mean': True}),
+    ('icem', {}),
+    ('pets', {'particles': 2, 'propagation': 'ts_inf'}),
+])
+def test_asymmetric_action_bounds(name, extra):
+    lb, ub = np.array([0.2, -3.0]), np.array([0.6, -1.5])
+    model = identical_ensemble(2, 2, gain=0.5)
+    cfg = dict(name=name, horizon=5, population_size=60, elite_count=6, iterations=3, seed=0,
+               **extra)
+    for target, corner in (([-50.0, -50.0], lb), ([50.0, 50.0], ub)):
+        agent = create_agent(cfg, model, neg_distance(target), 2, action_lb=lb, action_ub=ub,
+                             max_delta=0.3)
+        s = np.zeros(2)
+        for _ in range(8):  # a_{-1} = 0 clipped into the box, then steps of at most 0.3
+            plan = agent.plan(s)
+            assert np.all(plan >= lb - 1e-6) and np.all(plan <= ub + 1e-6), plan
+            a = agent.act(s)
+            s = s + 0.5 * a
+        if name != 'random_shooting':
+            np.testing.assert_allclose(a, corner, atol=0.15)
+    with pytest.raises(ValueError, match='action_lb must be below action_ub'):
+        create_agent(cfg, model, position, 2, action_lb=[0.0, 0.0], action_ub=[1.0, 0.0])
+    with pytest.raises(ValueError, match=r'action_ub must be a finite scalar or have shape'):
+        create_agent(cfg, model, position, 2, action_ub=[1.0, 1.0, 1.0])
+
+
+def test_propagation_is_explicit():
+    assert resolve_planner_cfg({'name': 'cem'})['propagation'] == 'mean'
+    assert resolve_planner_cfg({'name': 'cem', 'propagation': 'ts_1'})['propagation'] == 'ts_1'
+    with pytest.raises(ValueError, match='set planner.propagation to ts_inf or ts_1'):
+        resolve_planner_cfg({'name': 'pets', 'particles': 5})
+    with pytest.raises(ValueError, match="propagation must be one of .* got 'auto'"):
+        resolve_planner_cfg({'name': 'cem', 'propagation': 'auto'})

@@ -55,7 +55,7 @@ from mbrl_robot.core.buffer.replay import ArrayBuffer, MixedReplayBuffer, SAC_CO
 from mbrl_robot.core.models import create_model, create_trainer
 from mbrl_robot.core.policy import DeterministicPolicy, save_policy
 from mbrl_robot.core.tasks.push import PUSH_OBS_DIM, push_goal_task, PushTask
-from mbrl_robot.core.types import GoalTask, TransitionBatch
+from mbrl_robot.core.types import elite_model, GoalTask, TerminationFnType, TransitionBatch
 
 MEMBER_CHOICES = ('random', 'ts')
 MBPO_KEYS = ('total_steps', 'init_random_steps', 'model_train_freq', 'model_max_epochs',
@@ -141,15 +141,20 @@ def rollout_length(cfg: Dict[str, Any], step: int) -> int:
 
 def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.ndarray,
                    length: int, member: str, rng: np.random.Generator,
-                   generator: torch.Generator) -> Dict[str, np.ndarray]:
+                   generator: torch.Generator,
+                   termination_fn: Optional[TerminationFnType] = None) -> Dict[str, np.ndarray]:
     """Branch ``length``-step rollouts from real states with the current (stochastic) policy.
 
-    Each step every rollout is assigned an ensemble member: a fresh random one per step
-    (``member='random'``, MBPO) or the same one for the whole rollout (``'ts'``, PETS' TS-inf).
-    Rows are split into K equal groups so all members run as one batched call.
+    Each step every rollout is assigned one of the model's elite members (``elite_indices``,
+    as in MBPO): a fresh random one per step (``member='random'``, MBPO) or the same one for the
+    whole rollout (``'ts'``, PETS' TS-inf). Rows are split into E equal groups (E elites) so all
+    elites run as one batched call. With ``termination_fn``, a row on which the model's next
+    state terminates is stored with ``done = 1`` (SAC does not bootstrap past it) and its
+    rollout ends there.
 
     Args:
-        model: the ensemble (``sample_next`` on (K, B, S)).
+        model: the ensemble (``sample_next`` on (K, B, S); ``elite_indices`` and
+            ``select_members`` when only some members are elites).
         actor: SB3 SAC actor (``actor(obs, deterministic=False)`` -> actions (B, A)).
         gtask: the task.
         states: (B, S) start states from the real buffer.
@@ -158,11 +163,14 @@ def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.
         member: ``random`` or ``ts``.
         rng: member assignment RNG.
         generator: the model's sampling noise.
+        termination_fn: optional ``termination_fn(next_state (B, S), executed act (B, A)) ->
+            bool (B,)``; None: model rollouts never terminate (done = 0).
 
     Returns:
         SAC columns for up to ``B * length`` rows (non-finite predictions are dropped, with
         their rollouts).
     """
+    model = elite_model(model)
     k_members = model.ensemble_size
     b = (len(states) // k_members) * k_members
     state = torch.as_tensor(states[:b], dtype=torch.float32)
@@ -186,14 +194,21 @@ def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.
             nxt[perm] = grouped.reshape(b, gtask.state_dim)
             reward = gtask.reward_fn(nxt, executed, goal)
             next_obs = gtask.make_obs(nxt, goal)
+            if termination_fn is None:
+                done = torch.zeros(b, dtype=torch.bool)
+            else:
+                done = torch.as_tensor(termination_fn(nxt, executed)).reshape(b).bool()
         alive &= torch.isfinite(next_obs).all(-1) & torch.isfinite(reward)
         keep = alive.numpy()
         out['obs'].append(obs.numpy()[keep])
         out['act'].append(act.numpy()[keep])
         out['reward'].append(reward.numpy()[keep])
         out['next_obs'].append(next_obs.numpy()[keep])
-        out['done'].append(np.zeros(int(keep.sum()), dtype=np.float32))
+        out['done'].append(done.numpy()[keep].astype(np.float32))
         state = torch.where(alive[:, None], nxt, state)
+        alive &= ~done
+        if not bool(alive.any()):
+            break
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -217,17 +232,24 @@ class MBPOAgent:
         model_cfg: ``trainer.model`` block (with ``use_model``).
         training_cfg: ``trainer.training`` block (with ``use_model``).
         log: progress sink.
+        termination_fn: optional ``termination_fn(next_state (B, S), executed act (B, A)) ->
+            bool (B,)`` for the model rollouts (see :func:`model_rollouts`); None: the task
+            has time limits only (the push task).
     """
 
     def __init__(self, gtask: GoalTask, observation_space, action_space, cfg: Dict[str, Any],
                  seed: int, use_model: bool, model_cfg: Optional[Dict[str, Any]] = None,
                  training_cfg: Optional[Dict[str, Any]] = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print,
+                 termination_fn: Optional[TerminationFnType] = None):
         _check_mbpo_cfg(cfg)
         if use_model and (model_cfg is None or training_cfg is None):
             raise ValueError('MBPO: use_model needs model_cfg and training_cfg')
         self.gtask, self.cfg, self.seed, self.use_model = gtask, cfg, int(seed), use_model
         self.model_cfg, self.training_cfg, self.log = model_cfg, training_cfg, log
+        if termination_fn is not None and not callable(termination_fn):
+            raise TypeError('MBPO: termination_fn must be callable or None')
+        self.termination_fn = termination_fn
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
@@ -342,8 +364,8 @@ class MBPOAgent:
         """(Re)fit the ensemble on every real row (warm start after the first fit)."""
         tp = time.monotonic()
         r = self.real
-        batch = TransitionBatch(r.column('state'), r.column('executed'), r.column('next_state'),
-                                r.column('reward'), r.column('last').astype(bool))
+        # Row index as the validation id: the real buffer is append-only (capacity total_steps).
+        batch = TransitionBatch(r.column('state'), r.column('executed'), r.column('next_state'))
         version = len(self.fits)
         epochs = None
         if self.model is None:
@@ -356,7 +378,8 @@ class MBPOAgent:
         res = trainer.fit(batch, max_epochs=epochs)
         self.model.eval()
         fit = {'n_transitions': len(batch), 'val_loss': float(res.best_val_loss),
-               'epochs': res.epochs, 'wall_s': time.monotonic() - tp}
+               'epochs': res.epochs, 'members_improved': res.members_improved,
+               'elites': list(res.elite_indices), 'wall_s': time.monotonic() - tp}
         self.fits.append(fit)
         self.log(f'model fit {version} on {len(batch)} transitions: val loss '
                  f'{res.best_val_loss:.4f}, {res.epochs} epochs, {fit["wall_s"]:.1f} s')
@@ -366,7 +389,8 @@ class MBPOAgent:
         """Branch ``n`` rollouts of ``length`` steps into the model buffer; returns rows added."""
         start = self.real.sample(n, self.rng)
         rows = model_rollouts(self.model, self.sac.actor, self.gtask, start['state'],
-                              start['goal'], length, self.cfg['member'], self.rng, self.gen)
+                              start['goal'], length, self.cfg['member'], self.rng, self.gen,
+                              self.termination_fn)
         self.model_buffer.add(**rows)
         return len(rows['obs'])
 
@@ -433,7 +457,8 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
                  use_model: bool, model_cfg: Optional[Dict[str, Any]] = None,
                  training_cfg: Optional[Dict[str, Any]] = None,
                  eval_at: Sequence[int] = (), eval_seeds: Sequence[int] = (),
-                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+                 log: Callable[[str], None] = print,
+                 termination_fn: Optional[TerminationFnType] = None) -> Dict[str, Any]:
     """SAC on ``env`` with (MBPO) or without (model-free) model rollouts.
 
     One loop for both methods: the real buffer, the SB3 SAC networks and update, the episode
@@ -454,13 +479,15 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
             of the episode that reaches them).
         eval_seeds: held-out episode seeds for those evaluations.
         log: progress sink.
+        termination_fn: the model rollouts' termination (see :class:`MBPOAgent`); the real
+            episodes end by the env's own ``terminated``.
 
     Returns:
         ``{'agent', 'sac', 'policy', 'curve': [{'transitions', 'wall_s', **evaluate()}],
         'model_fits', 'transitions', 'wall_s', 'gradient_steps', 'model'}``.
     """
     agent = MBPOAgent(gtask, env.observation_space, env.action_space, cfg, seed, use_model,
-                      model_cfg, training_cfg, log)
+                      model_cfg, training_cfg, log, termination_fn)
     total = int(cfg['total_steps'])
     eval_at = sorted(int(x) for x in eval_at)
     curve: List[Dict[str, Any]] = []

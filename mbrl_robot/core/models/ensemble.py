@@ -22,6 +22,7 @@ Units: ``forward``/``loss``/``eval_score`` work on *normalised* tensors (inputs 
 return real units.
 """
 
+import copy
 import math
 import os
 from pathlib import Path
@@ -32,12 +33,12 @@ import torch.nn.functional as F
 
 from mbrl_robot.core.checkpoint import load_checkpoint, save_checkpoint
 from mbrl_robot.core.models.normalizer import Normalizer
-from mbrl_robot.core.tasks.push import JOINT_POS, PUCK, STATE_DIM
+from mbrl_robot.core.tasks.push import ACTION_DIM, JOINT_POS, PUCK, STATE_DIM
 
 FORMAT_VERSION = 1
 # Known-kinematics input features (see ``GaussianEnsemble``): name -> number of columns. They need
-# the pushing task's state layout (``core.tasks.push``: q in JOINT_POS in URDF joint order, puck
-# xyz in PUCK).
+# the pushing task's state layout exactly (``core.tasks.push``: STATE_DIM = 17 columns, q of the
+# iiwa7 pusher in JOINT_POS in URDF joint order, puck xyz in PUCK; ACTION_DIM = 7).
 INPUT_FEATURES: Dict[str, int] = {'tool_tip': 3, 'tip_to_puck': 3}
 MODEL_FILE = 'model.pt'
 META_FILE = 'model.json'
@@ -111,11 +112,15 @@ class GaussianEnsemble(torch.nn.Module):
         weight_decay: L2 coefficient(s) on the weights, one float for every layer or a sequence of
             ``num_layers + 1`` floats (input, hidden..., output layer), as in PETS; the penalty is
             ``sum_l wd_l * ||W_l||^2 / 2`` and biases are not decayed.
-        num_elites: number of members reported in ``elite_indices`` (default: all K).
+        num_elites: number of members in ``elite_indices`` (default: all K), the members with
+            the best validation score after a fit; planners and MBPO roll out only those
+            (:meth:`select_members`). Saved with the model.
         device: where the parameters live.
         seed: seeds the weight initialisation (None: torch's global RNG).
         input_features: names from :data:`INPUT_FEATURES` (a list, or one comma-separated string;
-            empty: the plain ``[obs, act]`` input). Needs ``obs_dim >= 17`` (the push state).
+            empty: the plain ``[obs, act]`` input). They compute the iiwa7 pusher's kinematics
+            and need the push task's layout exactly: ``obs_dim == 17`` and ``act_dim == 7``
+            (anything else raises ValueError).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, ensemble_size: int = 5, num_layers: int = 4,
@@ -138,7 +143,7 @@ class GaussianEnsemble(torch.nn.Module):
             raise ValueError(f'GaussianEnsemble: probabilistic must be a bool, '
                              f'got {probabilistic!r}')
         decays = self._parse_weight_decay(weight_decay, num_layers + 1)
-        features = self._parse_features(input_features, obs_dim)
+        features = self._parse_features(input_features, obs_dim, act_dim)
         if num_elites is None:
             num_elites = ensemble_size
         if (isinstance(num_elites, bool) or not isinstance(num_elites, int)
@@ -211,7 +216,8 @@ class GaussianEnsemble(torch.nn.Module):
         return decays
 
     @staticmethod
-    def _parse_features(input_features: Union[str, Sequence[str]], obs_dim: int) -> List[str]:
+    def _parse_features(input_features: Union[str, Sequence[str]], obs_dim: int,
+                        act_dim: int) -> List[str]:
         if isinstance(input_features, str):
             names = [f.strip() for f in input_features.split(',') if f.strip()]
         elif isinstance(input_features, (list, tuple)) and all(
@@ -224,9 +230,13 @@ class GaussianEnsemble(torch.nn.Module):
         if unknown or len(set(names)) != len(names):
             raise ValueError(f'GaussianEnsemble: input_features {names} must be distinct names '
                              f'from {sorted(INPUT_FEATURES)}')
-        if names and obs_dim < STATE_DIM:
-            raise ValueError(f'GaussianEnsemble: input_features need the push state '
-                             f'(obs_dim >= {STATE_DIM}), got obs_dim={obs_dim}')
+        if names and (obs_dim != STATE_DIM or act_dim != ACTION_DIM):
+            raise ValueError(
+                f'GaussianEnsemble: input_features {names} compute the kinematics of the '
+                f'iiwa7 pusher and need the push task layout (obs_dim == {STATE_DIM}: q in '
+                f'columns {JOINT_POS.start}-{JOINT_POS.stop - 1}, puck in '
+                f'{PUCK.start}-{PUCK.stop - 1}; act_dim == {ACTION_DIM}), got '
+                f'obs_dim={obs_dim}, act_dim={act_dim}')
         return names
 
     def features(self, obs: torch.Tensor) -> Optional[torch.Tensor]:
@@ -272,6 +282,40 @@ class GaussianEnsemble(torch.nn.Module):
             raise ValueError(f'GaussianEnsemble: bad elite indices {list(indices)} for '
                              f'K={self.ensemble_size}')
         self.elite_indices = idx
+
+    def select_members(self, indices: Sequence[int]) -> 'GaussianEnsemble':
+        """A new ensemble made of copies of the given members (e.g. the elites).
+
+        Its member ``j`` is this ensemble's member ``indices[j]``; normalisers and log-variance
+        bounds are copied; all of its members are elites. Planners and MBPO roll out
+        ``select_members(elite_indices)`` so that only the elites are ever used.
+
+        Args:
+            indices: distinct member indices in [0, K).
+
+        Returns:
+            A ``GaussianEnsemble`` of ``len(indices)`` members on the same device, in eval mode.
+        """
+        idx = [int(i) for i in indices]
+        if not idx or len(set(idx)) != len(idx) or any(
+                not 0 <= i < self.ensemble_size for i in idx):
+            raise ValueError(f'GaussianEnsemble: bad member indices {list(indices)} for '
+                             f'K={self.ensemble_size}')
+        # A deep copy in which the per-member tensors are replaced by their selected rows (no
+        # re-initialisation, no copy of the unselected members: cheap enough for a hot swap).
+        pick = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+        memo: Dict[int, Any] = {}
+        for layer in self.layers:
+            for name in ('weight', 'bias'):
+                p = getattr(layer, name)
+                memo[id(p)] = torch.nn.Parameter(p.detach().index_select(0, pick),
+                                                 requires_grad=p.requires_grad)
+        sub = copy.deepcopy(self, memo)
+        sub.ensemble_size = len(idx)
+        sub.num_elites = len(idx)
+        sub.config = {**self.config, 'ensemble_size': len(idx), 'num_elites': len(idx)}
+        sub.elite_indices = list(range(len(idx)))
+        return sub.eval()
 
     # ------------------------------------------------------------------ normalised API
     def _soft_clamp(self, logvar: torch.Tensor) -> torch.Tensor:

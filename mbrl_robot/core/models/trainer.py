@@ -46,6 +46,9 @@ class TrainResult:
         member_val_losses: (K,) validation score of each returned member.
         cancelled: True when ``stop_event`` ended the fit.
         n_train: rows used for training; n_val: rows held out for validation.
+        members_improved: members whose validation score improved on the weights the fit
+            started from; 0 means the model was returned exactly as it was before the call
+            (weights, normalisers and elites).
     """
 
     train_losses: List[float] = field(default_factory=list)
@@ -58,6 +61,47 @@ class TrainResult:
     cancelled: bool = False
     n_train: int = 0
     n_val: int = 0
+    members_improved: int = 0
+
+
+def validation_mask(ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Which rows are held out for validation, decided by each row's stable id alone.
+
+    A row is validation when a fixed 64-bit hash (splitmix64) of its id, mapped to [0, 1), is
+    below ``fraction``. The split does not depend on the seed, on the other rows or on their
+    order, so a transition is validation in every fit or in none: a warm-started model is never
+    validated on rows it was trained on. The share of validation rows is ``fraction`` on
+    average; when the hash puts no row (of a few) below ``fraction``, the row with the smallest
+    hash is taken.
+
+    Args:
+        ids: (N,) distinct non-negative integer ids (e.g. sequence numbers, or row indices of
+            an append-only dataset).
+        fraction: target share in [0, 1); 0 holds nothing out.
+
+    Returns:
+        (N,) bool mask.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
+        raise ValueError(f'validation ids must be a 1-D array of non-negative ints, got '
+                         f'dtype {ids.dtype}, shape {ids.shape}')
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError('validation ids must be distinct')
+    mask = np.zeros(len(ids), dtype=bool)
+    if fraction <= 0.0 or len(ids) == 0:
+        return mask
+    z = ids.astype(np.uint64)
+    with np.errstate(over='ignore'):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    mask = u < fraction
+    if not mask.any():
+        mask[int(np.argmin(u))] = True
+    return mask
 
 
 def count_nonfinite_rows(batch: TransitionBatch) -> int:
@@ -72,14 +116,24 @@ def count_nonfinite_rows(batch: TransitionBatch) -> int:
 class ModelTrainer:
     """Trains an ensemble with Adam on bootstrapped minibatches until validation plateaus.
 
-    Each fit: validates the data, holds out ``validation_fraction`` of the rows (shuffled with
-    ``seed``), refits the model's normalisers on the training rows, draws one bootstrap index set
+    Each fit: validates the data, holds out about ``validation_fraction`` of the rows (chosen by
+    a hash of each row's stable id, see :func:`validation_mask`: the same rows in every fit, so
+    a warm-started model is scored on rows it never trained on), refits the model's normalisers
+    on the training rows, draws one bootstrap index set
     per member (with replacement; without ``bootstrap`` every member sees all rows in its own
     order), then runs epochs of minibatch Adam. After each epoch every member's validation score
     (MSE of its mean on held-out rows, normalised delta units) is compared with its best so far;
     a member whose score improves by more than ``min_rel_improvement`` (relative) has its weights
-    snapshotted. Training stops after ``patience`` epochs in which no member improved, or at
-    ``max_epochs``; each member then gets back its best weights.
+    snapshotted. The starting score of each member is that of its current weights under the
+    refitted normalisers. Training stops after ``patience`` epochs in which no member improved,
+    or at ``max_epochs``; each member then gets back its best weights. When no member improved
+    at all, the model is restored exactly as it was before the call (weights *and* the old
+    normalisers, elites unchanged), never old weights under new normalisers;
+    ``TrainResult.members_improved`` counts the improved members.
+
+    Row ids: ``fit(batch, ids=...)`` takes one stable id per row (e.g. the buffer's sequence
+    numbers); without ``ids`` the row index is the id, which is stable when the dataset is
+    append-only (each fit passes all rows so far, in the order they were recorded).
 
     ``fit`` mutates the model in place. A node that serves predictions while training should fit
     a copy (``copy.deepcopy(model)``) and swap it in afterwards.
@@ -88,12 +142,13 @@ class ModelTrainer:
         model: the ensemble to train.
         learning_rate: Adam step size.
         batch_size: rows per member per minibatch.
-        validation_fraction: share of rows held out, in [0, 1). With 0 the score is computed on
-            the training rows (no early-stopping signal about generalisation).
+        validation_fraction: expected share of rows held out (chosen by id), in [0, 1). With 0
+            the score is computed on the training rows (no early-stopping signal about
+            generalisation).
         max_epochs: upper bound on epochs.
         patience: epochs without improvement before stopping (>= 1).
         bootstrap: per-member resampling with replacement.
-        seed: seeds the split, the bootstrap and the minibatch order.
+        seed: seeds the bootstrap and the minibatch order (not the split).
         min_rel_improvement: relative decrease of a member's score that counts as improvement.
     """
 
@@ -144,14 +199,13 @@ class ModelTrainer:
         if bad:
             raise ValueError(f'ModelTrainer.fit: {bad} of {n} rows contain NaN or inf in '
                              f'obs/act/next_obs; drop them before training')
-        n_val = int(round(n * self.validation_fraction))
-        if n - n_val < 1 or (self.validation_fraction > 0.0 and n_val < 1):
-            raise ValueError(f'ModelTrainer.fit: {n} rows are too few for validation_fraction='
-                             f'{self.validation_fraction}')
+        if n < 1:
+            raise ValueError('ModelTrainer.fit: no rows')
 
     def fit(self, batch: TransitionBatch, max_epochs: Optional[int] = None,
             patience: Optional[int] = None, epoch_callback: Optional[EpochCallback] = None,
-            stop_event: Optional[threading.Event] = None) -> TrainResult:
+            stop_event: Optional[threading.Event] = None,
+            ids: Optional[np.ndarray] = None) -> TrainResult:
         """Train the model on ``batch`` (N rows of obs (N, S), act (N, A), next_obs (N, S)).
 
         Args:
@@ -163,13 +217,17 @@ class ModelTrainer:
             stop_event: when set (checked between minibatches), training ends and the best
                 weights found so far are kept; if no epoch finished, the model is restored to
                 its state before the call.
+            ids: (N,) distinct non-negative int ids, stable across fits (e.g. sequence numbers);
+                they decide the validation split (:func:`validation_mask`). Default: the row
+                index, stable for an append-only dataset.
 
         Returns:
             A ``TrainResult``; the model holds the best weights per member and its
-            ``elite_indices`` are updated.
+            ``elite_indices`` are updated (unchanged when no member improved).
 
         Raises:
-            ValueError: wrong shapes, non-finite rows (the message counts them), too few rows.
+            ValueError: wrong shapes, non-finite rows (the message counts them), too few rows,
+                bad ids.
         """
         max_epochs = self.max_epochs if max_epochs is None else max_epochs
         patience = self.patience if patience is None else patience
@@ -182,12 +240,18 @@ class ModelTrainer:
         initial_state = copy.deepcopy(model.state_dict())
         initial_elites = list(model.elite_indices)
 
-        rng = np.random.default_rng(self.seed)
         gen = torch.Generator(device='cpu').manual_seed(self.seed)
         n = len(batch)
-        perm = rng.permutation(n)
-        n_val = int(round(n * self.validation_fraction))
-        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        if ids is None:
+            ids = np.arange(n)
+        elif len(ids) != n:
+            raise ValueError(f'ModelTrainer.fit: {len(ids)} ids for {n} rows')
+        is_val = validation_mask(ids, self.validation_fraction)
+        val_idx, train_idx = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+        n_val = len(val_idx)
+        if len(train_idx) < 1:
+            raise ValueError(f'ModelTrainer.fit: {n} rows are too few for validation_fraction='
+                             f'{self.validation_fraction}')
 
         def tensor(x: np.ndarray, idx: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.asarray(x)[idx], dtype=torch.float32, device=device)
@@ -214,8 +278,10 @@ class ModelTrainer:
 
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
         result = TrainResult(n_train=n_train, n_val=n_val)
+        # The starting point: the current weights under the refitted normalisers.
         best_scores = model.eval_score(x_val, y_val).cpu()
         best_state = _clone_state(model)
+        ever_improved = torch.zeros(k_members, dtype=torch.bool)
         epochs_without_improvement = 0
         finished_epochs = 0
 
@@ -251,6 +317,7 @@ class ModelTrainer:
             if bool(improved.any()):
                 _copy_members(model, best_state, improved)
                 best_scores = torch.where(improved, scores, best_scores)
+                ever_improved |= improved
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
@@ -261,15 +328,28 @@ class ModelTrainer:
                 break
 
         result.epochs = finished_epochs
+        result.members_improved = int(ever_improved.sum())
         model.eval()
         if finished_epochs == 0:
             model.load_state_dict(initial_state)
             model.set_elites(initial_elites)
             return result
-        model.load_state_dict(best_state)
-        final = model.eval_score(x_val, y_val).cpu()
-        order = torch.argsort(final).tolist()
-        model.set_elites(sorted(order[:model.num_elites]))
+        if result.members_improved == 0:
+            # Nothing better than what we started from: the model as it was, old normalisers
+            # included, scored on this fit's validation rows.
+            model.load_state_dict(initial_state)
+            model.set_elites(initial_elites)
+            with torch.no_grad():
+                x_val = model.normalized_inputs(obs_v if n_val > 0 else obs_t,
+                                                act_v if n_val > 0 else act_t)
+                y_val = model.normalized_targets(obs_v if n_val > 0 else obs_t,
+                                                 nxt_v if n_val > 0 else nxt_t)
+            final = model.eval_score(x_val, y_val).cpu()
+        else:
+            model.load_state_dict(best_state)
+            final = model.eval_score(x_val, y_val).cpu()
+            order = torch.argsort(final).tolist()
+            model.set_elites(sorted(order[:model.num_elites]))
         result.member_val_losses = final.tolist()
         result.best_val_loss = float(final.mean())
         result.elite_indices = list(model.elite_indices)

@@ -31,21 +31,23 @@ from mbrl_robot.core.planning.trajectory import (project_action_sequences, Traje
                                                  TrajectoryOptimizer)
 from mbrl_robot.core.safety import JointLimits
 from mbrl_robot.core.tasks.push import JOINT_POS
-from mbrl_robot.core.types import DynamicsModel, RewardFnType
+from mbrl_robot.core.types import DynamicsModel, RewardFnType, TerminationFnType
 
 
 class MPCAgent:
-    """Plans (H, A) normalised action sequences in [-1, 1] with a learned ensemble.
+    """Plans (H, A) action sequences within the optimizer's bounds with a learned ensemble.
 
     Warm start: each plan starts from the previous call's final mean shifted by one step, the
-    last step filled with zeros. Every returned action satisfies the box [-1, 1] and, when
-    ``max_delta`` is set, ``|a_t - a_{t-1}| <= max_delta`` over the whole horizon, where
-    ``a_{-1}`` is the last executed action (zeros after ``reset``; see ``set_last_action``).
+    last step filled with the middle of the bounds (zeros for [-1, 1]). Every returned action
+    satisfies the optimizer's box ``[lower, upper]`` and, when ``max_delta`` is set,
+    ``|a_t - a_{t-1}| <= max_delta`` over the whole horizon, where ``a_{-1}`` is the last
+    executed action (zeros, clipped to the box, after ``reset``; see ``set_last_action``).
 
     Args:
-        model: ensemble implementing ``types.DynamicsModel``.
+        model: ensemble implementing ``types.DynamicsModel``; rollouts use its elites.
         reward_fn: ``reward_fn(next_obs (..., S), act (..., A)) -> (...)``.
-        optimizer: an ``Optimizer`` over (H, A) with bounds [-1, 1], on the model's device.
+        optimizer: an ``Optimizer`` over (H, A) on the model's device; its ``lower``/``upper``
+            are the action bounds.
         horizon: H >= 1.
         action_dim: A.
         particles: P rollouts per candidate.
@@ -59,6 +61,8 @@ class MPCAgent:
         joint_pos_start: where the joint positions start in the state (``TrajectoryEvaluator``).
         plan_stats: also roll the chosen plan through every member for ``last_plan_info``.
         seed: seed of the evaluator's generator (the optimizer has its own).
+        termination_fn: optional ``termination_fn(next_obs (..., S), act (..., A)) -> bool
+            (...)``: rewards after a predicted termination are not counted.
     """
 
     def __init__(self, model: DynamicsModel, reward_fn: RewardFnType, optimizer: Optimizer,
@@ -67,7 +71,8 @@ class MPCAgent:
                  deterministic: bool = False, max_delta: Optional[float] = None,
                  joint_limits: Optional[JointLimits] = None, joint_limit_penalty: float = 1e3,
                  plan_stats: bool = True, seed: int = 0,
-                 joint_pos_start: int = JOINT_POS.start):
+                 joint_pos_start: int = JOINT_POS.start,
+                 termination_fn: Optional[TerminationFnType] = None):
         if int(horizon) < 1:
             raise ValueError(f'horizon must be >= 1, got {horizon}')
         if not isinstance(optimizer, Optimizer):
@@ -79,6 +84,7 @@ class MPCAgent:
         self.horizon = int(horizon)
         self.action_dim = int(action_dim)
         self.optimizer = optimizer
+        self.lower, self.upper = optimizer.lower, optimizer.upper
         self.trajectory_optimizer = TrajectoryOptimizer(optimizer, self.horizon)
         self.max_delta = None if max_delta is None else float(max_delta)
         self.plan_stats = bool(plan_stats)
@@ -88,7 +94,7 @@ class MPCAgent:
             model, reward_fn, particles=particles, propagation=propagation,
             pessimism=pessimism, terminal_weight=terminal_weight, deterministic=deterministic,
             joint_limits=joint_limits, joint_limit_penalty=joint_limit_penalty,
-            generator=generator, joint_pos_start=joint_pos_start)
+            generator=generator, joint_pos_start=joint_pos_start, termination_fn=termination_fn)
         if self.evaluator.device != optimizer.device:
             raise ValueError(f'optimizer device {optimizer.device} != model device '
                              f'{self.evaluator.device}')
@@ -109,8 +115,9 @@ class MPCAgent:
         self.evaluator.set_model(model)
 
     def reset(self) -> None:
-        """New episode: no warm start, the arm is at rest (``a_{-1} = 0``)."""
-        self._last_action = torch.zeros(self.action_dim, device=self.device)
+        """New episode: no warm start, the arm is at rest (``a_{-1} = 0``, clipped to the box)."""
+        self._last_action = torch.zeros(self.action_dim, device=self.device).clamp(self.lower,
+                                                                                   self.upper)
         self.trajectory_optimizer.reset()
         self.last_plan_info = {}
 
@@ -118,12 +125,12 @@ class MPCAgent:
         """Tell the agent what was really executed (e.g. after a joint-limit clamp).
 
         Args:
-            action: (A,) normalised action.
+            action: (A,) normalised action (clipped to the bounds).
         """
         a = torch.as_tensor(action, dtype=torch.float32, device=self.device).reshape(-1)
         if a.shape != (self.action_dim,) or not torch.isfinite(a).all():
             raise ValueError(f'last action must be finite with shape ({self.action_dim},)')
-        self._last_action = a.clamp(-1.0, 1.0)
+        self._last_action = a.clamp(self.lower, self.upper)
 
     def _obs(self, obs: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
         o = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
@@ -155,9 +162,10 @@ class MPCAgent:
             self.set_last_action(prev_action)
         prev = self._last_action
         max_delta = self.max_delta
+        lower, upper = self.lower, self.upper
 
         def project(x: torch.Tensor) -> torch.Tensor:
-            return project_action_sequences(x, prev, max_delta)
+            return project_action_sequences(x, prev, max_delta, lower, upper)
 
         with torch.inference_mode():
             result = self.trajectory_optimizer.optimize(

@@ -19,10 +19,10 @@ required, missing keys take the schema's defaults, unknown keys are an error.
     name: random_shooting | cem | icem | pets.
     horizon (H), population_size (N), elite_count (M), iterations (I), min_std, initial_std,
     alpha: optimizer settings (random shooting uses only H and N).
-    particles (P), propagation (auto | ts_inf | ts_1 | mean), pessimism (lambda), seed.
+    particles (P), propagation (mean | ts_inf | ts_1), pessimism (lambda), seed.
     terminal_weight: weight of the last step's reward (1.0 = plain sum).
     deterministic: propagate members' means instead of sampling their Gaussian heads.
-    bound_mode: clip | truncnorm, how CEM keeps samples within [-1, 1].
+    bound_mode: clip | truncnorm, how CEM keeps samples within the action bounds.
     return_mean: CEM executes the final mean instead of the best sample seen.
     noise_beta, keep_elites_fraction, shift_elites: iCEM only (cem samples white noise, keeps
         no elites).
@@ -30,13 +30,16 @@ required, missing keys take the schema's defaults, unknown keys are an error.
     joint_limit_penalty: penalty scale for predicted joint-limit violations.
     plan_stats: roll the chosen plan through every member for ``last_plan_info``.
 
-``propagation: auto`` is ``mean`` for random_shooting, cem and icem (the lecture's deterministic
-mean propagation, one particle) and ``ts_inf`` for pets; pets rejects ``mean``.
+``propagation`` is explicit and independent of ``name``: default ``mean`` (deterministic
+ensemble-mean propagation, one particle: the lecture's CEM); pets needs ``ts_inf`` or ``ts_1``
+(it rejects ``mean``, so a pets block must name its propagation). Any other value is an error.
+The action bounds are ``create_agent``'s ``action_lb``/``action_ub`` (default [-1, 1]).
 """
 
 import math
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from mbrl_robot.core.schema import schema_defaults
@@ -45,7 +48,7 @@ from mbrl_robot.core.planning.optimizers import CEMOptimizer, RandomShootingOpti
 from mbrl_robot.core.planning.trajectory import PROPAGATIONS
 from mbrl_robot.core.safety import JointLimits
 from mbrl_robot.core.tasks.push import JOINT_POS
-from mbrl_robot.core.types import DynamicsModel, RewardFnType
+from mbrl_robot.core.types import DynamicsModel, RewardFnType, TerminationFnType
 
 NAMES = ('random_shooting', 'cem', 'icem', 'pets')
 
@@ -85,8 +88,6 @@ def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
     if name != 'icem':
         # Coloured noise and kept elites are iCEM's; cem samples white noise afresh.
         cfg.update(noise_beta=0.0, keep_elites_fraction=0.0, shift_elites=False)
-    if cfg['propagation'] == 'auto':
-        cfg['propagation'] = 'ts_inf' if name == 'pets' else 'mean'
     if (isinstance(cfg['max_delta'], (int, float)) and not isinstance(cfg['max_delta'], bool)
             and cfg['max_delta'] >= 2.0):
         cfg['max_delta'] = None  # actions lie in [-1, 1]: a step of 2 or more is no bound
@@ -125,11 +126,12 @@ def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError('planner.elite_count must be in [1, population_size='
                          f"{cfg['population_size']}], got {cfg['elite_count']}")
     if cfg['propagation'] not in PROPAGATIONS:
-        raise ValueError(f'planner.propagation must be one of {PROPAGATIONS}, got '
-                         f"{cfg['propagation']!r}")
+        raise ValueError(f'planner.propagation must be one of {PROPAGATIONS} (there is no '
+                         f"per-planner automatic choice), got {cfg['propagation']!r}")
     if name == 'pets' and cfg['propagation'] == 'mean':
-        raise ValueError("planner 'pets' propagates particles: propagation must be ts_inf or "
-                         'ts_1')
+        raise ValueError("planner 'pets' propagates particles: set planner.propagation to "
+                         'ts_inf or ts_1 (the default, mean, is the ensemble-mean propagation '
+                         'of cem)')
     if cfg['propagation'] == 'mean' and cfg['particles'] != 1:
         raise ValueError(f"propagation 'mean' is deterministic: planner.particles must be 1, "
                          f"got {cfg['particles']}")
@@ -146,7 +148,10 @@ def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: R
                  action_dim: int, device: Optional[Union[str, torch.device]] = None,
                  max_delta: Optional[float] = None,
                  joint_limits: Optional[JointLimits] = None,
-                 joint_pos_start: int = JOINT_POS.start) -> MPCAgent:
+                 joint_pos_start: int = JOINT_POS.start,
+                 action_lb: Optional[Union[float, Sequence[float], np.ndarray]] = None,
+                 action_ub: Optional[Union[float, Sequence[float], np.ndarray]] = None,
+                 termination_fn: Optional[TerminationFnType] = None) -> MPCAgent:
     """Build the MPC agent a planner block describes.
 
     Args:
@@ -160,9 +165,17 @@ def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: R
         joint_limits: optional ``JointLimits`` penalised along predicted trajectories.
         joint_pos_start: where the joint positions start in the state (default: the push
             state's ``JOINT_POS.start``).
+        action_lb: lower action bound, scalar or (A,) (default -1): samples, the plan and
+            ``a_{-1}`` are kept within [action_lb, action_ub].
+        action_ub: upper action bound, scalar or (A,) (default 1); above ``action_lb``.
+        termination_fn: optional ``termination_fn(next_obs (..., S), act (..., A)) -> bool
+            (...)``: predicted returns stop accumulating after a predicted termination.
 
     Returns:
-        A reset ``MPCAgent`` with actions bounded to [-1, 1].
+        A reset ``MPCAgent`` with actions bounded to [action_lb, action_ub].
+
+    Raises:
+        ValueError: invalid block, bounds of the wrong size, non-finite or not lb < ub.
     """
     cfg = resolve_planner_cfg(planner_cfg)
     if isinstance(action_dim, bool) or not isinstance(action_dim, int) or action_dim < 1:
@@ -171,7 +184,19 @@ def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: R
     device = model_device if device is None else torch.device(device)
     if device != model_device:
         raise ValueError(f'planning device {device} differs from the model device {model_device}')
-    common = dict(lower=-1.0, upper=1.0, device=device, seed=cfg['seed'])
+    bounds = []
+    for what, value, default in (('action_lb', action_lb, -1.0), ('action_ub', action_ub, 1.0)):
+        b = np.asarray(default if value is None else value, dtype=np.float64)
+        if b.ndim == 0:
+            b = np.full(action_dim, float(b))
+        if b.shape != (action_dim,) or not np.isfinite(b).all():
+            raise ValueError(f'{what} must be a finite scalar or have shape ({action_dim},), '
+                             f'got {value!r}')
+        bounds.append(torch.as_tensor(b, dtype=torch.float32, device=device))
+    if not (bounds[0] < bounds[1]).all():
+        raise ValueError(f'action_lb must be below action_ub in every dimension, got '
+                         f'{bounds[0].tolist()} and {bounds[1].tolist()}')
+    common = dict(lower=bounds[0], upper=bounds[1], device=device, seed=cfg['seed'])
     if cfg['name'] == 'random_shooting':
         optimizer = RandomShootingOptimizer(action_dim, cfg['population_size'], **common)
     else:
@@ -188,4 +213,4 @@ def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: R
                     max_delta=cfg['max_delta'] if max_delta is None else max_delta,
                     joint_limits=joint_limits, joint_limit_penalty=cfg['joint_limit_penalty'],
                     plan_stats=cfg['plan_stats'], seed=cfg['seed'] + 1,
-                    joint_pos_start=joint_pos_start)
+                    joint_pos_start=joint_pos_start, termination_fn=termination_fn)

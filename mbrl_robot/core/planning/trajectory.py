@@ -23,12 +23,18 @@ Propagation (Chua et al. 2018, PETS):
     ``mean``: deterministic ensemble-mean propagation: every candidate runs through all K members
         and the next state is their average (one particle; the lecture's CEM).
 
+Only the model's elites take part (``elite_indices``, the members with the best validation
+score; as in PETS and mbrl-lib): particles are spread over the E elites and ``mean`` averages the
+elites; K above then reads E. An optional ``termination_fn(next_obs, act) -> bool`` ends
+rollouts: rewards after the step on which a rollout terminates are not counted (as in
+mbrl-lib's ``ModelEnv.evaluate_action_sequences``).
+
 Also here: the action-sequence constraints the agent applies (box and acceleration bound) and a
 pure joint-limit clamp for the controller.
 """
 
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -36,7 +42,7 @@ from mbrl_robot.core.planning.optimizers import (ObjectiveFn, OptimizationResult
                                                  ProjectFn)
 from mbrl_robot.core.safety import JointLimits
 from mbrl_robot.core.tasks.push import JOINT_POS
-from mbrl_robot.core.types import DynamicsModel, RewardFnType
+from mbrl_robot.core.types import DynamicsModel, elite_model, RewardFnType, TerminationFnType
 
 PROPAGATIONS = ('ts_inf', 'ts_1', 'mean')
 
@@ -55,7 +61,9 @@ class TrajectoryEvaluator:
 
     Score of a candidate = mean over particles of the return minus ``pessimism`` times the std
     over particles (population std), minus the joint-limit penalty. The return of a rollout is
-    ``sum_t r_t`` with the last step's reward weighted by ``terminal_weight``.
+    ``sum_t r_t`` with the last step's reward weighted by ``terminal_weight``; with a
+    ``termination_fn``, the sum (and the joint-limit penalty) stops after the step on which the
+    rollout terminates. Rollouts use only the model's elites (see the module docstring).
 
     Args:
         model: ensemble implementing ``types.DynamicsModel``.
@@ -72,6 +80,8 @@ class TrajectoryEvaluator:
             ``state[joint_pos_start:joint_pos_start + J]``); default: the push state's.
         joint_limit_penalty: penalty = this * (1 + total violation in rad) for a violating rollout.
         generator: random generator on the model's device (sampling and TS-1 permutations).
+        termination_fn: optional ``termination_fn(next_obs (..., S), act (..., A)) -> bool
+            (...)``; None: rollouts never terminate.
     """
 
     def __init__(self, model: DynamicsModel, reward_fn: RewardFnType, particles: int = 1,
@@ -79,7 +89,8 @@ class TrajectoryEvaluator:
                  terminal_weight: float = 1.0, deterministic: bool = False,
                  joint_limits: Optional[JointLimits] = None, joint_limit_penalty: float = 1e3,
                  generator: Optional[torch.Generator] = None,
-                 joint_pos_start: int = JOINT_POS.start):
+                 joint_pos_start: int = JOINT_POS.start,
+                 termination_fn: Optional[TerminationFnType] = None):
         if propagation not in PROPAGATIONS:
             raise ValueError(f'propagation must be one of {PROPAGATIONS}, got {propagation!r}')
         if int(particles) < 1:
@@ -97,6 +108,9 @@ class TrajectoryEvaluator:
             raise ValueError(f'joint_limit_penalty must be >= 0, got {joint_limit_penalty}')
         if not callable(reward_fn):
             raise TypeError('reward_fn must be callable')
+        if termination_fn is not None and not callable(termination_fn):
+            raise TypeError('termination_fn must be callable or None')
+        self.termination_fn = termination_fn
         self.particles = int(particles)
         self.propagation = propagation
         self.pessimism = float(pessimism)
@@ -113,9 +127,14 @@ class TrajectoryEvaluator:
         self.generator = generator
 
     def set_model(self, model: DynamicsModel) -> None:
-        """Swap the model (same state/action layout); takes effect on the next evaluation."""
-        self.ensemble_size = _check_model(model)
+        """Swap the model (same state/action layout); takes effect on the next evaluation.
+
+        Rollouts use ``elite_model(model)``: its elites only; ``ensemble_size`` is their number.
+        """
+        _check_model(model)
         self.model = model
+        self._rollout_model = elite_model(model)
+        self.ensemble_size = _check_model(self._rollout_model)
         self.device = torch.device(getattr(model, 'device', 'cpu'))
         self._limits_t = None
         if self.joint_limits is not None:
@@ -138,12 +157,16 @@ class TrajectoryEvaluator:
                 raise ValueError(f'joint limits need state dim >= {j}, got {obs.shape[0]}')
         return obs, actions
 
-    def _penalty(self, states: torch.Tensor) -> torch.Tensor:
-        """(..., S) over (H, ...) -> (...) joint-limit penalty per rollout."""
+    def _penalty(self, states: torch.Tensor,
+                 ended: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(H, ..., S) -> (...) joint-limit penalty per rollout, ``ended`` steps left out."""
         lower, upper = self._limits_t
         q0 = self.joint_pos_start
         q = states[..., q0:q0 + lower.shape[0]]
-        viol = (torch.relu(q - upper) + torch.relu(lower - q)).sum(dim=-1).sum(dim=0)
+        viol = (torch.relu(q - upper) + torch.relu(lower - q)).sum(dim=-1)
+        if ended is not None:
+            viol = viol.masked_fill(ended, 0.0)
+        viol = viol.sum(dim=0)
         return self.joint_limit_penalty * ((viol > 0).float() + viol)
 
     def _returns(self, states: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
@@ -152,11 +175,21 @@ class TrajectoryEvaluator:
         if rewards.shape != states.shape[:-1]:
             raise ValueError(f'reward_fn returned shape {tuple(rewards.shape)}, expected '
                              f'{tuple(states.shape[:-1])}')
+        if self.termination_fn is not None:
+            done = torch.as_tensor(self.termination_fn(states, acts), device=rewards.device)
+            if done.shape != rewards.shape:
+                raise ValueError(f'termination_fn returned shape {tuple(done.shape)}, expected '
+                                 f'{tuple(rewards.shape)}')
+            # Step t counts while no earlier step terminated (the terminating step counts).
+            ended = torch.cumsum(done.to(torch.int32), dim=0) - done.to(torch.int32) > 0
+            rewards = rewards.masked_fill(ended, 0.0)
+        else:
+            ended = None
         ret = rewards.sum(dim=0)
         if self.terminal_weight != 1.0:
             ret = ret + (self.terminal_weight - 1.0) * rewards[-1]
         if self._limits_t is not None:
-            ret = ret - self._penalty(states)
+            ret = ret - self._penalty(states, ended)
         return ret
 
     def rollout_returns(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -174,14 +207,15 @@ class TrajectoryEvaluator:
         s = obs.shape[0]
         k = self.ensemble_size
         g = self.generator
+        model = self._rollout_model
         with torch.inference_mode():
             if self.propagation == 'mean':
                 acts_t = actions.transpose(0, 1).contiguous()  # (H, N, A)
                 states = torch.empty(h, n, s, device=self.device)
                 x = obs.expand(n, s)
                 for t in range(h):
-                    nxt = self.model.sample_next(x.expand(k, n, s), acts_t[t].expand(k, n, a),
-                                                 deterministic=True, generator=g)
+                    nxt = model.sample_next(x.expand(k, n, s), acts_t[t].expand(k, n, a),
+                                            deterministic=True, generator=g)
                     states[t] = nxt.mean(dim=0)
                     x = states[t]
                 return self._returns(states, acts_t).unsqueeze(1)
@@ -198,9 +232,9 @@ class TrajectoryEvaluator:
                 states = torch.empty(h, k, b, s, device=self.device)
                 x = obs.expand(k, b, s)
                 for t in range(h):
-                    states[t] = self.model.sample_next(x, acts_kb[t],
-                                                       deterministic=self.deterministic,
-                                                       generator=g)
+                    states[t] = model.sample_next(x, acts_kb[t],
+                                                  deterministic=self.deterministic,
+                                                  generator=g)
                     x = states[t]
                 ret = self._returns(states, acts_kb)  # (K, B)
                 ret = ret.transpose(0, 1).reshape(rp)
@@ -210,9 +244,9 @@ class TrajectoryEvaluator:
                 x = obs.expand(rp, s)
                 for t in range(h):
                     perm = torch.randperm(rp, generator=g, device=self.device)
-                    out = self.model.sample_next(x[perm].view(k, b, s),
-                                                 acts_t[t][perm].view(k, b, a),
-                                                 deterministic=self.deterministic, generator=g)
+                    out = model.sample_next(x[perm].view(k, b, s),
+                                            acts_t[t][perm].view(k, b, a),
+                                            deterministic=self.deterministic, generator=g)
                     states[t][perm] = out.reshape(rp, s)
                     x = states[t]
                 ret = self._returns(states, acts_t)
@@ -238,8 +272,8 @@ class TrajectoryEvaluator:
                      actions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Predicted state trajectory of one plan and the ensemble spread along it.
 
-        Each member rolls the plan out on its own with its mean prediction (no sampling), so the
-        std is the members' disagreement (epistemic uncertainty).
+        Each elite member rolls the plan out on its own with its mean prediction (no sampling), so
+        the std is the elites' disagreement (epistemic uncertainty).
 
         Args:
             obs: (S,) current state.
@@ -256,9 +290,9 @@ class TrajectoryEvaluator:
             traj = torch.empty(h + 1, k, 1, obs.shape[0], device=self.device)
             traj[0] = obs
             for t in range(h):
-                traj[t + 1] = self.model.sample_next(traj[t], acts[t].expand(k, 1, a),
-                                                     deterministic=True,
-                                                     generator=self.generator)
+                traj[t + 1] = self._rollout_model.sample_next(
+                    traj[t], acts[t].expand(k, 1, a), deterministic=True,
+                    generator=self.generator)
             traj = traj[:, :, 0]
             return traj.mean(dim=1), traj.std(dim=1, unbiased=False)
 
@@ -267,7 +301,8 @@ class TrajectoryOptimizer:
     """Owns the (H, A) solution between calls: the warm start and its shift (as mbrl-lib's).
 
     Each ``optimize`` starts the optimizer from the previous call's final mean shifted by one
-    step, the last step filled with zeros; ``reset`` starts again from zeros.
+    step, the last step filled with the middle of the optimizer's bounds (zeros for [-1, 1]);
+    ``reset`` starts again from the middle.
 
     Args:
         optimizer: the sampling optimizer; its (A,) bounds apply to every step.
@@ -280,12 +315,12 @@ class TrajectoryOptimizer:
         self.optimizer = optimizer
         self.horizon = int(horizon)
         self.action_dim = optimizer.action_dim
+        self._middle = (0.5 * (optimizer.lower + optimizer.upper)).reshape(1, self.action_dim)
         self.reset()
 
     def reset(self) -> None:
         """Forget the warm start and anything the optimizer carries between calls."""
-        self.previous_solution = torch.zeros(self.horizon, self.action_dim,
-                                             device=self.optimizer.device)
+        self.previous_solution = self._middle.expand(self.horizon, self.action_dim).clone()
         self.optimizer.reset()
 
     def optimize(self, obj_fun: ObjectiveFn,
@@ -301,13 +336,14 @@ class TrajectoryOptimizer:
         """
         result = self.optimizer.optimize(obj_fun, self.previous_solution, project)
         mean = result.mean
-        self.previous_solution = torch.cat([mean[1:], mean.new_zeros(1, self.action_dim)])
+        self.previous_solution = torch.cat([mean[1:], self._middle.to(mean)])
         return result
 
 
 def project_action_sequences(x: torch.Tensor, prev_action: Optional[torch.Tensor],
-                             max_delta: Optional[float], lower: float = -1.0,
-                             upper: float = 1.0) -> torch.Tensor:
+                             max_delta: Optional[float],
+                             lower: Union[float, torch.Tensor] = -1.0,
+                             upper: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """Clip sequences to the box and to ``|a_t - a_{t-1}| <= max_delta`` over the horizon.
 
     Sequential clipping: ``a_t <- clip(a_t, a_{t-1} - d, a_{t-1} + d)`` then to the box. Since
@@ -318,12 +354,15 @@ def project_action_sequences(x: torch.Tensor, prev_action: Optional[torch.Tensor
         prev_action: (A,) ``a_{-1}``, the last executed action (in the box); None = no bound on
             the first step.
         max_delta: the per-step bound d > 0, or None for the box only.
-        lower: box lower bound.
-        upper: box upper bound.
+        lower: box lower bound, scalar or (A,) tensor.
+        upper: box upper bound, scalar or (A,) tensor.
 
     Returns:
         (N, H, A) projected sequences (a new tensor).
     """
+    if isinstance(lower, torch.Tensor) or isinstance(upper, torch.Tensor):
+        lower = torch.as_tensor(lower).to(x)
+        upper = torch.as_tensor(upper).to(x)
     x = x.clamp(lower, upper)
     if max_delta is None:
         return x
