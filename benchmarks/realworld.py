@@ -20,7 +20,8 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
 
 - ``forward_realtime``: push_forward, realistic twin, realtime, CEM (cpu size), the random and
   zero baselines on the same test episodes (in the first seed's run);
-- ``forward_realtime_no_compensation``: the same without latency compensation;
+- ``forward_realtime_no_compensation``: the same without the state prediction (plans still start
+  one period ahead, from the latest measurements);
 - ``forward_realtime_random_shooting``: random shooting of the same model evaluations;
 - ``forward_realtime_no_hold``: the goal hold off;
 - ``forward_lockstep``: the cpu profile in lockstep (the old, ideal twin), same test seeds: the

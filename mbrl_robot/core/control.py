@@ -406,8 +406,7 @@ class ControlSettings:
         home: (7,) ready pose (rad).
         home_speed: joint speed cap while homing (rad/s).
         seed: seed of the random exploration.
-        plan_ahead: realtime with latency compensation: plan one period ahead (see
-            :meth:`PushController.tick`).
+        plan_ahead: realtime: plan one period ahead (see :meth:`PushController.tick`).
     """
 
     episode_steps: int
@@ -439,8 +438,7 @@ class ControlSettings:
                    exploration, float(params['disagreement_slowdown']),
                    float(params['disagreement_stop']), home, float(params['home_speed_rad_s']),
                    int(params['planner']['seed']),
-                   bool(params['latency']['compensation'])
-                   and not bool(params['wait_for_fresh_state']))
+                   bool(params['plan_ahead']) and not bool(params['wait_for_fresh_state']))
 
 
 class PushController:
@@ -561,9 +559,9 @@ class PushController:
         """One control step on ``state`` (17,) stamped ``stamp`` at time ``now`` (s, the same
         clock as the stamps) toward ``target`` (3,). Call :meth:`ready` first.
 
-        ``plan_ahead`` (realtime with latency compensation): this step sends the plan started one
-        tick ago, then starts the next step's plan from ``plan_state_fn(command)``, the state
-        predicted for the moment the next command takes effect given the one sent now. So
+        ``plan_ahead`` (realtime): this step sends the plan started one tick ago, then starts the
+        next step's plan from ``plan_state_fn(command)``, the state predicted for the moment the
+        next command takes effect given the one sent now (or the latest measurements). So
         every command leaves at its tick and takes effect a fixed delay later, whatever the
         plan's latency, and a plan has the whole period."""
         self.stats['ticks'] += 1

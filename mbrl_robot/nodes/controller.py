@@ -423,7 +423,8 @@ class ControllerNode(Node):
         if not self.realtime:
             return self.sensed.measured(), stamp, stamp, None
         if not self.compensate:
-            return self.sensed.measured(), stamp, now, None
+            measured = self.sensed.measured()
+            return measured, stamp, now, lambda command: measured
         values = self._send_delay.values
         sent = now + (float(np.median(values)) if values else 0.0)
         effect = sent + self.sensed.delay
