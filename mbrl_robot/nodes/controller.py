@@ -197,7 +197,8 @@ class ControllerNode(Node):
             return
         with self._lock:
             self.sensed.observe_joints(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, q, qd)
-        self._try_tick()
+        if not self.realtime:  # lockstep ticks on the fresh state; realtime on the timer only
+            self._try_tick()
 
     def _parse_joint_state(self, msg: JointState):
         if len(msg.position) != len(msg.name) or len(msg.velocity) != len(msg.name):
@@ -224,7 +225,8 @@ class ControllerNode(Node):
             return
         with self._lock:
             self.sensed.observe_puck(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, puck)
-        self._try_tick()
+        if not self.realtime:
+            self._try_tick()
 
     def target_callback(self, msg: PointStamped):
         target = np.array([msg.point.x, msg.point.y, msg.point.z])
@@ -506,8 +508,8 @@ class ControllerNode(Node):
 
     def _publish_markers(self, info: dict):
         paths = info.get('paths')
-        if not paths:
-            return
+        if not paths or not self.marker_pub.get_subscription_count():
+            return  # building the markers costs the planner thread the GIL: only for a viewer
         markers = MarkerArray()
         stamp = self.get_clock().now().to_msg()
         for i, (name, mean, spread, rgb) in enumerate(paths):
