@@ -21,9 +21,11 @@ and the commands sent, and predicts the state **at the moment the command takes 
 - joints: from the last joint state, integrated forward under the commands already sent, each
   applied ``actuation_delay_s`` after it was sent and tracked to first order with
   ``velocity_time_constant_s`` (the arm's identified actuator model);
-- puck: the last tracker frame moved on by the velocity a least-squares line fits through the
-  frames of the last ``puck_window_s`` (capture stamps), zero when the fitted speed is within the
-  tracker's noise.
+- puck: a least-squares line through the tracker frames of the last ``puck_window_s`` (capture
+  stamps), evaluated at that moment; when the fitted speed is within the fit's noise
+  (``puck_speed_deadband_m_s``) the puck is still and its position is the frames' mean. Without
+  it the tracker's noise alone moved a resting puck by ~5 mm a step in the recorded data (its
+  pushes move it by ~2.5 mm a step).
 
 The controller plans from that state and records it, stamped with the time it refers to, as the
 transition's state: the model learns the map between the states at consecutive command times,
@@ -71,7 +73,7 @@ class StatePredictor:
     """
 
     def __init__(self, actuation_delay_s: float = 0.0, velocity_time_constant_s: float = 0.0,
-                 puck_window_s: float = 0.15, puck_speed_deadband_m_s: float = 0.02,
+                 puck_window_s: float = 0.3, puck_speed_deadband_m_s: float = 0.02,
                  max_horizon_s: float = 0.3):
         if min(actuation_delay_s, velocity_time_constant_s, puck_window_s,
                puck_speed_deadband_m_s) < 0 or max_horizon_s <= 0:
@@ -83,7 +85,7 @@ class StatePredictor:
         self.deadband = float(puck_speed_deadband_m_s)
         self.max_horizon = float(max_horizon_s)
         self.joints: Optional[Tuple[float, np.ndarray, np.ndarray]] = None  # t, q, qd
-        self.frames: Deque[Tuple[float, np.ndarray]] = collections.deque(maxlen=16)
+        self.frames: Deque[Tuple[float, np.ndarray]] = collections.deque(maxlen=64)
         self.commands: Deque[Tuple[float, np.ndarray]] = collections.deque(maxlen=64)
 
     def reset_commands(self) -> None:
@@ -168,7 +170,10 @@ class StatePredictor:
         ts = ts - ts.mean()
         velocity = (ts @ (xy - xy.mean(axis=0))) / max(float(ts @ ts), 1e-12)
         if np.linalg.norm(velocity) < self.deadband:
-            return last.copy()
+            # Still: the mean of the window's frames (2 mm tracker noise / sqrt(10)).
+            out = last.copy()
+            out[:2] = xy.mean(axis=0)
+            return out
         # Extrapolate from the fitted line's value at the last frame (less noisy than the frame).
         fitted = xy.mean(axis=0) + velocity * ts[-1]
         out = last.copy()
