@@ -41,6 +41,10 @@ import numpy as np
 
 from mbrl_robot.core.tasks.push import ACTION_DIM
 
+# Between two tracker frames (33 ms at 30 Hz) a pushed puck moves a few mm; a jump beyond this is
+# a puck put elsewhere (a reset), not motion: the fit starts again.
+MAX_PUCK_JUMP_M = 0.05
+
 
 class RollingStats:
     """The last ``size`` values of a figure; percentiles of them."""
@@ -97,8 +101,17 @@ class StatePredictor:
         self.joints = (float(t), np.asarray(q, float), np.asarray(qd, float))
 
     def observe_puck(self, t: float, xyz: np.ndarray) -> None:
-        """A tracker frame (3,) captured at ``t`` (s)."""
-        self.frames.append((float(t), np.asarray(xyz, float)))
+        """A tracker frame (3,) captured at ``t`` (s). A frame further than ``MAX_PUCK_JUMP_M``
+        from the last one (a puck put elsewhere, a reset twin) starts a new track."""
+        xyz = np.asarray(xyz, float)
+        if self.frames and np.linalg.norm(xyz[:2] - self.frames[-1][1][:2]) > MAX_PUCK_JUMP_M:
+            self.frames.clear()
+        self.frames.append((float(t), xyz))
+
+    def restart_track(self) -> None:
+        """A new episode: fit the puck only on frames from now on (the newest kept)."""
+        while len(self.frames) > 1:
+            self.frames.popleft()
 
     def commanded(self, t: float, command: np.ndarray) -> None:
         """A joint-velocity command (7,) rad/s sent at ``t`` (s)."""

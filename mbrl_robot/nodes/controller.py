@@ -301,6 +301,10 @@ class ControllerNode(Node):
             if episode == self.control.episode:
                 return
             self.control.start_episode(episode, kind, explore, min_version)
+        with self._lock:
+            # The puck was put at its new start: no fit across the reset (the newest frame is
+            # the twin's or the operator's start).
+            self.sensed.restart_track()
         if episode >= 0:
             self.get_logger().info(f'episode {episode}: {kind} policy')
             self._tick_soon()

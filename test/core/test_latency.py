@@ -70,6 +70,24 @@ def test_the_puck_moves_on_with_its_fitted_velocity_and_a_still_one_stays():
     assert np.std(errors) < 0.002 / 2
 
 
+def test_a_reset_puck_starts_a_new_track():
+    """Frames of the last episode never enter the fit of the next (they made the first seven
+    steps of every realtime episode record puck jumps of 2-20 cm)."""
+    p = StatePredictor()
+    p.observe_joints(0.0, np.zeros(7), np.zeros(7))
+    for k in range(9):
+        p.observe_puck(k / 30, np.array([0.5, 0.0, 0.016]))
+    p.observe_puck(0.3, np.array([0.6, 0.1, 0.016]))  # reset elsewhere
+    assert np.allclose(p.predict(0.4)[14:16], [0.6, 0.1])
+    for k in range(9):  # and a reset to within 5 cm, after restart_track
+        p.observe_puck(0.4 + k / 30, np.array([0.6, 0.1, 0.016]))
+    p.observe_puck(0.7, np.array([0.62, 0.1, 0.016]))
+    p.restart_track()
+    p.observe_puck(0.73, np.array([0.62, 0.1, 0.016]))
+    p.observe_puck(0.76, np.array([0.62, 0.1, 0.016]))
+    assert np.allclose(p.predict(0.8)[14:16], [0.62, 0.1])
+
+
 def test_without_measurements_there_is_no_state():
     p = StatePredictor()
     assert p.predict(1.0) is None and p.measured() is None and p.stamps() is None
