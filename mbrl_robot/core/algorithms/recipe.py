@@ -45,6 +45,7 @@ DEFAULT_CFG: Dict[str, Any] = {
     'iterations': 5,
     'mpc_episodes_per_iteration': 1,
     'max_episode_steps': None,
+    'max_env_steps': None,
     'warm_start': True,
     'model': {'name': 'gaussian_ensemble', 'ensemble_size': 5, 'num_layers': 3,
               'hidden_size': 200},
@@ -82,9 +83,10 @@ def resolve_cfg(cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValueError(f'run_mbrl: {key} must be an int >= {low}, got {v!r}')
-    m = out['max_episode_steps']
-    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-        raise ValueError(f'run_mbrl: max_episode_steps must be None or an int >= 1, got {m!r}')
+    for key in ('max_episode_steps', 'max_env_steps'):
+        m = out[key]
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f'run_mbrl: {key} must be None or an int >= 1, got {m!r}')
     return out
 
 
@@ -162,6 +164,8 @@ def run_mbrl(env, reward_fn: RewardFnType, cfg: Optional[Dict[str, Any]] = None,
         cfg: overrides of :data:`DEFAULT_CFG` (see :func:`resolve_cfg`): ``seed``,
             ``random_episodes`` (N), ``iterations``, ``mpc_episodes_per_iteration`` (M),
             ``max_episode_steps`` (cap on top of the env's own time limit, None = none),
+            ``max_env_steps`` (a budget of real steps: no MPC iteration starts once it is
+            reached, so the last episode may run past it; None = ``iterations`` alone),
             ``warm_start`` (retrain from the last model), and the ``model`` (``create_model``),
             ``training`` (``create_trainer``) and ``planner`` (``create_agent``) blocks.
         termination_fn: optional batched ``termination_fn(next_obs, act) -> bool``; the
@@ -263,6 +267,8 @@ def run_mbrl(env, reward_fn: RewardFnType, cfg: Optional[Dict[str, Any]] = None,
         episode('random', 0)
     train(0)
     for it in range(1, cfg['iterations'] + 1):
+        if cfg['max_env_steps'] and env_steps >= cfg['max_env_steps']:
+            break
         for _ in range(cfg['mpc_episodes_per_iteration']):
             episode('mpc', it)
         train(it)
