@@ -42,9 +42,7 @@ Usage::
 """
 
 import argparse
-import copy
 import json
-import math
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
