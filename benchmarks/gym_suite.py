@@ -170,7 +170,9 @@ def run_mbpo_method(env_id: str, seed: int, steps: int, quick: bool,
     out = run_sac_loop(env, gtask, cfg, seed, True, MODEL, TRAINING, eval_at=evals,
                        eval_seeds=[10 ** 5 + i for i in range(3)], log=log,
                        termination_fn=term)
-    curve = [[c['transitions'], round(-c['mean_final_distance'], 3)] for c in out['curve']]
+    # Evaluations run at episode ends, so two budgets can land on one episode: keep one.
+    points = {c['transitions']: round(-c['mean_final_distance'], 3) for c in out['curve']}
+    curve = [[n, r] for n, r in sorted(points.items())]
     return {'curve': curve, 'curve_kind': 'deterministic policy, 3 held-out episodes',
             'final_return': curve[-1][1] if curve else None, 'env_steps': out['transitions'],
             'wall_s': out['wall_s'], 'gradient_steps': out['gradient_steps'],
