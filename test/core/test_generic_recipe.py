@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.algorithms.recipe import resolve_cfg, run_mbrl
+from mbrl_robot.core.algorithms.recipe import DEFAULT_CFG, resolve_cfg, run_mbrl
 from mbrl_robot.core.tasks.gym_tasks import (GYM_TASKS, inverted_pendulum_termination,
                                              mountain_car_reward, pendulum_reward)
 
@@ -92,7 +92,8 @@ def test_config_is_checked():
     with pytest.raises(ValueError, match='random_episodes'):
         resolve_cfg({'random_episodes': 0})
     cfg = resolve_cfg({'planner': {'name': 'pets', 'propagation': 'ts_inf', 'particles': 5}})
-    assert cfg['planner'] == {'name': 'pets', 'propagation': 'ts_inf', 'particles': 5}
+    assert cfg['planner'] == {**DEFAULT_CFG['planner'], 'name': 'pets',
+                              'propagation': 'ts_inf', 'particles': 5}
     assert resolve_cfg({'planner': {'horizon': 3}})['planner']['population_size'] == 200
 
 

@@ -59,8 +59,8 @@ _TOP_KEYS = tuple(DEFAULT_CFG)
 
 def resolve_cfg(cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """``DEFAULT_CFG`` updated with ``cfg``: top-level keys replaced, the ``model``,
-    ``training`` and ``planner`` blocks merged key by key (a new ``planner.name`` starts the
-    planner block afresh).
+    ``training`` and ``planner`` blocks merged key by key (``{'planner': {'name': 'pets',
+    'propagation': 'ts_inf', 'particles': 20}}`` keeps the CPU-sized horizon and population).
 
     Raises:
         ValueError: an unknown top-level key or a bad episode count.
@@ -71,10 +71,7 @@ def resolve_cfg(cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         raise ValueError(f'run_mbrl: unknown config keys {unknown}; allowed: {list(_TOP_KEYS)}')
     out = copy.deepcopy(DEFAULT_CFG)
     for key, value in cfg.items():
-        if key == 'planner' and value.get('name', out['planner']['name']) != \
-                out['planner']['name']:
-            out['planner'] = dict(value)
-        elif key in ('model', 'training', 'planner'):
+        if key in ('model', 'training', 'planner'):
             out[key] = {**out[key], **value}
         else:
             out[key] = value
