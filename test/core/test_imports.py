@@ -68,26 +68,43 @@ def test_control_step_does_not_import_the_training_stack(module):
 
 
 def test_every_core_module_imports_without_ros_sim_nodes_or_config():
+    """Every core module imports with ROS absent (``sys.modules['rclpy'] = None``) and the
+    simulator, nodes, profile files and runner blocked, and none of them is even tried: a module
+    that caught the ImportError and went on would still be reported, by the attempts."""
     modules = _core_modules()
     assert 'mbrl_robot.core.algorithms.mbpo' in modules and 'mbrl_robot.core' in modules
-    failed = json.loads(_run(f'''
+    assert 'mbrl_robot.core.algorithms.recipe' in modules
+    out = json.loads(_run(f'''
         import importlib, json, sys
         BLOCKED = {BLOCKED!r}
+        sys.modules['rclpy'] = None  # ROS absent: ``import rclpy`` raises ImportError
+        attempts = []
 
         class Blocker:
             def find_spec(self, name, path=None, target=None):
                 if any(name == b or name.startswith(b + '.') for b in BLOCKED):
+                    attempts.append(name)
                     raise ImportError('blocked by test_imports: ' + name)
                 return None
 
         sys.meta_path.insert(0, Blocker())
-        failed = {{}}
+        failed, tried = {{}}, {{}}
         for name in {modules!r}:
+            before = len(attempts)
             try:
                 importlib.import_module(name)
             except ImportError as e:
                 failed[name] = repr(e)
-        print(json.dumps(failed))
+            if len(attempts) > before:
+                tried[name] = attempts[before:]
+        loaded = sorted(m for m in sys.modules if sys.modules[m] is not None and any(
+            m == b or m.startswith(b + '.') for b in BLOCKED))
+        print(json.dumps({{'failed': failed, 'tried': tried, 'loaded': loaded,
+                          'imported': [m for m in {modules!r} if m in sys.modules]}}))
         '''))
-    unexpected = {k: v for k, v in failed.items() if k not in KNOWN_EXCEPTIONS}
+    unexpected = {k: v for k, v in out['failed'].items() if k not in KNOWN_EXCEPTIONS}
     assert unexpected == {}, unexpected
+    tried = {k: v for k, v in out['tried'].items() if k not in KNOWN_EXCEPTIONS}
+    assert tried == {}, f'core modules that try to import ROS, the sim, nodes or runner: {tried}'
+    assert out['loaded'] == [], out['loaded']
+    assert sorted(out['imported']) == sorted(set(modules) - set(out['failed']))

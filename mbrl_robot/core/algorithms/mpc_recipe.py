@@ -19,10 +19,11 @@ controller node's own control step (:class:`PushController`: plan deadline and f
 hold, disagreement scale, command filter) and the trainer's model factory, so learning results
 measured here carry over to the graph: only the transport differs. It is what the benchmarks
 and the learning regression test run, and it writes the same ``summary.json`` as the recipe
-node, so one report generator serves both.
+node, so one report generator serves both. The model fit is the generic recipe's
+(:func:`mbrl_robot.core.algorithms.recipe.fit_ensemble`); :func:`~mbrl_robot.core.algorithms.
+recipe.run_mbrl` is the same recipe on any gymnasium env, without the push controller.
 """
 
-import copy
 import json
 import os
 import time
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.core.control import PushController
-from mbrl_robot.core.models import create_model, create_trainer
+from mbrl_robot.core.algorithms.recipe import fit_ensemble
 from mbrl_robot.core.tasks.push import ACTION_DIM, PUCK, STATE_DIM
 from mbrl_robot.core.types import TransitionBatch
 
@@ -137,11 +138,8 @@ def run_recipe(cfg: Dict[str, Dict[str, Any]], env, run_dir: Optional[str] = Non
         if phase['kind'] == 'train':
             batch = TransitionBatch.concat(data)
             seed = int(tcfg['training']['seed']) + version
-            if model is None or not tcfg['warm_start']:
-                model = create_model(tcfg['model'], STATE_DIM, ACTION_DIM, device, seed)
-            else:
-                model = copy.deepcopy(model)
-            fit = create_trainer(model, {**tcfg['training'], 'seed': seed}).fit(batch)
+            model, fit = fit_ensemble(model, batch, tcfg['model'], tcfg['training'], STATE_DIM,
+                                      ACTION_DIM, device, seed, tcfg['warm_start'])
             version += 1
             control.policies.set_model(model, version)
             trainings.append({**phase, 'version': version, 'n_transitions': len(batch),
