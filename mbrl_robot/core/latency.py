@@ -74,11 +74,13 @@ class StatePredictor:
         puck_window_s: tracker frames this recent (s, by capture stamp) fit the puck velocity.
         puck_speed_deadband_m_s: fitted puck speeds below this count as still.
         max_horizon_s: never predict further ahead than this from a measurement (s).
+        puck_noise_m: the tracker's noise (std per coordinate, m) for the significance of the
+            fitted speed.
     """
 
     def __init__(self, actuation_delay_s: float = 0.0, velocity_time_constant_s: float = 0.0,
                  puck_window_s: float = 0.3, puck_speed_deadband_m_s: float = 0.02,
-                 max_horizon_s: float = 0.3):
+                 max_horizon_s: float = 0.3, puck_noise_m: float = 0.002):
         if min(actuation_delay_s, velocity_time_constant_s, puck_window_s,
                puck_speed_deadband_m_s) < 0 or max_horizon_s <= 0:
             raise ValueError('delays, time constant, window and deadband must be >= 0, the '
@@ -88,6 +90,7 @@ class StatePredictor:
         self.window = float(puck_window_s)
         self.deadband = float(puck_speed_deadband_m_s)
         self.max_horizon = float(max_horizon_s)
+        self.noise = float(puck_noise_m)
         self.joints: Optional[Tuple[float, np.ndarray, np.ndarray]] = None  # t, q, qd
         self.frames: Deque[Tuple[float, np.ndarray]] = collections.deque(maxlen=64)
         self.commands: Deque[Tuple[float, np.ndarray]] = collections.deque(maxlen=64)
@@ -181,8 +184,11 @@ class StatePredictor:
         ts = np.array([s for s, _ in recent])
         xy = np.array([xyz[:2] for _, xyz in recent])
         ts = ts - ts.mean()
-        velocity = (ts @ (xy - xy.mean(axis=0))) / max(float(ts @ ts), 1e-12)
-        if np.linalg.norm(velocity) < self.deadband:
+        spread = max(float(ts @ ts), 1e-12)
+        velocity = (ts @ (xy - xy.mean(axis=0))) / spread
+        # Still unless the fitted speed is beyond the deadband and 3 std of the fit's noise
+        # (with few frames after a reset the fit alone would extrapolate the tracker's noise).
+        if np.linalg.norm(velocity) < max(self.deadband, 3.0 * self.noise / np.sqrt(spread)):
             # Still: the mean of the window's frames (2 mm tracker noise / sqrt(10)).
             out = last.copy()
             out[:2] = xy.mean(axis=0)

@@ -93,7 +93,8 @@ class ControllerNode(Node):
         self.realtime = not p['wait_for_fresh_state']
         self.compensate = bool(lat['compensation']) and self.realtime
         self.sensed = StatePredictor(lat['actuation_delay_s'], lat['velocity_time_constant_s'],
-                                     lat['puck_window_s'], lat['puck_speed_deadband_m_s'])
+                                     lat['puck_window_s'], lat['puck_speed_deadband_m_s'],
+                                     puck_noise_m=lat['puck_noise_m'])
         self._send_delay = RollingStats(50)  # tick start -> command sent (s)
         self.timing = {name: RollingStats() for name in
                        ('tick_interval_ms', 'joint_age_ms', 'puck_age_ms', 'plan_ms',
@@ -307,7 +308,8 @@ class ControllerNode(Node):
             self.sensed.restart_track()
         if episode >= 0:
             self.get_logger().info(f'episode {episode}: {kind} policy')
-            self._tick_soon()
+            if not self.realtime:  # realtime: step 0 on the timer, one period before step 1
+                self._tick_soon()
 
     def ack_callback(self, msg: Float64MultiArray):
         """The buffer stored every row up to ``[episode, step, stamp]``: forget those."""
