@@ -33,6 +33,8 @@ Usage::
     python benchmarks/realworld.py [--rows forward_realtime,anywhere_realtime] [--seeds 0 1 2]
         [--run-dir runs/realworld]
 
+``--table runs/realworld/*.jsonl`` prints the README's markdown table from the lines.
+
 Runs one after another (the machine's cores are shared: never two at once). Each line is
 ``graph_recipe.py``'s, with ``label`` = the row; per seed the planner line carries the learning
 curve, the controller's timing percentiles (tick interval, joint and puck age, plan, send delay)
@@ -40,9 +42,12 @@ and the transitions dropped for timing.
 """
 
 import argparse
+import json
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
 
 import graph_recipe
 
@@ -60,13 +65,55 @@ ROWS = {
 }
 
 
+def table(paths: Sequence[str]) -> str:
+    """The README's markdown table from this script's JSON lines (one row per label and
+    method, over the seeds of its ``seed`` lines)."""
+    rows: Dict[tuple, List[dict]] = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get('kind') == 'seed':
+                    rows.setdefault((r.get('label', ''), r['method']), []).append(r)
+    out = ['| row | method | transitions | test success (per seed) | final distance (m) | '
+           'deadline misses | plan ms p50/p99 | puck age ms p50/p99 | tick ms p99 |',
+           '|---|---|---|---|---|---|---|---|---|']
+    for (label, method), rs in rows.items():
+        succ = np.array([r['success_rate'] for r in rs])
+        per_seed = '/'.join(f'{100 * v:.0f}' for v in succ)
+        dist = np.mean([r['mean_final_distance'] for r in rs])
+        line = (f'| {label} | {method} | {rs[0]["transitions"]:,} | {100 * succ.mean():.0f} '
+                f'+- {100 * succ.std():.0f}% ({per_seed}) | {dist:.3f} |')
+        timing = [r.get('controller_timing_ms') for r in rs if r.get('controller_timing_ms')]
+        if rs[0].get('plans'):
+            misses = sum(r['deadline_misses'] or 0 for r in rs) / max(
+                sum(r['plans'] or 0 for r in rs), 1)
+            line += f' {100 * misses:.0f}% |'
+        else:
+            line += ' |'
+        if timing:
+            t = {k: np.mean([x[k] for x in timing]) for k in timing[0]}
+            line += (f' {t["plan_ms_p50"]:.0f}/{t["plan_ms_p99"]:.0f} | '
+                     f'{t["puck_age_ms_p50"]:.0f}/{t["puck_age_ms_p99"]:.0f} | '
+                     f'{t["tick_interval_ms_p99"]:.0f} |')
+        else:
+            line += ' | | |'
+        out.append(line)
+    return '\n'.join(out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--table', nargs='+', metavar='JSONL',
+                    help='print the markdown table of the JSON lines of earlier runs and exit')
     ap.add_argument('--rows', default=','.join(ROWS), help=f'comma-separated, of {list(ROWS)}')
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--test-seed', type=int, default=5000)
     ap.add_argument('--run-dir', default='runs/realworld')
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     rc = 0
     for i, row in enumerate(args.rows.split(',')):
         if row not in ROWS:
