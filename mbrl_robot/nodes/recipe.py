@@ -80,6 +80,7 @@ class RecipeNode(Node):
         self._stage = 'wait_graph'
         self._future = None
         self._deadline = None
+        self._closed_episode: Optional[int] = None
         self._rows: Dict[int, Dict[int, Any]] = {}
         self._done_episode: Optional[int] = None
         self._train_target = None
@@ -266,6 +267,11 @@ class RecipeNode(Node):
         phase = self.phases[self.position]
         if self._done_episode != phase['index']:
             return
+        if self._closed_episode != phase['index']:
+            # The episode is over: a controller restarted from now on must not run it again
+            # (the latched announcement would say it is still on).
+            self._closed_episode = phase['index']
+            self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
         rows = self._rows.get(phase['index'], {})
         complete = rows and rows[max(rows)].terminal and len(rows) == max(rows) + 1
         if not complete and time.monotonic() < self._done_grace_end():
