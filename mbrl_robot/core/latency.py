@@ -95,10 +95,6 @@ class StatePredictor:
         self.frames: Deque[Tuple[float, np.ndarray]] = collections.deque(maxlen=64)
         self.commands: Deque[Tuple[float, np.ndarray]] = collections.deque(maxlen=64)
 
-    def reset_commands(self) -> None:
-        """Forget the commands sent (the arm was stopped from outside, a new episode)."""
-        self.commands.clear()
-
     def observe_joints(self, t: float, q: np.ndarray, qd: np.ndarray) -> None:
         """A joint state (7,), (7,) stamped ``t`` (s)."""
         self.joints = (float(t), np.asarray(q, float), np.asarray(qd, float))

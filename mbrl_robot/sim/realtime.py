@@ -95,7 +95,6 @@ class RealtimeLoop:
         self.xy_noise = float(realism['tracker_noise_m'])
         self.drop_rate = float(realism['tracker_drop_rate'])
         self.episode_start = 0.0  # loop time of the current episode's env time 0
-        self.frames_captured = 0
         self.frames_dropped = 0
         self._in_flight: collections.deque = collections.deque()  # (due, TrackerFrame)
         self._rng = np.random.default_rng(0)
@@ -135,7 +134,6 @@ class RealtimeLoop:
         return JointSample(self.time, q, qd)
 
     def _capture(self) -> None:
-        self.frames_captured += 1
         if self.drop_rate > 0 and self._rng.random() < self.drop_rate:
             self.frames_dropped += 1
             return
