@@ -11,40 +11,60 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Latency of one MPC plan (``MPCAgent.plan``) for the planner profiles; one JSON line each.
+"""Latency of one MPC plan per backend, interleaved in one process; one JSON line each.
 
-Each line: ``{"config", "device", "ms_per_plan_median", "ms_per_plan_p99",
-"cpu_ms_per_plan_median", "threads", "repeats", "planner", "model"}``; ``cpu_ms`` is the process
-CPU time per plan, which on a shared machine tracks the unloaded wall time (with one thread)
-better than the wall clock does. Models are random-init ensembles from
-``core.models.create_model`` (a local batched MLP of the same shape if that package is missing):
-the cost of a plan does not depend on the weights. State S=17, action A=7, reward
--||puck - target||, the controller's acceleration bound (``--max-delta``) and plan statistics
-on, as in the controller.
+For each planner configuration (``--configs``) every variant plans from the same state in
+turn, round after round (so a shared machine's load hits all of them alike), and one line per
+(config, variant) gives ``ms_median``, ``ms_p99``, ``cpu_ms_median`` (process CPU time, which
+tracks the unloaded wall time with one thread), ``first_call_s`` (for ``compiled``: the
+compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`` and
+``x_floor_silu`` (this variant's median / the bare loops'). Variants:
 
-Profiles:
-    lecture: K=5 ensemble of 4x500 MLPs, CEM N=500, M=50, I=5, H=25, deterministic ensemble-mean
-        propagation (the lecture's recipe, sized for a GPU).
-    pets: the lecture's sizes with P=5 particles, TS-inf, sampling the Gaussian heads.
-    cpu: the 20 Hz profile for 2 CPU cores (the model of config/cpu.yaml, K=5 of 3x200 MLPs;
-        CEM H=15, N=100, M=10, I=2, TS-inf with one particle, see ``CPU_PROFILE``).
-    pets_cpu: the cpu profile with N=30, M=5 and P=5 particles (TS-inf).
-``--search`` times a grid of CEM profiles on the cpu model and prints the largest one (by model
-evaluations per plan) whose median stays under ``--budget-ms``.
+* ``reference``: ``MPCAgent``, the eager op-at-a-time planner;
+* ``fused``, ``compiled``, ``cuda_graph``, ``compiled_cuda_graph``: ``FusedMPCAgent`` backends
+  (``core/planning/fused.py``; the graph ones on CUDA only);
+* ``mbrl_lib``: mbrl-lib 0.2.0's ``TrajectoryOptimizerAgent`` (CEM, ``GaussianMLP``, the same
+  sizes, propagation and reward) when ``--mbrl-lib`` is given and ``import mbrl`` works (it
+  lives outside the project's venv: ``pip install --no-deps --target DIR mbrl==0.2.0
+  hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 termcolor tqdm`` and
+  ``PYTHONPATH=DIR``);
+* ``floor``: a bare loop of the same batched matmuls (same FLOPs: every layer of every model
+  step of every iteration, the statistics rows included) into preallocated outputs, with no
+  activation, reward, sampling or refit: what the arithmetic alone costs here;
+* ``floor_silu``: the same loop with the hidden layers' SiLU applied in place, the part of the
+  elementwise work no planner of this network avoids.
 
-Usage: ``python benchmarks/plan_latency.py [--device cpu|cuda] [--repeats 20]
-[--profiles lecture,cpu,pets,pets_cpu] [--threads 1] [--search]``. The machine may be shared:
-compare medians.
+Models are random-init ensembles (the cost does not depend on the weights); state S=17, action
+A=7, reward -||puck - target||, acceleration bound 0.4 and plan statistics on, as in the
+controller. Configurations (``CONFIGS``): ``cpu`` (the 20 Hz CPU profile, K=5 of 3x200, CEM
+H=15 N=100 M=10 I=2, TS-inf, one particle), ``mid`` (the same model, PETS H=15 N=200 M=20 I=3,
+P=5), ``lecture`` (K=5 of 4x500, H=25 N=500 M=50 I=5, P=5, TS-inf), ``lecture_mean`` (the
+lecture's CEM on the ensemble mean, P=1), ``pets_cpu``.
+
+``--precision-check RUN_DIR`` instead plans from states recorded in a finished run (its buffer,
+its latest model, the targets of its episodes) in fp32 and in ``--precision`` and prints how
+far the first action and the plan's fp32-evaluated return move.
+
+Usage::
+
+    python benchmarks/plan_latency.py --threads 1 [--configs cpu,mid,lecture] [--mbrl-lib]
+    python benchmarks/plan_latency.py --device cuda --variants fused,compiled,cuda_graph,...
+    python benchmarks/plan_latency.py --precision-check runs/<run> --precision bf16
+    python benchmarks/plan_latency.py --search --budget-ms 50   # largest CPU profile < 50 ms
+
+Compare ratios measured in one run, not absolute times across runs.
 """
 
 import argparse
 import json
+import math
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
 
+from mbrl_robot.core.models import create_model
 from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.tasks.push import ACTION_DIM as A, PUCK, STATE_DIM as S
 
@@ -73,97 +93,223 @@ def _cpu_model() -> Dict[str, Any]:
 
 
 CPU_MODEL = _cpu_model()
-PROFILES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
-    'lecture': (LECTURE_MODEL, LECTURE_PLANNER),
-    'pets': (LECTURE_MODEL, dict(LECTURE_PLANNER, name='pets', particles=5,
-                                 propagation='ts_inf')),
+CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     'cpu': (CPU_MODEL, CPU_PROFILE),
+    'mid': (CPU_MODEL, dict(CPU_PROFILE, name='pets', population_size=200, elite_count=20,
+                            iterations=3, particles=5)),
+    'lecture': (LECTURE_MODEL, dict(LECTURE_PLANNER, name='pets', particles=5,
+                                    propagation='ts_inf')),
+    'lecture_mean': (LECTURE_MODEL, LECTURE_PLANNER),
     'pets_cpu': (CPU_MODEL, dict(CPU_PROFILE, name='pets', population_size=30, elite_count=5,
                                  particles=5)),
 }
-
-
-class BatchedMLP:
-    """Fallback ensemble of the same shape as ``GaussianEnsemble`` (random weights).
-
-    Args:
-        cfg: a ``trainer.model`` block (ensemble_size, num_layers, hidden_size).
-        device: where the weights live.
-        seed: weight seed.
-    """
-
-    def __init__(self, cfg: Dict[str, Any], device: torch.device, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        k, h = cfg['ensemble_size'], cfg['hidden_size']
-        sizes = [S + A] + [h] * cfg['num_layers'] + [2 * S]
-        self.ensemble_size = k
-        self.device = device
-        self.weights = [(torch.randn(k, i, o, generator=g) / i ** 0.5).to(device)
-                        for i, o in zip(sizes[:-1], sizes[1:])]
-        self.biases = [torch.zeros(k, 1, o, device=device) for o in sizes[1:]]
-
-    def sample_next(self, obs: torch.Tensor, act: torch.Tensor, deterministic: bool = False,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """(K, B, S) next states; see ``types.DynamicsModel``."""
-        h = torch.cat((obs, act), dim=-1)
-        for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = torch.nn.functional.silu(torch.baddbmm(b, h, w))
-        out = torch.baddbmm(self.biases[-1], h, self.weights[-1])
-        delta = out[..., :S]
-        if not deterministic:
-            noise = torch.randn(delta.shape, generator=generator, device=delta.device)
-            delta = delta + noise * (0.5 * out[..., S:].clamp(-10, 0.5)).exp()
-        return obs + 0.01 * delta
+VARIANTS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph', 'mbrl_lib',
+            'floor', 'floor_silu')
+TARGET = (0.6, 0.2, 0.02)
 
 
 def make_model(cfg: Dict[str, Any], device: torch.device):
-    """A random-init model of the block's shape (the factory's if it is importable)."""
-    try:
-        from mbrl_robot.core.models import create_model
-    except ImportError:
-        return BatchedMLP(cfg, device)
+    """A random-init ensemble of the block's shape, in eval mode."""
     model = create_model(cfg, obs_dim=S, act_dim=A, device=device, seed=0)
-    model.eval()
-    return model
+    return model.eval()
 
 
-def time_profile(name: str, model_cfg: Dict[str, Any], planner: Dict[str, Any],
-                 device: torch.device, repeats: int, warmup: int, max_seconds: float,
-                 max_delta: float) -> Dict[str, Any]:
-    """Median and p99 wall time of ``agent.plan`` over ``repeats`` calls (fewer past
-    ``max_seconds``, at least 2)."""
-    model = make_model(model_cfg, device)
-    target = torch.tensor([0.6, 0.2, 0.02], device=device)
+def puck_reward(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """-||puck - target||, the benchmark's reward for every planner."""
+    target = torch.tensor(TARGET, device=device)
 
     def reward_fn(next_obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return -torch.linalg.vector_norm(next_obs[..., PUCK] - target, dim=-1)
 
-    agent = create_agent(planner, model, reward_fn, A, device, max_delta=max_delta)
-    rng = np.random.default_rng(0)
-    obs = rng.normal(scale=0.3, size=S).astype(np.float32)
+    return reward_fn
+
+
+def project_planner(model_cfg, planner, device, backend, max_delta, precision='fp32'):
+    """``act(obs)`` of the project's planner on a random-init model."""
+    agent = create_agent(dict(planner, backend=backend, precision=precision),
+                         make_model(model_cfg, device), puck_reward(device), A, device,
+                         max_delta=max_delta)
+    return agent.act
+
+
+def mbrl_lib_planner(model_cfg, planner, device, max_delta):
+    """``act(obs)`` of mbrl-lib 0.2.0's CEM agent with the same sizes (``import mbrl``).
+
+    mbrl-lib has no acceleration bound (``max_delta`` is ignored) and computes no plan
+    statistics; its propagation: ``mean`` -> expectation, ``ts_inf`` -> fixed_model, ``ts_1``
+    -> random_model.
+    """
+    import gymnasium as gym
+    import mbrl.models
+    import mbrl.planning
+    import omegaconf
+    prop = {'mean': 'expectation', 'ts_inf': 'fixed_model', 'ts_1': 'random_model'}
+    net = mbrl.models.GaussianMLP(
+        in_size=S + A, out_size=S, device=device, num_layers=model_cfg['num_layers'] + 1,
+        ensemble_size=model_cfg['ensemble_size'], hid_size=model_cfg['hidden_size'],
+        deterministic=not model_cfg.get('probabilistic', True),
+        propagation_method=prop[planner['propagation']],
+        activation_fn_cfg={'_target_': 'torch.nn.SiLU'})
+    dynamics = mbrl.models.OneDTransitionRewardModel(net, target_is_delta=True, normalize=True,
+                                                     learned_rewards=False)
+    target = torch.tensor(TARGET, device=device)
+
+    class Spaces:
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (S,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (A,), np.float32)
+
+    def reward_fn(act, next_obs):
+        return -torch.linalg.vector_norm(next_obs[..., PUCK] - target, dim=-1, keepdim=True)
+
+    def termination_fn(act, next_obs):
+        return torch.zeros(next_obs.shape[0], 1, dtype=torch.bool, device=next_obs.device)
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    model_env = mbrl.models.ModelEnv(Spaces(), dynamics, termination_fn, reward_fn,
+                                     generator=generator)
+    cfg = omegaconf.OmegaConf.create({
+        '_target_': 'mbrl.planning.TrajectoryOptimizerAgent', '_recursive_': False,
+        'planning_horizon': planner['horizon'], 'replan_freq': 1, 'verbose': False,
+        'action_lb': [-1.0] * A, 'action_ub': [1.0] * A,
+        'optimizer_cfg': {
+            '_target_': 'mbrl.planning.CEMOptimizer', 'num_iterations': planner['iterations'],
+            'elite_ratio': planner['elite_count'] / planner['population_size'],
+            'population_size': planner['population_size'], 'alpha': planner['alpha'],
+            'device': str(device), 'lower_bound': '???', 'upper_bound': '???',
+            'return_mean_elites': True, 'clipped_normal': False}})
+    agent = mbrl.planning.create_trajectory_optim_agent_for_model(
+        model_env, cfg, num_particles=planner.get('particles', 1))
+    agent.reset()
+    return agent.act
+
+
+def floor_loop(model_cfg, planner, device, activation: bool = False):
+    """The plan's batched matmuls alone: ``iterations * horizon`` model steps, each every layer
+    as one ``baddbmm`` into a preallocated output, rows as the fused planner batches them
+    (the statistics rows included); with ``activation``, plus the hidden layers' SiLU in
+    place (what any planner of this network must compute)."""
+    k, hid, layers = (model_cfg['ensemble_size'], model_cfg['hidden_size'],
+                      model_cfg['num_layers'])
+    n, p = planner['population_size'], planner.get('particles', 1)
+    rows = k * (n + 1) if planner['propagation'] == 'mean' else -(-n * p // k) * k + k
+    b = rows // k
+    probabilistic = model_cfg.get('probabilistic', True) and not planner.get('deterministic')
+    sampling = probabilistic and planner['propagation'] != 'mean'
+    sizes = [S + A] + [hid] * layers + [2 * S if sampling else S]
+    g = torch.Generator().manual_seed(0)
+    ws = [(torch.randn(k, i, o, generator=g) / math.sqrt(i)).to(device)
+          for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [torch.zeros(k, 1, o, device=device) for o in sizes[1:]]
+    outs = [torch.empty(k, b, o, device=device) for o in sizes[1:]]
+    x = torch.randn(k, b, sizes[0], generator=g).to(device)
+    steps = planner['iterations'] * planner['horizon']
+
+    def run(obs=None):
+        for _ in range(steps):
+            h = x
+            for i, (w, bias, out) in enumerate(zip(ws, bs, outs)):
+                torch.baddbmm(bias, h, w, out=out)
+                if activation and i < layers:
+                    torch.nn.functional.silu(out, inplace=True)
+                h = out
+        return h
+    return run
+
+
+def build(variant, model_cfg, planner, device, max_delta):
+    if variant == 'mbrl_lib':
+        return mbrl_lib_planner(model_cfg, planner, device, max_delta)
+    if variant in ('floor', 'floor_silu'):
+        return floor_loop(model_cfg, planner, device, activation=variant == 'floor_silu')
+    return project_planner(model_cfg, planner, device, variant, max_delta)
+
+
+def time_config(name: str, variants: List[str], device: torch.device, args) -> List[Dict]:
+    """Interleaved timing of ``variants`` on config ``name``; one row per variant."""
+    model_cfg, planner = CONFIGS[name]
+    obs = np.random.default_rng(0).normal(scale=0.3, size=S).astype(np.float32)
+    fns: Dict[str, Callable] = {}
+    first: Dict[str, float] = {}
+    skipped: Dict[str, str] = {}
+    for v in variants:
+        if 'cuda_graph' in v and device.type != 'cuda':
+            skipped[v] = 'needs CUDA'
+            continue
+        try:
+            fn = build(v, model_cfg, planner, device, args.max_delta)
+        except ImportError as e:
+            skipped[v] = f'not importable: {e}'
+            continue
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            fn(obs)
+        _sync(device)
+        first[v] = time.perf_counter() - t0
+        fns[v] = fn
+    times = {v: [] for v in fns}
+    cpu = {v: [] for v in fns}
+    start = time.perf_counter()
+    for _ in range(args.repeats):
+        for v, fn in fns.items():
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(obs)
+            _sync(device)
+            times[v].append(1e3 * (time.perf_counter() - t0))
+            cpu[v].append(1e3 * (time.process_time() - c0))
+        if time.perf_counter() - start > args.max_seconds and len(times[variants[0]]) >= 3:
+            break
+    med = {v: float(np.median(t)) for v, t in times.items()}
+    rows = []
+    for v in variants:
+        row: Dict[str, Any] = {'config': name, 'variant': v, 'device': str(device),
+                               'threads': torch.get_num_threads()}
+        if v in skipped:
+            row['skipped'] = skipped[v]
+        else:
+            row.update({
+                'ms_median': round(med[v], 3),
+                'ms_p99': round(float(np.percentile(times[v], 99)), 3),
+                'cpu_ms_median': round(float(np.median(cpu[v])), 3),
+                'first_call_s': round(first[v], 2), 'repeats': len(times[v]),
+                'x_vs_mbrl_lib': round(med['mbrl_lib'] / med[v], 3) if 'mbrl_lib' in med
+                else None,
+                'x_floor': round(med[v] / med['floor'], 3) if 'floor' in med else None,
+                'x_floor_silu': round(med[v] / med['floor_silu'], 3) if 'floor_silu' in med
+                else None})
+        row.update(planner=planner, model={k: model_cfg[k] for k in
+                                           ('ensemble_size', 'num_layers', 'hidden_size')})
+        rows.append(row)
+    return rows
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_profile(name: str, model_cfg: Dict[str, Any], planner: Dict[str, Any],
+                 device: torch.device, repeats: int, warmup: int, max_seconds: float,
+                 max_delta: float, backend: str = 'fused') -> Dict[str, Any]:
+    """Median and p99 wall time of one planner alone (``--search``)."""
+    act = project_planner(model_cfg, planner, device, backend, max_delta)
+    obs = np.random.default_rng(0).normal(scale=0.3, size=S).astype(np.float32)
     for _ in range(warmup):
-        agent.act(obs)
+        act(obs)
     times: List[float] = []
-    cpu_times: List[float] = []
     start = time.perf_counter()
     for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        t0, c0 = time.perf_counter(), time.process_time()
-        agent.act(obs)
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
+        _sync(device)
+        t0 = time.perf_counter()
+        act(obs)
+        _sync(device)
         times.append(1e3 * (time.perf_counter() - t0))
-        cpu_times.append(1e3 * (time.process_time() - c0))
         if time.perf_counter() - start > max_seconds and len(times) >= 2:
             break
-    return {'config': name, 'device': str(device),
-            'ms_per_plan_median': round(float(np.median(times)), 2),
-            'ms_per_plan_p99': round(float(np.percentile(times, 99)), 2),
-            'cpu_ms_per_plan_median': round(float(np.median(cpu_times)), 2),
-            'threads': torch.get_num_threads(), 'repeats': len(times),
-            'planner': planner, 'model': {k: model_cfg[k] for k in
-                                          ('ensemble_size', 'num_layers', 'hidden_size')}}
+    return {'config': name, 'variant': backend, 'device': str(device),
+            'ms_median': round(float(np.median(times)), 2),
+            'ms_p99': round(float(np.percentile(times, 99)), 2),
+            'threads': torch.get_num_threads(), 'repeats': len(times), 'planner': planner}
 
 
 def search_cpu(device: torch.device, budget_ms: float, args) -> Dict[str, Any]:
@@ -185,9 +331,9 @@ def search_cpu(device: torch.device, budget_ms: float, args) -> Dict[str, Any]:
                     row = time_profile(f'search_{propagation}_h{horizon}_i{iterations}_'
                                        f'n{population}', CPU_MODEL, planner, device,
                                        args.repeats, args.warmup, args.max_seconds,
-                                       args.max_delta)
+                                       args.max_delta, args.search_backend)
                     print(json.dumps(row), flush=True)
-                    if row['ms_per_plan_median'] > budget_ms:
+                    if row['ms_median'] > budget_ms:
                         break  # larger populations only cost more
                     members = k if propagation == 'mean' else 1
                     work = population * horizon * iterations * members
@@ -197,38 +343,101 @@ def search_cpu(device: torch.device, budget_ms: float, args) -> Dict[str, Any]:
             'best': None if best is None else best[1]}
 
 
+def precision_check(run_dir: str, precision: str, device: torch.device, args) -> Dict:
+    """Plans from recorded states of a finished run in fp32 and in ``precision``."""
+    import glob
+    import os
+    from mbrl_robot.config import node_params
+    from mbrl_robot.core.buffer.storage import TransitionStore
+    from mbrl_robot.core.models import GaussianEnsemble
+    from mbrl_robot.core.planning.trajectory import TrajectoryEvaluator
+    from mbrl_robot.core.tasks.push import PushTask
+    models = sorted(glob.glob(os.path.join(run_dir, 'models', 'v*')))
+    if not models:
+        raise SystemExit(f'{run_dir}: no models/v*/ (a finished run of mbrl_run is needed)')
+    model = GaussianEnsemble.load(models[-1], device=device).eval()
+    store = TransitionStore(os.path.join(run_dir, 'buffer'))
+    try:
+        batch = store.all()
+    finally:
+        store.close()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(batch.obs), size=min(args.states, len(batch.obs)), replace=False)
+    planner = dict(node_params(args.profile, 'controller')['planner'])
+    task = PushTask.from_config(node_params(args.profile, 'controller')['task']).to(device)
+    mean_eval = TrajectoryEvaluator(model, task.reward_fn, propagation='mean')
+    rows = []
+    for i in idx:
+        obs = batch.obs[i].astype(np.float32)
+        task.set_target(batch.target[i] if getattr(batch, 'target', None) is not None
+                        else TARGET)
+        plans = {}
+        for prec in ('fp32', precision):
+            agent = create_agent(dict(planner, backend='fused', precision=prec), model,
+                                 task.reward_fn, A, device, max_delta=args.max_delta)
+            plans[prec] = agent.plan(obs)
+        ret = {p: float(mean_eval.evaluate(torch.as_tensor(obs, device=device),
+                                           torch.as_tensor(a[None], device=device))[0])
+               for p, a in plans.items()}
+        rows.append((float(np.abs(plans['fp32'][0] - plans[precision][0]).max()),
+                     ret['fp32'] - ret[precision], abs(ret['fp32']) + 1e-9))
+    da, dr, scale = (np.array(c) for c in zip(*rows))
+    return {'check': 'precision', 'precision': precision, 'device': str(device),
+            'run': run_dir, 'model': os.path.basename(models[-1]), 'states': len(rows),
+            'first_action_max_abs_diff_median': round(float(np.median(da)), 4),
+            'first_action_max_abs_diff_p95': round(float(np.percentile(da, 95)), 4),
+            'identical_plans': int((da == 0).sum()),
+            'fp32_return_loss_rel_median': round(float(np.median(dr / scale)), 5),
+            'fp32_return_loss_rel_p95': round(float(np.percentile(dr / scale, 95)), 5)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
-    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--configs', default='cpu,mid,lecture',
+                        help=f'comma list of {sorted(CONFIGS)}')
+    parser.add_argument('--variants', default='reference,fused,compiled,cuda_graph,'
+                        'compiled_cuda_graph,floor,floor_silu', help=f'comma list of {VARIANTS}')
+    parser.add_argument('--mbrl-lib', action='store_true', help='add the mbrl_lib variant')
+    parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--max-seconds', type=float, default=60.0,
-                        help='stop repeating a profile after this long (>= 2 repeats)')
+    parser.add_argument('--max-seconds', type=float, default=120.0,
+                        help='stop the rounds of a config after this long (>= 3 rounds)')
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
-    parser.add_argument('--profiles', default='lecture,cpu,pets,pets_cpu',
-                        help=f'comma list of {sorted(PROFILES)}')
     parser.add_argument('--max-delta', type=float, default=0.4,
                         help='acceleration bound per step (normalised action)')
     parser.add_argument('--search', action='store_true',
                         help='search the largest CEM profile under --budget-ms')
+    parser.add_argument('--search-backend', default='fused')
     parser.add_argument('--budget-ms', type=float, default=50.0)
+    parser.add_argument('--precision-check', metavar='RUN_DIR', default=None)
+    parser.add_argument('--precision', default='bf16', choices=('tf32', 'bf16'))
+    parser.add_argument('--profile', default='twin_realistic',
+                        help='config profile whose planner the precision check uses')
+    parser.add_argument('--states', type=int, default=50)
     args = parser.parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch sees no GPU')
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    names = [n for n in args.profiles.split(',') if n]
-    unknown = [n for n in names if n not in PROFILES]
-    if unknown:
-        raise SystemExit(f'unknown profiles {unknown}; known: {sorted(PROFILES)}')
-    for name in names:
-        model_cfg, planner = PROFILES[name]
-        print(json.dumps(time_profile(name, model_cfg, planner, device, args.repeats,
-                                      args.warmup, args.max_seconds, args.max_delta)),
+    if args.precision_check:
+        print(json.dumps(precision_check(args.precision_check, args.precision, device, args)),
               flush=True)
+        return
     if args.search:
         print(json.dumps(search_cpu(device, args.budget_ms, args)), flush=True)
+        return
+    configs = [c for c in args.configs.split(',') if c]
+    variants = [v for v in args.variants.split(',') if v]
+    if args.mbrl_lib and 'mbrl_lib' not in variants:
+        variants.insert(0, 'mbrl_lib')
+    bad = [c for c in configs if c not in CONFIGS] + [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f'unknown configs/variants {bad}; known: {sorted(CONFIGS)}, {VARIANTS}')
+    for name in configs:
+        for row in time_config(name, variants, device, args):
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == '__main__':

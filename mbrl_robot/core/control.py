@@ -133,7 +133,7 @@ class PlannerPolicy:
             if not was_holding:
                 # The warm start is the push that brought the puck here: a puck that drifts
                 # out again needs a fresh plan, not the rest of that push.
-                self.agent.trajectory_optimizer.reset()
+                self.agent.reset_warm_start()
             self._info = {'holding': True}
             return _hold_plan(step)
         plan = self.agent.plan(state)
@@ -268,9 +268,14 @@ class PolicyFactory:
         self.policy_version = -1
         self.exploration_std = float(params['policy_exploration_std'])
         self._noise_rng = np.random.default_rng(int(self.planner_cfg['seed']))
+        # One planner for the whole run (a compiled or captured plan is built once): each
+        # episode restarts it as if new (same seeds), a new model goes into its tensors.
+        self._agent = None
+        self._agent_lock = threading.Lock()
 
     def set_target(self, xyz) -> None:
-        """New target for the reward (thread-safe: the tensor is replaced, not mutated)."""
+        """New target for the reward (copied into the task's tensor, which a compiled or
+        captured plan keeps reading; set it between episodes)."""
         self.task.set_target(xyz)
 
     def has_model(self) -> bool:
@@ -322,10 +327,40 @@ class PolicyFactory:
             self.logger.error(f'model v{version} at {path} rejected, keeping '
                               f'v{self.model_version}: {e}')
             return False
+        if self.mode == 'planner' and self._agent is None:
+            # Build (and, for compiled or captured backends, compile or capture) the planner
+            # here, in the loading thread, before the version is announced: no episode waits
+            # for it.
+            t0 = time.perf_counter()
+            self._planner_for(model)
+            if self.planner_cfg.get('backend', 'fused') not in ('reference', 'fused'):
+                self.logger.info(f"planner backend {self.planner_cfg['backend']} ready in "
+                                 f'{time.perf_counter() - t0:.1f} s')
         with self._lock:
             self._model, self.model_version = model, version
         self.logger.info(f'model v{version} loaded from {path}')
         return True
+
+    def _planner_for(self, model: GaussianEnsemble):
+        """The run's planner on ``model``, restarted (reseeded, no warm start); built and
+        warmed up the first time."""
+        with self._agent_lock:
+            if self._agent is None:
+                agent = create_agent(self.planner_cfg, model, self.task.reward_fn, ACTION_DIM,
+                                     self.device, max_delta=self.max_delta,
+                                     joint_limits=self.joint_limits)
+                warmup = getattr(agent, 'warmup', None)
+                if warmup is not None:
+                    if self.task.target is None:
+                        # A placeholder the warm-up plans for; every episode sets its own (in
+                        # place: a captured plan reads this very tensor).
+                        self.task.set_target([0.6, 0.0, 0.02])
+                    warmup()
+                self._agent = agent
+            elif self._agent.model is not model:
+                self._agent.set_model(model)
+            self._agent.restart()
+            return self._agent
 
     def set_model(self, model: GaussianEnsemble, version: int) -> None:
         """Use an in-memory model (tests, benchmarks)."""
@@ -347,10 +382,8 @@ class PolicyFactory:
             model, version = self._model, self.model_version
         if model is None:
             raise RuntimeError('no model loaded yet')
-        agent = create_agent(self.planner_cfg, model, self.task.reward_fn, ACTION_DIM,
-                             self.device, max_delta=self.max_delta,
-                             joint_limits=self.joint_limits)
-        return PlannerPolicy(agent, self.task, version, GoalHold.from_config(self.goal_hold_cfg))
+        return PlannerPolicy(self._planner_for(model), self.task, version,
+                             GoalHold.from_config(self.goal_hold_cfg))
 
     def refresh(self, policy: Union[PlannerPolicy, LearnedPolicy]) -> None:
         """Swap a newer model (or policy) into a running policy (call between two plans)."""

@@ -71,6 +71,7 @@ def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     logs = tmp_path / 'logs'
     run = subprocess.Popen([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                            '--set', 'twin.lockstep_stop_after_s=2.0',
                             '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1'],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     kills = {}

@@ -73,8 +73,11 @@ def test_transitions_are_persisted_and_served_to_the_trainer(smoke_run):
     _, run_dir, summary = smoke_run
     steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
     store = TransitionStore(str(run_dir / 'buffer'))
+    twin_log = (run_dir / 'logs' / 'twin.log').read_text()
+    why = (f"dropped_timing {summary.get('dropped_timing')}, safety stops "
+           f"{twin_log.count('stepping it with zero velocity')}")
     try:
-        assert len(store) == 4 * steps
+        assert len(store) == 4 * steps, why
         batch = store.all()
     finally:
         store.close()

@@ -81,6 +81,7 @@ class MPCAgent:
             raise ValueError(f'optimizer action_dim {optimizer.action_dim} != {action_dim}')
         if max_delta is not None and not (max_delta > 0 and math.isfinite(max_delta)):
             raise ValueError(f'max_delta must be finite and > 0 (or None), got {max_delta}')
+        self.backend = 'reference'
         self.horizon = int(horizon)
         self.action_dim = int(action_dim)
         self.optimizer = optimizer
@@ -120,6 +121,16 @@ class MPCAgent:
                                                                                    self.upper)
         self.trajectory_optimizer.reset()
         self.last_plan_info = {}
+
+    def restart(self) -> None:
+        """As if new: the generators back at their seeds, then :meth:`reset`."""
+        for generator in (self.optimizer.generator, self.evaluator.generator):
+            generator.manual_seed(generator.initial_seed())
+        self.reset()
+
+    def reset_warm_start(self) -> None:
+        """Start the next plan from the middle of the bounds (no shifted previous plan)."""
+        self.trajectory_optimizer.reset()
 
     def set_last_action(self, action: Union[np.ndarray, torch.Tensor]) -> None:
         """Tell the agent what was really executed (e.g. after a joint-limit clamp).

@@ -29,6 +29,9 @@ required, missing keys take the schema's defaults, unknown keys are an error.
     max_delta: bound on |a_t - a_{t-1}| of the normalised action per step (>= 2 = none).
     joint_limit_penalty: penalty scale for predicted joint-limit violations.
     plan_stats: roll the chosen plan through every member for ``last_plan_info``.
+    backend: reference | fused | compiled | cuda_graph | compiled_cuda_graph (``fused``; for
+        icem or a model that is not a ``GaussianEnsemble``, ``fused`` means ``reference``).
+    precision: fp32 | tf32 | bf16 (fused backends only).
 
 ``propagation`` is explicit and independent of ``name``: default ``mean`` (deterministic
 ensemble-mean propagation, one particle: the lecture's CEM); pets needs ``ts_inf`` or ``ts_1``
@@ -42,8 +45,10 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from mbrl_robot.core.models.ensemble import GaussianEnsemble
 from mbrl_robot.core.schema import schema_defaults
 from mbrl_robot.core.planning.agent import MPCAgent
+from mbrl_robot.core.planning.fused import BACKENDS, FusedMPCAgent, PRECISIONS
 from mbrl_robot.core.planning.optimizers import CEMOptimizer, RandomShootingOptimizer
 from mbrl_robot.core.planning.trajectory import PROPAGATIONS
 from mbrl_robot.core.safety import JointLimits
@@ -125,6 +130,15 @@ def resolve_planner_cfg(planner_cfg: Dict[str, Any]) -> Dict[str, Any]:
     if name != 'random_shooting' and not 1 <= cfg['elite_count'] <= cfg['population_size']:
         raise ValueError('planner.elite_count must be in [1, population_size='
                          f"{cfg['population_size']}], got {cfg['elite_count']}")
+    for key, allowed in (('backend', BACKENDS), ('precision', PRECISIONS)):
+        if cfg[key] not in allowed:
+            raise ValueError(f'planner.{key} must be one of {allowed}, got {cfg[key]!r}')
+    if name == 'icem' and cfg['backend'] not in ('reference', 'fused'):
+        raise ValueError("planner 'icem' (coloured noise, kept elites) runs on backend "
+                         f"'reference' only, got {cfg['backend']!r}")
+    if cfg['backend'] == 'reference' and cfg['precision'] != 'fp32':
+        raise ValueError(f"planner.precision {cfg['precision']!r} needs a fused backend; "
+                         'the reference runs in fp32')
     if cfg['propagation'] not in PROPAGATIONS:
         raise ValueError(f'planner.propagation must be one of {PROPAGATIONS} (there is no '
                          f"per-planner automatic choice), got {cfg['propagation']!r}")
@@ -206,11 +220,26 @@ def create_agent(planner_cfg: Dict[str, Any], model: DynamicsModel, reward_fn: R
             bound_mode=cfg['bound_mode'], return_mean=cfg['return_mean'],
             noise_beta=cfg['noise_beta'], keep_elites_fraction=cfg['keep_elites_fraction'],
             shift_elites=cfg['shift_elites'], **common)
-    return MPCAgent(model, reward_fn, optimizer, cfg['horizon'], action_dim,
-                    particles=cfg['particles'], propagation=cfg['propagation'],
-                    pessimism=cfg['pessimism'], terminal_weight=cfg['terminal_weight'],
-                    deterministic=cfg['deterministic'],
-                    max_delta=cfg['max_delta'] if max_delta is None else max_delta,
-                    joint_limits=joint_limits, joint_limit_penalty=cfg['joint_limit_penalty'],
-                    plan_stats=cfg['plan_stats'], seed=cfg['seed'] + 1,
-                    joint_pos_start=joint_pos_start, termination_fn=termination_fn)
+    backend = cfg['backend']
+    if backend == 'fused' and (cfg['name'] == 'icem' or not isinstance(model, GaussianEnsemble)):
+        # The fused function plans what the reference plans; where it does not apply (iCEM's
+        # coloured noise and kept elites, a model that is not a GaussianEnsemble) the default
+        # is the reference itself. An explicit compiled or captured backend is an error there.
+        if cfg['precision'] != 'fp32':
+            raise ValueError(f"planner.precision {cfg['precision']!r} needs the fused plan, "
+                             f"which does not apply to {cfg['name']} on "
+                             f'{type(model).__name__}')
+        backend = 'reference'
+    fused = {} if backend == 'reference' else {'backend': backend,
+                                               'precision': cfg['precision']}
+    agent_class = MPCAgent if backend == 'reference' else FusedMPCAgent
+    return agent_class(model, reward_fn, optimizer, cfg['horizon'], action_dim,
+                       particles=cfg['particles'], propagation=cfg['propagation'],
+                       pessimism=cfg['pessimism'], terminal_weight=cfg['terminal_weight'],
+                       deterministic=cfg['deterministic'],
+                       max_delta=cfg['max_delta'] if max_delta is None else max_delta,
+                       joint_limits=joint_limits,
+                       joint_limit_penalty=cfg['joint_limit_penalty'],
+                       plan_stats=cfg['plan_stats'], seed=cfg['seed'] + 1,
+                       joint_pos_start=joint_pos_start, termination_fn=termination_fn,
+                       **fused)

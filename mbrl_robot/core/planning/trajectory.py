@@ -366,10 +366,13 @@ def project_action_sequences(x: torch.Tensor, prev_action: Optional[torch.Tensor
     x = x.clamp(lower, upper)
     if max_delta is None:
         return x
+    # Functional (no in-place writes into views), so torch.compile traces it as one graph.
     prev = None if prev_action is None else prev_action.to(x).clamp(lower, upper).expand(
         x.shape[0], x.shape[2])
+    steps = []
     for t in range(x.shape[1]):
-        if prev is not None:
-            torch.clamp(x[:, t], prev - max_delta, prev + max_delta, out=x[:, t])
-        prev = x[:, t]
-    return x
+        step = x[:, t] if prev is None else torch.clamp(x[:, t], prev - max_delta,
+                                                        prev + max_delta)
+        steps.append(step)
+        prev = step
+    return torch.stack(steps, dim=1)

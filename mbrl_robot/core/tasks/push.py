@@ -203,7 +203,11 @@ class PushTask:
                               device=self.device)
         if xyz.shape != (3,) or not bool(torch.isfinite(xyz).all()):
             raise ValueError(f'target must be 3 finite numbers, got {xyz.tolist()}')
-        self._target = xyz
+        if self._target is not None and self._target.device == xyz.device:
+            # In place: a compiled or captured plan keeps reading the same tensor.
+            self._target.copy_(xyz)
+        else:
+            self._target = xyz
 
     def tool_tip(self, obs: torch.Tensor) -> torch.Tensor:
         """Tool-tip position (..., 3) from the joint angles in obs (..., >=17)."""

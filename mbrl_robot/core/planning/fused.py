@@ -1,0 +1,477 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The whole MPC plan as one function of static-shape tensors: fused, compiled, captured.
+
+:class:`FusedMPCAgent` plans exactly what :class:`~mbrl_robot.core.planning.agent.MPCAgent`
+(the eager reference) plans, from the same generators in the same order, but as one pure
+function ``plan(obs, a_{-1}, warm start, noise..., weights...)`` of tensors whose shapes never
+change: sampling, every CEM iteration, the rollouts through all members, the reward (with the
+forward kinematics), the elite refit, the acceleration bound and the plan statistics, with no
+host synchronisation inside. That function can then be
+
+* run as it is (``backend: fused``),
+* compiled by ``torch.compile`` on CPU or GPU (``compiled``),
+* captured once as a CUDA graph and replayed every tick (``cuda_graph``, the eager function;
+  ``compiled_cuda_graph``, the compiled one).
+
+Randomness stays outside the function: before each plan the optimizer's and the evaluator's
+generators fill preallocated noise buffers in the reference's order (the optimizer's Gaussian or
+uniform samples per iteration; per iteration and step the TS-1 permutation and the Gaussian
+heads' noise), so one seed gives one plan on every backend, and the same plan as the reference
+up to floating-point rounding.
+
+Differences from the reference, all by construction:
+* the normalisers are folded into the first and last layers (``FoldedEnsemble``), a
+  deterministic rollout computes only the mean half of the last layer;
+* plan statistics (``mean_states``, ``std_states``, ``disagreement``) come from extra rows of
+  the last iteration's batch, one per elite member, that carry the sequence the last iteration
+  is centred on (its sampling mean, after the acceleration bound) instead of a second rollout
+  of the executed plan;
+* the best sample is tracked with ``torch.where``, not a host-side comparison.
+
+Weights are copied into the same tensors on a model swap (``set_model``), so a compiled function
+is not recompiled and a captured graph not re-captured; a model of another shape (e.g. another
+number of elites) rebuilds the plan function once, with a warning in ``last_plan_info``.
+
+Supported: random shooting, CEM and PETS (``mean``, ``ts_inf``, ``ts_1``; clip or truncnorm
+bounds; pessimism; termination; joint-limit penalty) on a ``GaussianEnsemble``. iCEM's coloured
+noise and kept elites are reference-only.
+"""
+
+import math
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mbrl_robot.core.models.ensemble import ACTIVATIONS, GaussianEnsemble
+from mbrl_robot.core.planning.agent import MPCAgent
+from mbrl_robot.core.planning.optimizers import (cem_update, CEMOptimizer,
+                                                 RandomShootingOptimizer)
+from mbrl_robot.core.planning.trajectory import project_action_sequences
+
+BACKENDS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph')
+PRECISIONS = ('fp32', 'tf32', 'bf16')
+
+
+class FoldedEnsemble:
+    """A ``GaussianEnsemble``'s members as plain tensors with both normalisers folded in.
+
+    Input normalisation ``(x - mu) / sd`` becomes part of the first layer
+    (``W' = W / sd``, ``b' = b - (mu / sd) W``) and the output one, ``delta = d * osd + omu``,
+    part of the mean columns of the last layer; a deterministic step computes only those.
+
+    ``tensors`` is a flat list ``[W_0, b_0, ..., W_mean, b_mean, W_out, b_out, max_lv, min_lv,
+    osd]`` (the last five, the mean and log-variance columns together, only for a probabilistic
+    model); ``step`` takes that list as an
+    argument so that compiled or captured code sees the same tensors, refreshed in place by
+    :meth:`copy_from`.
+
+    Args:
+        model: the ensemble (all of its members; select the elites first).
+    """
+
+    def __init__(self, model: GaussianEnsemble):
+        if not isinstance(model, GaussianEnsemble):
+            raise TypeError(f'the fused planner needs a GaussianEnsemble, got '
+                            f'{type(model).__name__}')
+        self.obs_dim = model.obs_dim
+        self.ensemble_size = model.ensemble_size
+        self.num_hidden = model.num_layers
+        self.probabilistic = model.probabilistic
+        self.activation = ACTIVATIONS[model.activation]
+        self.signature = self._signature(model)
+        self._features = model.features if model.input_features else None
+        self.tensors = self.fold(model)
+
+    @staticmethod
+    def _signature(model: GaussianEnsemble) -> Tuple:
+        return (model.obs_dim, model.act_dim, model.ensemble_size, model.num_layers,
+                model.hidden_size, model.activation, model.probabilistic,
+                tuple(model.input_features), str(model.device))
+
+    @staticmethod
+    @torch.no_grad()
+    def fold(model: GaussianEnsemble) -> List[torch.Tensor]:
+        """The flat tensor list of ``model`` (new tensors; see the class)."""
+        s = model.obs_dim
+        mu = model.input_normalizer.mean.to(model.device)
+        sd = model.input_normalizer.std.to(model.device)
+        omu = model.output_normalizer.mean.to(model.device)
+        osd = model.output_normalizer.std.to(model.device)
+        out: List[torch.Tensor] = []
+        layers = list(model.layers)
+        for i, layer in enumerate(layers[:-1]):
+            w, b = layer.weight.detach(), layer.bias.detach()
+            if i == 0:
+                b = b - torch.einsum('i,kio->ko', mu / sd, w).unsqueeze(1)
+                w = w / sd.view(1, -1, 1)
+            out += [w.contiguous().clone(), b.contiguous().clone()]
+        w, b = layers[-1].weight.detach(), layers[-1].bias.detach()
+        if len(layers) == 1:  # no hidden layer: fold the input normaliser here too
+            b = b - torch.einsum('i,kio->ko', mu / sd, w).unsqueeze(1)
+            w = w / sd.view(1, -1, 1)
+        w_mean, b_mean = w[..., :s] * osd, b[..., :s] * osd + omu
+        out += [w_mean.contiguous(), b_mean.contiguous()]
+        if model.probabilistic:
+            # Mean and log-variance columns together: a sampling step is one matmul.
+            out += [torch.cat([w_mean, w[..., s:]], -1).contiguous(),
+                    torch.cat([b_mean, b[..., s:]], -1).contiguous(),
+                    model.max_logvar.detach().clone(), model.min_logvar.detach().clone(),
+                    osd.clone()]
+        return out
+
+    def copy_from(self, model: GaussianEnsemble) -> bool:
+        """Refresh the tensors in place from ``model``; False (nothing copied) if its shape or
+        layout differs from the one folded first."""
+        if self._signature(model) != self.signature:
+            return False
+        with torch.no_grad():
+            for dst, src in zip(self.tensors, self.fold(model)):
+                dst.copy_(src)
+        return True
+
+    def step(self, p: Sequence[torch.Tensor], obs: torch.Tensor, act: torch.Tensor,
+             noise: Optional[torch.Tensor]) -> torch.Tensor:
+        """(K, B, S), (K, B, A) -> (K, B, S) next states; ``noise`` (K, B, S) samples the
+        Gaussian heads (None: the members' means)."""
+        parts = [obs, act]
+        if self._features is not None:
+            parts.append(self._features(obs))
+        h = torch.cat(parts, dim=-1)
+        for i in range(self.num_hidden):
+            h = self.activation(torch.baddbmm(p[2 * i + 1], h, p[2 * i]))
+        j = 2 * self.num_hidden
+        if noise is None or not self.probabilistic:
+            delta = torch.baddbmm(p[j + 1], h, p[j])
+        else:
+            s = self.obs_dim
+            max_lv, min_lv, osd = p[j + 4], p[j + 5], p[j + 6]
+            out = torch.baddbmm(p[j + 3], h, p[j + 2])
+            delta, lv = out[..., :s], out[..., s:]
+            lv = max_lv - F.softplus(max_lv - lv)
+            lv = min_lv + F.softplus(lv - min_lv)
+            delta = delta + noise * torch.exp(0.5 * lv) * osd
+        return obs + delta.to(obs.dtype)
+
+
+class FusedMPCAgent(MPCAgent):
+    """``MPCAgent`` whose plan is one static-shape function (see the module docstring).
+
+    Same arguments and behaviour as :class:`MPCAgent` (same generators: the same seed gives the
+    same plan as the reference, up to rounding), plus:
+
+    Args:
+        backend: 'fused' (eager), 'compiled' (``torch.compile``), 'cuda_graph' or
+            'compiled_cuda_graph' (CUDA only).
+        precision: 'fp32'; 'tf32' (CUDA matmuls in TF32, set process-wide through
+            ``torch.backends.cuda.matmul.allow_tf32``); 'bf16' (the members' matmuls under
+            bf16 autocast, states and rewards in fp32).
+        **kwargs: see :class:`MPCAgent`.
+    """
+
+    def __init__(self, *args, backend: str = 'fused', precision: str = 'fp32', **kwargs):
+        super().__init__(*args, **kwargs)  # sets self.backend = 'reference'
+        if backend not in BACKENDS[1:]:
+            raise ValueError(f'FusedMPCAgent backend must be one of {BACKENDS[1:]}, '
+                             f'got {backend!r}')
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+        if 'cuda_graph' in backend and self.device.type != 'cuda':
+            raise ValueError(f'backend {backend} needs a CUDA device, the model is on '
+                             f'{self.device}')
+        if precision == 'tf32' and self.device.type != 'cuda':
+            raise ValueError('precision tf32 exists on CUDA devices only')
+        opt = self.optimizer
+        if isinstance(opt, CEMOptimizer):
+            if opt.noise_beta > 0.0 or opt.n_keep > 0:
+                raise ValueError("iCEM's coloured noise and kept elites are not fused: use "
+                                 "backend 'reference' for icem")
+        elif isinstance(opt, RandomShootingOptimizer):
+            if opt.include_x0:
+                raise ValueError('random shooting with include_x0 is not fused')
+        else:
+            raise TypeError(f'no fused plan for {type(opt).__name__}')
+        self.backend = backend
+        self.precision = precision
+        if precision == 'tf32':
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._build()
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self) -> None:
+        ev = self.evaluator
+        self.folded = FoldedEnsemble(ev._rollout_model)
+        k, h, a, s = (self.folded.ensemble_size, self.horizon, self.action_dim,
+                      self.folded.obs_dim)
+        opt = self.optimizer
+        cem = isinstance(opt, CEMOptimizer)
+        self._iterations = opt.iterations if cem else 1
+        n = opt.population_size
+        p = ev.particles
+        self._rows = n * p
+        self._b = -(-self._rows // k)
+        sampling = not ev.deterministic and self.folded.probabilistic
+        dev = self.device
+        self._noise = torch.zeros(self._iterations, n, h, a, device=dev)
+        self._head = (torch.zeros(self._iterations, h, k, self._b, s, device=dev)
+                      if sampling else None)
+        self._perms = (torch.zeros(self._iterations, h, self._b * k, dtype=torch.long,
+                                   device=dev) if ev.propagation == 'ts_1' else None)
+        self._inv = torch.zeros_like(self._perms) if self._perms is not None else None
+        self._obs_in = torch.zeros(s, device=dev)
+        self._prev_in = torch.zeros(a, device=dev)
+        self._warm_in = torch.zeros(h, a, device=dev)
+        fn = self._core
+        if self.backend in ('compiled', 'compiled_cuda_graph'):
+            fn = torch.compile(fn, dynamic=False)
+        self._fn = fn
+        self._graph = None
+        self._graph_out = None
+
+    def set_model(self, model) -> None:
+        """Hot-swap the model: its weights are copied into the planner's tensors (no recompile,
+        no re-capture); a model of another layout rebuilds the plan function once."""
+        super().set_model(model)
+        if not self.folded.copy_from(self.evaluator._rollout_model):
+            self._build()
+            self.last_plan_info = {'rebuilt': True}
+
+    def _draw(self) -> None:
+        """Fill the noise buffers from the generators, in the reference's order."""
+        opt, ev = self.optimizer, self.evaluator
+        n, h, a = self._noise.shape[1:]
+        uniform = (isinstance(opt, RandomShootingOptimizer)
+                   or getattr(opt, 'bound_mode', 'clip') == 'truncnorm')
+        for i in range(self._iterations):
+            if uniform:
+                self._noise[i] = torch.rand(n, h, a, generator=opt.generator,
+                                            device=self.device)
+            else:
+                self._noise[i] = torch.randn(n, h, a, generator=opt.generator,
+                                             device=self.device)
+            if self._perms is None and self._head is None:
+                continue
+            for t in range(h):
+                if self._perms is not None:
+                    perm = torch.randperm(self._perms.shape[-1], generator=ev.generator,
+                                          device=self.device)
+                    self._perms[i, t] = perm
+                    self._inv[i, t] = torch.argsort(perm)
+                if self._head is not None:
+                    self._head[i, t] = torch.randn(self._head.shape[2:], generator=ev.generator,
+                                                   device=self.device)
+
+    # ------------------------------------------------------------------ the plan function
+    def _project(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        return project_action_sequences(x, prev, self.max_delta, self.lower, self.upper)
+
+    def _rollout(self, p: Sequence[torch.Tensor], obs: torch.Tensor, x: torch.Tensor,
+                 center: torch.Tensor, head: Optional[torch.Tensor],
+                 perms: Optional[torch.Tensor], inv: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns (N, P) of the candidates ``x`` (N, H, A) and the (H, K, S) trajectory of
+        ``center`` (H, A) through each member, in one batched pass."""
+        ev, fe = self.evaluator, self.folded
+        k, s = fe.ensemble_size, fe.obs_dim
+        n, h, a = x.shape
+        step = fe.step
+        autocast = self.precision == 'bf16'
+        center_k = center.unsqueeze(1).expand(h, k, a).unsqueeze(2)  # (H, K, 1, A)
+        zeros = obs.new_zeros(k, 1, s)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            if ev.propagation == 'mean':
+                acts = x.transpose(0, 1)  # (H, N, A)
+                xs_c, xs_p = obs.expand(n, s), obs.expand(k, 1, s)
+                cand, path = [], []
+                for t in range(h):
+                    inp = torch.cat([xs_c.expand(k, n, s), xs_p], 1)
+                    act = torch.cat([acts[t].expand(k, n, a), center_k[t]], 1)
+                    out = step(p, inp, act, None)
+                    xs_c, xs_p = out[:, :n].mean(0), out[:, n:]
+                    cand.append(xs_c)
+                    path.append(xs_p[:, 0])
+                ret = ev._returns(torch.stack(cand), acts).unsqueeze(1)
+                return ret, torch.stack(path)
+            b, r = self._b, self._rows
+            rp = b * k
+            rows = x.repeat_interleave(ev.particles, dim=0) if ev.particles > 1 else x
+            if rp > r:
+                rows = torch.cat([rows, rows.new_zeros(rp - r, h, a)], 0)
+            cand, path = [], []
+            if ev.propagation == 'ts_inf':
+                acts = rows.view(b, k, h, a).permute(2, 1, 0, 3)  # (H, K, B, A)
+                xs = obs.expand(k, b + 1, s)
+                for t in range(h):
+                    act = torch.cat([acts[t], center_k[t]], 1)
+                    nz = None if head is None else torch.cat([head[t], zeros], 1)
+                    xs = step(p, xs, act, nz)
+                    cand.append(xs[:, :b])
+                    path.append(xs[:, b])
+                ret = ev._returns(torch.stack(cand), acts).transpose(0, 1).reshape(rp)
+            else:  # ts_1
+                acts = rows.transpose(0, 1)  # (H, Rp, A)
+                xs, xp = obs.expand(rp, s), obs.expand(k, 1, s)
+                for t in range(h):
+                    perm = perms[t]
+                    inp = torch.cat([xs[perm].view(k, b, s), xp], 1)
+                    act = torch.cat([acts[t][perm].view(k, b, a), center_k[t]], 1)
+                    nz = None if head is None else torch.cat([head[t], zeros], 1)
+                    out = step(p, inp, act, nz)
+                    xs = out[:, :b].reshape(rp, s)[inv[t]]
+                    xp = out[:, b:]
+                    cand.append(xs)
+                    path.append(xp[:, 0])
+                ret = ev._returns(torch.stack(cand), acts)
+            return ret[:r].view(n, ev.particles), torch.stack(path)
+
+    def _score(self, ret: torch.Tensor) -> torch.Tensor:
+        score = ret.mean(dim=1)
+        if self.evaluator.pessimism > 0.0 and ret.shape[1] > 1:
+            score = score - self.evaluator.pessimism * ret.std(dim=1, unbiased=False)
+        return torch.nan_to_num(score, nan=-math.inf)
+
+    def _core(self, obs: torch.Tensor, prev: torch.Tensor, warm: torch.Tensor,
+              noise: torch.Tensor, head: Optional[torch.Tensor], perms: Optional[torch.Tensor],
+              inv: Optional[torch.Tensor], *p: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The whole plan: (plan (H, A), next warm start (H, A), best score (), mean states
+        (H+1, S), std states (H+1, S))."""
+        opt = self.optimizer
+        lower, upper = self.lower, self.upper
+        mean = torch.maximum(torch.minimum(warm, upper), lower)
+        last = self._iterations - 1
+        path = None
+        if isinstance(opt, RandomShootingOptimizer):
+            x = self._project(lower + noise[0] * (upper - lower), prev)
+            center = self._project(mean.unsqueeze(0), prev)[0]
+            ret, path = self._rollout(p, obs, x, center, None if head is None else head[0],
+                                      None if perms is None else perms[0],
+                                      None if inv is None else inv[0])
+            values = self._score(ret)
+            i = torch.argmax(values)
+            best, best_value = x[i], values[i]
+            mean = best
+            plan = best
+        else:
+            std = torch.full_like(mean, opt.initial_std)
+            best, best_value = mean, torch.full((), -math.inf, device=mean.device)
+            for it in range(self._iterations):
+                if opt.bound_mode == 'clip':
+                    x = torch.maximum(torch.minimum(mean + std * noise[it], upper), lower)
+                else:
+                    sd = std.clamp_min(1e-6)
+                    lo = torch.special.ndtr((lower - mean) / sd)
+                    hi = torch.special.ndtr((upper - mean) / sd)
+                    u = (lo + noise[it] * (hi - lo)).clamp(1e-6, 1.0 - 1e-6)
+                    x = torch.maximum(torch.minimum(mean + sd * torch.special.ndtri(u), upper),
+                                      lower)
+                x = self._project(x, prev)
+                center = self._project(mean.unsqueeze(0), prev)[0]
+                ret, traj = self._rollout(p, obs, x, center,
+                                          None if head is None else head[it],
+                                          None if perms is None else perms[it],
+                                          None if inv is None else inv[it])
+                if it == last:
+                    path = traj
+                values = self._score(ret)
+                top_values, top_idx = torch.topk(values, opt.elite_count)
+                elites = x[top_idx]
+                better = top_values[0] > best_value
+                best = torch.where(better, elites[0], best)
+                best_value = torch.where(better, top_values[0], best_value)
+                mean, std = cem_update(elites, mean, std, opt.alpha, opt.min_std)
+            mean = self._project(mean.unsqueeze(0), prev)[0]
+            preferred = mean if opt.return_mean else best
+            plan = self._project(preferred.unsqueeze(0), prev)[0]
+        middle = 0.5 * (lower + upper)
+        warm_next = torch.cat([mean[1:], middle.view(1, -1)])
+        members = torch.cat([obs.expand(1, path.shape[1], obs.shape[0]), path])  # (H+1, K, S)
+        return (plan, warm_next, best_value, members.mean(dim=1),
+                members.std(dim=1, unbiased=False))
+
+    def warmup(self) -> float:
+        """Plan once from a zero state and leave no trace (generators, warm start, last action
+        and info restored): compiles a ``compiled`` backend, captures a CUDA graph. Returns the
+        seconds it took."""
+        t0 = time.perf_counter()
+        generators = (self.optimizer.generator, self.evaluator.generator)
+        saved = ([g.get_state() for g in generators],
+                 self.trajectory_optimizer.previous_solution.clone(), self._last_action.clone(),
+                 self.last_plan_info)
+        self.plan(np.zeros(self._obs_in.shape[0], dtype=np.float32))
+        for g, state in zip(generators, saved[0]):
+            g.set_state(state)
+        self.trajectory_optimizer.previous_solution = saved[1]
+        self._last_action, self.last_plan_info = saved[2], saved[3]
+        return time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ running it
+    def _inputs(self) -> Tuple[Any, ...]:
+        return (self._obs_in, self._prev_in, self._warm_in, self._noise, self._head,
+                self._perms, self._inv, *self.folded.tensors)
+
+    def _run(self) -> Tuple[torch.Tensor, ...]:
+        if 'cuda_graph' not in self.backend:
+            with torch.inference_mode():
+                return self._fn(*self._inputs())
+        if self._graph is None:
+            self._capture()
+        self._graph.replay()
+        return self._graph_out
+
+    def _capture(self) -> None:
+        """Warm up on a side stream, then capture one plan as a CUDA graph."""
+        stream = torch.cuda.Stream(device=self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):
+                self._fn(*self._inputs())
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            out = self._fn(*self._inputs())
+        self._graph, self._graph_out = graph, out
+
+    def plan(self, obs: Union[np.ndarray, torch.Tensor],
+             prev_action: Optional[Union[np.ndarray, torch.Tensor]] = None) -> np.ndarray:
+        """See :meth:`MPCAgent.plan` (statistics: see the module docstring)."""
+        t0 = time.perf_counter()
+        o = self._obs(obs)
+        if prev_action is not None:
+            self.set_last_action(prev_action)
+        rebuilt = self.last_plan_info.get('rebuilt', False)
+        with torch.no_grad():
+            self._draw()
+            self._obs_in.copy_(o)
+            self._prev_in.copy_(self._last_action)
+            self._warm_in.copy_(self.trajectory_optimizer.previous_solution)
+            plan, warm, best_value, mean_states, std_states = self._run()
+            self.trajectory_optimizer.previous_solution = warm.clone()
+            plan_np = plan.detach().float().cpu().numpy().astype(np.float32)
+            info: Dict[str, Any] = {'predicted_return': float(best_value)}
+            if self.plan_stats:
+                mean_np = mean_states.float().cpu().numpy()
+                std_np = std_states.float().cpu().numpy()
+                info['disagreement'] = float(std_np[1].mean())
+                info['disagreement_horizon'] = float(std_np[1:].mean())
+                info['mean_states'] = mean_np
+                info['std_states'] = std_np
+        if rebuilt:
+            info['rebuilt'] = True
+        info['plan_time_ms'] = 1e3 * (time.perf_counter() - t0)
+        self.last_plan_info = info
+        return plan_np

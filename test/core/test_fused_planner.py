@@ -1,0 +1,226 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The fused plan (core/planning/fused.py) against the eager reference, compiled and captured."""
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_robot.core.models import create_model
+from mbrl_robot.core.planning import create_agent
+from mbrl_robot.core.planning.agent import MPCAgent
+from mbrl_robot.core.planning.fused import FoldedEnsemble, FusedMPCAgent
+from mbrl_robot.core.safety import JointLimits
+from mbrl_robot.core.tasks.push import PushTask
+
+CUDA = torch.cuda.is_available()
+
+
+def small_model(seed=0, probabilistic=True, features=(), device='cpu', num_elites=None):
+    """A random ensemble with non-trivial normalisers (so that folding them matters)."""
+    cfg = {'name': 'gaussian_ensemble', 'ensemble_size': 4, 'num_layers': 2, 'hidden_size': 24,
+           'activation': 'silu', 'probabilistic': probabilistic, 'input_features': list(features)}
+    if num_elites is not None:
+        cfg['num_elites'] = num_elites
+    model = create_model(cfg, obs_dim=17, act_dim=7, device=device, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    model.input_normalizer.fit(torch.randn(300, model.in_size, generator=g) * 0.5 + 0.1)
+    model.output_normalizer.fit(torch.randn(300, 17, generator=g) * 0.02 + 0.001)
+    if num_elites is not None:
+        model.set_elites(list(range(model.ensemble_size))[-num_elites:])
+    return model.to(device).eval()
+
+
+def push_task(device='cpu'):
+    task = PushTask(tool_shaping_weight=0.5).to(torch.device(device))
+    task.set_target([0.65, 0.05, 0.02])
+    return task
+
+
+def states(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.zeros(17, np.float32)
+    base[:7] = [0.0, 0.6, 0.0, -1.4, 0.0, 1.0, 0.0]
+    base[14:] = [0.55, 0.0, 0.02]
+    return [base + rng.normal(scale=0.05, size=17).astype(np.float32) for _ in range(n)]
+
+
+PLANNERS = {
+    'cem_mean': dict(name='cem', horizon=5, population_size=24, elite_count=4, iterations=3,
+                     propagation='mean'),
+    'pets_ts_inf': dict(name='pets', horizon=5, population_size=24, elite_count=4,
+                        iterations=2, propagation='ts_inf', particles=3),
+    'pets_ts_1_pessimism': dict(name='pets', horizon=5, population_size=20, elite_count=4,
+                                iterations=2, propagation='ts_1', particles=2, pessimism=0.5),
+    'cem_truncnorm_mean': dict(name='cem', horizon=5, population_size=24, elite_count=4,
+                               iterations=2, propagation='ts_inf', bound_mode='truncnorm',
+                               return_mean=True, deterministic=True),
+    'random_shooting': dict(name='random_shooting', horizon=5, population_size=30,
+                            propagation='ts_inf'),
+}
+
+
+def run(cfg, model, task, backend, obs_list, **kw):
+    agent = create_agent(dict(cfg, backend=backend), model, task.reward_fn, 7, 'cpu',
+                         max_delta=0.4, **kw)
+    plans, infos = [], []
+    for obs in obs_list:
+        plans.append(agent.plan(obs))
+        infos.append(dict(agent.last_plan_info))
+        agent.set_last_action(plans[-1][0])
+    return agent, np.stack(plans), infos
+
+
+@pytest.mark.parametrize('name', sorted(PLANNERS))
+@pytest.mark.parametrize('features', [(), ('tool_tip', 'tip_to_puck')])
+def test_fused_plans_what_the_reference_plans(name, features):
+    """Same seed, same plans, warm start and last action carried over three plans: the fused
+    function draws the reference's random numbers in the reference's order."""
+    model, task = small_model(features=features), push_task()
+    limits = JointLimits(np.full(7, -2.0), np.full(7, 2.0))
+    ref_agent, ref, ref_info = run(PLANNERS[name], model, task, 'reference', states(),
+                                   joint_limits=limits)
+    agent, fused, info = run(PLANNERS[name], model, task, 'fused', states(),
+                             joint_limits=limits)
+    assert isinstance(ref_agent, MPCAgent) and isinstance(agent, FusedMPCAgent)
+    np.testing.assert_allclose(fused, ref, atol=1e-5)
+    for a, b in zip(info, ref_info):
+        assert a['predicted_return'] == pytest.approx(b['predicted_return'], rel=1e-4, abs=1e-5)
+        assert a['mean_states'].shape == b['mean_states'].shape == (6, 17)
+        np.testing.assert_allclose(a['mean_states'][0], b['mean_states'][0])
+        assert np.all(a['std_states'][0] == 0) and a['disagreement'] > 0
+    # The plans respect the box and the acceleration bound from the last executed action.
+    assert np.all(np.abs(fused) <= 1 + 1e-6)
+    assert np.all(np.abs(np.diff(fused, axis=1)) <= 0.4 + 1e-5)
+
+
+def test_folded_step_is_the_models_step():
+    model = small_model(features=('tool_tip',))
+    folded = FoldedEnsemble(model)
+    g = torch.Generator().manual_seed(3)
+    obs = torch.randn(4, 6, 17, generator=g) * 0.3
+    act = torch.rand(4, 6, 7, generator=g) * 2 - 1
+    with torch.no_grad():
+        np.testing.assert_allclose(folded.step(folded.tensors, obs, act, None),
+                                   model.sample_next(obs, act, deterministic=True), atol=1e-5)
+        noise = torch.randn(4, 6, 17, generator=torch.Generator().manual_seed(9))
+        sampled = model.sample_next(obs, act, generator=torch.Generator().manual_seed(9))
+        np.testing.assert_allclose(folded.step(folded.tensors, obs, act, noise), sampled,
+                                   atol=1e-5)
+
+
+def test_hot_swap_copies_weights_in_place():
+    """A new model of the same layout goes into the same tensors (nothing to recompile or
+    re-capture); its plans are a fresh agent's on that model; another layout rebuilds."""
+    cfg = PLANNERS['pets_ts_inf']
+    task = push_task()
+    agent = create_agent(dict(cfg, backend='fused'), small_model(0), task.reward_fn, 7, 'cpu')
+    first = agent.plan(states(1)[0])
+    tensors = [t.data_ptr() for t in agent.folded.tensors]
+    new = small_model(seed=5)
+    agent.set_model(new)
+    assert [t.data_ptr() for t in agent.folded.tensors] == tensors
+    fresh = create_agent(dict(cfg, backend='fused'), new, task.reward_fn, 7, 'cpu')
+    fresh.plan(states(1)[0])  # as many draws as the swapped agent
+    for a in (agent, fresh):  # the same warm start and last action
+        a.reset_warm_start()
+        a.set_last_action(np.zeros(7))
+    obs = states(2, seed=1)[1]
+    np.testing.assert_allclose(agent.plan(obs), fresh.plan(obs), atol=1e-6)
+    assert not np.allclose(agent.plan(obs), first)
+    # Other elites (the rolled-out members differ in number): rebuilt once, said so.
+    agent.set_model(small_model(seed=6, num_elites=2))
+    assert agent.folded.ensemble_size == 2 and agent.last_plan_info.get('rebuilt')
+    agent.plan(obs)
+    assert agent.last_plan_info.get('rebuilt')
+
+
+def test_set_target_updates_a_running_plan_in_place():
+    task = push_task()
+    target = task._target
+    task.set_target([0.5, -0.1, 0.02])
+    assert task._target is target and target.tolist() == pytest.approx([0.5, -0.1, 0.02])
+
+
+def test_compiled_plan_is_the_fused_plan_and_survives_a_swap():
+    """torch.compile of the whole plan (CPU): the same plans as the eager fused function, no
+    recompilation after a model swap or a new target."""
+    from torch._dynamo.utils import counters
+    cfg = dict(PLANNERS['pets_ts_inf'], horizon=3)
+    obs_list = states(2)
+    task = push_task()
+    _, eager, _ = run(cfg, small_model(), task, 'fused', obs_list)
+    torch._dynamo.reset()
+    counters.clear()
+    agent, compiled, _ = run(cfg, small_model(), task, 'compiled', obs_list)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)
+    graphs = counters['stats']['unique_graphs']
+    assert graphs >= 1
+    agent.set_model(small_model(seed=5))
+    task.set_target([0.5, -0.1, 0.02])
+    agent.plan(obs_list[0])
+    assert counters['stats']['unique_graphs'] == graphs
+
+
+@pytest.mark.skipif(not CUDA, reason='no CUDA device: the CUDA-graph path needs one')
+def test_cuda_graph_replays_the_fused_plan_and_takes_a_swap():
+    cfg = PLANNERS['pets_ts_inf']
+    task = push_task('cuda')
+    model = small_model(device='cuda')
+    eager = create_agent(dict(cfg, backend='fused'), model, task.reward_fn, 7, 'cuda')
+    graph = create_agent(dict(cfg, backend='cuda_graph'), model, task.reward_fn, 7, 'cuda')
+    for obs in states(3):
+        np.testing.assert_allclose(graph.plan(obs), eager.plan(obs), atol=1e-4)
+    captured = graph._graph
+    new = small_model(seed=5, device='cuda')
+    graph.set_model(new)
+    eager.set_model(new)
+    obs = states(1, seed=2)[0]
+    np.testing.assert_allclose(graph.plan(obs), eager.plan(obs), atol=1e-4)
+    assert graph._graph is captured  # weights copied into the captured buffers
+
+
+def test_bf16_plan_is_close_and_bounded():
+    """bf16 autocast of the members' matmuls: the model step stays within bf16's precision of
+    fp32; the plan is finite and feasible (its distance to fp32 is measured by
+    benchmarks/plan_latency.py --precision-check on recorded states)."""
+    model = small_model()
+    folded = FoldedEnsemble(model)
+    g = torch.Generator().manual_seed(3)
+    obs, act = torch.randn(4, 6, 17, generator=g) * 0.3, torch.rand(4, 6, 7, generator=g)
+    with torch.no_grad():
+        exact = folded.step(folded.tensors, obs, act, None)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = folded.step(folded.tensors, obs, act, None)
+    assert low.dtype == torch.float32
+    delta = exact - obs
+    assert float((low - exact).abs().max()) <= 0.05 * float(delta.abs().max()) + 1e-4
+    _, plans, _ = run(dict(PLANNERS['cem_mean'], precision='bf16'), model, push_task(),
+                      'fused', states(2))
+    assert np.isfinite(plans).all() and np.all(np.abs(plans) <= 1 + 1e-6)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(name='icem', noise_beta=2.0, backend='compiled'), "backend 'reference' only"),
+    (dict(backend='cuda_graph'), 'needs a CUDA device'),
+    (dict(precision='tf32'), 'tf32 exists on CUDA'),
+    (dict(backend='reference', precision='bf16'), 'needs a fused backend'),
+    (dict(backend='jit'), 'planner.backend must be one of'),
+])
+def test_wrong_backend_settings_fail_clearly(change, message):
+    if CUDA and 'CUDA' in message:
+        pytest.skip('this machine has CUDA')
+    cfg = dict(PLANNERS['cem_mean'], **change)
+    with pytest.raises(ValueError, match=message):
+        create_agent(cfg, small_model(), push_task().reward_fn, 7, 'cpu')
