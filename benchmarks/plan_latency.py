@@ -358,19 +358,19 @@ def precision_check(run_dir: str, precision: str, device: torch.device, args) ->
     model = GaussianEnsemble.load(models[-1], device=device).eval()
     store = TransitionStore(os.path.join(run_dir, 'buffer'))
     try:
-        batch = store.all()
+        rec = store.records()
     finally:
         store.close()
+    obs_all, targets = rec.batch.obs, rec.target
     rng = np.random.default_rng(0)
-    idx = rng.choice(len(batch.obs), size=min(args.states, len(batch.obs)), replace=False)
+    idx = rng.choice(len(obs_all), size=min(args.states, len(obs_all)), replace=False)
     planner = dict(node_params(args.profile, 'controller')['planner'])
     task = PushTask.from_config(node_params(args.profile, 'controller')['task']).to(device)
     mean_eval = TrajectoryEvaluator(model, task.reward_fn, propagation='mean')
     rows = []
     for i in idx:
-        obs = batch.obs[i].astype(np.float32)
-        task.set_target(batch.target[i] if getattr(batch, 'target', None) is not None
-                        else TARGET)
+        obs = obs_all[i].astype(np.float32)
+        task.set_target(targets[i])
         plans = {}
         for prec in ('fp32', precision):
             agent = create_agent(dict(planner, backend='fused', precision=prec), model,

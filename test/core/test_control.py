@@ -76,3 +76,48 @@ def test_factory_loads_a_model_only_with_the_announced_checksum(tmp_path, contro
     assert not f.has_model()
     sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
     assert f.load_model(str(tmp_path / 'v1'), 1, sha256) and f.model_version == 1
+
+
+def test_one_planner_per_run_restarted_each_episode(tmp_path, controller_factory):
+    """The factory builds the planner once (a compiled or captured plan must not be rebuilt per
+    episode); each episode restarts it as if new, and a new model goes into its tensors."""
+    f = controller_factory()
+    f.set_model(create_model(MODEL, 17, 7, torch.device('cpu'), 0), 1)
+    f.set_target(TARGET)
+    first = f.create()
+    plans = [first.plan(state_at(0.2), 0)[0] for _ in range(2)]
+    second = f.create()
+    assert second.agent is first.agent and second.agent.backend == 'fused'
+    again = [second.plan(state_at(0.2), 0)[0] for _ in range(2)]
+    np.testing.assert_array_equal(again[0], plans[0])  # same seeds, no warm start carried
+    np.testing.assert_array_equal(again[1], plans[1])
+    new = create_model(MODEL, 17, 7, torch.device('cpu'), 7)
+    f.set_model(new, 2)
+    third = f.create()
+    assert third.agent is first.agent and third.model_version == 2
+    assert not np.allclose(third.plan(state_at(0.2), 0)[0], plans[0])
+
+
+def test_the_planner_is_built_and_warmed_up_when_its_model_loads(tmp_path, controller_factory):
+    """load_model builds the run's planner and plans once with it (compiling a compiled
+    backend, capturing a CUDA graph) in the loading thread, before the version is announced; the
+    warm-up leaves no trace: the first episode plans what a fresh planner plans."""
+    f = controller_factory()
+    create_model(MODEL, 17, 7, torch.device('cpu'), 0).save(tmp_path / 'v1')
+    sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
+    assert f.load_model(str(tmp_path / 'v1'), 1, sha256)
+    agent = f._agent
+    assert agent is not None and agent.backend == 'fused'
+    calls = []
+    agent.warmup = lambda: calls.append(1)  # a second load must not warm up again
+    create_model(MODEL, 17, 7, torch.device('cpu'), 3).save(tmp_path / 'v2')
+    sha256 = json.loads((tmp_path / 'v2' / 'model.json').read_text())['sha256']
+    assert f.load_model(str(tmp_path / 'v2'), 2, sha256) and not calls
+    f.set_target(TARGET)
+    policy = f.create()
+    assert policy.agent is agent
+    fresh = controller_factory()
+    fresh.set_model(f._model, 2)
+    fresh.set_target(TARGET)
+    np.testing.assert_array_equal(policy.plan(state_at(0.2), 0)[0],
+                                  fresh.create().plan(state_at(0.2), 0)[0])

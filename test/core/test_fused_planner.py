@@ -157,7 +157,7 @@ def test_compiled_plan_is_the_fused_plan_and_survives_a_swap():
     """torch.compile of the whole plan (CPU): the same plans as the eager fused function, no
     recompilation after a model swap or a new target."""
     from torch._dynamo.utils import counters
-    cfg = dict(PLANNERS['pets_ts_inf'], horizon=3)
+    cfg = dict(PLANNERS['pets_ts_inf'], horizon=2)
     obs_list = states(2)
     task = push_task()
     _, eager, _ = run(cfg, small_model(), task, 'fused', obs_list)
