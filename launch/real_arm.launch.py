@@ -63,7 +63,8 @@ def generate_launch_description():
         node('buffer_node', 'buffer', {'data_dir': PathJoinSubstitution([run_dir, 'buffer'])}),
         node('trainer_node', 'trainer',
              {'checkpoint_dir': PathJoinSubstitution([run_dir, 'models'])}),
-        node('controller_node', 'controller'),
+        node('controller_node', 'controller',
+             {'model_cache_dir': PathJoinSubstitution([run_dir, 'controller_models'])}),
         node('recipe_node', 'recipe'),
         node('monitor_node', 'monitor', condition=IfCondition(LaunchConfiguration('live'))),
         IncludeLaunchDescription(

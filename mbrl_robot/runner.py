@@ -127,6 +127,8 @@ def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:
         overrides['data_dir'] = os.path.join(run_dir, 'buffer')
     if node == 'trainer':
         overrides['checkpoint_dir'] = os.path.join(run_dir, 'models')
+    if node == 'controller':
+        overrides['model_cache_dir'] = os.path.join(run_dir, 'controller_models')
     return overrides
 
 
@@ -247,6 +249,11 @@ def parse_args(argv=None):
     parser.add_argument('--rename', action='append', default=[], metavar='NODE=NAME',
                         help='run a node under another name, e.g. controller=ctl (its '
                              'parameters follow; every topic it shares comes from topics.*)')
+    parser.add_argument('--nodes', default=','.join(GRAPH_NODES), metavar='NODE,...',
+                        help='start only these nodes, e.g. --nodes trainer on a GPU host and '
+                             "--nodes twin,buffer,controller,recipe on the arm's host (same "
+                             'ROS_DOMAIN_ID, discovery across hosts: README, "Several hosts"); '
+                             'without the recipe, the run lasts until Ctrl-C or --timeout')
     parser.add_argument('--live', action='store_true',
                         help='also start the monitor node: the live view for Foxglove on '
                              'ws://127.0.0.1:8765 (monitor.host, monitor.port)')
@@ -285,6 +292,11 @@ def main(argv=None) -> int:
         sets['monitor'] = _merge(watched, sets.get('monitor', {}))
         # Every node's parameters, validated before any process starts: the one file they use.
         params = effective_params(profile_file, sets, run_dir)
+        nodes = tuple(n for n in args.nodes.split(',') if n)
+        unknown = [n for n in nodes if n not in GRAPH_NODES]
+        if unknown or not nodes:
+            raise ValueError(f'--nodes: unknown nodes {unknown} (known: {", ".join(GRAPH_NODES)})'
+                             if unknown else '--nodes: name at least one node')
     except (ValueError, OSError) as e:
         print(f'mbrl_run: {e}', file=sys.stderr)
         return 2
@@ -297,7 +309,8 @@ def main(argv=None) -> int:
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
     live = args.live or bool(args.record)
     graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names,
-                  nodes=GRAPH_NODES + (('monitor',) if live else ()), restarts=args.restarts)
+                  nodes=nodes + (('monitor',) if live else ()), restarts=args.restarts)
+    with_recipe = 'recipe' in nodes
     if live:
         monitor = params['monitor']
         port = monitor['port'] or '<any free port: see logs/monitor.log>'
@@ -305,16 +318,18 @@ def main(argv=None) -> int:
               'open connection; layout config/foxglove_layout.json)'
               + (f', recording to {monitor["record_path"]}' if args.record else ''), flush=True)
     progress = (ProgressDisplay(os.path.join(run_dir, 'summary.json'),
-                                build_phases(params['recipe'])) if args.progress else None)
+                                build_phases(params['recipe']))
+                if args.progress and with_recipe else None)
     t0 = time.monotonic()
     rc = 1
     try:
         if progress is not None:
             sys.stdout = progress.start()
         graph.start()
-        rc = graph.wait('recipe', timeout=args.timeout)
+        rc = graph.wait('recipe' if with_recipe else nodes[0], timeout=args.timeout)
     except KeyboardInterrupt:
         print('\nmbrl_run: Ctrl-C, stopping every node (zero velocity first)', flush=True)
+        rc = 1 if with_recipe else 0  # without the recipe, Ctrl-C is how a run ends
     except TimeoutError as e:
         print(f'mbrl_run: {e}', flush=True)
     finally:

@@ -22,10 +22,12 @@ miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and a
 """
 
 import json
+import os
 import sys
+import tempfile
 import threading
 import time
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped
@@ -37,7 +39,7 @@ from rclpy.node import Node
 from rclpy.task import Future
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64, Float64MultiArray, Int32, String
+from std_msgs.msg import Float64, Float64MultiArray, Int32, String, UInt8MultiArray
 from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
@@ -46,11 +48,13 @@ from mbrl_robot.core.buffer.reliable import UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
 from mbrl_robot.core.latency import RollingStats, StatePredictor
 from mbrl_robot.core.safety import StampOrder
+from mbrl_robot.core.transfer import DirAssembler, TransferRejected
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
-                                        LATCHED_QOS, RESENT_LABELS, rows_to_multiarray)
+                                        file_chunk, FILES_QOS, LATCHED_QOS, RESENT_LABELS,
+                                        rows_to_multiarray)
 
 NUM_JOINTS = 7
 HOME_TIMEOUT_S = 120.0
@@ -151,6 +155,16 @@ class ControllerNode(Node):
         announcements = topics['policy_version' if p['mode'] == 'policy' else 'model_version']
         self.create_subscription(String, announcements, self.model_callback, LATCHED_QOS,
                                  callback_group=io)
+        # Checkpoints without a shared disk: the trainer's bytes over DDS (core/transfer.py).
+        self.model_source = p['model_source']
+        self._files_lock = threading.Lock()
+        self._waiting: Dict[int, Tuple[str, Optional[str]]] = {}  # version -> (path, sha256)
+        self.files = None
+        if self.model_source != 'path':
+            self.files = DirAssembler(p['model_cache_dir']
+                                      or tempfile.mkdtemp(prefix='mbrl_robot_models_'))
+            self.create_subscription(UInt8MultiArray, topics['model_files'], self.files_callback,
+                                     FILES_QOS, callback_group=io)
         self.create_subscription(String, topics['episode'], self.episode_callback, LATCHED_QOS,
                                  callback_group=io)
         self.create_service(SetBool, '~/estop', self.estop_callback, callback_group=io)
@@ -270,12 +284,61 @@ class ControllerNode(Node):
     def model_callback(self, msg: String):
         try:
             info = json.loads(msg.data)
-            path, version = info['path'], int(info['version'])
+            path, version = str(info['path']), int(info['version'])
         except (ValueError, KeyError, TypeError) as e:
             self.get_logger().error(f'bad model announcement {msg.data!r}: {e}')
             return
+        sha256 = info.get('sha256')
+        if self.model_source == 'path' or (self.model_source == 'auto' and os.path.isdir(path)):
+            self._start_load(path, version, sha256)
+            return
+        with self._files_lock:
+            local = self._received(path, version)
+            if local is None:
+                self._waiting[version] = (path, sha256)
+        if local is None:
+            self.get_logger().info(f'v{version} announced at {path}: waiting for its files over '
+                                   'DDS')
+        else:
+            self._start_load(local, version, sha256)
+
+    def files_callback(self, msg: UInt8MultiArray):
+        """A chunk of a checkpoint folder; a version made whole is loaded if announced."""
+        try:
+            header, payload = file_chunk(msg)
+            with self._files_lock:
+                done = self.files.add(header, payload)
+                ready = []
+                if done is not None:
+                    for version in sorted(v for v in self._waiting if v <= header['version']):
+                        path, sha256 = self._waiting.pop(version)
+                        local = self._received(path, version)
+                        if local is not None:
+                            ready.append((local, version, sha256))
+        except TransferRejected as e:
+            self.get_logger().error(f'checkpoint chunk rejected, keeping the last good model: '
+                                    f'{e}', throttle_duration_sec=1.0)
+            return
+        if done is not None:
+            self.get_logger().info(f'v{header["version"]} received over DDS into {done}')
+        for local, version, sha256 in ready:
+            self._start_load(local, version, sha256)
+
+    def _received(self, path: str, version: int) -> Optional[str]:
+        """Where the announced ``path`` of ``version`` lies among the received files (the part
+        of ``path`` after its ``v<N>`` folder, e.g. ``policy``), or None if not received."""
+        if self.files is None or self.files.latest != version:
+            return None
+        parts = os.path.normpath(path).split(os.sep)
+        tail = []
+        while parts and parts[-1] != f'v{version:04d}':
+            tail.insert(0, parts.pop())
+        local = os.path.join(self.files.path(version), *tail)
+        return local if parts and os.path.isdir(local) else None
+
+    def _start_load(self, path: str, version: int, sha256: Optional[str]) -> None:
         # Loading takes longer than a cycle: do it aside and swap between two ticks.
-        threading.Thread(target=self._load_model, args=(path, version, info.get('sha256')),
+        threading.Thread(target=self._load_model, args=(path, version, sha256),
                          daemon=True).start()
 
     def _load_model(self, path: str, version: int, sha256: Optional[str]):

@@ -42,7 +42,7 @@ import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from std_msgs.msg import Float64MultiArray, String, UInt64
+from std_msgs.msg import Float64MultiArray, String, UInt64, UInt8MultiArray
 from std_srvs.srv import Trigger
 import torch
 
@@ -54,7 +54,8 @@ from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
-from mbrl_robot.nodes.transport import (LATCHED_QOS, multiarray_to_rows, parse_transition_rows,
+from mbrl_robot.nodes.transport import (file_chunk_messages, FILES_QOS, LATCHED_QOS,
+                                        multiarray_to_rows, parse_transition_rows,
                                         TRANSITION_FIELDS, TRANSITION_LABELS, TransitionRows,
                                         TRANSITIONS_QOS)
 
@@ -103,6 +104,9 @@ class TrainerNode(Node):
         self.model_pub = self.create_publisher(String, p['topics']['model_version'], LATCHED_QOS)
         self.policy_pub = self.create_publisher(String, p['topics']['policy_version'],
                                                 LATCHED_QOS)
+        # The checkpoint's bytes, for controllers on hosts that cannot read checkpoint_dir.
+        self.files_pub = self.create_publisher(UInt8MultiArray, p['topics']['model_files'],
+                                               FILES_QOS)
         self.loss_pub = self.create_publisher(Float64MultiArray, '~/loss', 10)
         self.resend_pub = self.create_publisher(UInt64, p['topics']['resend_from'], 10)
         self.create_subscription(Float64MultiArray, p['topics']['transitions'],
@@ -169,6 +173,7 @@ class TrainerNode(Node):
                 self.get_logger().error(f'checkpoint {path} unusable: {e}')
                 continue
             self.version = version
+            self._publish_files(path, version)
             if self.algorithm == 'mbpo':
                 # The SAC state is not restored: the next retrain trains the policy afresh on
                 # every transition (README, "Restarting a node").
@@ -182,6 +187,12 @@ class TrainerNode(Node):
                 self.model_pub.publish(String(data=json.dumps(self.last_result)))
             self.get_logger().info(f'resumed from checkpoint v{version}')
             return
+
+    def _publish_files(self, path: str, version: int) -> None:
+        """Send version ``version``'s folder as chunks on ``topics.model_files`` (before its
+        announcement, so a controller that waits for the bytes has them soon after)."""
+        for msg in file_chunk_messages(path, version):
+            self.files_pub.publish(msg)
 
     # --- data ----------------------------------------------------------------------------
     def transitions_callback(self, msg: Float64MultiArray):
@@ -295,6 +306,7 @@ class TrainerNode(Node):
                         **summary, 'train_seconds': time.monotonic() - t0}
         write_json(os.path.join(tmp, 'announcement.json'), announcement)
         publish_dir(tmp, path)
+        self._publish_files(path, version)
         if self.algorithm == 'mbpo':
             self.policy_result = self._policy_announcement
             self.policy_pub.publish(String(data=json.dumps(self.policy_result)))

@@ -35,10 +35,12 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 
 from mbrl_robot.core.buffer.assembler import HEADER
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM, TARGET_DIM
+from mbrl_robot.core.transfer import (CHUNK_BYTES, decode_header, encode_header, pack_dir,
+                                      TransferRejected)
 from mbrl_robot.core.types import TransitionBatch
 
 # Controller -> buffer, one row per tick: deep enough for ~50 s at 20 Hz of a stalled reader.
@@ -51,6 +53,11 @@ TRANSITIONS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
 # Latest value for late joiners: /target/pose, /recipe/episode, /trainer/model.
 LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                          depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Checkpoint files (/trainer/model_files): every chunk of the last versions stays with the
+# trainer for late joiners (64 chunks of at most 1 MiB: a lecture-size version is 16).
+FILES_HISTORY = 64
+FILES_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                       depth=FILES_HISTORY, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Plain requests (/buffer/resend_from, /controller/episode_done).
 RELIABLE_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
                           history=HistoryPolicy.KEEP_LAST, depth=10,
@@ -298,3 +305,33 @@ def parse_transition_rows(rows: np.ndarray, state_dim: int = STATE_DIM,
     ints = ints.astype(np.int64)
     return TransitionRows(ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 2].copy(), batch,
                           rows[:, 5 + 2 * s + a:].astype(dtype))
+
+
+def file_chunk_messages(path: str, version: int,
+                        chunk_bytes: int = CHUNK_BYTES) -> Sequence[UInt8MultiArray]:
+    """A checkpoint folder as ``std_msgs/UInt8MultiArray`` chunks: the bytes in ``data``, the
+    chunk's JSON header (``core.transfer``) as the label of its one dimension."""
+    out = []
+    for header, payload in pack_dir(path, version, chunk_bytes):
+        msg = UInt8MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label=encode_header(header), size=len(payload),
+                                              stride=len(payload))]
+        msg.data = array.array('B', payload)
+        out.append(msg)
+    return out
+
+
+def file_chunk(msg: UInt8MultiArray) -> Tuple[dict, bytes]:
+    """``(header, payload)`` of a chunk message.
+
+    Raises:
+        TransferRejected: no header, a bad header, or a payload of another length.
+    """
+    if len(msg.layout.dim) != 1:
+        raise TransferRejected(f'file chunk needs one layout dimension, got {len(msg.layout.dim)}')
+    header = decode_header(msg.layout.dim[0].label)
+    payload = bytes(msg.data)
+    if len(payload) != msg.layout.dim[0].size:
+        raise TransferRejected(f'file chunk: {len(payload)} bytes, the layout says '
+                               f'{msg.layout.dim[0].size}')
+    return header, payload

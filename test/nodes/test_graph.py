@@ -104,9 +104,12 @@ def test_commands_at_20_hz_of_sim_time(smoke_run):
 
 
 def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
+    """Also: the controller reads models only from the bytes the trainer sends over DDS
+    (model_source dds, as on a host without the trainer's disk), the resumed trainer sends the
+    last model again."""
     env = graph_env()
     base = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
-            '--run-dir', str(tmp_path)]
+            '--run-dir', str(tmp_path), '--set', 'controller.model_source=dds']
     # Ctrl-C part-way, once the recipe has finished its third phase (the first training).
     run = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
@@ -130,6 +133,11 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     assert summary['episodes'][:len(stopped['episodes'])] == stopped['episodes']
     versions = [t['version'] for t in summary['trainings']]
     assert len(versions) == 2 and versions == sorted(set(versions))
+    log = (tmp_path / 'logs' / 'controller.log').read_text()
+    cache = tmp_path / 'controller_models'
+    for version in versions:
+        assert f'model v{version} loaded from {cache / f"v{version:04d}"}' in log, log[-3000:]
+    assert 'received over DDS' in log and (cache / f'v{versions[-1]:04d}' / 'model.pt').is_file()
 
 
 def test_mbpo_through_the_graph(tmp_path):
