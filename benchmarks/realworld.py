@@ -24,6 +24,8 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   one period ahead, from the latest measurements);
 - ``forward_realtime_random_shooting``: random shooting of the same model evaluations;
 - ``forward_realtime_no_hold``: the goal hold off;
+- ``forward_realtime_compiled``: the planner compiled (``planner.backend: compiled``; the same
+  plans, less time per plan);
 - ``forward_lockstep``: the cpu profile in lockstep (the old, ideal twin), same test seeds: the
   cost of the real world;
 - ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime.
@@ -60,6 +62,8 @@ ROWS = {
                                           'controller.planner.population_size=200'], False),
     'forward_realtime_no_hold': ('twin_realistic', ['controller.goal_hold.enter_radius_m=0.0'],
                                  False),
+    'forward_realtime_compiled': ('twin_realistic', ['controller.planner.backend=compiled'],
+                                  False),
     'forward_lockstep': ('cpu', [], False),
     'anywhere_realtime': ('push_anywhere', [], True),
 }

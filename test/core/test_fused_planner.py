@@ -151,6 +151,12 @@ def test_set_target_updates_a_running_plan_in_place():
     target = task._target
     task.set_target([0.5, -0.1, 0.02])
     assert task._target is target and target.tolist() == pytest.approx([0.5, -0.1, 0.02])
+    # ... and never writes into the caller's array.
+    mine = np.array([0.4, 0.0, 0.02])
+    fresh = PushTask()
+    fresh.set_target(mine)
+    fresh.set_target([0.7, 0.1, 0.02])
+    assert mine.tolist() == [0.4, 0.0, 0.02]
 
 
 def test_compiled_plan_is_the_fused_plan_and_survives_a_swap():

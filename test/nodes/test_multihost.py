@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -77,25 +78,23 @@ def two_hosts():
             _ip('netns', 'del', name)
 
 
-def test_trainer_on_another_host_models_cross_over_dds(two_hosts, tmp_path):
-    domain = str(random.randint(200, 230))
+def start(two_hosts, host, nodes, run_dir, domain, *sets):
+    """``mbrl_run --nodes nodes`` in namespace ``host``, set up as README's "Several hosts"."""
+    env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET',
+               ROS_STATIC_PEERS=HOSTS['b' if host == 'a' else 'a'],
+               FASTDDS_BUILTIN_TRANSPORTS='UDPv4', PYTHONUNBUFFERED='1',
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    cmd = ['ip', 'netns', 'exec', two_hosts[host], sys.executable, '-m', 'mbrl_robot.runner',
+           '--profile', 'ci_smoke', '--run-dir', str(run_dir), '--nodes', nodes,
+           '--no-progress', '--timeout', '420']
+    for s in sets:
+        cmd += ['--set', s]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
-    def runner(host, nodes, run_dir, *sets):
-        env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET',
-                   ROS_STATIC_PEERS=HOSTS['b' if host == 'a' else 'a'],
-                   FASTDDS_BUILTIN_TRANSPORTS='UDPv4', PYTHONUNBUFFERED='1',
-                   PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-        cmd = ['ip', 'netns', 'exec', two_hosts[host], sys.executable, '-m',
-               'mbrl_robot.runner', '--profile', 'ci_smoke', '--run-dir', str(run_dir),
-               '--nodes', nodes, '--no-progress', '--timeout', '420']
-        for s in sets:
-            cmd += ['--set', s]
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
 
-    gpu_host = runner('a', 'trainer', tmp_path / 'trainer_host')
-    arm_host = runner('b', 'twin,buffer,controller,recipe', tmp_path / 'arm_host',
-                      'controller.model_source=dds')
+def finish(gpu_host, arm_host, arm_out=''):
+    """Wait for the arm host's run, then stop the trainer host's; both outputs."""
     try:
         out, _ = arm_host.communicate(timeout=480)
     finally:
@@ -103,6 +102,10 @@ def test_trainer_on_another_host_models_cross_over_dds(two_hosts, tmp_path):
         trainer_out, _ = gpu_host.communicate(timeout=60)
         if arm_host.poll() is None:
             arm_host.kill()
+    return arm_out + out, trainer_out
+
+
+def check_models_crossed(tmp_path, out, trainer_out, gpu_host, arm_host):
     assert arm_host.returncode == 0, out[-3000:] + trainer_out[-2000:]
     with open(tmp_path / 'arm_host' / 'summary.json') as f:
         summary = json.load(f)
@@ -116,3 +119,38 @@ def test_trainer_on_another_host_models_cross_over_dds(two_hosts, tmp_path):
     for version in versions:
         assert f'model v{version} loaded from {cache / f"v{version:04d}"}' in log, log[-3000:]
     assert gpu_host.returncode == 0, trainer_out[-2000:]
+    return summary
+
+
+def test_trainer_on_another_host_models_cross_over_dds(two_hosts, tmp_path):
+    domain = str(random.randint(200, 215))
+    gpu_host = start(two_hosts, 'a', 'trainer', tmp_path / 'trainer_host', domain)
+    arm_host = start(two_hosts, 'b', 'twin,buffer,controller,recipe', tmp_path / 'arm_host',
+                     domain, 'controller.model_source=dds')
+    out, trainer_out = finish(gpu_host, arm_host)
+    check_models_crossed(tmp_path, out, trainer_out, gpu_host, arm_host)
+
+
+def test_a_lost_link_to_the_trainer_host_loses_no_data(two_hosts, tmp_path):
+    """The link goes down for 5 s as the first training starts and comes back: the trainer
+    catches up on every transition and the recipe completes."""
+    domain = str(random.randint(216, 231))
+    gpu_host = start(two_hosts, 'a', 'trainer', tmp_path / 'trainer_host', domain)
+    arm_host = start(two_hosts, 'b', 'twin,buffer,controller,recipe', tmp_path / 'arm_host',
+                     domain, 'controller.model_source=dds')
+    seen = []
+    veth = None
+    for line in arm_host.stdout:
+        seen.append(line)
+        if '[3/6]' in line:
+            links = _ip('-n', two_hosts['a'], '-o', 'link', 'show', 'type', 'veth').stdout
+            veth = links.split(':')[1].strip().split('@')[0]
+            assert _ip('-n', two_hosts['a'], 'link', 'set', veth, 'down').returncode == 0
+            time.sleep(5.0)
+            assert _ip('-n', two_hosts['a'], 'link', 'set', veth, 'up').returncode == 0
+            break
+    assert veth is not None, ''.join(seen)[-3000:]
+    out, trainer_out = finish(gpu_host, arm_host, ''.join(seen))
+    summary = check_models_crossed(tmp_path, out, trainer_out, gpu_host, arm_host)
+    steps = 20  # ci_smoke's task.episode_steps
+    assert [t['n_transitions'] for t in summary['trainings']] == [2 * steps, 3 * steps]

@@ -199,8 +199,9 @@ class PushTask:
         Raises:
             ValueError: not 3 finite numbers.
         """
-        xyz = torch.as_tensor(np.asarray(xyz, dtype=np.float64), dtype=self.dtype,
-                              device=self.device)
+        # A copy: the task's tensor is later written in place and must never be the caller's.
+        xyz = torch.tensor(np.asarray(xyz, dtype=np.float64), dtype=self.dtype,
+                           device=self.device)
         if xyz.shape != (3,) or not bool(torch.isfinite(xyz).all()):
             raise ValueError(f'target must be 3 finite numbers, got {xyz.tolist()}')
         if self._target is not None and self._target.device == xyz.device:
