@@ -136,7 +136,7 @@ def mbrl_lib_planner(model_cfg, planner, device, max_delta):
     """``act(obs)`` of mbrl-lib 0.2.0's CEM agent with the same sizes (``import mbrl``).
 
     mbrl-lib has no acceleration bound (``max_delta`` is ignored) and computes no plan
-    statistics; its propagation: ``mean`` -> expectation, ``ts_inf`` -> fixed_model, ``ts_1``
+    statistics; its ``num_layers`` counts hidden layers, as ours does; its propagation: ``mean`` -> expectation, ``ts_inf`` -> fixed_model, ``ts_1``
     -> random_model.
     """
     import gymnasium as gym
@@ -145,7 +145,7 @@ def mbrl_lib_planner(model_cfg, planner, device, max_delta):
     import omegaconf
     prop = {'mean': 'expectation', 'ts_inf': 'fixed_model', 'ts_1': 'random_model'}
     net = mbrl.models.GaussianMLP(
-        in_size=S + A, out_size=S, device=device, num_layers=model_cfg['num_layers'] + 1,
+        in_size=S + A, out_size=S, device=device, num_layers=model_cfg['num_layers'],
         ensemble_size=model_cfg['ensemble_size'], hid_size=model_cfg['hidden_size'],
         deterministic=not model_cfg.get('probabilistic', True),
         propagation_method=prop[planner['propagation']],

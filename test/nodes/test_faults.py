@@ -48,7 +48,11 @@ def wait_for_line(path, pattern, count=1, timeout=200.0):
                 if f.read().count(pattern) >= count:
                     return time.time()
         time.sleep(0.05)
-    raise AssertionError(f'{pattern!r} x{count} not in {path} within {timeout} s')
+    tails = []
+    for log in sorted(path.parent.glob('*.log')):  # every node's last lines, to say why
+        tails.append(f'--- {log.name}\n' + log.read_text()[-1500:])
+    raise AssertionError(f'{pattern!r} x{count} not in {path} within {timeout} s\n'
+                         + '\n'.join(tails))
 
 
 def kill9(run_dir, node):
