@@ -201,8 +201,11 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     cfg = omegaconf.OmegaConf.create({
-        'dynamics_model': {'_target_': 'mbrl.models.GaussianMLP', 'device': 'cpu',
-                           'num_layers': MODEL['num_layers'] + 1,
+        # _recursive_ off: hydra >= 1.1 would build the activation itself and hand
+        # GaussianMLP a module where it expects a config. GaussianMLP's num_layers counts
+        # hidden layers (in -> h, then num_layers - 1 times h -> h), as ours does.
+        'dynamics_model': {'_target_': 'mbrl.models.GaussianMLP', '_recursive_': False,
+                           'device': 'cpu', 'num_layers': MODEL['num_layers'],
                            'ensemble_size': MODEL['ensemble_size'],
                            'hid_size': MODEL['hidden_size'], 'in_size': '???',
                            'out_size': '???', 'deterministic': False,
@@ -225,7 +228,8 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     model_env = models.ModelEnv(env, model, lib_term, lib_reward, generator=generator)
     buffer = common_util.create_replay_buffer(cfg, obs_shape, act_shape, rng=rng)
     agent_cfg = omegaconf.OmegaConf.create({
-        '_target_': 'mbrl.planning.TrajectoryOptimizerAgent', 'planning_horizon': s['horizon'],
+        '_target_': 'mbrl.planning.TrajectoryOptimizerAgent', '_recursive_': False,
+        'planning_horizon': s['horizon'],
         'replan_freq': 1, 'verbose': False, 'action_lb': '???', 'action_ub': '???',
         'optimizer_cfg': {'_target_': 'mbrl.planning.CEMOptimizer',
                           'num_iterations': planner['iterations'],
@@ -238,6 +242,7 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     trainer = models.ModelTrainer(model, optim_lr=1e-3, weight_decay=5e-5)
     t0 = time.monotonic()
     curve, n, episode = [], 0, 0
+    env.action_space.seed(seed)
     random_agent = planning.RandomAgent(env)
     while n < steps:
         obs, _ = env.reset(seed=seed + episode)
