@@ -272,6 +272,49 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
             'env_steps': n, 'wall_s': time.monotonic() - t0, 'planner': planner}
 
 
+# A return that counts as "solved" for the table's steps-to-target column (first episode end,
+# or MBPO evaluation, at or above it): InvertedPendulum's top return, the published PETS/MBPO
+# Reacher level, a swung-up Pendulum.
+TARGETS = {'Pendulum-v1': -200.0, 'InvertedPendulum-v5': 1000.0, 'Reacher-v5': -10.0}
+METHOD_NAMES = {'cem': 'mbrl_robot CEM', 'pets': 'mbrl_robot PETS', 'mbpo': 'mbrl_robot MBPO',
+                'mbrl_lib_pets': 'mbrl-lib 0.2.0 PETS'}
+
+
+def table(paths: List[str]) -> str:
+    """A Markdown table (one row per env and method) from the per-seed JSON lines in ``paths``."""
+    runs: Dict[Any, List[Dict[str, Any]]] = {}
+    for path in paths:
+        with open(path) as f:
+            for text in f:
+                line = json.loads(text)
+                if 'curve' in line and not line.get('aggregate'):
+                    runs.setdefault((line['env'], line['method']), []).append(line)
+    rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
+            '(mean) | first episode at target (steps, per seed) | random | wall s per run |',
+            '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    for (env_id, method), lines in runs.items():
+        lines = sorted(lines, key=lambda ln: ln['seed'])
+        finals = [ln['final_return'] for ln in lines]
+        target = TARGETS.get(env_id)
+        reach = []
+        for ln in lines:
+            hits = [n for n, r in ln['curve'][(0 if method == 'mbpo' else 1):] if r >= target] \
+                if target is not None else []
+            reach.append(str(hits[0]) if hits else '-')
+        planner = ln.get('planner')
+        size = (f"{planner['population_size']}x{planner['iterations']}"
+                + (f", {planner['particles']} particles" if 'particles' in planner else '')
+                if planner else 'SAC')
+        rows.append(
+            f"| {env_id} | {METHOD_NAMES.get(method, method)} | {size} | {lines[0]['budget']} "
+            f"| {', '.join(str(ln['seed']) for ln in lines)} "
+            f"| {', '.join(f'{x:.1f}' for x in finals)} ({np.mean(finals):.1f}) "
+            f"| {', '.join(reach) + f' (>= {target:g})' if target is not None else 'n/a'} "
+            f"| {np.mean([ln['random_return'] for ln in lines]):.1f} "
+            f"| {np.mean([ln['total_wall_s'] for ln in lines]):.0f} |")
+    return '\n'.join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--envs', nargs='+', default=['Pendulum-v1'], choices=list(SETTINGS))
@@ -291,7 +334,12 @@ def main(argv=None) -> int:
     ap.add_argument('--threads', type=int, default=1, help='torch threads')
     ap.add_argument('--out', default='', help='also append the JSON lines to this file')
     ap.add_argument('--quiet', action='store_true', help='no per-episode progress on stderr')
+    ap.add_argument('--table', nargs='+', default=[],
+                    help='print a Markdown table from these JSON-lines files and exit')
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     torch.set_num_threads(args.threads)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
 
