@@ -43,6 +43,8 @@ Usage::
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -356,6 +358,12 @@ def main(argv=None) -> int:
     except ImportError:
         have_mujoco = False
     small = args.quick or args.small_planner
+    try:  # which code made the numbers (a dirty tree says so)
+        code = subprocess.run(['git', 'describe', '--always', '--dirty'], capture_output=True,
+                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        code = None
     methods = list(args.methods) + (['mbrl_lib_pets'] if args.mbrl_lib else [])
     for env_id in args.envs:
         s = SETTINGS[env_id]
@@ -370,7 +378,7 @@ def main(argv=None) -> int:
                                                   args.random_episodes, 10 ** 5 + seed)
             for method in methods:
                 head = {'env': env_id, 'method': method, 'seed': seed, 'budget': steps,
-                        'quick': args.quick, 'small_planner': small}
+                        'quick': args.quick, 'small_planner': small, 'code': code}
                 if method == 'mbrl_lib_pets':
                     try:
                         import mbrl  # noqa: F401
