@@ -190,8 +190,12 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     """mbrl-lib's PETS (its own ensemble, trainer and CEM agent) with the same budget, model
     and planner sizes and the same reward / termination functions.
 
-    Written against mbrl-lib 0.2's documented API (``pets_example.ipynb``); not run where
-    mbrl-lib is absent (the main venv), so treat its first results with care.
+    The loop of mbrl-lib's ``pets_example.ipynb``: one random episode, then before each planned
+    episode a fit on everything so far (bootstrapped, 10% validation, patience), TS-infinity
+    particles (``fixed_model``), CEM returning the mean of the last elites (mbrl-lib's choice).
+    Run with mbrl-lib 0.2.0 from PyPI in its own venv, beside gymnasium 1.4.0 and mujoco 4.0.0
+    (mbrl 0.2.0 pins gymnasium 0.26.3 and hydra-core 1.0.3, but runs with the newer ones: the
+    loop above only uses the 5-tuple step API); see the README for the exact install.
     """
     import mbrl.models as models
     import mbrl.planning as planning
