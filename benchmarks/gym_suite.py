@@ -99,13 +99,15 @@ def _final(returns: List[float]) -> Optional[float]:
 
 
 def run_recipe_method(env_id: str, method: str, seed: int, steps: int, quick: bool,
-                      log: Callable[[str], None]) -> Dict[str, Any]:
-    """``cem`` or ``pets`` through the generic recipe."""
+                      log: Callable[[str], None], return_mean: bool = False) -> Dict[str, Any]:
+    """``cem`` or ``pets`` through the generic recipe; ``return_mean``: CEM executes its final
+    mean (mbrl-lib's ``return_mean_elites``) instead of the best sample (the library's default).
+    """
     s = SETTINGS[env_id]
     reward_fn, termination_fn = GYM_TASKS[env_id]
     env = make_env(env_id, s['cap'])
     planner = {**(QUICK_PLANNERS if quick else PLANNERS)[method], 'horizon': s['horizon'],
-               'plan_stats': False}
+               'plan_stats': False, **({'return_mean': True} if return_mean else {})}
     out = run_mbrl(env, reward_fn, {
         'seed': seed, 'random_episodes': 1, 'iterations': 10 ** 6,
         'mpc_episodes_per_iteration': 1, 'max_env_steps': steps, 'model': MODEL,
@@ -294,7 +296,10 @@ def table(paths: List[str]) -> str:
             for text in f:
                 line = json.loads(text)
                 if 'curve' in line and not line.get('aggregate'):
-                    runs.setdefault((line['env'], line['method']), []).append(line)
+                    mean = line['method'] in ('cem', 'pets') and line['planner'].get(
+                        'return_mean', False)
+                    runs.setdefault((line['env'], line['method'] + (
+                        ' (executes the CEM mean)' if mean else '')), []).append(line)
     rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
             '(mean) | first episode at target (steps, per seed) | random | wall s per run |',
             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
@@ -311,8 +316,10 @@ def table(paths: List[str]) -> str:
         size = (f"{planner['population_size']}x{planner['iterations']}"
                 + (f", {planner['particles']} particles" if 'particles' in planner else '')
                 if planner else 'SAC')
+        name = method.split(' ')[0]
+        label = METHOD_NAMES.get(name, name) + method[len(name):]
         rows.append(
-            f"| {env_id} | {METHOD_NAMES.get(method, method)} | {size} | {lines[0]['budget']} "
+            f"| {env_id} | {label} | {size} | {lines[0]['budget']} "
             f"| {', '.join(str(ln['seed']) for ln in lines)} "
             f"| {', '.join(f'{x:.1f}' for x in finals)} ({np.mean(finals):.1f}) "
             f"| {', '.join(reach) + f' (>= {target:g})' if target is not None else 'n/a'} "
@@ -333,6 +340,9 @@ def main(argv=None) -> int:
     ap.add_argument('--small-planner', action='store_true',
                     help='the --quick planner sizes (CEM/PETS, ours and mbrl-lib PETS) at the '
                     'full or --steps budget: about 4x cheaper per step on a CPU')
+    ap.add_argument('--return-mean', action='store_true',
+                    help='our CEM/PETS execute the final CEM mean, as mbrl-lib does '
+                    '(default: the best sample)')
     ap.add_argument('--mbrl-lib', action='store_true',
                     help="also run mbrl-lib's PETS where `import mbrl` works")
     ap.add_argument('--random-episodes', type=int, default=5,
@@ -391,7 +401,8 @@ def main(argv=None) -> int:
                         continue
                 t0 = time.monotonic()
                 if method in ('cem', 'pets'):
-                    res = run_recipe_method(env_id, method, seed, steps, small, log)
+                    res = run_recipe_method(env_id, method, seed, steps, small, log,
+                                            args.return_mean)
                 elif method == 'mbpo':
                     res = run_mbpo_method(env_id, seed, steps, args.quick, log)
                 else:
