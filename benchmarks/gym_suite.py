@@ -301,14 +301,16 @@ def table(paths: List[str]) -> str:
                     runs.setdefault((line['env'], line['method'] + (
                         ' (executes the CEM mean)' if mean else '')), []).append(line)
     rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
-            '(mean) | first episode at target (steps, per seed) | random | wall s per run |',
-            '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+            '(mean) | best episode per seed | first episode at target (steps, per seed) '
+            '| random | wall s per run |',
+            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for (env_id, method), lines in runs.items():
         lines = sorted(lines, key=lambda ln: ln['seed'])
         finals = [ln['final_return'] for ln in lines]
         target = TARGETS.get(env_id)
-        reach = []
+        reach, best = [], []
         for ln in lines:
+            best.append(max(r for _, r in ln['curve'][(0 if method == 'mbpo' else 1):]))
             hits = [n for n, r in ln['curve'][(0 if method == 'mbpo' else 1):] if r >= target] \
                 if target is not None else []
             reach.append(str(hits[0]) if hits else '-')
@@ -322,6 +324,7 @@ def table(paths: List[str]) -> str:
             f"| {env_id} | {label} | {size} | {lines[0]['budget']} "
             f"| {', '.join(str(ln['seed']) for ln in lines)} "
             f"| {', '.join(f'{x:.1f}' for x in finals)} ({np.mean(finals):.1f}) "
+            f"| {', '.join(f'{x:.1f}' for x in best)} "
             f"| {', '.join(reach) + f' (>= {target:g})' if target is not None else 'n/a'} "
             f"| {np.mean([ln['random_return'] for ln in lines]):.1f} "
             f"| {np.mean([ln['total_wall_s'] for ln in lines]):.0f} |")
