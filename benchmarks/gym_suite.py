@@ -43,6 +43,8 @@ Usage::
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -58,14 +60,17 @@ MUJOCO = ('InvertedPendulum-v5', 'Reacher-v5', 'HalfCheetah-v5')
 METHODS = ('cem', 'pets', 'mbpo')
 
 # Per task: the real-step budget (full / --quick), the episode cap (None: the env's own limit)
-# and the planner horizon. Planner sizes are shared (PLANNERS), shrunk by --quick.
+# and the planner horizon. Planner sizes are shared (PLANNERS), shrunk by --quick or
+# --small-planner (QUICK_PLANNERS; the same sizes for mbrl-lib's PETS).
 SETTINGS: Dict[str, Dict[str, Any]] = {
     'Pendulum-v1': {'steps': 2000, 'quick_steps': 600, 'cap': None, 'horizon': 15},
     'MountainCarContinuous-v0': {'steps': 3000, 'quick_steps': 1000, 'cap': 300,
                                  'horizon': 30},
-    'InvertedPendulum-v5': {'steps': 2000, 'quick_steps': 400, 'cap': 200, 'horizon': 15},
+    # InvertedPendulum keeps the env's 1000-step episodes, so 1000 is the top return.
+    'InvertedPendulum-v5': {'steps': 3000, 'quick_steps': 400, 'cap': None, 'horizon': 15},
     'Reacher-v5': {'steps': 2500, 'quick_steps': 500, 'cap': None, 'horizon': 15},
-    'HalfCheetah-v5': {'steps': 5000, 'quick_steps': 600, 'cap': 200, 'horizon': 15},
+    # HalfCheetah: the env's 1000-step episodes, as in mbrl-lib's published PETS curve.
+    'HalfCheetah-v5': {'steps': 20000, 'quick_steps': 600, 'cap': None, 'horizon': 15},
 }
 PLANNERS = {
     'cem': {'name': 'cem', 'population_size': 200, 'elite_count': 20, 'iterations': 4},
@@ -94,13 +99,15 @@ def _final(returns: List[float]) -> Optional[float]:
 
 
 def run_recipe_method(env_id: str, method: str, seed: int, steps: int, quick: bool,
-                      log: Callable[[str], None]) -> Dict[str, Any]:
-    """``cem`` or ``pets`` through the generic recipe."""
+                      log: Callable[[str], None], return_mean: bool = False) -> Dict[str, Any]:
+    """``cem`` or ``pets`` through the generic recipe; ``return_mean``: CEM executes its final
+    mean (mbrl-lib's ``return_mean_elites``) instead of the best sample (the library's default).
+    """
     s = SETTINGS[env_id]
     reward_fn, termination_fn = GYM_TASKS[env_id]
     env = make_env(env_id, s['cap'])
     planner = {**(QUICK_PLANNERS if quick else PLANNERS)[method], 'horizon': s['horizon'],
-               'plan_stats': False}
+               'plan_stats': False, **({'return_mean': True} if return_mean else {})}
     out = run_mbrl(env, reward_fn, {
         'seed': seed, 'random_episodes': 1, 'iterations': 10 ** 6,
         'mpc_episodes_per_iteration': 1, 'max_env_steps': steps, 'model': MODEL,
@@ -185,8 +192,12 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     """mbrl-lib's PETS (its own ensemble, trainer and CEM agent) with the same budget, model
     and planner sizes and the same reward / termination functions.
 
-    Written against mbrl-lib 0.2's documented API (``pets_example.ipynb``); not run where
-    mbrl-lib is absent (the main venv), so treat its first results with care.
+    The loop of mbrl-lib's ``pets_example.ipynb``: one random episode, then before each planned
+    episode a fit on everything so far (bootstrapped, 10% validation, patience), TS-infinity
+    particles (``fixed_model``), CEM returning the mean of the last elites (mbrl-lib's choice).
+    Run with mbrl-lib 0.2.0 from PyPI in its own venv, beside gymnasium 1.4.0 and mujoco 4.0.0
+    (mbrl 0.2.0 pins gymnasium 0.26.3 and hydra-core 1.0.3, but runs with the newer ones: the
+    loop above only uses the 5-tuple step API); see the README for the exact install.
     """
     import mbrl.models as models
     import mbrl.planning as planning
@@ -201,8 +212,11 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     cfg = omegaconf.OmegaConf.create({
-        'dynamics_model': {'_target_': 'mbrl.models.GaussianMLP', 'device': 'cpu',
-                           'num_layers': MODEL['num_layers'] + 1,
+        # _recursive_ off: hydra >= 1.1 would build the activation itself and hand
+        # GaussianMLP a module where it expects a config. GaussianMLP's num_layers counts
+        # hidden layers (in -> h, then num_layers - 1 times h -> h), as ours does.
+        'dynamics_model': {'_target_': 'mbrl.models.GaussianMLP', '_recursive_': False,
+                           'device': 'cpu', 'num_layers': MODEL['num_layers'],
                            'ensemble_size': MODEL['ensemble_size'],
                            'hid_size': MODEL['hidden_size'], 'in_size': '???',
                            'out_size': '???', 'deterministic': False,
@@ -225,7 +239,8 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     model_env = models.ModelEnv(env, model, lib_term, lib_reward, generator=generator)
     buffer = common_util.create_replay_buffer(cfg, obs_shape, act_shape, rng=rng)
     agent_cfg = omegaconf.OmegaConf.create({
-        '_target_': 'mbrl.planning.TrajectoryOptimizerAgent', 'planning_horizon': s['horizon'],
+        '_target_': 'mbrl.planning.TrajectoryOptimizerAgent', '_recursive_': False,
+        'planning_horizon': s['horizon'],
         'replan_freq': 1, 'verbose': False, 'action_lb': '???', 'action_ub': '???',
         'optimizer_cfg': {'_target_': 'mbrl.planning.CEMOptimizer',
                           'num_iterations': planner['iterations'],
@@ -238,6 +253,7 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     trainer = models.ModelTrainer(model, optim_lr=1e-3, weight_decay=5e-5)
     t0 = time.monotonic()
     curve, n, episode = [], 0, 0
+    env.action_space.seed(seed)
     random_agent = planning.RandomAgent(env)
     while n < steps:
         obs, _ = env.reset(seed=seed + episode)
@@ -264,6 +280,57 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
             'env_steps': n, 'wall_s': time.monotonic() - t0, 'planner': planner}
 
 
+# A return that counts as "solved" for the table's steps-to-target column (first episode end,
+# or MBPO evaluation, at or above it): InvertedPendulum's top return, the published PETS/MBPO
+# Reacher level, a swung-up Pendulum.
+TARGETS = {'Pendulum-v1': -200.0, 'InvertedPendulum-v5': 1000.0, 'Reacher-v5': -10.0}
+METHOD_NAMES = {'cem': 'mbrl_robot CEM', 'pets': 'mbrl_robot PETS', 'mbpo': 'mbrl_robot MBPO',
+                'mbrl_lib_pets': 'mbrl-lib 0.2.0 PETS'}
+
+
+def table(paths: List[str]) -> str:
+    """A Markdown table (one row per env and method) from the per-seed JSON lines in ``paths``."""
+    runs: Dict[Any, List[Dict[str, Any]]] = {}
+    for path in paths:
+        with open(path) as f:
+            for text in f:
+                line = json.loads(text)
+                if 'curve' in line and not line.get('aggregate'):
+                    mean = line['method'] in ('cem', 'pets') and line['planner'].get(
+                        'return_mean', False)
+                    runs.setdefault((line['env'], line['method'] + (
+                        ' (executes the CEM mean)' if mean else '')), []).append(line)
+    rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
+            '(mean) | best episode per seed | first episode at target (steps, per seed) '
+            '| random | wall s per run |',
+            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    for (env_id, method), lines in runs.items():
+        lines = sorted(lines, key=lambda ln: ln['seed'])
+        finals = [ln['final_return'] for ln in lines]
+        target = TARGETS.get(env_id)
+        reach, best = [], []
+        for ln in lines:
+            best.append(max(r for _, r in ln['curve'][(0 if method == 'mbpo' else 1):]))
+            hits = [n for n, r in ln['curve'][(0 if method == 'mbpo' else 1):] if r >= target] \
+                if target is not None else []
+            reach.append(str(hits[0]) if hits else '-')
+        planner = ln.get('planner')
+        size = (f"{planner['population_size']}x{planner['iterations']}"
+                + (f", {planner['particles']} particles" if 'particles' in planner else '')
+                if planner else 'SAC')
+        name = method.split(' ')[0]
+        label = METHOD_NAMES.get(name, name) + method[len(name):]
+        rows.append(
+            f"| {env_id} | {label} | {size} | {lines[0]['budget']} "
+            f"| {', '.join(str(ln['seed']) for ln in lines)} "
+            f"| {', '.join(f'{x:.1f}' for x in finals)} ({np.mean(finals):.1f}) "
+            f"| {', '.join(f'{x:.1f}' for x in best)} "
+            f"| {', '.join(reach) + f' (>= {target:g})' if target is not None else 'n/a'} "
+            f"| {np.mean([ln['random_return'] for ln in lines]):.1f} "
+            f"| {np.mean([ln['total_wall_s'] for ln in lines]):.0f} |")
+    return '\n'.join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--envs', nargs='+', default=['Pendulum-v1'], choices=list(SETTINGS))
@@ -273,6 +340,12 @@ def main(argv=None) -> int:
     ap.add_argument('--seeds', type=int, nargs='+', default=[0])
     ap.add_argument('--quick', action='store_true',
                     help='smaller budget and planner (a smoke run, minutes per env on a CPU)')
+    ap.add_argument('--small-planner', action='store_true',
+                    help='the --quick planner sizes (CEM/PETS, ours and mbrl-lib PETS) at the '
+                    'full or --steps budget: about 4x cheaper per step on a CPU')
+    ap.add_argument('--return-mean', action='store_true',
+                    help='our CEM/PETS execute the final CEM mean, as mbrl-lib does '
+                    '(default: the best sample)')
     ap.add_argument('--mbrl-lib', action='store_true',
                     help="also run mbrl-lib's PETS where `import mbrl` works")
     ap.add_argument('--random-episodes', type=int, default=5,
@@ -280,7 +353,12 @@ def main(argv=None) -> int:
     ap.add_argument('--threads', type=int, default=1, help='torch threads')
     ap.add_argument('--out', default='', help='also append the JSON lines to this file')
     ap.add_argument('--quiet', action='store_true', help='no per-episode progress on stderr')
+    ap.add_argument('--table', nargs='+', default=[],
+                    help='print a Markdown table from these JSON-lines files and exit')
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     torch.set_num_threads(args.threads)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
 
@@ -296,6 +374,13 @@ def main(argv=None) -> int:
         have_mujoco = True
     except ImportError:
         have_mujoco = False
+    small = args.quick or args.small_planner
+    try:  # which code made the numbers (a dirty tree says so)
+        code = subprocess.run(['git', 'describe', '--always', '--dirty'], capture_output=True,
+                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        code = None
     methods = list(args.methods) + (['mbrl_lib_pets'] if args.mbrl_lib else [])
     for env_id in args.envs:
         s = SETTINGS[env_id]
@@ -310,7 +395,7 @@ def main(argv=None) -> int:
                                                   args.random_episodes, 10 ** 5 + seed)
             for method in methods:
                 head = {'env': env_id, 'method': method, 'seed': seed, 'budget': steps,
-                        'quick': args.quick}
+                        'quick': args.quick, 'small_planner': small, 'code': code}
                 if method == 'mbrl_lib_pets':
                     try:
                         import mbrl  # noqa: F401
@@ -319,11 +404,12 @@ def main(argv=None) -> int:
                         continue
                 t0 = time.monotonic()
                 if method in ('cem', 'pets'):
-                    res = run_recipe_method(env_id, method, seed, steps, args.quick, log)
+                    res = run_recipe_method(env_id, method, seed, steps, small, log,
+                                            args.return_mean)
                 elif method == 'mbpo':
                     res = run_mbpo_method(env_id, seed, steps, args.quick, log)
                 else:
-                    res = run_mbrl_lib_pets(env_id, seed, steps, args.quick, log)
+                    res = run_mbrl_lib_pets(env_id, seed, steps, small, log)
                 line = {**head, **res, 'random_return': float(np.mean(rand)),
                         'random_episode_steps': float(np.mean(lengths)),
                         'total_wall_s': time.monotonic() - t0,

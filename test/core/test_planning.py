@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.planning import (CEMOptimizer, colored_noise,
+from mbrl_robot.core.planning import (cem_update, CEMOptimizer, colored_noise,
                                       create_agent, MPCAgent, OptimizationResult,
                                       project_action_sequences, RandomShootingOptimizer,
                                       resolve_planner_cfg, TrajectoryEvaluator,
@@ -368,6 +368,33 @@ def test_truncnorm_samples_stay_in_bounds_and_follow_the_mean():
     assert x.abs().max() <= 1.0
     assert float(x[:, 0, 1].mean()) == pytest.approx(-0.2, abs=0.03)
     assert 0.6 < float(x[:, 0, 0].mean()) < 0.9  # pulled inside by the upper bound
+
+
+def test_cem_std_is_in_units_of_half_the_action_range():
+    # Issue 14: the std was absolute, so on InvertedPendulum's [-3, 3] box CEM explored a sixth
+    # of the range (mbrl-lib: a quarter of the range, i.e. 0.5 of the half range).
+    lower, upper = torch.tensor([-3.0, 0.0]), torch.tensor([3.0, 0.5])
+    opt = CEMOptimizer(2, population_size=4000, elite_count=4000, iterations=2, alpha=0.0,
+                       initial_std=0.1, min_std=0.2, lower=lower, upper=upper, seed=0)
+    seen = []
+
+    def objective(x):
+        seen.append(x.clone())
+        return torch.zeros(x.shape[0])
+
+    opt.optimize(objective, torch.tensor([[0.0, 0.25]]))
+    np.testing.assert_allclose(seen[0].std(dim=0)[0].numpy(), [0.3, 0.025], rtol=0.1)
+    # Every sample is an elite, so the refit std (about 0.3, 0.025) is raised to the floor
+    # min_std * half range = (0.6, 0.05) for the second round.
+    np.testing.assert_allclose(seen[1].std(dim=0)[0].numpy(), [0.6, 0.05], rtol=0.1)
+    # The default box keeps the old numbers: std 0.5 (clipped at +-1, two stds).
+    unit = CEMOptimizer(1, population_size=4000, elite_count=10, iterations=1, seed=0)
+    seen.clear()
+    unit.optimize(objective, torch.zeros(1, 1))
+    assert 0.4 < float(seen[0].std()) < 0.5
+    _, floored = cem_update(torch.zeros(3, 2), torch.zeros(2), torch.ones(2), 0.0,
+                            torch.tensor([0.1, 0.4]))
+    assert floored.tolist() == pytest.approx([0.1, 0.4])
 
 
 def test_trajectory_optimizer_owns_the_shift():

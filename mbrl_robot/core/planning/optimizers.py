@@ -79,7 +79,7 @@ def _evaluate(obj_fun: ObjectiveFn, x: torch.Tensor) -> torch.Tensor:
 
 
 def cem_update(elites: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, alpha: float,
-               min_std: float) -> Tuple[torch.Tensor, torch.Tensor]:
+               min_std: Union[float, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """One CEM refit of the sampling distribution to the elites.
 
     ``mean' = alpha * mean + (1 - alpha) * mean(elites)`` and the same for the std, where the
@@ -90,7 +90,8 @@ def cem_update(elites: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, alph
         mean: (H, A) or (D,) current mean.
         std: (H, A) or (D,) current std.
         alpha: smoothing weight of the old distribution in [0, 1).
-        min_std: floor of the std (>= 0).
+        min_std: floor of the std (>= 0): a float, or a tensor that broadcasts to ``mean``
+            (one floor per action dimension).
 
     Returns:
         (mean, std) with the shape of ``mean``.
@@ -103,8 +104,10 @@ def cem_update(elites: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, alph
     elite_mean = elites.mean(dim=0)
     elite_std = elites.std(dim=0, unbiased=False)
     new_mean = alpha * mean + (1.0 - alpha) * elite_mean
-    new_std = (alpha * std + (1.0 - alpha) * elite_std).clamp_min(min_std)
-    return new_mean, new_std
+    new_std = alpha * std + (1.0 - alpha) * elite_std
+    if isinstance(min_std, torch.Tensor):
+        return new_mean, torch.maximum(new_std, min_std.to(new_std))
+    return new_mean, new_std.clamp_min(min_std)
 
 
 def colored_noise(beta: float, shape: Tuple[int, ...], horizon: int,
@@ -241,7 +244,10 @@ class CEMOptimizer(Optimizer):
 
     Each of ``iterations`` rounds samples N sequences from a diagonal Gaussian (mean starts at the
     warm start ``x0``, std at ``initial_std``), keeps the M best (elites) and refits the Gaussian
-    to them with ``cem_update`` (smoothing ``alpha``, floor ``min_std``).
+    to them with ``cem_update`` (smoothing ``alpha``, floor ``min_std``). Both stds are in
+    normalised action units: they are multiplied by half the action range, ``(upper - lower) /
+    2``, per dimension (1 for the default [-1, 1] box; mbrl-lib's first std is a quarter of the
+    range, ``initial_std`` 0.5 here).
 
     Args:
         action_dim: A.
@@ -249,8 +255,8 @@ class CEMOptimizer(Optimizer):
         elite_count: M (1 <= M <= N).
         iterations: I (>= 1).
         alpha: weight of the old distribution in the refit, in [0, 1).
-        initial_std: std of the first round (> 0).
-        min_std: std floor (>= 0).
+        initial_std: std of the first round (> 0), times half the action range.
+        min_std: std floor (>= 0), times half the action range.
         bound_mode: 'clip' (sample then clip to the bounds) or 'truncnorm' (sample the truncated
             normal exactly, by inverse CDF).
         return_mean: ``optimize`` still returns both; this only picks ``preferred(result)``.
@@ -342,7 +348,9 @@ class CEMOptimizer(Optimizer):
         """See ``Optimizer.optimize``."""
         _check_x0(x0, self.action_dim)
         mean = self._clip(x0.to(self.device, torch.float32))
-        std = torch.full_like(mean, self.initial_std)
+        half_range = (self.upper - self.lower) / 2.0
+        std = (self.initial_std * half_range).expand_as(mean).clone()
+        min_std = self.min_std * half_range
         h = mean.shape[0]
         kept = None
         if self.shift_elites and self._carried is not None and self._carried.shape[1] == h:
@@ -361,7 +369,7 @@ class CEMOptimizer(Optimizer):
             if float(top_values[0]) > best_value:
                 best_value = float(top_values[0])
                 best = elites[0].clone()
-            mean, std = cem_update(elites, mean, std, self.alpha, self.min_std)
+            mean, std = cem_update(elites, mean, std, self.alpha, min_std)
             if self.n_keep > 0:
                 kept = elites[:self.n_keep]
         if self.shift_elites:
