@@ -105,6 +105,17 @@ def test_fused_plans_what_the_reference_plans(name, features):
     assert np.all(np.abs(np.diff(fused, axis=1)) <= 0.4 + 1e-5)
 
 
+@pytest.mark.parametrize('name', ['cem_mean', 'pets_ts_inf', 'random_shooting'])
+def test_fused_plans_what_the_reference_plans_in_any_box(name):
+    """Asymmetric per-dimension action bounds (the stds scale with half the range)."""
+    model, task = small_model(), push_task()
+    box = dict(action_lb=np.linspace(-0.5, -2.0, 7), action_ub=np.linspace(0.2, 3.0, 7))
+    _, ref, _ = run(PLANNERS[name], model, task, 'reference', states(), **box)
+    _, fused, _ = run(PLANNERS[name], model, task, 'fused', states(), **box)
+    np.testing.assert_allclose(fused, ref, atol=1e-5)
+    assert np.all(fused >= box['action_lb'] - 1e-6) and np.all(fused <= box['action_ub'] + 1e-6)
+
+
 def test_folded_step_is_the_models_step():
     model = small_model(features=('tool_tip',))
     folded = FoldedEnsemble(model)

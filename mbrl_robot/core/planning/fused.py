@@ -367,7 +367,10 @@ class FusedMPCAgent(MPCAgent):
             mean = best
             plan = best
         else:
-            std = torch.full_like(mean, opt.initial_std)
+            # In normalised action units, as the reference: times half the range per dimension.
+            half_range = (upper - lower) / 2.0
+            std = (opt.initial_std * half_range).expand_as(mean)
+            min_std = opt.min_std * half_range
             best, best_value = mean, torch.full((), -math.inf, device=mean.device)
             for it in range(self._iterations):
                 if opt.bound_mode == 'clip':
@@ -393,7 +396,7 @@ class FusedMPCAgent(MPCAgent):
                 better = top_values[0] > best_value
                 best = torch.where(better, elites[0], best)
                 best_value = torch.where(better, top_values[0], best_value)
-                mean, std = cem_update(elites, mean, std, opt.alpha, opt.min_std)
+                mean, std = cem_update(elites, mean, std, opt.alpha, min_std)
             mean = self._project(mean.unsqueeze(0), prev)[0]
             preferred = mean if opt.return_mean else best
             plan = self._project(preferred.unsqueeze(0), prev)[0]
