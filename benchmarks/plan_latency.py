@@ -136,8 +136,8 @@ def mbrl_lib_planner(model_cfg, planner, device, max_delta):
     """``act(obs)`` of mbrl-lib 0.2.0's CEM agent with the same sizes (``import mbrl``).
 
     mbrl-lib has no acceleration bound (``max_delta`` is ignored) and computes no plan
-    statistics; its ``num_layers`` counts hidden layers, as ours does; its propagation: ``mean`` -> expectation, ``ts_inf`` -> fixed_model, ``ts_1``
-    -> random_model.
+    statistics; its ``num_layers`` counts hidden layers, as ours does; its propagation:
+    ``mean`` -> expectation, ``ts_inf`` -> fixed_model, ``ts_1`` -> random_model.
     """
     import gymnasium as gym
     import mbrl.models
