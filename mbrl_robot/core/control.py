@@ -355,7 +355,19 @@ class PolicyFactory:
                         # A placeholder the warm-up plans for; every episode sets its own (in
                         # place: a captured plan reads this very tensor).
                         self.task.set_target([0.6, 0.0, 0.02])
-                    warmup()
+                    try:
+                        warmup()
+                    except Exception as e:  # noqa: B902 - no compiler, no CUDA graph support...
+                        if self.planner_cfg.get('backend') in ('reference', 'fused'):
+                            raise
+                        self.logger.error(
+                            f"planner backend {self.planner_cfg['backend']} failed to build "
+                            f'({type(e).__name__}: {str(e)[:300]}): planning with the fused '
+                            'backend instead (the same plans, slower)')
+                        agent = create_agent({**self.planner_cfg, 'backend': 'fused'}, model,
+                                             self.task.reward_fn, ACTION_DIM, self.device,
+                                             max_delta=self.max_delta,
+                                             joint_limits=self.joint_limits)
                 self._agent = agent
             elif self._agent.model is not model:
                 self._agent.set_model(model)

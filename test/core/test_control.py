@@ -121,3 +121,20 @@ def test_the_planner_is_built_and_warmed_up_when_its_model_loads(tmp_path, contr
     fresh.set_target(TARGET)
     np.testing.assert_array_equal(policy.plan(state_at(0.2), 0)[0],
                                   fresh.create().plan(state_at(0.2), 0)[0])
+
+
+def test_a_planner_backend_that_fails_to_build_falls_back_to_fused(tmp_path, controller_factory,
+                                                                   monkeypatch):
+    """No C++ compiler, no CUDA-graph support: one error line, then the fused plan."""
+    from mbrl_robot.core.planning.fused import FusedMPCAgent
+
+    def broken(self):
+        raise RuntimeError('no C++ compiler')
+    monkeypatch.setattr(FusedMPCAgent, 'warmup', broken)
+    f = controller_factory(planner={**controller_factory().planner_cfg, 'backend': 'compiled'})
+    errors = []
+    f.logger = type('L', (), {'info': lambda *a: None, 'error': lambda s, m: errors.append(m)})()
+    create_model(MODEL, 17, 7, torch.device('cpu'), 0).save(tmp_path / 'v1')
+    sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
+    assert f.load_model(str(tmp_path / 'v1'), 1, sha256)
+    assert f._agent.backend == 'fused' and len(errors) == 1 and 'no C++ compiler' in errors[0]

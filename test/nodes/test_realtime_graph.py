@@ -41,7 +41,9 @@ pytestmark = pytest.mark.ros
 SMALL = ['recipe.random_episodes=2', 'recipe.iterations=1', 'recipe.mpc_episodes_per_iteration=1',
          'recipe.evaluation_episodes=0', 'recipe.baselines=[""]',
          'trainer.model.num_layers=2', 'trainer.model.hidden_size=32',
-         'trainer.training.max_epochs=20', 'trainer.max_val_loss=10.0']
+         'trainer.training.max_epochs=20', 'trainer.max_val_loss=10.0',
+         # The profile compiles its planner (minutes on 2 cores); the same plans, uncompiled.
+         'controller.planner.backend=fused']
 
 
 def test_realistic_realtime_graph(tmp_path, ros_env):
