@@ -29,7 +29,8 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   reference planner they were measured with;
 - ``forward_lockstep``: the cpu profile in lockstep (the old, ideal twin), same test seeds: the
   cost of the real world;
-- ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime.
+- ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime;
+  ``anywhere_realtime_compiled`` the same with the planner compiled.
 
 Usage::
 
@@ -70,6 +71,8 @@ ROWS = {
                                   False),
     'forward_lockstep': ('cpu', [REF], False),
     'anywhere_realtime': ('push_anywhere', [REF], True),
+    'anywhere_realtime_compiled': ('push_anywhere', ['controller.planner.backend=compiled'],
+                                   False),
 }
 
 
