@@ -340,10 +340,8 @@ class FusedMPCAgent(MPCAgent):
             return ret[:r].view(n, ev.particles), torch.stack(path)
 
     def _score(self, ret: torch.Tensor) -> torch.Tensor:
-        score = ret.mean(dim=1)
-        if self.evaluator.pessimism > 0.0 and ret.shape[1] > 1:
-            score = score - self.evaluator.pessimism * ret.std(dim=1, unbiased=False)
-        return torch.nan_to_num(score, nan=-math.inf)
+        # The reference's score; a NaN (diverged model) never wins, as in optimizers._evaluate.
+        return torch.nan_to_num(self.evaluator.score(ret), nan=-math.inf)
 
     def _core(self, obs: torch.Tensor, prev: torch.Tensor, warm: torch.Tensor,
               noise: torch.Tensor, head: Optional[torch.Tensor], perms: Optional[torch.Tensor],

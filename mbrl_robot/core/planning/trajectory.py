@@ -262,7 +262,10 @@ class TrajectoryEvaluator:
         Returns:
             (N,) scores, higher is better.
         """
-        ret = self.rollout_returns(obs, actions)
+        return self.score(self.rollout_returns(obs, actions))
+
+    def score(self, ret: torch.Tensor) -> torch.Tensor:
+        """(N, P) returns -> (N,) scores: mean - pessimism * std over particles."""
         score = ret.mean(dim=1)
         if self.pessimism > 0.0 and ret.shape[1] > 1:
             score = score - self.pessimism * ret.std(dim=1, unbiased=False)
