@@ -15,7 +15,8 @@
 
 Each seed runs the whole graph (twin, buffer, trainer, controller, recipe: separate processes
 over DDS on their own ``ROS_DOMAIN_ID``, localhost discovery) with
-``controller.planner.seed = s``, ``trainer.training.seed = s``, ``recipe.seed = 100 s`` (the same
+``controller.planner.seed = s``, ``trainer.training.seed = s`` (and the trainer's ``planner.seed``
+and ``distill.seed``), ``recipe.seed = 100 s`` (the same
 seeds as ``push_learning.py``), then reads the run's ``summary.json`` and prints the same lines
 as ``push_learning.py``: one per seed and method (the learned controller, ``random``, ``zero``)
 and one ``aggregate`` per method. Each run directory also holds the recipe's report.md and plots.
@@ -37,6 +38,21 @@ from mbrl_robot.config import node_params
 from push_learning import aggregate, seed_lines
 
 
+def policy_training(run_dir: str) -> dict:
+    """What the trainer spent on the policies (policy mode): the sum over versions of each
+    policy update's wall time and, for distill, its expert labels."""
+    models = os.path.join(run_dir, 'models')
+    announcements = []
+    for name in sorted(os.listdir(models)) if os.path.isdir(models) else []:
+        path = os.path.join(models, name, 'policy', 'announcement.json')
+        if os.path.isfile(path):
+            with open(path) as f:
+                announcements.append(json.load(f))
+    return {'policy_versions': len(announcements),
+            'policy_train_s': sum(a.get('train_seconds', 0.0) for a in announcements),
+            'policy_labels': sum(a.get('labels', 0) for a in announcements)}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--profile', default='cpu')
@@ -54,7 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines: List[dict] = []
     for seed in args.seeds:
         run_dir = os.path.abspath(os.path.join(args.run_dir, f'seed{seed}'))
+        # The trainer's planner and distill seeds matter to trainer.algorithm distill only.
         sets = [f'controller.planner.seed={seed}', f'trainer.training.seed={seed}',
+                f'trainer.planner.seed={seed}', f'trainer.distill.seed={seed}',
                 f'recipe.seed={100 * seed}'] + args.sets
         if args.baselines_once and seed != args.seeds[0]:
             sets.append('recipe.baselines=[""]')
@@ -73,9 +91,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         ctl = node_params(os.path.join(run_dir, 'params.yaml'), 'controller')
         method = 'policy' if ctl['mode'] == 'policy' else ctl['planner']['name']
+        extra = policy_training(run_dir) if method == 'policy' else {}
         for line in seed_lines(summary, seed, method, args.profile):
             line = {**line, 'via': 'ros2_graph', 'run_dir': run_dir, 'sets': args.sets,
-                    'label': args.label}
+                    'label': args.label, **(extra if line['method'] == method else {})}
             lines.append(line)
             print(json.dumps(line), flush=True)
     for line in aggregate(lines):

@@ -30,7 +30,11 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
 - ``forward_lockstep``: the cpu profile in lockstep (the old, ideal twin), same test seeds: the
   cost of the real world;
 - ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime;
-  ``anywhere_realtime_compiled`` the same with the planner compiled.
+  ``anywhere_realtime_compiled`` the same with the planner compiled;
+- ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
+  18): the controller runs the policy (one forward per step) in every non-random episode, the
+  trainer labels the states it visits with the planner; the same real transitions as the MPC
+  rows.
 
 Usage::
 
@@ -73,6 +77,7 @@ ROWS = {
     'anywhere_realtime': ('push_anywhere', [REF], True),
     'anywhere_realtime_compiled': ('push_anywhere', ['controller.planner.backend=compiled'],
                                    False),
+    'forward_realtime_distill': ('distill', [], False),
 }
 
 

@@ -21,10 +21,12 @@ validates (finite weights and losses, validation loss below ``max_val_loss``) is
 versioned checkpoint and announced on a transient-local topic.
 
 With ``algorithm: mbpo`` each validated model also trains the MBPO policy (SAC on the recorded
-transitions plus short rollouts of that model, ``core/algorithms/mbpo.py``): the policy is saved
-beside the model (``v<N>/policy``) and announced on ``topics.policy_version`` with the model's
-version, before the model itself, so a controller in policy mode that waits for version N finds
-the policy N as soon as the recipe sees the model N.
+transitions plus short rollouts of that model, ``core/algorithms/mbpo.py``), with ``distill`` the
+planner distilled into a policy (DAgger with the MPC planner on that model as the expert,
+``core/algorithms/distill.py``): the policy is saved beside the model (``v<N>/policy``) and
+announced on ``topics.policy_version`` with the model's version, before the model itself, so a
+controller in policy mode that waits for version N finds the policy N as soon as the recipe sees
+the model N.
 """
 
 import copy
@@ -46,6 +48,7 @@ from std_msgs.msg import Float64MultiArray, String, UInt64, UInt8MultiArray
 from std_srvs.srv import Trigger
 import torch
 
+from mbrl_robot.core.algorithms.distill import push_distill_agent
 from mbrl_robot.core.algorithms.mbpo import push_mbpo_agent
 from mbrl_robot.core.checkpoint import publish_dir, write_json
 from mbrl_robot.core.control import resolve_device
@@ -60,7 +63,9 @@ from mbrl_robot.nodes.transport import (file_chunk_messages, FILES_QOS, LATCHED_
                                         TRANSITIONS_QOS)
 
 VERSION_DIR = re.compile(r'^v(\d+)$')
-ALGORITHMS = ('ensemble', 'mbpo')
+ALGORITHMS = ('ensemble', 'mbpo', 'distill')
+# The algorithms that train a policy with every model (a version is then a model-policy pair).
+POLICY_ALGORITHMS = ('mbpo', 'distill')
 POLICY_SUBDIR = 'policy'
 
 DESCRIPTIONS = schema_descriptions('trainer')
@@ -84,6 +89,7 @@ class TrainerNode(Node):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f'algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}')
         self.params = p
+        self.has_policy = self.algorithm in POLICY_ALGORITHMS
         os.makedirs(self.checkpoint_dir, exist_ok=True)
 
         self._lock = threading.Lock()
@@ -96,8 +102,8 @@ class TrainerNode(Node):
         self._model = None
         self.version = 0
         self.last_result = {}
-        self._agent = None  # MBPO learner, built at the first accepted model
-        self._fed_seq = 0  # highest seq handed to the MBPO learner
+        self._agent = None  # the policy learner (MBPO, distill), built at the first model
+        self._fed_seq = 0  # highest seq handed to the policy learner
         self.policy_result = {}
 
         io = ReentrantCallbackGroup()
@@ -128,7 +134,7 @@ class TrainerNode(Node):
         m = self.model_cfg
         self.get_logger().info(f'trainer ready on {self.device}: K={m["ensemble_size"]} '
                                f'{m["num_layers"]}x{m["hidden_size"]}'
-                               f'{" + MBPO policy" if self.algorithm == "mbpo" else ""}, '
+                               f'{" + " + self.algorithm + " policy" if self.has_policy else ""}, '
                                f'checkpoints in {self.checkpoint_dir}')
 
     def apply_params(self, changed: dict):
@@ -162,7 +168,7 @@ class TrainerNode(Node):
         for version, name in reversed(versions):
             path = os.path.join(self.checkpoint_dir, name)
             policy_info = os.path.join(path, POLICY_SUBDIR, 'announcement.json')
-            if self.algorithm == 'mbpo' and not os.path.isfile(policy_info):
+            if self.has_policy and not os.path.isfile(policy_info):
                 # Stopped between the model and its policy: a version is a pair in mbpo mode.
                 self.get_logger().warning(f'checkpoint {path} has no policy: skipped')
                 continue
@@ -174,7 +180,7 @@ class TrainerNode(Node):
                 continue
             self.version = version
             self._publish_files(path, version)
-            if self.algorithm == 'mbpo':
+            if self.has_policy:
                 # The SAC state is not restored: the next retrain trains the policy afresh on
                 # every transition (README, "Restarting a node").
                 with open(policy_info) as f:
@@ -291,7 +297,7 @@ class TrainerNode(Node):
         model.save(tmp)
         with open(os.path.join(tmp, 'model.pt'), 'rb') as f:
             sha256 = hashlib.sha256(f.read()).hexdigest()
-        if self.algorithm == 'mbpo':
+        if self.has_policy:
             problem = self._train_policy(model, data, next_seq, version,
                                          os.path.join(tmp, POLICY_SUBDIR),
                                          os.path.join(path, POLICY_SUBDIR))
@@ -307,7 +313,7 @@ class TrainerNode(Node):
         write_json(os.path.join(tmp, 'announcement.json'), announcement)
         publish_dir(tmp, path)
         self._publish_files(path, version)
-        if self.algorithm == 'mbpo':
+        if self.has_policy:
             self.policy_result = self._policy_announcement
             self.policy_pub.publish(String(data=json.dumps(self.policy_result)))
         self._model, self.version, self.last_result = model, version, announcement
@@ -318,8 +324,10 @@ class TrainerNode(Node):
 
     def _train_policy(self, model, data: TransitionRows, next_seq: int, version: int,
                       path: str, final: str) -> str:
-        """MBPO: feed the rows the learner lacks, run its schedule on ``model``, save to ``path``
-        and announce it as ``final`` (where ``path`` is renamed to once the version is whole).
+        """The policy of ``model``: feed the rows the learner lacks, run its update on
+        ``model`` (MBPO: SAC's schedule over the new rows; distill: one DAgger round), save to
+        ``path`` and announce it as ``final`` (where ``path`` is renamed to once the version is
+        whole).
 
         Only rows below ``next_seq`` (no gap before them) are fed, each exactly once, in order.
         Returns '' on success, else why the policy (and so the model) is rejected.
@@ -327,33 +335,38 @@ class TrainerNode(Node):
         t0 = time.monotonic()
         try:
             if self._agent is None:
-                self._agent = push_mbpo_agent(self.params, self.get_logger().info)
+                make = push_mbpo_agent if self.algorithm == 'mbpo' else push_distill_agent
+                self._agent = make(self.params, self.get_logger().info)
             new = (data.seqs > self._fed_seq) & (data.seqs < next_seq)
             if new.any():
                 b = data.batch
-                self._agent.add_transitions(b.obs[new], b.act[new], b.next_obs[new],
-                                            data.targets[new], b.done[new])
+                if self.algorithm == 'mbpo':
+                    self._agent.add_transitions(b.obs[new], b.act[new], b.next_obs[new],
+                                                data.targets[new], b.done[new])
+                else:
+                    self._agent.add_transitions(b.obs[new], b.act[new], b.next_obs[new],
+                                                data.targets[new], data.episodes[new],
+                                                data.steps[new])
                 self._fed_seq = int(data.seqs[new].max())
-            self.get_logger().info(f'MBPO: SAC on {len(self._agent.real)} real transitions and '
-                                   f'rollouts of model v{version}')
-            # SAC and its rollouts run on the CPU, whatever device trained the model.
+            self.get_logger().info(f'{self.algorithm}: policy update on model v{version}')
+            # The policy learners run on the CPU, whatever device trained the model.
             run = self._agent.catch_up(copy.deepcopy(model).cpu(), stop=self._stop.is_set)
             if self._stop.is_set():
                 return 'stopped during the policy update'
-            sha256 = self._agent.save(path, version, extra={'method': 'mbpo',
+            sha256 = self._agent.save(path, version, extra={'method': self.algorithm,
                                                             'model_version': version})
         except Exception as e:  # noqa: B902 - a failed policy update must not stop the node
-            return f'MBPO policy update failed: {e!r}'
+            return f'{self.algorithm} policy update failed: {e!r}'
 
         announcement = {'version': version, 'path': os.path.abspath(final), 'sha256': sha256,
-                        'n_transitions': len(self._agent.real),
-                        'total_gradient_steps': self._agent.n_updates,
+                        'n_transitions': self._agent.n_real,
                         'train_seconds': time.monotonic() - t0, **run}
+        if self.algorithm == 'mbpo':
+            announcement['total_gradient_steps'] = self._agent.n_updates
         write_json(os.path.join(path, 'announcement.json'), announcement)
         self._policy_announcement = announcement
-        self.get_logger().info(
-            f'policy v{version}: {run["gradient_steps"]} SAC updates over {run["steps"]} real '
-            f'steps, {run["model_rows"]} model rows ({run["wall_s"]:.1f} s)')
+        self.get_logger().info(f'policy v{version}: ' + ', '.join(
+            f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in run.items()))
         return ''
 
     def _validate(self, model, result) -> str:

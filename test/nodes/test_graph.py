@@ -175,6 +175,43 @@ def test_mbpo_through_the_graph(tmp_path):
     assert 'model v' not in log  # policy mode follows policies only
 
 
+def test_distilled_policy_through_the_graph(tmp_path):
+    """The planner distilled into a policy end to end (trainer.algorithm distill): the trainer
+    labels every new real row with the planner on each validated model plus its model rollouts,
+    fits and announces the policy; the controller runs it (policy mode) in the recipe's
+    episodes."""
+    env = graph_env()
+    small = ['trainer.algorithm=distill', 'controller.mode=policy', 'trainer.distill.epochs=2',
+             'trainer.distill.model_rollouts=2', 'trainer.distill.model_rollout_length=3',
+             'trainer.distill.hidden_sizes=[16]']
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--timeout', '400']
+                          + [a for s in small for a in ('--set', s)],
+                          env=env, capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['complete']
+    steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
+    assert [e['stage'] for e in summary['episodes']] == ['random', 'random', 'mpc',
+                                                         'eval_planner']
+    announced = []
+    for version in (1, 2):
+        with open(tmp_path / 'models' / f'v{version:04d}' / 'policy' / 'announcement.json') as f:
+            announced.append(json.load(f))
+    # v1 labels the 2 random episodes, v2 the episode the policy v1 drove; each adds 2 model
+    # rollouts of 3 labelled steps.
+    assert [a['version'] for a in announced] == [1, 2]
+    assert [a['n_transitions'] for a in announced] == [2 * steps, 3 * steps]
+    assert [a['steps'] for a in announced] == [2 * steps, steps]
+    assert [a['labels'] for a in announced] == [2 * steps + 6, steps + 6]
+    assert [a['model_rows'] for a in announced] == [6, 12]
+    with open(tmp_path / 'logs' / 'controller.log') as f:
+        log = f.read()
+    assert 'policy v1 loaded' in log and 'policy v2 loaded' in log
+    assert 'model v' not in log  # policy mode follows policies only
+
+
 def test_namespaced_graph_with_a_renamed_controller_completes(tmp_path):
     """Every shared name is relative and comes from topics.*: under /arm1, with the controller
     running as ``ctl``, the buffer and the recipe still get every executed row."""

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.ros
     ('controller', ('task', 'planner')),
     ('buffer', ('task',)),
     ('twin', ('task',)),
-    ('trainer', ('model', 'training', 'mbpo')),
+    ('trainer', ('model', 'training', 'mbpo', 'distill', 'planner')),
     ('recipe', ()),
 ])
 def test_node_declares_every_parameter_of_its_blocks(node, blocks):

@@ -127,10 +127,21 @@ def run_recipe(cfg: Dict[str, Dict[str, Any]], env, run_dir: Optional[str] = Non
     tcfg = cfg['trainer']
     radius = task['success_radius_m']
     data: List[TransitionBatch] = []
+    targets: List[np.ndarray] = []  # the target of each episode in data
     results: List[Dict[str, Any]] = []
     trainings: List[Dict[str, Any]] = []
     plan_ms: List[float] = []
     model, version = None, 0
+    # trainer.algorithm distill: every model also distils the planner into the policy the
+    # controller runs (controller.mode policy), as the trainer node does.
+    distiller = None
+    if tcfg['algorithm'] == 'distill':
+        from mbrl_robot.core.algorithms.distill import push_distill_agent
+        distiller = push_distill_agent(tcfg, log)
+    elif tcfg['algorithm'] != 'ensemble':
+        raise ValueError(f"run_recipe: trainer.algorithm {tcfg['algorithm']!r} runs through "
+                         'the node graph only (mbrl_run); in-process: ensemble or distill')
+    fed = 0
     t0 = time.monotonic()
     phases = build_phases(cfg['recipe'])
     for phase in phases:
@@ -142,10 +153,21 @@ def run_recipe(cfg: Dict[str, Dict[str, Any]], env, run_dir: Optional[str] = Non
                                       ACTION_DIM, device, seed, tcfg['warm_start'])
             version += 1
             control.policies.set_model(model, version)
+            policy_fit = {}
+            if distiller is not None:
+                for i in range(fed, len(data)):
+                    d = data[i]
+                    distiller.add_transitions(d.obs, d.act, d.next_obs,
+                                              np.repeat(targets[i][None], len(d), 0),
+                                              np.full(len(d), i), np.arange(len(d)))
+                fed = len(data)
+                policy_fit = distiller.catch_up(model)
+                control.policies.set_policy(distiller.policy(), version)
             trainings.append({**phase, 'version': version, 'n_transitions': len(batch),
                               'val_loss': fit.best_val_loss, 'epochs': fit.epochs,
                               'train_losses': fit.train_losses, 'val_losses': fit.val_losses,
-                              'wall_s': time.monotonic() - tp})
+                              'wall_s': time.monotonic() - tp,
+                              **({'policy': policy_fit} if policy_fit else {})})
             log(f'[{phase["index"] + 1}/{len(phases)}] model v{version} on {len(batch)} '
                 f'transitions: val loss {fit.best_val_loss:.4f}, {fit.epochs} epochs, '
                 f'{time.monotonic() - tp:.1f} s')
@@ -160,6 +182,7 @@ def run_recipe(cfg: Dict[str, Dict[str, Any]], env, run_dir: Optional[str] = Non
                                             acts.astype(np.float32),
                                             states_arr[1:].astype(np.float32),
                                             (-d).astype(np.float32), done))
+                targets.append(target)
             result = episode_result(phase, states_arr, target, radius, time.monotonic() - tp)
             results.append(result)
             log(f'[{phase["index"] + 1}/{len(phases)}] {phase["stage"]} seed {phase["seed"]}: '

@@ -1,0 +1,252 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The planner distilled into a policy (core/algorithms/distill.py): labels, DAgger, the fit.
+
+A 2-D point mass (``s' = s + 0.1 a``) with an analytic expert (``a = clip(5 (goal - s))``)
+shows the mechanics exactly; the last tests run the push task's real planner as the expert on a
+small model, as the trainer node does.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.algorithms.distill import (check_distill_cfg, fit_policy, LABEL_LIMIT,
+                                                PlannerDistiller, push_distill_agent)
+from mbrl_robot.core.policy import load_policy
+from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT
+from mbrl_robot.core.types import GoalTask
+
+CFG = {'hidden_sizes': [64, 64], 'activation': 'relu', 'epochs': 150, 'batch_size': 64,
+       'learning_rate': 3e-3, 'weight_decay': 0.0, 'relabel': False, 'label_mean': True,
+       'model_rollouts': 20,
+       'model_rollout_length': 10, 'expert_fraction': 0.3, 'seed': 0}
+
+
+def _point_task() -> GoalTask:
+    def make_obs(state, goal):
+        return torch.cat((state, goal - state), dim=-1)
+
+    def reward_fn(next_state, act, goal):
+        return -torch.linalg.vector_norm(next_state - goal, dim=-1)
+
+    return GoalTask(2, 2, 2, 'point', make_obs, reward_fn, None)
+
+
+def _step(s, a):
+    return s + 0.1 * np.clip(a, -1.0, 1.0)
+
+
+class PointModel:
+    """The point mass's exact dynamics behind the ensemble interface (2 members, both elite)."""
+
+    ensemble_size = 2
+    elite_indices = [0, 1]
+
+    def sample_next(self, obs, act, deterministic=False, generator=None):
+        return obs + 0.1 * act.clamp(-1.0, 1.0)
+
+
+class PointExpert:
+    """``clip(5 (goal - s))``; records every call."""
+
+    def __init__(self):
+        self.labels = 0
+        self.calls = []
+        self.model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def start(self, goal):
+        self.goal = np.asarray(goal, dtype=np.float64)
+        self.calls.append(('start', self.goal.copy()))
+
+    def label(self, state, previous):
+        self.labels += 1
+        self.calls.append(('label', np.array(state), None if previous is None
+                           else np.array(previous)))
+        return np.clip(5.0 * (self.goal - np.asarray(state)), -1.0, 1.0)
+
+
+def _episodes(n, steps, seed, policy=None):
+    """Rows of ``n`` episodes on the point mass, driven by random actions (or ``policy``)."""
+    rng = np.random.default_rng(seed)
+    cols = {k: [] for k in ('state', 'executed', 'next_state', 'goal', 'episode', 'step')}
+    for e in range(n):
+        s, goal = rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 2)
+        for t in range(steps):
+            a = rng.uniform(-1, 1, 2) if policy is None else policy(s, goal)
+            nxt = _step(s, a)
+            for k, v in (('state', s), ('executed', a), ('next_state', nxt), ('goal', goal),
+                         ('episode', e), ('step', t)):
+                cols[k].append(v)
+            s = nxt
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+def _distiller(**cfg):
+    return PlannerDistiller(_point_task(), PointExpert(), {**CFG, **cfg}, log=lambda m: None)
+
+
+def test_labels_are_planned_along_each_episode_in_step_order():
+    d = _distiller(model_rollouts=0)
+    rows = _episodes(2, 4, seed=0)
+    order = np.random.default_rng(1).permutation(8)  # rows may arrive in any order
+    d.add_transitions(*(rows[k][order] for k in ('state', 'executed', 'next_state', 'goal',
+                                                 'episode', 'step')))
+    d.catch_up(PointModel())
+    calls = d.expert.calls
+    assert [c[0] for c in calls] == ['start'] + ['label'] * 4 + ['start'] + ['label'] * 4
+    for e in range(2):
+        block = calls[5 * e:5 * e + 5]
+        np.testing.assert_array_equal(block[0][1], rows['goal'][4 * e])
+        for t in range(4):
+            _, state, previous = block[1 + t]
+            np.testing.assert_array_equal(state, rows['state'][4 * e + t])
+            if t == 0:
+                assert previous is None  # an episode start: no executed action before it
+            else:
+                np.testing.assert_array_equal(previous, rows['executed'][4 * e + t - 1])
+    expected = np.clip(5.0 * (rows['goal'] - rows['state']), -1, 1)[order]
+    np.testing.assert_allclose(d.real_labels, expected)
+
+
+def test_a_gap_in_the_steps_starts_a_new_sequence():
+    d = _distiller(model_rollouts=0)
+    rows = _episodes(1, 5, seed=0)
+    keep = np.array([0, 1, 3, 4])  # step 2 lost
+    d.add_transitions(*(rows[k][keep] for k in ('state', 'executed', 'next_state', 'goal',
+                                                'episode', 'step')))
+    d.catch_up(PointModel())
+    assert [c[0] for c in d.expert.calls] == ['start', 'label', 'label', 'start', 'label',
+                                              'label']
+
+
+def test_each_row_is_labelled_once_unless_relabel():
+    for relabel, expected in ((False, [6, 6]), (True, [6, 12])):
+        d = _distiller(model_rollouts=0, relabel=relabel)
+        first, second = _episodes(1, 6, seed=0), _episodes(2, 6, seed=1)
+        second['episode'] += 1
+        calls = []
+        for rows in (first, {k: v[6:] for k, v in second.items()}):
+            d.add_transitions(*(rows[k] for k in ('state', 'executed', 'next_state', 'goal',
+                                                  'episode', 'step')))
+            calls.append(d.catch_up(PointModel())['labels'])
+        assert calls == expected, relabel
+
+
+def test_distilled_policy_drives_the_point_to_its_goal():
+    """DAgger on random-action data and model rollouts: the policy imitates the expert on
+    states it visits itself and reaches goals it never saw."""
+    d = _distiller()
+    rows = _episodes(10, 20, seed=0)
+    d.add_transitions(*(rows[k] for k in ('state', 'executed', 'next_state', 'goal', 'episode',
+                                          'step')))
+    for _ in range(3):
+        info = d.catch_up(PointModel())
+    assert info['model_rows'] == 3 * 20 * 10
+    policy = d.policy()
+    rng = np.random.default_rng(123)
+    finals = []
+    for _ in range(20):
+        s, goal = rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 2)
+        for _ in range(40):
+            obs = torch.as_tensor(np.concatenate([s, goal - s]), dtype=torch.float32)
+            s = _step(s, policy.act(obs.numpy()))
+        finals.append(np.linalg.norm(s - goal))
+    # The expert ends within ~0.02 (its gain saturates at 0.1 per step); random: ~1.
+    assert np.median(finals) < 0.05 and np.max(finals) < 0.15, finals
+
+
+def test_fit_folds_the_input_normalisation_into_the_first_layer():
+    rng = np.random.default_rng(0)
+    obs = rng.normal(0.0, 1.0, (2000, 3)) * np.array([100.0, 0.01, 1.0]) + np.array([50, 2, -7])
+    z = (obs - np.array([50, 2, -7])) / np.array([100.0, 0.01, 1.0])
+    labels = np.tanh(z @ np.array([[0.8, -0.5], [1.0, 0.3], [-0.4, 0.9]]))
+    fit = fit_policy(obs, labels, {**CFG, 'epochs': 60}, seed=0, log=lambda m: None)
+    with torch.no_grad():
+        pred = fit['policy'](torch.as_tensor(obs, dtype=torch.float32)).numpy()
+    # Raw observations in: without the fold this misses by ~1 (inputs of 50 and 0.01 scale).
+    assert np.mean((pred - np.clip(labels, -LABEL_LIMIT, LABEL_LIMIT)) ** 2) < 2e-3
+    assert fit['val_mse'] < 2e-3
+
+
+@pytest.mark.parametrize('change, match', [
+    ({'epochs': 0}, 'epochs'), ({'expert_fraction': 1.5}, 'expert_fraction'),
+    ({'hidden_sizes': []}, 'hidden_sizes'), ({'relabel': 'yes'}, 'relabel'),
+    ({'learning_rate': float('nan')}, 'learning_rate'), ({'model_rollouts': -1}, 'model_rollouts'),
+    ({'rollouts': 3}, 'unknown keys'),
+])
+def test_bad_config_is_named(change, match):
+    with pytest.raises(ValueError, match=match):
+        check_distill_cfg({**CFG, **change})
+
+
+def test_add_transitions_rejects_ragged_rows():
+    d = _distiller()
+    rows = _episodes(1, 3, seed=0)
+    with pytest.raises(ValueError, match='goal has 2 rows'):
+        d.add_transitions(rows['state'], rows['executed'], rows['next_state'], rows['goal'][:2],
+                          rows['episode'], rows['step'])
+    with pytest.raises(RuntimeError, match='no catch_up'):
+        d.policy()
+
+
+def _push_params():
+    p = copy.deepcopy(node_params('distill', 'trainer'))
+    p['model'].update(ensemble_size=2, num_layers=2, hidden_size=16)
+    p['planner'].update(population_size=8, elite_count=2, horizon=3)
+    p['distill'].update(epochs=2, model_rollouts=2, model_rollout_length=3, hidden_sizes=[8])
+    return p
+
+
+def test_push_distiller_labels_with_the_planner_and_saves_a_deployable_policy(tmp_path):
+    """The trainer's path: the planner block as the expert on a (small, untrained) model; the
+    labels are the planner's first actions, the checkpoint loads as the controller loads it."""
+    from mbrl_robot.core.models import create_model
+    from mbrl_robot.core.planning import create_agent
+    from mbrl_robot.core.safety import CommandFilter
+    from mbrl_robot.core.tasks.push import PushTask
+    p = _push_params()
+    model = create_model(dict(p['model']), 17, 7, 'cpu', 0).eval()
+    d = push_distill_agent(p, log=lambda m: None, model=model)
+    rng = np.random.default_rng(0)
+    n = 6
+    state = np.tile(np.r_[np.zeros(14), 0.6, 0.0, 0.02], (n, 1)) + rng.normal(0, 0.01, (n, 17))
+    executed = rng.uniform(-1, 1, (n, 7))
+    goal = np.tile([0.7, 0.05, 0.02], (n, 1))
+    d.add_transitions(state, executed, state, goal, np.zeros(n, int), np.arange(n))
+    info = d.catch_up(model)
+    assert info['steps'] == n and info['labels'] == n + 2 * 3 and info['model_rows'] == 6
+    # The same planner, fresh, fed the same sequence, makes the same first actions.
+    task = PushTask.from_config(p['task'])
+    task.set_target(goal[0])
+    cf = CommandFilter.from_params(p)
+    agent = create_agent({**p['planner'], 'backend': 'fused', 'plan_stats': False,
+                          'return_mean': True},
+                         model, task.reward_fn, 7, 'cpu',
+                         max_delta=cf.max_accel * cf.dt / cf.max_speed, joint_limits=cf.limits)
+    for t in range(n):
+        if t:
+            agent.set_last_action(executed[t - 1])
+        np.testing.assert_allclose(d.real_labels[t], agent.plan(state[t])[0], atol=1e-6)
+    sha = d.save(tmp_path / 'policy', 3, extra={'method': 'distill'})
+    policy, meta = load_policy(tmp_path / 'policy', version=3, sha256=sha, obs_dim=20, act_dim=7,
+                               obs_layout=PUSH_OBS_LAYOUT)
+    assert meta['extra']['method'] == 'distill' and meta['extra']['distill']['labels'] == n + 6
+    assert policy.act(np.zeros(20)).shape == (7,)
