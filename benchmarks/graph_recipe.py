@@ -38,8 +38,16 @@ from mbrl_robot.config import node_params
 from push_learning import aggregate, seed_lines
 
 
+def _recipe_sets(sets: List[str]) -> dict:
+    """The ``recipe.*`` values of ``--set`` arguments (YAML values), nested."""
+    import yaml
+    from mbrl_robot.core.schema import unflatten
+    return unflatten({k[len('recipe.'):]: yaml.safe_load(v) for k, v in
+                      (s.split('=', 1) for s in sets) if k.startswith('recipe.')})
+
+
 def policy_training(run_dir: str) -> dict:
-    """What the trainer spent on the policies (policy mode): the sum over versions of each
+    """What the trainer spent on the policies (mbpo, distill): the sum over versions of each
     policy update's wall time and, for distill, its expert labels."""
     models = os.path.join(run_dir, 'models')
     announcements = []
@@ -75,7 +83,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f'trainer.planner.seed={seed}', f'trainer.distill.seed={seed}',
                 f'recipe.seed={100 * seed}'] + args.sets
         if args.baselines_once and seed != args.seeds[0]:
-            sets.append('recipe.baselines=[""]')
+            # The trained policy (baseline "policy") depends on the seed: it stays.
+            kept = [b for b in node_params(args.profile, 'recipe', overrides=_recipe_sets(sets))
+                    ['baselines'] if b == 'policy'] or ['']
+            sets.append(f'recipe.baselines={json.dumps(kept)}')
         cmd = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', args.profile,
                '--run-dir', run_dir, '--timeout', str(args.timeout)]
         cmd += [a for s in sets for a in ('--set', s)]
@@ -91,10 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         ctl = node_params(os.path.join(run_dir, 'params.yaml'), 'controller')
         method = 'policy' if ctl['mode'] == 'policy' else ctl['planner']['name']
-        extra = policy_training(run_dir) if method == 'policy' else {}
+        extra = policy_training(run_dir)
         for line in seed_lines(summary, seed, method, args.profile):
             line = {**line, 'via': 'ros2_graph', 'run_dir': run_dir, 'sets': args.sets,
-                    'label': args.label, **(extra if line['method'] == method else {})}
+                    'label': args.label, **(extra if line['method'] == 'policy' else {})}
             lines.append(line)
             print(json.dumps(line), flush=True)
     for line in aggregate(lines):

@@ -100,14 +100,15 @@ def seed_lines(summary: Dict[str, Any], seed: int, planner: str,
     """The per-method JSON lines of one recipe summary."""
     st = summary['stages']
     lines = []
-    for method, stage in ((planner, 'eval_planner'), ('random', 'eval_random'),
-                          ('zero', 'eval_zero')):
+    for method, stage in ((planner, 'eval_planner'), ('policy', 'eval_policy'),
+                          ('random', 'eval_random'), ('zero', 'eval_zero')):
         if stage not in st:
             continue
         planned = method == planner
+        learned = method == 'policy'  # trained on the same transitions as the planner
         lines.append({
             'kind': 'seed', 'method': method, 'profile': profile, 'seed': seed,
-            'transitions': summary['transitions_used'] if planned else 0,
+            'transitions': summary['transitions_used'] if planned or learned else 0,
             'eval_episodes': st[stage]['episodes'],
             'success_rate': st[stage]['success_rate'],
             'mean_final_distance': st[stage]['mean_final_distance'],

@@ -32,9 +32,11 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
 - ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime;
   ``anywhere_realtime_compiled`` the same with the planner compiled;
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
-  18): the controller runs the policy (one forward per step) in every non-random episode, the
-  trainer labels the states it visits with the planner; the same real transitions as the MPC
-  rows.
+  18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
+  every retrain (labels on the real states and on policy rollouts in the model), and the planner
+  and the policy are evaluated on the same test episodes (lines ``cem`` and ``policy``);
+- ``forward_realtime_distill_dagger``: the same with the policy driving the training episodes
+  (``controller.mode=policy``: DAgger on real states).
 
 Usage::
 
@@ -77,7 +79,8 @@ ROWS = {
     'anywhere_realtime': ('push_anywhere', [REF], True),
     'anywhere_realtime_compiled': ('push_anywhere', ['controller.planner.backend=compiled'],
                                    False),
-    'forward_realtime_distill': ('distill', [], False),
+    'forward_realtime_distill': ('distill', [], True),
+    'forward_realtime_distill_dagger': ('distill', ['controller.mode=policy'], False),
 }
 
 

@@ -282,6 +282,10 @@ def main(argv=None) -> int:
         run_dir = os.path.abspath(args.run_dir or os.path.join('runs', f'{profile}-{stamp}'))
         sets = parse_sets(args.set)
         names = parse_renames(args.rename)
+        if not args.resume and os.path.exists(os.path.join(run_dir, 'summary.json')):
+            # Its buffer and checkpoints would be picked up by the new run's nodes.
+            raise ValueError(f'{run_dir} holds a run already: pass --resume to continue it, or '
+                             'choose another --run-dir')
         if args.resume:
             sets['recipe'] = _merge(sets.get('recipe', {}), {'resume': True})
         if args.record:

@@ -47,7 +47,9 @@ MODES = ('planner', 'policy')
 EXPLORATIONS = ('random', 'zero')
 # How often a tick waiting for a plan looks at the control clock (s).
 WAIT_SLICE_S = 0.005
-EPISODE_POLICIES = ('planner', 'random', 'zero')
+# 'policy': the trained policy whatever the mode (a planner-mode controller that also follows
+# the policies a distilling trainer announces evaluates both on the same episodes).
+EPISODE_POLICIES = ('planner', 'random', 'zero', 'policy')
 
 
 def resolve_device(name: str) -> torch.device:
@@ -278,10 +280,11 @@ class PolicyFactory:
         captured plan keeps reading; set it between episodes)."""
         self.task.set_target(xyz)
 
-    def has_model(self) -> bool:
-        """True once :meth:`create` can build a policy: a validated model (planner mode) or a
-        validated policy checkpoint (policy mode) has been loaded."""
-        if self.mode == 'policy':
+    def has_model(self, kind: str = 'planner') -> bool:
+        """True once :meth:`create` can build a policy for an episode of ``kind``: a validated
+        model (planner mode) or a validated policy checkpoint (policy mode, or ``kind`` policy)
+        has been loaded."""
+        if self.mode == 'policy' or kind == 'policy':
             return self._policy is not None
         return self._model is not None
 
@@ -379,10 +382,12 @@ class PolicyFactory:
         with self._lock:
             self._model, self.model_version = model, version
 
-    def create(self, explore: bool = False) -> Union[PlannerPolicy, LearnedPolicy]:
-        """A fresh policy on the latest model, or the latest policy in policy mode (call at
-        episode start). ``explore``: a data-collection episode (policy mode adds noise)."""
-        if self.mode == 'policy':
+    def create(self, explore: bool = False,
+               kind: str = 'planner') -> Union[PlannerPolicy, LearnedPolicy]:
+        """A fresh policy on the latest model, or the latest policy in policy mode or for an
+        episode of ``kind`` policy (call at episode start). ``explore``: a data-collection
+        episode (the learned policy adds noise)."""
+        if self.mode == 'policy' or kind == 'policy':
             with self._lock:
                 policy, version = self._policy, self.policy_version
             if policy is None:
@@ -560,7 +565,8 @@ class PushController:
     # --- episodes -------------------------------------------------------------------------
     def start_episode(self, episode: int, kind: str = 'planner', explore: bool = False,
                       min_model_version: int = 0) -> None:
-        """Begin ``episode`` with policy ``kind`` (planner, random or zero); -1 ends it."""
+        """Begin ``episode`` with policy ``kind`` (planner, random, zero or policy); -1 ends
+        it."""
         if kind not in EPISODE_POLICIES:
             raise ValueError(f'episode policy must be one of {EPISODE_POLICIES}, got {kind!r}')
         self.episode, self.kind, self.explore = int(episode), kind, bool(explore)
@@ -582,12 +588,15 @@ class PushController:
         """Why a tick on a state stamped ``stamp`` (s) must wait, or None when it can run.
 
         Lockstep (``wait_for_fresh_state``) ticks only on a state newer than the last one used;
-        a planner episode waits for the model version it asked for.
+        a planner episode waits for the model version it asked for, a policy episode of a
+        planner-mode controller for that version of the policy.
         """
         active = self.episode >= 0 or self.homing
-        if (self.episode >= 0 and self.kind == 'planner'
-                and self.policies.model_version < self.min_model_version):
-            return f'waiting for model v{self.min_model_version}'
+        if self.episode >= 0 and self.kind in ('planner', 'policy'):
+            learned = self.kind == 'policy' and self.policies.mode == 'planner'
+            version = self.policies.policy_version if learned else self.policies.model_version
+            if version < self.min_model_version:
+                return f"waiting for {'policy' if learned else 'model'} v{self.min_model_version}"
         if self.settings.wait_for_fresh_state and active and not self.estop:
             if stamp is None or (self._last_stamp is not None and stamp <= self._last_stamp):
                 return 'waiting for a fresh state'
@@ -699,8 +708,8 @@ class PushController:
         return Tick('homing', self._send(self.filter(q, request, self.prev_command)))
 
     def _choose(self, state: np.ndarray) -> Tuple[np.ndarray, Dict[str, Any]]:
-        has_model = self.policies.has_model()
-        if self.kind == 'zero' or (self.kind == 'planner' and not has_model
+        has_model = self.policies.has_model(self.kind)
+        if self.kind == 'zero' or (self.kind != 'random' and not has_model
                                    and self.settings.exploration == 'zero'):
             return np.zeros(ACTION_DIM), {}
         if self.kind == 'random' or not has_model:
@@ -709,7 +718,7 @@ class PushController:
 
     def _planned(self, state: np.ndarray) -> Tuple[np.ndarray, Dict[str, Any]]:
         if self._policy is None:
-            self._policy = self.policies.create(explore=self.explore)
+            self._policy = self.policies.create(explore=self.explore, kind=self.kind)
         if self._plan_ahead:
             # The plan for this step was started one tick ago (see tick's plan_state_fn).
             if self._future is None:

@@ -21,6 +21,7 @@ arm without a command: the next action of the previous plan goes out (or a smoot
 miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and at shutdown.
 """
 
+import functools
 import json
 import os
 import sys
@@ -151,14 +152,21 @@ class ControllerNode(Node):
                                  callback_group=sensors, **sub)
         self.create_subscription(PointStamped, topics['target_pose'], self.target_callback,
                                  LATCHED_QOS, callback_group=io)
-        # Policy mode deploys a trained policy; its checkpoints are announced like models.
-        announcements = topics['policy_version' if p['mode'] == 'policy' else 'model_version']
-        self.create_subscription(String, announcements, self.model_callback, LATCHED_QOS,
-                                 callback_group=io)
+        # Policy mode deploys a trained policy; its checkpoints are announced like models. A
+        # planner-mode controller follows the models, and the policies too for the recipe's
+        # policy episodes (a distilling trainer's policy evaluated beside its planner).
+        if p['mode'] == 'planner':
+            self.create_subscription(String, topics['model_version'],
+                                     functools.partial(self.model_callback, kind='model'),
+                                     LATCHED_QOS, callback_group=io)
+        self.create_subscription(String, topics['policy_version'],
+                                 functools.partial(self.model_callback, kind='policy'),
+                                 LATCHED_QOS, callback_group=io)
         # Checkpoints without a shared disk: the trainer's bytes over DDS (core/transfer.py).
         self.model_source = p['model_source']
         self._files_lock = threading.Lock()
-        self._waiting: Dict[int, Tuple[str, Optional[str]]] = {}  # version -> (path, sha256)
+        # (kind, version) -> (path, sha256) announced but not yet received over DDS.
+        self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str]]] = {}
         self.files = None
         if self.model_source != 'path':
             self.files = DirAssembler(p['model_cache_dir']
@@ -281,26 +289,27 @@ class ControllerNode(Node):
         self.get_logger().error(f'rejected state: {why}; holding zero velocity',
                                 throttle_duration_sec=1.0)
 
-    def model_callback(self, msg: String):
+    def model_callback(self, msg: String, kind: str = 'model'):
+        """An announced checkpoint: ``kind`` model (a model's folder) or policy."""
         try:
             info = json.loads(msg.data)
             path, version = str(info['path']), int(info['version'])
         except (ValueError, KeyError, TypeError) as e:
-            self.get_logger().error(f'bad model announcement {msg.data!r}: {e}')
+            self.get_logger().error(f'bad {kind} announcement {msg.data!r}: {e}')
             return
         sha256 = info.get('sha256')
         if self.model_source == 'path' or (self.model_source == 'auto' and os.path.isdir(path)):
-            self._start_load(path, version, sha256)
+            self._start_load(path, version, sha256, kind)
             return
         with self._files_lock:
             local = self._received(path, version)
             if local is None:
-                self._waiting[version] = (path, sha256)
+                self._waiting[(kind, version)] = (path, sha256)
         if local is None:
             self.get_logger().info(f'v{version} announced at {path}: waiting for its files over '
                                    'DDS')
         else:
-            self._start_load(local, version, sha256)
+            self._start_load(local, version, sha256, kind)
 
     def files_callback(self, msg: UInt8MultiArray):
         """A chunk of a checkpoint folder; a version made whole is loaded if announced."""
@@ -310,19 +319,20 @@ class ControllerNode(Node):
                 done = self.files.add(header, payload)
                 ready = []
                 if done is not None:
-                    for version in sorted(v for v in self._waiting if v <= header['version']):
-                        path, sha256 = self._waiting.pop(version)
+                    for kind, version in sorted(k for k in self._waiting
+                                                if k[1] <= header['version']):
+                        path, sha256 = self._waiting.pop((kind, version))
                         local = self._received(path, version)
                         if local is not None:
-                            ready.append((local, version, sha256))
+                            ready.append((local, version, sha256, kind))
         except TransferRejected as e:
             self.get_logger().error(f'checkpoint chunk rejected, keeping the last good model: '
                                     f'{e}', throttle_duration_sec=1.0)
             return
         if done is not None:
             self.get_logger().info(f'v{header["version"]} received over DDS into {done}')
-        for local, version, sha256 in ready:
-            self._start_load(local, version, sha256)
+        for local, version, sha256, kind in ready:
+            self._start_load(local, version, sha256, kind)
 
     def _received(self, path: str, version: int) -> Optional[str]:
         """Where the announced ``path`` of ``version`` lies among the received files (the part
@@ -336,14 +346,13 @@ class ControllerNode(Node):
         local = os.path.join(self.files.path(version), *tail)
         return local if parts and os.path.isdir(local) else None
 
-    def _start_load(self, path: str, version: int, sha256: Optional[str]) -> None:
+    def _start_load(self, path: str, version: int, sha256: Optional[str], kind: str) -> None:
         # Loading takes longer than a cycle: do it aside and swap between two ticks.
-        threading.Thread(target=self._load_model, args=(path, version, sha256),
+        threading.Thread(target=self._load_model, args=(path, version, sha256, kind),
                          daemon=True).start()
 
-    def _load_model(self, path: str, version: int, sha256: Optional[str]):
-        load = (self.policies.load_policy if self.policies.mode == 'policy'
-                else self.policies.load_model)
+    def _load_model(self, path: str, version: int, sha256: Optional[str], kind: str):
+        load = self.policies.load_policy if kind == 'policy' else self.policies.load_model
         if load(path, version, sha256):
             # An episode may be waiting for exactly this model (lockstep: nothing else ticks).
             self._try_tick()

@@ -255,7 +255,9 @@ class RecipeNode(Node):
     def _start_episode(self):
         phase = self.phases[self.position]
         self._done_episode = None
-        min_version = self.model_version if phase['policy'] == 'planner' else 0
+        # A planner episode waits for the model it asked for, a policy episode for its policy
+        # (announced with the model's version).
+        min_version = self.model_version if phase['policy'] in ('planner', 'policy') else 0
         self.episode_pub.publish(String(data=json.dumps({
             'episode': phase['index'], 'policy': phase['policy'], 'seed': phase['seed'],
             'min_model_version': min_version,

@@ -250,3 +250,32 @@ def test_push_distiller_labels_with_the_planner_and_saves_a_deployable_policy(tm
                                obs_layout=PUSH_OBS_LAYOUT)
     assert meta['extra']['method'] == 'distill' and meta['extra']['distill']['labels'] == n + 6
     assert policy.act(np.zeros(20)).shape == (7,)
+
+
+def test_a_planner_mode_controller_runs_the_policy_in_policy_episodes():
+    """The recipe's ``policy`` baseline: a planner-mode controller plans in planner episodes
+    and runs the announced policy (one forward, no plan) in policy episodes, each waiting for
+    its own version."""
+    from mbrl_robot.core.control import LearnedPolicy, PlannerPolicy, PushController
+    from mbrl_robot.core.models import create_model
+    from mbrl_robot.core.policy import DeterministicPolicy
+    ctl = copy.deepcopy(node_params('ci_smoke', 'controller'))
+    assert ctl['mode'] == 'planner'
+    control = PushController.from_params(ctl, clock=lambda: 0.0)
+    model = create_model({'name': 'gaussian_ensemble', 'ensemble_size': 2, 'num_layers': 2,
+                          'hidden_size': 8}, 17, 7).eval()
+    control.policies.set_model(model, 1)
+    control.policies.set_target([0.6, 0.05, 0.02])
+    state = np.r_[np.zeros(14), 0.55, 0.0, 0.02]
+    control.start_episode(0, 'policy', min_model_version=1)
+    assert control.ready(0.0) == 'waiting for policy v1'  # the model alone is not enough
+    control.policies.set_policy(DeterministicPolicy(20, 7, [8]), 1)
+    assert control.ready(0.0) is None
+    tick = control.tick(state, 0.0, 0.0, np.array([0.6, 0.05, 0.02]))
+    assert tick.event == 'act' and isinstance(control._policy, LearnedPolicy)
+    assert 'policy_version' in tick.info and 'predicted_return' not in tick.info
+    control.start_episode(1, 'planner', min_model_version=1)
+    tick = control.tick(state, 0.05, 0.05, np.array([0.6, 0.05, 0.02]))
+    assert tick.event == 'act' and isinstance(control._policy, PlannerPolicy)
+    assert 'predicted_return' in tick.info
+    control.close()

@@ -13,11 +13,12 @@
 # limitations under the License.
 """The recipe learns to push on the twin, and the known-kinematics model inputs behave.
 
-``test_recipe_beats_random_policy`` runs a reduced recipe of the ``cpu`` profile in-process
-(:func:`mbrl_robot.inprocess.run_profile`, the core's ``run_recipe`` on a profile: 25 random
-episodes, 2 x 5 MPC episodes, 10 held-out evaluation episodes with the planner, a random and a
-zero policy on the same seeds) with fixed seeds, and requires the planner to be clearly better
-than the random policy. ``benchmarks/push_learning.py`` runs the full recipe over several seeds.
+``test_recipe_and_its_distilled_policy_beat_random_policy`` runs a reduced recipe of the
+``cpu`` profile in-process (:func:`mbrl_robot.inprocess.run_profile`, the core's ``run_recipe``
+on a profile: 25 random episodes, 2 x 5 MPC episodes, 10 held-out evaluation episodes with the
+planner, the policy distilled from it, a random and a zero policy on the same seeds) with fixed
+seeds, and requires the planner and the distilled policy to be clearly better than the random
+policy. ``benchmarks/push_learning.py`` runs the full recipe over several seeds.
 """
 
 import tempfile
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from mbrl_robot.config import node_params
 from mbrl_robot.inprocess import run_profile
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
@@ -104,20 +106,41 @@ def test_tool_shaping_fades_out_on_the_target():
         PushTask(tool_shaping_weight=1.0, tool_shaping_fade=-0.01)
 
 
+def _stages(summary, what):
+    """The summary's stages and a message of their success rates and distances (printed)."""
+    st = summary['stages']
+    msg = {k: (v['success_rate'], round(v['mean_final_distance'], 4)) for k, v in st.items()}
+    print(f'{what} (success rate, mean final distance m):', msg)
+    return st, msg
+
+
 @pytest.mark.slow
-def test_recipe_beats_random_policy():
+def test_recipe_and_its_distilled_policy_beat_random_policy():
+    """The reduced recipe learns (the planner), and so does the policy distilled from it (issue
+    18: ``trainer.algorithm: distill``, the distilled policy evaluated on the same held-out
+    seeds as the planner and the random policy). The labelling planner is smaller than the
+    controller's to keep CI short."""
+    # The controller's planner with fewer candidates labels (the cpu profile sets it for the
+    # controller only).
+    labeller = {**node_params('cpu', 'controller')['planner'], 'population_size': 40,
+                'elite_count': 4, 'seed': 0}
     summary = run_profile('cpu', overrides={
         'recipe': {'random_episodes': 25, 'mpc_episodes_per_iteration': 5, 'iterations': 2,
-                   'evaluation_episodes': 10, 'baselines': ['random', 'zero'], 'seed': 0},
-        'controller': {'planner': {'seed': 0}}, 'trainer': {'training': {'seed': 0}}},
+                   'evaluation_episodes': 10, 'baselines': ['random', 'zero', 'policy'],
+                   'seed': 0},
+        'controller': {'planner': {'seed': 0}},
+        'trainer': {'training': {'seed': 0}, 'algorithm': 'distill', 'planner': labeller,
+                    'distill': {'model_rollouts': 10, 'model_rollout_length': 20}}},
         log=lambda msg: None)
-    st = summary['stages']
-    planner, random = st['eval_planner'], st['eval_random']
-    msg = {k: (v['success_rate'], round(v['mean_final_distance'], 4)) for k, v in st.items()}
-    print('reduced recipe (success rate, mean final distance m):', msg)
+    st, msg = _stages(summary, 'reduced recipe')
+    planner, random, policy = st['eval_planner'], st['eval_random'], st['eval_policy']
     assert summary['transitions_used'] == 3500
-    assert planner['episodes'] == random['episodes'] == 10
+    assert planner['episodes'] == random['episodes'] == policy['episodes'] == 10
+    # Every real row labelled once, as it arrived (relabel false).
+    assert [t['policy']['steps'] for t in summary['trainings']] == [2500, 500, 500]
     # Random and zero policies never succeed on these seeds (the puck stays 15-18 cm away).
     assert planner['success_rate'] >= random['success_rate'] + 0.4, msg
     assert planner['mean_final_distance'] < 0.5 * random['mean_final_distance'], msg
     assert planner['mean_final_distance'] < st['eval_zero']['mean_final_distance'] - 0.05, msg
+    assert policy['success_rate'] >= random['success_rate'] + 0.3, msg
+    assert policy['mean_final_distance'] < 0.6 * random['mean_final_distance'], msg

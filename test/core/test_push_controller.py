@@ -63,10 +63,12 @@ class FakeFactory:
     def __init__(self, policy, model_version=1):
         self.policy, self.model_version = policy, model_version
 
-    def has_model(self):
+    mode = 'planner'
+
+    def has_model(self, kind='planner'):
         return True
 
-    def create(self, explore=False):
+    def create(self, explore=False, kind='planner'):
         return self.policy
 
     def refresh(self, policy):

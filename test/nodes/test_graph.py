@@ -140,76 +140,71 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     assert 'received over DDS' in log and (cache / f'v{versions[-1]:04d}' / 'model.pt').is_file()
 
 
-def test_mbpo_through_the_graph(tmp_path):
-    """MBPO end to end: the trainer trains SAC on each validated model, the controller runs the
-    announced policy (policy mode) in the recipe's episodes."""
-    env = graph_env()
-    small_sac = ['trainer.algorithm=mbpo', 'controller.mode=policy',
-                 'trainer.mbpo.init_random_steps=0', 'trainer.mbpo.gradient_steps=2',
-                 'trainer.mbpo.batch_size=32', 'trainer.mbpo.sac.net_arch=[32,32]',
-                 'trainer.mbpo.rollout_freq=20']
+def _policy_run(tmp_path, sets, mode='policy'):
+    """ci_smoke through the graph with a policy-training trainer; checks what every such run
+    must show and returns the episode length and the two policy announcements. ``mode``
+    policy: the controller runs the policy in every non-random episode; planner: it plans, and
+    runs the policy in the evaluation's policy episodes (recipe.baselines [policy])."""
+    sets = [f'controller.mode={mode}'] + sets
+    if mode == 'planner':
+        sets.append('recipe.baselines=[policy]')
     proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
                            '--run-dir', str(tmp_path), '--timeout', '400']
-                          + [a for s in small_sac for a in ('--set', s)],
-                          env=env, capture_output=True, text=True, timeout=480)
+                          + [a for s in sets for a in ('--set', s)],
+                          env=graph_env(), capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, proc.stdout[-3000:]
     with open(tmp_path / 'summary.json') as f:
         summary = json.load(f)
     assert summary['complete']
     steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
-    assert [e['stage'] for e in summary['episodes']] == ['random', 'random', 'mpc',
-                                                         'eval_planner']
+    assert [e['stage'] for e in summary['episodes']] == (
+        ['random', 'random', 'mpc', 'eval_planner'] + (['eval_policy'] if mode == 'planner'
+                                                       else []))
     assert all(e['steps'] == steps for e in summary['episodes'])
     announced = []
     for version in (1, 2):
         with open(tmp_path / 'models' / f'v{version:04d}' / 'policy' / 'announcement.json') as f:
             announced.append(json.load(f))
-    # Policy v1: SAC on the 2 random episodes (2 updates per real step); v2 adds the MPC one.
     assert [a['version'] for a in announced] == [1, 2]
     assert [a['n_transitions'] for a in announced] == [2 * steps, 3 * steps]
-    assert [a['gradient_steps'] for a in announced] == [2 * 2 * steps, 2 * steps]
-    assert all(a['model_rows'] > 0 for a in announced)
-    with open(tmp_path / 'logs' / 'controller.log') as f:
-        log = f.read()
-    assert 'policy mode' in log and 'policy v1 loaded' in log and 'policy v2 loaded' in log
-    assert 'model v' not in log  # policy mode follows policies only
-
-
-def test_distilled_policy_through_the_graph(tmp_path):
-    """The planner distilled into a policy end to end (trainer.algorithm distill): the trainer
-    labels every new real row with the planner on each validated model plus its model rollouts,
-    fits and announces the policy; the controller runs it (policy mode) in the recipe's
-    episodes."""
-    env = graph_env()
-    small = ['trainer.algorithm=distill', 'controller.mode=policy', 'trainer.distill.epochs=2',
-             'trainer.distill.model_rollouts=2', 'trainer.distill.model_rollout_length=3',
-             'trainer.distill.hidden_sizes=[16]']
-    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
-                           '--run-dir', str(tmp_path), '--timeout', '400']
-                          + [a for s in small for a in ('--set', s)],
-                          env=env, capture_output=True, text=True, timeout=480)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    with open(tmp_path / 'summary.json') as f:
-        summary = json.load(f)
-    assert summary['complete']
-    steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
-    assert [e['stage'] for e in summary['episodes']] == ['random', 'random', 'mpc',
-                                                         'eval_planner']
-    announced = []
-    for version in (1, 2):
-        with open(tmp_path / 'models' / f'v{version:04d}' / 'policy' / 'announcement.json') as f:
-            announced.append(json.load(f))
-    # v1 labels the 2 random episodes, v2 the episode the policy v1 drove; each adds 2 model
-    # rollouts of 3 labelled steps.
-    assert [a['version'] for a in announced] == [1, 2]
-    assert [a['n_transitions'] for a in announced] == [2 * steps, 3 * steps]
-    assert [a['steps'] for a in announced] == [2 * steps, steps]
-    assert [a['labels'] for a in announced] == [2 * steps + 6, steps + 6]
-    assert [a['model_rows'] for a in announced] == [6, 12]
     with open(tmp_path / 'logs' / 'controller.log') as f:
         log = f.read()
     assert 'policy v1 loaded' in log and 'policy v2 loaded' in log
-    assert 'model v' not in log  # policy mode follows policies only
+    if mode == 'policy':
+        assert 'policy mode' in log
+        assert 'model v' not in log  # policy mode follows policies only
+    else:
+        assert 'model v2 loaded' in log and ': policy policy' in log
+    return steps, announced
+
+
+def test_mbpo_through_the_graph(tmp_path):
+    """MBPO end to end: the trainer trains SAC on each validated model, the controller runs the
+    announced policy (policy mode) in the recipe's episodes."""
+    steps, announced = _policy_run(tmp_path, [
+        'trainer.algorithm=mbpo', 'trainer.mbpo.init_random_steps=0',
+        'trainer.mbpo.gradient_steps=2', 'trainer.mbpo.batch_size=32',
+        'trainer.mbpo.sac.net_arch=[32,32]', 'trainer.mbpo.rollout_freq=20'])
+    # Policy v1: SAC on the 2 random episodes (2 updates per real step); v2 adds the MPC one.
+    assert [a['gradient_steps'] for a in announced] == [2 * 2 * steps, 2 * steps]
+    assert all(a['model_rows'] > 0 for a in announced)
+
+
+@pytest.mark.parametrize('mode', ['planner', 'policy'])
+def test_distilled_policy_through_the_graph(tmp_path, mode):
+    """The planner distilled into a policy end to end (trainer.algorithm distill): the trainer
+    labels every new real row with the planner on each validated model plus its model rollouts,
+    fits and announces the policy; the controller plans and runs the policy in the evaluation's
+    policy episodes (planner mode), or runs the policy in every episode (policy mode)."""
+    steps, announced = _policy_run(tmp_path, [
+        'trainer.algorithm=distill', 'trainer.distill.epochs=2',
+        'trainer.distill.model_rollouts=2', 'trainer.distill.model_rollout_length=3',
+        'trainer.distill.hidden_sizes=[16]'], mode)
+    # v1 labels the 2 random episodes, v2 the training episode (planned, or driven by the
+    # policy v1); each adds 2 model rollouts of 3 labelled steps.
+    assert [a['steps'] for a in announced] == [2 * steps, steps]
+    assert [a['labels'] for a in announced] == [2 * steps + 6, steps + 6]
+    assert [a['model_rows'] for a in announced] == [6, 12]
 
 
 def test_namespaced_graph_with_a_renamed_controller_completes(tmp_path):

@@ -37,7 +37,7 @@ from mbrl_robot.core.algorithms.recipe import fit_ensemble
 from mbrl_robot.core.tasks.push import ACTION_DIM, PUCK, STATE_DIM
 from mbrl_robot.core.types import TransitionBatch
 
-POLICIES = ('planner', 'random', 'zero')
+POLICIES = ('planner', 'random', 'zero', 'policy')
 
 
 def build_phases(p: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -57,7 +57,7 @@ def build_phases(p: Dict[str, Any]) -> List[Dict[str, Any]]:
         phases.append({'kind': 'train', 'iteration': it})
     for policy in ['planner'] + [b for b in p['baselines'] if b]:
         if policy not in POLICIES:
-            raise ValueError(f'unknown baseline {policy!r}: use random or zero')
+            raise ValueError(f'unknown baseline {policy!r}: use random, zero or policy')
         for i in range(p['evaluation_episodes']):
             phases.append({'kind': 'episode', 'stage': f'eval_{policy}', 'policy': policy,
                            'iteration': p['iterations'], 'seed': p['evaluation_seed'] + i})
@@ -212,7 +212,9 @@ def run_episode(env, control: PushController, phase: Dict[str, Any]):
     target = np.asarray(info['target'], dtype=np.float64)
     control.policies.set_target(target)
     control.reset_command()  # the twin starts each episode at rest
-    control.start_episode(phase['index'], phase['policy'])
+    # As the recipe node marks them: training episodes explore (policy mode adds noise).
+    control.start_episode(phase['index'], phase['policy'],
+                          explore=not phase['stage'].startswith('eval'))
     states, acts, plan_ms = [np.asarray(obs, dtype=np.float64)], [], []
     dt = control.filter.dt
     while True:
