@@ -270,13 +270,13 @@ class HostileFactory:
     def __init__(self):
         self.plans = 0
 
-    def has_model(self):
+    def has_model(self, kind='planner'):
         return True
 
     def set_target(self, xyz):
         pass
 
-    def create(self, explore=False):
+    def create(self, explore=False, kind='planner'):
         return self
 
     def refresh(self, policy):

@@ -190,12 +190,11 @@ def test_mbpo_through_the_graph(tmp_path):
     assert all(a['model_rows'] > 0 for a in announced)
 
 
-@pytest.mark.parametrize('mode', ['planner', 'policy'])
-def test_distilled_policy_through_the_graph(tmp_path, mode):
+def test_distilled_policy_through_the_graph(tmp_path, mode='planner'):
     """The planner distilled into a policy end to end (trainer.algorithm distill): the trainer
     labels every new real row with the planner on each validated model plus its model rollouts,
     fits and announces the policy; the controller plans and runs the policy in the evaluation's
-    policy episodes (planner mode), or runs the policy in every episode (policy mode)."""
+    policy episodes (planner mode; policy mode's path is test_mbpo_through_the_graph's)."""
     steps, announced = _policy_run(tmp_path, [
         'trainer.algorithm=distill', 'trainer.distill.epochs=2',
         'trainer.distill.model_rollouts=2', 'trainer.distill.model_rollout_length=3',

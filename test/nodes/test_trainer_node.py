@@ -188,7 +188,7 @@ def test_mbpo_trainer_rejects_a_model_whose_policy_update_fails(tmp_path, ros_en
         result = stats()
         assert result['version'] == 0 and result['policy_version'] == 0
         assert not result['last_result']['accepted']
-        assert 'MBPO policy update failed' in result['last_result']['reason']
+        assert 'mbpo policy update failed' in result['last_result']['reason']
         assert not buffer.models and not os.listdir(tmp_path / 'models')
     finally:
         buffer.close()
