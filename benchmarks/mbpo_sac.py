@@ -52,14 +52,13 @@ def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
     ctl = node_params(profile, 'controller')
     trainer = node_params(profile, 'trainer')
     task = ctl['task']
-    dt = 1.0 / task['control_rate_hz']
     cf = CommandFilter.from_params(ctl)
     env = PushEnv(task)
     state, info = env.reset(seed=1000)
     env.close()
     out = {}
     for mode in ('policy', 'planner'):
-        factory = PolicyFactory({**ctl, 'mode': mode, 'device': 'cpu'}, cf, dt)
+        factory = PolicyFactory({**ctl, 'mode': mode, 'device': 'cpu'}, cf)
         factory.set_target(info['target'])
         if mode == 'policy':
             factory.set_policy(policy, 1)

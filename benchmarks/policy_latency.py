@@ -89,8 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   **_percentiles(ms[10:])})
     if args.planner:
         cfg = {**params, 'mode': 'planner'}
-        factory = PolicyFactory(cfg, CommandFilter.from_params(params),
-                                1.0 / params['task']['control_rate_hz'])
+        factory = PolicyFactory(cfg, CommandFilter.from_params(params))
         factory.load_model(os.path.dirname(_newest(args.run_dir, 'policy')), meta['version'])
         factory.set_target(rec.target[0])
         planner = factory.create()

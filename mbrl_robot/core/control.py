@@ -245,12 +245,10 @@ class PolicyFactory:
             (:class:`GoalHold`, optional), ``policy_exploration_std`` (policy mode, optional)).
         command_filter: the safety filter; its limits and acceleration bound also constrain the
             planner over the whole horizon.
-        period: control period (s).
         logger: anything with ``info``/``error`` (an rclpy logger or a ``logging.Logger``).
     """
 
-    def __init__(self, params: Dict[str, Any], command_filter: CommandFilter, period: float,
-                 logger=None):
+    def __init__(self, params: Dict[str, Any], command_filter: CommandFilter, logger=None):
         self.device = resolve_device(params['device'])
         self.task = PushTask.from_config(params['task'], device=self.device)
         self.planner_cfg = dict(params['planner'])
@@ -259,7 +257,7 @@ class PolicyFactory:
         self.logger = logger or logging.getLogger(__name__)
         self.joint_limits = command_filter.limits
         # The acceleration bound in normalised action units per step.
-        self.max_delta = command_filter.max_accel * period / command_filter.max_speed
+        self.max_delta = command_filter.max_action_step
         self._lock = threading.Lock()
         self._model: Optional[GaussianEnsemble] = None
         self.model_version = -1
@@ -558,7 +556,7 @@ class PushController:
         """The controller the nested controller parameters define (``kwargs``: executor,
         clock)."""
         command_filter = CommandFilter.from_params(params, urdf)
-        policies = PolicyFactory(params, command_filter, command_filter.dt, logger)
+        policies = PolicyFactory(params, command_filter, logger)
         return cls(policies, command_filter, ControlSettings.from_params(params),
                    logger=logger, **kwargs)
 

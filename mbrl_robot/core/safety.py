@@ -127,6 +127,12 @@ class CommandFilter:
                    task['max_joint_speed_rad_s'], params['max_joint_accel_rad_s2'],
                    1.0 / task['control_rate_hz'], params['position_margin_rad'])
 
+    @property
+    def max_action_step(self) -> float:
+        """The acceleration bound as a step of the normalised action per control period (the
+        planners' ``max_delta``)."""
+        return self.max_accel * self.dt / self.max_speed
+
     def to_velocity(self, action: np.ndarray) -> np.ndarray:
         """Normalised action in [-1, 1] -> joint velocity (rad/s), before the filter."""
         return np.clip(action, -1.0, 1.0) * self.max_speed

@@ -37,5 +37,5 @@ def controller_factory():
     def make(**params):
         ctl = {**node_params('cpu', 'controller'), 'device': 'cpu', **params}
         command_filter = CommandFilter.from_params(ctl)
-        return PolicyFactory(ctl, command_filter, command_filter.dt)
+        return PolicyFactory(ctl, command_filter)
     return make

@@ -240,7 +240,7 @@ def test_push_distiller_labels_with_the_planner_and_saves_a_deployable_policy(tm
     agent = create_agent({**p['planner'], 'backend': 'fused', 'plan_stats': False,
                           'return_mean': True},
                          model, task.reward_fn, 7, 'cpu',
-                         max_delta=cf.max_accel * cf.dt / cf.max_speed, joint_limits=cf.limits)
+                         max_delta=cf.max_action_step, joint_limits=cf.limits)
     for t in range(n):
         if t:
             agent.set_last_action(executed[t - 1])

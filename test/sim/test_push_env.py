@@ -331,7 +331,7 @@ def test_policy_env_executes_actions_through_the_controller_step():
     env = PushPolicyEnv(PushEnv(node_params('cpu', 'twin')['task']), control)
     obs, info = env.reset(seed=3)
     assert obs.shape == (20,) and not control.prev_command.any()
-    step = control.filter.max_accel * control.filter.dt / control.filter.max_speed
+    step = control.filter.max_action_step
     executed = []
     for action in ([50.0] * 7, [np.nan] * 7, [-1.0] * 7, [-1.0] * 7, [1.0] * 7):
         obs, _, _, _, info = env.step(np.array(action))

@@ -384,8 +384,8 @@ def push_distill_agent(params: Dict[str, Any], log: Callable[[str], None] = prin
     planner.update(backend='fused', plan_stats=False)
     if params['distill']['label_mean']:
         planner['return_mean'] = True
-    max_delta = command_filter.max_accel * command_filter.dt / command_filter.max_speed
     agent = create_agent(planner, model.eval(), task.reward_fn, ACTION_DIM, 'cpu',
-                         max_delta=max_delta, joint_limits=command_filter.limits)
+                         max_delta=command_filter.max_action_step,
+                         joint_limits=command_filter.limits)
     return PlannerDistiller(gtask, PlannerExpert(agent, task.set_target), dict(params['distill']),
                             log)
