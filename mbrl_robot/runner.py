@@ -29,18 +29,77 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from mbrl_robot.config import _merge, node_params, write_param_file
 from mbrl_robot.core.algorithms.mpc_recipe import build_phases
 from mbrl_robot.core.schema import NODES, suggest, unflatten
+from mbrl_robot.nodes.transport import check_arm_namespaces
 from mbrl_robot.paths import config_path
 from mbrl_robot.progress import ProgressDisplay
 
 # The recipe's graph; --live adds the monitor (the Foxglove live view).
 GRAPH_NODES = tuple(n for n in NODES if n != 'monitor')
+# Nodes of one arm: with several arms (arm_namespaces), one of each per arm, in its namespace.
+ARM_NODES = ('twin', 'controller')
+# Topics an arm's nodes take from nodes outside the arm (the trainer's, the recipe's progress):
+# made absolute, so they do not move into the arm's namespace.
+FLEET_TOPICS = {'controller': ('model_version', 'model_files', 'policy_version'),
+                'monitor': ('progress',)}
+
+
+def fleet_processes(nodes: Sequence[str], arms: Sequence[str], params: Dict[str, Dict[str, Any]],
+                    run_dir: str, ros_args: Sequence[str], names: Optional[Dict[str, str]] = None
+                    ) -> Tuple[List[str], Dict[str, List[str]]]:
+    """The processes of a run with ``arms`` (namespaces; [''] = one arm, no namespace).
+
+    Each node of :data:`ARM_NODES` (and the monitor, which watches the first arm) runs once per
+    arm as ``<arm>/<node>``, started in the arm's namespace (under the run's own ``__ns`` when
+    ``ros_args`` give one), with ``/clock`` remapped to the arm's (each lockstep twin owns its
+    arm's time) and, from ``<run_dir>/params.<arm>.yaml`` (written here), the topics of
+    :data:`FLEET_TOPICS` made absolute and a model cache of its own. The buffer, trainer and
+    recipe run once and reach every arm (``arm_namespaces``).
+
+    Returns:
+        ``(keys, ros_args)``: process keys in start order, and per key its extra ROS arguments.
+    """
+    if list(arms) == ['']:
+        return list(nodes), {}
+    names = names or {}
+    base = ''
+    for i, arg in enumerate(ros_args):
+        if arg.startswith('__ns:=') and i and ros_args[i - 1] in ('-r', '--remap'):
+            base = arg[len('__ns:='):].rstrip('/')
+    keys: List[str] = []
+    extra_args: Dict[str, List[str]] = {}
+    for arm in arms:
+        # A parameter file of the arm's own nodes ('-p node:...' does not reach a node in a
+        # namespace), loaded after the run's.
+        blocks, fqns = {}, {}
+        for node in ARM_NODES + ('monitor',):
+            over: Dict[str, Any] = {'topics': {t: _absolute(base, params[node]['topics'][t])
+                                               for t in FLEET_TOPICS.get(node, ())}}
+            if node == 'controller':
+                over['model_cache_dir'] = os.path.join(run_dir, 'controller_models', arm)
+            blocks[node] = over
+            fqns[node] = f'{base}/{arm}/{names.get(node, node)}'
+        path = os.path.join(run_dir, f'params.{arm}.yaml')
+        write_param_file(blocks, path, fqns)
+        for node in ARM_NODES + ('monitor',):
+            extra_args[f'{arm}/{node}'] = ['-r', f'__ns:={base}/{arm}', '-r',
+                                           f'/clock:={base}/{arm}/clock', '--params-file', path]
+    for node in nodes:
+        if node not in ARM_NODES + ('monitor',):
+            keys.append(node)
+        else:
+            keys += [f'{arm}/{node}' for arm in (arms if node in ARM_NODES else arms[:1])]
+    return keys, extra_args
+
+
+def _absolute(base: str, name: str) -> str:
+    return name if name.startswith('/') else f'{base}/{name}'
 
 
 def node_command(node: str, params_file: str, overrides: Optional[Dict[str, str]] = None,
@@ -138,13 +197,16 @@ class Graph:
     def __init__(self, params_file: str, run_dir: str, nodes=GRAPH_NODES,
                  extra: Optional[Dict[str, Dict[str, str]]] = None, echo=True,
                  ros_args: Optional[List[str]] = None,
-                 names: Optional[Dict[str, str]] = None, restarts: int = 0):
+                 names: Optional[Dict[str, str]] = None, restarts: int = 0,
+                 node_ros_args: Optional[Dict[str, List[str]]] = None):
         self.params_file = params_file
         self.run_dir = run_dir
+        # A key is a node ('buffer') or an arm's node ('arm0/controller', see fleet_processes).
         self.nodes = list(nodes)
         self.extra = extra or {}
         self.echo = echo
         self.ros_args = list(ros_args or [])
+        self.node_ros_args = dict(node_ros_args or {})
         self.names = dict(names or {})
         self.restarts = int(restarts)
         self.restarted: Dict[str, int] = {node: 0 for node in self.nodes}
@@ -159,9 +221,11 @@ class Graph:
 
     def _spawn(self, node: str, mode: str = 'a'):
         """Start one node's process (its log appended to after a restart); record its pid."""
-        log = open(os.path.join(self.run_dir, 'logs', f'{node}.log'), mode)
-        rename = ['-r', f'__node:={self.names[node]}'] if node in self.names else []
-        cmd = node_command(node, self.params_file, self.extra.get(node), self.ros_args + rename)
+        log = open(os.path.join(self.run_dir, 'logs', f'{node.replace("/", ".")}.log'), mode)
+        module = node.rpartition('/')[2]
+        rename = ['-r', f'__node:={self.names[module]}'] if module in self.names else []
+        cmd = node_command(module, self.params_file, self.extra.get(node),
+                           self.ros_args + rename + self.node_ros_args.get(node, []))
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1, start_new_session=True)
         self.procs[node] = proc
@@ -254,6 +318,10 @@ def parse_args(argv=None):
                              "--nodes twin,buffer,controller,recipe on the arm's host (same "
                              'ROS_DOMAIN_ID, discovery across hosts: README, "Several hosts"); '
                              'without the recipe, the run lasts until Ctrl-C or --timeout')
+    parser.add_argument('--arms', type=int, default=None, metavar='N',
+                        help='run N twin arms (namespaces arm0 ... armN-1, each its twin and '
+                             'controller) into one buffer and one trainer; the recipe runs '
+                             'episodes on all of them at once (sets arm_namespaces)')
     parser.add_argument('--live', action='store_true',
                         help='also start the monitor node: the live view for Foxglove on '
                              'ws://127.0.0.1:8765 (monitor.host, monitor.port)')
@@ -288,6 +356,12 @@ def main(argv=None) -> int:
                              'choose another --run-dir')
         if args.resume:
             sets['recipe'] = _merge(sets.get('recipe', {}), {'resume': True})
+        if args.arms is not None:
+            if not 1 <= args.arms <= 64:
+                raise ValueError(f'--arms {args.arms}: give 1 to 64 arms')
+            arms = [f'arm{i}' for i in range(args.arms)] if args.arms > 1 else ['']
+            for node in ('buffer', 'recipe'):
+                sets[node] = _merge(sets.get(node, {}), {'arm_namespaces': arms})
         if args.record:
             sets['monitor'] = _merge(sets.get('monitor', {}),
                                      {'record_path': os.path.abspath(args.record)})
@@ -301,6 +375,11 @@ def main(argv=None) -> int:
         if unknown or not nodes:
             raise ValueError(f'--nodes: unknown nodes {unknown} (known: {", ".join(GRAPH_NODES)})'
                              if unknown else '--nodes: name at least one node')
+        arms = params['recipe']['arm_namespaces']
+        if arms != params['buffer']['arm_namespaces']:
+            raise ValueError(f'arm_namespaces differ: buffer {params["buffer"]["arm_namespaces"]}'
+                             f', recipe {arms}: set it under /** in the profile')
+        check_arm_namespaces(arms)
     except (ValueError, OSError) as e:
         print(f'mbrl_run: {e}', file=sys.stderr)
         return 2
@@ -312,8 +391,12 @@ def main(argv=None) -> int:
     print(f'mbrl_run: profile {profile}, run dir {run_dir}, ROS_DOMAIN_ID '
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
     live = args.live or bool(args.record)
-    graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names,
-                  nodes=nodes + (('monitor',) if live else ()), restarts=args.restarts)
+    keys, per_arm_args = fleet_processes(nodes + (('monitor',) if live else ()), arms, params,
+                                         run_dir, args.ros_args, names)
+    if arms != ['']:
+        print(f'mbrl_run: {len(arms)} arms {arms}: ' + ', '.join(keys), flush=True)
+    graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names, nodes=keys,
+                  restarts=args.restarts, node_ros_args=per_arm_args)
     with_recipe = 'recipe' in nodes
     if live:
         monitor = params['monitor']
@@ -330,7 +413,7 @@ def main(argv=None) -> int:
         if progress is not None:
             sys.stdout = progress.start()
         graph.start()
-        rc = graph.wait('recipe' if with_recipe else nodes[0], timeout=args.timeout)
+        rc = graph.wait('recipe' if with_recipe else keys[0], timeout=args.timeout)
     except KeyboardInterrupt:
         print('\nmbrl_run: Ctrl-C, stopping every node (zero velocity first)', flush=True)
         rc = 1 if with_recipe else 0  # without the recipe, Ctrl-C is how a run ends

@@ -15,14 +15,16 @@
 
 Graph (``docs/interfaces.md``):
 
-- subscribes ``topics.executed`` (rows ``[episode, step, stamp, s, a, target]``), drops rows it
-  already has and holds back a live row after missing ones (``core.buffer.reliable.RowGate``),
-  pairs consecutive rows of an episode (``core.buffer.TransitionAssembler``) and commits each
-  tick's transitions, together with the row still waiting for its successor and the last row
-  accepted, in one SQLite transaction (``core.buffer.TransitionStore``,
-  ``<data_dir>/transitions.sqlite3``); then acknowledges that row on ``topics.executed_ack``
-  (``[episode, step, stamp]``, transient local, also at start), so the controller resends only
-  what the buffer lacks (at-least-once delivery, stored exactly once);
+- subscribes ``topics.executed`` of each arm (``arm_namespaces``: ``<arm>/controller/executed``;
+  rows ``[episode, step, stamp, s, a, target]``), drops rows it already has and holds back a
+  live row after missing ones (``core.buffer.reliable.RowGate``), pairs consecutive rows of an
+  episode (``core.buffer.TransitionAssembler``) and commits each tick's transitions, together
+  with the row still waiting for its successor and the last row accepted, in one SQLite
+  transaction (``core.buffer.TransitionStore``, ``<data_dir>/transitions.sqlite3``, each
+  transition with its arm's index); then acknowledges that row on the arm's
+  ``topics.executed_ack`` (``[episode, step, stamp]``, transient local, also at start), so the
+  arm's controller resends only what the buffer lacks (at-least-once delivery, stored exactly
+  once). Each arm has its own gate, assembler and pending row: rows of two arms never pair;
 - publishes each committed transition once, right after the commit, on ``topics.transitions``
   as ``[seq, episode, step, s, a, r, s', done]`` rows; seqs are consecutive, so a consumer that
   sees a jump (it was not listening, or the buffer died between commit and publish) asks again;
@@ -57,9 +59,10 @@ from mbrl_robot.core.types import TransitionBatch
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
-from mbrl_robot.nodes.transport import (EXECUTED_QOS, is_resend, LATCHED_QOS,
-                                        multiarray_to_rows, RELIABLE_QOS, rows_to_multiarray,
-                                        transition_rows, TRANSITIONS_QOS)
+from mbrl_robot.nodes.transport import (arm_topic, check_arm_namespaces, EXECUTED_QOS,
+                                        is_resend, LATCHED_QOS, multiarray_to_rows,
+                                        RELIABLE_QOS, rows_to_multiarray, transition_rows,
+                                        TRANSITIONS_QOS)
 
 # Node-private services: /<namespace>/buffer/stats and /<namespace>/buffer/export.
 STATS_SERVICE = '~/stats'
@@ -90,6 +93,15 @@ def make_reward_fn(task: Dict[str, Any]):
                                f'{push.tool_shaping_weight})')
 
 
+def _sum_counters(counters) -> Dict[str, int]:
+    """The arms' counters added up, key by key."""
+    out: Dict[str, int] = {}
+    for c in counters:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
 class BufferNode(Node):
     """Stores exact transitions from ``topics.executed`` and serves them (see module doc)."""
 
@@ -105,10 +117,13 @@ class BufferNode(Node):
         self.joints = list(self.task['joints'])
         self.max_joint_speed = float(self.task['max_joint_speed_rad_s'])
 
+        self.arms = check_arm_namespaces(params['arm_namespaces'])
+
         reward_fn, self.reward_source = make_reward_fn(self.task)
         self.store = TransitionStore(self.data_dir)
-        self.assembler = self._make_assembler(reward_fn)
-        self.ingest = ReliableIngest(self.store, self.assembler)
+        # One gate and assembler per arm (index = position in arm_namespaces).
+        self.ingests = [ReliableIngest(self.store, self._make_assembler(reward_fn, arm), arm)
+                        for arm in range(len(self.arms))]
         self.rejected_messages = 0
         self.published = 0
         self.resent = 0
@@ -119,10 +134,13 @@ class BufferNode(Node):
         add_live_parameters(self, 'buffer', params, self._apply_parameters)
         self.transitions_pub = self.create_publisher(
             Float64MultiArray, self.topics['transitions'], TRANSITIONS_QOS)
-        self.ack_pub = self.create_publisher(Float64MultiArray, self.topics['executed_ack'],
-                                             LATCHED_QOS)
-        self.executed_sub = self.create_subscription(
-            Float64MultiArray, self.topics['executed'], self.executed_callback, EXECUTED_QOS)
+        self.ack_pubs = [self.create_publisher(Float64MultiArray,
+                                               arm_topic(ns, self.topics['executed_ack']),
+                                               LATCHED_QOS) for ns in self.arms]
+        self.executed_subs = [self.create_subscription(
+            Float64MultiArray, arm_topic(ns, self.topics['executed']),
+            lambda msg, arm=arm: self.executed_callback(msg, arm), EXECUTED_QOS)
+            for arm, ns in enumerate(self.arms)]
         self.resend_sub = self.create_subscription(
             UInt64, self.topics['resend_from'], self.resend_callback, RELIABLE_QOS)
         self.stats_srv = self.create_service(Trigger, STATS_SERVICE, self.stats_callback)
@@ -131,22 +149,25 @@ class BufferNode(Node):
         self.resend_timer = self.create_timer(RESEND_PERIOD_S, self.resend_timer_callback,
                                               clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.resend_timer.cancel()
+        arms = '' if self.arms == [''] else f' from {len(self.arms)} arms {self.arms}'
         self.get_logger().info(
-            f'buffer at {self.store.path}: {len(self.store)} transitions, last seq '
-            f'{self.store.last_seq}, pending row: {self.assembler.pending is not None}, last '
-            f'row {self.ingest.gate.last}; reward: {self.reward_source}')
-        self._acknowledge()
+            f'buffer at {self.store.path}{arms}: {len(self.store)} transitions, last seq '
+            f'{self.store.last_seq}, pending rows: '
+            f'{[i.assembler.pending is not None for i in self.ingests]}, last rows '
+            f'{[i.gate.last for i in self.ingests]}; reward: {self.reward_source}')
+        for arm in range(len(self.arms)):
+            self._acknowledge(arm)
 
-    def _make_assembler(self, reward_fn: NumpyRewardFn) -> TransitionAssembler:
-        pending = self.store.pending()
+    def _make_assembler(self, reward_fn: NumpyRewardFn, arm: int) -> TransitionAssembler:
+        pending = self.store.pending(arm)
         # Rows pair only when one control period apart (core/buffer/assembler.py).
         timing = {'period_s': 1.0 / self.params['task']['control_rate_hz'],
                   'period_tolerance': self.params['period_tolerance']}
         try:
             return TransitionAssembler(reward_fn=reward_fn, pending=pending, **timing)
         except ValueError as e:
-            self.get_logger().error(f'discarding the stored pending row: {e}')
-            self.store.append([], pending=None)
+            self.get_logger().error(f'discarding the stored pending row of arm {arm}: {e}')
+            self.store.append([], pending=None, arm=arm)
             return TransitionAssembler(reward_fn=reward_fn, **timing)
 
     # -- parameters -------------------------------------------------------------------------
@@ -157,33 +178,37 @@ class BufferNode(Node):
 
     # -- live path --------------------------------------------------------------------------
 
-    def executed_callback(self, msg: Float64MultiArray) -> None:
-        """Pair the rows, commit the transitions with the pending row, publish them."""
+    def executed_callback(self, msg: Float64MultiArray, arm: int = 0) -> None:
+        """Pair one arm's rows, commit the transitions with its pending row, publish them."""
+        where = f' of {self.arms[arm]}' if self.arms[arm] else ''
         try:
             rows = multiarray_to_rows(msg)
         except ValueError as e:
             self.rejected_messages += 1
-            self.get_logger().error(f'rejected executed message: {e}',
+            self.get_logger().error(f'rejected executed message{where}: {e}',
                                     throttle_duration_sec=LOG_THROTTLE_S)
             return
-        seqs, completed, errors = self.ingest.ingest(rows, resent=is_resend(msg))
+        ingest = self.ingests[arm]
+        seqs, completed, errors = ingest.ingest(rows, resent=is_resend(msg))
         for e in errors:
-            self.get_logger().error(f'rejected executed row ({self.assembler.rejected} so far): '
-                                    f'{e}', throttle_duration_sec=LOG_THROTTLE_S)
-        self._acknowledge()
+            self.get_logger().error(f'rejected executed row{where} '
+                                    f'({ingest.assembler.rejected} so far): {e}',
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+        self._acknowledge(arm)
         if len(seqs):
             self._publish(seqs, completed)
         for tr in completed:
             if tr.done:
                 self.get_logger().info(
-                    f'episode {tr.episode} closed at step {tr.step + 1}: final reward '
+                    f'episode {tr.episode}{where} closed at step {tr.step + 1}: final reward '
                     f'{tr.reward:.4f}, {len(self.store)} transitions stored')
 
-    def _acknowledge(self) -> None:
-        """Publish ``[episode, step, stamp]`` of the last row stored (nothing before one)."""
-        last = self.ingest.gate.last
+    def _acknowledge(self, arm: int) -> None:
+        """Publish ``[episode, step, stamp]`` of the arm's last row stored (nothing before
+        one)."""
+        last = self.ingests[arm].gate.last
         if last is not None:
-            self.ack_pub.publish(Float64MultiArray(data=[float(v) for v in last]))
+            self.ack_pubs[arm].publish(Float64MultiArray(data=[float(v) for v in last]))
 
     def _publish(self, seqs: np.ndarray, completed: list) -> None:
         batch = TransitionBatch(obs=np.stack([t.obs for t in completed]),
@@ -232,7 +257,9 @@ class BufferNode(Node):
     def stats(self) -> Dict[str, Any]:
         """Store statistics plus this process's assembler and publishing counters."""
         out = self.store.stats()
-        out.update({'assembler': self.assembler.counters(), 'gate': self.ingest.gate.counters(),
+        out.update({'assembler': _sum_counters(i.assembler.counters() for i in self.ingests),
+                    'gate': _sum_counters(i.gate.counters() for i in self.ingests),
+                    'arm_namespaces': self.arms,
                     'rejected_messages': self.rejected_messages, 'published': self.published,
                     'resent': self.resent, 'reward': self.reward_source, 'pid': os.getpid(),
                     'resend_in_progress': not self.resend_timer.is_canceled()})

@@ -614,7 +614,8 @@ class ControllerNode(Node):
             s = {**self.control.stats, **self._stats, **self.unacked.counters()}
         for name, stats in self.timing.items():
             s.update(stats.percentiles(name))
-        status = DiagnosticStatus(name='mbrl_robot: controller', hardware_id='mbrl_robot')
+        status = DiagnosticStatus(name='mbrl_robot: controller',
+                                  hardware_id=self.get_namespace())
         level, message = DiagnosticStatus.OK, 'ok'
         if self.control.estop:
             level, message = DiagnosticStatus.ERROR, 'e-stop engaged'

@@ -15,9 +15,14 @@
 
 N random episodes -> train -> (E MPC episodes -> retrain) x iterations -> evaluation episodes on
 held-out seeds (plus optional baselines). Each episode: seed the twin, reset it, tell the
-controller to run the episode, wait for it to finish. Progress is logged with an ETA and the run
-summary (``summary.json``) is rewritten after every phase, so a stopped run resumes where it
-stopped: the buffer and the trainer's checkpoints keep the data and the model.
+controller to run the episode, wait for it to finish. With several arms (``arm_namespaces``),
+the episodes between two trainings run on all arms at once, each on the first arm free
+(:class:`ArmSlot`: the arm's twin services, its controller's topics, in its namespace); an arm
+whose episode fails (a call or the episode times out) is set aside for ``LOST_RETRY_S``, its
+episode goes to another arm, and it is offered episodes again when its services answer.
+Progress is logged with an ETA and the run summary (``summary.json``) is rewritten after every
+phase, so a stopped run resumes where it stopped: the buffer and the trainer's checkpoints keep
+the data and the model (episodes finished out of order are kept by their phase index).
 """
 
 import json
@@ -38,17 +43,232 @@ from mbrl_robot.core.algorithms.mpc_recipe import (build_phases, episode_result,
                                                    summarize)
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import declare_node_parameters, schema_descriptions
-from mbrl_robot.nodes.transport import (EXECUTED_QOS, LATCHED_QOS, multiarray_to_rows,
-                                        parse_executed_row)
+from mbrl_robot.nodes.transport import (arm_topic, check_arm_namespaces, EXECUTED_QOS,
+                                        LATCHED_QOS, multiarray_to_rows, parse_executed_row)
 
 DESCRIPTIONS = schema_descriptions('recipe')
 # A service call unanswered this long (s) is sent again once the service is back: its server
 # died with the request and mbrl_run restarted it.
 CALL_RETRY_S = 5.0
+# An arm whose episode failed (a call or the episode timed out) is offered episodes again
+# after this long (s); meanwhile the other arms run its episode.
+LOST_RETRY_S = 10.0
+
+
+class Call:
+    """One service call in flight, asked again when its server died with the request."""
+
+    def __init__(self, node: Node, client, request, what: str = 'a service',
+                 timeout_s: Optional[float] = None):
+        self.node, self.client, self.request, self.what = node, client, request, what
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._send()
+
+    def _send(self):
+        self.future = self.client.call_async(self.request)
+        self.t_call = time.monotonic()
+
+    def result(self):
+        """The response, or None while it is on its way.
+
+        Raises:
+            RuntimeError: past the deadline, or the call failed.
+        """
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RuntimeError(f'timed out waiting for {self.what}')
+        if not self.future.done():
+            if time.monotonic() - self.t_call > CALL_RETRY_S and self.client.service_is_ready():
+                # The server died with our request (a node restarted): ask its successor.
+                self.node.get_logger().warning(f'no answer from {self.client.srv_name} in '
+                                               f'{CALL_RETRY_S:g} s: asking again')
+                self._send()
+            return None
+        result = self.future.result()
+        if result is None:
+            raise RuntimeError(f'{self.what}: service call failed')
+        return result
+
+
+class ArmSlot:
+    """One arm's side of the recipe: seed and reset its twin, announce an episode to its
+    controller, collect the executed rows until the episode is done.
+
+    Its topics and services are the arm's (``<namespace>/recipe/episode``,
+    ``<namespace>/controller/executed``, ``<namespace>/twin/reset``, ...); namespace '' is the
+    recipe's own (one arm).
+    """
+
+    def __init__(self, node: 'RecipeNode', index: int, namespace: str):
+        self.node, self.index, self.namespace = node, index, namespace
+        self.name = namespace or 'the arm'
+        p, topics = node.p, node.p['topics']
+
+        def name(n):
+            return arm_topic(namespace, n)
+
+        self.episode_pub = node.create_publisher(String, name(topics['episode']), LATCHED_QOS)
+        node.create_subscription(Float64MultiArray, name(topics['executed']),
+                                 self.executed_callback, EXECUTED_QOS)
+        node.create_subscription(Int32, name(topics['episode_done']), self.done_callback,
+                                 EXECUTED_QOS)
+        node.create_subscription(Float64, name(topics['plan_time_ms']), node.plan_ms_callback,
+                                 100)
+        self.reset_client = node.create_client(Trigger, name(p['reset_service']))
+        self.seed_client = (node.create_client(SetParameters, name(p['seed_service']))
+                            if p['seed_service'] else None)
+        self.phase: Optional[Dict[str, Any]] = None
+        self.stage = 'idle'
+        self.call: Optional[Call] = None
+        self.deadline: Optional[float] = None
+        self.lost_until = 0.0  # a lost arm is offered an episode again after this (monotonic)
+        self.object_placed = False
+        self._rows: Dict[int, Dict[int, Any]] = {}
+        self._done_episode: Optional[int] = None
+        self._grace_end: Optional[float] = None
+
+    @property
+    def clients(self):
+        return [self.reset_client] + ([self.seed_client] if self.seed_client else [])
+
+    def executed_callback(self, msg: Float64MultiArray):
+        try:
+            for raw in multiarray_to_rows(msg):
+                row = parse_executed_row(raw)
+                self._rows.setdefault(row.episode, {})[row.step] = row
+        except ValueError as e:
+            self.node.get_logger().error(f'malformed executed row of {self.name} ignored: {e}',
+                                         throttle_duration_sec=1.0)
+
+    def done_callback(self, msg: Int32):
+        self._done_episode = msg.data
+
+    def available(self) -> bool:
+        """Idle, and not waiting out a failure."""
+        return (self.stage == 'idle' and time.monotonic() >= self.lost_until
+                and all(c.service_is_ready() for c in self.clients))
+
+    def start(self, phase: Dict[str, Any]):
+        """Seed (when there is a seed service) and reset the arm, then run ``phase``."""
+        self.phase = phase
+        self.t0 = time.monotonic()
+        self._rows.pop(phase['index'], None)
+        if self.seed_client is None:
+            self._goto_call('resetting', self.reset_client, Trigger.Request(), 'the reset',
+                            self.node.p['episode_timeout_s'])
+        else:
+            self._goto_call('seeding', self.seed_client,
+                            RecipeNode.seed_request(phase['seed']),
+                            f'{self.name} to take the episode seed', 30.0)
+
+    def _goto_call(self, stage: str, client, request, what: str, timeout_s: float):
+        self.stage = stage
+        self.call = Call(self.node, client, request, f'{what} ({self.name})', timeout_s)
+
+    def step(self) -> Optional[Dict[str, Any]]:
+        """Advance; the episode's result once it is over, else None.
+
+        Raises:
+            RuntimeError: a call failed or timed out, or the episode did (the arm is lost).
+        """
+        if self.stage == 'idle':
+            return None
+        return getattr(self, '_stage_' + self.stage)()
+
+    def abandon(self, why: str):
+        """Give the running phase up (the recipe hands it to another arm or stops) and stop the
+        arm's controller; the arm is offered episodes again after ``LOST_RETRY_S``."""
+        self.node.get_logger().error(f'{self.name} lost ({why}): its episode goes to another '
+                                     f'arm; offered episodes again in {LOST_RETRY_S:g} s')
+        self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
+        self.stage, self.phase, self.call = 'idle', None, None
+        self.lost_until = time.monotonic() + LOST_RETRY_S
+
+    def _stage_seeding(self):
+        result = self.call.result()
+        if result is None:
+            return None
+        if not all(r.successful for r in result.results):
+            raise RuntimeError(f'{self.name} refused the episode seed: {result.results}')
+        self._goto_call('resetting', self.reset_client, Trigger.Request(), 'the reset', 120.0)
+        return None
+
+    def _stage_resetting(self):
+        result = self.call.result()
+        if result is None:
+            return None
+        if not result.success:
+            raise RuntimeError(f'reset of {self.name} failed: {result.message}')
+        if self.node.p['wait_for_operator']:
+            self.object_placed = False
+            where = f'{self.namespace}/' if self.namespace else ''
+            self.node.get_logger().info(
+                f'{self.name} at home: place the puck, then call '
+                f'{self.node.get_name()}/{where}object_placed (std_srvs/Trigger)')
+            self.stage = 'operator'
+            return None
+        self._announce()
+        return None
+
+    def _stage_operator(self):
+        if self.object_placed:
+            self._announce()
+        return None
+
+    def _announce(self):
+        phase = self.phase
+        self._done_episode = None
+        # A planner episode waits for the model it asked for, a policy episode for its policy
+        # (announced with the model's version).
+        min_version = (self.node.model_version if phase['policy'] in ('planner', 'policy')
+                       else 0)
+        self.episode_pub.publish(String(data=json.dumps({
+            'episode': phase['index'], 'policy': phase['policy'], 'seed': phase['seed'],
+            'min_model_version': min_version,
+            'explore': not phase['stage'].startswith('eval')})))
+        self.stage = 'running'
+        self.deadline = time.monotonic() + self.node.p['episode_timeout_s']
+        self._grace_end = None
+
+    def _stage_running(self):
+        phase = self.phase
+        if time.monotonic() > self.deadline:
+            raise RuntimeError(f'timed out waiting for episode {phase["index"]} on {self.name}')
+        if self._done_episode != phase['index']:
+            return None
+        rows = self._rows.get(phase['index'], {})
+        complete = rows and rows[max(rows)].terminal and len(rows) == max(rows) + 1
+        if not complete:
+            if self._grace_end is None:
+                self._grace_end = time.monotonic() + 5.0
+            if time.monotonic() < self._grace_end:
+                return None  # episode_done may overtake the last rows: another topic
+        # The episode is over: a controller restarted from now on must not run it again
+        # (the latched announcement would say it is still on).
+        self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
+        self._rows.pop(phase['index'], None)
+        result = self._episode_result(phase, rows)
+        self.stage, self.phase = 'idle', None
+        return result
+
+    def _episode_result(self, phase, rows) -> Dict[str, Any]:
+        steps = sorted(rows)
+        if not steps or not rows[steps[-1]].terminal:
+            raise RuntimeError(f'episode {phase["index"]} ended without its terminal row '
+                               f'({len(steps)} rows received from {self.name})')
+        states = np.stack([rows[s].s for s in steps])
+        stamps = np.array([rows[s].stamp for s in steps])
+        result = episode_result(phase, states, rows[steps[-1]].target,
+                                self.node.p['task']['success_radius_m'],
+                                time.monotonic() - self.t0)
+        result['command_period_s'] = float(np.median(np.diff(stamps))) if len(steps) > 1 else 0.0
+        if self.namespace:
+            result['arm'] = self.namespace
+        return result
 
 
 class RecipeNode(Node):
-    """Runs the recipe's phases one after another through the node graph."""
+    """Runs the recipe's phases through the node graph: a block of episodes on every arm at
+    once (each episode on one arm), then a training, and so on."""
 
     def __init__(self):
         super().__init__('recipe')
@@ -62,15 +282,17 @@ class RecipeNode(Node):
         self.results: List[Dict[str, Any]] = []
         self.trainings: List[Dict[str, Any]] = []
         self.plan_ms: List[float] = []
-        self.controller_counts: Dict[str, int] = {}  # the controller's diagnostics, latest
-        self.controller_timing: Dict[str, float] = {}  # its timing percentiles, latest
+        # The controllers' diagnostics, latest, by namespace (hardware_id).
+        self.controller_counts: Dict[str, Dict[str, int]] = {}
+        self.controller_timing: Dict[str, Dict[str, float]] = {}
         self.dropped_timing = 0  # rows the buffer did not pair (not one period apart)
         if p['resume'] and os.path.isfile(self.summary_path):
             with open(self.summary_path) as f:
                 old = json.load(f)
             self.results, self.trainings = old['episodes'], old['trainings']
             self.plan_ms = old.get('plan_ms', [])
-        self.position = len(self.results) + len(self.trainings)
+        # Phases done, by index: with several arms, episodes finish out of order.
+        self.done_phases = {r['index'] for r in self.results + self.trainings}
         self.finished = False
         self.done = False
         self._phases_done_here = 0
@@ -78,73 +300,63 @@ class RecipeNode(Node):
         self.t_start = time.monotonic()
         self.phase_t0 = None
         self._stage = 'wait_graph'
-        self._future = None
-        self._deadline = None
-        self._closed_episode: Optional[int] = None
-        self._rows: Dict[int, Dict[int, Any]] = {}
-        self._done_episode: Optional[int] = None
+        self._call_: Optional[Call] = None
+        self._deadline: Optional[float] = None
+        self._block: List[Dict[str, Any]] = []
         self._train_target = None
-        self._grace_end = None
 
         topics = p['topics']
-        self.episode_pub = self.create_publisher(String, topics['episode'], LATCHED_QOS)
+        self.arms = check_arm_namespaces(p['arm_namespaces'])
+        self.slots = [ArmSlot(self, i, ns) for i, ns in enumerate(self.arms)]
         self.progress_pub = self.create_publisher(String, topics['progress'], LATCHED_QOS)
-        self.create_subscription(Float64MultiArray, topics['executed'], self.executed_callback,
-                                 EXECUTED_QOS)
-        self.create_subscription(Int32, topics['episode_done'], self.done_callback,
-                                 EXECUTED_QOS)
-        self.create_subscription(Float64, topics['plan_time_ms'], self.plan_ms_callback, 100)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback, 10)
         self.create_subscription(String, topics['model_version'], self.model_callback,
                                  LATCHED_QOS)
-        self.reset_client = self.create_client(Trigger, p['reset_service'])
-        self.seed_client = (self.create_client(SetParameters, p['seed_service'])
-                            if p['seed_service'] else None)
         self.train_client = self.create_client(Trigger, topics['trainer_train'])
         self.trainer_stats_client = self.create_client(Trigger, topics['trainer_stats'])
         self.buffer_stats_client = self.create_client(Trigger, topics['buffer_stats'])
+        for slot in self.slots:
+            where = f'{slot.namespace}/' if slot.namespace else ''
+            self.create_service(Trigger, f'~/{where}object_placed',
+                                lambda req, res, slot=slot: self.object_placed_callback(
+                                    req, res, slot))
         # Wall time: a lockstep twin's clock stands still between episodes.
-        self._object_placed = False
-        self.create_service(Trigger, '~/object_placed', self.object_placed_callback)
         self.timer = self.create_timer(0.05, self.step,
                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
+        arms = f' on {len(self.arms)} arms {self.arms}' if self.arms != [''] else ''
         self.get_logger().info(
             f'recipe: {len(self.phases)} phases ({p["random_episodes"]} random episodes, '
             f'{p["iterations"]} x {p["mpc_episodes_per_iteration"]} MPC episodes, '
-            f'{p["evaluation_episodes"]} evaluation episodes), run dir {self.run_dir}'
-            + (f', resuming at phase {self.position}' if self.position else ''))
+            f'{p["evaluation_episodes"]} evaluation episodes){arms}, run dir {self.run_dir}'
+            + (f', resuming with {self.position} phases done' if self.position else ''))
         self._publish_progress('resumed' if self.position else 'started', 0.0, None)
 
+    @property
+    def position(self) -> int:
+        """Phases done."""
+        return len(self.done_phases)
+
     # --- inputs --------------------------------------------------------------------------
-    def executed_callback(self, msg: Float64MultiArray):
-        try:
-            for raw in multiarray_to_rows(msg):
-                row = parse_executed_row(raw)
-                self._rows.setdefault(row.episode, {})[row.step] = row
-        except ValueError as e:
-            self.get_logger().error(f'malformed executed row ignored: {e}',
-                                    throttle_duration_sec=1.0)
-
-    def done_callback(self, msg: Int32):
-        self._done_episode = msg.data
-
     def plan_ms_callback(self, msg: Float64):
         self.plan_ms.append(float(msg.data))
 
     def diagnostics_callback(self, msg: DiagnosticArray):
-        """Keep the controller's tick and deadline-miss counts and its timing percentiles (tick
-        interval, joint and puck age, plan and send delay, ms) for the summary."""
+        """Keep each controller's tick and deadline-miss counts and its timing percentiles
+        (tick interval, joint and puck age, plan and send delay, ms) for the summary."""
         for status in msg.status:
             if status.name == 'mbrl_robot: controller':
                 values = {v.key: v.value for v in status.values}
                 try:
-                    self.controller_counts = {k: int(values[k]) for k in
-                                              ('ticks', 'deadline_misses') if k in values}
-                    self.controller_timing = {k: float(v) for k, v in values.items()
-                                              if k.endswith(('_p50', '_p99'))}
+                    counts = {k: int(values[k]) for k in ('ticks', 'deadline_misses')
+                              if k in values}
+                    timing = {k: float(v) for k, v in values.items()
+                              if k.endswith(('_p50', '_p99'))}
                 except ValueError:
                     self.get_logger().error(f'bad controller diagnostics {values}: ignored',
                                             throttle_duration_sec=5.0)
+                    continue
+                self.controller_counts[status.hardware_id] = counts
+                self.controller_timing[status.hardware_id] = timing
 
     def model_callback(self, msg: String):
         try:
@@ -153,9 +365,9 @@ class RecipeNode(Node):
         except (ValueError, KeyError, TypeError):
             self.get_logger().error(f'bad model announcement {msg.data!r}')
 
-    def object_placed_callback(self, request, response):
-        self._object_placed = True
-        response.success, response.message = True, 'starting the episode'
+    def object_placed_callback(self, request, response, slot: ArmSlot):
+        slot.object_placed = True
+        response.success, response.message = True, f'starting the episode on {slot.name}'
         return response
 
     # --- the state machine ---------------------------------------------------------------
@@ -170,15 +382,19 @@ class RecipeNode(Node):
         self._stage = stage
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
-    def _check_deadline(self, what: str):
+    def _call(self, client, request):
+        self._call_ = Call(self, client, request)
+
+    def _result(self, what: str):
+        """The answer to the last call, None while on its way; the stage's deadline holds."""
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise RuntimeError(f'timed out waiting for {what}')
+        self._call_.what = what
+        return self._call_.result()
 
     def _stage_wait_graph(self):
-        clients = [self.reset_client, self.train_client, self.trainer_stats_client,
-                   self.buffer_stats_client]
-        if self.seed_client is not None:
-            clients.append(self.seed_client)
+        clients = [self.train_client, self.trainer_stats_client, self.buffer_stats_client]
+        clients += [c for slot in self.slots for c in slot.clients]
         missing = [c.srv_name for c in clients if not c.service_is_ready()]
         if missing:
             self.get_logger().info(f'waiting for services {missing}', throttle_duration_sec=5.0)
@@ -186,123 +402,57 @@ class RecipeNode(Node):
         self._next_phase()
 
     def _next_phase(self):
-        if self.position >= len(self.phases):
+        pending = [ph for ph in self.phases if ph['index'] not in self.done_phases]
+        if not pending:
             self._finish()
             return
-        phase = self.phases[self.position]
+        phase = pending[0]
         self.phase_t0 = time.monotonic()
-        if phase['kind'] == 'episode' and self.seed_client is None:
-            self._call(self.reset_client, Trigger.Request())
-            self._goto('resetting', self.p['episode_timeout_s'])
-        elif phase['kind'] == 'episode':
-            self._call(self.seed_client, self._seed_request(phase['seed']))
-            self._goto('seeding', 30.0)
+        if phase['kind'] == 'episode':
+            # Every episode up to the next training: run on the arms side by side.
+            self._block = []
+            for ph in pending:
+                if ph['kind'] != 'episode':
+                    break
+                self._block.append(ph)
+            self._goto('episodes')
         else:
             self._call(self.buffer_stats_client, Trigger.Request())
             self._goto('train_sync', 120.0)
 
-    def _call(self, client, request):
-        self._future = client.call_async(request)
-        self._pending_call = (client, request, time.monotonic())
-
-    def _result(self, what: str):
-        self._check_deadline(what)
-        if not self._future.done():
-            client, request, t_call = self._pending_call
-            if time.monotonic() - t_call > CALL_RETRY_S and client.service_is_ready():
-                # The server died with our request (a node restarted): ask its successor.
-                self.get_logger().warning(f'no answer from {client.srv_name} in '
-                                          f'{CALL_RETRY_S:g} s: asking again')
-                self._call(client, request)
-            return None
-        result = self._future.result()
-        if result is None:
-            raise RuntimeError(f'{what}: service call failed')
-        return result
+    def _stage_episodes(self):
+        running = {slot.phase['index'] for slot in self.slots if slot.phase is not None}
+        waiting = [ph for ph in self._block
+                   if ph['index'] not in self.done_phases and ph['index'] not in running]
+        for slot in self.slots:
+            if waiting and slot.available():
+                slot.start(waiting.pop(0))
+        for slot in self.slots:
+            try:
+                result = slot.step()
+            except RuntimeError as e:
+                if len(self.slots) == 1:
+                    raise
+                slot.abandon(str(e))  # another arm runs the phase; this one rejoins later
+                continue
+            if result is not None:
+                self.results.append(result)
+                where = f' on {slot.namespace}' if slot.namespace else ''
+                self._advance(result['index'],
+                              f'{result["stage"]} episode (seed {result["seed"]}){where}: '
+                              f'final distance {result["final_distance"]:.3f} m, '
+                              f'{"success" if result["success"] else "failure"}')
+        if all(ph['index'] in self.done_phases for ph in self._block):
+            self._next_phase()
+        elif not any(slot.phase is not None or time.monotonic() < slot.lost_until
+                     or slot.available() for slot in self.slots):
+            self.get_logger().info('waiting for an arm: none is ready',
+                                   throttle_duration_sec=5.0)
 
     @staticmethod
-    def _seed_request(seed: int) -> SetParameters.Request:
+    def seed_request(seed: int) -> SetParameters.Request:
         value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(seed))
         return SetParameters.Request(parameters=[ParameterMsg(name='episode_seed', value=value)])
-
-    def _stage_seeding(self):
-        result = self._result('the twin to take the episode seed')
-        if result is None:
-            return
-        if not all(r.successful for r in result.results):
-            raise RuntimeError(f'twin refused the episode seed: {result.results}')
-        self._call(self.reset_client, Trigger.Request())
-        self._goto('resetting', 120.0)
-
-    def _stage_resetting(self):
-        result = self._result('the reset')
-        if result is None:
-            return
-        if not result.success:
-            raise RuntimeError(f'reset failed: {result.message}')
-        if self.p['wait_for_operator']:
-            self._object_placed = False
-            self.get_logger().info('arm at home: place the puck, then call '
-                                   f'{self.get_name()}/object_placed (std_srvs/Trigger)')
-            self._goto('operator')
-            return
-        self._start_episode()
-
-    def _stage_operator(self):
-        if self._object_placed:
-            self._start_episode()
-
-    def _start_episode(self):
-        phase = self.phases[self.position]
-        self._done_episode = None
-        # A planner episode waits for the model it asked for, a policy episode for its policy
-        # (announced with the model's version).
-        min_version = self.model_version if phase['policy'] in ('planner', 'policy') else 0
-        self.episode_pub.publish(String(data=json.dumps({
-            'episode': phase['index'], 'policy': phase['policy'], 'seed': phase['seed'],
-            'min_model_version': min_version,
-            'explore': not phase['stage'].startswith('eval')})))
-        self._goto('running', self.p['episode_timeout_s'])
-
-    def _stage_running(self):
-        self._check_deadline(f'episode {self.phases[self.position]["index"]}')
-        phase = self.phases[self.position]
-        if self._done_episode != phase['index']:
-            return
-        if self._closed_episode != phase['index']:
-            # The episode is over: a controller restarted from now on must not run it again
-            # (the latched announcement would say it is still on).
-            self._closed_episode = phase['index']
-            self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
-        rows = self._rows.get(phase['index'], {})
-        complete = rows and rows[max(rows)].terminal and len(rows) == max(rows) + 1
-        if not complete and time.monotonic() < self._done_grace_end():
-            return  # episode_done may overtake the last rows: they travel on another topic
-        self._rows.pop(phase['index'], None)
-        self._grace_end = None
-        result = self._episode_result(phase, rows)
-        self.results.append(result)
-        self._advance(f'{phase["stage"]} episode (seed {phase["seed"]}): final distance '
-                      f'{result["final_distance"]:.3f} m, '
-                      f'{"success" if result["success"] else "failure"}')
-
-    def _done_grace_end(self) -> float:
-        if self._grace_end is None:
-            self._grace_end = time.monotonic() + 5.0
-        return self._grace_end
-
-    def _episode_result(self, phase, rows) -> Dict[str, Any]:
-        steps = sorted(rows)
-        if not steps or not rows[steps[-1]].terminal:
-            raise RuntimeError(f'episode {phase["index"]} ended without its terminal row '
-                               f'({len(steps)} rows received)')
-        states = np.stack([rows[s].s for s in steps])
-        stamps = np.array([rows[s].stamp for s in steps])
-        result = episode_result(phase, states, rows[steps[-1]].target,
-                                self.p['task']['success_radius_m'],
-                                time.monotonic() - self.phase_t0)
-        result['command_period_s'] = float(np.median(np.diff(stamps))) if len(steps) > 1 else 0.0
-        return result
 
     def _stage_train_sync(self):
         result = self._result('the buffer to store every executed transition')
@@ -353,7 +503,7 @@ class RecipeNode(Node):
             self._call(self.trainer_stats_client, Trigger.Request())
             return
         last = stats['last_result']
-        phase = self.phases[self.position]
+        phase = next(ph for ph in self.phases if ph['index'] not in self.done_phases)
         if stats.get('pid') != self._trainer_pid and stats['version'] <= self._version_before:
             # Restarted before it announced the new model: sync and train again.
             self.get_logger().warning('the trainer restarted during training: training again')
@@ -370,7 +520,8 @@ class RecipeNode(Node):
                                    'reason': last.get('reason'),
                                    'n_transitions': last.get('n_transitions'),
                                    'wall_s': time.monotonic() - self.phase_t0})
-            self._advance(f'kept model v{stats["version"]}')
+            self._advance(phase['index'], f'kept model v{stats["version"]}')
+            self._next_phase()
             return
         self.model_version = max(self.model_version, stats['version'])
         self.trainings.append({**phase, 'version': stats['version'],
@@ -379,11 +530,14 @@ class RecipeNode(Node):
                                'train_loss': last.get('train_loss'),
                                'epochs': last.get('epochs'),
                                'wall_s': time.monotonic() - self.phase_t0})
-        self._advance(f'trained model v{stats["version"]} on {last.get("n_transitions")} '
-                      f'transitions: val loss {last.get("val_loss"):.4f}')
+        self._advance(phase['index'], f'trained model v{stats["version"]} on '
+                      f'{last.get("n_transitions")} transitions: val loss '
+                      f'{last.get("val_loss"):.4f}')
+        self._next_phase()
 
-    def _advance(self, what: str):
-        self.position += 1
+    def _advance(self, index: int, what: str):
+        """Phase ``index`` is done: write the summary, log and publish the progress."""
+        self.done_phases.add(index)
         self._write_summary()
         self._phases_done_here += 1
         elapsed = time.monotonic() - self.t_start
@@ -393,7 +547,6 @@ class RecipeNode(Node):
         self.get_logger().info(f'[{self.position}/{len(self.phases)}] {what} | elapsed '
                                f'{elapsed / 60:.1f} min, ETA {remaining * rate / 60:.1f} min')
         self._publish_progress(what, elapsed, remaining * rate)
-        self._next_phase()
 
     def _publish_progress(self, what: str, elapsed_s: float, eta_s: Optional[float]):
         """The recipe's progress as JSON on ``topics.progress`` (the live view's panel);
@@ -409,14 +562,22 @@ class RecipeNode(Node):
             'elapsed_s': elapsed_s, 'eta_s': eta_s})))
 
     def _summary(self, failed: Optional[str] = None) -> Dict[str, Any]:
+        counts = list(self.controller_counts.values())
+        # The worst arm's timing percentiles.
+        timing: Dict[str, float] = {}
+        for arm in self.controller_timing.values():
+            for k, v in arm.items():
+                timing[k] = max(timing.get(k, v), v)
         return summarize(self.results, self.trainings, self.plan_ms,
                          time.monotonic() - self.t_start, self.p['task']['success_radius_m'],
                          run_dir=os.path.abspath(self.run_dir), complete=self.finished,
                          failed=failed, phases=len(self.phases), position=self.position,
-                         deadline_misses=self.controller_counts.get('deadline_misses'),
-                         controller_ticks=self.controller_counts.get('ticks'),
-                         controller_timing_ms=self.controller_timing,
-                         dropped_timing=self.dropped_timing)
+                         deadline_misses=(sum(c.get('deadline_misses', 0) for c in counts)
+                                          if counts else None),
+                         controller_ticks=sum(c.get('ticks', 0) for c in counts) if counts
+                         else None,
+                         controller_timing_ms=timing, dropped_timing=self.dropped_timing,
+                         **({'arms': self.arms} if self.arms != [''] else {}))
 
     def _write_summary(self, failed: Optional[str] = None):
         tmp = self.summary_path + '.tmp'
@@ -425,7 +586,8 @@ class RecipeNode(Node):
         os.replace(tmp, self.summary_path)
 
     def _finish(self, failed: Optional[str] = None):
-        self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
+        for slot in self.slots:
+            slot.episode_pub.publish(String(data=json.dumps({'episode': -1})))
         self.finished = failed is None
         self._write_summary(failed)
         self.timer.cancel()

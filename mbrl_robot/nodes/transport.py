@@ -31,6 +31,7 @@ faster than assigning a numpy array, which rclpy copies element by element) and 
 """
 
 import array
+import re
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -68,6 +69,32 @@ EXECUTED_LABELS = ('rows', 'fields')
 # Rows the controller publishes again because the buffer has not acknowledged them.
 RESENT_LABELS = ('resent', 'fields')
 TRANSITION_LABELS = ('transitions', 'fields')
+
+
+_NAMESPACE = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
+
+
+def check_arm_namespaces(namespaces: Sequence[str]) -> list:
+    """The ``arm_namespaces`` parameter, checked: each '' (this node's namespace) or a ROS
+    namespace such as ``arm0`` or ``lab/left``.
+
+    Raises:
+        ValueError: naming the bad entry.
+    """
+    for ns in namespaces:
+        if ns and not _NAMESPACE.match(ns):
+            raise ValueError(f'arm_namespaces: {ns!r} is not a ROS namespace (letters, digits '
+                             'and _, parts separated by /, not starting with a digit)')
+    return list(namespaces)
+
+
+def arm_topic(namespace: str, name: str) -> str:
+    """``name`` (a relative topic or service of an arm's node) seen from outside the arm:
+    ``arm_topic('arm0', 'controller/executed') == 'arm0/controller/executed'``; absolute names
+    and the '' namespace leave it unchanged."""
+    if not namespace or name.startswith('/'):
+        return name
+    return f'{namespace.rstrip("/")}/{name}'
 
 
 def transition_fields(state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM,

@@ -107,3 +107,57 @@ def test_buffer_killed_mid_episode_loses_nothing_and_stores_once(tmp_path):
     again = ingest.ingest(np.stack(produced), resent=True)
     assert len(again[0]) == 0 and len(store) == 20
     store.close()
+
+
+def test_two_arms_interleaved_never_pair_across_and_resume_per_arm(tmp_path):
+    """Two arms with the same episode and step numbers, rows interleaved tick by tick: each
+    arm's transitions pair only its own rows; reopened mid-episode, each arm's pending row and
+    last row come back and pairing continues exactly."""
+    arms = [episode_rows(0, 6, 1.0), episode_rows(0, 6, 1.0 + 1e-3)]
+    store = TransitionStore(str(tmp_path))
+    ingests = [ReliableIngest(store, TransitionAssembler(), arm) for arm in (0, 1)]
+    for k in range(7):
+        if k == 4:  # the buffer restarts in the middle of both episodes
+            store.close()
+            store = TransitionStore(str(tmp_path))
+            ingests = [ReliableIngest(store, TransitionAssembler(pending=store.pending(arm)),
+                                      arm) for arm in (0, 1)]
+            assert [i.gate.last[:2] for i in ingests] == [(0, 3), (0, 3)]
+        for arm in (0, 1):
+            ingests[arm].ingest(arms[arm][k][None])
+    rec = store.records(dtype=np.float64)
+    assert len(rec) == 12 and sorted(rec.arm.tolist()) == [0] * 6 + [1] * 6
+    assert store.stats()['transitions_per_arm'] == {'0': 6, '1': 6}
+    for arm in (0, 1):
+        mine = rec.arm == arm
+        states = np.stack([r[3:20] for r in arms[arm]])
+        np.testing.assert_array_equal(rec.batch.obs[mine], states[:6])
+        np.testing.assert_array_equal(rec.batch.next_obs[mine], states[1:])
+        assert rec.step[mine].tolist() == list(range(6))
+    assert all(i.assembler.dropped_gaps == i.assembler.dropped_breaks == 0 for i in ingests)
+    with pytest.raises(ValueError, match='arm must be >= 0'):
+        store.append([], arm=-1)
+    store.close()
+
+
+def test_a_schema_1_store_opens_as_arm_0(tmp_path):
+    """A store written before arms existed: its transitions and pending row become arm 0's."""
+    import sqlite3
+    from mbrl_robot.core.buffer import storage
+    store = TransitionStore(str(tmp_path))
+    ingest = ReliableIngest(store, TransitionAssembler())
+    for r in episode_rows(0, 3, 1.0)[:3]:
+        ingest.ingest(r[None])
+    pending = store.pending()
+    store.close()
+    with sqlite3.connect(str(tmp_path / storage.DB_NAME)) as conn:  # back to schema 1
+        conn.executescript(
+            'CREATE TABLE pending (id INTEGER PRIMARY KEY CHECK (id = 0), row BLOB NOT NULL);'
+            'INSERT INTO pending SELECT 0, row FROM arm_pending; DROP TABLE arm_pending;'
+            'ALTER TABLE transitions DROP COLUMN arm;'
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+    store = TransitionStore(str(tmp_path))
+    assert len(store) == 2 and store.records().arm.tolist() == [0, 0]
+    np.testing.assert_array_equal(store.pending(0), pending)
+    assert store.pending(1) is None and store.stats()['schema_version'] == 2
+    store.close()

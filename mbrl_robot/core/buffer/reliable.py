@@ -191,15 +191,20 @@ class RowGate:
 class ReliableIngest:
     """The buffer's receive path: :class:`RowGate`, then the assembler, then one commit.
 
+    One per arm: an arm's rows go through its own gate and assembler, so two arms' rows are
+    never paired, and each arm is acknowledged its own last row.
+
     Args:
-        store: the ``TransitionStore`` (its saved ``last_row`` seeds the gate).
-        assembler: the ``TransitionAssembler`` (its pending row restored from the store).
+        store: the ``TransitionStore`` (its saved ``last_row`` of ``arm`` seeds the gate).
+        assembler: the ``TransitionAssembler`` (the arm's pending row restored from the store).
+        arm: index of the arm whose rows this ingests (stored with its transitions).
     """
 
-    def __init__(self, store: Any, assembler: Any):
+    def __init__(self, store: Any, assembler: Any, arm: int = 0):
         self.store = store
         self.assembler = assembler
-        self.gate = RowGate(store.last_row(), assembler.state_dim, assembler.action_dim)
+        self.arm = int(arm)
+        self.gate = RowGate(store.last_row(self.arm), assembler.state_dim, assembler.action_dim)
 
     def ingest(self, rows: np.ndarray, resent: bool = False
                ) -> Tuple[np.ndarray, List[Any], List[str]]:
@@ -221,5 +226,5 @@ class ReliableIngest:
                 completed.extend(self.assembler.add_row(row))
                 self.gate.accept(row)
         seqs = self.store.append(completed, pending=self.assembler.pending,
-                                 last_row=self.gate.state)
+                                 last_row=self.gate.state, arm=self.arm)
         return seqs, completed, errors

@@ -16,16 +16,23 @@
 File: ``<data_dir>/transitions.sqlite3`` (plus SQLite's ``-wal``/``-shm`` side files). Tables:
 
 - ``transitions(seq INTEGER PRIMARY KEY, episode, step, stamp, next_stamp, obs BLOB, act BLOB,
-  reward, next_obs BLOB, done, target BLOB, created)``: vectors are little-endian float64 blobs,
-  so what the topic and the exports carry is bit-exact what the controller measured;
-  ``created`` is the wall time of the insert. ``seq`` starts at 1 and increases by one per
-  transition; rows are never deleted, so a seq names one transition forever.
+  reward, next_obs BLOB, done, target BLOB, created, arm)``: vectors are little-endian float64
+  blobs, so what the topic and the exports carry is bit-exact what the controller measured;
+  ``created`` is the wall time of the insert; ``arm`` the index of the arm the rows came from
+  (0 with one arm; the buffer's ``arm_namespaces``). ``seq`` starts at 1 and increases by one
+  per transition, over all arms; rows are never deleted, so a seq names one transition forever.
 - ``meta(key PRIMARY KEY, value)``: ``schema_version``, ``state_dim``, ``action_dim``,
-  ``target_dim``; opening a store with other dims raises ValueError. ``last_row`` (JSON
-  ``[episode, step, stamp, terminal]``) is the last executed row accepted, written with the
-  transitions it completed: what the buffer acknowledges (``reliable.RowGate``).
-- ``pending(id = 0, row BLOB)``: the executed row still waiting for its successor, written in the
-  same transaction as the transitions it goes with (see ``assembler.py``).
+  ``target_dim``; opening a store with other dims raises ValueError. ``last_row`` (arm 0) and
+  ``last_row:<arm>`` (JSON ``[episode, step, stamp, terminal]``) are the last executed row
+  accepted from each arm, written with the transitions it completed: what the buffer
+  acknowledges to that arm (``reliable.RowGate``).
+- ``arm_pending(arm PRIMARY KEY, row BLOB)``: each arm's executed row still waiting for its
+  successor, written in the same transaction as the transitions it goes with (see
+  ``assembler.py``). Two arms' rows are never paired: each arm has its own gate, assembler
+  and pending row.
+
+A store of schema 1 (one arm, ``pending(id = 0, row)``) is migrated when opened: its rows
+become arm 0's.
 
 Durability: ``journal_mode=WAL`` with ``synchronous=FULL``. WAL alone (any synchronous level)
 already survives a killed process: a commit is in the WAL file once ``append`` returns. FULL also
@@ -54,7 +61,7 @@ from mbrl_robot.core.buffer.assembler import HEADER, Transition
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM, TARGET_DIM
 from mbrl_robot.core.types import TransitionBatch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = 'transitions.sqlite3'
 _F64 = np.dtype('<f8')
 
@@ -72,13 +79,18 @@ CREATE TABLE IF NOT EXISTS transitions (
     next_obs BLOB NOT NULL,
     done INTEGER NOT NULL,
     target BLOB NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    arm INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY CHECK (id = 0), row BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS arm_pending (arm INTEGER PRIMARY KEY, row BLOB NOT NULL);
 '''
 
 _COLUMNS = ('seq, episode, step, stamp, next_stamp, obs, act, reward, next_obs, done, target, '
-            'created')
+            'created, arm')
+
+
+def _last_row_key(arm: int) -> str:
+    return 'last_row' if int(arm) == 0 else f'last_row:{int(arm)}'
 
 
 @dataclass
@@ -94,6 +106,7 @@ class TransitionRecords:
         target: (N, T) float64 targets.
         created: (N,) float64 wall time of the insert.
         batch: the transitions (dtype chosen by the caller).
+        arm: (N,) int64 index of the arm each transition came from.
     """
 
     seq: np.ndarray
@@ -104,6 +117,7 @@ class TransitionRecords:
     target: np.ndarray
     created: np.ndarray
     batch: TransitionBatch
+    arm: np.ndarray
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -147,6 +161,7 @@ class TransitionStore:
             if mode.lower() != 'wal':
                 raise ValueError(f'{self.path}: cannot enable WAL mode (got {mode!r})')
             self._conn.execute('PRAGMA synchronous=FULL')
+            self._migrate_v1()
             self._conn.executescript(_SCHEMA)
             self._check_meta()
         except BaseException:
@@ -155,6 +170,26 @@ class TransitionStore:
             raise
 
     # -- setup ------------------------------------------------------------------------------
+
+    def _migrate_v1(self) -> None:
+        """A schema-1 store (one arm): add the ``arm`` column, move its pending row to arm 0."""
+        conn = self._db()
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if 'pending' not in tables:
+            return
+        conn.execute('BEGIN IMMEDIATE')
+        try:
+            conn.execute('ALTER TABLE transitions ADD COLUMN arm INTEGER NOT NULL DEFAULT 0')
+            conn.execute('CREATE TABLE arm_pending (arm INTEGER PRIMARY KEY, row BLOB NOT NULL)')
+            conn.execute('INSERT INTO arm_pending (arm, row) SELECT 0, row FROM pending')
+            conn.execute('DROP TABLE pending')
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value = '1'",
+                         (str(SCHEMA_VERSION),))
+            conn.execute('COMMIT')
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute('ROLLBACK')
+            raise
 
     def _check_meta(self) -> None:
         want = {'schema_version': str(SCHEMA_VERSION), 'state_dim': str(self.state_dim),
@@ -187,15 +222,17 @@ class TransitionStore:
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, transitions: Sequence[Transition],
-               pending: Any = ..., last_row: Optional[Sequence[Any]] = None) -> np.ndarray:
-        """Store transitions in one transaction; durable once this returns.
+               pending: Any = ..., last_row: Optional[Sequence[Any]] = None,
+               arm: int = 0) -> np.ndarray:
+        """Store one arm's transitions in one transaction; durable once this returns.
 
         Args:
             transitions: completed transitions (``assembler.Transition``), in order.
-            pending: the assembler's pending row to save in the same transaction: an (F,) array,
+            pending: the arm's pending row to save in the same transaction: an (F,) array,
                 None to clear it, or omitted (``...``) to leave it unchanged.
-            last_row: ``(episode, step, stamp, terminal)`` of the last executed row accepted,
-                saved in the same transaction (None: unchanged).
+            last_row: ``(episode, step, stamp, terminal)`` of the last executed row accepted
+                from the arm, saved in the same transaction (None: unchanged).
+            arm: index of the arm the rows came from (>= 0).
 
         Returns:
             (N,) int64 seqs given to the transitions, consecutive.
@@ -204,6 +241,9 @@ class TransitionStore:
             ValueError: a transition has the wrong shapes or a non-finite value; nothing of the
                 call is stored.
         """
+        arm = int(arm)
+        if arm < 0:
+            raise ValueError(f'arm must be >= 0, got {arm}')
         now = time.time()
         values = []
         for tr in transitions:
@@ -219,7 +259,8 @@ class TransitionStore:
                 if not np.isfinite(np.frombuffer(blob, _F64)).all():
                     raise ValueError(f'non-finite {name} (episode {tr.episode}, step {tr.step})')
             values.append([int(tr.episode), int(tr.step), float(tr.stamp), float(tr.next_stamp),
-                           obs, act, float(tr.reward), next_obs, int(bool(tr.done)), target, now])
+                           obs, act, float(tr.reward), next_obs, int(bool(tr.done)), target, now,
+                           arm])
         pending_blob = None
         if pending is not ... and pending is not None:
             pending = np.asarray(pending, dtype=_F64)
@@ -235,18 +276,18 @@ class TransitionStore:
                                      ).fetchone()[0] + 1
                 seqs = np.arange(first, first + len(values), dtype=np.int64)
                 conn.executemany(f'INSERT INTO transitions ({_COLUMNS}) '
-                                 'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                                 'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                                  ([int(s)] + v for s, v in zip(seqs, values)))
                 if last_row is not None:
                     conn.execute('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)',
-                                 ('last_row', json.dumps([int(last_row[0]), int(last_row[1]),
-                                                          float(last_row[2]),
-                                                          bool(last_row[3])])))
+                                 (_last_row_key(arm), json.dumps(
+                                     [int(last_row[0]), int(last_row[1]), float(last_row[2]),
+                                      bool(last_row[3])])))
                 if pending is not ...:
-                    conn.execute('DELETE FROM pending')
+                    conn.execute('DELETE FROM arm_pending WHERE arm = ?', (arm,))
                     if pending_blob is not None:
-                        conn.execute('INSERT INTO pending (id, row) VALUES (0, ?)',
-                                     (pending_blob,))
+                        conn.execute('INSERT INTO arm_pending (arm, row) VALUES (?, ?)',
+                                     (arm, pending_blob))
                 conn.execute('COMMIT')
             except BaseException:
                 if conn.in_transaction:
@@ -254,16 +295,19 @@ class TransitionStore:
                 raise
         return seqs
 
-    def pending(self) -> Optional[np.ndarray]:
-        """The saved pending row (F,) float64, or None."""
+    def pending(self, arm: int = 0) -> Optional[np.ndarray]:
+        """The arm's saved pending row (F,) float64, or None."""
         with self._lock:
-            got = self._db().execute('SELECT row FROM pending WHERE id = 0').fetchone()
+            got = self._db().execute('SELECT row FROM arm_pending WHERE arm = ?',
+                                     (int(arm),)).fetchone()
         return None if got is None else np.frombuffer(got[0], _F64).copy()
 
-    def last_row(self) -> Optional[Tuple[int, int, float, bool]]:
-        """The saved ``(episode, step, stamp, terminal)`` of the last accepted row, or None."""
+    def last_row(self, arm: int = 0) -> Optional[Tuple[int, int, float, bool]]:
+        """The saved ``(episode, step, stamp, terminal)`` of the arm's last accepted row, or
+        None."""
         with self._lock:
-            got = self._db().execute("SELECT value FROM meta WHERE key = 'last_row'").fetchone()
+            got = self._db().execute('SELECT value FROM meta WHERE key = ?',
+                                     (_last_row_key(arm),)).fetchone()
         if got is None:
             return None
         e, k, stamp, terminal = json.loads(got[0])
@@ -293,7 +337,7 @@ class TransitionStore:
         with self._lock:
             rows = self._db().execute(sql, args).fetchall()
         n = len(rows)
-        cols = list(zip(*rows)) if n else [()] * 12
+        cols = list(zip(*rows)) if n else [()] * 13
 
         def vec(i: int, size: int) -> np.ndarray:
             return np.frombuffer(b''.join(cols[i]), _F64).reshape(n, size).astype(dtype)
@@ -309,7 +353,8 @@ class TransitionStore:
             stamp=np.asarray(cols[3], dtype=np.float64).reshape(n),
             next_stamp=np.asarray(cols[4], dtype=np.float64).reshape(n),
             target=np.frombuffer(b''.join(cols[10]), _F64).reshape(n, self.target_dim).copy(),
-            created=np.asarray(cols[11], dtype=np.float64).reshape(n), batch=batch)
+            created=np.asarray(cols[11], dtype=np.float64).reshape(n), batch=batch,
+            arm=np.asarray(cols[12], dtype=np.int64).reshape(n))
 
     def since(self, seq: int = 0, limit: Optional[int] = None,
               dtype: Any = np.float32) -> Tuple[np.ndarray, TransitionBatch]:
@@ -345,13 +390,16 @@ class TransitionStore:
                 'MAX(created) FROM transitions').fetchone()
             final_r = conn.execute('SELECT AVG(reward) FROM transitions WHERE done = 1'
                                    ).fetchone()[0]
-            has_pending = conn.execute('SELECT COUNT(*) FROM pending').fetchone()[0] > 0
+            has_pending = conn.execute('SELECT COUNT(*) FROM arm_pending').fetchone()[0] > 0
+            per_arm = conn.execute('SELECT arm, COUNT(*) FROM transitions GROUP BY arm'
+                                   ).fetchall()
         size = sum(os.path.getsize(self.path + ext) for ext in ('', '-wal')
                    if os.path.exists(self.path + ext))
         return {'transitions': int(n), 'episodes': int(episodes), 'episodes_done': int(done),
                 'last_seq': int(last), 'mean_reward': mean_r, 'min_reward': min_r,
                 'max_reward': max_r, 'mean_final_reward': final_r,
                 'first_created': first_t, 'last_created': last_t, 'pending_row': has_pending,
+                'transitions_per_arm': {str(a): int(c) for a, c in per_arm},
                 'state_dim': self.state_dim, 'action_dim': self.action_dim,
                 'target_dim': self.target_dim, 'schema_version': SCHEMA_VERSION,
                 'path': self.path, 'bytes': size}
@@ -362,7 +410,7 @@ class TransitionStore:
         """Write every transition to ``path`` (.npz, float64, atomically) and return the path.
 
         Keys: obs (N, S), act (N, A), next_obs (N, S), reward (N,), done (N,), seq, episode,
-        step, stamp, next_stamp (N,), target (N, T), and meta (a JSON string of the dims).
+        step, stamp, next_stamp, arm (N,), target (N, T), and meta (a JSON string of the dims).
         """
         rec = self.records(0, None, np.float64)
         if not path.endswith('.npz'):
@@ -375,7 +423,8 @@ class TransitionStore:
         np.savez(tmp, obs=rec.batch.obs, act=rec.batch.act, next_obs=rec.batch.next_obs,
                  reward=rec.batch.reward, done=rec.batch.done, seq=rec.seq,
                  episode=rec.episode, step=rec.step, stamp=rec.stamp,
-                 next_stamp=rec.next_stamp, target=rec.target, meta=np.array(meta))
+                 next_stamp=rec.next_stamp, arm=rec.arm, target=rec.target,
+                 meta=np.array(meta))
         os.replace(tmp, path)
         return path
 
