@@ -16,13 +16,19 @@
 The same graph as the pip-only ``mbrl_run``; every value comes from ``config/<profile>.yaml``.
 
     ros2 launch mbrl_robot recipe_twin.launch.py profile:=cpu rviz:=true
+    ros2 launch mbrl_robot recipe_twin.launch.py profile:=cpu arms:=2
+
+``arms:=N`` (N > 1) starts a fleet, as ``mbrl_run --arms N`` does: a twin and a controller per arm
+in namespaces ``arm0`` ... (each arm on its twin's ``/clock``, remapped to ``/armK/clock``; the
+trainer's model topics absolute), one buffer, trainer and recipe that reach every arm
+(``arm_namespaces``).
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -37,7 +43,7 @@ def generate_launch_description():
     use_sim_time = LaunchConfiguration('use_sim_time')
     params = PathJoinSubstitution([share, 'config', [profile, '.yaml']])
 
-    def node(executable, name, extra=None, condition=None):
+    def node(executable, name, extra=None, condition=None, namespace=None, remappings=None):
         overrides = {'run_dir': run_dir, 'device': device}
         if name != 'twin':
             overrides['use_sim_time'] = use_sim_time
@@ -45,8 +51,35 @@ def generate_launch_description():
         # A node that dies is started again (README, "Restarting a node"); the recipe is not:
         # it resumes with resume:=true.
         return Node(package='mbrl_robot', executable=executable, name=name, output='screen',
-                    parameters=[params, overrides], emulate_tty=True,
-                    respawn=name != 'recipe', respawn_delay=2.0, condition=condition)
+                    parameters=[params, overrides], emulate_tty=True, namespace=namespace,
+                    remappings=remappings, respawn=name != 'recipe', respawn_delay=2.0,
+                    condition=condition)
+
+    def graph(context):
+        """The nodes: one twin and controller per arm, one buffer, trainer and recipe."""
+        n = int(context.perform_substitution(LaunchConfiguration('arms')))
+        if n < 1:
+            raise ValueError(f'arms:={n}: give at least one arm')
+        arms = [f'arm{i}' for i in range(n)] if n > 1 else ['']
+        fleet = {'arm_namespaces': arms}
+        from mbrl_robot.config import node_params
+        topics = node_params(context.perform_substitution(params), 'controller')['topics']
+        actions = []
+        for arm in arms:
+            at = {'namespace': arm, 'remappings': [('/clock', f'/{arm}/clock')]} if arm else {}
+            cache = PathJoinSubstitution([run_dir, 'controller_models', arm or '.'])
+            absolute = ({'topics': {t: '/' + topics[t] for t in
+                                    ('model_version', 'model_files', 'policy_version')}}
+                        if arm else {})
+            actions += [node('twin_node', 'twin', **at),
+                        node('controller_node', 'controller',
+                             {'model_cache_dir': cache, **absolute}, **at)]
+        return actions + [
+            node('buffer_node', 'buffer',
+                 {'data_dir': PathJoinSubstitution([run_dir, 'buffer']), **fleet}),
+            node('trainer_node', 'trainer',
+                 {'checkpoint_dir': PathJoinSubstitution([run_dir, 'models'])}),
+            node('recipe_node', 'recipe', fleet)]
 
     return LaunchDescription([
         DeclareLaunchArgument('profile', default_value='cpu',
@@ -63,14 +96,12 @@ def generate_launch_description():
         DeclareLaunchArgument('live', default_value='false',
                               description='also start the monitor node: the Foxglove live '
                                           'view on ws://127.0.0.1:8765 (monitor.port)'),
-        node('twin_node', 'twin'),
-        node('buffer_node', 'buffer',
-             {'data_dir': PathJoinSubstitution([run_dir, 'buffer'])}),
-        node('trainer_node', 'trainer',
-             {'checkpoint_dir': PathJoinSubstitution([run_dir, 'models'])}),
-        node('controller_node', 'controller',
-             {'model_cache_dir': PathJoinSubstitution([run_dir, 'controller_models'])}),
-        node('recipe_node', 'recipe'),
+        DeclareLaunchArgument('arms', default_value='1',
+                              description='twin arms feeding one buffer and trainer, each with '
+                                          'its twin and controller in namespace armK (> 1: a '
+                                          'fleet; the live view then needs monitor.launch.py '
+                                          'per arm)'),
+        OpaqueFunction(function=graph),
         node('monitor_node', 'monitor', condition=IfCondition(LaunchConfiguration('live'))),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'monitor.launch.py')),

@@ -52,7 +52,7 @@ DESCRIPTIONS = schema_descriptions('recipe')
 CALL_RETRY_S = 5.0
 # An arm whose episode failed (a call or the episode timed out) is offered episodes again
 # after this long (s); meanwhile the other arms run its episode.
-LOST_RETRY_S = 10.0
+LOST_RETRY_S = 5.0
 
 
 class Call:
@@ -147,11 +147,12 @@ class ArmSlot:
         return (self.stage == 'idle' and time.monotonic() >= self.lost_until
                 and all(c.service_is_ready() for c in self.clients))
 
-    def start(self, phase: Dict[str, Any]):
-        """Seed (when there is a seed service) and reset the arm, then run ``phase``."""
-        self.phase = phase
+    def start(self, phase: Dict[str, Any], episode: int):
+        """Seed (when there is a seed service) and reset the arm, then run ``phase`` as episode
+        number ``episode`` (the id its rows carry)."""
+        self.phase, self.episode = phase, int(episode)
         self.t0 = time.monotonic()
-        self._rows.pop(phase['index'], None)
+        self._rows.pop(self.episode, None)
         if self.seed_client is None:
             self._goto_call('resetting', self.reset_client, Trigger.Request(), 'the reset',
                             self.node.p['episode_timeout_s'])
@@ -222,7 +223,7 @@ class ArmSlot:
         min_version = (self.node.model_version if phase['policy'] in ('planner', 'policy')
                        else 0)
         self.episode_pub.publish(String(data=json.dumps({
-            'episode': phase['index'], 'policy': phase['policy'], 'seed': phase['seed'],
+            'episode': self.episode, 'policy': phase['policy'], 'seed': phase['seed'],
             'min_model_version': min_version,
             'explore': not phase['stage'].startswith('eval')})))
         self.stage = 'running'
@@ -232,10 +233,10 @@ class ArmSlot:
     def _stage_running(self):
         phase = self.phase
         if time.monotonic() > self.deadline:
-            raise RuntimeError(f'timed out waiting for episode {phase["index"]} on {self.name}')
-        if self._done_episode != phase['index']:
+            raise RuntimeError(f'timed out waiting for episode {self.episode} on {self.name}')
+        if self._done_episode != self.episode:
             return None
-        rows = self._rows.get(phase['index'], {})
+        rows = self._rows.get(self.episode, {})
         complete = rows and rows[max(rows)].terminal and len(rows) == max(rows) + 1
         if not complete:
             if self._grace_end is None:
@@ -245,7 +246,7 @@ class ArmSlot:
         # The episode is over: a controller restarted from now on must not run it again
         # (the latched announcement would say it is still on).
         self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
-        self._rows.pop(phase['index'], None)
+        self._rows.pop(self.episode, None)
         result = self._episode_result(phase, rows)
         self.stage, self.phase = 'idle', None
         return result
@@ -253,7 +254,7 @@ class ArmSlot:
     def _episode_result(self, phase, rows) -> Dict[str, Any]:
         steps = sorted(rows)
         if not steps or not rows[steps[-1]].terminal:
-            raise RuntimeError(f'episode {phase["index"]} ended without its terminal row '
+            raise RuntimeError(f'episode {self.episode} ended without its terminal row '
                                f'({len(steps)} rows received from {self.name})')
         states = np.stack([rows[s].s for s in steps])
         stamps = np.array([rows[s].stamp for s in steps])
@@ -261,6 +262,7 @@ class ArmSlot:
                                 self.node.p['task']['success_radius_m'],
                                 time.monotonic() - self.t0)
         result['command_period_s'] = float(np.median(np.diff(stamps))) if len(steps) > 1 else 0.0
+        result['episode'] = self.episode
         if self.namespace:
             result['arm'] = self.namespace
         return result
@@ -286,6 +288,7 @@ class RecipeNode(Node):
         self.controller_counts: Dict[str, Dict[str, int]] = {}
         self.controller_timing: Dict[str, Dict[str, float]] = {}
         self.dropped_timing = 0  # rows the buffer did not pair (not one period apart)
+        old: Dict[str, Any] = {}
         if p['resume'] and os.path.isfile(self.summary_path):
             with open(self.summary_path) as f:
                 old = json.load(f)
@@ -293,6 +296,11 @@ class RecipeNode(Node):
             self.plan_ms = old.get('plan_ms', [])
         # Phases done, by index: with several arms, episodes finish out of order.
         self.done_phases = {r['index'] for r in self.results + self.trainings}
+        # Episode ids (what the rows carry) only grow: the buffer pairs and acknowledges each
+        # arm's rows in episode order, and an episode another arm gave up runs under a new id.
+        # Without failures the id is the phase index.
+        self.last_episode = max([r.get('episode', r['index']) for r in self.results]
+                                + [old.get('last_episode', -1)])
         self.finished = False
         self.done = False
         self._phases_done_here = 0
@@ -426,7 +434,10 @@ class RecipeNode(Node):
                    if ph['index'] not in self.done_phases and ph['index'] not in running]
         for slot in self.slots:
             if waiting and slot.available():
-                slot.start(waiting.pop(0))
+                phase = waiting.pop(0)
+                self.last_episode = max(phase['index'], self.last_episode + 1)
+                slot.start(phase, self.last_episode)
+                self._write_summary()  # the id is used: a resumed run goes on after it
         for slot in self.slots:
             try:
                 result = slot.step()
@@ -577,6 +588,7 @@ class RecipeNode(Node):
                          controller_ticks=sum(c.get('ticks', 0) for c in counts) if counts
                          else None,
                          controller_timing_ms=timing, dropped_timing=self.dropped_timing,
+                         last_episode=self.last_episode,
                          **({'arms': self.arms} if self.arms != [''] else {}))
 
     def _write_summary(self, failed: Optional[str] = None):

@@ -1,0 +1,151 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Two arms, one buffer, one trainer (``mbrl_run --arms 2``), and one arm failing on the way.
+
+The CI smoke recipe with more and longer episodes on two lockstep twins, each arm in its namespace.
+Arm 1's controller is killed -9 in its first episode (``mbrl_run`` restarts it) and later hangs
+(SIGSTOP) for longer than ``episode_timeout_s``: the recipe hands the hung arm's episode to arm 0,
+which never stops meanwhile, and arm 1 rejoins once it answers again. The run must finish every
+phase, both arms must hold the new models, and every stored transition must pair two rows of one
+arm.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from mbrl_robot.core.buffer.storage import TransitionStore
+from test_faults import kill9, log_time, wait_for_line  # test/nodes, on sys.path
+
+pytestmark = pytest.mark.ros
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STEPS = 50
+TIMEOUT_S = 5.0
+
+
+def count(path, pattern):
+    """Occurrences of ``pattern`` in a log file now."""
+    return path.read_text().count(pattern) if path.is_file() else 0
+
+
+def episode_lines(log_text, arm):
+    """Wall times of the recipe's 'episode ... on <arm>' lines."""
+    return [log_time(ln) for ln in log_text.splitlines()
+            if ' episode (seed ' in ln and ln.split(': final distance')[0].endswith(f'on {arm}')]
+
+
+@pytest.mark.timeout(600)
+def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    logs = tmp_path / 'logs'
+    # ci_smoke with longer episodes (50 steps, about 1 s each here) and more of them.
+    with open(os.path.join(ROOT, 'config', 'ci_smoke.yaml')) as f:
+        profile = yaml.safe_load(f)
+    profile['/**']['ros__parameters']['task']['episode_steps'] = STEPS
+    profile['recipe']['ros__parameters'].update(random_episodes=40, mpc_episodes_per_iteration=4,
+                                                evaluation_episodes=2,
+                                                episode_timeout_s=TIMEOUT_S)
+    with open(tmp_path / 'fleet.yaml', 'w') as f:
+        yaml.safe_dump(profile, f)
+    run = subprocess.Popen([sys.executable, '-m', 'mbrl_robot.runner', '--profile',
+                            str(tmp_path / 'fleet.yaml'), '--arms', '2',
+                            '--set', 'twin.lockstep_stop_after_s=2.0',
+                            '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1',
+                            '--no-progress'],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Killed in its first episode: restarted by mbrl_run, it runs the episode again.
+        wait_for_line(logs / 'arm1.controller.log', ': random policy')
+        time.sleep(0.3)
+        killed = kill9(tmp_path, 'arm1/controller')[1]
+        # Back: an episode of arm 1 finishes after the restart.
+        wait_for_line(logs / 'recipe.log', 'on arm1: final distance', count=2)
+        # Hung in the middle of its next episode: alive, silent.
+        started = count(logs / 'arm1.controller.log', ': random policy')
+        wait_for_line(logs / 'arm1.controller.log', ': random policy', count=started + 1)
+        time.sleep(0.3)
+        with open(tmp_path / 'logs' / 'pids.json') as f:
+            pid = json.load(f)['arm1/controller']
+        lost = count(logs / 'recipe.log', 'arm1 lost')
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.time()
+        wait_for_line(logs / 'recipe.log', 'arm1 lost', count=lost + 1, timeout=3 * TIMEOUT_S)
+        time.sleep(1.0)
+        os.kill(pid, signal.SIGCONT)
+        resumed = time.time()
+        out, _ = run.communicate(timeout=500)
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGINT)
+            run.communicate(timeout=60)
+    assert run.returncode == 0, out[-4000:]
+    assert 'mbrl_run: arm1/controller exited (rc -9)' in out, out[-4000:]
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['complete'] and summary['failed'] is None and summary['arms'] == [
+        'arm0', 'arm1']
+    episodes = summary['episodes']
+    # Every phase once, whichever arm ran it; 40 random, 4 MPC, 2 evaluation episodes.
+    assert sorted(e['index'] for e in episodes + summary['trainings']) == list(range(48))
+    ids = [e['episode'] for e in episodes]  # an episode given up runs again under a new id
+    assert len(set(ids)) == len(ids) and any(e['episode'] != e['index'] for e in episodes)
+    assert all(e['steps'] == STEPS for e in episodes)
+    for arm in ('arm0', 'arm1'):  # both retrains reached both controllers
+        assert sorted(os.listdir(tmp_path / 'controller_models' / arm)) == ['v0001', 'v0002']
+
+    recipe_log = (logs / 'recipe.log').read_text()
+    arm0, arm1 = episode_lines(recipe_log, 'arm0'), episode_lines(recipe_log, 'arm1')
+    # Arm 0 kept running while arm 1 was dead and while it hung; arm 1 came back both times.
+    assert any(killed < t < killed + TIMEOUT_S for t in arm0), (killed, arm0)
+    assert sum(stopped < t < resumed for t in arm0) >= 2, (stopped, resumed, arm0)
+    assert any(t > killed for t in arm1) and any(t > resumed + 1.0 for t in arm1), (
+        killed, resumed, arm1)
+    # (A lockstep twin moves only on a command: the hung arm stood still. A realtime twin stops
+    # the arm after command_timeout_s: test_twin_node, test_faults.)
+
+    store = TransitionStore(str(tmp_path / 'buffer'))
+    try:
+        rec = store.records(dtype=np.float64)
+    finally:
+        store.close()
+    arm_of = {'arm0': 0, 'arm1': 1}
+    for e in episodes:  # each result's episode is stored whole, under the arm that ran it
+        mine = (rec.arm == arm_of[e['arm']]) & (rec.episode == e['episode'])
+        assert set(range(STEPS)) <= set(rec.step[mine].tolist()), e
+    keys = list(zip(rec.arm.tolist(), rec.episode.tolist(), rec.step.tolist(),
+                    rec.stamp.tolist()))
+    assert len(set(keys)) == len(keys), 'a transition stored twice'
+    # Lockstep: s' is the next row of the same arm, one period later, never another arm's.
+    np.testing.assert_allclose(rec.next_stamp - rec.stamp, 0.05, atol=1e-6)
+    for arm in (0, 1):
+        r = rec.arm == arm
+        obs, nxt, ep, st, done = (rec.batch.obs[r], rec.batch.next_obs[r], rec.episode[r],
+                                  rec.step[r], rec.batch.done[r])
+        chained = (~done[:-1]) & (ep[:-1] == ep[1:]) & (st[1:] == st[:-1] + 1)
+        assert chained.sum() > 0
+        np.testing.assert_array_equal(nxt[:-1][chained], obs[1:][chained])
+    per_arm = {a: sum(e['arm'] == a for e in episodes) for a in arm_of}
+    print(f'\nepisodes per arm {per_arm}; arm 0 finished {sum(killed < t < resumed for t in arm0)}'
+          f' episodes while arm 1 was killed or hung; {len(rec)} transitions stored')
