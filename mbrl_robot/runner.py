@@ -138,6 +138,24 @@ def parse_sets(items: List[str]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def parse_arms(value: str) -> List[str]:
+    """``--arms``: ``'2'`` -> ``['arm0', 'arm1']``, ``'1'`` -> ``['']`` (one arm, no namespace),
+    ``'left,right'`` -> ``['left', 'right']``.
+
+    Raises:
+        ValueError: a count outside 1-64, or a name that is not a ROS namespace.
+    """
+    if value.strip().isdigit():
+        n = int(value)
+        if not 1 <= n <= 64:
+            raise ValueError(f'--arms {value}: give 1 to 64 arms')
+        return [f'arm{i}' for i in range(n)] if n > 1 else ['']
+    names = [v.strip() for v in value.split(',')]
+    if not all(names) or len(set(names)) != len(names):
+        raise ValueError(f'--arms {value!r}: a count or distinct names separated by commas')
+    return check_arm_namespaces(names)
+
+
 def parse_renames(items: List[str]) -> Dict[str, str]:
     """``['controller=ctl']`` -> ``{'controller': 'ctl'}``.
 
@@ -318,10 +336,11 @@ def parse_args(argv=None):
                              "--nodes twin,buffer,controller,recipe on the arm's host (same "
                              'ROS_DOMAIN_ID, discovery across hosts: README, "Several hosts"); '
                              'without the recipe, the run lasts until Ctrl-C or --timeout')
-    parser.add_argument('--arms', type=int, default=None, metavar='N',
+    parser.add_argument('--arms', default=None, metavar='N|NAME,...',
                         help='run N twin arms (namespaces arm0 ... armN-1, each its twin and '
                              'controller) into one buffer and one trainer; the recipe runs '
-                             'episodes on all of them at once (sets arm_namespaces)')
+                             'episodes on all of them at once (sets arm_namespaces). Or name the '
+                             'arms: --arms arm1 --nodes twin,controller on the host of arm1')
     parser.add_argument('--live', action='store_true',
                         help='also start the monitor node: the live view for Foxglove on '
                              'ws://127.0.0.1:8765 (monitor.host, monitor.port)')
@@ -357,9 +376,7 @@ def main(argv=None) -> int:
         if args.resume:
             sets['recipe'] = _merge(sets.get('recipe', {}), {'resume': True})
         if args.arms is not None:
-            if not 1 <= args.arms <= 64:
-                raise ValueError(f'--arms {args.arms}: give 1 to 64 arms')
-            arms = [f'arm{i}' for i in range(args.arms)] if args.arms > 1 else ['']
+            arms = parse_arms(args.arms)
             for node in ('buffer', 'recipe'):
                 sets[node] = _merge(sets.get(node, {}), {'arm_namespaces': arms})
         if args.record:

@@ -92,3 +92,40 @@ def test_the_live_view_is_started_only_on_request():
     params = effective_params('ci_smoke', parse_sets(['monitor.record_path=/tmp/a.mcap']), '/r')
     assert params['monitor']['record_path'] == '/tmp/a.mcap'
     assert params['monitor']['port'] == 8765 and params['monitor']['controller'] == 'controller'
+
+
+def test_a_fleet_runs_each_arms_nodes_in_its_namespace_on_its_clock(tmp_path):
+    from mbrl_robot.config import load_param_file
+    from mbrl_robot.runner import fleet_processes, parse_arms
+    assert parse_arms('1') == [''] and parse_arms('3') == ['arm0', 'arm1', 'arm2']
+    assert parse_arms('left, right') == ['left', 'right']
+    for bad in ('0', '65', 'a,a', '1arm', 'a,,b'):
+        with pytest.raises(ValueError, match='--arms|arm_namespaces'):
+            parse_arms(bad)
+    params = effective_params('ci_smoke', {}, str(tmp_path))
+    nodes = ('twin', 'buffer', 'trainer', 'controller', 'recipe', 'monitor')
+    assert fleet_processes(nodes, [''], params, str(tmp_path), []) == (list(nodes), {})
+    keys, args = fleet_processes(nodes, ['arm0', 'arm1'], params, str(tmp_path),
+                                 ['-r', '__ns:=/lab'])
+    assert keys == ['arm0/twin', 'arm1/twin', 'buffer', 'trainer', 'arm0/controller',
+                    'arm1/controller', 'recipe', 'arm0/monitor']
+    assert args['arm1/controller'][:4] == ['-r', '__ns:=/lab/arm1', '-r',
+                                           '/clock:=/lab/arm1/clock']
+    own = load_param_file(args['arm1/controller'][-1])['lab/arm1/controller']
+    assert own['topics'] == {'model_version': '/lab/trainer/model',
+                             'model_files': '/lab/trainer/model_files',
+                             'policy_version': '/lab/trainer/policy'}
+    assert own['model_cache_dir'] == os.path.join(str(tmp_path), 'controller_models', 'arm1')
+    monitor = load_param_file(args['arm0/monitor'][-1])['lab/arm0/monitor']
+    assert monitor['topics'] == {'progress': '/lab/recipe/progress'}
+
+
+def test_the_buffer_and_the_recipe_must_agree_on_the_arms(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--set', 'buffer.arm_namespaces=[a, b]'],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "mbrl_run: arm_namespaces differ: buffer ['a', 'b'], recipe ['']: set it under /** in "
+        'the profile']
+    assert not os.path.isdir(tmp_path / 'logs')
