@@ -63,6 +63,13 @@ def kill9(run_dir, node):
     return pid, time.time()
 
 
+def runner_env():
+    """The environment of an ``mbrl_run`` under test: its own DDS domain, localhost only."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
+                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+
+
 def log_time(line):
     """Wall time of a ROS log line ``[INFO] [1764590000.123] [twin]: ...``."""
     return float(re.search(r'\] \[(\d+\.\d+)\] \[', line).group(1))
@@ -70,9 +77,7 @@ def log_time(line):
 
 @pytest.mark.timeout(600)
 def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once(tmp_path):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env = runner_env()
     logs = tmp_path / 'logs'
     run = subprocess.Popen([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
                             '--set', 'twin.lockstep_stop_after_s=2.0',

@@ -23,7 +23,6 @@ arm.
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import pytest
 import yaml
 
 from mbrl_robot.core.buffer.storage import TransitionStore
-from test_faults import kill9, log_time, wait_for_line  # test/nodes, on sys.path
+from test_faults import kill9, log_time, runner_env, wait_for_line  # test/nodes: sys.path
 
 pytestmark = pytest.mark.ros
 
@@ -56,9 +55,7 @@ def episode_lines(log_text, arm):
 
 @pytest.mark.timeout(600)
 def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env = runner_env()
     logs = tmp_path / 'logs'
     # ci_smoke with longer episodes (50 steps, about 1 s each here) and more of them.
     with open(os.path.join(ROOT, 'config', 'ci_smoke.yaml')) as f:
