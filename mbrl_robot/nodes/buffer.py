@@ -284,7 +284,7 @@ class BufferNode(Node):
         try:
             topics = dict(self.topics, reward=self.params['export_reward_topic'])
             n = export_mcap(self.store.records(dtype=np.float64), path, self.joints,
-                            self.controller_name, self.max_joint_speed, topics)
+                            self.controller_name, self.max_joint_speed, topics, self.arms)
         except (OSError, ValueError, RuntimeError) as e:
             response.success = False
             response.message = f'export to {path} failed: {e}'

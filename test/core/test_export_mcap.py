@@ -71,3 +71,31 @@ def test_export_decodes_with_mcap_ros2(tmp_path):
     np.testing.assert_allclose(commands, rec.batch.act * 0.25)
     rewards = [d.data for _, _, d in by_topic['/reward']]
     np.testing.assert_allclose(rewards, rec.batch.reward)
+
+
+def test_two_arms_export_to_their_own_topics_and_trajectories(tmp_path):
+    """Interleaved transitions of two arms with the same episode number: each arm's messages on
+    its namespace's topics, each arm's trajectory whole (its last state once, at its end)."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    rng = np.random.default_rng(4)
+    a0, a1 = make_transitions(rng, 4, episode=0), make_transitions(rng, 4, episode=0)
+    with TransitionStore(str(tmp_path / 'store')) as store:
+        for t0, t1 in zip(a0, a1):  # one commit per arm per tick, as the buffer does
+            store.append([t0], arm=0)
+            store.append([t1], arm=1)
+        rec = store.records(dtype=np.float64)
+    bag = str(tmp_path / 'bag')
+    with pytest.raises(ValueError, match='only 1 arm namespaces'):
+        export_mcap(rec, bag, JOINTS, 'velocity_controller', 0.25)
+    export_mcap(rec, bag, JOINTS, 'velocity_controller', 0.25, arms=['arm0', 'arm1'])
+    states = {}
+    with open(glob.glob(os.path.join(bag, '*.mcap'))[0], 'rb') as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for _, channel, _, decoded in reader.iter_decoded_messages(log_time_order=False):
+            if channel.topic.endswith('/joint_states'):
+                states.setdefault(channel.topic, []).append(decoded.position)
+    assert sorted(states) == ['/arm0/joint_states', '/arm1/joint_states']
+    for topic, trs in (('/arm0/joint_states', a0), ('/arm1/joint_states', a1)):
+        want = [t.obs[:7] for t in trs] + [trs[-1].next_obs[:7]]  # 4 transitions, 5 states
+        np.testing.assert_allclose(np.array(states[topic]), np.array(want))

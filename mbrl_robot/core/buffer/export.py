@@ -18,7 +18,7 @@ its store with it, and any MCAP reader (Foxglove, ``ros2 bag``, ``mcap``) opens 
 """
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -26,7 +26,8 @@ from mbrl_robot.core.buffer.storage import TransitionRecords
 
 
 def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller_name: str,
-                max_joint_speed: float, topics: Optional[Dict[str, str]] = None) -> int:
+                max_joint_speed: float, topics: Optional[Dict[str, str]] = None,
+                arms: Sequence[str] = ('',)) -> int:
     """Write transitions as a rosbag2 (MCAP storage) bag of standard messages.
 
     Per transition, at the stamp of s: ``/joint_states`` (sensor_msgs/JointState: q, qd of s),
@@ -35,7 +36,9 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
     at the stamp of s': ``/reward`` (``export_reward_topic``, std_msgs/Float64). Where the next
     transition does not continue from s' (episode end, gap), s' itself is written too, so every
     trajectory is whole.
-    Log and header times are the rows' stamps.
+    Log and header times are the rows' stamps. With several arms (``arms``, the buffer's
+    ``arm_namespaces``), each arm's transitions go to its own topics (``/arm0/joint_states``, ...)
+    and its trajectories are followed on their own.
 
     Args:
         rec: float64 records, ``TransitionStore.records(dtype=np.float64)``.
@@ -45,6 +48,7 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
         max_joint_speed: rad/s of action 1.
         topics: names for joint_states, puck_pose, target_pose, reward (default: the schema's;
             written under /).
+        arms: namespace of each arm index in ``rec.arm`` ('' = under /).
 
     Returns:
         Number of messages written.
@@ -67,6 +71,9 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
     s_dim = rec.batch.obs.shape[1]
     if s_dim < 2 * n_joints + 3:
         raise ValueError(f'state of {s_dim} values cannot hold {n_joints} q, qd and a puck')
+    if len(rec) and int(rec.arm.max()) >= len(arms):
+        raise ValueError(f'transitions of arm {int(rec.arm.max())}, but only {len(arms)} arm '
+                         f'namespaces {list(arms)}')
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     count = 0
 
@@ -76,20 +83,24 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
 
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {}
-        for key, topic, msgtype in (
-                ('joints', topics.get('joint_states', 'joint_states'), JointState),
-                ('puck', topics.get('puck_pose', 'puck/pose'), PointStamped),
-                ('target', topics.get('target_pose', 'target/pose'), PointStamped),
-                ('cmd', f'{controller_name.strip("/")}/commands', F64Array),
-                ('reward', topics.get('reward', 'reward'), Float64)):
-            # A bag holds absolute names: the configured relative names under the root.
-            topic = '/' + topic.lstrip('/')
-            conns[key] = (writer.add_connection(topic, msgtype.__msgtype__, typestore=store),
-                          msgtype.__msgtype__)
+        for arm in sorted(set(rec.arm.tolist())):
+            prefix = '/' + arms[arm].strip('/') if arms[arm] else ''
+            for key, topic, msgtype in (
+                    ('joints', topics.get('joint_states', 'joint_states'), JointState),
+                    ('puck', topics.get('puck_pose', 'puck/pose'), PointStamped),
+                    ('target', topics.get('target_pose', 'target/pose'), PointStamped),
+                    ('cmd', f'{controller_name.strip("/")}/commands', F64Array),
+                    ('reward', topics.get('reward', 'reward'), Float64)):
+                # A bag holds absolute names: the configured relative names under the root
+                # (or under the arm's namespace).
+                topic = topic if topic.startswith('/') else f'{prefix}/{topic}'
+                conns[arm, key] = (writer.add_connection(topic, msgtype.__msgtype__,
+                                                         typestore=store), msgtype.__msgtype__)
+        arm = 0
 
         def write(key: str, ns: int, msg: Any) -> None:
             nonlocal count
-            conn, msgtype = conns[key]
+            conn, msgtype = conns[arm, key]
             writer.write(conn, ns, store.serialize_cdr(msg, msgtype))
             count += 1
 
@@ -104,7 +115,10 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
         b = rec.batch
         ns_s = np.round(rec.stamp * 1e9).astype(np.int64)
         ns_next = np.round(rec.next_stamp * 1e9).astype(np.int64)
-        for i in range(len(rec)):
+        # Each arm's transitions in seq order, one arm after the other.
+        order = np.lexsort((rec.seq, rec.arm))
+        for j, i in enumerate(order):
+            arm = int(rec.arm[i])
             write_state(b.obs[i], int(ns_s[i]))
             tgt = rec.target[i]
             write('target', int(ns_s[i]), PointStamped(
@@ -112,8 +126,9 @@ def export_mcap(rec: TransitionRecords, path: str, joints: List[str], controller
             write('cmd', int(ns_s[i]), F64Array(layout=Layout(dim=[], data_offset=0),
                                                 data=b.act[i] * max_joint_speed))
             write('reward', int(ns_next[i]), Float64(data=float(b.reward[i])))
-            continues = (i + 1 < len(rec) and rec.episode[i + 1] == rec.episode[i]
-                         and rec.step[i + 1] == rec.step[i] + 1)
+            k = order[j + 1] if j + 1 < len(order) else None
+            continues = (k is not None and rec.arm[k] == arm and rec.episode[k] == rec.episode[i]
+                         and rec.step[k] == rec.step[i] + 1)
             if not continues:
                 write_state(b.next_obs[i], int(ns_next[i]))
     return count
