@@ -78,8 +78,8 @@ TOPICS = [
      'the episode index just finished'),
     ('transitions', 'std_msgs/Float64MultiArray', 'buffer', 'reliable, keep-last 100',
      'batch; layout dim[0] `transitions` (n rows), dim[1] `fields` (F); each row `[seq, '
-     "episode, step, s(17), a(7), r, s'(17), done, target(3)]` (49 fields); seqs start at 1 and "
-     'are never reused'),
+     "episode, step, s(17), a(7), r, s'(17), done, target(3), arm]` (50 fields; arm: the "
+     "index in the buffer's arm_namespaces); seqs start at 1 and are never reused"),
     ('resend_from', 'std_msgs/UInt64', 'trainer', 'reliable',
      '"send me every transition with seq >= n"; the trainer sends it every `sync_period_s` and '
      'whenever it sees a gap'),

@@ -7,4 +7,4 @@ bash scripts/setup.sh
 # A unique DDS domain per run keeps parallel runs on one machine apart; tests pick their own too.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 test "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=20 test "$@"

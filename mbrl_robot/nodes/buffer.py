@@ -26,8 +26,9 @@ Graph (``docs/interfaces.md``):
   arm's controller resends only what the buffer lacks (at-least-once delivery, stored exactly
   once). Each arm has its own gate, assembler and pending row: rows of two arms never pair;
 - publishes each committed transition once, right after the commit, on ``topics.transitions``
-  as ``[seq, episode, step, s, a, r, s', done]`` rows; seqs are consecutive, so a consumer that
-  sees a jump (it was not listening, or the buffer died between commit and publish) asks again;
+  as ``[seq, episode, step, s, a, r, s', done, target, arm]`` rows; seqs are consecutive, so a
+  consumer that sees a jump (it was not listening, or the buffer died between commit and
+  publish) asks again;
 - subscribes ``topics.resend_from`` (UInt64 n) and republishes every seq >= n known at the time
   of the request, ``publish_batch_size`` rows per message, one message per 10 ms timer tick:
   a long replay is paced (10k transitions/s at batch 100) rather than dumped into the
@@ -196,7 +197,7 @@ class BufferNode(Node):
                                     throttle_duration_sec=LOG_THROTTLE_S)
         self._acknowledge(arm)
         if len(seqs):
-            self._publish(seqs, completed)
+            self._publish(seqs, completed, arm)
         for tr in completed:
             if tr.done:
                 self.get_logger().info(
@@ -210,7 +211,7 @@ class BufferNode(Node):
         if last is not None:
             self.ack_pubs[arm].publish(Float64MultiArray(data=[float(v) for v in last]))
 
-    def _publish(self, seqs: np.ndarray, completed: list) -> None:
+    def _publish(self, seqs: np.ndarray, completed: list, arm: int) -> None:
         batch = TransitionBatch(obs=np.stack([t.obs for t in completed]),
                                 act=np.stack([t.act for t in completed]),
                                 next_obs=np.stack([t.next_obs for t in completed]),
@@ -218,7 +219,8 @@ class BufferNode(Node):
                                 done=np.array([t.done for t in completed]))
         rows = transition_rows(seqs, [t.episode for t in completed],
                                [t.step for t in completed], batch,
-                               np.stack([t.target for t in completed]))
+                               np.stack([t.target for t in completed]),
+                               np.full(len(completed), arm))
         for i in range(0, len(rows), self.publish_batch_size):
             self.transitions_pub.publish(rows_to_multiarray(rows[i:i + self.publish_batch_size]))
         self.published += len(rows)
@@ -246,7 +248,8 @@ class BufferNode(Node):
         rec = self.store.records(self._resend_next - 1, limit, dtype=np.float64)
         if len(rec):
             self.transitions_pub.publish(rows_to_multiarray(
-                transition_rows(rec.seq, rec.episode, rec.step, rec.batch, rec.target)))
+                transition_rows(rec.seq, rec.episode, rec.step, rec.batch, rec.target,
+                                rec.arm)))
             self.resent += len(rec)
             self._resend_next = int(rec.seq[-1]) + 1
         if not len(rec) or self._resend_next > self._resend_end:

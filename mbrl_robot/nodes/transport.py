@@ -20,8 +20,9 @@ Row layouts (float64, one row per tick or per transition):
   ``buffer/executed_ack`` (``[episode, step, stamp]`` of the last row stored, transient local)
   are published again in one message labelled ``resent``/``fields``;
 - transition row, ``/buffer/transitions``: ``[seq, episode, step, s (17), a (7), r, s' (17),
-  done, target (3)]`` (49 fields): the target lets a trainer recompute any goal-conditioned
-  reward or observation (MBPO's policy sees ``target - puck``).
+  done, target (3), arm]`` (50 fields): the target lets a trainer recompute any goal-conditioned
+  reward or observation (MBPO's policy sees ``target - puck``); ``arm`` is the index of the arm
+  the rows came from (in the buffer's ``arm_namespaces``; 0 with one arm).
 
 Both travel as ``std_msgs/Float64MultiArray`` with a 2-D layout, dim[0] the rows and dim[1] the
 fields (labels ``rows``/``fields`` for executed rows, ``transitions``/``fields`` for
@@ -99,8 +100,8 @@ def arm_topic(namespace: str, name: str) -> str:
 
 def transition_fields(state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM,
                       target_dim: int = TARGET_DIM) -> int:
-    """Fields of a transition row: ``3 + S + A + 1 + S + 1 + T``."""
-    return 3 + 2 * state_dim + action_dim + 2 + target_dim
+    """Fields of a transition row: ``3 + S + A + 1 + S + 1 + T + 1``."""
+    return 3 + 2 * state_dim + action_dim + 2 + target_dim + 1
 
 
 TRANSITION_FIELDS = transition_fields()
@@ -114,6 +115,7 @@ class TransitionRows(NamedTuple):
     steps: np.ndarray
     batch: TransitionBatch
     targets: np.ndarray
+    arms: np.ndarray
 
 
 class ExecutedRow(NamedTuple):
@@ -258,7 +260,8 @@ def parse_executed_row(row: np.ndarray) -> ExecutedRow:
 
 
 def transition_rows(seqs: Sequence[int], episodes: Sequence[int], steps: Sequence[int],
-                    batch: TransitionBatch, targets: np.ndarray) -> np.ndarray:
+                    batch: TransitionBatch, targets: np.ndarray,
+                    arms: Optional[Sequence[int]] = None) -> np.ndarray:
     """Lay transitions out as ``/buffer/transitions`` rows.
 
     Args:
@@ -267,16 +270,19 @@ def transition_rows(seqs: Sequence[int], episodes: Sequence[int], steps: Sequenc
         steps: (n,) steps of s.
         batch: n transitions, obs/next_obs (n, S), act (n, A), reward (n,), done (n,).
         targets: (n, T) target in force when each action was taken.
+        arms: (n,) index of each transition's arm (None: all 0).
 
     Returns:
-        (n, 3 + 2S + A + 2 + T) float64 rows ``[seq, episode, step, s, a, r, s', done, target]``.
+        (n, 3 + 2S + A + 2 + T + 1) float64 rows
+        ``[seq, episode, step, s, a, r, s', done, target, arm]``.
 
     Raises:
         ValueError: lengths differ.
     """
     n = len(batch)
+    arms = np.zeros(n) if arms is None else arms
     for name, v in (('seqs', seqs), ('episodes', episodes), ('steps', steps),
-                    ('targets', targets)):
+                    ('targets', targets), ('arms', arms)):
         if len(v) != n:
             raise ValueError(f'{name} has {len(v)} entries, batch has {n}')
     obs = np.asarray(batch.obs).reshape(n, -1)
@@ -292,7 +298,8 @@ def transition_rows(seqs: Sequence[int], episodes: Sequence[int], steps: Sequenc
     out[:, 3 + s_dim + a_dim] = np.asarray(batch.reward).reshape(n)
     out[:, 4 + s_dim + a_dim:4 + 2 * s_dim + a_dim] = np.asarray(batch.next_obs).reshape(n, -1)
     out[:, 4 + 2 * s_dim + a_dim] = np.asarray(batch.done).reshape(n)
-    out[:, 5 + 2 * s_dim + a_dim:] = targets
+    out[:, 5 + 2 * s_dim + a_dim:-1] = targets
+    out[:, -1] = arms
     return out
 
 
@@ -302,25 +309,27 @@ def parse_transition_rows(rows: np.ndarray, state_dim: int = STATE_DIM,
     """Inverse of :func:`transition_rows`.
 
     Args:
-        rows: (n, 3 + 2S + A + 2 + T) transition rows.
+        rows: (n, 3 + 2S + A + 2 + T + 1) transition rows.
         state_dim: S.
         action_dim: A.
         target_dim: T.
         dtype: float dtype of the batch arrays.
 
     Returns:
-        :class:`TransitionRows`: seqs, episodes, steps (n,) int64, the batch, targets (n, T).
+        :class:`TransitionRows`: seqs, episodes, steps (n,) int64, the batch, targets (n, T),
+        arms (n,) int64.
 
     Raises:
-        ValueError: wrong number of fields, or non-integer seq/episode/step, or done not 0/1.
+        ValueError: wrong number of fields, or non-integer seq/episode/step/arm, or done not
+            0/1.
     """
     rows = np.asarray(rows, dtype=np.float64)
     f = transition_fields(state_dim, action_dim, target_dim)
     if rows.ndim != 2 or rows.shape[1] != f:
         raise ValueError(f'transition rows must be (n, {f}), got shape {rows.shape}')
-    ints = rows[:, :3]
+    ints = np.concatenate([rows[:, :3], rows[:, -1:]], axis=1)
     if not (np.isfinite(ints).all() and (ints == np.round(ints)).all()):
-        raise ValueError('seq, episode and step must be integers')
+        raise ValueError('seq, episode, step and arm must be integers')
     s, a = state_dim, action_dim
     done = rows[:, 4 + 2 * s + a]
     if not np.isin(done, (0.0, 1.0)).all():
@@ -331,7 +340,7 @@ def parse_transition_rows(rows: np.ndarray, state_dim: int = STATE_DIM,
                             reward=rows[:, 3 + s + a].astype(dtype), done=done.astype(bool))
     ints = ints.astype(np.int64)
     return TransitionRows(ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 2].copy(), batch,
-                          rows[:, 5 + 2 * s + a:].astype(dtype))
+                          rows[:, 5 + 2 * s + a:-1].astype(dtype), ints[:, 3].copy())
 
 
 def file_chunk_messages(path: str, version: int,

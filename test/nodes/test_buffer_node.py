@@ -116,10 +116,13 @@ def test_executed_and_transition_rows_round_trip():
                             next_obs=rng.normal(size=(n, 17)), reward=rng.normal(size=n),
                             done=np.arange(n) == n - 1)
     targets = rng.normal(size=(n, 3))
-    rows = transition_rows(np.arange(10, 16), np.full(n, 2), np.arange(n), batch, targets)
-    assert rows.shape == (n, TRANSITION_FIELDS) == (n, 49)
-    seqs, episodes, steps, back, back_targets = parse_transition_rows(rows, dtype=np.float64)
+    rows = transition_rows(np.arange(10, 16), np.full(n, 2), np.arange(n), batch, targets,
+                           np.arange(n) % 2)
+    assert rows.shape == (n, TRANSITION_FIELDS) == (n, 50)
+    parsed = parse_transition_rows(rows, dtype=np.float64)
+    seqs, episodes, steps, back, back_targets, arms = parsed
     np.testing.assert_array_equal(back_targets, targets)
+    np.testing.assert_array_equal(arms, np.arange(n) % 2)
     np.testing.assert_array_equal(seqs, np.arange(10, 16))
     np.testing.assert_array_equal(episodes, np.full(n, 2))
     np.testing.assert_array_equal(steps, np.arange(n))
@@ -127,7 +130,13 @@ def test_executed_and_transition_rows_round_trip():
         np.testing.assert_array_equal(getattr(back, name), getattr(batch, name))
     assert parse_transition_rows(rows)[3].obs.dtype == np.float32
     with pytest.raises(ValueError):
-        parse_transition_rows(rows[:, :48])
+        parse_transition_rows(rows[:, :49])
+    one_arm = transition_rows(np.arange(n), np.zeros(n), np.zeros(n), batch, targets)
+    assert (one_arm[:, -1] == 0).all()
+    rows[1, 49] = 0.5
+    with pytest.raises(ValueError, match='arm must be integers'):
+        parse_transition_rows(rows)
+    rows[1, 49] = 1.0
     rows[0, 45] = 0.5
     with pytest.raises(ValueError, match='done'):
         parse_transition_rows(rows)
@@ -163,7 +172,7 @@ class Graph:
         self.resend = self.node.create_publisher(UInt64, '/buffer/resend_from', RELIABLE_QOS)
         self.sub = self.node.create_subscription(
             Float64MultiArray, '/buffer/transitions',
-            lambda m: self.received.append(multiarray_to_rows(m, fields=49)), TRANSITIONS_QOS)
+            lambda m: self.received.append(multiarray_to_rows(m, fields=50)), TRANSITIONS_QOS)
         self.acks = []
         self.ack_sub = self.node.create_subscription(
             Float64MultiArray, '/buffer/executed_ack',
@@ -210,7 +219,7 @@ class Graph:
             self.executed.publish(rows_to_multiarray(np.asarray(row)[None], EXECUTED_LABELS))
 
     def rows(self):
-        return np.concatenate(self.received) if self.received else np.zeros((0, 49))
+        return np.concatenate(self.received) if self.received else np.zeros((0, 50))
 
     def close(self):
         self.executor.shutdown()
@@ -255,6 +264,7 @@ def check_rows(rows, expected, first_seq):
         np.testing.assert_array_equal(row[28:45], s_next)  # exact: float64 end to end
         assert row[45] == float(done)
         np.testing.assert_array_equal(row[46:49], target)
+        assert row[49] == 0.0  # the one arm
 
 
 @pytest.mark.ros
