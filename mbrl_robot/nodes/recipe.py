@@ -181,6 +181,7 @@ class ArmSlot:
         self.node.get_logger().error(f'{self.name} lost ({why}): its episode goes to another '
                                      f'arm; offered episodes again in {LOST_RETRY_S:g} s')
         self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
+        self._rows.clear()  # the given-up episode's rows, and any late ones
         self.stage, self.phase, self.call = 'idle', None, None
         self.lost_until = time.monotonic() + LOST_RETRY_S
 

@@ -13,12 +13,12 @@
 # limitations under the License.
 """Two arms, one buffer, one trainer (``mbrl_run --arms 2``), and one arm failing on the way.
 
-The CI smoke recipe with more and longer episodes on two lockstep twins, each arm in its namespace.
-Arm 1's controller is killed -9 in its first episode (``mbrl_run`` restarts it) and later hangs
-(SIGSTOP) for longer than ``episode_timeout_s``: the recipe hands the hung arm's episode to arm 0,
-which never stops meanwhile, and arm 1 rejoins once it answers again. The run must finish every
-phase, both arms must hold the new models, and every stored transition must pair two rows of one
-arm.
+The CI smoke recipe with more and longer episodes on two lockstep twins, each arm in its
+namespace. Arm 1's twin and controller are killed -9 in its first episode (``mbrl_run``
+restarts them), and later its controller hangs (SIGSTOP) for longer than
+``episode_timeout_s``: the recipe hands the arm's episode to arm 0, which never stops meanwhile,
+and arm 1 rejoins once it answers again. The run must finish every phase, both arms must hold
+the new models, and every stored transition must pair two rows of one arm.
 """
 
 import json
@@ -73,9 +73,10 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
                             '--no-progress'],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # Killed in its first episode: restarted by mbrl_run, it runs the episode again.
+        # The whole arm killed in its first episode, twin and controller: mbrl_run restarts both.
         wait_for_line(logs / 'arm1.controller.log', ': random policy')
         time.sleep(0.3)
+        kill9(tmp_path, 'arm1/twin')
         killed = kill9(tmp_path, 'arm1/controller')[1]
         # Back: an episode of arm 1 finishes after the restart.
         wait_for_line(logs / 'recipe.log', 'on arm1: final distance', count=2)
@@ -98,7 +99,8 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
             run.send_signal(signal.SIGINT)
             run.communicate(timeout=60)
     assert run.returncode == 0, out[-4000:]
-    assert 'mbrl_run: arm1/controller exited (rc -9)' in out, out[-4000:]
+    for node in ('arm1/twin', 'arm1/controller'):
+        assert f'mbrl_run: {node} exited (rc -9)' in out, out[-4000:]
     with open(tmp_path / 'summary.json') as f:
         summary = json.load(f)
     assert summary['complete'] and summary['failed'] is None and summary['arms'] == [
