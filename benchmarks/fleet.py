@@ -29,6 +29,7 @@ trainings, summed from the recipe's training phases.
 Usage::
 
     python benchmarks/fleet.py --arms 1 2 4 --seeds 0 [--profile cpu] [--run-dir runs/fleet]
+    python benchmarks/fleet.py --table runs/fleet/*.jsonl    # the README's table
 """
 
 import argparse
@@ -91,6 +92,35 @@ def run(arms: int, seed: int, profile: str, run_dir: str, extra) -> dict:
             'cpus': os.cpu_count(), 'run_dir': run_dir}
 
 
+def table(paths) -> str:
+    """A markdown table of fleet lines: per arm count, each seed's figures and their mean."""
+    rows = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                d = json.loads(line)
+                if d.get('benchmark') == 'fleet':
+                    rows.setdefault(d['arms'], []).append(d)
+    out = ['| arms | seeds | wall time to 5,000 transitions (per seed) | of it collecting | '
+           'held-out success (per seed) | plan ms p50 / p99 |', '|---|---|---|---|---|---|']
+    base = None
+    for arms in sorted(rows):
+        runs = sorted(rows[arms], key=lambda d: d['seed'])
+        to = np.mean([d['to_5000_s'] for d in runs])
+        collect = np.mean([d['collect_s'] for d in runs])
+        base = base or (to, collect)
+        speed = '' if arms == min(rows) else f' ({base[0] / to:.2f}x)'
+        cspeed = '' if arms == min(rows) else f' ({base[1] / collect:.2f}x)'
+        out.append(
+            f'| {arms} | {"/".join(str(d["seed"]) for d in runs)} | {to:.0f} s{speed} ('
+            + '/'.join(f'{d["to_5000_s"]:.0f}' for d in runs) + f') | {collect:.0f} s{cspeed} | '
+            f'{np.mean([d["success_rate"] for d in runs]) * 100:.0f}% ('
+            + '/'.join(f'{d["success_rate"] * 100:.0f}' for d in runs) + ') | '
+            f'{np.mean([d["plan_ms_p50"] for d in runs]):.0f} / '
+            f'{np.mean([d["plan_ms_p99"] for d in runs]):.0f} |')
+    return '\n'.join(out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--arms', type=int, nargs='+', default=[1, 2, 4])
@@ -98,7 +128,12 @@ def main(argv=None):
     parser.add_argument('--profile', default='cpu')
     parser.add_argument('--run-dir', default='runs/fleet')
     parser.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE')
+    parser.add_argument('--table', nargs='+', metavar='FILE.jsonl',
+                        help='print the markdown table of earlier runs instead of running')
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
     for seed in args.seeds:
         for arms in args.arms:  # one at a time: the runs share the CPU cores
             line = run(arms, seed, args.profile,
