@@ -106,6 +106,7 @@ class ControllerNode(Node):
                         'send_delay_ms')}
         self._last_tick_now: Optional[float] = None
         self._tick_due = False
+        self._tick_again = False  # a _try_tick found the tick lock held (see there)
         self._homed: Optional[Future] = None  # go_home's pending answer
         self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
                        'state_age_ms': float('nan')}
@@ -207,6 +208,7 @@ class ControllerNode(Node):
         with self._tick_lock:
             self.control.apply_params({**changed, 'goal_hold': dict(self.params['goal_hold'])}
                                       if 'goal_hold' in changed else changed)
+        self._after_tick_section()
         self.get_logger().info(f'parameters set: {changed}')
 
     # --- inputs ---------------------------------------------------------------------------
@@ -374,6 +376,7 @@ class ControllerNode(Node):
             if episode == self.control.episode:
                 return
             self.control.start_episode(episode, kind, explore, min_version)
+        self._after_tick_section()
         with self._lock:
             # The puck was put at its new start: no fit across the reset (the newest frame is
             # the twin's or the operator's start).
@@ -432,6 +435,8 @@ class ControllerNode(Node):
         except RuntimeError as e:
             response.success, response.message = False, str(e)
             return response
+        finally:
+            self._after_tick_section()
         homed = self._homed = Future()
         timeout = self.create_timer(HOME_TIMEOUT_S,
                                     lambda: homed.done() or homed.set_result(False))
@@ -457,35 +462,59 @@ class ControllerNode(Node):
 
     def _try_tick(self):
         """Run a due tick once :meth:`PushController.ready` and the executed-row subscribers
-        allow it (lockstep: on the fresh state of this tick)."""
-        if not self._tick_lock.acquire(blocking=False):
-            return
-        try:
+        allow it (lockstep: on the fresh state of this tick).
+
+        A call that finds the tick section held leaves a note, and the holder tries again as it
+        leaves (:meth:`_after_tick_section`): without it a lockstep state arriving while another
+        thread found the state not yet fresh was never acted on, and the arm waited forever
+        (seen once in ~100 fleet episodes: the twin repeats that state with the same stamp)."""
+        with self._lock:
+            self._tick_again = True
+        while True:
+            if not self._tick_lock.acquire(blocking=False):
+                return  # the holder sees _tick_again
+            try:
+                with self._lock:
+                    self._tick_again = False
+                self._try_tick_once()
+            finally:
+                self._tick_lock.release()
             with self._lock:
-                if self._clock_restarted:
-                    self.control.clock_restarted()
-                    self._clock_restarted = False
-                if not self._tick_due:
+                if not self._tick_again:
                     return
-                now = self.get_clock().now().nanoseconds * 1e-9
-                state, stamp, row_stamp, plan_state_fn = self._state(now)
-                target = self._target
-            wait = self.control.ready(stamp)
-            if wait is None and self.control.episode >= 0 and self.control.step == 0 and (
-                    self.executed_pub.get_subscription_count() < self.min_executed_subscribers):
-                # Every executed row must reach the buffer: start once it has discovered us.
-                # Not mid-episode: unacknowledged rows are kept and resent to a restarted
-                # buffer, and a pause would leave the arm moving until the twin stops it.
-                wait = 'waiting for the buffer to subscribe to executed rows'
-            if wait is not None:
-                if 'fresh state' not in wait:  # lockstep waits for its state every tick
-                    self.get_logger().info(wait, throttle_duration_sec=2.0)
+
+    def _after_tick_section(self):
+        """After holding the tick lock outside :meth:`_try_tick`: run what was asked meanwhile."""
+        with self._lock:
+            again = self._tick_again
+        if again:
+            self._try_tick()
+
+    def _try_tick_once(self):
+        """One attempt of :meth:`_try_tick`, the tick lock held."""
+        with self._lock:
+            if self._clock_restarted:
+                self.control.clock_restarted()
+                self._clock_restarted = False
+            if not self._tick_due:
                 return
-            with self._lock:
-                self._tick_due = False
-            self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
-        finally:
-            self._tick_lock.release()
+            now = self.get_clock().now().nanoseconds * 1e-9
+            state, stamp, row_stamp, plan_state_fn = self._state(now)
+            target = self._target
+        wait = self.control.ready(stamp)
+        if wait is None and self.control.episode >= 0 and self.control.step == 0 and (
+                self.executed_pub.get_subscription_count() < self.min_executed_subscribers):
+            # Every executed row must reach the buffer: start once it has discovered us.
+            # Not mid-episode: unacknowledged rows are kept and resent to a restarted
+            # buffer, and a pause would leave the arm moving until the twin stops it.
+            wait = 'waiting for the buffer to subscribe to executed rows'
+        if wait is not None:
+            if 'fresh state' not in wait:  # lockstep waits for its state every tick
+                self.get_logger().info(wait, throttle_duration_sec=2.0)
+            return
+        with self._lock:
+            self._tick_due = False
+        self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
 
     def _state(self, now: float):
         """The 17-D state of this tick's row, its stamp (s: the older of the joint and puck
