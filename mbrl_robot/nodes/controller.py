@@ -465,9 +465,9 @@ class ControllerNode(Node):
         allow it (lockstep: on the fresh state of this tick).
 
         A call that finds the tick section held leaves a note, and the holder tries again as it
-        leaves (:meth:`_after_tick_section`): without it a lockstep state arriving while another
-        thread found the state not yet fresh was never acted on, and the arm waited forever
-        (seen once in ~100 fleet episodes: the twin repeats that state with the same stamp)."""
+        leaves (:meth:`_after_tick_section`): otherwise a wake-up from another thread (a model
+        loaded while the executor's thread holds the section, or the reverse) could be lost,
+        and a lockstep arm would wait for a state that never comes fresher."""
         with self._lock:
             self._tick_again = True
         while True:
