@@ -98,8 +98,8 @@ class ArmSlot:
     recipe's own (one arm).
     """
 
-    def __init__(self, node: 'RecipeNode', index: int, namespace: str):
-        self.node, self.index, self.namespace = node, index, namespace
+    def __init__(self, node: 'RecipeNode', namespace: str):
+        self.node, self.namespace = node, namespace
         self.name = namespace or 'the arm'
         p, topics = node.p, node.p['topics']
 
@@ -316,7 +316,7 @@ class RecipeNode(Node):
 
         topics = p['topics']
         self.arms = check_arm_namespaces(p['arm_namespaces'])
-        self.slots = [ArmSlot(self, i, ns) for i, ns in enumerate(self.arms)]
+        self.slots = [ArmSlot(self, ns) for ns in self.arms]
         self.progress_pub = self.create_publisher(String, topics['progress'], LATCHED_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback, 10)
         self.create_subscription(String, topics['model_version'], self.model_callback,
