@@ -19,6 +19,7 @@ restarts each. The run must finish with every phase, and the buffer must hold ev
 exactly once: the controller resends what the dead buffer missed, the buffer drops what it has.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -70,6 +71,20 @@ def runner_env():
                 PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
 
 
+@contextlib.contextmanager
+def mbrl_run(*args):
+    """``mbrl_run *args`` under test (:func:`runner_env`); stopped with SIGINT and waited for
+    when the test leaves before it ends."""
+    run = subprocess.Popen([sys.executable, '-m', 'mbrl_robot.runner', *args], env=runner_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGINT)
+            run.communicate(timeout=60)
+
+
 def log_time(line):
     """Wall time of a ROS log line ``[INFO] [1764590000.123] [twin]: ...``."""
     return float(re.search(r'\] \[(\d+\.\d+)\] \[', line).group(1))
@@ -77,14 +92,10 @@ def log_time(line):
 
 @pytest.mark.timeout(600)
 def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once(tmp_path):
-    env = runner_env()
     logs = tmp_path / 'logs'
-    run = subprocess.Popen([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
-                            '--set', 'twin.lockstep_stop_after_s=2.0',
-                            '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1'],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     kills = {}
-    try:
+    with mbrl_run('--profile', 'ci_smoke', '--set', 'twin.lockstep_stop_after_s=2.0',
+                  '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1') as run:
         # The buffer, a few steps into the second random episode.
         wait_for_line(logs / 'controller.log', 'episode 1: random policy')
         time.sleep(0.1)
@@ -97,10 +108,6 @@ def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once
         wait_for_line(logs / 'trainer.log', 'training (request) on', count=2)
         kills['trainer'] = kill9(tmp_path, 'trainer')
         out, _ = run.communicate(timeout=500)
-    finally:
-        if run.poll() is None:
-            run.send_signal(signal.SIGINT)
-            run.communicate(timeout=60)
     assert run.returncode == 0, out[-4000:]
     for node in kills:
         assert f'mbrl_run: {node} exited (rc -9)' in out and 'restart 1/1' in out, out[-4000:]

@@ -24,8 +24,6 @@ the new models, and every stored transition must pair two rows of one arm.
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -33,7 +31,7 @@ import pytest
 import yaml
 
 from mbrl_robot.core.buffer.storage import TransitionStore
-from test_faults import kill9, log_time, runner_env, wait_for_line  # test/nodes: sys.path
+from test_faults import kill9, log_time, mbrl_run, wait_for_line  # test/nodes: sys.path
 
 pytestmark = pytest.mark.ros
 
@@ -55,7 +53,6 @@ def episode_lines(log_text, arm):
 
 @pytest.mark.timeout(600)
 def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
-    env = runner_env()
     logs = tmp_path / 'logs'
     # ci_smoke with longer episodes (50 steps, about 1 s each here) and more of them.
     with open(os.path.join(ROOT, 'config', 'ci_smoke.yaml')) as f:
@@ -66,13 +63,9 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
                                                 episode_timeout_s=TIMEOUT_S)
     with open(tmp_path / 'fleet.yaml', 'w') as f:
         yaml.safe_dump(profile, f)
-    run = subprocess.Popen([sys.executable, '-m', 'mbrl_robot.runner', '--profile',
-                            str(tmp_path / 'fleet.yaml'), '--arms', '2',
-                            '--set', 'twin.lockstep_stop_after_s=2.0',
-                            '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1',
-                            '--no-progress'],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with mbrl_run('--profile', str(tmp_path / 'fleet.yaml'), '--arms', '2',
+                  '--set', 'twin.lockstep_stop_after_s=2.0', '--run-dir', str(tmp_path),
+                  '--timeout', '500', '--restarts', '1', '--no-progress') as run:
         # The whole arm killed in its first episode, twin and controller: mbrl_run restarts both.
         wait_for_line(logs / 'arm1.controller.log', ': random policy')
         time.sleep(0.3)
@@ -94,10 +87,6 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
         os.kill(pid, signal.SIGCONT)
         resumed = time.time()
         out, _ = run.communicate(timeout=500)
-    finally:
-        if run.poll() is None:
-            run.send_signal(signal.SIGINT)
-            run.communicate(timeout=60)
     assert run.returncode == 0, out[-4000:]
     for node in ('arm1/twin', 'arm1/controller'):
         assert f'mbrl_run: {node} exited (rc -9)' in out, out[-4000:]
