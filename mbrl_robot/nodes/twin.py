@@ -48,7 +48,7 @@ commands). Episodes never end on their own: the caller resets.
 
 import json
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from geometry_msgs.msg import PointStamped
@@ -70,6 +70,9 @@ from mbrl_robot.sim.push_env import PushEnv
 from mbrl_robot.sim.realtime import RealtimeLoop, TrackerFrame
 
 MODES = ('realtime', 'lockstep')
+# Realtime skips remembered for the stamps of samples taken before them (a tracker frame is
+# published up to its latency after its capture).
+MAX_SKIPS_KEPT = 16
 # Realtime mode: a timer callback this late (wall time, s) skips the lost time instead of
 # running the physics faster than real time to catch up (logged, counted as overruns).
 MAX_CATCH_UP_S = 0.1
@@ -143,10 +146,12 @@ class TwinNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._last_obs = np.zeros(STATE_DIM)
         self._last_publish_wall = time.monotonic()
-        # Realtime: loop time t (s) is wall time since _wall0; its stamp is _stamp0 + t.
+        # Realtime: loop time t (s) is wall time since _wall0; its stamp is _stamp0 + t, plus,
+        # on the wall clock, the time skipped before t (see timer_callback).
         self._wall0 = time.monotonic()
         self._stamp0_ns = (self.get_clock().now().nanoseconds if self.clock_mode == 'wall'
                            else int(round(SIM_TIME_START_S * 1e9)))
+        self._skips: List[Tuple[float, int]] = []  # (loop time, total skipped ns from then on)
         if self.mode == 'realtime':
             self.timer = self.create_timer(self.loop.joint_every * self.env.physics_dt,
                                            self.timer_callback, clock=steady)
@@ -181,8 +186,14 @@ class TwinNode(Node):
         return Time(nanoseconds=ns, clock_type=ClockType.ROS_TIME)
 
     def _stamp(self, t: float) -> Time:
-        """The stamp of realtime loop time ``t`` (s)."""
-        return Time(nanoseconds=self._stamp0_ns + int(round(t * 1e9)),
+        """The stamp of realtime loop time ``t`` (s): on the wall clock the time the sample
+        stands for, skipped time included (a sample taken before a skip keeps its time)."""
+        skipped = 0
+        for since, total in reversed(self._skips):
+            if t > since:
+                skipped = total
+                break
+        return Time(nanoseconds=self._stamp0_ns + int(round(t * 1e9)) + skipped,
                     clock_type=ClockType.ROS_TIME)
 
     def publish_state(self, obs: np.ndarray) -> None:
@@ -264,7 +275,15 @@ class TwinNode(Node):
             # The process was starved (a loaded machine): lose the time, never run the physics
             # faster than the arm would move.
             self.overruns += 1
-            self._wall0 += late - self.loop.joint_every * self.env.physics_dt
+            skip = late - self.loop.joint_every * self.env.physics_dt
+            self._wall0 += skip
+            if self.clock_mode == 'wall':
+                # Stamps stay on the wall clock, as a real driver's: without this every stamp
+                # after a skip lagged the wall clock by all the time skipped so far, so a
+                # controller saw ever older states and, past its state_timeout_s, only stale
+                # ones (a realtime run stalled at zero velocity after five 100-150 ms skips).
+                total = (self._skips[-1][1] if self._skips else 0) + int(round(skip * 1e9))
+                self._skips = self._skips[-(MAX_SKIPS_KEPT - 1):] + [(self.loop.time, total)]
             self.get_logger().warning(
                 f'twin loop {late * 1e3:.0f} ms late: skipped ({self.overruns} overruns so far)',
                 throttle_duration_sec=LOG_THROTTLE_S)

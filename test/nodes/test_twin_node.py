@@ -128,6 +128,7 @@ def twin(tmp_path, monkeypatch):
         return graph
 
     start.log_path = log_path
+    start.procs = procs
     yield start
     for graph in graphs:
         graph.close()
@@ -234,6 +235,29 @@ def test_realtime_clock_rate_command_and_timeout(twin):
     g.spin_for(0.6)
     assert np.abs(g.states[-1].velocity).max() < 0.02
     assert 'no command for 0.25 s' in twin.log_path.read_text()
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(60)
+def test_realtime_wall_stamps_stay_on_the_wall_clock_after_a_starved_loop(twin):
+    """A starved twin skips the lost time; its wall-clock stamps must not fall behind the wall
+    clock by it (they did: a run's states aged by every skip until all were stale)."""
+    g = twin('mode:=realtime', 'clock:=wall')
+
+    def age():  # of the newest joint state, against the system clock
+        g.states.clear()
+        g.spin_until(lambda: len(g.states) >= 5, 5.0, 'joint states')
+        return time.time() - _stamp(g.states[-1])
+
+    assert abs(age()) < 0.1
+    proc = twin.procs[-1]
+    for _ in range(3):  # three starved stretches: 1.2 s skipped in all
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.4)
+        proc.send_signal(signal.SIGCONT)
+        g.spin_for(0.3)
+    assert abs(age()) < 0.1
+    assert 'late: skipped' in twin.log_path.read_text()  # the loop was starved
 
 
 DRIVER = '''
