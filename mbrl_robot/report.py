@@ -134,7 +134,9 @@ def setup_lines(run_dir: str) -> List[str]:
                    f'{_propagation(plan)} x {plan["particles"]} particle(s)')
     terms = ['-||puck - target||']
     if reward.get('tool_shaping_weight', 0.0):
-        terms.append(f'- {reward["tool_shaping_weight"]} ||tool tip - push point||'
+        way = ('way around the puck from tool tip to push point'
+               if reward.get('tool_path') == 'around_puck' else '||tool tip - push point||')
+        terms.append(f'- {reward["tool_shaping_weight"]} {way}'
                      + (f' (fading over the last {reward["tool_shaping_fade_m"]} m)'
                         if reward.get('tool_shaping_fade_m', 0.0) else ''))
     if reward.get('action_cost', 0.0):

@@ -59,6 +59,8 @@ from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_
 
 NUM_JOINTS = 7
 HOME_TIMEOUT_S = 120.0
+# An active episode without a tick for this long (wall time) is reported as stalled.
+STALL_WARN_S = 5.0
 
 # Read from the schema (mbrl_robot/params/controller.yaml, shared.yaml): every parameter once.
 DESCRIPTIONS = schema_descriptions('controller')
@@ -107,6 +109,10 @@ class ControllerNode(Node):
         self._last_tick_now: Optional[float] = None
         self._tick_due = False
         self._tick_again = False  # a _try_tick found the tick lock held (see there)
+        # What the last tick attempt waited for, and when (wall) the last tick ran: a stalled
+        # arm says why in the diagnostics and the log.
+        self._waiting_for = 'no tick attempted yet'
+        self._last_tick_wall = time.monotonic()
         self._homed: Optional[Future] = None  # go_home's pending answer
         self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
                        'state_age_ms': float('nan')}
@@ -187,7 +193,10 @@ class ControllerNode(Node):
         period = self.period = 1.0 / p['task']['control_rate_hz']
         self.timer = self.create_timer(period, self.timer_callback,
                                        callback_group=MutuallyExclusiveCallbackGroup())
-        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io)
+        # Wall time: a lockstep twin's clock stands still when the loop stalls, and a stall must
+        # still be reported.
+        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io,
+                                            clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # --- parameters -----------------------------------------------------------------------
     @staticmethod
@@ -497,6 +506,7 @@ class ControllerNode(Node):
                 self.control.clock_restarted()
                 self._clock_restarted = False
             if not self._tick_due:
+                self._waiting_for = 'the control timer'
                 return
             now = self.get_clock().now().nanoseconds * 1e-9
             state, stamp, row_stamp, plan_state_fn = self._state(now)
@@ -509,11 +519,14 @@ class ControllerNode(Node):
             # buffer, and a pause would leave the arm moving until the twin stops it.
             wait = 'waiting for the buffer to subscribe to executed rows'
         if wait is not None:
+            self._waiting_for = wait
             if 'fresh state' not in wait:  # lockstep waits for its state every tick
                 self.get_logger().info(wait, throttle_duration_sec=2.0)
             return
         with self._lock:
             self._tick_due = False
+        self._waiting_for = ''
+        self._last_tick_wall = time.monotonic()
         self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
 
     def _state(self, now: float):
@@ -652,9 +665,17 @@ class ControllerNode(Node):
             level, message = DiagnosticStatus.WARN, 'faults, plan errors or rejected states'
         elif s['deadline_misses']:
             level, message = DiagnosticStatus.WARN, 'plan deadline misses'
+        since_tick = time.monotonic() - self._last_tick_wall
+        if self.control.episode >= 0 and since_tick > STALL_WARN_S and not self.control.estop:
+            level, message = DiagnosticStatus.WARN, f'stalled: {self._waiting_for}'
+            self.get_logger().warning(
+                f'episode {self.control.episode} step {self.control.step}: no tick for '
+                f'{since_tick:.0f} s, waiting for {self._waiting_for}',
+                throttle_duration_sec=STALL_WARN_S)
         status.level, status.message = level, message
         s.update(model_version=self.policies.model_version, episode=self.control.episode,
-                 step=self.control.step)
+                 step=self.control.step, waiting_for=self._waiting_for,
+                 since_tick_s=since_tick)
         status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
                          for k, v in s.items()]
         msg = DiagnosticArray(status=[status])

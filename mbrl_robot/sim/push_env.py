@@ -247,6 +247,7 @@ class PushEnv(gym.Env):
         self.tool_shaping_weight = float(reward['tool_shaping_weight'])
         self.tool_shaping_fade = float(reward['tool_shaping_fade_m'])
         self.action_cost = float(reward['action_cost'])
+        self.tool_around_puck = reward['tool_path'] == 'around_puck'
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
         if self.control_rate_hz <= 0 or self.episode_steps <= 0 or self.max_joint_speed <= 0:
@@ -426,7 +427,7 @@ class PushEnv(gym.Env):
         reward = -float(np.linalg.norm(puck - self._target))
         if self.tool_shaping_weight > 0.0:
             reward -= float(tool_shaping(puck, self._target, tip, self.tool_shaping_weight,
-                                         self.tool_shaping_fade))
+                                         self.tool_shaping_fade, self.tool_around_puck))
         if self.action_cost > 0.0:
             reward -= self.action_cost * float(np.sum(action ** 2))
         return reward

@@ -31,7 +31,7 @@ from mbrl_robot.config import node_params
 from mbrl_robot.inprocess import run_profile
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
-from mbrl_robot.core.tasks.push import PushTask
+from mbrl_robot.core.tasks.push import PushTask, tool_path
 from mbrl_robot.sim.push_env import PushEnv
 
 MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 3, 'num_layers': 2, 'hidden_size': 32}
@@ -104,6 +104,39 @@ def test_tool_shaping_fades_out_on_the_target():
     np.testing.assert_allclose(faded.numpy(), expected.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match='fade'):
         PushTask(tool_shaping_weight=1.0, tool_shaping_fade=-0.01)
+
+
+def test_tool_path_goes_around_the_puck():
+    """The around_puck way: straight where the line clears the puck, else tangent plus arc; it
+    is never shorter than the straight line and continuous where the two meet."""
+    r = 0.045
+    puck = torch.zeros(3, dtype=torch.float64)
+    point = torch.tensor([-r, 0.0, 0.0], dtype=torch.float64)  # push point on the rim
+
+    def both(tip):
+        tip = torch.tensor(tip, dtype=torch.float64)
+        return (tool_path(tip, point, puck, r, around=True).item(),
+                tool_path(tip, point, puck, r, around=False).item())
+
+    # Same side: the straight line clears the puck.
+    assert both([-0.1, 0.02, 0.0])[0] == pytest.approx(both([-0.1, 0.02, 0.0])[1])
+    # Diametrically opposite on the rim: half the rim, not the diameter through the puck.
+    around, straight = both([r, 0.0, 0.0])
+    assert straight == pytest.approx(2 * r) and around == pytest.approx(np.pi * r)
+    # Far on the other side: the tangent, then the arc from the tangent point to the push point.
+    d = 0.2
+    around, straight = both([d, 0.0, 0.0])
+    tangent = np.sqrt(d ** 2 - r ** 2)
+    assert around == pytest.approx(tangent + r * (np.pi - np.arccos(r / d)))
+    assert around > straight
+    # Height adds in quadrature.
+    assert both([-0.1, 0.0, 0.03])[0] == pytest.approx(np.hypot(0.1 - r, 0.03))
+    # Continuous at the tangent: points on a circle of radius d around the puck.
+    angles = torch.linspace(0.0, np.pi, 2001, dtype=torch.float64)
+    tips = torch.stack([-d * torch.cos(angles), d * torch.sin(angles), 0 * angles], -1)
+    ways = tool_path(tips, point, puck, r).numpy()
+    assert np.abs(np.diff(ways)).max() < 1e-3
+    assert (ways >= tool_path(tips, point, puck, r, around=False).numpy() - 1e-12).all()
 
 
 def _stages(summary, what):

@@ -220,6 +220,34 @@ def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
         stop(arm, proc)
 
 
+def test_a_stalled_lockstep_episode_says_what_it_waits_for(ros_env):
+    """A lockstep episode whose states stop coming publishes WARN diagnostics naming the wait
+    (on wall time: a stalled twin's clock stands still) and logs it."""
+    proc = controller_process(ros_env, realtime=False)
+    arm = FakeArm()
+    diags = []
+    arm.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    try:
+        arm.silent = True
+        arm.spin_for(1.0)
+        arm.start()
+        deadline = time.monotonic() + 30
+        stalled = []
+        while not stalled and time.monotonic() < deadline:
+            arm.spin_for(0.5)
+            stalled = [s for d in diags for s in d.status
+                       if s.name.endswith('controller') and s.message.startswith('stalled')]
+        assert stalled, [s.message for d in diags for s in d.status]
+        values = {kv.key: kv.value for kv in stalled[-1].values}
+        assert stalled[-1].message == 'stalled: waiting for a fresh state'
+        assert values['episode'] == '0' and float(values['since_tick_s']) > 5.0
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        assert 'no tick for' in proc.stdout.read()
+    finally:
+        stop(arm, proc)
+
+
 def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_path):
     # A planner far too big for 20 Hz on this CPU: every plan overruns its deadline. The
     # profile's own mode (lockstep, wait_for_fresh_state) must still send a command on time.

@@ -28,12 +28,14 @@ ignored here. The policy observation (:func:`push_obs`, layout ``PUSH_OBS_LAYOUT
 
 Reward of a transition, computed on the next state::
 
-    r = -||puck - target|| - w * g * ||tool_tip(q) - push_point|| - c * ||a||^2
+    r = -||puck - target|| - w * g * path(tool_tip(q), push_point) - c * ||a||^2
     push_point = puck + (puck - target) / ||puck - target|| * (puck_radius + tool_radius)
     g = min(1, ||puck - target|| / fade)      (g = 1 when fade = 0)
 
 ``push_point`` is where the pusher must stand to push the puck straight towards the target;
-``w`` is ``task.reward.tool_shaping_weight`` (0 by default: the lecture's reward). On the
+``w`` is ``task.reward.tool_shaping_weight`` (0 by default: the lecture's reward);
+``path`` is the straight distance or, with ``task.reward.tool_path: around_puck``, the way
+around the puck (:func:`tool_path`). On the
 target the push direction is undefined (it flips with millimetres of puck motion), so a tool
 drawn to the push point there rams the puck off the target; ``fade``
 (``task.reward.tool_shaping_fade_m``) fades the tool term out over the last ``fade`` metres.
@@ -88,15 +90,43 @@ def distance(obs: np.ndarray, target: Sequence[float]) -> np.ndarray:
 
 
 def tool_shaping(puck: np.ndarray, target: np.ndarray, tip: np.ndarray, weight: float,
-                 fade: float = 0.0) -> np.ndarray:
-    """The tool term ``w * g * ||tip - push_point||`` (...) of the reward (numpy, float64)."""
+                 fade: float = 0.0, around: bool = False) -> np.ndarray:
+    """The tool term ``w * g * path(tip, push_point)`` (...) of the reward (numpy, float64)."""
     puck = np.asarray(puck, dtype=np.float64)
     dist = np.linalg.norm(puck - np.asarray(target, dtype=np.float64), axis=-1)
-    term = weight * np.linalg.norm(np.asarray(tip, dtype=np.float64) - push_point(puck, target),
-                                   axis=-1)
+    path = tool_path(*(torch.from_numpy(np.asarray(x, dtype=np.float64))
+                       for x in (tip, push_point(puck, target), puck)), around=around)
+    term = weight * path.numpy()
     if fade > 0.0:
         term = term * np.minimum(dist / fade, 1.0)
     return term
+
+
+def tool_path(tip: torch.Tensor, point: torch.Tensor, puck: torch.Tensor,
+              radius: float = PUCK_RADIUS_M + TOOL_RADIUS_M, around: bool = True) -> torch.Tensor:
+    """Length (...) of the tool's way from ``tip`` to the push ``point`` (..., 3 each, m).
+
+    ``around`` False: the straight line. True: the shortest way in the table plane that does not
+    cross the puck, a disk of ``radius`` (puck + tool radius) around ``puck`` with ``point`` on
+    its rim: the straight line where it clears the disk, else the tangent from ``tip`` plus the
+    arc to ``point``; the height difference is added in quadrature. A tip inside the disk counts
+    as on its rim. With the straight line the tool drawn to a push point on the far side of the
+    puck goes through it, pushing the puck away from the target (push_anywhere's failures).
+    """
+    if not around:
+        return torch.linalg.vector_norm(tip - point, dim=-1)
+    a = tip[..., :2] - puck[..., :2]
+    b = point[..., :2] - puck[..., :2]
+    na = torch.linalg.vector_norm(a, dim=-1).clamp_min(radius)
+    nb = torch.linalg.vector_norm(b, dim=-1).clamp_min(1e-9)
+    cross = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    theta = torch.atan2(cross.abs(), (a * b).sum(-1))  # angle tip-puck-point, [0, pi]
+    clear = torch.acos((radius / na).clamp(max=1.0))  # the widest angle a straight line clears
+    straight = torch.linalg.vector_norm(a - b, dim=-1)
+    detour = torch.sqrt((na ** 2 - radius ** 2).clamp_min(0.0)) + nb * (theta - clear)
+    plane = torch.where(theta <= clear, straight, detour)
+    dz = tip[..., 2] - point[..., 2]
+    return torch.sqrt(plane ** 2 + dz ** 2)
 
 
 def push_point(puck: np.ndarray, target: np.ndarray,
@@ -117,6 +147,8 @@ class PushTask:
         tool_shaping_weight: ``w`` above (>= 0).
         tool_shaping_fade: ``fade`` above (m, >= 0; 0: no fading).
         action_cost: ``c`` above (>= 0).
+        tool_around_puck: the tool term measures the way around the puck, not the straight
+            line (:func:`tool_path`; ``task.reward.tool_path``).
         success_radius: success when the final puck-target distance is below this (m).
         target: initial (3,) target, or None (call :meth:`set_target` before :meth:`reward_fn`).
         push_offset: distance of the push point behind the puck centre (m); default puck radius
@@ -138,7 +170,7 @@ class PushTask:
                  joint_names: Optional[Sequence[str]] = None,
                  tool_shaping_weight: float = 0.0, success_radius: float = 0.05,
                  tool_shaping_fade: float = 0.0, action_cost: float = 0.0,
-                 target: Optional[Sequence[float]] = None,
+                 tool_around_puck: bool = False, target: Optional[Sequence[float]] = None,
                  push_offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M,
                  device: torch.device = torch.device('cpu'), dtype: torch.dtype = torch.float32):
         if tool_shaping_weight < 0.0 or tool_shaping_fade < 0.0 or action_cost < 0.0:
@@ -160,6 +192,7 @@ class PushTask:
         self.tool_shaping_weight = float(tool_shaping_weight)
         self.tool_shaping_fade = float(tool_shaping_fade)
         self.action_cost = float(action_cost)
+        self.tool_around_puck = bool(tool_around_puck)
         self.success_radius = float(success_radius)
         self.push_offset = float(push_offset)
         self._target: Optional[torch.Tensor] = None
@@ -178,6 +211,7 @@ class PushTask:
                    tool_shaping_weight=float(reward['tool_shaping_weight']),
                    tool_shaping_fade=float(reward['tool_shaping_fade_m']),
                    action_cost=float(reward['action_cost']),
+                   tool_around_puck=reward['tool_path'] == 'around_puck',
                    success_radius=float(task['success_radius_m']), **kwargs)
 
     def to(self, device: torch.device) -> 'PushTask':
@@ -236,8 +270,8 @@ class PushTask:
         if self.tool_shaping_weight > 0.0:
             point = puck + away / dist.clamp_min(1e-9).unsqueeze(-1) * self.push_offset
             tip = self.kinematics.to(next_obs.device).tip_position(next_obs[..., JOINT_POS])
-            term = self.tool_shaping_weight * torch.linalg.vector_norm(
-                tip.to(target.dtype) - point, dim=-1)
+            term = self.tool_shaping_weight * tool_path(
+                tip.to(target.dtype), point, puck, self.push_offset, self.tool_around_puck)
             if self.tool_shaping_fade > 0.0:
                 term = term * (dist / self.tool_shaping_fade).clamp_max(1.0)
             reward = reward - term
