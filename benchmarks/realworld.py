@@ -29,8 +29,10 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   reference planner they were measured with;
 - ``forward_lockstep``: the cpu profile in lockstep (the old, ideal twin), same test seeds: the
   cost of the real world;
-- ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime;
-  ``anywhere_realtime_compiled`` the same with the planner compiled;
+- ``anywhere_realtime``: push_anywhere (config/push_anywhere.yaml), realistic twin, realtime,
+  150-step episodes (6,750 transitions); ``anywhere_realtime_compiled`` the same with the
+  planner compiled; ``anywhere_realtime_compiled_200``: the profile as shipped, 200-step
+  episodes (9,000 transitions), the planner compiled;
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
   18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
@@ -64,6 +66,9 @@ import graph_recipe
 # The rows measured before the planner was compiled pin that planner (``reference``: the same
 # plans, op by op, ~2x the time per plan) so that they stay what the README reports.
 REF = 'controller.planner.backend=reference'
+# push_anywhere's episodes were 150 steps when these rows were measured (now 200).
+STEPS_150 = [f'{node}.task.episode_steps=150'
+             for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
 ROWS = {
     'forward_realtime': ('twin_realistic', [REF], True),
     'forward_realtime_no_compensation': ('twin_realistic',
@@ -76,9 +81,11 @@ ROWS = {
     'forward_realtime_compiled': ('twin_realistic', ['controller.planner.backend=compiled'],
                                   False),
     'forward_lockstep': ('cpu', [REF], False),
-    'anywhere_realtime': ('push_anywhere', [REF], True),
-    'anywhere_realtime_compiled': ('push_anywhere', ['controller.planner.backend=compiled'],
-                                   False),
+    'anywhere_realtime': ('push_anywhere', [REF] + STEPS_150, True),
+    'anywhere_realtime_compiled': ('push_anywhere',
+                                   ['controller.planner.backend=compiled'] + STEPS_150, False),
+    'anywhere_realtime_compiled_200': ('push_anywhere', ['controller.planner.backend=compiled'],
+                                       False),
     'forward_realtime_distill': ('distill', [], True),
     'forward_realtime_distill_dagger': ('distill', ['controller.mode=policy'], False),
 }

@@ -20,9 +20,10 @@ from mbrl_robot.sim.push_env import PushEnv
 
 ENV_ID = 'MBRLPush-v0'
 ANYWHERE_ENV_ID = 'MBRLPushAnywhere-v0'
-# Steps of a push_anywhere episode at the default 20 Hz: the scripted pusher (known kinematics)
-# solves >= 95 % of the episodes within them (benchmarks/twin_speed.py).
-ANYWHERE_EPISODE_STEPS = 150
+# Steps of a push_anywhere episode at the default 20 Hz, as config/push_anywhere.yaml (a test
+# holds the two equal): the scripted pusher (known kinematics) solves >= 95 % of the episodes
+# within 150 (benchmarks/twin_speed.py); the learned planner needs longer (README, results).
+ANYWHERE_EPISODE_STEPS = 200
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point='mbrl_robot.sim.push_env:PushEnv')

@@ -142,6 +142,12 @@ def test_push_forward_draws_are_unchanged(env):
         PushEnv(TASK, variant='push_everywhere')
 
 
+def test_the_registered_push_anywhere_matches_its_profile():
+    from mbrl_robot.config import node_params
+    assert node_params('push_anywhere', 'twin')['task']['episode_steps'] == \
+        ANYWHERE_EPISODE_STEPS
+
+
 @pytest.fixture(scope='module')
 def anywhere_env():
     e = PushEnv(TASK, variant='push_anywhere', episode_steps=ANYWHERE_EPISODE_STEPS)
