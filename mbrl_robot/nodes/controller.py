@@ -35,6 +35,7 @@ from geometry_msgs.msg import Point, PointStamped
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.task import Future
@@ -61,6 +62,8 @@ NUM_JOINTS = 7
 HOME_TIMEOUT_S = 120.0
 # An active episode without a tick for this long (wall time) is reported as stalled.
 STALL_WARN_S = 5.0
+# At shutdown: the longest wait for a tick in flight, then for the arm to acknowledge the zero.
+SHUTDOWN_WAIT_S = 1.0
 
 # Read from the schema (mbrl_robot/params/controller.yaml, shared.yaml): every parameter once.
 DESCRIPTIONS = schema_descriptions('controller')
@@ -683,11 +686,18 @@ class ControllerNode(Node):
         self.diag_pub.publish(msg)
 
     def destroy_node(self):
-        # Last word to the arm is zero velocity, whatever happened before.
+        # Last word to the arm is zero velocity, whatever happened before: e-stop first (any
+        # later tick sends zeros), a tick in flight on another thread finishes before the zero,
+        # and the zero is delivered (acknowledged by the arm's reliable subscriber) before the
+        # publisher goes away with it unsent.
         self.control.estop = True
+        locked = self._tick_lock.acquire(timeout=SHUTDOWN_WAIT_S)
         try:
             self._send(np.zeros(NUM_JOINTS))
+            self.command_pub.wait_for_all_acked(Duration(seconds=SHUTDOWN_WAIT_S))
         finally:
+            if locked:
+                self._tick_lock.release()
             self.control.close()
             super().destroy_node()
 
