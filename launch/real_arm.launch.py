@@ -64,7 +64,8 @@ def generate_launch_description():
         node('trainer_node', 'trainer',
              {'checkpoint_dir': PathJoinSubstitution([run_dir, 'models'])}),
         node('controller_node', 'controller',
-             {'model_cache_dir': PathJoinSubstitution([run_dir, 'controller_models'])}),
+             {'model_cache_dir': PathJoinSubstitution([run_dir, 'controller_models']),
+              'outbox_dir': PathJoinSubstitution([run_dir, 'controller_outbox'])}),
         node('recipe_node', 'recipe'),
         node('monitor_node', 'monitor', condition=IfCondition(LaunchConfiguration('live'))),
         IncludeLaunchDescription(

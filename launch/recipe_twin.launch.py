@@ -68,12 +68,14 @@ def generate_launch_description():
         for arm in arms:
             at = {'namespace': arm, 'remappings': [('/clock', f'/{arm}/clock')]} if arm else {}
             cache = PathJoinSubstitution([run_dir, 'controller_models', arm or '.'])
+            outbox = PathJoinSubstitution([run_dir, 'controller_outbox', arm or '.'])
             absolute = ({'topics': {t: '/' + topics[t] for t in
                                     ('model_version', 'model_files', 'policy_version')}}
                         if arm else {})
             actions += [node('twin_node', 'twin', **at),
                         node('controller_node', 'controller',
-                             {'model_cache_dir': cache, **absolute}, **at)]
+                             {'model_cache_dir': cache, 'outbox_dir': outbox, **absolute},
+                             **at)]
         return actions + [
             node('buffer_node', 'buffer',
                  {'data_dir': PathJoinSubstitution([run_dir, 'buffer']), **fleet}),

@@ -83,6 +83,7 @@ def fleet_processes(nodes: Sequence[str], arms: Sequence[str], params: Dict[str,
                                                for t in FLEET_TOPICS.get(node, ())}}
             if node == 'controller':
                 over['model_cache_dir'] = os.path.join(run_dir, 'controller_models', arm)
+                over['outbox_dir'] = os.path.join(run_dir, 'controller_outbox', arm)
             blocks[node] = over
             fqns[node] = f'{base}/{arm}/{names.get(node, node)}'
         path = os.path.join(run_dir, f'params.{arm}.yaml')
@@ -206,6 +207,7 @@ def graph_overrides(run_dir: str, node: str) -> Dict[str, str]:
         overrides['checkpoint_dir'] = os.path.join(run_dir, 'models')
     if node == 'controller':
         overrides['model_cache_dir'] = os.path.join(run_dir, 'controller_models')
+        overrides['outbox_dir'] = os.path.join(run_dir, 'controller_outbox')
     return overrides
 
 

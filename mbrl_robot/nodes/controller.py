@@ -46,7 +46,7 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mbrl_robot.core.buffer.reliable import UnackedRows
+from mbrl_robot.core.buffer.reliable import RowSpool, UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
 from mbrl_robot.core.latency import RollingStats, StatePredictor
 from mbrl_robot.core.safety import StampOrder
@@ -54,9 +54,9 @@ from mbrl_robot.core.transfer import DirAssembler, TransferRejected
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
-from mbrl_robot.nodes.transport import (EXECUTED_LABELS, EXECUTED_QOS, executed_row,
-                                        file_chunk, FILES_QOS, LATCHED_QOS, RESENT_LABELS,
-                                        rows_to_multiarray)
+from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_LABELS, EXECUTED_QOS,
+                                        executed_row, file_chunk, FILES_QOS, LATCHED_QOS,
+                                        RESENT_LABELS, rows_to_multiarray)
 
 NUM_JOINTS = 7
 HOME_TIMEOUT_S = 120.0
@@ -64,6 +64,8 @@ HOME_TIMEOUT_S = 120.0
 STALL_WARN_S = 5.0
 # At shutdown: the longest wait for a tick in flight, then for the arm to acknowledge the zero.
 SHUTDOWN_WAIT_S = 1.0
+# The unacknowledged executed rows under outbox_dir.
+OUTBOX_FILE = 'executed_rows.bin'
 
 # Read from the schema (mbrl_robot/params/controller.yaml, shared.yaml): every parameter once.
 DESCRIPTIONS = schema_descriptions('controller')
@@ -86,8 +88,9 @@ class ControllerNode(Node):
             raise ValueError(f'task.joints must name {NUM_JOINTS} distinct joints, '
                              f'got {self.joints}')
         self.min_executed_subscribers = p['min_executed_subscribers']
-        # Executed rows until the buffer acknowledges them (at-least-once, in memory).
-        self.unacked = UnackedRows(p['max_unacked_rows'])
+        # Executed rows until the buffer acknowledges them (at-least-once; on disk too when
+        # outbox_dir is set, so the rows of a controller that was killed are resent).
+        self.unacked = UnackedRows(p['max_unacked_rows'], self._open_outbox(p['outbox_dir']))
         self._unacked_lock = threading.Lock()
         # Plan deadlines on the node clock: sim time under a twin (a lockstep twin's stands still
         # while a plan runs), wall time on a real arm.
@@ -130,6 +133,29 @@ class ControllerNode(Node):
             + (f'{p["planner"]["name"]} planner' if p['mode'] == 'planner' else 'policy mode')
             + f' on {self.policies.device}, {p["task"]["control_rate_hz"]:.0f} Hz, '
             f'commands on {self.command_pub.topic_name}')
+
+    def _open_outbox(self, folder: str) -> Optional[RowSpool]:
+        if not folder:
+            return None
+        try:
+            spool = RowSpool(os.path.join(folder, OUTBOX_FILE), EXECUTED_FIELDS)
+        except OSError as e:
+            raise ValueError(f'outbox_dir {folder!r}: {e.strerror or e}') from None
+        if spool.problem:
+            self.get_logger().error(spool.problem)
+        if len(spool.loaded):
+            self.get_logger().warning(
+                f'{len(spool.loaded)} executed rows an earlier run of this controller did not '
+                f'have acknowledged (from episode {int(spool.loaded[0, 0])} step '
+                f'{int(spool.loaded[0, 1])}): resending them')
+        return spool
+
+    def _spool_failed(self, e: OSError):
+        """A full or vanished disk: keep going in memory (the rows are in the queue)."""
+        self.get_logger().error(f'outbox {self.unacked.spool.path}: {e.strerror or e}; keeping '
+                                'unacknowledged rows in memory only from now on')
+        self.unacked.spool.close()
+        self.unacked.spool = None
 
     def _create_interfaces(self, p):
         io = ReentrantCallbackGroup()
@@ -404,7 +430,10 @@ class ControllerNode(Node):
             self.get_logger().error(f'bad executed_ack {list(msg.data)}: ignored')
             return
         with self._unacked_lock:
-            self.unacked.acknowledge(tuple(msg.data))
+            try:
+                self.unacked.acknowledge(tuple(msg.data))
+            except OSError as e:
+                self._spool_failed(e)
 
     def resend_callback(self):
         """Publish again, oldest first, the rows unacknowledged for executed_resend_period_s."""
@@ -418,7 +447,11 @@ class ControllerNode(Node):
 
     def _publish_executed(self, row: np.ndarray):
         with self._unacked_lock:
-            dropped = self.unacked.add(row, time.monotonic())
+            try:
+                dropped = self.unacked.add(row, time.monotonic())
+            except OSError as e:
+                self._spool_failed(e)
+                dropped = None
         self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
         if dropped is not None:
             self.get_logger().error(
@@ -699,6 +732,8 @@ class ControllerNode(Node):
             if locked:
                 self._tick_lock.release()
             self.control.close()
+            if self.unacked.spool is not None:
+                self.unacked.spool.close()
             super().destroy_node()
 
 

@@ -13,12 +13,14 @@
 # limitations under the License.
 """At-least-once executed rows without ROS: the unacked queue, the gate, a buffer that dies."""
 
+import os
+
 import numpy as np
 import pytest
 
-from mbrl_robot.core.buffer import (ReliableIngest, RowGate, TransitionAssembler,
+from mbrl_robot.core.buffer import (ReliableIngest, RowGate, RowSpool, TransitionAssembler,
                                     TransitionStore, UnackedRows)
-from mbrl_robot.core.buffer.reliable import DUPLICATE, HOLE, NEW
+from mbrl_robot.core.buffer.reliable import DUPLICATE, HOLE, NEW, row_key
 
 
 def row(episode, step, stamp, terminal=False, rng=np.random.default_rng(0)):
@@ -161,3 +163,52 @@ def test_a_schema_1_store_opens_as_arm_0(tmp_path):
     np.testing.assert_array_equal(store.pending(0), pending)
     assert store.pending(1) is None and store.stats()['schema_version'] == 2
     store.close()
+
+
+def test_a_spooled_queue_survives_its_producer_and_the_ack_prunes_it(tmp_path):
+    path = str(tmp_path / 'outbox' / 'rows.bin')
+    q = UnackedRows(max_rows=4, spool=RowSpool(path, 30))
+    rows = episode_rows(0, 5, 10.0)
+    for k, r in enumerate(rows[:3]):
+        q.add(r, now=float(k))
+    q.acknowledge(row_key(rows[2]))  # everything acknowledged: the file back to its header
+    assert len(q) == 0 and os.path.getsize(path) == 16
+    for k, r in enumerate(rows[3:]):
+        q.add(r, now=float(k))
+    # Killed (no close): a new producer starts with the three rows, due at once.
+    again = UnackedRows(max_rows=4, spool=RowSpool(path, 30))
+    assert again.recovered == 3 and again.counters()['recovered_unacked'] == 3
+    np.testing.assert_array_equal(again.due(now=0.0, after_s=1.0), np.stack(rows[3:]))
+    assert again.acknowledge(row_key(rows[4])) == 2 and len(again) == 1
+    # More than twice max_rows in the file: rewritten with the queue (the oldest dropped).
+    for k in range(10):
+        again.add(row(1, k, 20.0 + 0.05 * k), now=0.0)
+    assert len(again) == 4 and again.dropped == 7 and again.spool.rows_in_file <= 8
+    third = UnackedRows(max_rows=4, spool=RowSpool(path, 30))
+    assert [row_key(r)[1] for r in third.due(0.0, 1.0)] == [6, 7, 8, 9]
+
+
+def test_a_torn_or_foreign_spool_says_what_is_wrong_and_keeps_what_it_can(tmp_path):
+    path = str(tmp_path / 'rows.bin')
+    spool = RowSpool(path, 30)
+    assert spool.problem is None and len(spool.loaded) == 0
+    for k in range(2):
+        spool.append(row(0, k, 0.05 * k))
+    with open(path, 'ab') as f:
+        f.write(b'\x00' * 100)  # killed part-way through a row
+    torn = RowSpool(path, 30)
+    assert 'torn last row (100 of 240 bytes' in torn.problem and len(torn.loaded) == 2
+    assert os.path.getsize(path) == 16 + 2 * 240  # the torn bytes gone from the file
+    nan = row(0, 2, 0.1)
+    nan[1] = np.nan
+    torn.append(nan)
+    assert '1 rows without a finite episode' in RowSpool(path, 30).problem
+    with pytest.raises(ValueError, match='row of 29 values'):
+        torn.append(np.zeros(29))
+    wider = RowSpool(path, 31)  # another task's rows: moved aside, kept
+    assert 'rows of 30 values, not 31; moved aside to' in wider.problem
+    assert len(wider.loaded) == 0 and len(list(tmp_path.glob('rows.bin.corrupt-*'))) == 1
+    with open(path, 'wb') as f:
+        f.write(b'{"not": "rows"}')
+    assert 'not a row spool (bad header)' in RowSpool(path, 31).problem
+    assert len(list(tmp_path.glob('rows.bin.corrupt-*'))) == 2  # each kept

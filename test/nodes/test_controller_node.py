@@ -42,10 +42,12 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mbrl_robot.config import node_params  # noqa: E402
+from mbrl_robot.core.buffer import RowSpool  # noqa: E402
 from mbrl_robot.core.models import create_model  # noqa: E402
 from mbrl_robot.core.policy import DeterministicPolicy, save_policy  # noqa: E402
 from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT  # noqa: E402
-from mbrl_robot.nodes.transport import EXECUTED_QOS, LATCHED_QOS  # noqa: E402
+from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_QOS, is_resend,  # noqa: E402
+                                        LATCHED_QOS, multiarray_to_rows)
 
 pytestmark = pytest.mark.ros
 PARAMS = node_params('ci_smoke', 'controller')
@@ -443,3 +445,51 @@ def test_bad_parameter_stops_the_node_with_a_clear_error(ros_env):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert 'planner.horizon' in out
+
+
+def test_a_killed_controller_resends_the_rows_it_never_had_acknowledged(ros_env, tmp_path):
+    """Rows published but not acknowledged (no buffer here) survive a kill -9 in outbox_dir: the
+    restarted controller resends them, and the buffer's acknowledgement empties the outbox."""
+    outbox = str(tmp_path / 'outbox')
+    arm = FakeArm()
+    resent = []
+    arm.node.create_subscription(
+        Float64MultiArray, '/controller/executed',
+        lambda m: resent.append(multiarray_to_rows(m)) if is_resend(m) else None, EXECUTED_QOS)
+    ack_pub = arm.node.create_publisher(Float64MultiArray, '/buffer/executed_ack', LATCHED_QOS)
+    proc = controller_process(ros_env, '-p', f'controller:outbox_dir:={outbox}',
+                              '-p', 'controller:executed_resend_period_s:=60.0')
+    try:
+        arm.spin_for(1.0)
+        t0 = time.monotonic()
+        arm.start()
+        while len(arm.since(t0)) < 30 and time.monotonic() < t0 + 60:
+            arm.spin_for(0.2)
+        proc.kill()
+        proc.wait()
+        spool = RowSpool(os.path.join(outbox, 'executed_rows.bin'), EXECUTED_FIELDS)
+        before = spool.loaded
+        spool.close()
+        assert len(before) >= 20 and spool.problem is None
+        assert before[:, 1].tolist() == list(range(len(before)))  # episode 0 from step 0
+        assert not resent  # nothing was due within executed_resend_period_s
+
+        proc = controller_process(ros_env, '-p', f'controller:outbox_dir:={outbox}',
+                                  '-p', 'controller:executed_resend_period_s:=0.5')
+        deadline = time.monotonic() + 60
+        while not resent and time.monotonic() < deadline:
+            arm.spin_for(0.2)
+        assert resent, 'the restarted controller resent nothing'
+        np.testing.assert_array_equal(resent[0][:len(before)], before)
+        # The buffer stored them all (and the new run's first rows): the outbox empties.
+        t_ack = time.time()
+        ack_pub.publish(Float64MultiArray(data=[0.0, 1e9, t_ack]))
+        arm.spin_for(1.0)
+        with open(os.path.join(outbox, 'executed_rows.bin'), 'rb') as f:
+            left = np.frombuffer(f.read()[16:], dtype=np.float64).reshape(-1, EXECUTED_FIELDS)
+        assert len(left) < 30 and (left[:, 2] > t_ack - 0.5).all()  # only rows since the ack
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        assert f'{len(before)} executed rows an earlier run' in proc.stdout.read()
+    finally:
+        stop(arm, proc)

@@ -90,6 +90,50 @@ def log_time(line):
     return float(re.search(r'\] \[(\d+\.\d+)\] \[', line).group(1))
 
 
+def check_complete_and_once(run_dir, run, out, kills, whole=()):
+    """The run finished every phase after ``kills`` (node -> (pid, time)), each restarted once,
+    and the buffer holds each transition once, every episode whole but the MPC one (the
+    killed controller's partial run may be there beside its rerun) unless in ``whole``.
+
+    Returns:
+        (records, (episode, step, stamp) keys, summary, episode steps)
+    """
+    assert run.returncode == 0, out[-4000:]
+    for node in kills:
+        assert f'mbrl_run: {node} exited (rc -9)' in out and 'restart 1/1' in out, out[-4000:]
+    with open(run_dir / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['complete'] and summary['failed'] is None
+    steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
+    stages = [e['stage'] for e in summary['episodes']]
+    assert stages == ['random', 'random', 'mpc', 'eval_planner']
+    assert all(e['steps'] == steps for e in summary['episodes'])
+    assert all(np.isfinite(e['final_distance']) for e in summary['episodes'])
+    assert [t['version'] for t in summary['trainings']] == [1, 2]
+    assert sorted(os.listdir(run_dir / 'models')) == ['v0001', 'v0002']
+
+    store = TransitionStore(str(run_dir / 'buffer'))
+    try:
+        rec = store.records(dtype=np.float64)
+        stats = store.stats()
+    finally:
+        store.close()
+    keys = list(zip(rec.episode.tolist(), rec.step.tolist(), rec.stamp.tolist()))
+    assert len(set(keys)) == len(keys), 'a transition stored twice'
+    episodes = sorted(set(rec.episode.tolist()))
+    assert len(episodes) == 4 and stats['episodes_done'] == 4
+    for i, ep in enumerate(episodes):
+        if i != 2 or 'mpc' in whole:  # every step once, a hole the buffer's death made filled
+            ep_steps = rec.step[rec.episode == ep]
+            assert ep_steps.tolist() == list(range(steps)), (ep, ep_steps)
+    # Lockstep: s' is one control period after s, never from another run of the controller.
+    np.testing.assert_allclose(rec.next_stamp - rec.stamp, 0.05, atol=1e-6)
+    chained = (~rec.batch.done[:-1]) & (rec.episode[:-1] == rec.episode[1:]) & (
+        rec.step[1:] == rec.step[:-1] + 1)
+    np.testing.assert_array_equal(rec.batch.next_obs[:-1][chained], rec.batch.obs[1:][chained])
+    return rec, keys, summary, steps
+
+
 @pytest.mark.timeout(600)
 def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once(tmp_path):
     logs = tmp_path / 'logs'
@@ -108,44 +152,12 @@ def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once
         wait_for_line(logs / 'trainer.log', 'training (request) on', count=2)
         kills['trainer'] = kill9(tmp_path, 'trainer')
         out, _ = run.communicate(timeout=500)
-    assert run.returncode == 0, out[-4000:]
-    for node in kills:
-        assert f'mbrl_run: {node} exited (rc -9)' in out and 'restart 1/1' in out, out[-4000:]
-    with open(tmp_path / 'summary.json') as f:
-        summary = json.load(f)
-    assert summary['complete'] and summary['failed'] is None
-    steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
-    stages = [e['stage'] for e in summary['episodes']]
-    assert stages == ['random', 'random', 'mpc', 'eval_planner']
-    assert all(e['steps'] == steps for e in summary['episodes'])
-    assert all(np.isfinite(e['final_distance']) for e in summary['episodes'])
-    assert [t['version'] for t in summary['trainings']] == [1, 2]
-    assert sorted(os.listdir(tmp_path / 'models')) == ['v0001', 'v0002']
-
-    store = TransitionStore(str(tmp_path / 'buffer'))
-    try:
-        rec = store.records(dtype=np.float64)
-        stats = store.stats()
-    finally:
-        store.close()
-    keys = list(zip(rec.episode.tolist(), rec.step.tolist(), rec.stamp.tolist()))
-    assert len(set(keys)) == len(keys), 'a transition stored twice'
-    episodes = sorted(set(rec.episode.tolist()))
-    assert len(episodes) == 4 and stats['episodes_done'] == 4
-    mpc = episodes[2]
-    for ep in episodes:
-        ep_steps = rec.step[rec.episode == ep]
-        if ep != mpc:  # every step once, the hole the buffer's death made filled in
-            assert ep_steps.tolist() == list(range(steps)), (ep, ep_steps)
-        else:  # the restarted controller ran the episode again: the new run is whole
-            restart = rec.stamp[(rec.episode == ep) & (rec.step == 0)].max()
-            last = rec.stamp[rec.episode == ep] >= restart
-            assert sorted(ep_steps[last].tolist()) == list(range(steps))
-    # Lockstep: s' is one control period after s, never from another run of the controller.
-    np.testing.assert_allclose(rec.next_stamp - rec.stamp, 0.05, atol=1e-6)
-    chained = (~rec.batch.done[:-1]) & (rec.episode[:-1] == rec.episode[1:]) & (
-        rec.step[1:] == rec.step[:-1] + 1)
-    np.testing.assert_array_equal(rec.batch.next_obs[:-1][chained], rec.batch.obs[1:][chained])
+    rec, keys, summary, steps = check_complete_and_once(tmp_path, run, out, kills)
+    mpc = sorted(set(rec.episode.tolist()))[2]
+    ep_steps = rec.step[rec.episode == mpc]  # the restarted controller ran it again: whole
+    restart = rec.stamp[(rec.episode == mpc) & (rec.step == 0)].max()
+    last = rec.stamp[rec.episode == mpc] >= restart
+    assert sorted(ep_steps[last].tolist()) == list(range(steps))
     controller_log = (logs / 'controller.log').read_text()
     assert 'resending' in controller_log
     stops = [ln for ln in (logs / 'twin.log').read_text().splitlines()
@@ -159,3 +171,26 @@ def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once
     if after:  # the twin's log line comes right before its zero-velocity steps
         print(f'twin stopped the arm {after[0]:.2f} s after the controller was killed '
               '(lockstep_stop_after_s 2.0)')
+
+
+@pytest.mark.timeout(600)
+def test_rows_the_dead_buffer_missed_outlive_the_controller_that_published_them(tmp_path):
+    """The buffer killed as the MPC episode starts, the controller right after it ends: every
+    row of that episode went out while the buffer was down (its restart takes seconds) and was
+    never acknowledged; the restarted controller resends them from its outbox (a fresh-clone CI
+    once lost them, the queue in memory, and the recipe waited for them until it timed out)."""
+    logs = tmp_path / 'logs'
+    kills = {}
+    with mbrl_run('--profile', 'ci_smoke', '--set', 'twin.lockstep_stop_after_s=2.0',
+                  '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1') as run:
+        wait_for_line(logs / 'controller.log', ': planner policy')
+        kills['buffer'] = kill9(tmp_path, 'buffer')
+        wait_for_line(logs / 'controller.log', ' done: final distance', count=3)
+        kills['controller'] = kill9(tmp_path, 'controller')
+        out, _ = run.communicate(timeout=500)
+    rec, keys, summary, steps = check_complete_and_once(tmp_path, run, out, kills,
+                                                        whole=('mpc',))
+    assert len(keys) == sum(e['steps'] for e in summary['episodes'])
+    recovered = re.findall(r'(\d+) executed rows an earlier run of this controller',
+                           (logs / 'controller.log').read_text())
+    assert recovered and int(recovered[0]) >= steps // 2, recovered

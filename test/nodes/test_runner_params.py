@@ -116,6 +116,7 @@ def test_a_fleet_runs_each_arms_nodes_in_its_namespace_on_its_clock(tmp_path):
                              'model_files': '/lab/trainer/model_files',
                              'policy_version': '/lab/trainer/policy'}
     assert own['model_cache_dir'] == os.path.join(str(tmp_path), 'controller_models', 'arm1')
+    assert own['outbox_dir'] == os.path.join(str(tmp_path), 'controller_outbox', 'arm1')
     monitor = load_param_file(args['arm0/monitor'][-1])['lab/arm0/monitor']
     assert monitor['topics'] == {'progress': '/lab/recipe/progress'}
 

@@ -15,9 +15,9 @@
 
 from mbrl_robot.core.buffer.assembler import (HEADER, puck_distance_reward, RowRejected,
                                               task_reward, Transition, TransitionAssembler)
-from mbrl_robot.core.buffer.reliable import ReliableIngest, RowGate, UnackedRows
+from mbrl_robot.core.buffer.reliable import ReliableIngest, RowGate, RowSpool, UnackedRows
 from mbrl_robot.core.buffer.storage import TransitionRecords, TransitionStore
 
-__all__ = ['HEADER', 'ReliableIngest', 'RowGate', 'RowRejected', 'Transition',
+__all__ = ['HEADER', 'ReliableIngest', 'RowGate', 'RowRejected', 'RowSpool', 'Transition',
            'TransitionAssembler', 'TransitionRecords', 'TransitionStore', 'UnackedRows',
            'puck_distance_reward', 'task_reward']

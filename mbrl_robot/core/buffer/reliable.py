@@ -35,6 +35,8 @@ across two runs of the controller, and nothing is stored twice.
 """
 
 import collections
+import os
+import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -60,17 +62,119 @@ def covered(key: Key, ack: Optional[Key]) -> bool:
     return ack is not None and key[:2] <= ack[:2] and key[2] <= ack[2]
 
 
+class RowSpool:
+    """The unacknowledged rows on disk: a producer killed and restarted still resends them.
+
+    An append-only file, ``MAGIC``, the row width (int64), then rows of float64, one ``write``
+    each (the page cache keeps what a killed process wrote; no fsync, so not a power cut).
+    Acknowledged rows are not erased one by one: a restarted producer loads every row and the
+    consumer's latched acknowledgement prunes them (:meth:`UnackedRows.acknowledge`). The file
+    goes back to its header whenever nothing is unacknowledged (the usual case at every
+    acknowledgement) and is rewritten with the queue when it holds more than ``2 * max_rows``.
+
+    Args:
+        path: the file; created with its folder when missing.
+        width: the row width F.
+
+    Attributes:
+        loaded: (n, F) rows found in the file at construction, oldest first.
+        problem: one line on what was wrong with the file found (a torn last row, a foreign or
+            corrupt file moved aside to ``<path>.corrupt-<unix time ns>``), or None.
+    """
+
+    MAGIC = b'MBRLROW1'
+
+    def __init__(self, path: str, width: int):
+        if width < 1:
+            raise ValueError(f'width must be >= 1, got {width}')
+        self.path = path
+        self.width = int(width)
+        self.problem: Optional[str] = None
+        self.loaded = self._load()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._fd = -1
+        self.rewrite(self.loaded)  # a torn last row or bad rows gone from the file too
+
+    def _header(self) -> bytes:
+        return self.MAGIC + np.int64(self.width).tobytes()
+
+    def _load(self) -> np.ndarray:
+        empty = np.zeros((0, self.width))
+        if not os.path.exists(self.path):
+            return empty
+        with open(self.path, 'rb') as f:
+            data = f.read()
+        head = len(self._header())
+        if not data:
+            return empty
+        if data[:head] != self._header():
+            if len(data) < head or not data.startswith(self.MAGIC):
+                what = 'not a row spool (bad header)'
+            else:
+                what = (f'rows of {int(np.frombuffer(data[len(self.MAGIC):head], np.int64)[0])}'
+                        f' values, not {self.width}')
+            aside = f'{self.path}.corrupt-{time.time_ns()}'
+            os.replace(self.path, aside)
+            self.problem = f'{self.path}: {what}; moved aside to {aside}, starting empty'
+            return empty
+        body = data[head:]
+        size = self.width * 8
+        whole = len(body) // size
+        if len(body) % size:
+            self.problem = (f'{self.path}: a torn last row ({len(body) % size} of {size} bytes, '
+                            'the writer was killed while writing it) dropped')
+        rows = np.frombuffer(body[:whole * size], dtype=np.float64).reshape(whole, self.width)
+        keep = np.array([row_key(r) is not None for r in rows], dtype=bool)
+        if not keep.all():
+            self.problem = (f'{self.path}: {int((~keep).sum())} rows without a finite episode, '
+                            'step and stamp dropped')
+        return rows[keep].copy()
+
+    def append(self, row: np.ndarray) -> None:
+        """Write one (F,) row at the end of the file."""
+        row = np.asarray(row, dtype=np.float64).reshape(-1)
+        if row.size != self.width:
+            raise ValueError(f'row of {row.size} values, the spool holds {self.width}')
+        os.write(self._fd, row.tobytes())
+        self._rows_in_file += 1
+
+    def rewrite(self, rows: np.ndarray) -> None:
+        """Make the file hold exactly ``rows`` (n, F): written aside, then renamed over it."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.width)
+        if not len(rows) and self._fd >= 0:
+            os.ftruncate(self._fd, len(self._header()))
+        else:
+            tmp = self.path + '.tmp'
+            with open(tmp, 'wb') as f:
+                f.write(self._header() + rows.tobytes())
+            os.replace(tmp, self.path)
+            self.close()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._rows_in_file = len(rows)
+
+    @property
+    def rows_in_file(self) -> int:
+        return self._rows_in_file
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class UnackedRows:
     """The producer's bounded queue of executed rows not yet acknowledged.
 
     Args:
         max_rows: most rows kept; beyond it the oldest is dropped (and counted).
+        spool: where the queue is also kept on disk (:class:`RowSpool`); its rows from an
+            earlier producer start the queue, due for resending at once. None: memory only.
 
     Raises:
         ValueError: max_rows < 1.
     """
 
-    def __init__(self, max_rows: int):
+    def __init__(self, max_rows: int, spool: Optional[RowSpool] = None):
         if max_rows < 1:
             raise ValueError(f'max_rows must be >= 1, got {max_rows}')
         self.max_rows = int(max_rows)
@@ -79,6 +183,11 @@ class UnackedRows:
         self.dropped = 0
         self.acked = 0
         self.resent = 0
+        self.spool = spool
+        if spool is not None:
+            for r in spool.loaded[-self.max_rows:]:
+                self._rows.append((row_key(r), r.copy(), float('-inf')))
+        self.recovered = len(self._rows)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -89,10 +198,22 @@ class UnackedRows:
         if key is None:
             raise ValueError('executed row without a finite episode, step and stamp')
         self._rows.append((key, np.array(row, dtype=np.float64), float(now)))
+        if self.spool is not None:
+            self.spool.append(row)
         if len(self._rows) > self.max_rows:
             self.dropped += 1
-            return self._rows.popleft()[1]
+            dropped = self._rows.popleft()[1]
+            self._compact()
+            return dropped
         return None
+
+    def _compact(self):
+        """Keep the spool's file near the queue: empty with it, rewritten when twice as long."""
+        if self.spool is not None and (
+                (not self._rows and self.spool.rows_in_file)
+                or self.spool.rows_in_file > 2 * self.max_rows):
+            self.spool.rewrite(np.stack([r[1] for r in self._rows]) if self._rows
+                               else np.zeros((0, self.spool.width)))
 
     def acknowledge(self, ack: Key) -> int:
         """Forget every row covered by ``ack``; returns how many."""
@@ -101,6 +222,8 @@ class UnackedRows:
         n = len(self._rows) - len(keep)
         self._rows = keep
         self.acked += n
+        if n:
+            self._compact()
         return n
 
     def due(self, now: float, after_s: float) -> np.ndarray:
@@ -120,7 +243,7 @@ class UnackedRows:
     def counters(self) -> Dict[str, int]:
         """unacked, acked, resent and dropped rows since construction."""
         return {'unacked': len(self._rows), 'acked': self.acked, 'resent': self.resent,
-                'dropped_unacked': self.dropped}
+                'dropped_unacked': self.dropped, 'recovered_unacked': self.recovered}
 
 
 class RowGate:
