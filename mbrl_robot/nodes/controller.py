@@ -732,8 +732,10 @@ class ControllerNode(Node):
             if locked:
                 self._tick_lock.release()
             self.control.close()
-            if self.unacked.spool is not None:
-                self.unacked.spool.close()
+            with self._unacked_lock:  # a late row stays in memory, not on a closed file
+                spool, self.unacked.spool = self.unacked.spool, None
+            if spool is not None:
+                spool.close()
             super().destroy_node()
 
 
