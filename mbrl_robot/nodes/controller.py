@@ -260,8 +260,8 @@ class ControllerNode(Node):
             return
         with self._lock:
             self.sensed.observe_joints(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, q, qd)
-        if not self.realtime:  # lockstep ticks on the fresh state; realtime on the timer only
-            self._try_tick()
+        if not self.realtime:
+            self._tick_soon()
 
     def _parse_joint_state(self, msg: JointState):
         if len(msg.position) != len(msg.name) or len(msg.velocity) != len(msg.name):
@@ -289,7 +289,7 @@ class ControllerNode(Node):
         with self._lock:
             self.sensed.observe_puck(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, puck)
         if not self.realtime:
-            self._try_tick()
+            self._tick_soon()
 
     def target_callback(self, msg: PointStamped):
         target = np.array([msg.point.x, msg.point.y, msg.point.z])
@@ -497,6 +497,12 @@ class ControllerNode(Node):
         return response
 
     # --- the control cycle ----------------------------------------------------------------
+    # Realtime ticks on the control timer; lockstep on each fresh state (the twin steps one
+    # period per command, and PushController.ready takes only a state newer than the last),
+    # not on the timer: under rclpy's EventsExecutor a sim-time timer is called twice when two
+    # /clock messages arrive back to back, its next call then one period late, and a lockstep
+    # arm whose twin waits for the command stood still for good (benchmarks/sim_time_timer.py:
+    # 1-2 of 60 periods with a second /clock right behind each; none with one /clock a period).
     def timer_callback(self):
         self._tick_soon()
 

@@ -36,6 +36,8 @@ rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.time import Time  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
@@ -491,5 +493,55 @@ def test_a_killed_controller_resends_the_rows_it_never_had_acknowledged(ros_env,
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
         assert f'{len(before)} executed rows an earlier run' in proc.stdout.read()
+    finally:
+        stop(arm, proc)
+
+
+def test_a_lockstep_episode_runs_on_however_the_clock_messages_come(ros_env):
+    """A lockstep twin (this test) steps once per command and publishes /clock twice back to
+    back: the controller on sim time must tick on every fresh state. On its control timer it
+    stood still within seconds (rclpy's EventsExecutor calls a sim-time timer twice after such a
+    burst and then skips a period; benchmarks/sim_time_timer.py)."""
+    proc = controller_process(ros_env, '-p', 'controller:use_sim_time:=true', realtime=False)
+    arm = FakeArm()
+    clock_pub = arm.node.create_publisher(Clock, '/clock', 10)
+    arm.node.destroy_timer(next(iter(arm.node.timers)))  # no wall-clock states: one a step
+    t = [1_000_000_000]
+
+    def step():
+        stamp = Time(nanoseconds=t[0]).to_msg()
+        clock_pub.publish(Clock(clock=stamp))
+        clock_pub.publish(Clock(clock=Time(nanoseconds=t[0] + 1000).to_msg()))
+        msg = JointState(name=list(JOINTS), position=arm.q.tolist(), velocity=[0.0] * 7)
+        msg.header.stamp = stamp
+        arm.joint_pub.publish(msg)
+        puck = PointStamped()
+        puck.header.stamp = stamp
+        puck.point.x, puck.point.y, puck.point.z = 0.55, 0.0, 0.015
+        arm.puck_pub.publish(puck)
+
+    def command(m):
+        arm.q = arm.q + np.array(m.data) * 0.05
+        t[0] += 50_000_000
+        step()
+
+    arm.node.create_subscription(Float64MultiArray, f'/{PARAMS["controller_name"]}/commands',
+                                 command, 100)
+    try:
+        for _ in range(10):  # the controller's /clock subscription discovers us
+            step()
+            arm.spin_for(0.3)
+        arm.start()
+        deadline = time.monotonic() + 60
+        while not arm.commands and time.monotonic() < deadline:
+            arm.spin_for(0.2)
+            step()  # the first state after the episode message
+        assert arm.commands, 'no command: the lockstep episode never started'
+        counts = []
+        for _ in range(4):
+            n = len(arm.commands)
+            arm.spin_for(2.0)
+            counts.append(len(arm.commands) - n)
+        assert min(counts) >= 10, f'commands per 2 s: {counts} (the lockstep loop stalled)'
     finally:
         stop(arm, proc)
