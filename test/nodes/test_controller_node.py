@@ -153,11 +153,14 @@ class FakeArm:
 
 
 def stop(arm, proc):
-    """Close the fake arm and make sure the controller process is gone."""
-    arm.close()
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    """Close the fake arm and make sure the controller process is gone (whatever closing the
+    arm raises: a test that failed must not leave a controller running)."""
+    try:
+        arm.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
