@@ -130,7 +130,8 @@ LIVE_CHANNELS = [
 
 SERVICES = '''\
 Orchestration timers (recipe, trainer sync, buffer resend) run on wall time: a lockstep twin's
-clock stands still between episodes. The control timer runs on the node clock (sim time).
+clock stands still between episodes. The control timer runs on the node clock (sim time under a
+twin) and paces realtime ticks; a lockstep controller ticks on each fresh state instead.
 
 ## Services (std_srvs)
 The recipe calls `recipe.reset_service`, `recipe.seed_service` and `topics.buffer_stats`,
