@@ -595,8 +595,11 @@ class PushController:
             version = self.policies.policy_version if learned else self.policies.model_version
             if version < self.min_model_version:
                 return f"waiting for {'policy' if learned else 'model'} v{self.min_model_version}"
-        if self.settings.wait_for_fresh_state and active and not self.estop:
-            if stamp is None or (self._last_stamp is not None and stamp <= self._last_stamp):
+        # An e-stopped lockstep arm too: each zero it is sent steps the twin once.
+        if self.settings.wait_for_fresh_state and (active or self.estop):
+            if stamp is not None and self._last_stamp is not None and stamp <= self._last_stamp:
+                return 'waiting for a fresh state'
+            if stamp is None and not self.estop:
                 return 'waiting for a fresh state'
         return None
 
@@ -618,6 +621,8 @@ class PushController:
         plan's latency, and a plan has the whole period."""
         self.stats['ticks'] += 1
         if self.estop:
+            if stamp is not None:
+                self._last_stamp = stamp
             return Tick('estop', self._hard_stop())
         if self.episode < 0:
             if self.homing and state is not None:

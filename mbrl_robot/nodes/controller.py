@@ -91,6 +91,8 @@ class ControllerNode(Node):
         # Executed rows until the buffer acknowledges them (at-least-once; on disk too when
         # outbox_dir is set, so the rows of a controller that was killed are resent).
         self.unacked = UnackedRows(p['max_unacked_rows'], self._open_outbox(p['outbox_dir']))
+        self._outbox_failed = False
+        self._check_outbox()
         self._unacked_lock = threading.Lock()
         # Plan deadlines on the node clock: sim time under a twin (a lockstep twin's stands still
         # while a plan runs), wall time on a real arm.
@@ -150,12 +152,12 @@ class ControllerNode(Node):
                 f'{int(spool.loaded[0, 1])}): resending them')
         return spool
 
-    def _spool_failed(self, e: OSError):
-        """A full or vanished disk: keep going in memory (the rows are in the queue)."""
-        self.get_logger().error(f'outbox {self.unacked.spool.path}: {e.strerror or e}; keeping '
-                                'unacknowledged rows in memory only from now on')
-        self.unacked.spool.close()
-        self.unacked.spool = None
+    def _check_outbox(self):
+        """Log once that a disk error turned the outbox off (the queue goes on in memory)."""
+        if self.unacked.spool_error and not self._outbox_failed:
+            self._outbox_failed = True
+            self.get_logger().error(f'outbox {self.unacked.spool_error}; keeping unacknowledged '
+                                    'rows in memory only from now on')
 
     def _create_interfaces(self, p):
         io = ReentrantCallbackGroup()
@@ -430,10 +432,8 @@ class ControllerNode(Node):
             self.get_logger().error(f'bad executed_ack {list(msg.data)}: ignored')
             return
         with self._unacked_lock:
-            try:
-                self.unacked.acknowledge(tuple(msg.data))
-            except OSError as e:
-                self._spool_failed(e)
+            self.unacked.acknowledge(tuple(msg.data))
+            self._check_outbox()
 
     def resend_callback(self):
         """Publish again, oldest first, the rows unacknowledged for executed_resend_period_s."""
@@ -447,11 +447,8 @@ class ControllerNode(Node):
 
     def _publish_executed(self, row: np.ndarray):
         with self._unacked_lock:
-            try:
-                dropped = self.unacked.add(row, time.monotonic())
-            except OSError as e:
-                self._spool_failed(e)
-                dropped = None
+            dropped = self.unacked.add(row, time.monotonic())
+            self._check_outbox()
         self.executed_pub.publish(rows_to_multiarray(row[None], EXECUTED_LABELS))
         if dropped is not None:
             self.get_logger().error(
@@ -548,7 +545,7 @@ class ControllerNode(Node):
                 self.control.clock_restarted()
                 self._clock_restarted = False
             if not self._tick_due:
-                self._waiting_for = 'the control timer'
+                self._waiting_for = 'the control timer' if self.realtime else 'a fresh state'
                 return
             now = self.get_clock().now().nanoseconds * 1e-9
             state, stamp, row_stamp, plan_state_fn = self._state(now)
@@ -741,7 +738,7 @@ class ControllerNode(Node):
             with self._unacked_lock:  # a late row stays in memory, not on a closed file
                 spool, self.unacked.spool = self.unacked.spool, None
             if spool is not None:
-                spool.close()
+                spool.release()
             super().destroy_node()
 
 

@@ -253,8 +253,13 @@ def test_gating_fresh_state_model_version_stale_state_and_target():
     assert stale.event == 'stale' and not stale.command.any()
     assert control.tick(s, 1.1, 1.1, None).event == 'no_target'
     control.estop = True
-    assert control.ready(1.0) is None  # e-stop ticks on any state
+    assert control.ready(None) is None  # e-stop ticks without a state
+    assert control.ready(1.2) is None
     assert control.tick(s, 1.2, 1.2, TARGET).event == 'estop'
+    # ... but once per lockstep state: each zero steps the twin, which then sends one state (a
+    # tick on every message doubled the commands each step).
+    assert control.ready(1.2) == 'waiting for a fresh state'
+    assert control.ready(1.25) is None
     control.estop = False
     with pytest.raises(ValueError, match='episode policy'):
         control.start_episode(1, 'dance')

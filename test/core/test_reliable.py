@@ -175,7 +175,8 @@ def test_a_spooled_queue_survives_its_producer_and_the_ack_prunes_it(tmp_path):
     assert len(q) == 0 and os.path.getsize(path) == 16
     for k, r in enumerate(rows[3:]):
         q.add(r, now=float(k))
-    # Killed (no close): a new producer starts with the three rows, due at once.
+    q.spool.release()  # killed: the kernel closes its files, nothing else happens
+    # A new producer starts with the three rows, due at once.
     again = UnackedRows(max_rows=4, spool=RowSpool(path, 30))
     assert again.recovered == 3 and again.counters()['recovered_unacked'] == 3
     np.testing.assert_array_equal(again.due(now=0.0, after_s=1.0), np.stack(rows[3:]))
@@ -184,6 +185,7 @@ def test_a_spooled_queue_survives_its_producer_and_the_ack_prunes_it(tmp_path):
     for k in range(10):
         again.add(row(1, k, 20.0 + 0.05 * k), now=0.0)
     assert len(again) == 4 and again.dropped == 7 and again.spool.rows_in_file <= 8
+    again.spool.release()
     third = UnackedRows(max_rows=4, spool=RowSpool(path, 30))
     assert [row_key(r)[1] for r in third.due(0.0, 1.0)] == [6, 7, 8, 9]
 
@@ -194,6 +196,7 @@ def test_a_torn_or_foreign_spool_says_what_is_wrong_and_keeps_what_it_can(tmp_pa
     assert spool.problem is None and len(spool.loaded) == 0
     for k in range(2):
         spool.append(row(0, k, 0.05 * k))
+    spool.release()
     with open(path, 'ab') as f:
         f.write(b'\x00' * 100)  # killed part-way through a row
     torn = RowSpool(path, 30)
@@ -202,13 +205,72 @@ def test_a_torn_or_foreign_spool_says_what_is_wrong_and_keeps_what_it_can(tmp_pa
     nan = row(0, 2, 0.1)
     nan[1] = np.nan
     torn.append(nan)
-    assert '1 rows without a finite episode' in RowSpool(path, 30).problem
     with pytest.raises(ValueError, match='row of 29 values'):
         torn.append(np.zeros(29))
+    torn.release()
+    nans = RowSpool(path, 30)
+    assert '1 rows without a finite episode' in nans.problem
+    nans.release()
     wider = RowSpool(path, 31)  # another task's rows: moved aside, kept
     assert 'rows of 30 values, not 31; moved aside to' in wider.problem
     assert len(wider.loaded) == 0 and len(list(tmp_path.glob('rows.bin.corrupt-*'))) == 1
+    wider.release()
     with open(path, 'wb') as f:
         f.write(b'{"not": "rows"}')
     assert 'not a row spool (bad header)' in RowSpool(path, 31).problem
     assert len(list(tmp_path.glob('rows.bin.corrupt-*'))) == 2  # each kept
+
+
+def test_an_ack_of_the_new_run_clears_the_old_run_a_resend_carried_ahead_of_it(tmp_path):
+    """A restarted controller's queue: the old run's recovered rows (episode 0, steps 8-10)
+    ahead of the new run's (episode 0 again from step 0, later stamps). The buffer accepts the
+    resend in order and acknowledges the new run's step 2: everything queued is stored, and
+    nothing comes back to be stored twice."""
+    old_run = episode_rows(0, 12, 1.0)[8:11]
+    new_run = episode_rows(0, 12, 5.0)[:3]
+    path = str(tmp_path / 'rows.bin')
+    spool = RowSpool(path, 30)
+    for r in old_run:
+        spool.append(r)
+    spool.release()
+    q = UnackedRows(max_rows=100, spool=RowSpool(path, 30))
+    for r in new_run:
+        q.add(r, now=0.0)
+    store = TransitionStore(str(tmp_path / 'store'))
+    ingest = ReliableIngest(store, TransitionAssembler())
+    ingest.ingest(q.due(now=1.0, after_s=0.5), resent=True)
+    assert q.acknowledge(ingest.gate.last) == 6 and len(q) == 0
+    assert os.path.getsize(path) == 16
+    later = episode_rows(0, 12, 5.0)[3:6]
+    for r in later:
+        q.add(r, now=2.0)
+        ingest.ingest(r[None])
+        q.acknowledge(ingest.gate.last)
+    assert len(q) == 0
+    rec = store.records(dtype=np.float64)
+    keys = list(zip(rec.episode.tolist(), rec.step.tolist(), rec.stamp.tolist()))
+    assert len(set(keys)) == len(keys) and len(keys) == 2 + 5  # 8->9, 9->10; 0->1 .. 4->5
+    store.close()
+
+
+def test_one_producer_per_spool_and_a_disk_error_goes_on_in_memory(tmp_path, monkeypatch):
+    path = str(tmp_path / 'rows.bin')
+    first = RowSpool(path, 30)
+    with pytest.raises(OSError, match='open in another process'):
+        RowSpool(path, 30)
+    q = UnackedRows(max_rows=2, spool=first)
+    q.add(row(0, 0, 0.0), now=0.0)
+    monkeypatch.setattr(os, 'write', lambda fd, data: len(data) // 2)  # the disk fills up
+    q.add(row(0, 1, 0.05), now=0.0)
+    monkeypatch.undo()
+    assert q.spool is None and 'wrote 120 of 240 bytes' in q.spool_error
+    assert len(q) == 2 and not os.path.exists(path)  # the stale queue moved aside
+    assert len(list(tmp_path.glob('rows.bin.failed-*'))) == 1
+    assert q.add(row(0, 2, 0.1), now=0.0) is not None and len(q) == 2  # memory only, bounded
+    # The lock went with the failed spool; more recovered rows than max_rows: counted.
+    spool = RowSpool(path, 30)
+    for k in range(5):
+        spool.append(row(1, k, 1.0 + 0.05 * k))
+    spool.release()
+    big = UnackedRows(max_rows=3, spool=RowSpool(path, 30))
+    assert big.recovered == 3 and big.dropped == 2 and big.spool.rows_in_file == 3

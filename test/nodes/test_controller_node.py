@@ -474,7 +474,7 @@ def test_a_killed_controller_resends_the_rows_it_never_had_acknowledged(ros_env,
         proc.wait()
         spool = RowSpool(os.path.join(outbox, 'executed_rows.bin'), EXECUTED_FIELDS)
         before = spool.loaded
-        spool.close()
+        spool.release()
         assert len(before) >= 20 and spool.problem is None
         assert before[:, 1].tolist() == list(range(len(before)))  # episode 0 from step 0
         assert not resent  # nothing was due within executed_resend_period_s
@@ -502,14 +502,18 @@ def test_a_killed_controller_resends_the_rows_it_never_had_acknowledged(ros_env,
 
 def test_a_lockstep_episode_runs_on_however_the_clock_messages_come(ros_env):
     """A lockstep twin (this test) steps once per command and publishes /clock twice back to
-    back: the controller on sim time must tick on every fresh state. On its control timer it
-    stood still within seconds (rclpy's EventsExecutor calls a sim-time timer twice after such a
-    burst and then skips a period; benchmarks/sim_time_timer.py)."""
+    back: the controller on sim time must tick once on every fresh state, e-stopped too. On its
+    control timer it stood still within seconds (rclpy's EventsExecutor calls a sim-time timer
+    twice after such a burst and then skips a period; benchmarks/sim_time_timer.py)."""
     proc = controller_process(ros_env, '-p', 'controller:use_sim_time:=true', realtime=False)
     arm = FakeArm()
     clock_pub = arm.node.create_publisher(Clock, '/clock', 10)
     arm.node.destroy_timer(next(iter(arm.node.timers)))  # no wall-clock states: one a step
     t = [1_000_000_000]
+    rows = []
+    arm.node.create_subscription(Float64MultiArray, '/controller/executed',
+                                 lambda m: is_resend(m) or rows.append(multiarray_to_rows(m)),
+                                 EXECUTED_QOS)  # live rows: no buffer here, resends galore
 
     def step():
         stamp = Time(nanoseconds=t[0]).to_msg()
@@ -523,13 +527,22 @@ def test_a_lockstep_episode_runs_on_however_the_clock_messages_come(ros_env):
         puck.point.x, puck.point.y, puck.point.z = 0.55, 0.0, 0.015
         arm.puck_pub.publish(puck)
 
+    pending, per_step = [0], []  # commands since the last step, and at each step
+
     def command(m):
         arm.q = arm.q + np.array(m.data) * 0.05
-        t[0] += 50_000_000
-        step()
+        pending[0] += 1
+
+    def step_on_command():  # a step per command would hide two commands for one state
+        if pending[0]:
+            per_step.append(pending[0])
+            pending[0] = 0
+            t[0] += 50_000_000
+            step()
 
     arm.node.create_subscription(Float64MultiArray, f'/{PARAMS["controller_name"]}/commands',
                                  command, 100)
+    arm.node.create_timer(0.005, step_on_command)
     try:
         for _ in range(10):  # the controller's /clock subscription discovers us
             step()
@@ -540,11 +553,26 @@ def test_a_lockstep_episode_runs_on_however_the_clock_messages_come(ros_env):
             arm.spin_for(0.2)
             step()  # the first state after the episode message
         assert arm.commands, 'no command: the lockstep episode never started'
+        arm.spin_for(1.0)  # past the states this test sent by hand to start
+        k = len(per_step)
         counts = []
         for _ in range(4):
             n = len(arm.commands)
             arm.spin_for(2.0)
             counts.append(len(arm.commands) - n)
         assert min(counts) >= 10, f'commands per 2 s: {counts} (the lockstep loop stalled)'
+        assert max(per_step[k:]) == 1, 'two commands for one state'
+        stamps = np.concatenate(rows)[:, 2]
+        assert len(np.unique(stamps)) == len(stamps), 'two ticks on one state'
+        # E-stopped: one zero per state (each steps the twin), never two.
+        assert arm.estop.wait_for_service(timeout_sec=5.0)
+        future = arm.estop.call_async(SetBool.Request(data=True))
+        arm.executor.spin_until_future_complete(future, timeout_sec=5.0)
+        arm.spin_for(1.0)
+        n, k = len(arm.commands), len(per_step)
+        arm.spin_for(2.0)
+        zeros = np.array([c for _, c in arm.commands[n:]])
+        assert len(zeros) >= 10 and not zeros.any()
+        assert max(per_step[k:]) == 1, f'e-stopped: {max(per_step[k:])} commands for one state'
     finally:
         stop(arm, proc)

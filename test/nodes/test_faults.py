@@ -56,11 +56,11 @@ def wait_for_line(path, pattern, count=1, timeout=200.0):
                          + '\n'.join(tails))
 
 
-def kill9(run_dir, node):
-    """SIGKILL the current process of ``node``; returns its pid and the wall time."""
+def kill9(run_dir, node, sig=signal.SIGKILL):
+    """SIGKILL (or ``sig``) the current process of ``node``; returns its pid and the time."""
     with open(os.path.join(run_dir, 'logs', 'pids.json')) as f:
         pid = json.load(f)[node]
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
     return pid, time.time()
 
 
@@ -140,9 +140,12 @@ def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once
     kills = {}
     with mbrl_run('--profile', 'ci_smoke', '--set', 'twin.lockstep_stop_after_s=2.0',
                   '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1') as run:
-        # The buffer, a few steps into the second random episode.
-        wait_for_line(logs / 'controller.log', 'episode 1: random policy')
-        time.sleep(0.1)
+        # The buffer, frozen (SIGSTOP) from the end of the first random episode and killed at
+        # the end of the second: it dies with the second's rows unacknowledged (a lockstep
+        # episode takes ~0.1 s here: too short to aim a kill into).
+        wait_for_line(logs / 'controller.log', 'episode 0 done')
+        kill9(tmp_path, 'buffer', signal.SIGSTOP)
+        wait_for_line(logs / 'controller.log', 'episode 1 done')
         kills['buffer'] = kill9(tmp_path, 'buffer')
         # The controller, part-way through the MPC episode (the first planner episode).
         wait_for_line(logs / 'controller.log', ': planner policy')
@@ -175,18 +178,21 @@ def test_killed_nodes_restart_and_the_recipe_finishes_with_every_transition_once
 
 @pytest.mark.timeout(600)
 def test_rows_the_dead_buffer_missed_outlive_the_controller_that_published_them(tmp_path):
-    """The buffer killed as the MPC episode starts, the controller right after it ends: every
-    row of that episode went out while the buffer was down (its restart takes seconds) and was
-    never acknowledged; the restarted controller resends them from its outbox (a fresh-clone CI
-    once lost them, the queue in memory, and the recipe waited for them until it timed out)."""
+    """The buffer frozen through the MPC episode, then the controller and the buffer killed:
+    every row of that episode went out and none was acknowledged; the restarted controller
+    resends them from its outbox (a fresh-clone CI once lost such rows, the queue in memory,
+    and the recipe waited for them until it timed out)."""
     logs = tmp_path / 'logs'
     kills = {}
     with mbrl_run('--profile', 'ci_smoke', '--set', 'twin.lockstep_stop_after_s=2.0',
                   '--run-dir', str(tmp_path), '--timeout', '500', '--restarts', '1') as run:
-        wait_for_line(logs / 'controller.log', ': planner policy')
-        kills['buffer'] = kill9(tmp_path, 'buffer')
+        # Frozen from the first model (the MPC episode waits for it) to the end of the MPC
+        # episode, then both killed: the rows went out, none was acknowledged.
+        wait_for_line(logs / 'trainer.log', 'model v1:')
+        kill9(tmp_path, 'buffer', signal.SIGSTOP)
         wait_for_line(logs / 'controller.log', ' done: final distance', count=3)
         kills['controller'] = kill9(tmp_path, 'controller')
+        kills['buffer'] = kill9(tmp_path, 'buffer')
         out, _ = run.communicate(timeout=500)
     rec, keys, summary, steps = check_complete_and_once(tmp_path, run, out, kills,
                                                         whole=('mpc',))

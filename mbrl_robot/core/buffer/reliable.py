@@ -35,6 +35,8 @@ across two runs of the controller, and nothing is stored twice.
 """
 
 import collections
+import errno
+import fcntl
 import os
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -65,12 +67,13 @@ def covered(key: Key, ack: Optional[Key]) -> bool:
 class RowSpool:
     """The unacknowledged rows on disk: a producer killed and restarted still resends them.
 
-    An append-only file, ``MAGIC``, the row width (int64), then rows of float64, one ``write``
-    each (the page cache keeps what a killed process wrote; no fsync, so not a power cut).
+    The file: ``MAGIC``, the row width (int64), then rows of float64, each appended with one
+    ``write`` (the page cache keeps what a killed process wrote; no fsync, so not a power cut).
     Acknowledged rows are not erased one by one: a restarted producer loads every row and the
     consumer's latched acknowledgement prunes them (:meth:`UnackedRows.acknowledge`). The file
-    goes back to its header whenever nothing is unacknowledged (the usual case at every
-    acknowledgement) and is rewritten with the queue when it holds more than ``2 * max_rows``.
+    is truncated to its header whenever nothing is unacknowledged (the usual case at every
+    acknowledgement) and rewritten with the queue when it holds more than ``2 * max_rows``.
+    One producer per file: ``<path>.lock`` is held (flock) while the spool is open.
 
     Args:
         path: the file; created with its folder when missing.
@@ -89,11 +92,23 @@ class RowSpool:
             raise ValueError(f'width must be >= 1, got {width}')
         self.path = path
         self.width = int(width)
-        self.problem: Optional[str] = None
-        self.loaded = self._load()
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._fd = -1
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._lock_fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise OSError(errno.EBUSY, f'{path} is open in another process (one producer per '
+                                       'outbox)') from None
+        self.problems: List[str] = []
+        self.loaded = self._load()
         self.rewrite(self.loaded)  # a torn last row or bad rows gone from the file too
+
+    @property
+    def problem(self) -> Optional[str]:
+        """What was wrong with the file found, in one line, or None."""
+        return '; '.join(self.problems) or None
 
     def _header(self) -> bytes:
         return self.MAGIC + np.int64(self.width).tobytes()
@@ -115,19 +130,19 @@ class RowSpool:
                         f' values, not {self.width}')
             aside = f'{self.path}.corrupt-{time.time_ns()}'
             os.replace(self.path, aside)
-            self.problem = f'{self.path}: {what}; moved aside to {aside}, starting empty'
+            self.problems.append(f'{self.path}: {what}; moved aside to {aside}, starting empty')
             return empty
         body = data[head:]
         size = self.width * 8
         whole = len(body) // size
         if len(body) % size:
-            self.problem = (f'{self.path}: a torn last row ({len(body) % size} of {size} bytes, '
-                            'the writer was killed while writing it) dropped')
+            self.problems.append(f'{self.path}: a torn last row ({len(body) % size} of {size} '
+                                 'bytes, the writer was killed while writing it) dropped')
         rows = np.frombuffer(body[:whole * size], dtype=np.float64).reshape(whole, self.width)
         keep = np.array([row_key(r) is not None for r in rows], dtype=bool)
         if not keep.all():
-            self.problem = (f'{self.path}: {int((~keep).sum())} rows without a finite episode, '
-                            'step and stamp dropped')
+            self.problems.append(f'{self.path}: {int((~keep).sum())} rows without a finite '
+                                 'episode, step and stamp dropped')
         return rows[keep].copy()
 
     def append(self, row: np.ndarray) -> None:
@@ -135,11 +150,16 @@ class RowSpool:
         row = np.asarray(row, dtype=np.float64).reshape(-1)
         if row.size != self.width:
             raise ValueError(f'row of {row.size} values, the spool holds {self.width}')
-        os.write(self._fd, row.tobytes())
+        data = row.tobytes()
+        written = os.write(self._fd, data)
+        if written != len(data):  # a full disk: no half row left to shift the rows after it
+            os.ftruncate(self._fd, len(self._header()) + self._rows_in_file * len(data))
+            raise OSError(errno.ENOSPC, f'{self.path}: wrote {written} of {len(data)} bytes')
         self._rows_in_file += 1
 
     def rewrite(self, rows: np.ndarray) -> None:
-        """Make the file hold exactly ``rows`` (n, F): written aside, then renamed over it."""
+        """Make the file hold exactly ``rows`` (n, F): none, truncated to its header; else
+        written aside, then renamed over it."""
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.width)
         if not len(rows) and self._fd >= 0:
             os.ftruncate(self._fd, len(self._header()))
@@ -157,18 +177,33 @@ class RowSpool:
         return self._rows_in_file
 
     def close(self) -> None:
+        """Close the file (the lock is kept: :meth:`release`)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def release(self) -> None:
+        """Close the file and let another producer open it."""
+        self.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
 
 class UnackedRows:
     """The producer's bounded queue of executed rows not yet acknowledged.
 
+    The consumer accepts rows in the order they were published (a resend starts at the oldest
+    unacknowledged row), so an acknowledgement of a queued row acknowledges every row before it
+    in the queue: also the rows of an earlier run of the producer that a resend carried ahead
+    of the new run's (a restarted controller starts the episode again at step 0, so the two
+    runs' keys do not increase together).
+
     Args:
         max_rows: most rows kept; beyond it the oldest is dropped (and counted).
         spool: where the queue is also kept on disk (:class:`RowSpool`); its rows from an
             earlier producer start the queue, due for resending at once. None: memory only.
+            A disk error turns it off (:attr:`spool_error`); the queue goes on in memory.
 
     Raises:
         ValueError: max_rows < 1.
@@ -184,10 +219,35 @@ class UnackedRows:
         self.acked = 0
         self.resent = 0
         self.spool = spool
+        self.spool_error: Optional[str] = None
         if spool is not None:
             for r in spool.loaded[-self.max_rows:]:
                 self._rows.append((row_key(r), r.copy(), float('-inf')))
+            self.dropped = len(spool.loaded) - len(self._rows)
+            if self.dropped:
+                self._spool_io(spool.rewrite, self._stacked())
         self.recovered = len(self._rows)
+
+    def _stacked(self) -> np.ndarray:
+        width = self.spool.width if self.spool is not None else 0
+        return (np.stack([r[1] for r in self._rows]) if self._rows
+                else np.zeros((0, width)))
+
+    def _spool_io(self, fn, *args) -> None:
+        """``fn(*args)`` on the spool; an OSError turns the spool off (the file moved aside when
+        it can be, so a later producer does not resend a stale queue)."""
+        if self.spool is None:
+            return
+        try:
+            fn(*args)
+        except OSError as e:
+            spool, self.spool = self.spool, None
+            self.spool_error = f'{spool.path}: {e.strerror or e}'
+            spool.release()
+            try:
+                os.replace(spool.path, f'{spool.path}.failed-{time.time_ns()}')
+            except OSError:
+                pass
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -198,27 +258,30 @@ class UnackedRows:
         if key is None:
             raise ValueError('executed row without a finite episode, step and stamp')
         self._rows.append((key, np.array(row, dtype=np.float64), float(now)))
-        if self.spool is not None:
-            self.spool.append(row)
+        dropped = None
         if len(self._rows) > self.max_rows:
             self.dropped += 1
             dropped = self._rows.popleft()[1]
+        self._spool_io(self.spool.append if self.spool else None, row)
+        if dropped is not None:
             self._compact()
-            return dropped
-        return None
+        return dropped
 
     def _compact(self):
         """Keep the spool's file near the queue: empty with it, rewritten when twice as long."""
         if self.spool is not None and (
                 (not self._rows and self.spool.rows_in_file)
                 or self.spool.rows_in_file > 2 * self.max_rows):
-            self.spool.rewrite(np.stack([r[1] for r in self._rows]) if self._rows
-                               else np.zeros((0, self.spool.width)))
+            self._spool_io(self.spool.rewrite, self._stacked())
 
     def acknowledge(self, ack: Key) -> int:
-        """Forget every row covered by ``ack``; returns how many."""
+        """Forget the queued rows up to the last one equal to ``ack`` and every row covered by
+        it (an acknowledgement of a row no longer queued, e.g. latched from before a restart);
+        returns how many."""
         self.ack = (int(ack[0]), int(ack[1]), float(ack[2]))
-        keep = collections.deque(r for r in self._rows if not covered(r[0], self.ack))
+        rows = list(self._rows)
+        last = max((i for i, r in enumerate(rows) if r[0] == self.ack), default=-1)
+        keep = collections.deque(r for r in rows[last + 1:] if not covered(r[0], self.ack))
         n = len(self._rows) - len(keep)
         self._rows = keep
         self.acked += n
@@ -241,7 +304,8 @@ class UnackedRows:
         return rows
 
     def counters(self) -> Dict[str, int]:
-        """unacked, acked, resent and dropped rows since construction."""
+        """unacked, acked, resent and dropped rows since construction, and the rows recovered
+        from the spool at construction."""
         return {'unacked': len(self._rows), 'acked': self.acked, 'resent': self.resent,
                 'dropped_unacked': self.dropped, 'recovered_unacked': self.recovered}
 
