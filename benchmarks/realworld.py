@@ -36,6 +36,8 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   150-step episodes (6,750 transitions); ``anywhere_realtime_compiled`` the same with the
   planner compiled; ``anywhere_realtime_compiled_200``: the profile as shipped, 200-step
   episodes (9,000 transitions), the planner compiled;
+- ``forward_realtime_5000`` and ``anywhere_realtime_10000``: the issue's whole budget of
+  real transitions, a fifth iteration of 5 MPC episodes and a retrain (5,000 and 10,000);
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
   18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
@@ -100,6 +102,10 @@ ROWS = {
                                    ['controller.planner.backend=compiled'] + STEPS_150, False),
     'anywhere_realtime_compiled_200': ('push_anywhere', ['controller.planner.backend=compiled'],
                                        False),
+    # The whole budget: a fifth collect-and-retrain iteration (5,000 and 10,000 transitions).
+    'forward_realtime_5000': ('twin_realistic', ['recipe.iterations=5'], False),
+    'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled',
+                                                  'recipe.iterations=5'], False),
     'forward_realtime_distill': ('distill', [], True),
     'forward_realtime_distill_dagger': ('distill', ['controller.mode=policy'], False),
 }
