@@ -74,6 +74,8 @@ REF = 'controller.planner.backend=reference'
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
 STEPS_150 = [f'{node}.task.episode_steps=150'
              for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
+INTRUSION = [f'{node}.task.reward.tool_intrusion_weight=10.0'
+             for node in ('twin', 'buffer', 'trainer', 'controller')]
 ROWS = {
     'forward_realtime': ('twin_realistic', [REF], True),
     'forward_realtime_no_compensation': ('twin_realistic',
@@ -106,6 +108,9 @@ ROWS = {
     'forward_realtime_5000': ('twin_realistic', ['recipe.iterations=5'], False),
     'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled',
                                                   'recipe.iterations=5'], False),
+    # The tool-on-the-puck cost (task.reward.tool_intrusion_weight) in every node's task.
+    'forward_realtime_intrusion': ('twin_realistic', INTRUSION, False),
+    'anywhere_realtime_intrusion': ('push_anywhere', INTRUSION, False),
     'forward_realtime_distill': ('distill', [], True),
     'forward_realtime_distill_dagger': ('distill', ['controller.mode=policy'], False),
 }

@@ -43,9 +43,11 @@ import gymnasium as gym
 from gymnasium import spaces
 import numpy as np
 import pybullet as pb
+import torch
 
 from mbrl_robot.core.tasks.push import (ACTION_DIM, PUCK, PUCK_HEIGHT_M, PUCK_RADIUS_M,
-                                        STATE_DIM, TOOL_LINK, TOOL_RADIUS_M, tool_shaping)
+                                        STATE_DIM, TOOL_LINK, TOOL_RADIUS_M, tool_intrusion,
+                                        tool_shaping)
 from mbrl_robot.paths import urdf_path
 
 # Ready pose: J1, J3, J5, J7 = 0; J2/J4/J6 put the tool vertical with its tip at HOME_TIP
@@ -247,6 +249,7 @@ class PushEnv(gym.Env):
         self.tool_shaping_weight = float(reward['tool_shaping_weight'])
         self.tool_shaping_fade = float(reward['tool_shaping_fade_m'])
         self.action_cost = float(reward['action_cost'])
+        self.tool_intrusion_weight = float(reward['tool_intrusion_weight'])
         self.tool_around_puck = reward['tool_path'] == 'around_puck'
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
@@ -254,9 +257,9 @@ class PushEnv(gym.Env):
             raise ValueError('control_rate_hz, episode_steps and max_joint_speed_rad_s must be '
                              '> 0')
         if self.success_radius <= 0 or min(self.tool_shaping_weight, self.tool_shaping_fade,
-                                           self.action_cost) < 0:
+                                           self.action_cost, self.tool_intrusion_weight) < 0:
             raise ValueError('success_radius_m must be > 0, tool_shaping_weight, '
-                             'tool_shaping_fade_m and action_cost >= 0')
+                             'tool_shaping_fade_m, action_cost and tool_intrusion_weight >= 0')
         substeps = physics_hz / self.control_rate_hz
         if substeps < 1 or abs(substeps - round(substeps)) > 1e-9:
             raise ValueError(f'physics_hz {physics_hz} must be a multiple of control_rate_hz '
@@ -428,6 +431,10 @@ class PushEnv(gym.Env):
         if self.tool_shaping_weight > 0.0:
             reward -= float(tool_shaping(puck, self._target, tip, self.tool_shaping_weight,
                                          self.tool_shaping_fade, self.tool_around_puck))
+        if self.tool_intrusion_weight > 0.0:
+            reward -= self.tool_intrusion_weight * float(tool_intrusion(
+                torch.as_tensor(tip, dtype=torch.float64),
+                torch.as_tensor(puck, dtype=torch.float64)))
         if self.action_cost > 0.0:
             reward -= self.action_cost * float(np.sum(action ** 2))
         return reward

@@ -31,7 +31,8 @@ from mbrl_robot.config import node_params
 from mbrl_robot.inprocess import run_profile
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
-from mbrl_robot.core.tasks.push import PushTask, tool_path
+from mbrl_robot.core.tasks.push import (PUCK_HEIGHT_M, PUCK_RADIUS_M, TOOL_RADIUS_M, PushTask,
+                                        tool_intrusion, tool_path)
 from mbrl_robot.sim.push_env import PushEnv
 
 MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 3, 'num_layers': 2, 'hidden_size': 32}
@@ -104,6 +105,35 @@ def test_tool_shaping_fades_out_on_the_target():
     np.testing.assert_allclose(faded.numpy(), expected.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match='fade'):
         PushTask(tool_shaping_weight=1.0, tool_shaping_fade=-0.01)
+
+
+def test_tool_intrusion_costs_a_tool_on_the_puck_and_nothing_beside_it():
+    """The intrusion term: zero for a rod touching the puck's side at push height or above the
+    puck with clearance, the depth for a tool end over the puck and below its top."""
+    puck = torch.tensor([0.6, 0.0, PUCK_HEIGHT_M / 2], dtype=torch.float64)
+    top = PUCK_HEIGHT_M + TOOL_RADIUS_M  # tool end at the clearance above the puck's top
+
+    def depth(x, z):
+        return tool_intrusion(torch.tensor([0.6 + x, 0.0, z], dtype=torch.float64), puck).item()
+
+    side = PUCK_RADIUS_M + TOOL_RADIUS_M
+    assert depth(side, 0.01) == 0.0 and depth(side - 0.005, 0.01) == 0.0  # pushing, pressed in
+    assert depth(0.0, top + 0.001) == 0.0  # over the puck, clear of it
+    assert depth(0.0, top - 0.02) == pytest.approx(0.02)  # on top, 1 cm into the puck
+    assert depth(PUCK_RADIUS_M - 0.005, 0.0) == pytest.approx(0.005)  # at the rim, inside
+    # In the reward: -k * depth, nothing else changes.
+    obs = torch.zeros(1, 17, dtype=torch.float64)
+    obs[0, 14:17] = puck
+    task = PushTask(target=[0.7, 0.0, 0.016], dtype=torch.float64)
+    tip = task.tool_tip(obs)[0]
+    obs[0, 14:17] = torch.stack([tip[0], tip[1], tip[2] - 0.005])  # tip 2 cm under the top
+    weighed = PushTask(target=[0.7, 0.0, 0.016], tool_intrusion_weight=10.0,
+                       dtype=torch.float64)
+    act = torch.zeros(1, 7, dtype=torch.float64)
+    gap = (task.reward_fn(obs, act) - weighed.reward_fn(obs, act)).item()
+    assert gap == pytest.approx(10.0 * (PUCK_HEIGHT_M / 2 + TOOL_RADIUS_M - 0.005))
+    with pytest.raises(ValueError, match='tool_intrusion_weight'):
+        PushTask(tool_intrusion_weight=-1.0)
 
 
 def test_tool_path_goes_around_the_puck():

@@ -246,13 +246,15 @@ def test_velocity_command_is_tracked_and_clamped(env):
     assert env.clamp_velocity(np.full(7, -1.0), at_limit)[0] == -1.0
 
 
-@pytest.mark.parametrize('weight, fade, cost, path', [
-    (0.0, 0.0, 0.0, 'straight'), (1.5, 0.0, 0.0, 'straight'), (1.5, 0.3, 0.01, 'straight'),
-    (1.5, 0.0, 0.01, 'around_puck')])
-def test_env_reward_equals_task_reward(weight, fade, cost, path):
+@pytest.mark.parametrize('weight, fade, cost, path, intrusion', [
+    (0.0, 0.0, 0.0, 'straight', 0.0), (1.5, 0.0, 0.0, 'straight', 0.0),
+    (1.5, 0.3, 0.01, 'straight', 0.0), (1.5, 0.0, 0.01, 'around_puck', 0.0),
+    (0.0, 0.0, 0.0, 'straight', 10.0)])
+def test_env_reward_equals_task_reward(weight, fade, cost, path, intrusion):
     cfg = copy.deepcopy(TASK)
     cfg['reward'] = {'tool_shaping_weight': weight, 'tool_shaping_fade_m': fade,
-                     'action_cost': cost, 'tool_path': path}
+                     'action_cost': cost, 'tool_path': path,
+                     'tool_intrusion_weight': intrusion}
     e = PushEnv(cfg)
     task = PushTask.from_config(cfg, dtype=torch.float64)
     rng = np.random.default_rng(2)

@@ -29,6 +29,7 @@ ignored here. The policy observation (:func:`push_obs`, layout ``PUSH_OBS_LAYOUT
 Reward of a transition, computed on the next state::
 
     r = -||puck - target|| - w * g * path(tool_tip(q), push_point) - c * ||a||^2
+        - k * intrusion(tool_tip(q), puck)
     push_point = puck + (puck - target) / ||puck - target|| * (puck_radius + tool_radius)
     g = min(1, ||puck - target|| / fade)      (g = 1 when fade = 0)
 
@@ -41,6 +42,9 @@ drawn to the push point there rams the puck off the target; ``fade``
 (``task.reward.tool_shaping_fade_m``) fades the tool term out over the last ``fade`` metres.
 ``c`` (``task.reward.action_cost``) is a control cost on the normalised action ``a`` in [-1, 1]
 (as in PETS' pusher): once the puck is on the target, standing still scores best.
+``k`` (``task.reward.tool_intrusion_weight``, 0 by default) weighs how deep the tool's end is
+inside the space the puck occupies (:func:`tool_intrusion`): a tool there is on top of the puck,
+pressing it into the table, which no push comes out of (the twin's stalled episodes).
 """
 
 import copy
@@ -129,6 +133,23 @@ def tool_path(tip: torch.Tensor, point: torch.Tensor, puck: torch.Tensor,
     return torch.sqrt(plane ** 2 + dz ** 2)
 
 
+def tool_intrusion(tip: torch.Tensor, puck: torch.Tensor, radius: float = PUCK_RADIUS_M,
+                   top: float = PUCK_HEIGHT_M / 2.0 + TOOL_RADIUS_M) -> torch.Tensor:
+    """How deep (...) the tool's end ``tip`` (..., 3, m) is inside the puck's space, 0 outside.
+
+    The space is the puck's cylinder around ``puck`` (..., 3, its centre): ``radius`` wide, up to
+    ``top`` above the centre (the puck's top plus a tool radius of clearance). The depth is the
+    smaller of how far the tip is inside the rim in the table plane and how far below the top.
+    A rod of ``TOOL_RADIUS_M`` whose end centre is within the puck's own radius can only be on
+    top of the puck (from the side the rod touches at ``PUCK_RADIUS_M + TOOL_RADIUS_M``), so a
+    side push costs nothing.
+    """
+    horizontal = torch.linalg.vector_norm(tip[..., :2] - puck[..., :2], dim=-1)
+    inside = (radius - horizontal).clamp_min(0.0)
+    below = (puck[..., 2] + top - tip[..., 2]).clamp_min(0.0)
+    return torch.minimum(inside, below)
+
+
 def push_point(puck: np.ndarray, target: np.ndarray,
                offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M) -> np.ndarray:
     """Point (..., 3) behind the puck on the target->puck line, ``offset`` from the puck centre."""
@@ -147,6 +168,7 @@ class PushTask:
         tool_shaping_weight: ``w`` above (>= 0).
         tool_shaping_fade: ``fade`` above (m, >= 0; 0: no fading).
         action_cost: ``c`` above (>= 0).
+        tool_intrusion_weight: ``k`` above (>= 0).
         tool_around_puck: the tool term measures the way around the puck, not the straight
             line (:func:`tool_path`; ``task.reward.tool_path``).
         success_radius: success when the final puck-target distance is below this (m).
@@ -170,12 +192,15 @@ class PushTask:
                  joint_names: Optional[Sequence[str]] = None,
                  tool_shaping_weight: float = 0.0, success_radius: float = 0.05,
                  tool_shaping_fade: float = 0.0, action_cost: float = 0.0,
-                 tool_around_puck: bool = False, target: Optional[Sequence[float]] = None,
+                 tool_around_puck: bool = False, tool_intrusion_weight: float = 0.0,
+                 target: Optional[Sequence[float]] = None,
                  push_offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M,
                  device: torch.device = torch.device('cpu'), dtype: torch.dtype = torch.float32):
-        if tool_shaping_weight < 0.0 or tool_shaping_fade < 0.0 or action_cost < 0.0:
-            raise ValueError('tool_shaping_weight, tool_shaping_fade and action_cost must be >= 0,'
-                             f' got {tool_shaping_weight}, {tool_shaping_fade}, {action_cost}')
+        if min(tool_shaping_weight, tool_shaping_fade, action_cost, tool_intrusion_weight) < 0.0:
+            raise ValueError('tool_shaping_weight, tool_shaping_fade, action_cost and '
+                             'tool_intrusion_weight must be >= 0, got '
+                             f'{tool_shaping_weight}, {tool_shaping_fade}, {action_cost}, '
+                             f'{tool_intrusion_weight}')
         if success_radius <= 0.0 or push_offset < 0.0:
             raise ValueError('success_radius must be > 0 and push_offset >= 0, got '
                              f'{success_radius}, {push_offset}')
@@ -192,6 +217,7 @@ class PushTask:
         self.tool_shaping_weight = float(tool_shaping_weight)
         self.tool_shaping_fade = float(tool_shaping_fade)
         self.action_cost = float(action_cost)
+        self.tool_intrusion_weight = float(tool_intrusion_weight)
         self.tool_around_puck = bool(tool_around_puck)
         self.success_radius = float(success_radius)
         self.push_offset = float(push_offset)
@@ -212,6 +238,7 @@ class PushTask:
                    tool_shaping_fade=float(reward['tool_shaping_fade_m']),
                    action_cost=float(reward['action_cost']),
                    tool_around_puck=reward['tool_path'] == 'around_puck',
+                   tool_intrusion_weight=float(reward['tool_intrusion_weight']),
                    success_radius=float(task['success_radius_m']), **kwargs)
 
     def to(self, device: torch.device) -> 'PushTask':
@@ -267,11 +294,15 @@ class PushTask:
         away = puck - target
         dist = torch.linalg.vector_norm(away, dim=-1)
         reward = -dist
+        if self.tool_shaping_weight > 0.0 or self.tool_intrusion_weight > 0.0:
+            tip = self.kinematics.to(next_obs.device).tip_position(
+                next_obs[..., JOINT_POS]).to(target.dtype)
+        if self.tool_intrusion_weight > 0.0:
+            reward = reward - self.tool_intrusion_weight * tool_intrusion(tip, puck)
         if self.tool_shaping_weight > 0.0:
             point = puck + away / dist.clamp_min(1e-9).unsqueeze(-1) * self.push_offset
-            tip = self.kinematics.to(next_obs.device).tip_position(next_obs[..., JOINT_POS])
             term = self.tool_shaping_weight * tool_path(
-                tip.to(target.dtype), point, puck, self.push_offset, self.tool_around_puck)
+                tip, point, puck, self.push_offset, self.tool_around_puck)
             if self.tool_shaping_fade > 0.0:
                 term = term * (dist / self.tool_shaping_fade).clamp_max(1.0)
             reward = reward - term
