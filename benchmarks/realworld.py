@@ -108,7 +108,11 @@ ROWS = {
     'forward_realtime_5000': ('twin_realistic', ['recipe.iterations=5'], False),
     'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled',
                                                   'recipe.iterations=5'], False),
-    # The tool-on-the-puck cost (task.reward.tool_intrusion_weight) in every node's task.
+    # The tool-on-the-puck cost (task.reward.tool_intrusion_weight) in every node's task; the
+    # first measured with the puck's whole radius as the space (3.5 cm).
+    'forward_realtime_intrusion_35mm': ('twin_realistic', INTRUSION + [
+        f'{node}.task.reward.tool_intrusion_radius_m=0.035'
+        for node in ('twin', 'buffer', 'trainer', 'controller')], False),
     'forward_realtime_intrusion': ('twin_realistic', INTRUSION, False),
     'anywhere_realtime_intrusion': ('push_anywhere', INTRUSION, False),
     'forward_realtime_distill': ('distill', [], True),

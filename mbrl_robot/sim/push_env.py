@@ -250,6 +250,7 @@ class PushEnv(gym.Env):
         self.tool_shaping_fade = float(reward['tool_shaping_fade_m'])
         self.action_cost = float(reward['action_cost'])
         self.tool_intrusion_weight = float(reward['tool_intrusion_weight'])
+        self.tool_intrusion_radius = float(reward['tool_intrusion_radius_m'])
         self.tool_around_puck = reward['tool_path'] == 'around_puck'
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
@@ -434,7 +435,7 @@ class PushEnv(gym.Env):
         if self.tool_intrusion_weight > 0.0:
             reward -= self.tool_intrusion_weight * float(tool_intrusion(
                 torch.as_tensor(tip, dtype=torch.float64),
-                torch.as_tensor(puck, dtype=torch.float64)))
+                torch.as_tensor(puck, dtype=torch.float64), self.tool_intrusion_radius))
         if self.action_cost > 0.0:
             reward -= self.action_cost * float(np.sum(action ** 2))
         return reward

@@ -132,8 +132,17 @@ def test_tool_intrusion_costs_a_tool_on_the_puck_and_nothing_beside_it():
     act = torch.zeros(1, 7, dtype=torch.float64)
     gap = (task.reward_fn(obs, act) - weighed.reward_fn(obs, act)).item()
     assert gap == pytest.approx(10.0 * (PUCK_HEIGHT_M / 2 + TOOL_RADIUS_M - 0.005))
+    # The reward's space is 2 cm wide (the recorded puck lags a pushing tool): a tool end 2.5
+    # cm from the recorded centre costs nothing there, 1 cm costs the 1 cm inside its rim.
+    for offset, expected in ((0.025, 0.0), (0.01, 0.01)):
+        moved = obs.clone()
+        moved[0, 14] = tip[0] + offset
+        gap = (task.reward_fn(moved, act) - weighed.reward_fn(moved, act)).item()
+        assert gap == pytest.approx(10.0 * expected, abs=1e-9)
     with pytest.raises(ValueError, match='tool_intrusion_weight'):
         PushTask(tool_intrusion_weight=-1.0)
+    with pytest.raises(ValueError, match='tool_intrusion_radius'):
+        PushTask(tool_intrusion_radius=0.0)
 
 
 def test_tool_path_goes_around_the_puck():

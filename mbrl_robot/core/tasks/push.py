@@ -137,12 +137,14 @@ def tool_intrusion(tip: torch.Tensor, puck: torch.Tensor, radius: float = PUCK_R
                    top: float = PUCK_HEIGHT_M / 2.0 + TOOL_RADIUS_M) -> torch.Tensor:
     """How deep (...) the tool's end ``tip`` (..., 3, m) is inside the puck's space, 0 outside.
 
-    The space is the puck's cylinder around ``puck`` (..., 3, its centre): ``radius`` wide, up to
-    ``top`` above the centre (the puck's top plus a tool radius of clearance). The depth is the
+    The space is a cylinder around ``puck`` (..., 3, its centre): ``radius`` wide, up to ``top``
+    above the centre (default: the puck's top plus a tool radius of clearance). The depth is the
     smaller of how far the tip is inside the rim in the table plane and how far below the top.
     A rod of ``TOOL_RADIUS_M`` whose end centre is within the puck's own radius can only be on
-    top of the puck (from the side the rod touches at ``PUCK_RADIUS_M + TOOL_RADIUS_M``), so a
-    side push costs nothing.
+    top of the puck (from the side the rod touches at ``PUCK_RADIUS_M + TOOL_RADIUS_M``).
+    The reward uses a narrower ``radius`` (``task.reward.tool_intrusion_radius_m``): the puck a
+    controller records is the tracker's, 60-120 ms old, and during a firm push the tool end
+    shows up to ~1.5 cm inside the recorded puck's rim.
     """
     horizontal = torch.linalg.vector_norm(tip[..., :2] - puck[..., :2], dim=-1)
     inside = (radius - horizontal).clamp_min(0.0)
@@ -169,6 +171,7 @@ class PushTask:
         tool_shaping_fade: ``fade`` above (m, >= 0; 0: no fading).
         action_cost: ``c`` above (>= 0).
         tool_intrusion_weight: ``k`` above (>= 0).
+        tool_intrusion_radius: the width of the puck's space in ``k``'s term (m, > 0).
         tool_around_puck: the tool term measures the way around the puck, not the straight
             line (:func:`tool_path`; ``task.reward.tool_path``).
         success_radius: success when the final puck-target distance is below this (m).
@@ -193,6 +196,7 @@ class PushTask:
                  tool_shaping_weight: float = 0.0, success_radius: float = 0.05,
                  tool_shaping_fade: float = 0.0, action_cost: float = 0.0,
                  tool_around_puck: bool = False, tool_intrusion_weight: float = 0.0,
+                 tool_intrusion_radius: float = 0.02,
                  target: Optional[Sequence[float]] = None,
                  push_offset: float = PUCK_RADIUS_M + TOOL_RADIUS_M,
                  device: torch.device = torch.device('cpu'), dtype: torch.dtype = torch.float32):
@@ -201,9 +205,10 @@ class PushTask:
                              'tool_intrusion_weight must be >= 0, got '
                              f'{tool_shaping_weight}, {tool_shaping_fade}, {action_cost}, '
                              f'{tool_intrusion_weight}')
-        if success_radius <= 0.0 or push_offset < 0.0:
-            raise ValueError('success_radius must be > 0 and push_offset >= 0, got '
-                             f'{success_radius}, {push_offset}')
+        if success_radius <= 0.0 or push_offset < 0.0 or tool_intrusion_radius <= 0.0:
+            raise ValueError('success_radius and tool_intrusion_radius must be > 0 and '
+                             f'push_offset >= 0, got {success_radius}, {tool_intrusion_radius}, '
+                             f'{push_offset}')
         if urdf_file is None:
             from mbrl_robot.paths import urdf_path
             urdf_file = urdf_path('iiwa7_pusher.urdf')
@@ -218,6 +223,7 @@ class PushTask:
         self.tool_shaping_fade = float(tool_shaping_fade)
         self.action_cost = float(action_cost)
         self.tool_intrusion_weight = float(tool_intrusion_weight)
+        self.tool_intrusion_radius = float(tool_intrusion_radius)
         self.tool_around_puck = bool(tool_around_puck)
         self.success_radius = float(success_radius)
         self.push_offset = float(push_offset)
@@ -239,6 +245,7 @@ class PushTask:
                    action_cost=float(reward['action_cost']),
                    tool_around_puck=reward['tool_path'] == 'around_puck',
                    tool_intrusion_weight=float(reward['tool_intrusion_weight']),
+                   tool_intrusion_radius=float(reward['tool_intrusion_radius_m']),
                    success_radius=float(task['success_radius_m']), **kwargs)
 
     def to(self, device: torch.device) -> 'PushTask':
@@ -298,7 +305,8 @@ class PushTask:
             tip = self.kinematics.to(next_obs.device).tip_position(
                 next_obs[..., JOINT_POS]).to(target.dtype)
         if self.tool_intrusion_weight > 0.0:
-            reward = reward - self.tool_intrusion_weight * tool_intrusion(tip, puck)
+            reward = reward - self.tool_intrusion_weight * tool_intrusion(
+                tip, puck, self.tool_intrusion_radius)
         if self.tool_shaping_weight > 0.0:
             point = puck + away / dist.clamp_min(1e-9).unsqueeze(-1) * self.push_offset
             term = self.tool_shaping_weight * tool_path(
