@@ -38,14 +38,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from mbrl_robot.core.tasks.push import PUCK_HEIGHT_M, STATE_DIM, PushTask, tool_intrusion
+from mbrl_robot.config import node_params
+from mbrl_robot.core.tasks.push import (PUCK, PUCK_HEIGHT_M, PUCK_RADIUS_M, STATE_DIM, PushTask,
+                                        tool_intrusion)
 
 # The puck's resting centre height in the twin (mbrl_robot/sim/push_env.py PUCK_Z).
 REST_Z_M = PUCK_HEIGHT_M / 2.0 + 0.001
-
-
-def _rows(blob: bytes, n: int) -> np.ndarray:
-    return np.frombuffer(blob, dtype=np.float64 if len(blob) == n * 8 else np.float32)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -58,29 +56,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='metres below its resting height that count as pressed into the table')
     ap.add_argument('--episodes', action='store_true', help='one line per episode too')
     args = ap.parse_args(argv)
-    task = PushTask(dtype=torch.float64)
+    rc = 0
     for run in args.runs:
         try:
             with open(f'{run}/summary.json') as f:
                 episodes = json.load(f)['episodes']
+            joints = node_params(f'{run}/params.yaml', 'controller')['task']['joints']
             db = sqlite3.connect(f'file:{run}/buffer/transitions.sqlite3?mode=ro', uri=True)
         except (OSError, ValueError, KeyError, sqlite3.Error) as e:
             print(f'failure_modes: {run}: cannot read the run ({e})', file=sys.stderr)
-            return 1
+            rc = 1
+            continue
+        task = PushTask(joint_names=joints, dtype=torch.float64)
         counts = {'success': [0, 0, 0], 'failure': [0, 0, 0]}
         for e in episodes:
             if e.get('policy') != 'planner' or e.get('stage') not in ('mpc', 'eval_planner'):
                 continue
-            states = [_rows(r[0], STATE_DIM) for r in db.execute(
+            # The store's rows are little-endian float64 (core/buffer/storage.py); the episode
+            # id is the recipe's, which differs from the index when an arm gave one up.
+            states = [np.frombuffer(r[0], '<f8')[:STATE_DIM] for r in db.execute(
                 'SELECT next_obs FROM transitions WHERE episode = ? ORDER BY step',
-                (e['index'],))]
+                (e.get('episode', e['index']),))]
             if not states:
                 continue
-            s = torch.as_tensor(np.array(states)[:, :STATE_DIM])
-            depth = tool_intrusion(task.tool_tip(s), s[:, 14:17],
+            s = torch.as_tensor(np.array(states))
+            depth = tool_intrusion(task.tool_tip(s), s[:, PUCK], radius=PUCK_RADIUS_M,
                                    top=PUCK_HEIGHT_M / 2 + args.clearance)
             on_puck = int((depth > 0).sum())
-            pressed = int((s[:, 16] < REST_Z_M - args.pressed).sum())
+            pressed = int((s[:, PUCK.stop - 1] < REST_Z_M - args.pressed).sum())
             key = 'success' if e['success'] else 'failure'
             counts[key][0] += 1
             counts[key][1] += on_puck >= args.steps
@@ -98,7 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           'successes': counts['success'][0],
                           'successes_tool_on_puck': counts['success'][1],
                           'successes_puck_pressed': counts['success'][2]}))
-    return 0
+        db.close()
+    return rc
 
 
 if __name__ == '__main__':

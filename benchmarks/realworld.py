@@ -38,6 +38,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   episodes (9,000 transitions), the planner compiled;
 - ``forward_realtime_5000`` and ``anywhere_realtime_10000``: the issue's whole budget of
   real transitions, a fifth iteration of 5 MPC episodes and a retrain (5,000 and 10,000);
+- ``forward_realtime_intrusion_35mm``, ``forward_realtime_intrusion`` and
+  ``anywhere_realtime_intrusion``: the cost on the tool's end inside the puck's space
+  (``task.reward.tool_intrusion_weight: 10``) with that space 3.5 cm and 2 cm wide;
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
   18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
@@ -114,7 +117,8 @@ ROWS = {
         f'{node}.task.reward.tool_intrusion_radius_m=0.035'
         for node in ('twin', 'buffer', 'trainer', 'controller')], False),
     'forward_realtime_intrusion': ('twin_realistic', INTRUSION, False),
-    'anywhere_realtime_intrusion': ('push_anywhere', INTRUSION, False),
+    'anywhere_realtime_intrusion': ('push_anywhere',
+                                    ['controller.planner.backend=compiled'] + INTRUSION, False),
     'forward_realtime_distill': ('distill', [], True),
     'forward_realtime_distill_dagger': ('distill', ['controller.mode=policy'], False),
 }

@@ -41,7 +41,9 @@ without a namespace.
   world frame)]`.
 - Action a (7-D): normalised joint velocities in [-1, 1]; the command sent to the arm is
   `a * task.max_joint_speed_rad_s`, clamped to the arm's joint velocity limits.
-- Reward r = -||puck - target|| (+ optional shaping, `task.reward.tool_shaping_weight`).
+- Reward r = -||puck - target|| (+ optional terms: the tool shaping
+  `task.reward.tool_shaping_weight`, the control cost `task.reward.action_cost`, the tool on the
+  puck `task.reward.tool_intrusion_weight`; `mbrl_robot/core/tasks/push.py`).
 '''
 
 # (topics.* parameter or a fixed name, type, publisher, QoS, meaning beyond the description).

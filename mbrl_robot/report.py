@@ -142,7 +142,9 @@ def setup_lines(run_dir: str) -> List[str]:
     if reward.get('action_cost', 0.0):
         terms.append(f'- {reward["action_cost"]} ||a||^2')
     if reward.get('tool_intrusion_weight', 0.0):
-        terms.append(f'- {reward["tool_intrusion_weight"]} depth of the tool inside the puck')
+        terms.append(f'- {reward["tool_intrusion_weight"]} depth of the tool inside the puck '
+                     f'(within {reward.get("tool_intrusion_radius_m", 0.02) * 100:.1f} cm of '
+                     'its centre)')
     hold_text = (f'holds zero velocity within {hold["enter_radius_m"] * 100:.1f} cm of the '
                  f'target until the puck is {hold["exit_radius_m"] * 100:.1f} cm away'
                  if hold.get('enter_radius_m', 0.0) else 'off')

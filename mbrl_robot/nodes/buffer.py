@@ -83,10 +83,12 @@ def make_reward_fn(task: Dict[str, Any]):
     try:
         from mbrl_robot.core.tasks.push import PushTask
     except ImportError as e:
-        weight = float(task.get('reward', {}).get('tool_shaping_weight', 0.0))
-        if weight != 0.0:
-            raise ValueError(f'task.reward.tool_shaping_weight={weight} needs '
-                             f'mbrl_robot.core.tasks.push ({e})') from e
+        terms = {k: float(task.get('reward', {}).get(k, 0.0))
+                 for k in ('tool_shaping_weight', 'action_cost', 'tool_intrusion_weight')}
+        used = {k: v for k, v in terms.items() if v != 0.0}
+        if used:
+            raise ValueError(', '.join(f'task.reward.{k}={v}' for k, v in used.items())
+                             + f' need mbrl_robot.core.tasks.push ({e})') from e
         return puck_distance_reward, f'-||puck - target|| (PushTask unavailable: {e})'
     import torch
     push = PushTask.from_config(task, dtype=torch.float64)

@@ -257,10 +257,12 @@ class PushEnv(gym.Env):
         if self.control_rate_hz <= 0 or self.episode_steps <= 0 or self.max_joint_speed <= 0:
             raise ValueError('control_rate_hz, episode_steps and max_joint_speed_rad_s must be '
                              '> 0')
-        if self.success_radius <= 0 or min(self.tool_shaping_weight, self.tool_shaping_fade,
-                                           self.action_cost, self.tool_intrusion_weight) < 0:
-            raise ValueError('success_radius_m must be > 0, tool_shaping_weight, '
-                             'tool_shaping_fade_m, action_cost and tool_intrusion_weight >= 0')
+        if (self.success_radius <= 0 or self.tool_intrusion_radius <= 0
+                or min(self.tool_shaping_weight, self.tool_shaping_fade, self.action_cost,
+                       self.tool_intrusion_weight) < 0):
+            raise ValueError('success_radius_m and tool_intrusion_radius_m must be > 0, '
+                             'tool_shaping_weight, tool_shaping_fade_m, action_cost and '
+                             'tool_intrusion_weight >= 0')
         substeps = physics_hz / self.control_rate_hz
         if substeps < 1 or abs(substeps - round(substeps)) > 1e-9:
             raise ValueError(f'physics_hz {physics_hz} must be a multiple of control_rate_hz '

@@ -114,7 +114,8 @@ def test_tool_intrusion_costs_a_tool_on_the_puck_and_nothing_beside_it():
     top = PUCK_HEIGHT_M + TOOL_RADIUS_M  # tool end at the clearance above the puck's top
 
     def depth(x, z):
-        return tool_intrusion(torch.tensor([0.6 + x, 0.0, z], dtype=torch.float64), puck).item()
+        return tool_intrusion(torch.tensor([0.6 + x, 0.0, z], dtype=torch.float64), puck,
+                              PUCK_RADIUS_M).item()
 
     side = PUCK_RADIUS_M + TOOL_RADIUS_M
     assert depth(side, 0.01) == 0.0 and depth(side - 0.005, 0.01) == 0.0  # pushing, pressed in

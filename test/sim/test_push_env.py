@@ -252,11 +252,17 @@ def test_velocity_command_is_tracked_and_clamped(env):
     (0.0, 0.0, 0.0, 'straight', 10.0)])
 def test_env_reward_equals_task_reward(weight, fade, cost, path, intrusion):
     cfg = copy.deepcopy(TASK)
+    # With the intrusion term, a space 10 cm wide: the tool starts 5 cm from the puck, low, so
+    # the term is non-zero on these random steps (with 2 cm it would stay 0 and prove nothing).
     cfg['reward'] = {'tool_shaping_weight': weight, 'tool_shaping_fade_m': fade,
                      'action_cost': cost, 'tool_path': path,
-                     'tool_intrusion_weight': intrusion}
+                     'tool_intrusion_weight': intrusion, 'tool_intrusion_radius_m': 0.1}
     e = PushEnv(cfg)
     task = PushTask.from_config(cfg, dtype=torch.float64)
+    without = copy.deepcopy(cfg)
+    without['reward']['tool_intrusion_weight'] = 0.0
+    plain = PushTask.from_config(without, dtype=torch.float64)
+    charged = 0
     rng = np.random.default_rng(2)
     try:
         for seed in range(2):
@@ -269,8 +275,12 @@ def test_env_reward_equals_task_reward(weight, fade, cost, path, intrusion):
                                       torch.as_tensor(act)).item()
                 assert abs(reward - ours) < 1e-5, (reward, ours)
                 assert abs(info['distance'] - task.distance(obs)) < 1e-6
+                plain.set_target(info['target'])
+                charged += ours < plain.reward_fn(torch.as_tensor(obs, dtype=torch.float64),
+                                                  torch.as_tensor(act)).item() - 1e-9
     finally:
         e.close()
+    assert (charged > 0) == (intrusion > 0), charged
 
 
 def test_success_flag_and_truncation(env):

@@ -133,18 +133,19 @@ def tool_path(tip: torch.Tensor, point: torch.Tensor, puck: torch.Tensor,
     return torch.sqrt(plane ** 2 + dz ** 2)
 
 
-def tool_intrusion(tip: torch.Tensor, puck: torch.Tensor, radius: float = PUCK_RADIUS_M,
+def tool_intrusion(tip: torch.Tensor, puck: torch.Tensor, radius: float,
                    top: float = PUCK_HEIGHT_M / 2.0 + TOOL_RADIUS_M) -> torch.Tensor:
     """How deep (...) the tool's end ``tip`` (..., 3, m) is inside the puck's space, 0 outside.
 
-    The space is a cylinder around ``puck`` (..., 3, its centre): ``radius`` wide, up to ``top``
-    above the centre (default: the puck's top plus a tool radius of clearance). The depth is the
-    smaller of how far the tip is inside the rim in the table plane and how far below the top.
-    A rod of ``TOOL_RADIUS_M`` whose end centre is within the puck's own radius can only be on
-    top of the puck (from the side the rod touches at ``PUCK_RADIUS_M + TOOL_RADIUS_M``).
-    The reward uses a narrower ``radius`` (``task.reward.tool_intrusion_radius_m``): the puck a
-    controller records is the tracker's, 60-120 ms old, and during a firm push the tool end
-    shows up to ~1.5 cm inside the recorded puck's rim.
+    The space is a cylinder around ``puck`` (..., 3, its centre): ``radius`` (m) wide, up to
+    ``top`` above the centre (default: the puck's top plus a tool radius of clearance). The
+    depth is the smaller of how far the tip is inside the rim in the table plane and how far
+    below the top. A rod of ``TOOL_RADIUS_M`` whose end centre is within the puck's own radius
+    can only be on top of the puck (from the side the rod touches at ``PUCK_RADIUS_M +
+    TOOL_RADIUS_M``). The reward's ``radius`` is ``task.reward.tool_intrusion_radius_m`` (2 cm
+    by default, narrower than the puck): the puck a controller records is the tracker's, 60-120
+    ms old, and during a firm side push the tool end often shows inside its rim (a guess, not
+    validated: README, "Results on the realistic twin").
     """
     horizontal = torch.linalg.vector_norm(tip[..., :2] - puck[..., :2], dim=-1)
     inside = (radius - horizontal).clamp_min(0.0)
