@@ -46,8 +46,7 @@ import pybullet as pb
 import torch
 
 from mbrl_robot.core.tasks.push import (ACTION_DIM, PUCK, PUCK_HEIGHT_M, PUCK_RADIUS_M,
-                                        STATE_DIM, TOOL_LINK, TOOL_RADIUS_M, tool_intrusion,
-                                        tool_shaping)
+                                        STATE_DIM, TOOL_LINK, TOOL_RADIUS_M, PushTask)
 from mbrl_robot.paths import urdf_path
 
 # Ready pose: J1, J3, J5, J7 = 0; J2/J4/J6 put the tool vertical with its tip at HOME_TIP
@@ -168,15 +167,16 @@ class PushEnv(gym.Env):
     Observation (17,) float32: ``q`` (7), ``qd`` (7), puck xyz (3); with options, then puck linear
     velocity (3) and tool-tip xyz (3). Action (7,) in [-1, 1]: joint velocity
     ``a * max_joint_speed_rad_s``, clamped to each joint's velocity limit, held for one control
-    step. Reward ``-||puck - target|| - w g ||tool_tip - push_point|| - c ||a||^2`` (equal
-    to :meth:`mbrl_robot.core.tasks.PushTask.reward_fn`). Episodes are truncated after
-    ``episode_steps``; ``info`` holds ``distance``, ``is_success``, ``tool_tip``, ``puck``,
-    ``target``, ``contact`` (pusher or arm touches the puck at the end of the step).
+    step. Reward: :meth:`~mbrl_robot.core.tasks.push.PushTask.reward_from_tip` of the step's
+    puck and tool tip (``-||puck - target||`` and the optional terms of ``task.reward``; without
+    encoder noise equal to :meth:`~mbrl_robot.core.tasks.push.PushTask.reward_fn` of the
+    observation). Episodes are truncated after ``episode_steps``; ``info`` holds ``distance``,
+    ``is_success``, ``tool_tip``, ``puck``, ``target``, ``contact`` (pusher or arm touches the
+    puck at the end of the step).
 
     Args:
         task_config: the ``task`` block of a config (joints, control_rate_hz, episode_steps,
-            success_radius_m, max_joint_speed_rad_s, reward.tool_shaping_weight,
-            reward.tool_shaping_fade_m, reward.action_cost); default: the
+            success_radius_m, max_joint_speed_rad_s, reward); default: the
             ``lecture`` profile's.
         physics_hz: physics rate; must be a multiple of ``control_rate_hz`` (overrides
             ``physics['physics_hz']``).
@@ -241,28 +241,19 @@ class PushEnv(gym.Env):
         self.control_rate_hz = float(task_config['control_rate_hz'])
         self.episode_steps = int(task_config['episode_steps'] if episode_steps is None
                                  else episode_steps)
-        self.success_radius = float(task_config['success_radius_m'])
         self.max_joint_speed = float(task_config['max_joint_speed_rad_s'])
-        # Reward terms the block leaves out take the schema's defaults, as in PushTask.
-        reward = {**schema_defaults('shared', 'task')['reward'],
-                  **(dict(task_config).get('reward') or {})}
-        self.tool_shaping_weight = float(reward['tool_shaping_weight'])
-        self.tool_shaping_fade = float(reward['tool_shaping_fade_m'])
-        self.action_cost = float(reward['action_cost'])
-        self.tool_intrusion_weight = float(reward['tool_intrusion_weight'])
-        self.tool_intrusion_radius = float(reward['tool_intrusion_radius_m'])
-        self.tool_around_puck = reward['tool_path'] == 'around_puck'
         if len(self.joint_names) != 7 or len(set(self.joint_names)) != 7:
             raise ValueError(f'task.joints must be 7 distinct names, got {self.joint_names}')
         if self.control_rate_hz <= 0 or self.episode_steps <= 0 or self.max_joint_speed <= 0:
             raise ValueError('control_rate_hz, episode_steps and max_joint_speed_rad_s must be '
                              '> 0')
-        if (self.success_radius <= 0 or self.tool_intrusion_radius <= 0
-                or min(self.tool_shaping_weight, self.tool_shaping_fade, self.action_cost,
-                       self.tool_intrusion_weight) < 0):
-            raise ValueError('success_radius_m and tool_intrusion_radius_m must be > 0, '
-                             'tool_shaping_weight, tool_shaping_fade_m, action_cost and '
-                             'tool_intrusion_weight >= 0')
+        # The reward and success are PushTask's (one formula and one validation of the task's
+        # reward block and success radius; missing terms take the schema's defaults), fed with
+        # the tip the physics reports, so its kinematics' joint order is not used here (the
+        # joints are checked against the URDF with the scene).
+        self.reward_task = PushTask.from_config({**task_config, 'joints': None},
+                                                dtype=torch.float64)
+        self.success_radius = self.reward_task.success_radius
         substeps = physics_hz / self.control_rate_hz
         if substeps < 1 or abs(substeps - round(substeps)) > 1e-9:
             raise ValueError(f'physics_hz {physics_hz} must be a multiple of control_rate_hz '
@@ -428,19 +419,16 @@ class PushEnv(gym.Env):
         return {'distance': dist, 'is_success': dist < self.success_radius, 'tool_tip': tip,
                 'puck': puck.copy(), 'target': self._target.copy(), 'contact': self.in_contact()}
 
+    @property
+    def tool_shaping_weight(self) -> float:
+        """``task.reward.tool_shaping_weight`` of this env's reward."""
+        return self.reward_task.tool_shaping_weight
+
     def _reward(self, obs: np.ndarray, tip: np.ndarray, action: np.ndarray) -> float:
-        puck = obs[PUCK]
-        reward = -float(np.linalg.norm(puck - self._target))
-        if self.tool_shaping_weight > 0.0:
-            reward -= float(tool_shaping(puck, self._target, tip, self.tool_shaping_weight,
-                                         self.tool_shaping_fade, self.tool_around_puck))
-        if self.tool_intrusion_weight > 0.0:
-            reward -= self.tool_intrusion_weight * float(tool_intrusion(
-                torch.as_tensor(tip, dtype=torch.float64),
-                torch.as_tensor(puck, dtype=torch.float64), self.tool_intrusion_radius))
-        if self.action_cost > 0.0:
-            reward -= self.action_cost * float(np.sum(action ** 2))
-        return reward
+        def t(x):
+            return torch.as_tensor(np.asarray(x, dtype=np.float64))
+        return float(self.reward_task.reward_from_tip(t(obs[PUCK]), t(tip), t(action),
+                                                      t(self._target)))
 
     # ----------------------------------------------------------------------------- control
     def clamp_velocity(self, qd_cmd: np.ndarray, q: Optional[np.ndarray] = None) -> np.ndarray:

@@ -93,19 +93,6 @@ def distance(obs: np.ndarray, target: Sequence[float]) -> np.ndarray:
     return np.linalg.norm(obs[..., PUCK] - target, axis=-1)
 
 
-def tool_shaping(puck: np.ndarray, target: np.ndarray, tip: np.ndarray, weight: float,
-                 fade: float = 0.0, around: bool = False) -> np.ndarray:
-    """The tool term ``w * g * path(tip, push_point)`` (...) of the reward (numpy, float64)."""
-    puck = np.asarray(puck, dtype=np.float64)
-    dist = np.linalg.norm(puck - np.asarray(target, dtype=np.float64), axis=-1)
-    path = tool_path(*(torch.from_numpy(np.asarray(x, dtype=np.float64))
-                       for x in (tip, push_point(puck, target), puck)), around=around)
-    term = weight * path.numpy()
-    if fade > 0.0:
-        term = term * np.minimum(dist / fade, 1.0)
-    return term
-
-
 def tool_path(tip: torch.Tensor, point: torch.Tensor, puck: torch.Tensor,
               radius: float = PUCK_RADIUS_M + TOOL_RADIUS_M, around: bool = True) -> torch.Tensor:
     """Length (...) of the tool's way from ``tip`` to the push ``point`` (..., 3 each, m).
@@ -298,13 +285,22 @@ class PushTask:
             raise ValueError(f'next_obs must have >= {STATE_DIM} columns, '
                              f'got shape {tuple(next_obs.shape)}')
         target = self._target.to(device=next_obs.device)
-        puck = next_obs[..., PUCK].to(target.dtype)
+        tip = None
+        if self.tool_shaping_weight > 0.0 or self.tool_intrusion_weight > 0.0:
+            tip = self.kinematics.to(next_obs.device).tip_position(next_obs[..., JOINT_POS])
+        return self.reward_from_tip(next_obs[..., PUCK], tip, act, target)
+
+    def reward_from_tip(self, puck: torch.Tensor, tip: Optional[torch.Tensor],
+                        act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The reward's terms (...) from the puck (..., 3), the tool tip (..., 3; None when no
+        term uses it), the action (..., 7) and the target (..., 3), in ``target``'s dtype. The
+        twin computes its reward here too, with the tip its physics reports."""
+        puck = puck.to(target.dtype)
         away = puck - target
         dist = torch.linalg.vector_norm(away, dim=-1)
         reward = -dist
-        if self.tool_shaping_weight > 0.0 or self.tool_intrusion_weight > 0.0:
-            tip = self.kinematics.to(next_obs.device).tip_position(
-                next_obs[..., JOINT_POS]).to(target.dtype)
+        if tip is not None:
+            tip = tip.to(target.dtype)
         if self.tool_intrusion_weight > 0.0:
             reward = reward - self.tool_intrusion_weight * tool_intrusion(
                 tip, puck, self.tool_intrusion_radius)
