@@ -68,7 +68,8 @@ def point_task() -> GoalTask:
 
     def reward_fn(next_state, act, goal):
         return -torch.linalg.vector_norm(next_state - goal, dim=-1)
-    return GoalTask(2, 2, 2, 'point_mass', make_obs, reward_fn)
+    return GoalTask(2, 2, 2, 'point_mass', make_obs, reward_fn,
+                    achieved_goal=lambda state: np.asarray(state)[:, :2])
 
 
 def config(total: int, **kw):
@@ -77,6 +78,7 @@ def config(total: int, **kw):
            'rollout_length_min': 1, 'rollout_length_max': 3, 'rollout_schedule_start': 100,
            'rollout_schedule_end': 300, 'model_retain_rollouts': 3, 'real_ratio': 0.1,
            'gradient_steps': 5, 'batch_size': 128, 'member': 'random',
+           'relabel_goals': 0,
            'sac': {'learning_rate': 0.003, 'gamma': 0.9, 'net_arch': [64, 64]},
            'eval_seed': 1000, 'eval_episodes': 20, 'seed': 0}
     cfg.update(kw)
@@ -194,6 +196,60 @@ def test_agent_fed_recorded_transitions_branches_model_rollouts(member):
     # One model step moves the point by about 0.15 * action, as the real dynamics do.
     step = np.linalg.norm(rows[1][:, :2] - rows[0][:, :2], axis=1)
     assert np.all(step < 0.15 * np.sqrt(2) + 0.05)
+
+
+def test_hindsight_copies_take_goals_reached_later_in_the_same_episode():
+    """HER's future strategy: k copies per row, the goal a later next state of the episode, the
+    observation and reward recomputed; the real buffer (model fits, rollouts) untouched."""
+    from mbrl_robot.core.algorithms.mbpo import MBPOAgent
+    env = PointMass()
+    agent = MBPOAgent(point_task(), env.observation_space, env.action_space,
+                      config(100, relabel_goals=3), 0, False, log=lambda s: None)
+    rng = np.random.default_rng(2)
+    # Two episodes of 6 rows on a line: next states are distinct, so each goal names its t'.
+    path = np.cumsum(rng.uniform(0.05, 0.1, (13, 2)), axis=0)
+    state, nxt = path[:-1], path[1:]
+    act = rng.uniform(-1, 1, (12, 2))
+    goal = rng.uniform(-1, 1, (12, 2))
+    last = np.zeros(12)
+    last[[5, 11]] = 1
+    agent.add_transitions(state[:4], act[:4], nxt[:4], goal[:4], last[:4])
+    assert len(agent.relabelled) == 0  # the episode has not ended yet
+    agent.add_transitions(state[4:], act[4:], nxt[4:], goal[4:], last[4:])
+    assert len(agent.real) == 12 and len(agent.relabelled) == 36
+    obs, next_obs = agent.relabelled.column('obs'), agent.relabelled.column('next_obs')
+    relabel = obs[:, :2] + obs[:, 2:]
+    np.testing.assert_allclose(next_obs[:, :2] + next_obs[:, 2:], relabel, atol=1e-5)
+    t = np.repeat(np.arange(12), 3)
+    np.testing.assert_allclose(obs[:, :2], state[t], atol=1e-6)
+    np.testing.assert_allclose(agent.relabelled.column('act'), act[t], atol=1e-6)
+    later = [int(np.argmin(np.linalg.norm(nxt - g, axis=1))) for g in relabel]
+    np.testing.assert_allclose(relabel, nxt[later], atol=1e-5)
+    assert all(t[i] <= later[i] <= (5 if t[i] <= 5 else 11) for i in range(36))
+    assert len(set(later)) > 6  # drawn, not always the same step
+    np.testing.assert_allclose(agent.relabelled.column('reward'),
+                               -np.linalg.norm(nxt[t] - relabel, axis=1), atol=1e-5)
+    # SAC minibatches draw real and relabelled rows alike (36 of 48 rows relabelled).
+    drawn = agent.sac.replay_buffer.sample(4000)
+    goals = (drawn.observations[:, :2] + drawn.observations[:, 2:]).numpy()
+    share = np.mean(np.linalg.norm(goals[:, None] - goal[None], axis=2).min(axis=1) > 1e-4)
+    assert 0.70 < share < 0.80
+
+
+def test_hindsight_needs_a_task_that_names_its_achieved_goal():
+    from mbrl_robot.core.algorithms.mbpo import hindsight_rows, MBPOAgent
+    env = PointMass()
+    task = point_task()
+    blind = GoalTask(2, 2, 2, 'point_mass', task.make_obs, task.reward_fn)
+    with pytest.raises(ValueError, match='relabel_goals.*achieved_goal'):
+        MBPOAgent(blind, env.observation_space, env.action_space, config(100, relabel_goals=2),
+                  0, False, log=lambda s: None)
+    with pytest.raises(ValueError, match='relabel_goals must be an int >= 0'):
+        MBPOAgent(task, env.observation_space, env.action_space, config(100, relabel_goals=-1),
+                  0, False, log=lambda s: None)
+    row = {k: np.zeros((1, 2), np.float32) for k in ('state', 'act', 'executed', 'next_state')}
+    with pytest.raises(ValueError, match='k must be >= 1'):
+        hindsight_rows(task, {**row, 'done': np.zeros(1)}, 0, np.random.default_rng(0))
 
 
 def test_catch_up_runs_the_schedule_for_rows_fed_in_batches():

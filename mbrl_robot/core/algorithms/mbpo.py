@@ -61,8 +61,8 @@ MEMBER_CHOICES = ('random', 'ts')
 MBPO_KEYS = ('total_steps', 'init_random_steps', 'model_train_freq', 'model_max_epochs',
              'rollout_freq', 'rollouts_per_step', 'rollout_length_min', 'rollout_length_max',
              'rollout_schedule_start', 'rollout_schedule_end', 'model_retain_rollouts',
-             'real_ratio', 'gradient_steps', 'batch_size', 'member', 'sac', 'eval_seed',
-             'eval_episodes', 'seed')
+             'real_ratio', 'gradient_steps', 'batch_size', 'member', 'relabel_goals', 'sac',
+             'eval_seed', 'eval_episodes', 'seed')
 SAC_KEYS = ('learning_rate', 'gamma', 'tau', 'net_arch', 'ent_coef', 'target_entropy')
 
 
@@ -79,7 +79,7 @@ def _check_mbpo_cfg(m: Dict[str, Any]) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f'mbpo.{key} must be an int >= 1, got {v!r}')
     for key in ('init_random_steps', 'rollouts_per_step', 'gradient_steps',
-                'rollout_schedule_start', 'rollout_schedule_end'):
+                'rollout_schedule_start', 'rollout_schedule_end', 'relabel_goals'):
         v = m[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f'mbpo.{key} must be an int >= 0, got {v!r}')
@@ -129,6 +129,46 @@ def make_sac(observation_space, action_space, sac_cfg: Dict[str, Any], batch_siz
 
 
 # ------------------------------------------------------------- the model rollouts
+def hindsight_rows(gtask: GoalTask, episode: Dict[str, np.ndarray], k: int,
+                   rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """HER's ``future`` relabelling (Andrychowicz et al. 2017) of one finished episode.
+
+    Every transition t gets ``k`` copies whose goal is the goal achieved after a transition
+    t' drawn uniformly from t .. T-1 of the same episode (``gtask.achieved_goal`` of its
+    next state); observation, next observation and reward are recomputed for that goal with
+    ``gtask.make_obs`` and ``gtask.reward_fn`` (on the executed action, as for real rows).
+
+    Args:
+        gtask: the task; needs ``achieved_goal``.
+        episode: the episode's rows in order: ``state``, ``act``, ``executed``,
+            ``next_state`` (T, ·) and ``done`` (T,).
+        k: copies per transition (>= 1).
+        rng: draws t'.
+
+    Returns:
+        the SAC columns (``obs``, ``act``, ``reward``, ``next_obs``, ``done``) of T * k rows.
+
+    Raises:
+        ValueError: the task has no ``achieved_goal`` or ``k`` < 1.
+    """
+    if gtask.achieved_goal is None:
+        raise ValueError(f'hindsight relabelling: task {gtask.obs_layout!r} has no achieved_goal')
+    if k < 1:
+        raise ValueError(f'hindsight relabelling: k must be >= 1, got {k}')
+    n = len(episode['state'])
+    t = np.repeat(np.arange(n), k)
+    future = t + np.floor(rng.random(len(t)) * (n - t)).astype(np.int64)
+    goal = torch.as_tensor(np.asarray(gtask.achieved_goal(episode['next_state'][future]),
+                                      dtype=np.float32))
+    state = torch.as_tensor(episode['state'][t], dtype=torch.float32)
+    nxt = torch.as_tensor(episode['next_state'][t], dtype=torch.float32)
+    executed = torch.as_tensor(episode['executed'][t], dtype=torch.float32)
+    with torch.no_grad():
+        return {'obs': gtask.make_obs(state, goal).numpy(), 'act': episode['act'][t],
+                'reward': gtask.reward_fn(nxt, executed, goal).numpy(),
+                'next_obs': gtask.make_obs(nxt, goal).numpy(), 'done': episode['done'][t]}
+
+
 def rollout_length(cfg: Dict[str, Any], step: int) -> int:
     """MBPO's linear schedule: ``min`` until ``start``, ``max`` after ``end`` (real steps)."""
     k_min, k_max = int(cfg['rollout_length_min']), int(cfg['rollout_length_max'])
@@ -268,8 +308,20 @@ class MBPOAgent:
                    * int(cfg['rollout_length_max']) * int(cfg['model_retain_rollouts']))
             self.model_buffer = ArrayBuffer(max(cap, 1), {
                 'obs': obs_dim, 'act': act_dim, 'reward': 0, 'next_obs': obs_dim, 'done': 0})
+        # Hindsight copies of the real rows (``relabel_goals`` per row), apart from the real
+        # buffer: the model is fitted and rollouts branch on the real rows only.
+        self.relabel_k = int(cfg['relabel_goals'])
+        self.relabelled = None
+        self._episode: List[Dict[str, np.ndarray]] = []
+        if self.relabel_k:
+            if gtask.achieved_goal is None:
+                raise ValueError(f'mbpo.relabel_goals: task {gtask.obs_layout!r} has no '
+                                 'achieved_goal to relabel with')
+            self.relabelled = ArrayBuffer(int(cfg['total_steps']) * self.relabel_k, {
+                'obs': obs_dim, 'act': act_dim, 'reward': 0, 'next_obs': obs_dim, 'done': 0})
         self.sac.replay_buffer = MixedReplayBuffer(
-            self.real, self.model_buffer, float(cfg['real_ratio']) if use_model else 1.0, seed)
+            self.real, self.model_buffer, float(cfg['real_ratio']) if use_model else 1.0, seed,
+            self.relabelled)
         self.model = None
         self.fits: List[Dict[str, Any]] = []
         self.n_updates = 0
@@ -292,10 +344,24 @@ class MBPOAgent:
         reward = self.gtask.reward_fn(torch.as_tensor(next_state, dtype=torch.float32),
                                       torch.as_tensor(executed, dtype=torch.float32),
                                       torch.as_tensor(goal, dtype=torch.float32)).numpy()
-        self.real.add(obs=obs, act=act, reward=reward, next_obs=next_obs,
-                      done=np.asarray(terminated, dtype=np.float32), state=state,
-                      executed=executed, next_state=next_state, goal=goal,
+        done = np.asarray(terminated, dtype=np.float32)
+        self.real.add(obs=obs, act=act, reward=reward, next_obs=next_obs, done=done,
+                      state=state, executed=executed, next_state=next_state, goal=goal,
                       last=np.asarray(last, dtype=np.float32))
+        if self.relabel_k:
+            self._relabel_finished(act, done, last, state, executed, next_state)
+
+    def _relabel_finished(self, act, done, last, state, executed, next_state) -> None:
+        # Rows wait until their episode's last row arrives, then go in with hindsight goals.
+        for i in range(len(act)):
+            self._episode.append({'state': state[i], 'act': act[i], 'executed': executed[i],
+                                  'next_state': next_state[i], 'done': done[i]})
+            if last[i]:
+                episode = {k: np.stack([np.asarray(r[k], dtype=np.float32)
+                                        for r in self._episode]) for k in self._episode[0]}
+                self._episode = []
+                self.relabelled.add(**hindsight_rows(self.gtask, episode, self.relabel_k,
+                                                     self.rng))
 
     def add_transitions(self, state: np.ndarray, executed: np.ndarray, next_state: np.ndarray,
                         goal: np.ndarray, last: np.ndarray) -> None:

@@ -22,7 +22,7 @@ Not to be confused with :mod:`mbrl_robot.core.buffer.storage`, the crash-safe st
 robot's real transitions.
 """
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -91,14 +91,29 @@ class MixedReplayBuffer:
         real_ratio: share of real rows per minibatch in (0, 1]; all real while ``model`` is
             empty.
         seed: minibatch RNG seed.
+        relabelled: real rows with a hindsight goal (same columns), or None. The real share
+            of a minibatch is drawn from ``real`` and ``relabelled`` together, each row
+            equally likely (k relabelled copies per real row: k / (k + 1) of it relabelled,
+            HER's ``future`` ratio).
     """
 
     def __init__(self, real: ArrayBuffer, model: Optional[ArrayBuffer], real_ratio: float,
-                 seed: int = 0):
+                 seed: int = 0, relabelled: Optional[ArrayBuffer] = None):
         if not 0.0 < real_ratio <= 1.0:
             raise ValueError(f'real_ratio must be in (0, 1], got {real_ratio}')
         self.real, self.model, self.real_ratio = real, model, float(real_ratio)
+        self.relabelled = relabelled
         self.rng = np.random.default_rng(seed)
+
+    def _sample_real(self, n: int) -> List[Dict[str, np.ndarray]]:
+        n_rel = 0
+        if self.relabelled is not None and len(self.relabelled) > 0:
+            total = len(self.real) + len(self.relabelled)
+            n_rel = int(self.rng.binomial(n, len(self.relabelled) / total))
+        parts = [self.real.sample(n - n_rel, self.rng)] if n > n_rel else []
+        if n_rel:
+            parts.append(self.relabelled.sample(n_rel, self.rng))
+        return parts
 
     def sample(self, batch_size: int, env=None):
         """A ``ReplayBufferSamples`` of ``batch_size`` rows (``env`` is SB3's, unused)."""
@@ -106,7 +121,7 @@ class MixedReplayBuffer:
         n_real = batch_size
         if self.model is not None and len(self.model) > 0:
             n_real = int(round(batch_size * self.real_ratio))
-        parts = [self.real.sample(n_real, self.rng)] if n_real else []
+        parts = self._sample_real(n_real) if n_real else []
         if n_real < batch_size:
             parts.append(self.model.sample(batch_size - n_real, self.rng))
 

@@ -363,5 +363,8 @@ def push_goal_task(task: PushTask, command_filter=None) -> GoalTask:
         cmd = command_filter(state[:, JOINT_POS], command_filter.to_velocity(act), previous)
         return command_filter.to_action(cmd).astype(np.float32)
 
+    def achieved_goal(state: np.ndarray) -> np.ndarray:
+        return np.asarray(state)[:, PUCK]
+
     return GoalTask(STATE_DIM, TARGET_DIM, ACTION_DIM, PUSH_OBS_LAYOUT, push_obs, reward_fn,
-                    None if command_filter is None else action_filter)
+                    None if command_filter is None else action_filter, achieved_goal)
