@@ -94,9 +94,10 @@ class GoalTask:
         reward_fn: ``(next_state (B, S), act (B, A), goal (B, G)) -> (B,)`` torch.
         action_filter: ``(state (B, S), act (B, A)) -> executed act (B, A)`` in numpy, or None.
             In model rollouts the ensemble sees the executed action, like in the real data.
-        achieved_goal: ``state (B, S) -> goal (B, G)`` in numpy: the goal a state achieves (the
-            push task: the puck's position), what hindsight relabelling (``mbpo.relabel_goals``)
-            substitutes for the episode's goal; None: the task cannot be relabelled.
+        achieved_goal: ``(state (B, S), goal (B, G)) -> goal (B, G)`` in numpy: the goal the
+            state achieves (the push task: the puck's x, y, with the given goal's height),
+            what hindsight relabelling (``mbpo.relabel_goals``) substitutes for the episode's
+            goal; None: the task cannot be relabelled.
     """
 
     state_dim: int
@@ -106,7 +107,7 @@ class GoalTask:
     make_obs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     reward_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     action_filter: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
-    achieved_goal: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    achieved_goal: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
 
     def obs_np(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """``make_obs`` for numpy (S,)/(G,) or (B, S)/(B, G) arrays; float32 result."""

@@ -342,7 +342,8 @@ class TrainerNode(Node):
                 b = data.batch
                 if self.algorithm == 'mbpo':
                     self._agent.add_transitions(b.obs[new], b.act[new], b.next_obs[new],
-                                                data.targets[new], b.done[new])
+                                                data.targets[new], b.done[new],
+                                                data.episodes[new], data.arms[new])
                 else:
                     self._agent.add_transitions(b.obs[new], b.act[new], b.next_obs[new],
                                                 data.targets[new], data.episodes[new],

@@ -137,11 +137,13 @@ def hindsight_rows(gtask: GoalTask, episode: Dict[str, np.ndarray], k: int,
     t' drawn uniformly from t .. T-1 of the same episode (``gtask.achieved_goal`` of its
     next state); observation, next observation and reward are recomputed for that goal with
     ``gtask.make_obs`` and ``gtask.reward_fn`` (on the executed action, as for real rows).
+    ``done`` is the row's own: right for tasks whose termination does not depend on the goal
+    (the push task never terminates; ``GoalTask`` has no goal-dependent termination).
 
     Args:
         gtask: the task; needs ``achieved_goal``.
         episode: the episode's rows in order: ``state``, ``act``, ``executed``,
-            ``next_state`` (T, ·) and ``done`` (T,).
+            ``next_state``, ``goal`` (T, ·) and ``done`` (T,).
         k: copies per transition (>= 1).
         rng: draws t'.
 
@@ -157,9 +159,10 @@ def hindsight_rows(gtask: GoalTask, episode: Dict[str, np.ndarray], k: int,
         raise ValueError(f'hindsight relabelling: k must be >= 1, got {k}')
     n = len(episode['state'])
     t = np.repeat(np.arange(n), k)
-    future = t + np.floor(rng.random(len(t)) * (n - t)).astype(np.int64)
-    goal = torch.as_tensor(np.asarray(gtask.achieved_goal(episode['next_state'][future]),
-                                      dtype=np.float32))
+    future = rng.integers(t, n)
+    goal = torch.as_tensor(np.asarray(
+        gtask.achieved_goal(episode['next_state'][future], episode['goal'][t]),
+        dtype=np.float32))
     state = torch.as_tensor(episode['state'][t], dtype=torch.float32)
     nxt = torch.as_tensor(episode['next_state'][t], dtype=torch.float32)
     executed = torch.as_tensor(episode['executed'][t], dtype=torch.float32)
@@ -312,7 +315,11 @@ class MBPOAgent:
         # buffer: the model is fitted and rollouts branch on the real rows only.
         self.relabel_k = int(cfg['relabel_goals'])
         self.relabelled = None
-        self._episode: List[Dict[str, np.ndarray]] = []
+        # Rows of unfinished episodes, per (arm, episode) key (None: one env loop), and each
+        # arm's open episode; its own RNG, so runs with and without relabelling explore alike.
+        self._pending: Dict[Any, List[Dict[str, np.ndarray]]] = {}
+        self._open: Dict[Any, Any] = {}
+        self.her_rng = np.random.default_rng([self.seed, 1])
         if self.relabel_k:
             if gtask.achieved_goal is None:
                 raise ValueError(f'mbpo.relabel_goals: task {gtask.obs_layout!r} has no '
@@ -338,9 +345,16 @@ class MBPOAgent:
 
     def add_real(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray,
                  terminated: np.ndarray, last: np.ndarray, state: np.ndarray,
-                 executed: np.ndarray, next_state: np.ndarray, goal: np.ndarray) -> None:
+                 executed: np.ndarray, next_state: np.ndarray, goal: np.ndarray,
+                 episode_keys: Optional[Sequence[Any]] = None) -> None:
         """Store N real rows (all (N, ·) / (N,)); the reward is ``gtask.reward_fn`` on the
-        executed action, exactly as in model rollouts."""
+        executed action, exactly as in model rollouts.
+
+        With ``relabel_goals``, an episode's rows get their hindsight copies when its last row
+        (``last``) arrives, or when the same arm starts another episode (its last row was
+        dropped); ``episode_keys`` (N,) names each row's ``(arm, episode)`` when rows of several
+        arms interleave (the trainer node), None for one env loop's rows in order.
+        """
         reward = self.gtask.reward_fn(torch.as_tensor(next_state, dtype=torch.float32),
                                       torch.as_tensor(executed, dtype=torch.float32),
                                       torch.as_tensor(goal, dtype=torch.float32)).numpy()
@@ -348,30 +362,42 @@ class MBPOAgent:
         self.real.add(obs=obs, act=act, reward=reward, next_obs=next_obs, done=done,
                       state=state, executed=executed, next_state=next_state, goal=goal,
                       last=np.asarray(last, dtype=np.float32))
-        if self.relabel_k:
-            self._relabel_finished(act, done, last, state, executed, next_state)
-
-    def _relabel_finished(self, act, done, last, state, executed, next_state) -> None:
-        # Rows wait until their episode's last row arrives, then go in with hindsight goals.
+        if not self.relabel_k:
+            return
         for i in range(len(act)):
-            self._episode.append({'state': state[i], 'act': act[i], 'executed': executed[i],
-                                  'next_state': next_state[i], 'done': done[i]})
+            key = None if episode_keys is None else episode_keys[i]
+            arm = None if key is None else key[0]
+            if arm in self._open and self._open[arm] != key:
+                self._relabel(self._open.pop(arm))
+            self._open[arm] = key
+            self._pending.setdefault(key, []).append({
+                'state': state[i], 'act': act[i], 'executed': executed[i],
+                'next_state': next_state[i], 'goal': goal[i], 'done': done[i]})
             if last[i]:
-                episode = {k: np.stack([np.asarray(r[k], dtype=np.float32)
-                                        for r in self._episode]) for k in self._episode[0]}
-                self._episode = []
-                self.relabelled.add(**hindsight_rows(self.gtask, episode, self.relabel_k,
-                                                     self.rng))
+                self._relabel(self._open.pop(arm))
+
+    def _relabel(self, key: Any) -> None:
+        rows = self._pending.pop(key)
+        episode = {k: np.stack([np.asarray(r[k], dtype=np.float32) for r in rows])
+                   for k in rows[0]}
+        self.relabelled.add(**hindsight_rows(self.gtask, episode, self.relabel_k, self.her_rng))
 
     def add_transitions(self, state: np.ndarray, executed: np.ndarray, next_state: np.ndarray,
-                        goal: np.ndarray, last: np.ndarray) -> None:
+                        goal: np.ndarray, last: np.ndarray, episodes: Optional[np.ndarray] = None,
+                        arms: Optional[np.ndarray] = None) -> None:
         """Store N rows recorded by the controller (no termination on the push task: time
-        limits only). SAC learns on the executed action, the only one recorded."""
+        limits only). SAC learns on the executed action, the only one recorded. ``episodes``
+        and ``arms`` (N,) keep hindsight relabelling within each arm's episode (see
+        :meth:`add_real`); None: the rows are one arm's, in order."""
         g = torch.as_tensor(goal, dtype=torch.float32)
         obs = self.gtask.make_obs(torch.as_tensor(state, dtype=torch.float32), g).numpy()
         nxt = self.gtask.make_obs(torch.as_tensor(next_state, dtype=torch.float32), g).numpy()
+        keys = None
+        if episodes is not None:
+            arm_ids = np.zeros(len(obs), np.int64) if arms is None else np.asarray(arms)
+            keys = [(int(a), int(e)) for a, e in zip(arm_ids, np.asarray(episodes))]
         self.add_real(obs, executed, nxt, np.zeros(len(obs)), last, state, executed, next_state,
-                      goal)
+                      goal, keys)
 
     def after_real_step(self, fit_model: bool = True) -> None:
         """Count one real step and run what the schedule asks for at this step.

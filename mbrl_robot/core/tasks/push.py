@@ -363,8 +363,12 @@ def push_goal_task(task: PushTask, command_filter=None) -> GoalTask:
         cmd = command_filter(state[:, JOINT_POS], command_filter.to_velocity(act), previous)
         return command_filter.to_action(cmd).astype(np.float32)
 
-    def achieved_goal(state: np.ndarray) -> np.ndarray:
-        return np.asarray(state)[:, PUCK]
+    def achieved_goal(state: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        # The puck's x, y; the target's height stays (a target is where the resting puck's
+        # centre would be; the measured centre height only adds tracker noise).
+        reached = np.array(goal, dtype=np.float32, copy=True)
+        reached[:, :2] = np.asarray(state)[:, PUCK][:, :2]
+        return reached
 
     return GoalTask(STATE_DIM, TARGET_DIM, ACTION_DIM, PUSH_OBS_LAYOUT, push_obs, reward_fn,
                     None if command_filter is None else action_filter, achieved_goal)
