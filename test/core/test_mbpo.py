@@ -237,6 +237,29 @@ def test_hindsight_copies_take_goals_reached_later_in_the_same_episode():
     assert 0.70 < share < 0.80
 
 
+def test_mbpo_branches_model_rollouts_from_hindsight_goals_too():
+    """Goal relabelling in the model rollouts: starts drawn like SAC's real share, so about
+    k / (k + 1) of them carry a goal reached later in the start's episode."""
+    from mbrl_robot.core.algorithms.mbpo import MBPOAgent
+    env = PointMass()
+    agent = MBPOAgent(point_task(), env.observation_space, env.action_space,
+                      config(300, relabel_goals=4), 0, True, MODEL, TRAINING, log=lambda s: None)
+    rng = np.random.default_rng(3)
+    state, act = rng.uniform(-1, 1, (200, 2)), rng.uniform(-1, 1, (200, 2))
+    goal = np.repeat(rng.uniform(2, 3, (8, 2)), 25, axis=0)  # 8 episodes, goals off the map
+    last = np.zeros(200)
+    last[24::25] = 1
+    agent.add_transitions(state, act, state + 0.15 * act, goal, last)
+    agent.fit_model()
+    assert agent.rollout(400, 1) == 400
+    obs = agent.model_buffer.column('obs')
+    starts = obs[:, :2] + obs[:, 2:]
+    original = np.linalg.norm(starts[:, None] - goal[None], axis=2).min(axis=1) < 1e-4
+    reached = np.linalg.norm(starts[:, None] - (state + 0.15 * act)[None], axis=2).min(axis=1)
+    assert np.all(original | (reached < 1e-4))  # every goal is the episode's or one reached
+    assert 0.7 < np.mean(~original) < 0.9
+
+
 def test_hindsight_keeps_each_arms_episodes_apart():
     """The trainer node's rows: two arms interleaved, one episode whose last row was dropped."""
     from mbrl_robot.core.algorithms.mbpo import MBPOAgent

@@ -148,7 +148,8 @@ def hindsight_rows(gtask: GoalTask, episode: Dict[str, np.ndarray], k: int,
         rng: draws t'.
 
     Returns:
-        the SAC columns (``obs``, ``act``, ``reward``, ``next_obs``, ``done``) of T * k rows.
+        the SAC columns (``obs``, ``act``, ``reward``, ``next_obs``, ``done``) of T * k rows,
+        and ``state`` and the hindsight ``goal``, where MBPO's model rollouts may branch.
 
     Raises:
         ValueError: the task has no ``achieved_goal`` or ``k`` < 1.
@@ -169,7 +170,8 @@ def hindsight_rows(gtask: GoalTask, episode: Dict[str, np.ndarray], k: int,
     with torch.no_grad():
         return {'obs': gtask.make_obs(state, goal).numpy(), 'act': episode['act'][t],
                 'reward': gtask.reward_fn(nxt, executed, goal).numpy(),
-                'next_obs': gtask.make_obs(nxt, goal).numpy(), 'done': episode['done'][t]}
+                'next_obs': gtask.make_obs(nxt, goal).numpy(), 'done': episode['done'][t],
+                'state': episode['state'][t], 'goal': goal.numpy()}
 
 
 def rollout_length(cfg: Dict[str, Any], step: int) -> int:
@@ -325,7 +327,8 @@ class MBPOAgent:
                 raise ValueError(f'mbpo.relabel_goals: task {gtask.obs_layout!r} has no '
                                  'achieved_goal to relabel with')
             self.relabelled = ArrayBuffer(int(cfg['total_steps']) * self.relabel_k, {
-                'obs': obs_dim, 'act': act_dim, 'reward': 0, 'next_obs': obs_dim, 'done': 0})
+                'obs': obs_dim, 'act': act_dim, 'reward': 0, 'next_obs': obs_dim, 'done': 0,
+                'state': gtask.state_dim, 'goal': gtask.goal_dim})
         self.sac.replay_buffer = MixedReplayBuffer(
             self.real, self.model_buffer, float(cfg['real_ratio']) if use_model else 1.0, seed,
             self.relabelled)
@@ -478,8 +481,17 @@ class MBPOAgent:
         return fit
 
     def rollout(self, n: int, length: int) -> int:
-        """Branch ``n`` rollouts of ``length`` steps into the model buffer; returns rows added."""
-        start = self.real.sample(n, self.rng)
+        """Branch ``n`` rollouts of ``length`` steps into the model buffer; returns rows added.
+
+        They start from real states with their episode's goal or, with ``relabel_goals``, as
+        often as SAC's real share draws them, with a hindsight goal (goal relabelling in the
+        model rollouts).
+        """
+        if self.relabelled is None:
+            start = self.real.sample(n, self.rng)
+        else:
+            parts = self.sac.replay_buffer.sample_real(n)
+            start = {k: np.concatenate([p[k] for p in parts]) for k in ('state', 'goal')}
         rows = model_rollouts(self.model, self.sac.actor, self.gtask, start['state'],
                               start['goal'], length, self.cfg['member'], self.rng, self.gen,
                               self.termination_fn)

@@ -105,7 +105,9 @@ class MixedReplayBuffer:
         self.relabelled = relabelled
         self.rng = np.random.default_rng(seed)
 
-    def _sample_real(self, n: int) -> List[Dict[str, np.ndarray]]:
+    def sample_real(self, n: int) -> List[Dict[str, np.ndarray]]:
+        """``n`` rows of a minibatch's real share, as parts (each a dict of columns): every
+        stored row of ``real`` and ``relabelled`` equally likely."""
         n_rel = 0
         if self.relabelled is not None and len(self.relabelled) > 0:
             total = len(self.real) + len(self.relabelled)
@@ -121,7 +123,7 @@ class MixedReplayBuffer:
         n_real = batch_size
         if self.model is not None and len(self.model) > 0:
             n_real = int(round(batch_size * self.real_ratio))
-        parts = self._sample_real(n_real) if n_real else []
+        parts = self.sample_real(n_real) if n_real else []
         if n_real < batch_size:
             parts.append(self.model.sample(batch_size - n_real, self.rng))
 
