@@ -203,7 +203,7 @@ def model_rollouts(model, actor, gtask: GoalTask, states: np.ndarray, goals: np.
         actor: SB3 SAC actor (``actor(obs, deterministic=False)`` -> actions (B, A)).
         gtask: the task.
         states: (B, S) start states from the real buffer.
-        goals: (B, G) their episode goals.
+        goals: (B, G) their episode goals, or hindsight goals (``relabel_goals``).
         length: k >= 1.
         member: ``random`` or ``ts``.
         rng: member assignment RNG.
@@ -358,6 +358,8 @@ class MBPOAgent:
         dropped); ``episode_keys`` (N,) names each row's ``(arm, episode)`` when rows of several
         arms interleave (the trainer node), None for one env loop's rows in order.
         """
+        if episode_keys is not None and len(episode_keys) != len(act):
+            raise ValueError(f'add_real: {len(act)} rows, {len(episode_keys)} episode keys')
         reward = self.gtask.reward_fn(torch.as_tensor(next_state, dtype=torch.float32),
                                       torch.as_tensor(executed, dtype=torch.float32),
                                       torch.as_tensor(goal, dtype=torch.float32)).numpy()
@@ -398,6 +400,9 @@ class MBPOAgent:
         keys = None
         if episodes is not None:
             arm_ids = np.zeros(len(obs), np.int64) if arms is None else np.asarray(arms)
+            if not len(arm_ids) == len(episodes) == len(obs):
+                raise ValueError(f'add_transitions: {len(obs)} rows, {len(episodes)} episode ids'
+                                 f' and {len(arm_ids)} arm ids')
             keys = [(int(a), int(e)) for a, e in zip(arm_ids, np.asarray(episodes))]
         self.add_real(obs, executed, nxt, np.zeros(len(obs)), last, state, executed, next_state,
                       goal, keys)
@@ -491,7 +496,8 @@ class MBPOAgent:
             start = self.real.sample(n, self.rng)
         else:
             parts = self.sac.replay_buffer.sample_real(n)
-            start = {k: np.concatenate([p[k] for p in parts]) for k in ('state', 'goal')}
+            order = self.rng.permutation(n)  # model_rollouts may drop the last rows
+            start = {k: np.concatenate([p[k] for p in parts])[order] for k in ('state', 'goal')}
         rows = model_rollouts(self.model, self.sac.actor, self.gtask, start['state'],
                               start['goal'], length, self.cfg['member'], self.rng, self.gen,
                               self.termination_fn)

@@ -91,7 +91,8 @@ class MixedReplayBuffer:
         real_ratio: share of real rows per minibatch in (0, 1]; all real while ``model`` is
             empty.
         seed: minibatch RNG seed.
-        relabelled: real rows with a hindsight goal (same columns), or None. The real share
+        relabelled: real rows with a hindsight goal (the SAC columns, and ``state`` and
+            ``goal`` where MBPO's rollouts branch), or None. The real share
             of a minibatch is drawn from ``real`` and ``relabelled`` together, each row
             equally likely (k relabelled copies per real row: k / (k + 1) of it relabelled,
             HER's ``future`` ratio).
