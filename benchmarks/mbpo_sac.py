@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""MBPO or model-free SAC on the twin; prints one JSON object on the last line.
+"""MBPO or model-free SAC on the twin; one JSON line per seed, then the summary on the last line.
 
 Both methods drive ``MBRLPush`` through the controller's ``CommandFilter`` (``PushPolicyEnv``)
 and are evaluated with their deterministic policy on the held-out episodes ``eval_seed ..
@@ -25,6 +25,8 @@ Usage::
 
     python benchmarks/mbpo_sac.py --method mbpo --transitions 5000 --seeds 0
     python benchmarks/mbpo_sac.py --method sac --transitions 50000 --curve 5000 20000 50000
+    python benchmarks/mbpo_sac.py --method sac --transitions 50000 --seeds 0 1 2 \
+        --set eval_seed=5000 relabel_goals=4      # hindsight goals (HER), the test seeds
 """
 
 import argparse
@@ -129,6 +131,11 @@ def main() -> None:
                         gradient_steps=args.gradient_steps or 1, checkpoint_dir=ckpt, log=log)
         policy = s.pop('policy')
         runs.append(s)
+        print(json.dumps({'method': args.method, 'profile': args.profile, 'seed': seed,
+                          'relabel_goals': cfg['mbpo']['relabel_goals'],
+                          'eval_seed': cfg['mbpo']['eval_seed'],
+                          'transitions': s['transitions'], 'wall_s': s['wall_s'],
+                          'eval': s['eval'], 'curve': s['curve']}), flush=True)
     summary = {
         'method': args.method, 'profile': args.profile, 'transitions': args.transitions,
         'seeds': args.seeds, 'mbpo_config': cfg['mbpo'], 'task': ctl['task'],
