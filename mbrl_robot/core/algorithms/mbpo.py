@@ -314,7 +314,7 @@ class MBPOAgent:
             self.model_buffer = ArrayBuffer(max(cap, 1), {
                 'obs': obs_dim, 'act': act_dim, 'reward': 0, 'next_obs': obs_dim, 'done': 0})
         # Hindsight copies of the real rows (``relabel_goals`` per row), apart from the real
-        # buffer: the model is fitted and rollouts branch on the real rows only.
+        # buffer: the model is fitted on the real rows only (rollouts branch from both).
         self.relabel_k = int(cfg['relabel_goals'])
         self.relabelled = None
         # Rows of unfinished episodes, per (arm, episode) key (None: one env loop), and each

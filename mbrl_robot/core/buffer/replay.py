@@ -92,10 +92,10 @@ class MixedReplayBuffer:
             empty.
         seed: minibatch RNG seed.
         relabelled: real rows with a hindsight goal (the SAC columns, and ``state`` and
-            ``goal`` where MBPO's rollouts branch), or None. The real share
-            of a minibatch is drawn from ``real`` and ``relabelled`` together, each row
-            equally likely (k relabelled copies per real row: k / (k + 1) of it relabelled,
-            HER's ``future`` ratio).
+            ``goal`` where MBPO's rollouts branch), or None. The real share of a minibatch
+            is drawn from ``real`` and ``relabelled`` together, each row equally likely (k
+            relabelled copies per real row: k / (k + 1) of it relabelled, HER's ``future``
+            ratio).
     """
 
     def __init__(self, real: ArrayBuffer, model: Optional[ArrayBuffer], real_ratio: float,
