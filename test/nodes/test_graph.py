@@ -179,15 +179,19 @@ def _policy_run(tmp_path, sets, mode='policy'):
 
 
 def test_mbpo_through_the_graph(tmp_path):
-    """MBPO end to end: the trainer trains SAC on each validated model, the controller runs the
-    announced policy (policy mode) in the recipe's episodes."""
+    """MBPO end to end, with hindsight goals: the trainer trains SAC on each validated model,
+    relabelling each finished episode's rows, and the controller runs the announced policy
+    (policy mode) in the recipe's episodes."""
     steps, announced = _policy_run(tmp_path, [
         'trainer.algorithm=mbpo', 'trainer.mbpo.init_random_steps=0',
         'trainer.mbpo.gradient_steps=2', 'trainer.mbpo.batch_size=32',
-        'trainer.mbpo.sac.net_arch=[32,32]', 'trainer.mbpo.rollout_freq=20'])
+        'trainer.mbpo.sac.net_arch=[32,32]', 'trainer.mbpo.rollout_freq=20',
+        'trainer.mbpo.relabel_goals=2'])
     # Policy v1: SAC on the 2 random episodes (2 updates per real step); v2 adds the MPC one.
     assert [a['gradient_steps'] for a in announced] == [2 * 2 * steps, 2 * steps]
     assert all(a['model_rows'] > 0 for a in announced)
+    # Two hindsight copies of every row of each finished episode, per arm and episode.
+    assert [a['relabelled_rows'] for a in announced] == [2 * 2 * steps, 2 * 3 * steps]
 
 
 def test_distilled_policy_through_the_graph(tmp_path, mode='planner'):

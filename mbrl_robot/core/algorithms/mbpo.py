@@ -445,7 +445,8 @@ class MBPOAgent:
             stop: polled between steps; True ends early (node shutdown).
 
         Returns:
-            ``{'steps', 'gradient_steps', 'model_rows', 'wall_s'}`` of this call.
+            ``{'steps', 'gradient_steps', 'model_rows', 'relabelled_rows', 'wall_s'}`` of this
+            call (``relabelled_rows``: hindsight copies held, 0 without ``relabel_goals``).
         """
         t0 = time.monotonic()
         self.set_model(model)
@@ -458,6 +459,7 @@ class MBPOAgent:
             steps += 1
         return {'steps': steps, 'gradient_steps': self.n_updates - updates,
                 'model_rows': 0 if self.model_buffer is None else len(self.model_buffer),
+                'relabelled_rows': 0 if self.relabelled is None else len(self.relabelled),
                 'wall_s': time.monotonic() - t0}
 
     def fit_model(self) -> Dict[str, Any]:
