@@ -45,7 +45,7 @@ What it uses lives elsewhere, free of this algorithm:
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import numpy as np
@@ -317,10 +317,9 @@ class MBPOAgent:
         # buffer: the model is fitted on the real rows only (rollouts branch from both).
         self.relabel_k = int(cfg['relabel_goals'])
         self.relabelled = None
-        # Rows of unfinished episodes, per (arm, episode) key (None: one env loop), and each
-        # arm's open episode; its own RNG, so runs with and without relabelling explore alike.
-        self._pending: Dict[Any, List[Dict[str, np.ndarray]]] = {}
-        self._open: Dict[Any, Any] = {}
+        # Each arm's unfinished episode: arm -> ((arm, episode) key, its rows) (arm None: one
+        # env loop); its own RNG, so runs with and without relabelling explore alike.
+        self._pending: Dict[Any, Tuple[Any, List[Dict[str, np.ndarray]]]] = {}
         self.her_rng = np.random.default_rng([self.seed, 1])
         if self.relabel_k:
             if gtask.achieved_goal is None:
@@ -372,17 +371,16 @@ class MBPOAgent:
         for i in range(len(act)):
             key = None if episode_keys is None else episode_keys[i]
             arm = None if key is None else key[0]
-            if arm in self._open and self._open[arm] != key:
-                self._relabel(self._open.pop(arm))
-            self._open[arm] = key
-            self._pending.setdefault(key, []).append({
+            if arm in self._pending and self._pending[arm][0] != key:
+                self._relabel(arm)
+            self._pending.setdefault(arm, (key, []))[1].append({
                 'state': state[i], 'act': act[i], 'executed': executed[i],
                 'next_state': next_state[i], 'goal': goal[i], 'done': done[i]})
             if last[i]:
-                self._relabel(self._open.pop(arm))
+                self._relabel(arm)
 
-    def _relabel(self, key: Any) -> None:
-        rows = self._pending.pop(key)
+    def _relabel(self, arm: Any) -> None:
+        rows = self._pending.pop(arm)[1]
         episode = {k: np.stack([np.asarray(r[k], dtype=np.float32) for r in rows])
                    for k in rows[0]}
         self.relabelled.add(**hindsight_rows(self.gtask, episode, self.relabel_k, self.her_rng))
