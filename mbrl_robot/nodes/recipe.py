@@ -125,6 +125,8 @@ class ArmSlot:
         self._rows: Dict[int, Dict[int, Any]] = {}
         self._done_episode: Optional[int] = None
         self._grace_end: Optional[float] = None
+        self._progress = (0, 0.0)  # rows of the running episode, and when it last progressed
+        self.min_version: Optional[int] = None  # the model the running episode waits for
 
     @property
     def clients(self):
@@ -221,25 +223,27 @@ class ArmSlot:
         self._done_episode = None
         # A planner episode waits for the model it asked for, a policy episode for its policy
         # (announced with the model's version).
-        min_version = (self.node.model_version if phase['policy'] in ('planner', 'policy')
-                       else 0)
+        self.min_version = (self.node.model_version if phase['policy'] in ('planner', 'policy')
+                            else None)
         self.episode_pub.publish(String(data=json.dumps({
             'episode': self.episode, 'policy': phase['policy'], 'seed': phase['seed'],
-            'min_model_version': min_version,
+            'min_model_version': self.min_version or 0,
             'explore': not phase['stage'].startswith('eval')})))
         self.stage = 'running'
         self.deadline = time.monotonic() + self.node.p['episode_timeout_s']
         self._grace_end = None
+        self._progress = (0, time.monotonic())
 
     def _stage_running(self):
         phase = self.phase
-        if time.monotonic() > self.deadline:
+        now = time.monotonic()
+        if now > self.deadline:
             raise RuntimeError(f'timed out waiting for episode {self.episode} on {self.name}')
+        rows = self._rows.get(self.episode, {})
+        self._check_progress(rows, now)
         if self._done_episode != self.episode:
             return None
-        rows = self._rows.get(self.episode, {})
-        complete = rows and rows[max(rows)].terminal and len(rows) == max(rows) + 1
-        if not complete:
+        if not self._complete(rows):
             if self._grace_end is None:
                 self._grace_end = time.monotonic() + 5.0
             if time.monotonic() < self._grace_end:
@@ -251,6 +255,37 @@ class ArmSlot:
         result = self._episode_result(phase, rows)
         self.stage, self.phase = 'idle', None
         return result
+
+    def _check_progress(self, rows: Dict[int, Any], now: float):
+        """Raise when the running episode has not progressed for ``episode_stall_s``.
+
+        Progress is a new row of the episode, or, before the episode's model is in, the arm's
+        controller saying (its diagnostics, 1 Hz on the wall clock) that it is still loading or
+        compiling it (:meth:`controller_heard`). Whatever else stops an arm (a hung process, a
+        lost link, a controller and a lockstep twin waiting on each other), the fleet loses it
+        for ``episode_stall_s``, not for ``episode_timeout_s``.
+        """
+        if len(rows) != self._progress[0]:
+            self._progress = (len(rows), now)
+            return
+        stall_s = self.node.p['episode_stall_s']
+        if now - self._progress[1] > stall_s and not self._complete(rows):
+            where = (f'after step {max(rows)}' if rows else
+                     'before its first step, its controller neither ticking nor loading a model')
+            raise RuntimeError(f'{self.name} stalled: no row of episode {self.episode} for '
+                               f'{stall_s:g} s {where}')
+
+    def controller_heard(self, model_version: int):
+        """The arm's controller has the model ``model_version`` loaded: while that is older than
+        the one the running episode waits for, the wait is progress."""
+        if (self.stage == 'running' and self.min_version is not None
+                and model_version < self.min_version):
+            self._progress = (self._progress[0], time.monotonic())
+
+    @staticmethod
+    def _complete(rows: Dict[int, Any]) -> bool:
+        """Every step of the episode, up to its terminal row, is here."""
+        return bool(rows) and rows[max(rows)].terminal and len(rows) == max(rows) + 1
 
     def _episode_result(self, phase, rows) -> Dict[str, Any]:
         steps = sorted(rows)
@@ -317,6 +352,7 @@ class RecipeNode(Node):
         topics = p['topics']
         self.arms = check_arm_namespaces(p['arm_namespaces'])
         self.slots = [ArmSlot(self, ns) for ns in self.arms]
+        self._slot_of = {slot.namespace: slot for slot in self.slots}
         self.progress_pub = self.create_publisher(String, topics['progress'], LATCHED_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback, 10)
         self.create_subscription(String, topics['model_version'], self.model_callback,
@@ -366,6 +402,9 @@ class RecipeNode(Node):
                     continue
                 self.controller_counts[status.hardware_id] = counts
                 self.controller_timing[status.hardware_id] = timing
+                slot = self._slot_of.get(status.hardware_id.strip('/'))
+                if slot is not None and values.get('model_version', '').lstrip('-').isdigit():
+                    slot.controller_heard(int(values['model_version']))
 
     def model_callback(self, msg: String):
         try:

@@ -492,16 +492,21 @@ def test_a_killed_controller_resends_the_rows_it_never_had_acknowledged(ros_env,
             arm.spin_for(0.2)
         assert resent, 'the restarted controller resent nothing'
         np.testing.assert_array_equal(resent[0][:len(before)], before)
-        # The buffer stored them all (and the new run's first rows): the outbox empties.
+        # The buffer stored them all (and the new run's rows so far): the outbox empties. The
+        # spool's file is truncated when the queue empties, and a row's stamp is the moment its
+        # command takes effect, a little after the wall clock: an ack stamped now leaves the rows
+        # made while it travels queued, and the file as it was (with every acknowledged row,
+        # which a restarted controller prunes by the latched ack). So the ack covers episode 0
+        # up to 5 s from now, as the buffer's would once it had stored those rows.
         t_ack = time.time()
-        ack_pub.publish(Float64MultiArray(data=[0.0, 1e9, t_ack]))
+        ack_pub.publish(Float64MultiArray(data=[0.0, 1e9, t_ack + 5.0]))
 
         def outbox_rows():
             with open(os.path.join(outbox, 'executed_rows.bin'), 'rb') as f:
                 data = f.read()[16:]
             return np.frombuffer(data, dtype=np.float64).reshape(-1, EXECUTED_FIELDS)
-        # The controller trims its outbox when it handles the ack: on 2 loaded cores that took
-        # more than a second once (CI), so wait for it, up to 15 s.
+        # The controller trims its outbox when it handles the ack (on 2 loaded cores it can
+        # take over a second): wait for it, up to 15 s.
         deadline = time.monotonic() + 15
         left = outbox_rows()
         while (left[:, 2] <= t_ack - 0.5).any() and time.monotonic() < deadline:

@@ -15,9 +15,10 @@
 
 The CI smoke recipe with more and longer episodes on two lockstep twins, each arm in its
 namespace. Arm 1's twin and controller are killed -9 in its first episode (``mbrl_run``
-restarts them), and later its controller hangs (SIGSTOP) for longer than
-``episode_timeout_s``: the recipe hands the arm's episode to arm 0, which never stops meanwhile,
-and arm 1 rejoins once it answers again. The run must finish every phase, both arms must hold
+restarts them), and later its controller hangs (SIGSTOP) in the middle of an episode for
+longer than ``episode_stall_s`` (the episode's timeout, far longer, never fires): the recipe
+hands the arm's episode to arm 0, which never stops meanwhile, and arm 1 rejoins once it
+answers again. The run must finish every phase, both arms must hold
 the new models, and every stored transition must pair two rows of one arm.
 """
 
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.ros
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 50
-TIMEOUT_S = 5.0
+STALL_S = 5.0
 
 
 def count(path, pattern):
@@ -60,7 +61,8 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
     profile['/**']['ros__parameters']['task']['episode_steps'] = STEPS
     profile['recipe']['ros__parameters'].update(random_episodes=40, mpc_episodes_per_iteration=4,
                                                 evaluation_episodes=2,
-                                                episode_timeout_s=TIMEOUT_S)
+                                                episode_timeout_s=120.0,
+                                                episode_stall_s=STALL_S)
     with open(tmp_path / 'fleet.yaml', 'w') as f:
         yaml.safe_dump(profile, f)
     with mbrl_run('--profile', str(tmp_path / 'fleet.yaml'), '--arms', '2',
@@ -82,7 +84,8 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
         lost = count(logs / 'recipe.log', 'arm1 lost')
         os.kill(pid, signal.SIGSTOP)
         stopped = time.time()
-        wait_for_line(logs / 'recipe.log', 'arm1 lost', count=lost + 1, timeout=3 * TIMEOUT_S)
+        wait_for_line(logs / 'recipe.log', 'arm1 lost', count=lost + 1, timeout=4 * STALL_S)
+        lost_at = time.time()
         time.sleep(1.0)
         os.kill(pid, signal.SIGCONT)
         resumed = time.time()
@@ -106,7 +109,11 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
     recipe_log = (logs / 'recipe.log').read_text()
     arm0, arm1 = episode_lines(recipe_log, 'arm0'), episode_lines(recipe_log, 'arm1')
     # Arm 0 kept running while arm 1 was dead and while it hung; arm 1 came back both times.
-    assert any(killed < t < killed + TIMEOUT_S for t in arm0), (killed, arm0)
+    assert any(killed < t < killed + STALL_S for t in arm0), (killed, arm0)
+    # The hang was caught by the stall watchdog, about STALL_S after the last row.
+    hung = [ln for ln in recipe_log.splitlines() if 'arm1 lost' in ln][lost]
+    assert 'arm1 stalled: no row of episode' in hung, hung
+    assert STALL_S - 0.5 < lost_at - stopped < 3 * STALL_S, (stopped, lost_at)
     assert sum(stopped < t < resumed for t in arm0) >= 2, (stopped, resumed, arm0)
     assert any(t > killed for t in arm1) and any(t > resumed + 1.0 for t in arm1), (
         killed, resumed, arm1)
