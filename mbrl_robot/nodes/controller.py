@@ -205,6 +205,7 @@ class ControllerNode(Node):
         self._files_lock = threading.Lock()
         # (kind, version) -> (path, sha256) announced but not yet received over DDS.
         self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str]]] = {}
+        self._loads_in_flight = 0  # load (and compile) threads running
         self.files = None
         if self.model_source != 'path':
             self.files = DirAssembler(p['model_cache_dir']
@@ -390,14 +391,27 @@ class ControllerNode(Node):
 
     def _start_load(self, path: str, version: int, sha256: Optional[str], kind: str) -> None:
         # Loading takes longer than a cycle: do it aside and swap between two ticks.
+        with self._files_lock:
+            self._loads_in_flight += 1
         threading.Thread(target=self._load_model, args=(path, version, sha256, kind),
                          daemon=True).start()
 
     def _load_model(self, path: str, version: int, sha256: Optional[str], kind: str):
         load = self.policies.load_policy if kind == 'policy' else self.policies.load_model
-        if load(path, version, sha256):
+        try:
+            loaded = load(path, version, sha256)
+        finally:
+            with self._files_lock:
+                self._loads_in_flight -= 1
+        if loaded:
             # An episode may be waiting for exactly this model (lockstep: nothing else ticks).
             self._try_tick()
+
+    def loading(self) -> int:
+        """Models and policies being loaded (or compiled for), or announced and waited for over
+        DDS: the recipe's stall watchdog counts this as progress."""
+        with self._files_lock:
+            return self._loads_in_flight + len(self._waiting)
 
     def episode_callback(self, msg: String):
         try:
@@ -714,7 +728,7 @@ class ControllerNode(Node):
         status.level, status.message = level, message
         s.update(model_version=self.policies.model_version, episode=self.control.episode,
                  step=self.control.step, waiting_for=self._waiting_for,
-                 since_tick_s=since_tick)
+                 since_tick_s=since_tick, loading=self.loading())
         status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
                          for k, v in s.items()]
         msg = DiagnosticArray(status=[status])

@@ -28,7 +28,7 @@ the data and the model (episodes finished out of order are kept by their phase i
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
@@ -89,6 +89,12 @@ class Call:
         return result
 
 
+def full_namespace(own: str, arm: str) -> str:
+    """The absolute namespace of arm namespace ``arm`` (relative, '' for none) as seen from a
+    node in ``own``: what a controller there reports as its diagnostics' hardware_id."""
+    return '/' + '/'.join(part for part in (own.strip('/'), arm.strip('/')) if part)
+
+
 class ArmSlot:
     """One arm's side of the recipe: seed and reset its twin, announce an episode to its
     controller, collect the executed rows until the episode is done.
@@ -125,8 +131,9 @@ class ArmSlot:
         self._rows: Dict[int, Dict[int, Any]] = {}
         self._done_episode: Optional[int] = None
         self._grace_end: Optional[float] = None
-        self._progress = (0, 0.0)  # rows of the running episode, and when it last progressed
-        self.min_version: Optional[int] = None  # the model the running episode waits for
+        self.episode = -1
+        self._progress_at = 0.0  # when the running episode last progressed (monotonic)
+        self._heard: Optional[Tuple[float, str, Dict[str, str]]] = None  # controller's last word
 
     @property
     def clients(self):
@@ -136,7 +143,13 @@ class ArmSlot:
         try:
             for raw in multiarray_to_rows(msg):
                 row = parse_executed_row(raw)
-                self._rows.setdefault(row.episode, {})[row.step] = row
+                rows = self._rows.setdefault(row.episode, {})
+                seen = rows.get(row.step)
+                if row.episode == self.episode and (seen is None or seen.stamp != row.stamp):
+                    # A new row (a resend carries its old stamp; a restarted controller's rerun
+                    # of the episode new ones).
+                    self._progress_at = time.monotonic()
+                rows[row.step] = row
         except ValueError as e:
             self.node.get_logger().error(f'malformed executed row of {self.name} ignored: {e}',
                                          throttle_duration_sec=1.0)
@@ -223,16 +236,16 @@ class ArmSlot:
         self._done_episode = None
         # A planner episode waits for the model it asked for, a policy episode for its policy
         # (announced with the model's version).
-        self.min_version = (self.node.model_version if phase['policy'] in ('planner', 'policy')
-                            else None)
+        min_version = (self.node.model_version if phase['policy'] in ('planner', 'policy')
+                       else 0)
         self.episode_pub.publish(String(data=json.dumps({
             'episode': self.episode, 'policy': phase['policy'], 'seed': phase['seed'],
-            'min_model_version': self.min_version or 0,
+            'min_model_version': min_version,
             'explore': not phase['stage'].startswith('eval')})))
         self.stage = 'running'
         self.deadline = time.monotonic() + self.node.p['episode_timeout_s']
         self._grace_end = None
-        self._progress = (0, time.monotonic())
+        self._progress_at = time.monotonic()
 
     def _stage_running(self):
         phase = self.phase
@@ -240,8 +253,8 @@ class ArmSlot:
         if now > self.deadline:
             raise RuntimeError(f'timed out waiting for episode {self.episode} on {self.name}')
         rows = self._rows.get(self.episode, {})
-        self._check_progress(rows, now)
         if self._done_episode != self.episode:
+            self._check_progress(rows, now)
             return None
         if not self._complete(rows):
             if self._grace_end is None:
@@ -259,28 +272,36 @@ class ArmSlot:
     def _check_progress(self, rows: Dict[int, Any], now: float):
         """Raise when the running episode has not progressed for ``episode_stall_s``.
 
-        Progress is a new row of the episode, or, before the episode's model is in, the arm's
-        controller saying (its diagnostics, 1 Hz on the wall clock) that it is still loading or
-        compiling it (:meth:`controller_heard`). Whatever else stops an arm (a hung process, a
-        lost link, a controller and a lockstep twin waiting on each other), the fleet loses it
-        for ``episode_stall_s``, not for ``episode_timeout_s``.
+        Progress is a new row of the episode, or the arm's controller saying on its diagnostics
+        (1 Hz, wall clock; :meth:`controller_heard`) that it is loading a model (or compiling
+        the planner for it, or waiting for its files over DDS) or that its e-stop is engaged.
+        Whatever else stops an arm mid-episode (a hung process, a lost link, a controller and a
+        lockstep twin waiting on each other) loses it for ``episode_stall_s``, not for
+        ``episode_timeout_s``.
         """
-        if len(rows) != self._progress[0]:
-            self._progress = (len(rows), now)
-            return
         stall_s = self.node.p['episode_stall_s']
-        if now - self._progress[1] > stall_s and not self._complete(rows):
-            where = (f'after step {max(rows)}' if rows else
-                     'before its first step, its controller neither ticking nor loading a model')
-            raise RuntimeError(f'{self.name} stalled: no row of episode {self.episode} for '
-                               f'{stall_s:g} s {where}')
+        if now - self._progress_at <= stall_s or self._complete(rows):
+            return
+        where = f'after step {max(rows)}' if rows else 'before its first step'
+        if self._heard is None:
+            said = 'its controller never heard on /diagnostics'
+        else:
+            at, message, values = self._heard
+            episode, step = values.get('episode', '?'), values.get('step', '?')
+            waiting = values.get('waiting_for') or 'nothing'
+            said = (f'its controller last heard {now - at:.0f} s ago: {message!r}, episode '
+                    f'{episode} step {step}, waiting for {waiting}')
+        raise RuntimeError(f'{self.name} stalled: no row of episode {self.episode} for '
+                           f'{stall_s:g} s {where} ({said})')
 
-    def controller_heard(self, model_version: int):
-        """The arm's controller has the model ``model_version`` loaded: while that is older than
-        the one the running episode waits for, the wait is progress."""
-        if (self.stage == 'running' and self.min_version is not None
-                and model_version < self.min_version):
-            self._progress = (self._progress[0], time.monotonic())
+    def controller_heard(self, message: str, values: Dict[str, str]):
+        """The arm's controller's diagnostics (its status message and values)."""
+        now = time.monotonic()
+        self._heard = (now, message, values)
+        loading = values.get('loading', '0')
+        if self.stage == 'running' and ((loading.isdigit() and int(loading) > 0)
+                                        or message == 'e-stop engaged'):
+            self._progress_at = now  # a pause the episode waits out, not a stall
 
     @staticmethod
     def _complete(rows: Dict[int, Any]) -> bool:
@@ -352,7 +373,9 @@ class RecipeNode(Node):
         topics = p['topics']
         self.arms = check_arm_namespaces(p['arm_namespaces'])
         self.slots = [ArmSlot(self, ns) for ns in self.arms]
-        self._slot_of = {slot.namespace: slot for slot in self.slots}
+        # Each arm's controller by its diagnostics' hardware_id (its node's full namespace).
+        self._slot_of = {full_namespace(self.get_namespace(), slot.namespace): slot
+                         for slot in self.slots}
         self.progress_pub = self.create_publisher(String, topics['progress'], LATCHED_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback, 10)
         self.create_subscription(String, topics['model_version'], self.model_callback,
@@ -402,9 +425,9 @@ class RecipeNode(Node):
                     continue
                 self.controller_counts[status.hardware_id] = counts
                 self.controller_timing[status.hardware_id] = timing
-                slot = self._slot_of.get(status.hardware_id.strip('/'))
-                if slot is not None and values.get('model_version', '').lstrip('-').isdigit():
-                    slot.controller_heard(int(values['model_version']))
+                slot = self._slot_of.get(status.hardware_id)
+                if slot is not None:
+                    slot.controller_heard(status.message, values)
 
     def model_callback(self, msg: String):
         try:

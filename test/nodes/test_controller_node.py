@@ -497,9 +497,9 @@ def test_a_killed_controller_resends_the_rows_it_never_had_acknowledged(ros_env,
         # command takes effect, a little after the wall clock: an ack stamped now leaves the rows
         # made while it travels queued, and the file as it was (with every acknowledged row,
         # which a restarted controller prunes by the latched ack). So the ack covers episode 0
-        # up to 5 s from now, as the buffer's would once it had stored those rows.
+        # up to a minute from now, as the buffer's would once it had stored those rows.
         t_ack = time.time()
-        ack_pub.publish(Float64MultiArray(data=[0.0, 1e9, t_ack + 5.0]))
+        ack_pub.publish(Float64MultiArray(data=[0.0, 1e9, t_ack + 60.0]))
 
         def outbox_rows():
             with open(os.path.join(outbox, 'executed_rows.bin'), 'rb') as f:
