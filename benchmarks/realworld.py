@@ -41,6 +41,8 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
 - ``forward_realtime_intrusion_35mm``, ``forward_realtime_intrusion`` and
   ``anywhere_realtime_intrusion``: the cost on the tool's end inside the puck's space
   (``task.reward.tool_intrusion_weight: 10``) with that space 3.5 cm and 2 cm wide;
+- ``forward_realtime_compiled_n100`` and ``anywhere_realtime_compiled_n100``: the compiled
+  planner at the cpu profile's size (100 candidates, 10 elites) instead of 60 and 6;
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
   18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
@@ -77,6 +79,8 @@ REF = 'controller.planner.backend=reference'
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
 STEPS_150 = [f'{node}.task.episode_steps=150'
              for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
+N100 = ['controller.planner.backend=compiled', 'controller.planner.population_size=100',
+        'controller.planner.elite_count=10']
 INTRUSION = [f'{node}.task.reward.tool_intrusion_weight=10.0'
              for node in ('twin', 'buffer', 'trainer', 'controller')]
 ROWS = {
@@ -111,6 +115,10 @@ ROWS = {
     'forward_realtime_5000': ('twin_realistic', ['recipe.iterations=5'], False),
     'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled',
                                                   'recipe.iterations=5'], False),
+    # The planner at the cpu profile's size (100 candidates, 10 elites, as the lockstep rows),
+    # compiled: whether a quieter machine's plan times leave room for it in real time.
+    'forward_realtime_compiled_n100': ('twin_realistic', N100, False),
+    'anywhere_realtime_compiled_n100': ('push_anywhere', N100, False),
     # The tool-on-the-puck cost (task.reward.tool_intrusion_weight) in every node's task; the
     # first measured with the puck's whole radius as the space (3.5 cm).
     'forward_realtime_intrusion_35mm': ('twin_realistic', INTRUSION + [
