@@ -334,7 +334,9 @@ def table(paths: List[str]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--envs', nargs='+', default=['Pendulum-v1'], choices=list(SETTINGS))
-    ap.add_argument('--methods', nargs='+', default=['cem', 'pets'], choices=METHODS)
+    ap.add_argument('--methods', nargs='*', default=['cem', 'pets'], choices=METHODS,
+                    help='methods of this library; none with --mbrl-lib runs mbrl-lib alone '
+                    '(e.g. in a second process beside the run of this library)')
     ap.add_argument('--steps', type=int, default=0,
                     help='real-step budget per run (default: the task setting)')
     ap.add_argument('--seeds', type=int, nargs='+', default=[0])
@@ -382,6 +384,8 @@ def main(argv=None) -> int:
     except (OSError, subprocess.SubprocessError):
         code = None
     methods = list(args.methods) + (['mbrl_lib_pets'] if args.mbrl_lib else [])
+    if not methods:
+        ap.error('nothing to run: name --methods, or add --mbrl-lib')
     for env_id in args.envs:
         s = SETTINGS[env_id]
         steps = args.steps or (s['quick_steps'] if args.quick else s['steps'])
