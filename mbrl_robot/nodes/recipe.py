@@ -258,8 +258,8 @@ class ArmSlot:
             return None
         if not self._complete(rows):
             if self._grace_end is None:
-                self._grace_end = time.monotonic() + 5.0
-            if time.monotonic() < self._grace_end:
+                self._grace_end = now + 5.0
+            if now < self._grace_end:
                 return None  # episode_done may overtake the last rows: another topic
         # The episode is over: a controller restarted from now on must not run it again
         # (the latched announcement would say it is still on).
