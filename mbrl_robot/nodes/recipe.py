@@ -90,9 +90,11 @@ class Call:
 
 
 def full_namespace(own: str, arm: str) -> str:
-    """The absolute namespace of arm namespace ``arm`` (relative, '' for none) as seen from a
-    node in ``own``: what a controller there reports as its diagnostics' hardware_id."""
-    return '/' + '/'.join(part for part in (own.strip('/'), arm.strip('/')) if part)
+    """The absolute namespace of arm namespace ``arm`` ('' for none; relative, or absolute as
+    ``arm_topic`` keeps it) as seen from a node in ``own``: what a controller there reports as
+    its diagnostics' hardware_id."""
+    parts = (arm,) if arm.startswith('/') else (own, arm)
+    return '/' + '/'.join(p.strip('/') for p in parts if p.strip('/'))
 
 
 class ArmSlot:
