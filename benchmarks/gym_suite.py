@@ -47,7 +47,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -99,14 +99,17 @@ def _final(returns: List[float]) -> Optional[float]:
 
 
 def run_recipe_method(env_id: str, method: str, seed: int, steps: int, quick: bool,
-                      log: Callable[[str], None], return_mean: bool = False) -> Dict[str, Any]:
+                      log: Callable[[str], None], return_mean: bool = False,
+                      horizon: int = 0) -> Dict[str, Any]:
     """``cem`` or ``pets`` through the generic recipe; ``return_mean``: CEM executes its final
-    mean (mbrl-lib's ``return_mean_elites``) instead of the best sample (the library's default).
+    mean (mbrl-lib's ``return_mean_elites``) instead of the best sample (the library's default);
+    ``horizon``: the planning horizon (0: the task's setting).
     """
     s = SETTINGS[env_id]
     reward_fn, termination_fn = GYM_TASKS[env_id]
     env = make_env(env_id, s['cap'])
-    planner = {**(QUICK_PLANNERS if quick else PLANNERS)[method], 'horizon': s['horizon'],
+    planner = {**(QUICK_PLANNERS if quick else PLANNERS)[method],
+               'horizon': horizon or s['horizon'],
                'plan_stats': False, **({'return_mean': True} if return_mean else {})}
     out = run_mbrl(env, reward_fn, {
         'seed': seed, 'random_episodes': 1, 'iterations': 10 ** 6,
@@ -151,8 +154,13 @@ class _UnitActions(gym.Wrapper):
 
 
 def run_mbpo_method(env_id: str, seed: int, steps: int, quick: bool,
-                    log: Callable[[str], None]) -> Dict[str, Any]:
-    """MBPO through ``core.algorithms.mbpo.run_sac_loop`` on the wrapped env."""
+                    log: Callable[[str], None], overrides: Optional[Dict[str, Any]] = None,
+                    model_overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """MBPO through ``core.algorithms.mbpo.run_sac_loop`` on the wrapped env.
+
+    ``overrides`` replace keys of the ``trainer.mbpo`` block (``--mbpo-set``), ``model_overrides``
+    keys of the ensemble's block (``--model-set``, e.g. the paper's 7 members with 5 elites).
+    """
     from mbrl_robot.core.algorithms.mbpo import run_sac_loop
     from mbrl_robot.core.schema import schema_defaults
     from mbrl_robot.core.types import GoalTask
@@ -172,9 +180,11 @@ def run_mbpo_method(env_id: str, seed: int, steps: int, quick: bool,
     term = None if termination_fn is None else (lambda nxt, a: termination_fn(nxt, scaled(a)))
     cfg = {**schema_defaults('trainer', 'mbpo'), 'total_steps': steps,
            'init_random_steps': min(250, steps // 4), 'model_train_freq': 250,
-           'rollout_freq': 250, 'gradient_steps': 5 if quick else 10, 'seed': seed}
+           'rollout_freq': 250, 'gradient_steps': 5 if quick else 10, 'seed': seed,
+           **(overrides or {})}
+    model_cfg = {**MODEL, **(model_overrides or {})}
     evals = sorted({min(steps, b) for b in range(500, steps + 500, 500)})
-    out = run_sac_loop(env, gtask, cfg, seed, True, MODEL, TRAINING, eval_at=evals,
+    out = run_sac_loop(env, gtask, cfg, seed, True, model_cfg, TRAINING, eval_at=evals,
                        eval_seeds=[10 ** 5 + i for i in range(3)], log=log,
                        termination_fn=term)
     # Evaluations run at episode ends, so two budgets can land on one episode: keep one.
@@ -183,12 +193,13 @@ def run_mbpo_method(env_id: str, seed: int, steps: int, quick: bool,
     return {'curve': curve, 'curve_kind': 'deterministic policy, 3 held-out episodes',
             'final_return': curve[-1][1] if curve else None, 'env_steps': out['transitions'],
             'wall_s': out['wall_s'], 'gradient_steps': out['gradient_steps'],
+            'mbpo_cfg': {k: v for k, v in cfg.items() if k != 'sac'}, 'model_cfg': model_cfg,
             'fits': [{k: f.get(k) for k in ('n_transitions', 'val_loss', 'epochs')}
                      for f in out['model_fits']]}
 
 
 def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
-                      log: Callable[[str], None]) -> Dict[str, Any]:
+                      log: Callable[[str], None], horizon: int = 0) -> Dict[str, Any]:
     """mbrl-lib's PETS (its own ensemble, trainer and CEM agent) with the same budget, model
     and planner sizes and the same reward / termination functions.
 
@@ -240,7 +251,7 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     buffer = common_util.create_replay_buffer(cfg, obs_shape, act_shape, rng=rng)
     agent_cfg = omegaconf.OmegaConf.create({
         '_target_': 'mbrl.planning.TrajectoryOptimizerAgent', '_recursive_': False,
-        'planning_horizon': s['horizon'],
+        'planning_horizon': horizon or s['horizon'],
         'replan_freq': 1, 'verbose': False, 'action_lb': '???', 'action_ub': '???',
         'optimizer_cfg': {'_target_': 'mbrl.planning.CEMOptimizer',
                           'num_iterations': planner['iterations'],
@@ -299,7 +310,9 @@ def table(paths: List[str]) -> str:
                     mean = line['method'] in ('cem', 'pets') and line['planner'].get(
                         'return_mean', False)
                     runs.setdefault((line['env'], line['method'] + (
-                        ' (executes the CEM mean)' if mean else '')), []).append(line)
+                        ' (executes the CEM mean)' if mean else '') + (
+                        f" ({line['variant']})" if line.get('variant') else '')),
+                        []).append(line)
     rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
             '(mean) | best episode per seed | first episode at target (steps, per seed) '
             '| random | wall s per run |',
@@ -331,6 +344,35 @@ def table(paths: List[str]) -> str:
     return '\n'.join(rows)
 
 
+def schema_keys(block: str) -> List[str]:
+    """The keys the trainer's ``block`` declares (what ``--mbpo-set``/``--model-set`` accept)."""
+    from mbrl_robot.core.schema import schema_defaults
+    return list(schema_defaults('trainer', block))
+
+
+def parse_overrides(items: Sequence[str], known: Sequence[str]) -> Dict[str, Any]:
+    """``KEY=VALUE`` pairs (values as JSON, else strings); an unknown key is an error."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition('=')
+        if not sep or key not in known:
+            raise ValueError(f'{item!r}: expected KEY=VALUE with KEY one of {", ".join(known)}')
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def variant(method: str, horizon: int, mbpo_overrides: Dict[str, Any],
+            model_overrides: Dict[str, Any]) -> str:
+    """What a run changed from the suite's settings, in words ('' for none): the table keeps
+    such runs in rows of their own."""
+    if method == 'mbpo':
+        return ', '.join(f'{k}={v}' for k, v in {**mbpo_overrides, **model_overrides}.items())
+    return f'horizon {horizon}' if horizon else ''
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--envs', nargs='+', default=['Pendulum-v1'], choices=list(SETTINGS))
@@ -348,10 +390,19 @@ def main(argv=None) -> int:
     ap.add_argument('--return-mean', action='store_true',
                     help='our CEM/PETS execute the final CEM mean, as mbrl-lib does '
                     '(default: the best sample)')
+    ap.add_argument('--horizon', type=int, default=0,
+                    help="planning horizon of every planner, mbrl-lib's too (default: the "
+                    "task's setting)")
     ap.add_argument('--mbrl-lib', action='store_true',
                     help="also run mbrl-lib's PETS where `import mbrl` works")
     ap.add_argument('--random-episodes', type=int, default=5,
                     help='episodes of the random-action baseline per seed')
+    ap.add_argument('--mbpo-set', nargs='*', default=[], metavar='KEY=VALUE',
+                    help='override keys of the MBPO block (trainer.mbpo in the schema), values '
+                    'as JSON, e.g. rollouts_per_step=400 real_ratio=0.05')
+    ap.add_argument('--model-set', nargs='*', default=[], metavar='KEY=VALUE',
+                    help="override keys of MBPO's ensemble block, e.g. ensemble_size=7 "
+                    'num_elites=5')
     ap.add_argument('--threads', type=int, default=1, help='torch threads')
     ap.add_argument('--out', default='', help='also append the JSON lines to this file')
     ap.add_argument('--quiet', action='store_true', help='no per-episode progress on stderr')
@@ -361,6 +412,11 @@ def main(argv=None) -> int:
     if args.table:
         print(table(args.table))
         return 0
+    try:
+        mbpo_overrides = parse_overrides(args.mbpo_set, schema_keys('mbpo'))
+        model_overrides = parse_overrides(args.model_set, schema_keys('model'))
+    except ValueError as e:
+        ap.error(str(e))
     torch.set_num_threads(args.threads)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
 
@@ -399,6 +455,9 @@ def main(argv=None) -> int:
                                                   args.random_episodes, 10 ** 5 + seed)
             for method in methods:
                 head = {'env': env_id, 'method': method, 'seed': seed, 'budget': steps,
+                        'horizon': args.horizon or s['horizon'],
+                        'variant': variant(method, args.horizon, mbpo_overrides,
+                                           model_overrides),
                         'quick': args.quick, 'small_planner': small, 'code': code}
                 if method == 'mbrl_lib_pets':
                     try:
@@ -409,11 +468,12 @@ def main(argv=None) -> int:
                 t0 = time.monotonic()
                 if method in ('cem', 'pets'):
                     res = run_recipe_method(env_id, method, seed, steps, small, log,
-                                            args.return_mean)
+                                            args.return_mean, args.horizon)
                 elif method == 'mbpo':
-                    res = run_mbpo_method(env_id, seed, steps, args.quick, log)
+                    res = run_mbpo_method(env_id, seed, steps, args.quick, log,
+                                          mbpo_overrides, model_overrides)
                 else:
-                    res = run_mbrl_lib_pets(env_id, seed, steps, small, log)
+                    res = run_mbrl_lib_pets(env_id, seed, steps, small, log, args.horizon)
                 line = {**head, **res, 'random_return': float(np.mean(rand)),
                         'random_episode_steps': float(np.mean(lengths)),
                         'total_wall_s': time.monotonic() - t0,

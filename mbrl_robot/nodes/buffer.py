@@ -265,6 +265,9 @@ class BufferNode(Node):
         out.update({'assembler': _sum_counters(i.assembler.counters() for i in self.ingests),
                     'gate': _sum_counters(i.gate.counters() for i in self.ingests),
                     'arm_namespaces': self.arms,
+                    # Each arm's last accepted executed row (episode, step, stamp, terminal),
+                    # committed: the recipe trains once every episode it counted is in.
+                    'last_rows': [self.store.last_row(arm) for arm in range(len(self.arms))],
                     'rejected_messages': self.rejected_messages, 'published': self.published,
                     'resent': self.resent, 'reward': self.reward_source, 'pid': os.getpid(),
                     'resend_in_progress': not self.resend_timer.is_canceled()})

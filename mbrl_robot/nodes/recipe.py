@@ -89,6 +89,37 @@ class Call:
         return result
 
 
+def rows_taken_in(results: List[Dict[str, Any]], stats: Dict[str, Any]) -> bool:
+    """Whether the buffer (its ``~/stats``) has taken in every executed row of the episodes in
+    ``results`` (the recipe's episode results, ``episode`` and, with several arms, ``arm``).
+
+    Per arm, the buffer's last accepted row must be the terminal row of the arm's last counted
+    episode, or a row of a later one: its gate accepts each arm's rows in order, so every row
+    before it is stored or deliberately dropped (and counted). Counting transitions is not
+    enough: a controller and twin killed mid-episode leave the rows of the interrupted attempt,
+    and the attempt run again on a restarted clock has its first rows taken as already stored,
+    so the episode ends a few transitions off its step count and the count never matches.
+    A buffer without ``last_rows`` (or with other arm names) is judged by the count (stored +
+    dropped for timing).
+    """
+    last_rows = stats.get('last_rows')
+    arms = stats.get('arm_namespaces') or ['']
+    if last_rows is None or any(r.get('arm', '') not in arms for r in results):
+        dropped = int(stats.get('assembler', {}).get('dropped_timing', 0))
+        return int(stats['transitions']) + dropped >= sum(r['steps'] for r in results)
+    for arm, namespace in enumerate(arms):
+        episodes = [r['episode'] for r in results if r.get('arm', '') == namespace]
+        if not episodes:
+            continue
+        last = last_rows[arm] if arm < len(last_rows) else None
+        if last is None:
+            return False
+        episode, _, _, terminal = last
+        if episode < max(episodes) or (episode == max(episodes) and not terminal):
+            return False
+    return True
+
+
 def full_namespace(own: str, arm: str) -> str:
     """The absolute namespace of arm namespace ``arm`` ('' for none; relative, or absolute as
     ``arm_topic`` keeps it) as seen from a node in ``own``: what a controller there reports as
@@ -535,13 +566,12 @@ class RecipeNode(Node):
         if result is None:
             return
         # The buffer commits each row durably, so it may still be a few rows behind: train
-        # only once it holds every transition of the episodes run so far.
-        expected = sum(r['steps'] for r in self.results)
+        # only once it has taken in every row of the episodes run so far.
         stats = json.loads(result.message)
         stored = int(stats['transitions'])
         # Rows not one control period apart are dropped by the buffer, on purpose (counted).
         self.dropped_timing = int(stats.get('assembler', {}).get('dropped_timing', 0))
-        if stored + self.dropped_timing < expected:
+        if not rows_taken_in(self.results, stats):
             self._call(self.buffer_stats_client, Trigger.Request())
             return
         self._train_target = stored

@@ -145,3 +145,32 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
     per_arm = {a: sum(e['arm'] == a for e in episodes) for a in arm_of}
     print(f'\nepisodes per arm {per_arm}; arm 0 finished {sum(killed < t < resumed for t in arm0)}'
           f' episodes while arm 1 was killed or hung; {len(rec)} transitions stored')
+
+
+def test_the_recipe_trains_once_every_counted_episode_is_in_the_buffer():
+    """What this graph test once met (CI, a loaded machine): arm 1's twin and controller killed
+    in episode 2 after 5 of its rows were stored; the restarted pair ran episode 2 again on a
+    restarted clock, whose first 5 rows the buffer took as already stored. The buffer held 1,999
+    transitions for 40 counted 50-step episodes, every row in, and the recipe, counting
+    transitions, waited for the 2,000th until it gave up. It now asks each arm's last row."""
+    from mbrl_robot.nodes.recipe import rows_taken_in
+    results = [{'episode': e, 'arm': 'arm1' if e in (1, 2, 5) else 'arm0', 'steps': STEPS}
+               for e in range(41) if e != 18]
+    stats = {'transitions': 1999, 'assembler': {'dropped_timing': 0},
+             'arm_namespaces': ['arm0', 'arm1'],
+             'last_rows': [[40, 50, 95.35, True], [5, 50, 6.2, True]]}
+    assert rows_taken_in(results, stats)
+    assert not rows_taken_in(results, {k: v for k, v in stats.items() if k != 'last_rows'})
+    # An arm whose last counted episode is not closed yet, or has no row at all: not yet.
+    for arm1 in ([5, 49, 6.15, False], [2, 50, 3.0, True], None):
+        assert not rows_taken_in(results, {**stats, 'last_rows': [[40, 50, 95.35, True], arm1]})
+    # A later episode's row (its episode still running) means the counted ones are in.
+    assert rows_taken_in(results, {**stats, 'last_rows': [[41, 3, 95.5, False],
+                                                          [5, 50, 6.2, True]]})
+    # One arm, no namespaces; an arm name the buffer does not know: judged by the count.
+    one = [{'episode': e, 'steps': STEPS} for e in range(3)]
+    assert rows_taken_in(one, {'transitions': 140, 'assembler': {'dropped_timing': 10},
+                               'arm_namespaces': [''], 'last_rows': [[2, 50, 7.0, True]]})
+    assert not rows_taken_in(one, {'transitions': 150, 'arm_namespaces': [''],
+                                   'last_rows': [[2, 49, 7.0, False]]})
+    assert not rows_taken_in(results, {**stats, 'arm_namespaces': ['a', 'b']})
