@@ -89,9 +89,10 @@ class Call:
         return result
 
 
-def rows_taken_in(results: List[Dict[str, Any]], stats: Dict[str, Any]) -> bool:
-    """Whether the buffer (its ``~/stats``) has taken in every executed row of the episodes in
-    ``results`` (the recipe's episode results, ``episode`` and, with several arms, ``arm``).
+def arms_behind(results: List[Dict[str, Any]], stats: Dict[str, Any]) -> List[str]:
+    """The arms (namespaces) whose executed rows of the episodes in ``results`` (the recipe's
+    episode results, ``episode`` and, with several arms, ``arm``) the buffer (its ``~/stats``)
+    has not all taken in yet; empty once it has them all.
 
     Per arm, the buffer's last accepted row must be the terminal row of the arm's last counted
     episode, or a row of a later one: its gate accepts each arm's rows in order, so every row
@@ -100,24 +101,25 @@ def rows_taken_in(results: List[Dict[str, Any]], stats: Dict[str, Any]) -> bool:
     and the attempt run again on a restarted clock has its first rows taken as already stored,
     so the episode ends a few transitions off its step count and the count never matches.
     A buffer without ``last_rows`` (or with other arm names) is judged by the count (stored +
-    dropped for timing).
+    dropped for timing); short, every arm of ``results`` is named.
     """
     last_rows = stats.get('last_rows')
     arms = stats.get('arm_namespaces') or ['']
     if last_rows is None or any(r.get('arm', '') not in arms for r in results):
         dropped = int(stats.get('assembler', {}).get('dropped_timing', 0))
-        return int(stats['transitions']) + dropped >= sum(r['steps'] for r in results)
+        if int(stats['transitions']) + dropped >= sum(r['steps'] for r in results):
+            return []
+        return sorted({r.get('arm', '') for r in results})
+    behind = []
     for arm, namespace in enumerate(arms):
         episodes = [r['episode'] for r in results if r.get('arm', '') == namespace]
         if not episodes:
             continue
         last = last_rows[arm] if arm < len(last_rows) else None
-        if last is None:
-            return False
-        episode, _, _, terminal = last
-        if episode < max(episodes) or (episode == max(episodes) and not terminal):
-            return False
-    return True
+        # (episode, terminal) of the last row against the arm's last counted episode, closed
+        if last is None or (last[0], bool(last[3])) < (max(episodes), True):
+            behind.append(namespace)
+    return behind
 
 
 def full_namespace(own: str, arm: str) -> str:
@@ -223,11 +225,11 @@ class ArmSlot:
             return None
         return getattr(self, '_stage_' + self.stage)()
 
-    def abandon(self, why: str):
+    def abandon(self, why: str, instead: str = 'its episode goes to another arm'):
         """Give the running phase up (the recipe hands it to another arm or stops) and stop the
         arm's controller; the arm is offered episodes again after ``LOST_RETRY_S``."""
-        self.node.get_logger().error(f'{self.name} lost ({why}): its episode goes to another '
-                                     f'arm; offered episodes again in {LOST_RETRY_S:g} s')
+        self.node.get_logger().error(f'{self.name} lost ({why}): {instead}; offered episodes '
+                                     f'again in {LOST_RETRY_S:g} s')
         self.episode_pub.publish(String(data=json.dumps({'episode': -1})))
         self._rows.clear()  # the given-up episode's rows, and any late ones
         self.stage, self.phase, self.call = 'idle', None, None
@@ -521,8 +523,7 @@ class RecipeNode(Node):
                 self._block.append(ph)
             self._goto('episodes')
         else:
-            self._call(self.buffer_stats_client, Trigger.Request())
-            self._goto('train_sync', 120.0)
+            self._start_sync()
 
     def _stage_episodes(self):
         running = {slot.phase['index'] for slot in self.slots if slot.phase is not None}
@@ -571,12 +572,51 @@ class RecipeNode(Node):
         stored = int(stats['transitions'])
         # Rows not one control period apart are dropped by the buffer, on purpose (counted).
         self.dropped_timing = int(stats.get('assembler', {}).get('dropped_timing', 0))
-        if not rows_taken_in(self.results, stats):
+        behind = arms_behind(self.results, stats)
+        if behind and not self._train_without(behind, stats):
             self._call(self.buffer_stats_client, Trigger.Request())
             return
         self._train_target = stored
         self._call(self.trainer_stats_client, Trigger.Request())
         self._goto('train_wait_data', 300.0)
+
+    def _start_sync(self):
+        """Ask the buffer whether it holds every executed row yet (stage ``train_sync``)."""
+        self._call(self.buffer_stats_client, Trigger.Request())
+        self._sync_seen: Optional[Tuple[int, str]] = None
+        self._sync_since = time.monotonic()
+        self._goto('train_sync', 120.0)
+
+    def _train_without(self, behind: List[str], stats: Dict[str, Any]) -> bool:
+        """Whether to train without the rows of the arms ``behind`` still lack in the buffer.
+
+        An arm's controller resends its rows until the buffer has them, so they are only late;
+        but a controller that hangs (or loses its link) right after its episode holds them for
+        as long as it hangs. With other arms to go on, once the buffer has not moved for
+        ``episode_stall_s`` those arms are set aside like an arm stalled in an episode and the
+        model is trained on what is stored; their rows go into the next training. With one arm
+        (or every arm behind) the recipe waits: nothing could run the next episode anyway.
+        """
+        now = time.monotonic()
+        seen = (stats['transitions'], json.dumps(stats.get('last_rows')))
+        if seen != self._sync_seen:
+            self._sync_seen, self._sync_since = seen, now
+        stall_s = self.p['episode_stall_s']
+        slots = [slot for slot in self.slots if slot.namespace in behind]
+        if (now - self._sync_since <= stall_s or len(slots) != len(behind)
+                or len(slots) == len(self.slots)):
+            return False
+        last_rows = dict(zip(stats.get('arm_namespaces') or [], stats.get('last_rows') or []))
+        for slot in slots:
+            episode = max(r['episode'] for r in self.results if r.get('arm') == slot.namespace)
+            last = last_rows.get(slot.namespace)
+            where = ('none of its rows' if last is None
+                     else f'its last row episode {last[0]} step {last[1]}')
+            slot.abandon(f'{slot.name} stalled: the buffer has not taken in its rows up to '
+                         f'episode {episode} for {stall_s:g} s, {where}',
+                         f'training on the {stats["transitions"]} transitions stored, its late '
+                         'rows go into the next training')
+        return True
 
     def _stage_train_wait_data(self):
         result = self._result(f'the trainer to receive {self._train_target} transitions')
@@ -613,8 +653,7 @@ class RecipeNode(Node):
         if stats.get('pid') != self._trainer_pid and stats['version'] <= self._version_before:
             # Restarted before it announced the new model: sync and train again.
             self.get_logger().warning('the trainer restarted during training: training again')
-            self._call(self.buffer_stats_client, Trigger.Request())
-            self._goto('train_sync', 120.0)
+            self._start_sync()
             return
         if stats['version'] <= self._version_before:
             if stats['version'] == 0:
