@@ -105,18 +105,18 @@ def _final(returns: List[float]) -> Optional[float]:
 
 
 def run_recipe_method(env_id: str, method: str, seed: int, steps: int, quick: bool,
-                      log: Callable[[str], None], return_mean: bool = False,
+                      log: Callable[[str], None], return_mean: bool = True,
                       horizon: int = 0) -> Dict[str, Any]:
     """``cem`` or ``pets`` through the generic recipe; ``return_mean``: CEM executes its final
-    mean (mbrl-lib's ``return_mean_elites``) instead of the best sample (the library's default);
-    ``horizon``: the planning horizon (0: the task's setting).
+    mean (the generic recipe's default, as mbrl-lib's ``return_mean_elites``), else the best
+    sample (the pushing stack's); ``horizon``: the planning horizon (0: the task's setting).
     """
     s = SETTINGS[env_id]
     reward_fn, termination_fn = GYM_TASKS[env_id]
     env = make_env(env_id, s['cap'])
     planner = {**(QUICK_PLANNERS if quick else PLANNERS)[method],
                'horizon': horizon or s['horizon'],
-               'plan_stats': False, **({'return_mean': True} if return_mean else {})}
+               'plan_stats': False, 'return_mean': bool(return_mean)}
     out = run_mbrl(env, reward_fn, {
         'seed': seed, 'random_episodes': 1, 'iterations': 10 ** 6,
         'mpc_episodes_per_iteration': 1, 'max_env_steps': steps, 'model': MODEL,
@@ -314,17 +314,19 @@ def table(paths: List[str]) -> str:
             for text in f:
                 line = json.loads(text)
                 if 'curve' in line and not line.get('aggregate'):
-                    mean = line['method'] in ('cem', 'pets') and line['planner'].get(
+                    # Lines without the key are from before the mean became the default.
+                    best = line['method'] in ('cem', 'pets') and not line['planner'].get(
                         'return_mean', False)
                     runs.setdefault((line['env'], line['method'] + (
-                        ' (executes the CEM mean)' if mean else '') + (
+                        ' (executes the best sample)' if best else '') + (
                         f" ({line['variant']})" if line.get('variant') else '')),
                         []).append(line)
     rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
             '(mean) | best episode per seed | first episode at target (steps, per seed) '
             '| random | wall s per run |',
             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
-    for (env_id, method), lines in runs.items():
+    envs = list(dict.fromkeys(env_id for env_id, _ in runs))  # each env's rows together
+    for (env_id, method), lines in sorted(runs.items(), key=lambda kv: envs.index(kv[0][0])):
         lines = sorted(lines, key=lambda ln: ln['seed'])
         finals = [ln['final_return'] for ln in lines]
         target = TARGETS.get(env_id)
@@ -394,9 +396,12 @@ def main(argv=None) -> int:
     ap.add_argument('--small-planner', action='store_true',
                     help='the --quick planner sizes (CEM/PETS, ours and mbrl-lib PETS) at the '
                     'full or --steps budget: about 4x cheaper per step on a CPU')
-    ap.add_argument('--return-mean', action='store_true',
-                    help='our CEM/PETS execute the final CEM mean, as mbrl-lib does '
-                    '(default: the best sample)')
+    output = ap.add_mutually_exclusive_group()
+    output.add_argument('--best-sample', action='store_true',
+                        help="our CEM/PETS execute the best sample seen (the pushing stack's "
+                        'choice) instead of the final CEM mean (the default, as mbrl-lib)')
+    output.add_argument('--return-mean', action='store_true',
+                        help='the default since session 14 (kept for the earlier commands)')
     ap.add_argument('--horizon', type=int, default=0,
                     help="planning horizon of every planner, mbrl-lib's too (default: the "
                     "task's setting)")
@@ -475,7 +480,7 @@ def main(argv=None) -> int:
                 t0 = time.monotonic()
                 if method in ('cem', 'pets'):
                     res = run_recipe_method(env_id, method, seed, steps, small, log,
-                                            args.return_mean, args.horizon)
+                                            not args.best_sample, args.horizon)
                 elif method == 'mbpo':
                     res = run_mbpo_method(env_id, seed, steps, args.quick, log,
                                           mbpo_overrides, model_overrides)

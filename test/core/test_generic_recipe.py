@@ -16,9 +16,10 @@
 The learning test runs the recipe on ``Pendulum-v1`` at a tiny budget (one random episode,
 two CEM iterations: 600 real steps, about a minute on one core) and requires the last MPC
 episode to beat uniformly random actions from the same initial state by a wide margin.
-Measured margins (seeds 0, 1, 2 of this config): +844, +1380, +1396 (+843, +1121, +1389 before
-CEM's std was scaled to the action range); the same run with the reward's sign flipped scores
-467 *below* random, so a broken model or planner fails it.
+Measured margins (seeds 0, 1, 2 of this config): +844, +1381, +1392 executing the final CEM
+mean (the default since session 14), +844, +1380, +1396 executing the best sample (+843, +1121,
++1389 before CEM's std was scaled to the action range); the same run with the reward's sign
+flipped scores 465 *below* random, so a broken model or planner fails it.
 ``benchmarks/gym_suite.py`` runs the full budgets.
 """
 
@@ -101,6 +102,10 @@ def test_config_is_checked():
     assert cfg['planner'] == {**DEFAULT_CFG['planner'], 'name': 'pets',
                               'propagation': 'ts_inf', 'particles': 5}
     assert resolve_cfg({'planner': {'horizon': 3}})['planner']['population_size'] == 200
+    # Any task's CEM executes its final mean (as mbrl-lib's); the push stack's schema default,
+    # the best sample, only where asked.
+    assert resolve_cfg()['planner']['return_mean'] is True
+    assert resolve_cfg({'planner': {'return_mean': False}})['planner']['return_mean'] is False
 
 
 def test_rejects_discrete_actions():

@@ -47,15 +47,18 @@ def test_changed_settings_get_their_own_table_row(tmp_path):
             'curve': [[1000, 10.0], [3000, 300.0]], 'random_return': 3.5,
             'total_wall_s': 10.0}
     size = {'population_size': 100, 'iterations': 3, 'particles': 5}
-    pets = {**base, 'method': 'pets', 'planner': size}
+    pets = {**base, 'method': 'pets', 'planner': {**size, 'return_mean': True}}
     lines = [pets, {**pets, 'variant': gym_suite.variant('pets', 45, {}, {}),
                     'final_return': 1000.0},
              {**base, 'method': 'mbpo', 'variant': gym_suite.variant(
-                 'mbpo', 0, {'rollouts_per_step': 400}, {'ensemble_size': 7})}]
+                 'mbpo', 0, {'rollouts_per_step': 400}, {'ensemble_size': 7})},
+             # before the mean became the default a line had no return_mean: the best sample
+             {**pets, 'planner': size, 'final_return': 20.0}]
     path = tmp_path / 'runs.jsonl'
     path.write_text(''.join(json.dumps(ln) + '\n' for ln in lines))
     rows = gym_suite.table([str(path)]).splitlines()[2:]
-    assert len(rows) == 3
+    assert len(rows) == 4
     assert '| mbrl_robot PETS |' in rows[0] and '300.0 (300.0)' in rows[0]
     assert '| mbrl_robot PETS (horizon 45) |' in rows[1] and '1000.0 (1000.0)' in rows[1]
     assert 'MBPO (rollouts_per_step=400, ensemble_size=7)' in rows[2]
+    assert '| mbrl_robot PETS (executes the best sample) |' in rows[3] and '20.0' in rows[3]
