@@ -404,6 +404,8 @@ class RecipeNode(Node):
         self._deadline: Optional[float] = None
         self._block: List[Dict[str, Any]] = []
         self._train_target = None
+        self._sync_seen: Optional[Tuple[int, str]] = None
+        self._sync_since = 0.0
 
         topics = p['topics']
         self.arms = check_arm_namespaces(p['arm_namespaces'])
@@ -583,12 +585,12 @@ class RecipeNode(Node):
     def _start_sync(self):
         """Ask the buffer whether it holds every executed row yet (stage ``train_sync``)."""
         self._call(self.buffer_stats_client, Trigger.Request())
-        self._sync_seen: Optional[Tuple[int, str]] = None
+        self._sync_seen = None  # the buffer's (transitions, last rows) last seen, and since when
         self._sync_since = time.monotonic()
         self._goto('train_sync', 120.0)
 
     def _train_without(self, behind: List[str], stats: Dict[str, Any]) -> bool:
-        """Whether to train without the rows of the arms ``behind`` still lack in the buffer.
+        """Whether to train without the rows the buffer still lacks from the arms ``behind``.
 
         An arm's controller resends its rows until the buffer has them, so they are only late;
         but a controller that hangs (or loses its link) right after its episode holds them for

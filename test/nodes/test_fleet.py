@@ -138,8 +138,9 @@ def test_two_arms_feed_one_buffer_and_a_failed_arm_stops_nothing(tmp_path):
         store.close()
     arm_of = {'arm0': 0, 'arm1': 1}
     # The episode arm 1 was killed in: its restarted pair may run it again on a restarted clock;
-    # then the buffer holds the killed run's rows and the rerun's from where its stamps pass
-    # them, and the transition across that seam is dropped for timing (as in test_faults).
+    # then the buffer holds the killed run's rows up to the step it reached and the rerun's
+    # after it (its earlier rows, stamped no later, count as stored), and the one transition
+    # across that seam is dropped for timing (as in test_faults).
     started = [(log_time(ln), int(ln.split(': episode ')[1].split(':')[0])) for ln in
                (logs / 'arm1.controller.log').read_text().splitlines() if ': random policy' in ln]
     killed_in = max(e for t, e in started if t < killed)
