@@ -585,8 +585,7 @@ class RecipeNode(Node):
     def _start_sync(self):
         """Ask the buffer whether it holds every executed row yet (stage ``train_sync``)."""
         self._call(self.buffer_stats_client, Trigger.Request())
-        self._sync_seen = None  # the buffer's (transitions, last rows) last seen, and since when
-        self._sync_since = time.monotonic()
+        self._sync_seen = None  # the buffer's (transitions, last rows): its first answer sets it
         self._goto('train_sync', 120.0)
 
     def _train_without(self, behind: List[str], stats: Dict[str, Any]) -> bool:
