@@ -43,6 +43,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   (``task.reward.tool_intrusion_weight: 10``) with that space 3.5 cm and 2 cm wide;
 - ``forward_realtime_compiled_n100`` and ``anywhere_realtime_compiled_n100``: the compiled
   planner at the cpu profile's size (100 candidates, 10 elites) instead of 60 and 6;
+- ``forward_realtime_compiled_mean``: the headline's profile with CEM executing its final mean
+  (``planner.return_mean: true``) instead of the best sample;
+  ``anywhere_realtime_compiled_200_mean`` the same for push_anywhere as shipped;
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
   18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
@@ -76,6 +79,9 @@ import graph_recipe
 # The rows measured before the planner was compiled pin that planner (``reference``: the same
 # plans, op by op, ~2x the time per plan) so that they stay what the README reports.
 REF = 'controller.planner.backend=reference'
+# The rows measured before CEM executed its final mean on the realistic twin (session 15) pin
+# the best sample they executed.
+BEST = 'controller.planner.return_mean=false'
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
 STEPS_150 = [f'{node}.task.episode_steps=150'
              for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
@@ -84,15 +90,16 @@ N100 = ['controller.planner.backend=compiled', 'controller.planner.population_si
 INTRUSION = [f'{node}.task.reward.tool_intrusion_weight=10.0'
              for node in ('twin', 'buffer', 'trainer', 'controller')]
 ROWS = {
-    'forward_realtime': ('twin_realistic', [REF], True),
+    'forward_realtime': ('twin_realistic', [REF, BEST], True),
     'forward_realtime_no_compensation': ('twin_realistic',
-                                         [REF, 'controller.latency.compensation=false'], False),
+                                         [REF, BEST, 'controller.latency.compensation=false'],
+                                         False),
     'forward_realtime_random_shooting': ('twin_realistic',
                                          [REF, 'controller.planner.name=random_shooting',
                                           'controller.planner.population_size=200'], False),
     'forward_realtime_no_hold': ('twin_realistic',
-                                 [REF, 'controller.goal_hold.enter_radius_m=0.0'], False),
-    'forward_realtime_compiled': ('twin_realistic', ['controller.planner.backend=compiled'],
+                                 [REF, BEST, 'controller.goal_hold.enter_radius_m=0.0'], False),
+    'forward_realtime_compiled': ('twin_realistic', ['controller.planner.backend=compiled', BEST],
                                   False),
     'forward_lockstep': ('cpu', [REF], False),
     # The ablations and the lockstep figure with the headline's compiled planner.
@@ -101,9 +108,10 @@ ROWS = {
                                                    'controller.planner.population_size=200'],
                                                   False),
     'forward_realtime_compiled_no_hold': ('twin_realistic',
-                                          ['controller.goal_hold.enter_radius_m=0.0'], False),
+                                          [BEST, 'controller.goal_hold.enter_radius_m=0.0'],
+                                          False),
     'forward_realtime_compiled_no_compensation': ('twin_realistic',
-                                                  ['controller.latency.compensation=false'],
+                                                  [BEST, 'controller.latency.compensation=false'],
                                                   False),
     'forward_lockstep_compiled': ('cpu', ['controller.planner.backend=compiled'], False),
     'anywhere_realtime': ('push_anywhere', [REF] + STEPS_150, True),
@@ -112,21 +120,28 @@ ROWS = {
     'anywhere_realtime_compiled_200': ('push_anywhere', ['controller.planner.backend=compiled'],
                                        False),
     # The whole budget: a fifth collect-and-retrain iteration (5,000 and 10,000 transitions).
-    'forward_realtime_5000': ('twin_realistic', ['recipe.iterations=5'], False),
+    'forward_realtime_5000': ('twin_realistic', [BEST, 'recipe.iterations=5'], False),
     'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled',
                                                   'recipe.iterations=5'], False),
     # The planner at the cpu profile's size (100 candidates, 10 elites, as the lockstep rows),
     # compiled: whether a quieter machine's plan times leave room for it in real time.
-    'forward_realtime_compiled_n100': ('twin_realistic', N100, False),
+    'forward_realtime_compiled_n100': ('twin_realistic', N100 + [BEST], False),
     'anywhere_realtime_compiled_n100': ('push_anywhere', N100, False),
     # The tool-on-the-puck cost (task.reward.tool_intrusion_weight) in every node's task; the
     # first measured with the puck's whole radius as the space (3.5 cm).
-    'forward_realtime_intrusion_35mm': ('twin_realistic', INTRUSION + [
+    'forward_realtime_intrusion_35mm': ('twin_realistic', INTRUSION + [BEST] + [
         f'{node}.task.reward.tool_intrusion_radius_m=0.035'
         for node in ('twin', 'buffer', 'trainer', 'controller')], False),
-    'forward_realtime_intrusion': ('twin_realistic', INTRUSION, False),
+    'forward_realtime_intrusion': ('twin_realistic', INTRUSION + [BEST], False),
     'anywhere_realtime_intrusion': ('push_anywhere',
                                     ['controller.planner.backend=compiled'] + INTRUSION, False),
+    # CEM executes its final mean instead of the best sample (the library's default since
+    # session 14, as mbrl-lib's; the distilled policy's labels showed the best sample's noise).
+    'forward_realtime_compiled_mean': ('twin_realistic', ['controller.planner.return_mean=true'],
+                                       False),
+    'anywhere_realtime_compiled_200_mean': ('push_anywhere',
+                                            ['controller.planner.backend=compiled',
+                                             'controller.planner.return_mean=true'], False),
     'forward_realtime_distill': ('distill', [], True),
     'forward_realtime_distill_dagger': ('distill', ['controller.mode=policy'], False),
 }

@@ -24,6 +24,7 @@ miss is counted on ``/diagnostics``. Zero velocity on any fault, on e-stop and a
 import functools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -207,9 +208,12 @@ class ControllerNode(Node):
         self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str]]] = {}
         self._loads_in_flight = 0  # load (and compile) threads running
         self.files = None
+        # A temporary cache is this run's alone: removed with the node (a configured one stays).
+        self._temp_cache = None
         if self.model_source != 'path':
-            self.files = DirAssembler(p['model_cache_dir']
-                                      or tempfile.mkdtemp(prefix='mbrl_robot_models_'))
+            if not p['model_cache_dir']:
+                self._temp_cache = tempfile.mkdtemp(prefix='mbrl_robot_models_')
+            self.files = DirAssembler(p['model_cache_dir'] or self._temp_cache)
             self.create_subscription(UInt8MultiArray, topics['model_files'], self.files_callback,
                                      FILES_QOS, callback_group=io)
         self.create_subscription(String, topics['episode'], self.episode_callback, LATCHED_QOS,
@@ -753,6 +757,8 @@ class ControllerNode(Node):
                 spool, self.unacked.spool = self.unacked.spool, None
             if spool is not None:
                 spool.release()
+            if self._temp_cache is not None:
+                shutil.rmtree(self._temp_cache, ignore_errors=True)
             super().destroy_node()
 
 

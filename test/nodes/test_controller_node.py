@@ -355,6 +355,8 @@ def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
         # this process's fake arm for longer than the profile's 0.5 s.
         '-p', 'controller:state_timeout_s:=5.0'])
     node = ControllerNode(context=context)
+    cache = node.files.cache_dir  # model_source auto: a temporary folder for DDS checkpoints
+    assert os.path.isdir(cache)
     node.control.policies = node.policies = HostileFactory()
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
@@ -389,6 +391,7 @@ def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+    assert not os.path.exists(cache)  # the node's temporary checkpoint folder went with it
 
 
 def test_go_home_drives_to_the_ready_pose_at_limited_speed(ros_env):
