@@ -36,12 +36,12 @@ joint states sampled on the way and the tracker frames due (stamped with their c
 command applies when it arrives (after ``realism.actuation_delay_s``, tracked to first order) and
 the arm is stopped when no command arrived for ``command_timeout_s`` of wall time. With
 ``clock: wall`` stamps are on the system clock and no ``/clock`` goes out, as from a real arm's
-driver; with ``clock: sim`` ``/clock`` follows the physics. ``lockstep`` advances one control step
-per command message received, so a slow planner does not change the dynamics (state and clock
-go out after each step, at start and after a reset; while no command comes, the same state and
-clock, with the same stamp, are repeated every ``idle_republish_s`` of wall time so that a node
-started later can begin;
-after ``lockstep_stop_after_s`` without a command, a dead controller, the arm is stepped with zero
+driver; with ``clock: sim`` a ``/clock`` message goes out with each joint sample, stamped with
+its time. ``lockstep`` advances one control step per command message received, so a slow
+planner does not change the dynamics (state and clock go out after each step, at start and after
+a reset; while no command comes, the same state and clock, with the same stamp, are repeated
+every ``idle_republish_s`` of wall time so that a node started later can begin; after
+``lockstep_stop_after_s`` without a command, a dead controller, the arm is stepped with zero
 velocity until it is still, so the published state never shows a moving arm that nothing
 commands). Episodes never end on their own: the caller resets.
 """
@@ -291,13 +291,18 @@ class TwinNode(Node):
         self.publish_samples(joints, frames)
 
     def publish_samples(self, joints, frames) -> None:
-        """Realtime: /clock (sim clock), the joint samples and the tracker frames, each stamped
-        with its own time."""
-        if self.clock_mode == 'sim':
-            self.clock_pub.publish(ClockMsg(clock=self.sim_time().to_msg()))
+        """Realtime: the joint samples, each after a /clock message with its stamp (sim clock),
+        and the tracker frames, each stamped with its own time.
+
+        /clock ticks with the joint samples, so it stays on their grid and never repeats a
+        time: it once carried the physics' own time, which a timer firing a physics step late
+        (a loaded machine) put off the grid, and a timer firing early repeated."""
         for sample in joints:
+            stamp = self._stamp(sample.t).to_msg()
+            if self.clock_mode == 'sim':
+                self.clock_pub.publish(ClockMsg(clock=stamp))
             js = JointState()
-            js.header.stamp = self._stamp(sample.t).to_msg()
+            js.header.stamp = stamp
             js.name = list(self.joints)
             js.position = [float(v) for v in sample.q]
             js.velocity = [float(v) for v in sample.qd]
