@@ -56,8 +56,9 @@ from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_LABELS, EXECUTED_QOS,
-                                        executed_row, file_chunk, FILES_QOS, LATCHED_QOS,
-                                        RESENT_LABELS, rows_to_multiarray)
+                                        command_message, executed_row, file_chunk,
+                                        FILES_QOS, LATCHED_QOS, RESENT_LABELS,
+                                        rows_to_multiarray)
 
 NUM_JOINTS = 7
 HOME_TIMEOUT_S = 120.0
@@ -124,7 +125,7 @@ class ControllerNode(Node):
         self._last_tick_wall = time.monotonic()
         self._homed: Optional[Future] = None  # go_home's pending answer
         self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
-                       'state_age_ms': float('nan')}
+                       'commands_resent': 0, 'state_age_ms': float('nan')}
         # Late, replayed or future-stamped inputs never overwrite a newer state.
         self._stamps = StampOrder(p['max_future_stamp_s'])
         self._clock_restarted = False
@@ -229,6 +230,11 @@ class ControllerNode(Node):
         period = self.period = 1.0 / p['task']['control_rate_hz']
         self.timer = self.create_timer(period, self.timer_callback,
                                        callback_group=MutuallyExclusiveCallbackGroup())
+        if not self.realtime:  # wall time: a lost command stops a lockstep twin's clock
+            self._lockstep_sent = None  # (message, wall time sent) of the last tick's command
+            self.lockstep_timer = self.create_timer(
+                p['lockstep_resend_s'] / 2, self.lockstep_resend_callback, callback_group=io,
+                clock=Clock(clock_type=ClockType.STEADY_TIME))
         # Wall time: a lockstep twin's clock stands still when the loop stalls, and a stall must
         # still be reported.
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io,
@@ -622,12 +628,12 @@ class ControllerNode(Node):
         except Exception as e:  # noqa: B902 - any fault must end in zero velocity, then report
             self._stats['faults'] += 1
             self.control.prev_command = np.zeros(NUM_JOINTS)
-            self._send(np.zeros(NUM_JOINTS))
+            self._send(np.zeros(NUM_JOINTS), answers=stamp)
             self.get_logger().error(f'control fault, zero velocity sent: {e!r}',
                                     throttle_duration_sec=1.0)
             return
         if tick.command is not None:
-            self._send(tick.command)
+            self._send(tick.command, answers=stamp)
             if tick.event == 'act':
                 self._time_tick(tick, now, stamp)
         self._report(tick, state, row_stamp, target)
@@ -678,10 +684,35 @@ class ControllerNode(Node):
             log.warning(f'ensemble disagreement {self.control.disagreement:.3f}: command scaled '
                         f'by {info["scale"]:.2f}', throttle_duration_sec=1.0)
 
-    def _send(self, command: np.ndarray):
-        self.command_pub.publish(Float64MultiArray(data=np.asarray(command, float).tolist()))
+    def _send(self, command: np.ndarray, answers: Optional[float] = None):
+        """Publish ``command``; lockstep: labelled with ``answers``, the stamp (s) of the state
+        it answers, and kept for :meth:`lockstep_resend_callback`."""
+        label = not self.realtime and answers is not None
+        msg = command_message(command, int(round(answers * 1e9)) if label else None)
+        self.command_pub.publish(msg)
         with self._lock:
             self.sensed.commanded(self.get_clock().now().nanoseconds * 1e-9, command)
+            if label:
+                self._lockstep_sent = (msg, time.monotonic())
+
+    def lockstep_resend_callback(self):
+        """Lockstep: publish the last tick's command again when the state it should bring has
+        not come for ``lockstep_resend_s`` (the twin ignores it if it had stepped)."""
+        wait = self.params['lockstep_resend_s']
+        with self._lock:
+            sent = self._lockstep_sent
+        active = self.control.episode >= 0 or self.control.homing
+        if (sent is None or not active or 'fresh state' not in self._waiting_for
+                or time.monotonic() - max(sent[1], self._last_tick_wall) < wait):
+            return
+        self._stats['commands_resent'] += 1
+        self.get_logger().info(
+            f'no state for {wait:g} s after episode {self.control.episode} step '
+            f'{self.control.step}\'s command: sending it again ({self._stats["commands_resent"]} '
+            'resent so far)', throttle_duration_sec=2.0)
+        with self._lock:
+            self._lockstep_sent = (sent[0], time.monotonic())
+        self.command_pub.publish(sent[0])
 
     def _publish_markers(self, info: dict):
         paths = info.get('paths')

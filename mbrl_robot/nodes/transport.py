@@ -70,6 +70,8 @@ EXECUTED_LABELS = ('rows', 'fields')
 # Rows the controller publishes again because the buffer has not acknowledged them.
 RESENT_LABELS = ('resent', 'fields')
 TRANSITION_LABELS = ('transitions', 'fields')
+# The label of a lockstep command's one dimension: the stamp (ns) of the state it answers.
+ANSWERS_LABEL = 'answers_state_ns'
 
 
 _NAMESPACE = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
@@ -206,6 +208,32 @@ def multiarray_to_rows(msg: Float64MultiArray, fields: Optional[int] = None,
 def is_resend(msg: Float64MultiArray) -> bool:
     """True for executed rows published again (dim[0] labelled ``resent``)."""
     return len(msg.layout.dim) == 2 and msg.layout.dim[0].label == RESENT_LABELS[0]
+
+
+def command_message(command: np.ndarray,
+                    answers_ns: Optional[int] = None) -> Float64MultiArray:
+    """A joint-velocity command (rad/s); with ``answers_ns`` its one dimension is labelled with
+    the stamp (ns) of the state it answers, so a lockstep twin steps once per state however often
+    the command arrives (:func:`answered_state_ns`). Other subscribers (ros2_control's forward
+    command controllers) read only the data."""
+    msg = Float64MultiArray(data=np.asarray(command, float).tolist())
+    if answers_ns is not None:
+        n = len(msg.data)
+        msg.layout.dim = [MultiArrayDimension(label=f'{ANSWERS_LABEL}={int(answers_ns)}',
+                                              size=n, stride=n)]
+    return msg
+
+
+def answered_state_ns(msg: Float64MultiArray) -> Optional[int]:
+    """The state stamp (ns) a command answers (:func:`command_message`), or None: unlabelled
+    (or a label that is not one of ours)."""
+    dims = msg.layout.dim
+    if len(dims) != 1 or not dims[0].label.startswith(ANSWERS_LABEL + '='):
+        return None
+    try:
+        return int(dims[0].label[len(ANSWERS_LABEL) + 1:])
+    except ValueError:
+        return None
 
 
 def executed_row(episode: int, step: int, stamp: float, s: np.ndarray,

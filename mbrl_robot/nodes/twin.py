@@ -38,9 +38,11 @@ the arm is stopped when no command arrived for ``command_timeout_s`` of wall tim
 ``clock: wall`` stamps are on the system clock and no ``/clock`` goes out, as from a real arm's
 driver; with ``clock: sim`` a ``/clock`` message goes out with each joint sample, stamped with
 its time. ``lockstep`` advances one control step per command message received, so a slow
-planner does not change the dynamics (state and clock go out after each step, at start and after
-a reset; while no command comes, the same state and clock, with the same stamp, are repeated
-every ``idle_republish_s`` of wall time so that a node started later can begin; after
+planner does not change the dynamics; a command labelled with the stamp of the state it answers
+(the controller's: ``transport.command_message``) steps only while that state is the current
+one, so a resent or late command never steps twice (state and clock go out after each step, at
+start and after a reset; while no command comes, the same state and clock, with the same stamp,
+are repeated every ``idle_republish_s`` of wall time so that a node started later can begin; after
 ``lockstep_stop_after_s`` without a command, a dead controller, the arm is stepped with zero
 velocity until it is still, so the published state never shows a moving arm that nothing
 commands). Episodes never end on their own: the caller resets.
@@ -65,7 +67,7 @@ from mbrl_robot.core.tasks.push import JOINT_POS, JOINT_VEL, PUCK, STATE_DIM
 from mbrl_robot.nodes.spin import run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
-from mbrl_robot.nodes.transport import LATCHED_QOS
+from mbrl_robot.nodes.transport import answered_state_ns, LATCHED_QOS
 from mbrl_robot.sim.push_env import PushEnv
 from mbrl_robot.sim.realtime import RealtimeLoop, TrackerFrame
 
@@ -76,6 +78,8 @@ MAX_SKIPS_KEPT = 16
 # Realtime mode: a timer callback this late (wall time, s) skips the lost time instead of
 # running the physics faster than real time to catch up (logged, counted as overruns).
 MAX_CATCH_UP_S = 0.1
+# A lockstep command answers the current state when its label's stamp is within this (ns).
+STAMP_TOLERANCE_NS = 1000
 # Node-private: /<namespace>/twin/reset (the recipe's reset_service names it).
 RESET_SERVICE = '~/reset'
 NEW_TARGET_SERVICE = '~/new_target'
@@ -127,6 +131,7 @@ class TwinNode(Node):
         self.rejected_commands = 0
         self.clamped_commands = 0
         self.safety_stops = 0
+        self.stale_commands = 0  # lockstep commands answering a state already stepped past
         self._command = np.zeros(len(self.joints))
         self._last_command_wall: Optional[float] = None
         self._timed_out = True
@@ -242,6 +247,19 @@ class TwinNode(Node):
             self.get_logger().info('commands arriving: arm moving')
         self._timed_out = False
         if self.mode == 'lockstep':
+            answers = answered_state_ns(msg)
+            current = self.sim_time().nanoseconds
+            if answers is not None and abs(answers - current) > STAMP_TOLERANCE_NS:
+                # A command for a state already stepped past: a controller's resend after our
+                # state went missing, or one sent before a reset. Stepping on it would advance
+                # a step nobody planned; the current state goes out again instead.
+                self.stale_commands += 1
+                self.get_logger().info(
+                    f'command answering the state of {answers * 1e-9:.3f} s, not the current '
+                    f'{current * 1e-9:.3f} s: not stepped, the current state repeated '
+                    f'({self.stale_commands} so far)', throttle_duration_sec=LOG_THROTTLE_S)
+                self.publish_state(self._last_obs)
+                return
             self.advance(self._command)
         else:
             self.loop.command(self._command, self._last_command_wall - self._wall0)

@@ -48,8 +48,9 @@ from mbrl_robot.core.buffer import RowSpool  # noqa: E402
 from mbrl_robot.core.models import create_model  # noqa: E402
 from mbrl_robot.core.policy import DeterministicPolicy, save_policy  # noqa: E402
 from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT  # noqa: E402
-from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_QOS, is_resend,  # noqa: E402
-                                        LATCHED_QOS, multiarray_to_rows)
+from mbrl_robot.nodes.transport import (answered_state_ns, EXECUTED_FIELDS,  # noqa: E402
+                                        EXECUTED_QOS, is_resend, LATCHED_QOS,
+                                        multiarray_to_rows)
 
 pytestmark = pytest.mark.ros
 PARAMS = node_params('ci_smoke', 'controller')
@@ -73,7 +74,8 @@ def controller_process(env, *extra, realtime=True):
 class FakeArm:
     """Publishes the arm's state like a ros2_control driver and records the commands."""
 
-    def __init__(self):
+    def __init__(self, states: bool = True):
+        """``states=False``: no joint states, puck or target of its own (a twin publishes them)."""
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node('fake_arm', context=self.context)
@@ -99,7 +101,8 @@ class FakeArm:
         self.names = list(JOINTS)
         self.corrupt = False
         self.silent = False
-        self.node.create_timer(0.02, self.publish_state)
+        if states:
+            self.node.create_timer(0.02, self.publish_state)
 
     def publish_state(self):
         if self.commands:  # a velocity-controlled arm integrates the last command
@@ -253,6 +256,66 @@ def test_a_stalled_lockstep_episode_says_what_it_waits_for(ros_env):
         assert 'no tick for' in proc.stdout.read()
     finally:
         stop(arm, proc)
+
+
+def test_a_lost_lockstep_command_is_resent_and_never_steps_the_twin_twice(ros_env):
+    """The real lockstep twin behind a relay that loses the episode's first command (as DDS does
+    when it is published before the twin's subscription has matched: the fleet test once stalled
+    for good on it) and delivers every later one twice. The controller sends the lost command
+    again; the twin steps once per state, so the rows stay one control period apart."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    twin = subprocess.Popen(
+        [sys.executable, '-m', 'mbrl_robot.nodes.twin', '--ros-args', '--params-file',
+         'config/ci_smoke.yaml', '-p', 'twin:mode:=lockstep', '-p', 'twin:controller_name:=relay',
+         '-p', 'twin:lockstep_stop_after_s:=0.0'],
+        cwd=root, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = controller_process(ros_env, '-p', 'controller:use_sim_time:=true', realtime=False)
+    arm = FakeArm(states=False)
+    relay = arm.node.create_publisher(Float64MultiArray, '/relay/commands', 10)
+    seen = []
+
+    def forward(msg):
+        seen.append(answered_state_ns(msg))
+        if len(seen) > 1:  # the first is lost; the others arrive twice
+            relay.publish(msg)
+            relay.publish(msg)
+    arm.node.create_subscription(Float64MultiArray, f'/{PARAMS["controller_name"]}/commands',
+                                 forward, 10)
+    states = set()  # the twin's distinct state stamps: one per step
+    arm.node.create_subscription(
+        JointState, PARAMS['topics']['joint_states'],
+        lambda m: states.add((m.header.stamp.sec, m.header.stamp.nanosec)), 100)
+    rows = []
+    arm.node.create_subscription(
+        Float64MultiArray, '/controller/executed',
+        lambda m: rows.extend(multiarray_to_rows(m, EXECUTED_FIELDS)), EXECUTED_QOS)
+    try:
+        arm.spin_for(1.0)
+        arm.episode_pub.publish(String(data=json.dumps({'episode': 0, 'policy': 'random'})))
+        deadline = time.monotonic() + 40
+        while len({row[1] for row in rows}) < 30 and time.monotonic() < deadline:
+            arm.spin_for(0.2)
+        steps = sorted({int(row[1]) for row in rows})
+        assert steps[:30] == list(range(30)), (steps, seen[:5])
+        assert seen[0] is not None and seen.count(seen[0]) >= 2  # the lost one, resent
+        stamps = np.array(sorted({float(row[2]) for row in rows}))
+        np.testing.assert_allclose(np.diff(stamps), 1.0 / PARAMS['task']['control_rate_hz'],
+                                   atol=1e-6)
+        # One step per distinct command (the start's state and one in flight aside): a twin
+        # stepping on each copy made twice as many states as commands.
+        assert len(states) <= len(set(seen)) + 2, (len(states), len(set(seen)))
+    finally:
+        stop(arm, proc)
+        for p in (proc, twin):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    log, twin_log = proc.stdout.read(), twin.stdout.read()
+    assert 'sending it again' in log, log[-3000:]
+    assert 'not stepped' in twin_log, twin_log[-3000:]
 
 
 def test_overrunning_plans_never_leave_the_arm_without_a_command(ros_env, tmp_path):
