@@ -51,7 +51,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
   and the policy are evaluated on the same test episodes (lines ``cem`` and ``policy``);
 - ``forward_realtime_distill_dagger``: the same with the policy driving the training episodes
-  (``controller.mode=policy``: DAgger on real states).
+  (``controller.mode=policy``: DAgger on real states); both with the collecting planner's best
+  sample, as measured; ``forward_realtime_distill_mean`` config/distill.yaml as now shipped
+  (the planner collects with its final mean).
 
 Usage::
 
@@ -142,8 +144,13 @@ ROWS = {
     'anywhere_realtime_compiled_200_mean': ('push_anywhere',
                                             ['controller.planner.backend=compiled',
                                              'controller.planner.return_mean=true'], False),
-    'forward_realtime_distill': ('distill', [], True),
-    'forward_realtime_distill_dagger': ('distill', ['controller.mode=policy'], False),
+    # The collecting planner executed its best sample until session 16.
+    'forward_realtime_distill': ('distill', [BEST], True),
+    'forward_realtime_distill_dagger': ('distill', [BEST, 'controller.mode=policy'], False),
+    # config/distill.yaml as shipped since session 16 (its planner executes the final mean);
+    # the policy evaluated beside the planner, without the random and zero baselines (measured
+    # in the rows above).
+    'forward_realtime_distill_mean': ('distill', ['recipe.baselines=["policy"]'], True),
 }
 
 

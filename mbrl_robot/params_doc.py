@@ -48,7 +48,8 @@ without a namespace.
 
 # (topics.* parameter or a fixed name, type, publisher, QoS, meaning beyond the description).
 TOPICS = [
-    ('/clock', 'rosgraph_msgs/Clock', 'twin', 'default', 'sim time'),
+    ('/clock', 'rosgraph_msgs/Clock', 'twin', 'default',
+     'sim time (realtime twin: one message per joint sample, with its stamp)'),
     ('joint_states', 'sensor_msgs/JointState', 'twin / arm driver', 'default',
      'names = `task.joints` (any order; matched by name)'),
     ('puck_pose', 'geometry_msgs/PointStamped', 'twin / tracker', 'default',
@@ -56,7 +57,8 @@ TOPICS = [
     ('target_pose', 'geometry_msgs/PointStamped', 'twin (current task target) / user',
      'transient local', 'target position; may change any time'),
     ('<controller_name>/commands', 'std_msgs/Float64MultiArray', 'controller', 'default',
-     '7 joint velocities (rad/s), ordered like `task.joints`'),
+     '7 joint velocities (rad/s), ordered like `task.joints`; a lockstep controller labels the '
+     'one dimension `answers_state_ns=<stamp of the state it answers>`'),
     ('executed', 'std_msgs/Float64MultiArray', 'controller', 'reliable, keep-last 1000',
      'one row per control tick, layout dims `rows` x `fields`: `[episode, step, stamp_s, s(17), '
      'a(7), target(3)]`, `a` NaN on the terminal row (the state after the last action). An '
@@ -133,7 +135,9 @@ LIVE_CHANNELS = [
 SERVICES = '''\
 Orchestration timers (recipe, trainer sync, buffer resend) run on wall time: a lockstep twin's
 clock stands still between episodes. The control timer runs on the node clock (sim time under a
-twin) and paces realtime ticks; a lockstep controller ticks on each fresh state instead.
+twin) and paces realtime ticks; a lockstep controller ticks on each fresh state instead, and
+sends a command again when its state has not come for `lockstep_resend_s` of wall time (a lost
+command); the twin steps only on a command that answers its current state, so never twice.
 
 ## Services (std_srvs)
 The recipe calls `recipe.reset_service`, `recipe.seed_service` and `topics.buffer_stats`,
