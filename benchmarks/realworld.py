@@ -81,8 +81,8 @@ import graph_recipe
 # The rows measured before the planner was compiled pin that planner (``reference``: the same
 # plans, op by op, ~2x the time per plan) so that they stay what the README reports.
 REF = 'controller.planner.backend=reference'
-# The rows measured before CEM executed its final mean on the realistic twin (session 15) pin
-# the best sample they executed.
+# The rows measured before CEM executed its final mean on the realistic twin (push_forward
+# session 15, push_anywhere and distill session 16) pin the best sample they executed.
 BEST = 'controller.planner.return_mean=false'
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
 STEPS_150 = [f'{node}.task.episode_steps=150'
@@ -116,19 +116,20 @@ ROWS = {
                                                   [BEST, 'controller.latency.compensation=false'],
                                                   False),
     'forward_lockstep_compiled': ('cpu', ['controller.planner.backend=compiled'], False),
-    'anywhere_realtime': ('push_anywhere', [REF] + STEPS_150, True),
+    'anywhere_realtime': ('push_anywhere', [REF, BEST] + STEPS_150, True),
     'anywhere_realtime_compiled': ('push_anywhere',
-                                   ['controller.planner.backend=compiled'] + STEPS_150, False),
-    'anywhere_realtime_compiled_200': ('push_anywhere', ['controller.planner.backend=compiled'],
-                                       False),
+                                   ['controller.planner.backend=compiled', BEST] + STEPS_150,
+                                   False),
+    'anywhere_realtime_compiled_200': ('push_anywhere',
+                                       ['controller.planner.backend=compiled', BEST], False),
     # The whole budget: a fifth collect-and-retrain iteration (5,000 and 10,000 transitions).
     'forward_realtime_5000': ('twin_realistic', [BEST, 'recipe.iterations=5'], False),
-    'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled',
+    'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled', BEST,
                                                   'recipe.iterations=5'], False),
     # The planner at the cpu profile's size (100 candidates, 10 elites, as the lockstep rows),
     # compiled: whether a quieter machine's plan times leave room for it in real time.
     'forward_realtime_compiled_n100': ('twin_realistic', N100 + [BEST], False),
-    'anywhere_realtime_compiled_n100': ('push_anywhere', N100, False),
+    'anywhere_realtime_compiled_n100': ('push_anywhere', N100 + [BEST], False),
     # The tool-on-the-puck cost (task.reward.tool_intrusion_weight) in every node's task; the
     # first measured with the puck's whole radius as the space (3.5 cm).
     'forward_realtime_intrusion_35mm': ('twin_realistic', INTRUSION + [BEST] + [
@@ -136,7 +137,8 @@ ROWS = {
         for node in ('twin', 'buffer', 'trainer', 'controller')], False),
     'forward_realtime_intrusion': ('twin_realistic', INTRUSION + [BEST], False),
     'anywhere_realtime_intrusion': ('push_anywhere',
-                                    ['controller.planner.backend=compiled'] + INTRUSION, False),
+                                    ['controller.planner.backend=compiled', BEST] + INTRUSION,
+                                    False),
     # CEM executes its final mean instead of the best sample (the library's default since
     # session 14, as mbrl-lib's; the distilled policy's labels showed the best sample's noise).
     'forward_realtime_compiled_mean': ('twin_realistic', ['controller.planner.return_mean=true'],
