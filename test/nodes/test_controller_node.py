@@ -305,14 +305,12 @@ def test_a_lost_lockstep_command_is_resent_and_never_steps_the_twin_twice(ros_en
         # stepping on each copy made twice as many states as commands.
         assert len(states) <= len(set(seen)) + 2, (len(states), len(set(seen)))
     finally:
-        stop(arm, proc)
-        for p in (proc, twin):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(arm, proc)  # the controller is killed there; the twin stops on SIGINT
+        twin.send_signal(signal.SIGINT)
+        try:
+            twin.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            twin.kill()
     log, twin_log = proc.stdout.read(), twin.stdout.read()
     assert 'sending it again' in log, log[-3000:]
     assert 'not stepped' in twin_log, twin_log[-3000:]
