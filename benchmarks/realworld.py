@@ -46,6 +46,7 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
 - ``forward_realtime_compiled_mean``: the headline's profile with CEM executing its final mean
   (``planner.return_mean: true``) instead of the best sample;
   ``anywhere_realtime_compiled_200_mean`` the same for push_anywhere as shipped;
+  ``anywhere_realtime_compiled_200_mean_h20`` that with a 20-step horizon (1 s) instead of 15;
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
   18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
@@ -146,6 +147,12 @@ ROWS = {
     'anywhere_realtime_compiled_200_mean': ('push_anywhere',
                                             ['controller.planner.backend=compiled',
                                              'controller.planner.return_mean=true'], False),
+    # push_anywhere as shipped with a 20-step horizon (1 s) instead of 15: whether seeing
+    # further ahead mends the pushes in a wrong direction (session 17, validation seeds).
+    'anywhere_realtime_compiled_200_mean_h20': ('push_anywhere',
+                                                ['controller.planner.backend=compiled',
+                                                 'controller.planner.return_mean=true',
+                                                 'controller.planner.horizon=20'], False),
     # The collecting planner executed its best sample until session 16.
     'forward_realtime_distill': ('distill', [BEST], True),
     'forward_realtime_distill_dagger': ('distill', [BEST, 'controller.mode=policy'], False),
