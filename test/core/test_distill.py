@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from mbrl_robot.config import node_params
+import mbrl_robot.core.algorithms.distill as distill_module
 from mbrl_robot.core.algorithms.distill import (check_distill_cfg, fit_policy, LABEL_LIMIT,
                                                 PlannerDistiller, push_distill_agent)
 from mbrl_robot.core.policy import load_policy
@@ -34,7 +35,7 @@ from mbrl_robot.core.types import GoalTask
 CFG = {'hidden_sizes': [64, 64], 'activation': 'relu', 'epochs': 150, 'batch_size': 64,
        'learning_rate': 3e-3, 'weight_decay': 0.0, 'relabel': False, 'label_mean': True,
        'model_rollouts': 20,
-       'model_rollout_length': 10, 'expert_fraction': 0.3, 'seed': 0}
+       'model_rollout_length': 10, 'expert_fraction': 0.3, 'dagger_rounds': 1, 'seed': 0}
 
 
 def _point_task() -> GoalTask:
@@ -173,6 +174,40 @@ def test_distilled_policy_drives_the_point_to_its_goal():
     assert np.median(finals) < 0.05 and np.max(finals) < 0.15, finals
 
 
+def test_dagger_rounds_roll_out_each_fitted_policy_in_the_model_and_refit(monkeypatch):
+    """One catch_up with ``dagger_rounds: 3``: three rounds of model rollouts and fits; the
+    first round's rollouts follow the expert (no policy yet), the later ones the policy just
+    fitted (with expert_fraction 0, their steps are the policy's, not the labels)."""
+    d = _distiller(dagger_rounds=3, expert_fraction=0.0, model_rollouts=5)
+    fits = []
+    real_fit = fit_policy
+
+    def counting_fit(obs, labels, cfg, seed, log):
+        fits.append((len(obs), seed))
+        return real_fit(obs, labels, cfg, seed, log)
+
+    rows = _episodes(4, 10, seed=0)
+    d.add_transitions(*(rows[k] for k in ('state', 'executed', 'next_state', 'goal', 'episode',
+                                          'step')))
+    monkeypatch.setattr(distill_module, 'fit_policy', counting_fit)
+    info = d.catch_up(PointModel())
+    per_round = 5 * 10
+    assert info['fits'] == 3 and info['new_model_rows'] == 3 * per_round
+    assert info['model_rows'] == 3 * per_round
+    # Each fit sees the real rows and every model row so far, with its own seed.
+    assert fits == [(40 + per_round, 0), (40 + 2 * per_round, 1), (40 + 3 * per_round, 2)]
+    # A step of a rollout moved the point by 0.1 x the executed action: the label in round 1,
+    # the policy's action afterwards.
+    obs, labels = d.model_obs, d.model_labels
+    for r in range(3):
+        for k in range(5):
+            i = r * per_round + k * 10
+            s, s_next = obs[i:i + 9, :2], obs[i + 1:i + 10, :2]
+            moved_by_label = np.allclose(s_next - s, 0.1 * np.clip(labels[i:i + 9], -1, 1),
+                                         atol=1e-5)
+            assert moved_by_label == (r == 0), (r, k)
+
+
 def test_fit_folds_the_input_normalisation_into_the_first_layer():
     rng = np.random.default_rng(0)
     obs = rng.normal(0.0, 1.0, (2000, 3)) * np.array([100.0, 0.01, 1.0]) + np.array([50, 2, -7])
@@ -190,7 +225,7 @@ def test_fit_folds_the_input_normalisation_into_the_first_layer():
     ({'epochs': 0}, 'epochs'), ({'expert_fraction': 1.5}, 'expert_fraction'),
     ({'hidden_sizes': []}, 'hidden_sizes'), ({'relabel': 'yes'}, 'relabel'),
     ({'learning_rate': float('nan')}, 'learning_rate'), ({'model_rollouts': -1}, 'model_rollouts'),
-    ({'rollouts': 3}, 'unknown keys'),
+    ({'dagger_rounds': 0}, 'dagger_rounds'), ({'rollouts': 3}, 'unknown keys'),
 ])
 def test_bad_config_is_named(change, match):
     with pytest.raises(ValueError, match=match):

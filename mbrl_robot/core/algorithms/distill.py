@@ -23,11 +23,13 @@ on the states the policy itself visits (DAgger's fix for compounding imitation e
         label every real state with the planner's first action,         label_episode
             planned in episode order with its warm start, as the
             controller would have planned it;
-        DAgger in the model: rollouts from real states driven by the     model_dagger
-            policy (the expert's own action with probability
-            ``expert_fraction``), every visited state labelled;
-        fit the policy to all labels (MSE, inputs normalised; the        fit_policy
-            normaliser folded into the first layer).
+        ``dagger_rounds`` times:
+            DAgger in the model: rollouts from real states driven by     model_dagger
+                the current policy (the expert's own action with
+                probability ``expert_fraction``), every visited state
+                labelled;
+            fit the policy to all labels (MSE, inputs normalised; the    fit_policy
+                normaliser folded into the first layer).
 
 Only the real rows cost real transitions: the model rollouts and the labels are computed. The
 policy is :class:`~mbrl_robot.core.policy.DeterministicPolicy` (``tanh(mu(mlp(obs)))``), the
@@ -47,7 +49,7 @@ from mbrl_robot.core.types import elite_model, GoalTask
 
 DISTILL_KEYS = ('hidden_sizes', 'activation', 'epochs', 'batch_size', 'learning_rate',
                 'weight_decay', 'relabel', 'label_mean', 'model_rollouts',
-                'model_rollout_length', 'expert_fraction', 'seed')
+                'model_rollout_length', 'expert_fraction', 'dagger_rounds', 'seed')
 # Labels at the box edge are moved this far inside it: tanh reaches +-1 only at infinity.
 LABEL_LIMIT = 0.98
 
@@ -59,7 +61,7 @@ def check_distill_cfg(cfg: Dict[str, Any]) -> None:
     missing = sorted(set(DISTILL_KEYS) - set(cfg))
     if unknown or missing:
         raise ValueError(f'distill config: unknown keys {unknown}, missing keys {missing}')
-    for key in ('epochs', 'batch_size'):
+    for key in ('epochs', 'batch_size', 'dagger_rounds'):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f'distill.{key} must be an int >= 1, got {v!r}')
@@ -206,6 +208,7 @@ class PlannerDistiller:
         self.model_labels = np.zeros((0, gtask.act_dim))
         self._policy: Optional[DeterministicPolicy] = None
         self.rounds = 0
+        self.fits = 0
         self.last_fit: Dict[str, Any] = {}
 
     # -------------------------------------------------------------------------------- data
@@ -307,14 +310,17 @@ class PlannerDistiller:
 
     # ----------------------------------------------------------------------------- the loop
     def catch_up(self, model, stop: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
-        """One DAgger round on ``model`` (the trainer's validated ensemble, eval mode, on the
-        expert's device: the trainer hands over a CPU copy): label
-        the real rows (all of them with ``relabel``, else the new ones), add the labelled
-        model rollouts, refit the policy on everything.
+        """Catch up with ``model`` (the trainer's validated ensemble, eval mode, on the
+        expert's device: the trainer hands over a CPU copy): label the real rows (all of them
+        with ``relabel``, else the new ones), then ``dagger_rounds`` DAgger rounds in the model,
+        each adding labelled rollouts of the current policy and refitting the policy on
+        everything.
 
         Returns:
-            ``{'steps', 'labels', 'model_rows', 'train_mse', 'val_mse', 'wall_s'}``:
-            ``steps`` the real rows labelled now, ``labels`` the expert calls of this round.
+            ``{'steps', 'labels', 'model_rows', 'real_rows', 'new_model_rows', 'fits',
+            'train_mse', 'val_mse', 'wall_s'}``: ``steps`` the real rows labelled now,
+            ``labels`` the expert calls, ``fits`` the policy fits of this call (the errors
+            are the last fit's).
         """
         t0 = time.monotonic()
         self.expert.set_model(model)
@@ -322,20 +328,24 @@ class PlannerDistiller:
         rows = (np.arange(self.n_real) if self.cfg['relabel']
                 else np.flatnonzero(np.isnan(self.real_labels[:, 0])))
         steps = self.label_episodes(rows, stop)
-        added = self.model_dagger(model, int(self.cfg['model_rollouts']),
-                                  int(self.cfg['model_rollout_length']), stop)
         labelled = ~np.isnan(self.real_labels[:, 0])
         goal = torch.as_tensor(self._col('goal')[labelled], dtype=torch.float32)
         state = torch.as_tensor(self._col('state')[labelled], dtype=torch.float32)
         real_obs = self.gtask.make_obs(state, goal).numpy()
-        obs = np.concatenate([real_obs, self.model_obs])
-        labels = np.concatenate([self.real_labels[labelled], self.model_labels])
-        fit = fit_policy(obs, labels, self.cfg, self.seed + self.rounds, self.log)
-        self._policy = fit.pop('policy')
+        added = 0
+        rounds = int(self.cfg['dagger_rounds'])
+        for _ in range(rounds):
+            added += self.model_dagger(model, int(self.cfg['model_rollouts']),
+                                       int(self.cfg['model_rollout_length']), stop)
+            obs = np.concatenate([real_obs, self.model_obs])
+            labels = np.concatenate([self.real_labels[labelled], self.model_labels])
+            fit = fit_policy(obs, labels, self.cfg, self.seed + self.fits, self.log)
+            self._policy = fit.pop('policy')
+            self.fits += 1
         self.rounds += 1
         self.last_fit = {'steps': steps, 'labels': self.expert.labels - calls,
                          'model_rows': len(self.model_obs), 'real_rows': int(labelled.sum()),
-                         'new_model_rows': added, 'train_mse': fit['train_mse'],
+                         'new_model_rows': added, 'fits': rounds, 'train_mse': fit['train_mse'],
                          'val_mse': fit['val_mse'], 'wall_s': time.monotonic() - t0}
         return self.last_fit
 
