@@ -206,6 +206,9 @@ def test_dagger_rounds_roll_out_each_fitted_policy_in_the_model_and_refit(monkey
             moved_by_label = np.allclose(s_next - s, 0.1 * np.clip(labels[i:i + 9], -1, 1),
                                          atol=1e-5)
             assert moved_by_label == (r == 0), (r, k)
+    # A trainer stopping: the rounds end after the fit in progress (a policy stays).
+    info = d.catch_up(PointModel(), stop=lambda: len(fits) >= 4)
+    assert info['fits'] == 1 and len(fits) == 4
 
 
 def test_fit_folds_the_input_normalisation_into_the_first_layer():

@@ -332,9 +332,9 @@ class PlannerDistiller:
         goal = torch.as_tensor(self._col('goal')[labelled], dtype=torch.float32)
         state = torch.as_tensor(self._col('state')[labelled], dtype=torch.float32)
         real_obs = self.gtask.make_obs(state, goal).numpy()
-        added = 0
-        rounds = int(self.cfg['dagger_rounds'])
-        for _ in range(rounds):
+        added = fits = 0
+        while fits < int(self.cfg['dagger_rounds']) and not (fits and stop is not None
+                                                             and stop()):
             added += self.model_dagger(model, int(self.cfg['model_rollouts']),
                                        int(self.cfg['model_rollout_length']), stop)
             obs = np.concatenate([real_obs, self.model_obs])
@@ -342,10 +342,11 @@ class PlannerDistiller:
             fit = fit_policy(obs, labels, self.cfg, self.seed + self.fits, self.log)
             self._policy = fit.pop('policy')
             self.fits += 1
+            fits += 1
         self.rounds += 1
         self.last_fit = {'steps': steps, 'labels': self.expert.labels - calls,
                          'model_rows': len(self.model_obs), 'real_rows': int(labelled.sum()),
-                         'new_model_rows': added, 'fits': rounds, 'train_mse': fit['train_mse'],
+                         'new_model_rows': added, 'fits': fits, 'train_mse': fit['train_mse'],
                          'val_mse': fit['val_mse'], 'wall_s': time.monotonic() - t0}
         return self.last_fit
 
