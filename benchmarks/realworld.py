@@ -36,6 +36,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   150-step episodes (6,750 transitions); ``anywhere_realtime_compiled`` the same with the
   planner compiled; ``anywhere_realtime_compiled_200``: the profile as shipped, 200-step
   episodes (9,000 transitions), the planner compiled;
+- ``anywhere_lockstep_compiled_mean``: push_anywhere on the ideal lockstep twin (the cpu
+  profile's twin and planner, 200-step episodes, compiled, the final mean): the cost of the
+  real world for the general task;
 - ``forward_realtime_5000`` and ``anywhere_realtime_10000``: the issue's whole budget of
   real transitions, a fifth iteration of 5 MPC episodes and a retrain (5,000 and 10,000);
 - ``forward_realtime_intrusion_35mm``, ``forward_realtime_intrusion`` and
@@ -89,6 +92,8 @@ BEST = 'controller.planner.return_mean=false'
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
 STEPS_150 = [f'{node}.task.episode_steps=150'
              for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
+STEPS_200 = [f'{node}.task.episode_steps=200'
+             for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
 N100 = ['controller.planner.backend=compiled', 'controller.planner.population_size=100',
         'controller.planner.elite_count=10']
 INTRUSION = [f'{node}.task.reward.tool_intrusion_weight=10.0'
@@ -124,6 +129,13 @@ ROWS = {
                                    False),
     'anywhere_realtime_compiled_200': ('push_anywhere',
                                        ['controller.planner.backend=compiled', BEST], False),
+    # push_anywhere on the ideal lockstep twin (the cpu profile, as forward_lockstep, with
+    # push_anywhere's task and 200-step episodes, compiled, the final mean as the realtime row):
+    # the cost of the real world for the general task.
+    'anywhere_lockstep_compiled_mean': ('cpu', ['twin.variant=push_anywhere',
+                                                'controller.planner.backend=compiled',
+                                                'controller.planner.return_mean=true']
+                                        + STEPS_200, False),
     # The whole budget: a fifth collect-and-retrain iteration (5,000 and 10,000 transitions).
     'forward_realtime_5000': ('twin_realistic', [BEST, 'recipe.iterations=5'], False),
     'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled', BEST,
