@@ -57,8 +57,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
 - ``forward_realtime_distill_dagger``: the same with the policy driving the training episodes
   (``controller.mode=policy``: DAgger on real states); both with the collecting planner's best
   sample, as measured; ``forward_realtime_distill_mean`` config/distill.yaml as now shipped
-  (the planner collects with its final mean); ``forward_realtime_distill_mean_r3`` that with
-  three DAgger rounds in the model per retrain (``trainer.distill.dagger_rounds: 3``).
+  (the planner collects with its final mean) until session 17, one DAgger round per retrain;
+  ``forward_realtime_distill_mean_r3`` that with three DAgger rounds in the model per retrain
+  (``trainer.distill.dagger_rounds: 3``, config/distill.yaml as shipped since session 17).
 
 Usage::
 
@@ -172,7 +173,8 @@ ROWS = {
     # config/distill.yaml as shipped since session 16 (its planner executes the final mean);
     # the policy evaluated beside the planner, without the random and zero baselines (measured
     # in the rows above).
-    'forward_realtime_distill_mean': ('distill', ['recipe.baselines=["policy"]'], True),
+    'forward_realtime_distill_mean': ('distill', ['recipe.baselines=["policy"]',
+                                                  'trainer.distill.dagger_rounds=1'], True),
     # The same with three DAgger rounds in the model per retrain (session 17, validation seeds).
     'forward_realtime_distill_mean_r3': ('distill', ['recipe.baselines=["policy"]',
                                                      'trainer.distill.dagger_rounds=3'], True),
