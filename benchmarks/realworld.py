@@ -90,11 +90,16 @@ REF = 'controller.planner.backend=reference'
 # The rows measured before CEM executed its final mean on the realistic twin (push_forward
 # session 15, push_anywhere and distill session 16) pin the best sample they executed.
 BEST = 'controller.planner.return_mean=false'
+
+
+def episode_steps(n: int) -> List[str]:
+    """``--set`` arguments giving every node's task ``n``-step episodes."""
+    return [f'{node}.task.episode_steps={n}'
+            for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
+
+
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
-STEPS_150 = [f'{node}.task.episode_steps=150'
-             for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
-STEPS_200 = [f'{node}.task.episode_steps=200'
-             for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
+STEPS_150 = episode_steps(150)
 N100 = ['controller.planner.backend=compiled', 'controller.planner.population_size=100',
         'controller.planner.elite_count=10']
 INTRUSION = [f'{node}.task.reward.tool_intrusion_weight=10.0'
@@ -136,7 +141,7 @@ ROWS = {
     'anywhere_lockstep_compiled_mean': ('cpu', ['twin.variant=push_anywhere',
                                                 'controller.planner.backend=compiled',
                                                 'controller.planner.return_mean=true']
-                                        + STEPS_200, False),
+                                        + episode_steps(200), False),
     # The whole budget: a fifth collect-and-retrain iteration (5,000 and 10,000 transitions).
     'forward_realtime_5000': ('twin_realistic', [BEST, 'recipe.iterations=5'], False),
     'anywhere_realtime_10000': ('push_anywhere', ['controller.planner.backend=compiled', BEST,

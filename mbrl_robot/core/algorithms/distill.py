@@ -207,8 +207,7 @@ class PlannerDistiller:
         self.model_obs = np.zeros((0, self.obs_dim), dtype=np.float32)
         self.model_labels = np.zeros((0, gtask.act_dim))
         self._policy: Optional[DeterministicPolicy] = None
-        self.rounds = 0
-        self.fits = 0
+        self.fits = 0  # policy fits so far (each fit's seed is seed + its index)
         self.last_fit: Dict[str, Any] = {}
 
     # -------------------------------------------------------------------------------- data
@@ -332,9 +331,8 @@ class PlannerDistiller:
         goal = torch.as_tensor(self._col('goal')[labelled], dtype=torch.float32)
         state = torch.as_tensor(self._col('state')[labelled], dtype=torch.float32)
         real_obs = self.gtask.make_obs(state, goal).numpy()
-        added = fits = 0
-        while fits < int(self.cfg['dagger_rounds']) and not (fits and stop is not None
-                                                             and stop()):
+        added = 0
+        for fits in range(1, int(self.cfg['dagger_rounds']) + 1):
             added += self.model_dagger(model, int(self.cfg['model_rollouts']),
                                        int(self.cfg['model_rollout_length']), stop)
             obs = np.concatenate([real_obs, self.model_obs])
@@ -342,8 +340,8 @@ class PlannerDistiller:
             fit = fit_policy(obs, labels, self.cfg, self.seed + self.fits, self.log)
             self._policy = fit.pop('policy')
             self.fits += 1
-            fits += 1
-        self.rounds += 1
+            if stop is not None and stop():
+                break
         self.last_fit = {'steps': steps, 'labels': self.expert.labels - calls,
                          'model_rows': len(self.model_obs), 'real_rows': int(labelled.sum()),
                          'new_model_rows': added, 'fits': fits, 'train_mse': fit['train_mse'],
