@@ -59,7 +59,10 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   sample, as measured; ``forward_realtime_distill_mean`` config/distill.yaml as now shipped
   (the planner collects with its final mean) until session 17, one DAgger round per retrain;
   ``forward_realtime_distill_mean_r3`` that with three DAgger rounds in the model per retrain
-  (``trainer.distill.dagger_rounds: 3``, config/distill.yaml as shipped since session 17).
+  (``trainer.distill.dagger_rounds: 3``, config/distill.yaml as shipped since session 17);
+  ``forward_realtime_distill_mean_r3_start100`` that with the model rollouts starting at the
+  first states of real episodes and running 100 steps (``trainer.distill.rollout_start:
+  episode_start``, ``model_rollout_length: 100``) instead of at any real state for 30.
 
 Usage::
 
@@ -182,7 +185,16 @@ ROWS = {
                                                   'trainer.distill.dagger_rounds=1'], True),
     # The same with three DAgger rounds in the model per retrain (session 17, validation seeds).
     'forward_realtime_distill_mean_r3': ('distill', ['recipe.baselines=["policy"]',
-                                                     'trainer.distill.dagger_rounds=3'], True),
+                                                     'trainer.distill.dagger_rounds=3',
+                                                     'trainer.distill.rollout_start=any_state',
+                                                     'trainer.distill.model_rollout_length=30'],
+                                         True),
+    # The same with the model rollouts starting at real episodes' first states and running a
+    # whole episode (session 18, validation seeds).
+    'forward_realtime_distill_mean_r3_start100': (
+        'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
+                    'trainer.distill.rollout_start=episode_start',
+                    'trainer.distill.model_rollout_length=100'], True),
 }
 
 

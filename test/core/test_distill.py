@@ -34,8 +34,8 @@ from mbrl_robot.core.types import GoalTask
 
 CFG = {'hidden_sizes': [64, 64], 'activation': 'relu', 'epochs': 150, 'batch_size': 64,
        'learning_rate': 3e-3, 'weight_decay': 0.0, 'relabel': False, 'label_mean': True,
-       'model_rollouts': 20,
-       'model_rollout_length': 10, 'expert_fraction': 0.3, 'dagger_rounds': 1, 'seed': 0}
+       'model_rollouts': 20, 'model_rollout_length': 10, 'rollout_start': 'any_state',
+       'expert_fraction': 0.3, 'dagger_rounds': 1, 'seed': 0}
 
 
 def _point_task() -> GoalTask:
@@ -211,6 +211,27 @@ def test_dagger_rounds_roll_out_each_fitted_policy_in_the_model_and_refit(monkey
     assert info['fits'] == 1 and len(fits) == 4
 
 
+@pytest.mark.parametrize('start', ['any_state', 'episode_start'])
+def test_model_rollouts_start_where_rollout_start_says(start):
+    """episode_start: every rollout begins at the first state of a real episode (with that
+    episode's goal); any_state: at real states from anywhere in the episodes."""
+    d = _distiller(rollout_start=start, model_rollouts=30, model_rollout_length=4)
+    rows = _episodes(5, 10, seed=0)
+    d.add_transitions(*(rows[k] for k in ('state', 'executed', 'next_state', 'goal', 'episode',
+                                          'step')))
+    d.model_dagger(PointModel(), 30, 4)
+    firsts = d.model_obs[::4]  # obs = [state, goal - state]
+    assert len(firsts) == 30
+    real = np.concatenate([rows['state'], rows['goal'] - rows['state']], axis=1)
+    hit = [np.flatnonzero(np.all(np.isclose(real, f, atol=1e-6), axis=1)) for f in firsts]
+    assert all(len(h) for h in hit)
+    from_first_step = [bool(np.any(rows['step'][h] == 0)) for h in hit]
+    if start == 'episode_start':
+        assert all(from_first_step)
+    else:
+        assert not all(from_first_step)
+
+
 def test_fit_folds_the_input_normalisation_into_the_first_layer():
     rng = np.random.default_rng(0)
     obs = rng.normal(0.0, 1.0, (2000, 3)) * np.array([100.0, 0.01, 1.0]) + np.array([50, 2, -7])
@@ -229,6 +250,7 @@ def test_fit_folds_the_input_normalisation_into_the_first_layer():
     ({'hidden_sizes': []}, 'hidden_sizes'), ({'relabel': 'yes'}, 'relabel'),
     ({'learning_rate': float('nan')}, 'learning_rate'), ({'model_rollouts': -1}, 'model_rollouts'),
     ({'dagger_rounds': 0}, 'dagger_rounds'), ({'rollouts': 3}, 'unknown keys'),
+    ({'rollout_start': 'start'}, 'rollout_start'),
 ])
 def test_bad_config_is_named(change, match):
     with pytest.raises(ValueError, match=match):

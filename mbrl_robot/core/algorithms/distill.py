@@ -49,7 +49,11 @@ from mbrl_robot.core.types import elite_model, GoalTask
 
 DISTILL_KEYS = ('hidden_sizes', 'activation', 'epochs', 'batch_size', 'learning_rate',
                 'weight_decay', 'relabel', 'label_mean', 'model_rollouts',
-                'model_rollout_length', 'expert_fraction', 'dagger_rounds', 'seed')
+                'model_rollout_length', 'rollout_start', 'expert_fraction', 'dagger_rounds',
+                'seed')
+# Where the model rollouts start: any real state, or the first state of a real episode (the
+# deployed policy's own start distribution, rolled out for up to an episode).
+ROLLOUT_STARTS = ('any_state', 'episode_start')
 # Labels at the box edge are moved this far inside it: tanh reaches +-1 only at infinity.
 LABEL_LIMIT = 0.98
 
@@ -78,6 +82,9 @@ def check_distill_cfg(cfg: Dict[str, Any]) -> None:
     f = cfg['expert_fraction']
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
         raise ValueError(f'distill.expert_fraction must be in [0, 1], got {f!r}')
+    if cfg['rollout_start'] not in ROLLOUT_STARTS:
+        raise ValueError(f'distill.rollout_start must be one of {list(ROLLOUT_STARTS)}, '
+                         f"got {cfg['rollout_start']!r}")
     for key in ('relabel', 'label_mean'):
         if not isinstance(cfg[key], bool):
             raise ValueError(f'distill.{key} must be a bool, got {cfg[key]!r}')
@@ -264,7 +271,8 @@ class PlannerDistiller:
     def model_dagger(self, model, n: int, length: int,
                      stop: Optional[Callable[[], bool]] = None) -> int:
         """``n`` rollouts of ``length`` steps in ``model`` from random real states (with their
-        goals), each step driven by the policy (by the expert's own label with probability
+        goals; with ``rollout_start: episode_start`` the first states of real episodes), each
+        step driven by the policy (by the expert's own label with probability
         ``expert_fraction``, and always before a policy exists); every visited state is
         labelled. One elite member per rollout (PETS' TS-inf); a rollout whose prediction
         leaves the finite numbers ends. Returns rows labelled."""
@@ -272,11 +280,15 @@ class PlannerDistiller:
             return 0
         m = elite_model(model)
         state_all, goal_all = self._col('state'), self._col('goal')
+        starts = (np.flatnonzero(self._col('step') == 0)
+                  if self.cfg['rollout_start'] == 'episode_start' else np.zeros(0, np.int64))
+        if len(starts) == 0:  # any_state, or no episode's first row stored
+            starts = np.arange(self.n_real)
         obs_rows, label_rows = [], []
         for _ in range(n):
             if stop is not None and stop():
                 break
-            i = int(self.rng.integers(self.n_real))
+            i = int(starts[self.rng.integers(len(starts))])
             s = torch.as_tensor(state_all[i], dtype=torch.float32)[None]
             goal = goal_all[i]
             g = torch.as_tensor(goal, dtype=torch.float32)[None]

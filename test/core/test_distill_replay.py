@@ -1,0 +1,106 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""``benchmarks/distill_replay.py`` on a hand-made run: each model version is distilled on the
+training episodes it was trained on, in order (never the evaluation episodes), with the run's
+trainer parameters and the ``--set`` overrides; a run it cannot read is one line, exit 1."""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from mbrl_robot.config import node_params, write_param_file
+from mbrl_robot.core.buffer.assembler import Transition
+from mbrl_robot.core.buffer.storage import TransitionStore
+from mbrl_robot.core.models import create_model
+from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
+import distill_replay  # noqa: E402
+
+STEPS = 4
+# (episode id, stage): the random episodes, a model, two MPC episodes, an evaluation, a model.
+EPISODES = [(0, 'random'), (1, 'random'), (2, 'mpc'), (3, 'eval_planner'), (4, 'mpc')]
+TRAININGS = [{'version': 1, 'n_transitions': 2 * STEPS},
+             {'version': 2, 'n_transitions': 4 * STEPS}]
+
+
+def _run(tmp_path):
+    store = TransitionStore(str(tmp_path / 'buffer'))
+    for ep, _ in EPISODES:
+        store.append([Transition(episode=ep, step=k, stamp=0.05 * k, next_stamp=0.05 * k + 0.05,
+                                 obs=np.full(STATE_DIM, ep + 0.1 * k), act=np.zeros(ACTION_DIM),
+                                 reward=0.0, next_obs=np.full(STATE_DIM, ep + 0.1 * (k + 1)),
+                                 done=k == STEPS - 1, target=np.array([0.7, 0.0, 0.016]))
+                      for k in range(STEPS)])
+    store.close()
+    summary = {'episodes': [{'episode': ep, 'index': ep, 'stage': stage} for ep, stage in
+                            EPISODES], 'trainings': TRAININGS}
+    (tmp_path / 'summary.json').write_text(json.dumps(summary))
+    cfg = {n: node_params('distill', n) for n in ('twin', 'trainer', 'controller')}
+    write_param_file(cfg, str(tmp_path / 'params.yaml'))
+    for t in TRAININGS:
+        create_model(dict(cfg['trainer']['model']), STATE_DIM, ACTION_DIM, 'cpu', 0).save(
+            tmp_path / 'models' / f"v{t['version']:04d}")
+    return str(tmp_path)
+
+
+class FakeDistiller:
+    def __init__(self, params):
+        self.params, self.batches, self.models, self.n_real = params, [], [], 0
+
+    def add_transitions(self, state, executed, next_state, goal, episode, step):
+        self.batches.append((sorted(set(episode.tolist())), state[:, 0].tolist()))
+        self.n_real += len(state)
+
+    def catch_up(self, model):
+        self.models.append(model)
+        return {'real_rows': self.n_real, 'model_rows': 0, 'val_mse': 0.0, 'wall_s': 0.0}
+
+    def policy(self):
+        return None
+
+
+def test_each_model_is_distilled_on_its_own_training_episodes(tmp_path, monkeypatch, capsys):
+    run = _run(tmp_path)
+    made = []
+
+    def fake_agent(params, log):
+        made.append(FakeDistiller(params))
+        return made[-1]
+
+    monkeypatch.setattr(distill_replay, 'push_distill_agent', fake_agent)
+    monkeypatch.setattr(distill_replay, 'evaluate', lambda *a, **k: {'success_rate': 0.5})
+    rc = distill_replay.main([run, '--episodes', '2', '--set',
+                              'trainer.distill.rollout_start=episode_start'])
+    assert rc == 0
+    d = made[0]
+    assert d.params['distill']['rollout_start'] == 'episode_start'
+    # v1 on the two random episodes, v2 on the two MPC episodes after them; the evaluation
+    # episode 3 is never fed. Rows in step order.
+    assert [b[0] for b in d.batches] == [[0, 1], [2, 4]]
+    assert np.allclose(d.batches[0][1], [0.0, 0.1, 0.2, 0.3, 1.0, 1.1, 1.2, 1.3])
+    assert len(d.models) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out['real_transitions'] == 4 * STEPS and out['policy'] == {'success_rate': 0.5}
+    assert out['eval_seeds'] == [2000, 2001]
+
+
+def test_unreadable_run_and_bad_sets_are_one_line(tmp_path, capsys):
+    assert distill_replay.main([str(tmp_path / 'missing')]) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'missing' in err
+    assert distill_replay.main([str(tmp_path), '--set', 'controller.mode=policy']) == 2
+    assert 'only trainer' in capsys.readouterr().err
