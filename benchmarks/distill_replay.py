@@ -21,7 +21,9 @@ with the run's trainer parameters plus ``--set`` overrides; the last policy driv
 lockstep twin (the run's twin parameters: actuator model, puck mass and friction; no tracker
 latency, noise or wall clock) through the controller's own step on ``--episodes`` seeds from
 ``--eval-seed``. One JSON line per run directory; ``--planner`` adds the run's planner on the
-last model on the same episodes. Tune with validation seeds (2000...) only::
+last model on the same episodes, ``--fit-seeds K`` the last labels fitted again with K other
+seeds (each policy, and the mean action of all of them). Tune with validation seeds (2000...)
+only::
 
     python benchmarks/distill_replay.py runs/val18/forward_realtime_distill_mean_r3/seed0 \\
         --set trainer.distill.rollout_start=episode_start --eval-seed 2000
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import node_params
-from mbrl_robot.core.algorithms.distill import push_distill_agent
+from mbrl_robot.core.algorithms.distill import fit_policy, push_distill_agent
 from mbrl_robot.core.algorithms.mpc_recipe import run_episode
 from mbrl_robot.core.control import PushController
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
@@ -89,7 +91,34 @@ def evaluate(env, ctl_params, policy, seeds, kind: str, model=None):
             'successes': [int(s) for s in seeds[finals < radius]]}
 
 
-def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log) -> dict:
+class MeanPolicy(torch.nn.Module):
+    """The mean action of several policies (a bagged policy: one batched forward each)."""
+
+    def __init__(self, policies):
+        super().__init__()
+        self.policies = torch.nn.ModuleList(policies)
+        self.obs_dim, self.act_dim = policies[0].obs_dim, policies[0].act_dim
+
+    def forward(self, obs):
+        return torch.stack([p(obs) for p in self.policies]).mean(0)
+
+
+def refits(distiller, trainer, env, ctl, seeds, k: int, log) -> dict:
+    """The last labels fitted again with ``k`` other seeds: each policy's and their mean's
+    (with the distiller's own policy) results on ``seeds`` (how much the fit's seed alone
+    moves the success, and whether averaging the fits helps)."""
+    obs, labels = distiller.labelled()
+    policies = [distiller.policy()]
+    for i in range(k):
+        policies.append(fit_policy(obs, labels, trainer['distill'], 10_000 + i, log)['policy'])
+    each = [evaluate(env, ctl, p, seeds, 'policy') for p in policies]
+    return {'fit_seeds': [int(trainer['distill']['seed'])] + [10_000 + i for i in range(k)],
+            'each': each, 'mean_of_policies': evaluate(env, ctl, MeanPolicy(policies), seeds,
+                                                       'policy')}
+
+
+def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log,
+           fit_seeds: int = 0) -> dict:
     t0 = time.monotonic()
     with open(f'{run}/summary.json') as f:
         summary = json.load(f)
@@ -125,6 +154,8 @@ def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log) ->
            'policy': evaluate(env, ctl, distiller.policy(), seeds, 'policy', model)}
     if planner:
         out['planner'] = evaluate(env, ctl, None, seeds, 'planner', model)
+    if fit_seeds:
+        out['refits'] = refits(distiller, trainer, env, ctl, seeds, fit_seeds, log)
     env.close()
     out['wall_s'] = time.monotonic() - t0
     return out
@@ -139,6 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--episodes', type=int, default=20, help='evaluation episodes')
     ap.add_argument('--planner', action='store_true', help='the planner on the same episodes')
     ap.add_argument('--threads', type=int, default=1, help='torch threads')
+    ap.add_argument('--fit-seeds', type=int, default=0, metavar='K',
+                    help='also refit the last labels with K other seeds: each policy and the '
+                         'mean of all evaluated')
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -153,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for run in args.runs:
         try:
             out = replay(run, sets, args.eval_seed, args.episodes, args.planner,
-                         log=lambda m: print(m, file=sys.stderr))
+                         log=lambda m: print(m, file=sys.stderr), fit_seeds=args.fit_seeds)
         except (OSError, ValueError, KeyError, sqlite3.Error) as e:
             print(f'distill_replay: {run}: {e}', file=sys.stderr)
             rc = 1

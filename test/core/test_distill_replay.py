@@ -104,3 +104,20 @@ def test_unreadable_run_and_bad_sets_are_one_line(tmp_path, capsys):
     assert err.count('\n') == 1 and 'missing' in err
     assert distill_replay.main([str(tmp_path), '--set', 'controller.mode=policy']) == 2
     assert 'only trainer' in capsys.readouterr().err
+
+
+def test_a_real_replay_refits_and_evaluates_the_mean_of_its_policies(tmp_path, capsys):
+    """End to end on the hand-made run (random models, one evaluation episode): the distiller's
+    policy, one refit and their mean are each evaluated."""
+    run = _run(tmp_path)
+    rc = distill_replay.main([run, '--episodes', '1', '--fit-seeds', '1',
+                              '--set', 'trainer.distill.epochs=1',
+                              '--set', 'trainer.distill.model_rollouts=2',
+                              '--set', 'trainer.distill.model_rollout_length=3',
+                              '--set', 'trainer.distill.dagger_rounds=1'])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    refits = out['refits']
+    assert refits['fit_seeds'] == [0, 10_000] and len(refits['each']) == 2
+    for result in refits['each'] + [refits['mean_of_policies'], out['policy']]:
+        assert 0.0 <= result['success_rate'] <= 1.0 and result['mean_final_distance'] > 0.0

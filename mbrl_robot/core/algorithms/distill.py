@@ -339,26 +339,32 @@ class PlannerDistiller:
         rows = (np.arange(self.n_real) if self.cfg['relabel']
                 else np.flatnonzero(np.isnan(self.real_labels[:, 0])))
         steps = self.label_episodes(rows, stop)
-        labelled = ~np.isnan(self.real_labels[:, 0])
-        goal = torch.as_tensor(self._col('goal')[labelled], dtype=torch.float32)
-        state = torch.as_tensor(self._col('state')[labelled], dtype=torch.float32)
-        real_obs = self.gtask.make_obs(state, goal).numpy()
         added = 0
         for fits in range(1, int(self.cfg['dagger_rounds']) + 1):
             added += self.model_dagger(model, int(self.cfg['model_rollouts']),
                                        int(self.cfg['model_rollout_length']), stop)
-            obs = np.concatenate([real_obs, self.model_obs])
-            labels = np.concatenate([self.real_labels[labelled], self.model_labels])
+            obs, labels = self.labelled()
             fit = fit_policy(obs, labels, self.cfg, self.seed + self.fits, self.log)
             self._policy = fit.pop('policy')
             self.fits += 1
             if stop is not None and stop():
                 break
+        labelled = ~np.isnan(self.real_labels[:, 0])
         self.last_fit = {'steps': steps, 'labels': self.expert.labels - calls,
                          'model_rows': len(self.model_obs), 'real_rows': int(labelled.sum()),
                          'new_model_rows': added, 'fits': fits, 'train_mse': fit['train_mse'],
                          'val_mse': fit['val_mse'], 'wall_s': time.monotonic() - t0}
         return self.last_fit
+
+    def labelled(self):
+        """Every label so far: ``(obs (N, O), labels (N, A))``, the labelled real rows (in
+        arrival order) then the model rollouts' rows: what each policy fit is fitted to."""
+        labelled = ~np.isnan(self.real_labels[:, 0])
+        goal = torch.as_tensor(self._col('goal')[labelled], dtype=torch.float32)
+        state = torch.as_tensor(self._col('state')[labelled], dtype=torch.float32)
+        real_obs = self.gtask.make_obs(state, goal).numpy()
+        return (np.concatenate([real_obs, self.model_obs]),
+                np.concatenate([self.real_labels[labelled], self.model_labels]))
 
     def policy(self) -> DeterministicPolicy:
         """The current policy (after the first :meth:`catch_up`).
