@@ -48,7 +48,7 @@ from mbrl_robot.core.algorithms.distill import fit_policy, push_distill_agent
 from mbrl_robot.core.algorithms.mpc_recipe import run_episode
 from mbrl_robot.core.control import PushController
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
-from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
+from mbrl_robot.core.tasks.push import ACTION_DIM, PUSH_OBS_LAYOUT, STATE_DIM
 from mbrl_robot.runner import parse_sets
 
 
@@ -71,12 +71,13 @@ def load_rows(run: str, episodes: Sequence[int]):
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
-def evaluate(env, ctl_params, policy, seeds, kind: str, model=None):
+def evaluate(env, ctl_params, policy, seeds, kind: str, model=None,
+             obs_layout=PUSH_OBS_LAYOUT):
     """Success, final distances of ``kind`` (policy or planner) on ``seeds`` in ``env``."""
     control = PushController.from_params(ctl_params, clock=lambda: 0.0)
     control.policies.set_model(model, 1)
     if policy is not None:
-        control.policies.set_policy(policy, 1)
+        control.policies.set_policy(policy, 1, obs_layout)
     radius = ctl_params['task']['success_radius_m']
     finals = []
     for i, seed in enumerate(seeds):
@@ -111,10 +112,11 @@ def refits(distiller, trainer, env, ctl, seeds, k: int, log) -> dict:
     policies = [distiller.policy()]
     for i in range(k):
         policies.append(fit_policy(obs, labels, trainer['distill'], 10_000 + i, log)['policy'])
-    each = [evaluate(env, ctl, p, seeds, 'policy') for p in policies]
+    layout = distiller.gtask.obs_layout
+    each = [evaluate(env, ctl, p, seeds, 'policy', obs_layout=layout) for p in policies]
     return {'fit_seeds': [int(trainer['distill']['seed'])] + [10_000 + i for i in range(k)],
             'each': each, 'mean_of_policies': evaluate(env, ctl, MeanPolicy(policies), seeds,
-                                                       'policy')}
+                                                       'policy', obs_layout=layout)}
 
 
 def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log,
@@ -151,7 +153,8 @@ def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log,
     seeds = np.arange(eval_seed, eval_seed + episodes)
     out = {'run': run, 'set': sets, 'eval_seeds': [int(seeds[0]), int(seeds[-1])],
            'real_transitions': distiller.n_real, 'fits': fits,
-           'policy': evaluate(env, ctl, distiller.policy(), seeds, 'policy', model)}
+           'policy': evaluate(env, ctl, distiller.policy(), seeds, 'policy', model,
+                              distiller.gtask.obs_layout)}
     if planner:
         out['planner'] = evaluate(env, ctl, None, seeds, 'planner', model)
     if fit_seeds:

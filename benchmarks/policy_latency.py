@@ -76,7 +76,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'policy_latency: {e}', file=sys.stderr)
         return 2
     task = PushTask.from_config(params['task'])
-    learned = LearnedPolicy(policy, task, meta['version'], GoalHold(0.0, 0.0))
+    learned = LearnedPolicy(policy, task, meta['version'], GoalHold(0.0, 0.0),
+                            obs_layout=meta['obs_layout'])
     lines = []
     ms = []
     for s, target in zip(rec.batch.obs, rec.target):

@@ -62,7 +62,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   (``trainer.distill.dagger_rounds: 3``, config/distill.yaml as shipped since session 17);
   ``forward_realtime_distill_mean_r3_start100`` that with the model rollouts starting at the
   first states of real episodes and running 100 steps (``trainer.distill.rollout_start:
-  episode_start``, ``model_rollout_length: 100``) instead of at any real state for 30.
+  episode_start``, ``model_rollout_length: 100``) instead of at any real state for 30;
+  ``forward_realtime_distill_mean_r3_tool`` the r3 row with the tool's end in the policy's
+  observation (``trainer.distill.observation: state_and_tool``).
 
 Usage::
 
@@ -187,8 +189,15 @@ ROWS = {
     'forward_realtime_distill_mean_r3': ('distill', ['recipe.baselines=["policy"]',
                                                      'trainer.distill.dagger_rounds=3',
                                                      'trainer.distill.rollout_start=any_state',
-                                                     'trainer.distill.model_rollout_length=30'],
+                                                     'trainer.distill.model_rollout_length=30',
+                                                     'trainer.distill.observation=state'],
                                          True),
+    # The same with the tool's end in the policy's observation (session 18, validation seeds).
+    'forward_realtime_distill_mean_r3_tool': (
+        'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
+                    'trainer.distill.rollout_start=any_state',
+                    'trainer.distill.model_rollout_length=30',
+                    'trainer.distill.observation=state_and_tool'], True),
     # The same with the model rollouts starting at real episodes' first states and running a
     # whole episode (session 18, validation seeds).
     'forward_realtime_distill_mean_r3_start100': (

@@ -40,8 +40,8 @@ from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.policy import DeterministicPolicy, load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter, disagreement_scale
-from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUCK, PUSH_OBS_DIM,
-                                        PUSH_OBS_LAYOUT, push_obs, PushTask, STATE_DIM)
+from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUCK, PUSH_OBS_LAYOUT,
+                                        PUSH_OBS_LAYOUTS, push_obs_fn, PushTask, STATE_DIM)
 
 MODES = ('planner', 'policy')
 EXPLORATIONS = ('random', 'zero')
@@ -165,14 +165,16 @@ class PlannerPolicy:
 class LearnedPolicy:
     """A trained policy behind :class:`PlannerPolicy`'s interface: one forward per control step.
 
-    The "plan" is one row, the policy's deterministic action for ``[s, target - puck]``, plus
+    The "plan" is one row, the policy's deterministic action for its observation of the state
+    and the target (``obs_layout``: ``[s, target - puck]``, or with the tool's end), plus
     Gaussian noise of std ``exploration_std`` when collecting data (MBPO collects with SAC's
     stochastic policy; the deployed checkpoint holds the mean only, so the noise stands in).
 
     Args:
-        policy: the network (``obs (B, 20) -> action (B, 7)`` in [-1, 1]).
+        policy: the network (``obs (B, O) -> action (B, 7)`` in [-1, 1]).
         task: the factory's task; its current target is read at every step.
         version: the policy checkpoint's version.
+        obs_layout: the checkpoint's observation layout (``PUSH_OBS_LAYOUTS``).
         hold: stop at the goal (:class:`GoalHold`).
         exploration_std: noise std in normalised action units (0: deterministic).
         rng: source of the noise (the factory's, so episodes draw different noise).
@@ -180,10 +182,10 @@ class LearnedPolicy:
 
     def __init__(self, policy: DeterministicPolicy, task: PushTask, version: int,
                  hold: Optional[GoalHold] = None, exploration_std: float = 0.0,
-                 rng: Optional[np.random.Generator] = None):
-        if policy.obs_dim != PUSH_OBS_DIM or policy.act_dim != ACTION_DIM:
-            raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
-                             f'expected {PUSH_OBS_DIM} -> {ACTION_DIM}')
+                 rng: Optional[np.random.Generator] = None,
+                 obs_layout: str = PUSH_OBS_LAYOUT):
+        self._check(policy, obs_layout)
+        self.make_obs = push_obs_fn(task, obs_layout)
         self.policy = policy
         self.task = task
         self.policy_version = version
@@ -193,8 +195,18 @@ class LearnedPolicy:
         self._rng = rng if rng is not None else np.random.default_rng(0)
         self._info: Dict[str, Any] = {}
 
-    def set_model(self, policy: DeterministicPolicy, version: int) -> None:
+    @staticmethod
+    def _check(policy: DeterministicPolicy, obs_layout: str) -> None:
+        if PUSH_OBS_LAYOUTS.get(obs_layout) != policy.obs_dim or policy.act_dim != ACTION_DIM:
+            raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
+                             f'expected {PUSH_OBS_LAYOUTS.get(obs_layout)} -> {ACTION_DIM} '
+                             f'for the observation layout {obs_layout!r}')
+
+    def set_model(self, policy: DeterministicPolicy, version: int,
+                  obs_layout: str = PUSH_OBS_LAYOUT) -> None:
         """Swap in a newer policy between two steps (the factory's ``refresh`` calls this)."""
+        self._check(policy, obs_layout)
+        self.make_obs = push_obs_fn(self.task, obs_layout)
         self.policy = policy
         self.policy_version = self.model_version = version
 
@@ -220,8 +232,8 @@ class LearnedPolicy:
         if self.hold(s, target):
             self._info = {'holding': True, 'policy_version': self.policy_version}
             return _hold_plan(step)
-        obs = push_obs(torch.as_tensor(s[None, :STATE_DIM]),
-                       torch.as_tensor(target[None], dtype=torch.float32))
+        obs = self.make_obs(torch.as_tensor(s[None, :STATE_DIM]),
+                            torch.as_tensor(target[None], dtype=torch.float32))
         action = self.policy(obs).double().numpy()
         if self.exploration_std > 0.0:
             action = action + self._rng.normal(0.0, self.exploration_std, action.shape)
@@ -265,6 +277,7 @@ class PolicyFactory:
         if self.mode not in MODES:
             raise ValueError(f'controller mode must be one of {MODES}, got {self.mode!r}')
         self._policy: Optional[DeterministicPolicy] = None
+        self._policy_layout = PUSH_OBS_LAYOUT
         self.policy_version = -1
         self.exploration_std = float(params['policy_exploration_std'])
         self._noise_rng = np.random.default_rng(int(self.planner_cfg['seed']))
@@ -298,21 +311,28 @@ class PolicyFactory:
         if version <= self.policy_version:
             return False
         try:
-            policy, _ = load_policy_dir(path, version=version, sha256=sha256,
-                                        obs_dim=PUSH_OBS_DIM, act_dim=ACTION_DIM,
-                                        obs_layout=PUSH_OBS_LAYOUT, device='cpu')
+            policy, meta = load_policy_dir(path, version=version, sha256=sha256,
+                                           act_dim=ACTION_DIM, device='cpu')
+            layout = meta['obs_layout']
+            if PUSH_OBS_LAYOUTS.get(layout) != policy.obs_dim:
+                raise ValueError(f'observation layout {layout!r} with {policy.obs_dim} inputs; '
+                                 f'this controller builds {PUSH_OBS_LAYOUTS}')
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             self.logger.error(f'policy v{version} at {path} rejected, keeping '
                               f'v{self.policy_version}: {e}')
             return False
-        self.set_policy(policy, version)
+        self.set_policy(policy, version, layout)
         self.logger.info(f'policy v{version} loaded from {path}')
         return True
 
-    def set_policy(self, policy: DeterministicPolicy, version: int) -> None:
-        """Use an in-memory policy (tests, benchmarks)."""
+    def set_policy(self, policy: DeterministicPolicy, version: int,
+                   obs_layout: str = PUSH_OBS_LAYOUT) -> None:
+        """Use an in-memory policy (tests, benchmarks) that takes ``obs_layout``'s
+        observation."""
+        LearnedPolicy._check(policy, obs_layout)
         with self._lock:
             self._policy, self.policy_version = policy, version
+            self._policy_layout = obs_layout
             if self.mode == 'policy':
                 self.model_version = version
 
@@ -388,11 +408,13 @@ class PolicyFactory:
         if self.mode == 'policy' or kind == 'policy':
             with self._lock:
                 policy, version = self._policy, self.policy_version
+                layout = self._policy_layout
             if policy is None:
                 raise RuntimeError('no policy loaded yet')
             return LearnedPolicy(policy, self.task, version,
                                  GoalHold.from_config(self.goal_hold_cfg),
-                                 self.exploration_std if explore else 0.0, self._noise_rng)
+                                 self.exploration_std if explore else 0.0, self._noise_rng,
+                                 layout)
         with self._lock:
             model, version = self._model, self.model_version
         if model is None:
@@ -404,9 +426,9 @@ class PolicyFactory:
         """Swap a newer model (or policy) into a running policy (call between two plans)."""
         if isinstance(policy, LearnedPolicy):
             with self._lock:
-                net, version = self._policy, self.policy_version
+                net, version, layout = self._policy, self.policy_version, self._policy_layout
             if net is not None and version != policy.policy_version:
-                policy.set_model(net, version)
+                policy.set_model(net, version, layout)
             return
         with self._lock:
             model, version = self._model, self.model_version

@@ -35,7 +35,7 @@ from mbrl_robot.core.types import GoalTask
 CFG = {'hidden_sizes': [64, 64], 'activation': 'relu', 'epochs': 150, 'batch_size': 64,
        'learning_rate': 3e-3, 'weight_decay': 0.0, 'relabel': False, 'label_mean': True,
        'model_rollouts': 20, 'model_rollout_length': 10, 'rollout_start': 'any_state',
-       'expert_fraction': 0.3, 'dagger_rounds': 1, 'seed': 0}
+       'expert_fraction': 0.3, 'dagger_rounds': 1, 'observation': 'state', 'seed': 0}
 
 
 def _point_task() -> GoalTask:
@@ -250,7 +250,7 @@ def test_fit_folds_the_input_normalisation_into_the_first_layer():
     ({'hidden_sizes': []}, 'hidden_sizes'), ({'relabel': 'yes'}, 'relabel'),
     ({'learning_rate': float('nan')}, 'learning_rate'), ({'model_rollouts': -1}, 'model_rollouts'),
     ({'dagger_rounds': 0}, 'dagger_rounds'), ({'rollouts': 3}, 'unknown keys'),
-    ({'rollout_start': 'start'}, 'rollout_start'),
+    ({'rollout_start': 'start'}, 'rollout_start'), ({'observation': 'tool'}, 'observation'),
 ])
 def test_bad_config_is_named(change, match):
     with pytest.raises(ValueError, match=match):
@@ -342,3 +342,51 @@ def test_a_planner_mode_controller_runs_the_policy_in_policy_episodes():
     assert tick.event == 'act' and isinstance(control._policy, PlannerPolicy)
     assert 'predicted_return' in tick.info
     control.close()
+
+
+def test_a_policy_that_sees_the_tool_is_fitted_saved_and_run_with_the_same_observation(
+        tmp_path):
+    """``distill.observation: state_and_tool``: the distiller fits on [s, target - puck, tip,
+    puck - tip] (tip from the arm's kinematics), the checkpoint records that layout, and a
+    controller that loads it acts on the same observation (the same action as the network
+    fed the distiller's observation); a checkpoint whose inputs do not match its layout is
+    rejected."""
+    from mbrl_robot.core.control import PolicyFactory
+    from mbrl_robot.core.models import create_model
+    from mbrl_robot.core.policy import save_policy
+    from mbrl_robot.core.safety import CommandFilter
+    from mbrl_robot.core.tasks.push import PUSH_TOOL_OBS_LAYOUT, PushTask
+    p = _push_params()
+    p['distill']['observation'] = 'state_and_tool'
+    model = create_model(dict(p['model']), 17, 7, 'cpu', 0).eval()
+    d = push_distill_agent(p, log=lambda m: None, model=model)
+    assert d.obs_dim == 26 and d.gtask.obs_layout == PUSH_TOOL_OBS_LAYOUT
+    rng = np.random.default_rng(1)
+    n = 6
+    state = np.tile(np.r_[0.0, 0.8, 0.0, -1.8, 0.0, 0.5, 0.0, np.zeros(7), 0.6, 0.0, 0.02],
+                    (n, 1)) + rng.normal(0, 0.01, (n, 17))
+    goal = np.tile([0.7, 0.05, 0.02], (n, 1))
+    d.add_transitions(state, rng.uniform(-1, 1, (n, 7)), state, goal, np.zeros(n, int),
+                      np.arange(n))
+    d.catch_up(model)
+    obs, _ = d.labelled()
+    task = PushTask.from_config(p['task'])
+    s = torch.as_tensor(state, dtype=torch.float32)
+    tip = task.tool_tip(s)
+    np.testing.assert_allclose(obs[:n, 20:23], tip.numpy(), atol=1e-5)
+    np.testing.assert_allclose(obs[:n, 23:26], (s[:, 14:17] - tip).numpy(), atol=1e-5)
+    d.save(tmp_path / 'v1', 1)
+    ctl = copy.deepcopy(node_params('distill', 'controller'))
+    factory = PolicyFactory(ctl, CommandFilter.from_params(ctl))
+    assert factory.load_policy(str(tmp_path / 'v1'), 1)
+    factory.set_target(goal[0])
+    learned = factory.create(kind='policy')
+    action, _ = learned.plan(state[0], 0)
+    with torch.no_grad():
+        expected = d.policy()(torch.as_tensor(obs[:1])).double().numpy()
+    np.testing.assert_allclose(action, np.clip(expected, -1, 1), atol=1e-5)
+    # 20 inputs under the tool layout's name: rejected, the loaded policy kept.
+    from mbrl_robot.core.policy import DeterministicPolicy
+    save_policy(DeterministicPolicy(20, 7, [8]), tmp_path / 'v2', 2, PUSH_TOOL_OBS_LAYOUT)
+    assert not factory.load_policy(str(tmp_path / 'v2'), 2)
+    assert factory.policy_version == 1

@@ -60,6 +60,7 @@ def _run(tmp_path):
 class FakeDistiller:
     def __init__(self, params):
         self.params, self.batches, self.models, self.n_real = params, [], [], 0
+        self.gtask = type('GoalTask', (), {'obs_layout': 'layout'})
 
     def add_transitions(self, state, executed, next_state, goal, episode, step):
         self.batches.append((sorted(set(episode.tolist())), state[:, 0].tolist()))

@@ -50,10 +50,13 @@ from mbrl_robot.core.types import elite_model, GoalTask
 DISTILL_KEYS = ('hidden_sizes', 'activation', 'epochs', 'batch_size', 'learning_rate',
                 'weight_decay', 'relabel', 'label_mean', 'model_rollouts',
                 'model_rollout_length', 'rollout_start', 'expert_fraction', 'dagger_rounds',
-                'seed')
+                'observation', 'seed')
 # Where the model rollouts start: any real state, or the first state of a real episode (the
 # deployed policy's own start distribution, rolled out for up to an episode).
 ROLLOUT_STARTS = ('any_state', 'episode_start')
+# What the policy sees: the task's state and goal, or those and the tool's end (the task's
+# kinematics; the push task's layouts ``PUSH_OBS_LAYOUT`` and ``PUSH_TOOL_OBS_LAYOUT``).
+OBSERVATIONS = ('state', 'state_and_tool')
 # Labels at the box edge are moved this far inside it: tanh reaches +-1 only at infinity.
 LABEL_LIMIT = 0.98
 
@@ -82,6 +85,9 @@ def check_distill_cfg(cfg: Dict[str, Any]) -> None:
     f = cfg['expert_fraction']
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
         raise ValueError(f'distill.expert_fraction must be in [0, 1], got {f!r}')
+    if cfg['observation'] not in OBSERVATIONS:
+        raise ValueError(f'distill.observation must be one of {list(OBSERVATIONS)}, '
+                         f"got {cfg['observation']!r}")
     if cfg['rollout_start'] not in ROLLOUT_STARTS:
         raise ValueError(f'distill.rollout_start must be one of {list(ROLLOUT_STARTS)}, '
                          f"got {cfg['rollout_start']!r}")
@@ -397,10 +403,14 @@ def push_distill_agent(params: Dict[str, Any], log: Callable[[str], None] = prin
     from mbrl_robot.core.models import create_model
     from mbrl_robot.core.planning import create_agent
     from mbrl_robot.core.safety import CommandFilter
-    from mbrl_robot.core.tasks.push import ACTION_DIM, push_goal_task, PushTask, STATE_DIM
+    from mbrl_robot.core.tasks.push import (ACTION_DIM, PUSH_OBS_LAYOUT, PUSH_TOOL_OBS_LAYOUT,
+                                            push_goal_task, PushTask, STATE_DIM)
     task = PushTask.from_config(params['task'])
     command_filter = CommandFilter.from_params(params)
-    gtask = push_goal_task(task, command_filter)
+    check_distill_cfg(params['distill'])
+    layout = {'state': PUSH_OBS_LAYOUT,
+              'state_and_tool': PUSH_TOOL_OBS_LAYOUT}[params['distill']['observation']]
+    gtask = push_goal_task(task, command_filter, layout)
     if model is None:
         model = create_model(dict(params['model']), STATE_DIM, ACTION_DIM, 'cpu', 0)
     planner = dict(params['planner'])

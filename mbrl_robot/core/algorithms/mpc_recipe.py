@@ -162,7 +162,8 @@ def run_recipe(cfg: Dict[str, Dict[str, Any]], env, run_dir: Optional[str] = Non
                                               np.full(len(d), i), np.arange(len(d)))
                 fed = len(data)
                 policy_fit = distiller.catch_up(model)
-                control.policies.set_policy(distiller.policy(), version)
+                control.policies.set_policy(distiller.policy(), version,
+                                            distiller.gtask.obs_layout)
             trainings.append({**phase, 'version': version, 'n_transitions': len(batch),
                               'val_loss': fit.best_val_loss, 'epochs': fit.epochs,
                               'train_losses': fit.train_losses, 'val_losses': fit.val_losses,

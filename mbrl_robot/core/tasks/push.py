@@ -48,7 +48,7 @@ pressing it into the table, which no push comes out of (the twin's stalled episo
 """
 
 import copy
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,12 @@ JOINT_VEL = slice(7, 14)
 PUCK = slice(14, 17)
 PUSH_OBS_LAYOUT = 'push_state17_target_minus_puck3'
 PUSH_OBS_DIM = STATE_DIM + TARGET_DIM
+# The same with the tool's end from the arm's kinematics: [s, target - puck, tip, puck - tip]
+# (a policy need not learn the forward kinematics to see where its tool is; the model's inputs
+# have them too, ``input_features``).
+PUSH_TOOL_OBS_LAYOUT = 'push_state17_target_minus_puck3_tip3_puck_minus_tip3'
+# Every policy observation layout of the push task and its width.
+PUSH_OBS_LAYOUTS = {PUSH_OBS_LAYOUT: PUSH_OBS_DIM, PUSH_TOOL_OBS_LAYOUT: PUSH_OBS_DIM + 6}
 
 PUCK_RADIUS_M = 0.035
 PUCK_HEIGHT_M = 0.03
@@ -339,7 +345,33 @@ def push_obs(state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.cat((state, target - state[..., PUCK]), dim=-1)
 
 
-def push_goal_task(task: PushTask, command_filter=None) -> GoalTask:
+def push_obs_fn(task: PushTask, obs_layout: str = PUSH_OBS_LAYOUT
+                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The policy observation of ``obs_layout`` (:data:`PUSH_OBS_LAYOUTS`) as a function
+    ``(state (B, >=17), target (B, 3)) -> obs (B, O)`` (float32, on the state's device); the
+    tool layout takes the tool's end from ``task``'s kinematics.
+
+    Raises:
+        ValueError: an unknown layout.
+    """
+    if obs_layout == PUSH_OBS_LAYOUT:
+        return push_obs
+    if obs_layout != PUSH_TOOL_OBS_LAYOUT:
+        raise ValueError(f'push policy observation layout must be one of '
+                         f'{sorted(PUSH_OBS_LAYOUTS)}, got {obs_layout!r}')
+
+    def make_obs(state: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        state = state[..., :STATE_DIM]
+        tip = task.tool_tip(state.to(device=task.device, dtype=task.dtype)).to(
+            device=state.device, dtype=state.dtype)
+        puck = state[..., PUCK]
+        return torch.cat((state, target - puck, tip, puck - tip), dim=-1)
+
+    return make_obs
+
+
+def push_goal_task(task: PushTask, command_filter=None,
+                   obs_layout: str = PUSH_OBS_LAYOUT) -> GoalTask:
     """The twin's task for MBPO: PushTask's reward per rollout target, the controller's filter.
 
     Args:
@@ -348,7 +380,10 @@ def push_goal_task(task: PushTask, command_filter=None) -> GoalTask:
             None. In model rollouts the previous command is not in the state; the filter uses
             the state's joint velocities ``qd`` instead (the arm tracks its velocity command
             within one step).
+        obs_layout: the policy's observation (:data:`PUSH_OBS_LAYOUTS`).
     """
+    make_obs = push_obs_fn(task, obs_layout)
+
     def reward_fn(next_state: torch.Tensor, act: torch.Tensor,
                   goal: torch.Tensor) -> torch.Tensor:
         # PushTask.reward_fn broadcasts over rows: a shallow copy carries (B, 3) targets, one per
@@ -370,5 +405,5 @@ def push_goal_task(task: PushTask, command_filter=None) -> GoalTask:
         reached[:, :2] = np.asarray(state)[:, PUCK][:, :2]
         return reached
 
-    return GoalTask(STATE_DIM, TARGET_DIM, ACTION_DIM, PUSH_OBS_LAYOUT, push_obs, reward_fn,
+    return GoalTask(STATE_DIM, TARGET_DIM, ACTION_DIM, obs_layout, make_obs, reward_fn,
                     None if command_filter is None else action_filter, achieved_goal)
