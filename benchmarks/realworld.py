@@ -64,7 +64,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   first states of real episodes and running 100 steps (``trainer.distill.rollout_start:
   episode_start``, ``model_rollout_length: 100``) instead of at any real state for 30;
   ``forward_realtime_distill_mean_r3_tool`` the r3 row with the tool's end in the policy's
-  observation (``trainer.distill.observation: state_and_tool``).
+  observation (``trainer.distill.observation: state_and_tool``);
+  ``forward_realtime_distill_mean_r3_m5`` the r3 row with five policies fitted to each label
+  set and deployed as their mean action (``trainer.distill.policy_members: 5``).
 
 Usage::
 
@@ -190,14 +192,24 @@ ROWS = {
                                                      'trainer.distill.dagger_rounds=3',
                                                      'trainer.distill.rollout_start=any_state',
                                                      'trainer.distill.model_rollout_length=30',
-                                                     'trainer.distill.observation=state'],
+                                                     'trainer.distill.observation=state',
+                                                     'trainer.distill.policy_members=1'],
                                          True),
     # The same with the tool's end in the policy's observation (session 18, validation seeds).
     'forward_realtime_distill_mean_r3_tool': (
         'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
                     'trainer.distill.rollout_start=any_state',
                     'trainer.distill.model_rollout_length=30',
-                    'trainer.distill.observation=state_and_tool'], True),
+                    'trainer.distill.observation=state_and_tool',
+                    'trainer.distill.policy_members=1'], True),
+    # The same with five policies fitted to each label set, deployed as their mean action
+    # (session 18, validation seeds).
+    'forward_realtime_distill_mean_r3_m5': (
+        'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
+                    'trainer.distill.rollout_start=any_state',
+                    'trainer.distill.model_rollout_length=30',
+                    'trainer.distill.observation=state', 'trainer.distill.policy_members=5'],
+        True),
     # The same with the model rollouts starting at real episodes' first states and running a
     # whole episode (session 18, validation seeds).
     'forward_realtime_distill_mean_r3_start100': (

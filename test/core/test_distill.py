@@ -28,14 +28,15 @@ from mbrl_robot.config import node_params
 import mbrl_robot.core.algorithms.distill as distill_module
 from mbrl_robot.core.algorithms.distill import (check_distill_cfg, fit_policy, LABEL_LIMIT,
                                                 PlannerDistiller, push_distill_agent)
-from mbrl_robot.core.policy import load_policy
+from mbrl_robot.core.policy import load_policy, save_policy
 from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT
 from mbrl_robot.core.types import GoalTask
 
 CFG = {'hidden_sizes': [64, 64], 'activation': 'relu', 'epochs': 150, 'batch_size': 64,
        'learning_rate': 3e-3, 'weight_decay': 0.0, 'relabel': False, 'label_mean': True,
        'model_rollouts': 20, 'model_rollout_length': 10, 'rollout_start': 'any_state',
-       'expert_fraction': 0.3, 'dagger_rounds': 1, 'observation': 'state', 'seed': 0}
+       'expert_fraction': 0.3, 'dagger_rounds': 1, 'observation': 'state',
+       'policy_members': 1, 'seed': 0}
 
 
 def _point_task() -> GoalTask:
@@ -251,6 +252,7 @@ def test_fit_folds_the_input_normalisation_into_the_first_layer():
     ({'learning_rate': float('nan')}, 'learning_rate'), ({'model_rollouts': -1}, 'model_rollouts'),
     ({'dagger_rounds': 0}, 'dagger_rounds'), ({'rollouts': 3}, 'unknown keys'),
     ({'rollout_start': 'start'}, 'rollout_start'), ({'observation': 'tool'}, 'observation'),
+    ({'policy_members': 0}, 'policy_members'),
 ])
 def test_bad_config_is_named(change, match):
     with pytest.raises(ValueError, match=match):
@@ -353,7 +355,7 @@ def test_a_policy_that_sees_the_tool_is_fitted_saved_and_run_with_the_same_obser
     rejected."""
     from mbrl_robot.core.control import PolicyFactory
     from mbrl_robot.core.models import create_model
-    from mbrl_robot.core.policy import save_policy
+
     from mbrl_robot.core.safety import CommandFilter
     from mbrl_robot.core.tasks.push import PUSH_TOOL_OBS_LAYOUT, PushTask
     p = _push_params()
@@ -390,3 +392,57 @@ def test_a_policy_that_sees_the_tool_is_fitted_saved_and_run_with_the_same_obser
     save_policy(DeterministicPolicy(20, 7, [8]), tmp_path / 'v2', 2, PUSH_TOOL_OBS_LAYOUT)
     assert not factory.load_policy(str(tmp_path / 'v2'), 2)
     assert factory.policy_version == 1
+
+
+def test_policy_members_are_fitted_with_their_own_seeds_and_deployed_as_their_mean(tmp_path):
+    """``distill.policy_members: 3``: every fit makes three networks (distinct seeds, so
+    distinct weights), the policy is their mean action, the checkpoint holds all three and
+    loads back (in the controller too) acting the same."""
+    from mbrl_robot.core.control import PolicyFactory
+    from mbrl_robot.core.policy import PolicyEnsemble
+    from mbrl_robot.core.safety import CommandFilter
+    d = _distiller(policy_members=3, model_rollouts=2, epochs=5)
+    rows = _episodes(4, 10, seed=0)
+    d.add_transitions(*(rows[k] for k in ('state', 'executed', 'next_state', 'goal', 'episode',
+                                          'step')))
+    d.catch_up(PointModel())
+    policy = d.policy()
+    assert isinstance(policy, PolicyEnsemble) and policy.members == 3
+    x = torch.as_tensor(np.random.default_rng(0).normal(size=(5, 4)), dtype=torch.float32)
+    with torch.no_grad():
+        each = torch.stack([net(x) for net in policy.nets])
+        assert float((each[0] - each[1]).abs().max()) > 1e-4  # not one seed three times
+        torch.testing.assert_close(policy(x), each.mean(0))
+    save_policy(policy, tmp_path / 'p', 1, 'point')
+    loaded, meta = load_policy(tmp_path / 'p', version=1)
+    assert meta['members'] == 3 and isinstance(loaded, PolicyEnsemble)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), policy(x))
+    # The push task's: the controller loads an ensemble checkpoint and runs it.
+    p = _push_params()
+    p['distill']['policy_members'] = 2
+    from mbrl_robot.core.models import create_model
+    model = create_model(dict(p['model']), 17, 7, 'cpu', 0).eval()
+    push = push_distill_agent(p, log=lambda m: None, model=model)
+    n = 4
+    state = np.tile(np.r_[np.zeros(14), 0.6, 0.0, 0.02], (n, 1))
+    push.add_transitions(state, np.zeros((n, 7)), state, np.tile([0.7, 0.05, 0.02], (n, 1)),
+                         np.zeros(n, int), np.arange(n))
+    push.catch_up(model)
+    push.save(tmp_path / 'push', 1)
+    ctl = copy.deepcopy(node_params('distill', 'controller'))
+    factory = PolicyFactory(ctl, CommandFilter.from_params(ctl))
+    assert factory.load_policy(str(tmp_path / 'push'), 1)
+    factory.set_target([0.7, 0.05, 0.02])
+    action, _ = factory.create(kind='policy').plan(state[0], 0)
+    assert action.shape == (1, 7) and np.all(np.isfinite(action))
+
+
+def test_a_policy_ensemble_needs_two_networks_of_one_shape():
+    from mbrl_robot.core.policy import DeterministicPolicy, PolicyEnsemble
+    with pytest.raises(ValueError, match='one architecture'):
+        PolicyEnsemble([DeterministicPolicy(4, 2, [8]), DeterministicPolicy(4, 2, [16])])
+    with pytest.raises(ValueError, match='one architecture'):
+        PolicyEnsemble([DeterministicPolicy(4, 2, [8])])
+    with pytest.raises(ValueError, match='members'):
+        PolicyEnsemble(obs_dim=4, act_dim=2, hidden_sizes=[8], members=1)

@@ -29,11 +29,14 @@ on the states the policy itself visits (DAgger's fix for compounding imitation e
                 probability ``expert_fraction``), every visited state
                 labelled;
             fit the policy to all labels (MSE, inputs normalised; the    fit_policy
-                normaliser folded into the first layer).
+                normaliser folded into the first layer); with
+                ``policy_members`` > 1 that many fits, each its own seed,
+                deployed as their mean action.
 
 Only the real rows cost real transitions: the model rollouts and the labels are computed. The
-policy is :class:`~mbrl_robot.core.policy.DeterministicPolicy` (``tanh(mu(mlp(obs)))``), the
-format the controller's policy mode loads.
+policy is :class:`~mbrl_robot.core.policy.DeterministicPolicy` (``tanh(mu(mlp(obs)))``) or a
+:class:`~mbrl_robot.core.policy.PolicyEnsemble` of them, the format the controller's policy
+mode loads.
 """
 
 import math
@@ -44,13 +47,13 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from mbrl_robot.core.policy import DeterministicPolicy, save_policy
+from mbrl_robot.core.policy import DeterministicPolicy, PolicyEnsemble, save_policy
 from mbrl_robot.core.types import elite_model, GoalTask
 
 DISTILL_KEYS = ('hidden_sizes', 'activation', 'epochs', 'batch_size', 'learning_rate',
                 'weight_decay', 'relabel', 'label_mean', 'model_rollouts',
                 'model_rollout_length', 'rollout_start', 'expert_fraction', 'dagger_rounds',
-                'observation', 'seed')
+                'observation', 'policy_members', 'seed')
 # Where the model rollouts start: any real state, or the first state of a real episode (the
 # deployed policy's own start distribution, rolled out for up to an episode).
 ROLLOUT_STARTS = ('any_state', 'episode_start')
@@ -68,7 +71,7 @@ def check_distill_cfg(cfg: Dict[str, Any]) -> None:
     missing = sorted(set(DISTILL_KEYS) - set(cfg))
     if unknown or missing:
         raise ValueError(f'distill config: unknown keys {unknown}, missing keys {missing}')
-    for key in ('epochs', 'batch_size', 'dagger_rounds'):
+    for key in ('epochs', 'batch_size', 'dagger_rounds', 'policy_members'):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f'distill.{key} must be an int >= 1, got {v!r}')
@@ -350,7 +353,7 @@ class PlannerDistiller:
             added += self.model_dagger(model, int(self.cfg['model_rollouts']),
                                        int(self.cfg['model_rollout_length']), stop)
             obs, labels = self.labelled()
-            fit = fit_policy(obs, labels, self.cfg, self.seed + self.fits, self.log)
+            fit = self.fit_members(obs, labels)
             self._policy = fit.pop('policy')
             self.fits += 1
             if stop is not None and stop():
@@ -361,6 +364,17 @@ class PlannerDistiller:
                          'new_model_rows': added, 'fits': fits, 'train_mse': fit['train_mse'],
                          'val_mse': fit['val_mse'], 'wall_s': time.monotonic() - t0}
         return self.last_fit
+
+    def fit_members(self, obs: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
+        """``policy_members`` fits of the labels (member k seeded ``seed + fits + 10000 k``),
+        one :class:`DeterministicPolicy` or their :class:`PolicyEnsemble`; the errors are the
+        members' means."""
+        fits = [fit_policy(obs, labels, self.cfg, self.seed + self.fits + 10_000 * k, self.log)
+                for k in range(int(self.cfg['policy_members']))]
+        nets = [f['policy'] for f in fits]
+        return {'policy': nets[0] if len(nets) == 1 else PolicyEnsemble(nets),
+                **{key: float(np.mean([f[key] for f in fits]))
+                   for key in ('train_mse', 'val_mse')}}
 
     def labelled(self):
         """Every label so far: ``(obs (N, O), labels (N, A))``, the labelled real rows (in
