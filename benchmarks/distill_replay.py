@@ -48,6 +48,7 @@ from mbrl_robot.core.algorithms.distill import fit_policy, push_distill_agent
 from mbrl_robot.core.algorithms.mpc_recipe import run_episode
 from mbrl_robot.core.control import PushController
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
+from mbrl_robot.core.policy import PolicyEnsemble
 from mbrl_robot.core.tasks.push import ACTION_DIM, PUSH_OBS_LAYOUT, STATE_DIM
 from mbrl_robot.runner import parse_sets
 
@@ -92,30 +93,19 @@ def evaluate(env, ctl_params, policy, seeds, kind: str, model=None,
             'successes': [int(s) for s in seeds[finals < radius]]}
 
 
-class MeanPolicy(torch.nn.Module):
-    """The mean action of several policies (a bagged policy: one batched forward each)."""
-
-    def __init__(self, policies):
-        super().__init__()
-        self.policies = torch.nn.ModuleList(policies)
-        self.obs_dim, self.act_dim = policies[0].obs_dim, policies[0].act_dim
-
-    def forward(self, obs):
-        return torch.stack([p(obs) for p in self.policies]).mean(0)
-
-
 def refits(distiller, trainer, env, ctl, seeds, k: int, log) -> dict:
     """The last labels fitted again with ``k`` other seeds: each policy's and their mean's
     (with the distiller's own policy) results on ``seeds`` (how much the fit's seed alone
     moves the success, and whether averaging the fits helps)."""
     obs, labels = distiller.labelled()
-    policies = [distiller.policy()]
+    own = distiller.policy()
+    policies = list(own.nets) if own.members > 1 else [own]
     for i in range(k):
         policies.append(fit_policy(obs, labels, trainer['distill'], 10_000 + i, log)['policy'])
     layout = distiller.gtask.obs_layout
     each = [evaluate(env, ctl, p, seeds, 'policy', obs_layout=layout) for p in policies]
     return {'fit_seeds': [int(trainer['distill']['seed'])] + [10_000 + i for i in range(k)],
-            'each': each, 'mean_of_policies': evaluate(env, ctl, MeanPolicy(policies), seeds,
+            'each': each, 'mean_of_policies': evaluate(env, ctl, PolicyEnsemble(policies), seeds,
                                                        'policy', obs_layout=layout)}
 
 

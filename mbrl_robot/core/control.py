@@ -184,19 +184,17 @@ class LearnedPolicy:
                  hold: Optional[GoalHold] = None, exploration_std: float = 0.0,
                  rng: Optional[np.random.Generator] = None,
                  obs_layout: str = PUSH_OBS_LAYOUT):
-        self._check(policy, obs_layout)
-        self.make_obs = push_obs_fn(task, obs_layout)
-        self.policy = policy
         self.task = task
-        self.policy_version = version
-        self.model_version = version
+        self.set_model(policy, version, obs_layout)
         self.hold = hold or GoalHold(0.0, 0.0)
         self.exploration_std = float(exploration_std)
         self._rng = rng if rng is not None else np.random.default_rng(0)
         self._info: Dict[str, Any] = {}
 
     @staticmethod
-    def _check(policy: DeterministicPolicy, obs_layout: str) -> None:
+    def check(policy: DeterministicPolicy, obs_layout: str) -> None:
+        """Raise ``ValueError`` unless ``policy`` maps ``obs_layout``'s observation to an
+        action."""
         if PUSH_OBS_LAYOUTS.get(obs_layout) != policy.obs_dim or policy.act_dim != ACTION_DIM:
             raise ValueError(f'LearnedPolicy: policy maps {policy.obs_dim} -> {policy.act_dim}, '
                              f'expected {PUSH_OBS_LAYOUTS.get(obs_layout)} -> {ACTION_DIM} '
@@ -205,7 +203,7 @@ class LearnedPolicy:
     def set_model(self, policy: DeterministicPolicy, version: int,
                   obs_layout: str = PUSH_OBS_LAYOUT) -> None:
         """Swap in a newer policy between two steps (the factory's ``refresh`` calls this)."""
-        self._check(policy, obs_layout)
+        self.check(policy, obs_layout)
         self.make_obs = push_obs_fn(self.task, obs_layout)
         self.policy = policy
         self.policy_version = self.model_version = version
@@ -314,9 +312,7 @@ class PolicyFactory:
             policy, meta = load_policy_dir(path, version=version, sha256=sha256,
                                            act_dim=ACTION_DIM, device='cpu')
             layout = meta['obs_layout']
-            if PUSH_OBS_LAYOUTS.get(layout) != policy.obs_dim:
-                raise ValueError(f'observation layout {layout!r} with {policy.obs_dim} inputs; '
-                                 f'this controller builds {PUSH_OBS_LAYOUTS}')
+            LearnedPolicy.check(policy, layout)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             self.logger.error(f'policy v{version} at {path} rejected, keeping '
                               f'v{self.policy_version}: {e}')
@@ -329,7 +325,7 @@ class PolicyFactory:
                    obs_layout: str = PUSH_OBS_LAYOUT) -> None:
         """Use an in-memory policy (tests, benchmarks) that takes ``obs_layout``'s
         observation."""
-        LearnedPolicy._check(policy, obs_layout)
+        LearnedPolicy.check(policy, obs_layout)
         with self._lock:
             self._policy, self.policy_version = policy, version
             self._policy_layout = obs_layout
