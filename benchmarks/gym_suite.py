@@ -128,7 +128,8 @@ def run_recipe_method(env_id: str, method: str, seed: int, steps: int, quick: bo
             'env_steps': out['env_steps'], 'wall_s': out['wall_s'],
             'plan_ms_median': float(np.median(ms)) if ms else None, 'planner': planner,
             'fits': [{'n_transitions': f['n_transitions'], 'val_loss': round(f['val_loss'], 5),
-                      'epochs': f['epochs']} for f in out['fits']]}
+                      'epochs': f['epochs'], 'members_improved': f['members_improved']}
+                     for f in out['fits']]}
 
 
 class _UnitActions(gym.Wrapper):

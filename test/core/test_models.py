@@ -350,7 +350,7 @@ def test_fit_where_nothing_improves_returns_the_previous_model_exactly():
     wide = sine_system(800, seed=1)
     wide = TransitionBatch(wide.obs * 3.0, wide.act, wide.next_obs * 3.0)
     trainer = create_trainer(model, dict(TRAIN, learning_rate=1e-12, min_rel_improvement=0.5,
-                                         patience=2))
+                                         patience=2, max_epochs=4))
     res = trainer.fit(wide)
     with torch.no_grad():
         got = model.predict(obs, act)
@@ -358,9 +358,26 @@ def test_fit_where_nothing_improves_returns_the_previous_model_exactly():
         assert torch.equal(a, b)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert res.members_improved == 0 and res.epochs == 2
+    # Patience never started (nothing improved): the fit ran to max_epochs before giving up.
+    assert res.members_improved == 0 and res.epochs == 4 and not res.stopped_early
     assert model.elite_indices == [1]
     assert np.isfinite(res.best_val_loss)
+
+
+def test_patience_runs_from_the_first_improvement(monkeypatch):
+    # A warm-started fit whose first epochs are worse than the weights it started from (an
+    # overconfident ensemble meeting new rows) and which then recovers: stopping `patience`
+    # epochs in would hand back the old model (InvertedPendulum seed 0 stayed stale for 40
+    # fits that way); the fit must run on until a member improves, then count patience.
+    model = create_model(SMALL, 2, 2, seed=0)
+    batch = sine_system(300, seed=0)
+    start, worse, better = torch.ones(3), torch.full((3,), 2.0), torch.full((3,), 0.5)
+    scores = iter([start] + [worse] * 5 + [better] + [better] * 10)
+    monkeypatch.setattr(model, 'eval_score', lambda x, y: next(scores, better))
+    res = create_trainer(model, dict(TRAIN, patience=2, max_epochs=30)).fit(batch)
+    # 5 worse epochs, the improvement in epoch 6, then 2 epochs of patience.
+    assert res.members_improved == 3 and res.epochs == 8 and res.stopped_early
+    assert res.val_losses[:6] == [2.0] * 5 + [0.5]
 
 
 def test_fit_reports_members_improved_and_ranks_num_elites():

@@ -176,7 +176,7 @@ def run_mbrl(env, reward_fn: RewardFnType, cfg: Optional[Dict[str, Any]] = None,
         ``{'curve': [per episode: 'episode', 'stage' ('random' | 'mpc'), 'iteration',
         'seed', 'steps', 'env_steps' (cumulative real steps at its end), 'return',
         'terminated', 'wall_s', 'plan_ms_median'], 'fits': [per model fit: 'iteration',
-        'n_transitions', 'val_loss', 'epochs', 'train_losses', 'val_losses',
+        'n_transitions', 'val_loss', 'epochs', 'members_improved', 'train_losses', 'val_losses',
         'elite_indices', 'wall_s'], 'env_steps', 'wall_s', 'cfg', 'model', 'agent'}``;
         everything but ``model`` (the last ensemble) and ``agent`` (the ``MPCAgent``) is
         JSON-able.
@@ -255,6 +255,7 @@ def run_mbrl(env, reward_fn: RewardFnType, cfg: Optional[Dict[str, Any]] = None,
             agent.set_model(model)
         fits.append({'iteration': iteration, 'n_transitions': len(batch),
                      'val_loss': float(fit.best_val_loss), 'epochs': fit.epochs,
+                     'members_improved': fit.members_improved,
                      'train_losses': [float(x) for x in fit.train_losses],
                      'val_losses': [float(x) for x in fit.val_losses],
                      'elite_indices': [int(i) for i in fit.elite_indices],
