@@ -42,6 +42,7 @@ Usage::
 """
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -307,6 +308,19 @@ METHOD_NAMES = {'cem': 'mbrl_robot CEM', 'pets': 'mbrl_robot PETS', 'mbpo': 'mbr
                 'mbrl_lib_pets': 'mbrl-lib 0.2.0 PETS'}
 
 
+def stopped_unimproved(line: Dict[str, Any]) -> bool:
+    """True for a run from before session 19 (its fits carry no ``members_improved``) in which
+    some fit stopped after exactly ``patience`` epochs: no member had improved, and the rule of
+    the time (patience from the first epoch, not from the first improvement,
+    ``core/models/trainer.py``) handed the old model back. Runs without such a fit would have
+    trained the same under today's rule."""
+    fits = line.get('fits') or []
+    if isinstance(fits, str):  # a few early lines stored the list's repr
+        fits = ast.literal_eval(fits)
+    return bool(fits) and 'members_improved' not in fits[0] and any(
+        f['epochs'] == TRAINING['patience'] for f in fits)
+
+
 def table(paths: List[str]) -> str:
     """A Markdown table (one row per env and method) from the per-seed JSON lines in ``paths``."""
     runs: Dict[Any, List[Dict[str, Any]]] = {}
@@ -318,8 +332,10 @@ def table(paths: List[str]) -> str:
                     # Lines without the key are from before the mean became the default.
                     best = line['method'] in ('cem', 'pets') and not line['planner'].get(
                         'return_mean', False)
+                    early = line['method'] in ('cem', 'pets') and stopped_unimproved(line)
                     runs.setdefault((line['env'], line['method'] + (
                         ' (executes the best sample)' if best else '') + (
+                        ' (patience from the first epoch)' if early else '') + (
                         f" ({line['variant']})" if line.get('variant') else '')),
                         []).append(line)
     rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
