@@ -62,3 +62,27 @@ def test_changed_settings_get_their_own_table_row(tmp_path):
     assert '| mbrl_robot PETS (horizon 45) |' in rows[1] and '1000.0 (1000.0)' in rows[1]
     assert 'MBPO (rollouts_per_step=400, ensemble_size=7)' in rows[2]
     assert '| mbrl_robot PETS (executes the best sample) |' in rows[3] and '20.0' in rows[3]
+
+
+def test_runs_stopped_unimproved_under_the_old_patience_rule_get_their_own_row(tmp_path):
+    base = {'env': 'InvertedPendulum-v5', 'seed': 0, 'budget': 5000, 'method': 'pets',
+            'curve': [[1000, 10.0], [3000, 300.0]], 'random_return': 3.5,
+            'total_wall_s': 10.0,
+            'planner': {'population_size': 100, 'iterations': 3, 'particles': 5,
+                        'return_mean': True}}
+    patience = gym_suite.TRAINING['patience']
+    # Some early lines stored the fits as the list's repr.
+    stalled_fits = [{'n_transitions': 5, 'epochs': 50}, {'n_transitions': 40, 'epochs': patience}]
+    old_stalled = {**base, 'final_return': 100.0, 'fits': str(stalled_fits)}
+    old_fine = {**base, 'seed': 1, 'final_return': 200.0,
+                'fits': [{'n_transitions': 5, 'epochs': patience + 1}]}
+    new = {**base, 'seed': 2, 'final_return': 900.0,
+           'fits': [{'n_transitions': 5, 'epochs': patience, 'members_improved': 2}]}
+    assert gym_suite.stopped_unimproved(old_stalled)
+    assert not gym_suite.stopped_unimproved(old_fine) and not gym_suite.stopped_unimproved(new)
+    path = tmp_path / 'runs.jsonl'
+    path.write_text(''.join(json.dumps(ln) + '\n' for ln in (old_stalled, old_fine, new)))
+    rows = gym_suite.table([str(path)]).splitlines()[2:]
+    assert len(rows) == 2
+    assert '| mbrl_robot PETS (patience from the first epoch) |' in rows[0] and '100.0' in rows[0]
+    assert '| mbrl_robot PETS |' in rows[1] and '200.0, 900.0' in rows[1]
