@@ -311,13 +311,11 @@ class PolicyFactory:
         try:
             policy, meta = load_policy_dir(path, version=version, sha256=sha256,
                                            act_dim=ACTION_DIM, device='cpu')
-            layout = meta['obs_layout']
-            LearnedPolicy.check(policy, layout)
+            self.set_policy(policy, version, meta['obs_layout'])  # checks the layout first
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             self.logger.error(f'policy v{version} at {path} rejected, keeping '
                               f'v{self.policy_version}: {e}')
             return False
-        self.set_policy(policy, version, layout)
         self.logger.info(f'policy v{version} loaded from {path}')
         return True
 
