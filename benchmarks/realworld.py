@@ -50,6 +50,8 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   (``planner.return_mean: true``) instead of the best sample;
   ``anywhere_realtime_compiled_200_mean`` the same for push_anywhere as shipped;
   ``anywhere_realtime_compiled_200_mean_h20`` that with a 20-step horizon (1 s) instead of 15;
+  ``anywhere_realtime_compiled_200_mean_p2`` that with two TS-inf particles per candidate
+  (each candidate's return averaged over two ensemble members) instead of one;
 - ``forward_realtime_distill``: the planner distilled into a policy (config/distill.yaml, issue
   18): the planner collects (as in ``forward_realtime_compiled``), the trainer distils it after
   every retrain (labels on the real states and on policy rollouts in the model), and the planner
@@ -179,6 +181,13 @@ ROWS = {
                                                 ['controller.planner.backend=compiled',
                                                  'controller.planner.return_mean=true',
                                                  'controller.planner.horizon=20'], False),
+    # push_anywhere as shipped with two particles per candidate: whether judging each
+    # candidate on two members (PETS' trajectory sampling) mends the pushes in a wrong
+    # direction; 1.6x the plan's compute (session 20, validation seeds).
+    'anywhere_realtime_compiled_200_mean_p2': ('push_anywhere',
+                                               ['controller.planner.backend=compiled',
+                                                'controller.planner.return_mean=true',
+                                                'controller.planner.particles=2'], False),
     # The collecting planner executed its best sample until session 16.
     'forward_realtime_distill': ('distill', [BEST], True),
     'forward_realtime_distill_dagger': ('distill', [BEST, 'controller.mode=policy'], False),
