@@ -36,7 +36,7 @@ CFG = {'hidden_sizes': [64, 64], 'activation': 'relu', 'epochs': 150, 'batch_siz
        'learning_rate': 3e-3, 'weight_decay': 0.0, 'relabel': False, 'label_mean': True,
        'model_rollouts': 20, 'model_rollout_length': 10, 'rollout_start': 'any_state',
        'expert_fraction': 0.3, 'dagger_rounds': 1, 'observation': 'state',
-       'policy_members': 1, 'seed': 0}
+       'policy_members': 1, 'label_plans': 1, 'seed': 0}
 
 
 def _point_task() -> GoalTask:
@@ -252,7 +252,7 @@ def test_fit_folds_the_input_normalisation_into_the_first_layer():
     ({'learning_rate': float('nan')}, 'learning_rate'), ({'model_rollouts': -1}, 'model_rollouts'),
     ({'dagger_rounds': 0}, 'dagger_rounds'), ({'rollouts': 3}, 'unknown keys'),
     ({'rollout_start': 'start'}, 'rollout_start'), ({'observation': 'tool'}, 'observation'),
-    ({'policy_members': 0}, 'policy_members'),
+    ({'policy_members': 0}, 'policy_members'), ({'label_plans': 0}, 'label_plans'),
 ])
 def test_bad_config_is_named(change, match):
     with pytest.raises(ValueError, match=match):
@@ -315,6 +315,47 @@ def test_push_distiller_labels_with_the_planner_and_saves_a_deployable_policy(tm
     assert meta['extra']['method'] == 'distill'
     assert meta['extra']['distill']['labels'] == n + rounds * 6
     assert policy.act(np.zeros(20)).shape == (7,)
+
+
+def test_label_plans_average_plans_from_one_warm_start_and_carry_the_first_on():
+    """``distill.label_plans: 3``: each label is the mean first action of three plans made
+    from the same warm start (each its own samples), and the next state's plan starts from the
+    first plan's warm start, so the chain is the one label_plans 1 would have planned."""
+    from mbrl_robot.core.models import create_model
+    p = _push_params()
+    model = create_model(dict(p['model']), 17, 7, 'cpu', 0).eval()
+    rng = np.random.default_rng(1)
+    states = np.tile(np.r_[np.zeros(14), 0.6, 0.0, 0.02], (3, 1)) + rng.normal(0, 0.01, (3, 17))
+    goal = np.array([0.7, 0.05, 0.02])
+
+    def expert(plans):
+        q = copy.deepcopy(p)
+        q['distill']['label_plans'] = plans
+        e = push_distill_agent(q, log=lambda m: None, model=model).expert
+        e.start(goal)
+        return e
+
+    single, averaged, reference = expert(1), expert(3), expert(1)
+    opt = reference.agent.trajectory_optimizer
+    for t, s in enumerate(states):
+        previous = None if t == 0 else np.full(7, 0.1)
+        label = averaged.label(s, previous)
+        # By hand on a third expert: three plans from one warm start, the first one's kept.
+        if previous is not None:
+            reference.agent.set_last_action(previous)
+        warm = opt.previous_solution.clone()
+        firsts, kept = [], None
+        for k in range(3):
+            opt.previous_solution = warm.clone()
+            firsts.append(reference.agent.plan(s)[0])
+            kept = opt.previous_solution if k == 0 else kept
+        opt.previous_solution = kept
+        np.testing.assert_allclose(label, np.mean(firsts, axis=0), atol=1e-6)
+        one = single.label(s, previous)
+        assert not np.allclose(label, one, atol=1e-4)  # other samples, a different mean
+    assert averaged.labels == single.labels == 3
+    with pytest.raises(ValueError, match='plans'):
+        distill_module.PlannerExpert(single.agent, lambda g: None, plans=0)
 
 
 def test_a_planner_mode_controller_runs_the_policy_in_policy_episodes():

@@ -53,7 +53,7 @@ from mbrl_robot.core.types import elite_model, GoalTask
 DISTILL_KEYS = ('hidden_sizes', 'activation', 'epochs', 'batch_size', 'learning_rate',
                 'weight_decay', 'relabel', 'label_mean', 'model_rollouts',
                 'model_rollout_length', 'rollout_start', 'expert_fraction', 'dagger_rounds',
-                'observation', 'policy_members', 'seed')
+                'observation', 'policy_members', 'label_plans', 'seed')
 # Where the model rollouts start: any real state, or the first state of a real episode (the
 # deployed policy's own start distribution, rolled out for up to an episode).
 ROLLOUT_STARTS = ('any_state', 'episode_start')
@@ -71,7 +71,7 @@ def check_distill_cfg(cfg: Dict[str, Any]) -> None:
     missing = sorted(set(DISTILL_KEYS) - set(cfg))
     if unknown or missing:
         raise ValueError(f'distill config: unknown keys {unknown}, missing keys {missing}')
-    for key in ('epochs', 'batch_size', 'dagger_rounds', 'policy_members'):
+    for key in ('epochs', 'batch_size', 'dagger_rounds', 'policy_members', 'label_plans'):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f'distill.{key} must be an int >= 1, got {v!r}')
@@ -108,14 +108,20 @@ class PlannerExpert:
     Args:
         agent: an :class:`~mbrl_robot.core.planning.agent.MPCAgent` (or the fused one):
             ``restart()``, ``set_model(model)``, ``set_last_action(a)``, ``plan(state) -> (H,
-            A)``.
+            A)``, ``trajectory_optimizer.previous_solution`` (the warm start).
         set_goal: ``set_goal(goal (G,))`` points the agent's reward at a goal (the push task's
             ``set_target``).
+        plans: plans per label, each from the same warm start with its own samples, their first
+            actions averaged (the planner's expected action at that state and warm start, its
+            sampling noise divided by ``plans``); the first plan's warm start carries on.
     """
 
-    def __init__(self, agent, set_goal: Callable[[np.ndarray], None]):
+    def __init__(self, agent, set_goal: Callable[[np.ndarray], None], plans: int = 1):
+        if isinstance(plans, bool) or not isinstance(plans, int) or plans < 1:
+            raise ValueError(f'PlannerExpert: plans must be an int >= 1, got {plans!r}')
         self.agent = agent
         self.set_goal = set_goal
+        self.plans = plans
         self.labels = 0
 
     def set_model(self, model) -> None:
@@ -129,12 +135,24 @@ class PlannerExpert:
         self.agent.restart()
 
     def label(self, state: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
-        """The planner's first action (A,) at ``state``; ``previous``: the action executed
-        before it (the planner's acceleration bound starts there), None at an episode start."""
+        """The planner's first action (A,) at ``state`` (the mean over ``plans`` plans);
+        ``previous``: the action executed before it (the planner's acceleration bound starts
+        there), None at an episode start."""
         if previous is not None:
             self.agent.set_last_action(np.clip(previous, -1.0, 1.0))
         self.labels += 1
-        return np.asarray(self.agent.plan(state)[0], dtype=np.float64)
+        optimizer = self.agent.trajectory_optimizer
+        warm = optimizer.previous_solution.clone()
+        first = np.asarray(self.agent.plan(state)[0], dtype=np.float64)
+        if self.plans == 1:
+            return first
+        carried = optimizer.previous_solution
+        total = first.copy()
+        for _ in range(self.plans - 1):
+            optimizer.previous_solution = warm.clone()
+            total += np.asarray(self.agent.plan(state)[0], dtype=np.float64)
+        optimizer.previous_solution = carried
+        return total / self.plans
 
 
 def fit_policy(obs: np.ndarray, labels: np.ndarray, cfg: Dict[str, Any], seed: int,
@@ -438,5 +456,5 @@ def push_distill_agent(params: Dict[str, Any], log: Callable[[str], None] = prin
     agent = create_agent(planner, model.eval(), task.reward_fn, ACTION_DIM, 'cpu',
                          max_delta=command_filter.max_action_step,
                          joint_limits=command_filter.limits)
-    return PlannerDistiller(gtask, PlannerExpert(agent, task.set_target), dict(params['distill']),
-                            log)
+    expert = PlannerExpert(agent, task.set_target, int(params['distill']['label_plans']))
+    return PlannerDistiller(gtask, expert, dict(params['distill']), log)
