@@ -68,7 +68,8 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   ``forward_realtime_distill_mean_r3_tool`` the r3 row with the tool's end in the policy's
   observation (``trainer.distill.observation: state_and_tool``);
   ``forward_realtime_distill_mean_r3_m5`` the r3 row with five policies fitted to each label
-  set and deployed as their mean action (``trainer.distill.policy_members: 5``).
+  set and deployed as their mean action (``trainer.distill.policy_members: 5``);
+  ``anywhere_realtime_distill_mean_r3`` the r3 row's distiller on push_anywhere as shipped.
 
 Usage::
 
@@ -225,6 +226,19 @@ ROWS = {
         'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
                     'trainer.distill.rollout_start=episode_start',
                     'trainer.distill.model_rollout_length=100'], True),
+    # config/distill.yaml's distiller (as shipped since session 17) on push_anywhere as shipped:
+    # the trainer labels with the controller's planner (push_anywhere.yaml keeps it in the
+    # controller's block, so it is given to the trainer here), the policy evaluated beside the
+    # planner (session 21, issue 18's "push_anywhere: the same table"; nothing tuned for it).
+    'anywhere_realtime_distill_mean_r3': (
+        'push_anywhere', ['controller.planner.backend=compiled',
+                          'controller.planner.return_mean=true', 'recipe.baselines=["policy"]',
+                          'trainer.algorithm=distill', 'trainer.distill.relabel=true',
+                          'trainer.distill.dagger_rounds=3']
+        + [f'trainer.planner.{k}={v}' for k, v in (
+            ('name', 'cem'), ('horizon', 15), ('population_size', 60), ('elite_count', 6),
+            ('iterations', 2), ('propagation', 'ts_inf'), ('particles', 1),
+            ('return_mean', 'true'))], True),
 }
 
 
