@@ -115,7 +115,7 @@ def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log,
     with open(f'{run}/summary.json') as f:
         summary = json.load(f)
     train_eps = [e.get('episode', e['index']) for e in summary['episodes']
-                 if e['stage'] in ('random', 'mpc')]
+                 if not e['stage'].startswith('eval')]
     trainer = node_params(f'{run}/params.yaml', 'trainer', overrides=sets.get('trainer'))
     twin = node_params(f'{run}/params.yaml', 'twin')
     ctl = node_params(f'{run}/params.yaml', 'controller')

@@ -131,15 +131,20 @@ def seed_lines(summary: Dict[str, Any], seed: int, planner: str,
 
 def learning_curve(episodes: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Success and mean final distance of each MPC iteration's training episodes against the
-    real transitions collected before it (the model it ran on saw exactly those)."""
+    real transitions collected before it (the model it ran on saw exactly those), and of the
+    policy's training episodes where the policy drove some (stage ``dagger``)."""
     curve = []
-    for it in sorted({e['iteration'] for e in episodes if e['stage'] == 'mpc'}):
+    for it in sorted({e['iteration'] for e in episodes if e['stage'] in ('mpc', 'dagger')}):
         before = sum(e['steps'] for e in episodes
-                     if e['stage'] in ('random', 'mpc') and e['iteration'] < it)
-        eps = [e for e in episodes if e['stage'] == 'mpc' and e['iteration'] == it]
-        curve.append({'iteration': it, 'transitions': before,
-                      'success_rate': float(np.mean([e['success'] for e in eps])),
-                      'mean_final_distance': float(np.mean([e['final_distance'] for e in eps]))})
+                     if not e['stage'].startswith('eval') and e['iteration'] < it)
+        point = {'iteration': it, 'transitions': before}
+        for stage, prefix in (('mpc', ''), ('dagger', 'dagger_')):
+            eps = [e for e in episodes if e['stage'] == stage and e['iteration'] == it]
+            if eps:
+                point[prefix + 'success_rate'] = float(np.mean([e['success'] for e in eps]))
+                point[prefix + 'mean_final_distance'] = float(
+                    np.mean([e['final_distance'] for e in eps]))
+        curve.append(point)
     return curve
 
 

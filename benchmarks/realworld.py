@@ -69,6 +69,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   observation (``trainer.distill.observation: state_and_tool``);
   ``forward_realtime_distill_mean_r3_m5`` the r3 row with five policies fitted to each label
   set and deployed as their mean action (``trainer.distill.policy_members: 5``);
+  ``forward_realtime_distill_mean_r3_mix`` the r3 row with the policy driving the last 2 of
+  each iteration's 5 training episodes from the second iteration on
+  (``recipe.policy_episodes_per_iteration: 2``, DAgger on real states);
   ``anywhere_realtime_distill_mean_r3`` the r3 row's distiller on push_anywhere as shipped.
 
 Usage::
@@ -226,6 +229,14 @@ ROWS = {
         'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
                     'trainer.distill.rollout_start=episode_start',
                     'trainer.distill.model_rollout_length=100'], True),
+    # The r3 row with DAgger on real states: from the second collect-and-retrain iteration on,
+    # the last 2 of the 5 training episodes are the policy's (no exploration noise: its own
+    # states), labelled by the planner at the next retrain (session 21, validation seeds).
+    'forward_realtime_distill_mean_r3_mix': (
+        'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
+                    'recipe.policy_episodes_per_iteration=2',
+                    'recipe.policy_episodes_from_iteration=2',
+                    'controller.policy_exploration_std=0.0'], True),
     # config/distill.yaml's distiller (as shipped since session 17) on push_anywhere as shipped:
     # the trainer labels with the controller's planner (push_anywhere.yaml keeps it in the
     # controller's block, so it is given to the trainer here), the policy evaluated beside the

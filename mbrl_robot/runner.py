@@ -99,6 +99,21 @@ def fleet_processes(nodes: Sequence[str], arms: Sequence[str], params: Dict[str,
     return keys, extra_args
 
 
+def check_policy_source(params: Dict[str, Dict[str, Any]]) -> None:
+    """Raise ``ValueError`` when the recipe runs episodes of a trained policy (a ``policy``
+    baseline, ``policy_episodes_per_iteration``) that nothing trains: a planner-mode controller
+    follows the policies the trainer announces, and only ``distill`` and ``mbpo`` announce any
+    (a controller in policy mode runs the policy whatever the episode says). Also checks the
+    phases themselves (:func:`build_phases`)."""
+    wanted = sorted({ph['stage'] for ph in build_phases(params['recipe'])
+                     if ph.get('policy') == 'policy'})
+    if (wanted and params['controller']['mode'] == 'planner'
+            and params['trainer']['algorithm'] not in ('distill', 'mbpo')):
+        raise ValueError(f'recipe: {", ".join(wanted)} episodes run the trained policy, but '
+                         f'trainer.algorithm {params["trainer"]["algorithm"]!r} trains none '
+                         '(use distill or mbpo)')
+
+
 def _absolute(base: str, name: str) -> str:
     return name if name.startswith('/') else f'{base}/{name}'
 
@@ -399,6 +414,7 @@ def main(argv=None) -> int:
             raise ValueError(f'arm_namespaces differ: buffer {params["buffer"]["arm_namespaces"]}'
                              f', recipe {arms}: set it under /** in the profile')
         check_arm_namespaces(arms)
+        check_policy_source(params)
     except (ValueError, OSError) as e:
         print(f'mbrl_run: {e}', file=sys.stderr)
         return 2

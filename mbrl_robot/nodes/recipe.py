@@ -431,8 +431,11 @@ class RecipeNode(Node):
         arms = f' on {len(self.arms)} arms {self.arms}' if self.arms != [''] else ''
         self.get_logger().info(
             f'recipe: {len(self.phases)} phases ({p["random_episodes"]} random episodes, '
-            f'{p["iterations"]} x {p["mpc_episodes_per_iteration"]} MPC episodes, '
-            f'{p["evaluation_episodes"]} evaluation episodes){arms}, run dir {self.run_dir}'
+            f'{p["iterations"]} x {p["mpc_episodes_per_iteration"]} MPC episodes'
+            + (f' (the last {p["policy_episodes_per_iteration"]} the policy\'s from iteration '
+               f'{p["policy_episodes_from_iteration"]})' if p['policy_episodes_per_iteration']
+               else '')
+            + f', {p["evaluation_episodes"]} evaluation episodes){arms}, run dir {self.run_dir}'
             + (f', resuming with {self.position} phases done' if self.position else ''))
         self._publish_progress('resumed' if self.position else 'started', 0.0, None)
 

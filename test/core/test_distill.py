@@ -387,6 +387,61 @@ def test_a_planner_mode_controller_runs_the_policy_in_policy_episodes():
     control.close()
 
 
+def test_the_policy_drives_the_last_k_training_episodes_from_the_iteration_named():
+    """DAgger on real states (``recipe.policy_episodes_per_iteration``): from
+    ``policy_episodes_from_iteration`` on, the last K of each iteration's episodes are the
+    policy's (stage ``dagger``), on the seeds the planner's would have had; K = 0 leaves the
+    recipe as it was, K above the iteration's episodes is named."""
+    from mbrl_robot.core.algorithms.mpc_recipe import build_phases
+    p = dict(node_params('ci_smoke', 'recipe'), random_episodes=1, iterations=3,
+             mpc_episodes_per_iteration=3)
+    plain = build_phases(p)
+    mixed = build_phases(dict(p, policy_episodes_per_iteration=2,
+                              policy_episodes_from_iteration=2))
+    assert [ph.get('stage', 'train') for ph in mixed] == (
+        ['random', 'train'] + ['mpc'] * 3 + ['train'] + (['mpc'] + ['dagger'] * 2 + ['train']) * 2
+        + ['eval_planner'])
+    assert [ph.get('policy') for ph in mixed if ph.get('stage') == 'dagger'] == ['policy'] * 4
+    assert [ph.get('seed') for ph in mixed] == [ph.get('seed') for ph in plain]
+    assert plain == build_phases(dict(p, policy_episodes_per_iteration=0))
+    assert all(ph.get('stage') != 'dagger' for ph in plain)
+    with pytest.raises(ValueError, match=r'policy_episodes_per_iteration \(4\) is more than '
+                                         r'mpc_episodes_per_iteration \(3\)'):
+        build_phases(dict(p, policy_episodes_per_iteration=4))
+
+
+def test_the_learning_curve_counts_the_policys_training_episodes():
+    """``benchmarks/push_learning.py``'s curve: each iteration's transitions include the
+    policy's training episodes before it, and its planner and policy episodes are scored apart."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
+    import push_learning
+
+    def ep(stage, it, success, final=0.1):
+        return {'stage': stage, 'iteration': it, 'steps': 10, 'success': success,
+                'final_distance': final}
+    episodes = [ep('random', 0, False), ep('mpc', 1, True, 0.02), ep('dagger', 1, False, 0.2),
+                ep('mpc', 2, False), ep('dagger', 2, True, 0.04), ep('eval_planner', 2, True)]
+    assert push_learning.learning_curve(episodes) == [
+        {'iteration': 1, 'transitions': 10, 'success_rate': 1.0, 'mean_final_distance': 0.02,
+         'dagger_success_rate': 0.0, 'dagger_mean_final_distance': 0.2},
+        {'iteration': 2, 'transitions': 30, 'success_rate': 0.0, 'mean_final_distance': 0.1,
+         'dagger_success_rate': 1.0, 'dagger_mean_final_distance': 0.04}]
+
+
+def test_policy_episodes_without_a_policy_trainer_are_refused_in_process():
+    """In-process, only the distiller trains a policy: DAgger episodes of a planner-mode
+    controller with the ensemble trainer are named before any episode runs."""
+    from mbrl_robot.core.algorithms.mpc_recipe import run_recipe
+    cfg = {n: copy.deepcopy(node_params('ci_smoke', n))
+           for n in ('twin', 'trainer', 'controller', 'recipe')}
+    cfg['recipe']['policy_episodes_per_iteration'] = 1
+    assert cfg['trainer']['algorithm'] == 'ensemble'
+    with pytest.raises(ValueError, match='dagger episodes run the trained policy'):
+        run_recipe(cfg, env=None, log=lambda m: None)
+
+
 def test_a_policy_that_sees_the_tool_is_fitted_saved_and_run_with_the_same_observation(
         tmp_path):
     """``distill.observation: state_and_tool``: the distiller fits on [s, target - puck, tip,

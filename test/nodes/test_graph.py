@@ -140,11 +140,12 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     assert 'received over DDS' in log and (cache / f'v{versions[-1]:04d}' / 'model.pt').is_file()
 
 
-def _policy_run(tmp_path, sets, mode='policy'):
+def _policy_run(tmp_path, sets, mode='policy', training_stage='mpc'):
     """ci_smoke through the graph with a policy-training trainer; checks what every such run
     must show and returns the episode length and the two policy announcements. ``mode``
     policy: the controller runs the policy in every non-random episode; planner: it plans, and
-    runs the policy in the evaluation's policy episodes (recipe.baselines [policy])."""
+    runs the policy in the evaluation's policy episodes (recipe.baselines [policy]).
+    ``training_stage``: the stage the recipe gives its one collect-and-retrain episode."""
     sets = [f'controller.mode={mode}'] + sets
     if mode == 'planner':
         sets.append('recipe.baselines=[policy]')
@@ -158,8 +159,8 @@ def _policy_run(tmp_path, sets, mode='policy'):
     assert summary['complete']
     steps = node_params('ci_smoke', 'recipe')['task']['episode_steps']
     assert [e['stage'] for e in summary['episodes']] == (
-        ['random', 'random', 'mpc', 'eval_planner'] + (['eval_policy'] if mode == 'planner'
-                                                       else []))
+        ['random', 'random', training_stage, 'eval_planner']
+        + (['eval_policy'] if mode == 'planner' else []))
     assert all(e['steps'] == steps for e in summary['episodes'])
     announced = []
     for version in (1, 2):
@@ -198,13 +199,16 @@ def test_distilled_policy_through_the_graph(tmp_path, mode='planner'):
     """The planner distilled into a policy end to end (trainer.algorithm distill): the trainer
     labels every new real row with the planner on each validated model plus its model rollouts,
     fits and announces the policy; the controller plans and runs the policy in the evaluation's
-    policy episodes (planner mode; policy mode's path is test_mbpo_through_the_graph's)."""
+    policy episodes (planner mode; policy mode's path is test_mbpo_through_the_graph's). The
+    training episode is DAgger on real states (recipe.policy_episodes_per_iteration): the
+    planner-mode controller runs policy v1 in it, and v2's labels are of the states it visited."""
     steps, announced = _policy_run(tmp_path, [
         'trainer.algorithm=distill', 'trainer.distill.epochs=2',
         'trainer.distill.model_rollouts=2', 'trainer.distill.model_rollout_length=3',
-        'trainer.distill.hidden_sizes=[16]'], mode)
-    # v1 labels the 2 random episodes, v2 the training episode (planned, or driven by the
-    # policy v1); each adds 2 model rollouts of 3 labelled steps.
+        'trainer.distill.hidden_sizes=[16]', 'recipe.policy_episodes_per_iteration=1'], mode,
+        training_stage='dagger')
+    # v1 labels the 2 random episodes, v2 the training episode (driven by the policy v1); each
+    # adds 2 model rollouts of 3 labelled steps.
     assert [a['steps'] for a in announced] == [2 * steps, steps]
     assert [a['labels'] for a in announced] == [2 * steps + 6, steps + 6]
     assert [a['model_rows'] for a in announced] == [6, 12]

@@ -39,6 +39,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
     ('controler.mode=planner', "unknown node 'controler'; did you mean 'controller'?"),
     ('recipe.iterations=-1', 'recipe: parameter iterations = -1 is not allowed'),
     ('monitor.port=70000', 'monitor: parameter port = 70000 is not allowed'),
+    ('recipe.policy_episodes_per_iteration=2',
+     'recipe.policy_episodes_per_iteration (2) is more than mpc_episodes_per_iteration (1)'),
+    ('recipe.policy_episodes_per_iteration=1',
+     "recipe: dagger episodes run the trained policy, but trainer.algorithm 'ensemble' trains "
+     'none (use distill or mbpo)'),
 ])
 def test_bad_set_fails_before_any_node_with_one_line(tmp_path, setting, needle):
     run_dir = tmp_path / 'run'

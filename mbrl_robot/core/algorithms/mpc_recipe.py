@@ -43,15 +43,28 @@ POLICIES = ('planner', 'random', 'zero', 'policy')
 def build_phases(p: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The recipe as a list of phases, from the ``recipe`` parameters.
 
-    Deterministic from the parameters, so a stopped run resumes at the phase it reached.
+    Deterministic from the parameters, so a stopped run resumes at the phase it reached. With
+    ``policy_episodes_per_iteration`` K > 0 the last K episodes of every iteration from
+    ``policy_episodes_from_iteration`` on are the trained policy's (stage ``dagger``: DAgger on
+    real states, the planner labels them at the next retrain); the seeds are the same.
+
+    Raises:
+        ValueError: more policy episodes than MPC episodes per iteration, an unknown baseline.
     """
+    n, k = p['mpc_episodes_per_iteration'], p.get('policy_episodes_per_iteration', 0)
+    if k > n:
+        raise ValueError(f'recipe.policy_episodes_per_iteration ({k}) is more than '
+                         f'mpc_episodes_per_iteration ({n})')
+    first = p.get('policy_episodes_from_iteration', 1)
     phases = [{'kind': 'episode', 'stage': 'random', 'policy': 'random', 'iteration': 0,
                'seed': p['seed'] + i} for i in range(p['random_episodes'])]
     seed = p['seed'] + p['random_episodes']
     phases.append({'kind': 'train', 'iteration': 0})
     for it in range(1, p['iterations'] + 1):
-        for _ in range(p['mpc_episodes_per_iteration']):
-            phases.append({'kind': 'episode', 'stage': 'mpc', 'policy': 'planner',
+        for j in range(n):
+            driven = it >= first and j >= n - k
+            phases.append({'kind': 'episode', 'stage': 'dagger' if driven else 'mpc',
+                           'policy': 'policy' if driven else 'planner',
                            'iteration': it, 'seed': seed})
             seed += 1
         phases.append({'kind': 'train', 'iteration': it})
@@ -144,6 +157,10 @@ def run_recipe(cfg: Dict[str, Dict[str, Any]], env, run_dir: Optional[str] = Non
     fed = 0
     t0 = time.monotonic()
     phases = build_phases(cfg['recipe'])
+    learned = sorted({ph['stage'] for ph in phases if ph.get('policy') == 'policy'})
+    if learned and distiller is None and ctl['mode'] == 'planner':
+        raise ValueError(f'run_recipe: {", ".join(learned)} episodes run the trained policy; '
+                         'in-process only trainer.algorithm distill trains one')
     for phase in phases:
         tp = time.monotonic()
         if phase['kind'] == 'train':
