@@ -1,0 +1,122 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A finished graph run's final model evaluated again, with other controller settings.
+
+A paired screen for settings that act at deploy time only (the goal hold, the planner's size,
+latency compensation): the run directory is copied, its evaluation episodes are taken out of
+the copy's summary, and ``mbrl_run --resume`` runs only the evaluation again, through the same
+node graph, from the copy's own parameter file plus ``--set`` (the trainer re-announces the
+final checkpoint; nothing is trained). The same model and the same episode seeds for every
+setting, so the difference is the setting's (and real time's: which plans are late is not
+repeatable). One JSON line per run, with every episode's final and closest distance::
+
+    .venv/bin/python benchmarks/reevaluate.py runs/val/anywhere/seed0 --out runs/reeval/hold35 \\
+        --episodes 40 --seed 2000 --set controller.goal_hold.enter_radius_m=0.035
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import List, Optional, Sequence
+
+# What the copy leaves behind: the old run's logs and progress are not the new run's.
+SKIPPED = ('logs', 'summary.json', 'params.yaml')
+
+
+def prepare(run_dir: str, out: str) -> str:
+    """Copy ``run_dir`` to ``out`` without its evaluation episodes; return the parameter file
+    the evaluation runs from (the old run's, kept beside the copy).
+
+    Raises:
+        ValueError: ``run_dir`` holds no finished run, or ``out`` exists.
+    """
+    summary_path = os.path.join(run_dir, 'summary.json')
+    if not os.path.isfile(summary_path) or not os.path.isfile(
+            os.path.join(run_dir, 'params.yaml')):
+        raise ValueError(f'{run_dir}: no summary.json and params.yaml (not a graph run)')
+    if os.path.exists(out):
+        raise ValueError(f'{out} exists: choose another --out')
+    with open(summary_path) as f:
+        summary = json.load(f)
+    if not summary.get('complete'):
+        raise ValueError(f'{run_dir}: the run did not finish (summary not complete)')
+    shutil.copytree(run_dir, out, ignore=lambda d, names: SKIPPED if d == run_dir else ())
+    kept = [e for e in summary['episodes'] if not e['stage'].startswith('eval')]
+    with open(os.path.join(out, 'summary.json'), 'w') as f:
+        json.dump({**summary, 'episodes': kept, 'complete': False}, f)
+    source = os.path.join(out, 'source_params.yaml')
+    shutil.copy(os.path.join(run_dir, 'params.yaml'), source)
+    return source
+
+
+def evaluated(summary: dict) -> List[dict]:
+    """The planner's evaluation episodes of a summary, in seed order."""
+    return sorted((e for e in summary['episodes'] if e['stage'] == 'eval_planner'),
+                  key=lambda e: e['seed'])
+
+
+def line(summary: dict, label: str, sets: Sequence[str], run_dir: str) -> dict:
+    """The JSON line of one evaluation."""
+    eps = evaluated(summary)
+    n = max(len(eps), 1)
+    return {'kind': 'reevaluation', 'label': label, 'run_dir': run_dir, 'sets': list(sets),
+            'episodes': len(eps), 'successes': sum(e['success'] for e in eps),
+            'success_rate': sum(e['success'] for e in eps) / n,
+            'mean_final_distance': sum(e['final_distance'] for e in eps) / n,
+            'per_episode': [{'seed': e['seed'], 'success': e['success'],
+                             'final_distance': round(e['final_distance'], 4),
+                             'min_distance': round(e['min_distance'], 4)} for e in eps]}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('run_dir', help='a finished mbrl_run run directory')
+    ap.add_argument('--out', required=True, help='where the copy runs (must not exist)')
+    ap.add_argument('--episodes', type=int, default=20, help='evaluation episodes')
+    ap.add_argument('--seed', type=int, default=2000, help='the first evaluation seed')
+    ap.add_argument('--set', dest='sets', action='append', default=[],
+                    metavar='NODE.PARAM=VALUE', help='passed to mbrl_run --set')
+    ap.add_argument('--domain-id', type=int, default=90)
+    ap.add_argument('--timeout', type=float, default=1800.0)
+    ap.add_argument('--label', default='')
+    args = ap.parse_args(argv)
+    try:
+        source = prepare(args.run_dir, args.out)
+    except (ValueError, OSError) as e:
+        print(f'reevaluate: {e}', file=sys.stderr)
+        return 2
+    sets = [f'recipe.evaluation_episodes={args.episodes}',
+            f'recipe.evaluation_seed={args.seed}', 'recipe.baselines=[""]'] + args.sets
+    cmd = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', source, '--run-dir',
+           os.path.abspath(args.out), '--resume', '--timeout', str(args.timeout)]
+    cmd += [a for s in sets for a in ('--set', s)]
+    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    print(' '.join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
+    with open(os.path.join(args.out, 'summary.json')) as f:
+        summary = json.load(f)
+    if proc.returncode != 0 or not summary.get('complete'):
+        print(json.dumps({'kind': 'failed', 'run_dir': args.out,
+                          'failed': summary.get('failed')}), flush=True)
+        return 1
+    print(json.dumps(line(summary, args.label, args.sets, args.out)), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
