@@ -149,11 +149,12 @@ ROWS = {
     'anywhere_realtime_compiled_200': ('push_anywhere',
                                        ['controller.planner.backend=compiled', BEST], False),
     # push_anywhere on the ideal lockstep twin (the cpu profile, as forward_lockstep, with
-    # push_anywhere's task and 200-step episodes, compiled, the final mean as the realtime row):
-    # the cost of the real world for the general task.
+    # push_anywhere's task and 200-step episodes, compiled, the final mean and four iterations
+    # as the realtime row since session 23): the cost of the real world for the general task.
     'anywhere_lockstep_compiled_mean': ('cpu', ['twin.variant=push_anywhere',
                                                 'controller.planner.backend=compiled',
-                                                'controller.planner.return_mean=true']
+                                                'controller.planner.return_mean=true',
+                                                'controller.planner.iterations=4']
                                         + episode_steps(200), False),
     # The whole budget: a fifth collect-and-retrain iteration (5,000 and 10,000 transitions).
     'forward_realtime_5000': ('twin_realistic', [BEST, 'recipe.iterations=5'], False),

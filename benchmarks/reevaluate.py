@@ -19,7 +19,9 @@ the copy's summary, and ``mbrl_run --resume`` runs only the evaluation again, th
 node graph, from the copy's own parameter file plus ``--set`` (the trainer re-announces the
 final checkpoint; nothing is trained). The same model and the same episode seeds for every
 setting, so the difference is the setting's (and real time's: which plans are late is not
-repeatable). One JSON line per run, with every episode's final and closest distance::
+repeatable). The baselines too, on the same episodes, with ``--set recipe.baselines=[...]`` (the
+default is none). One JSON line per evaluated method, with every episode's final and closest
+distance::
 
     .venv/bin/python benchmarks/reevaluate.py runs/val/anywhere/seed0 --out runs/reeval/hold35 \\
         --episodes 40 --seed 2000 --set controller.goal_hold.enter_radius_m=0.035
@@ -63,17 +65,19 @@ def prepare(run_dir: str, out: str) -> str:
     return source
 
 
-def evaluated(summary: dict) -> List[dict]:
-    """The planner's evaluation episodes of a summary, in seed order."""
-    return sorted((e for e in summary['episodes'] if e['stage'] == 'eval_planner'),
+def evaluated(summary: dict, stage: str = 'eval_planner') -> List[dict]:
+    """The evaluation episodes of one stage of a summary, in seed order."""
+    return sorted((e for e in summary['episodes'] if e['stage'] == stage),
                   key=lambda e: e['seed'])
 
 
-def line(summary: dict, label: str, sets: Sequence[str], run_dir: str) -> dict:
-    """The JSON line of one evaluation."""
-    eps = evaluated(summary)
+def line(summary: dict, label: str, sets: Sequence[str], run_dir: str,
+         stage: str = 'eval_planner') -> dict:
+    """The JSON line of one evaluation stage (``eval_planner``, ``eval_random``, ...)."""
+    eps = evaluated(summary, stage)
     n = max(len(eps), 1)
     return {'kind': 'reevaluation', 'label': label, 'run_dir': run_dir, 'sets': list(sets),
+            'method': stage[len('eval_'):],
             'episodes': len(eps), 'successes': sum(e['success'] for e in eps),
             'success_rate': sum(e['success'] for e in eps) / n,
             'mean_final_distance': sum(e['final_distance'] for e in eps) / n,
@@ -114,7 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps({'kind': 'failed', 'run_dir': args.out,
                           'failed': summary.get('failed')}), flush=True)
         return 1
-    print(json.dumps(line(summary, args.label, args.sets, args.out)), flush=True)
+    stages = sorted({e['stage'] for e in summary['episodes'] if e['stage'].startswith('eval')})
+    for stage in stages:
+        print(json.dumps(line(summary, args.label, args.sets, args.out, stage)), flush=True)
     return 0
 
 

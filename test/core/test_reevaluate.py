@@ -67,6 +67,8 @@ def test_the_line_lists_the_planner_evaluation_in_seed_order(tmp_path):
     assert [e['seed'] for e in out['per_episode']] == [2000, 2001]
     assert (out['episodes'], out['successes'], out['success_rate']) == (2, 1, 0.5)
     assert out['mean_final_distance'] == pytest.approx(0.06)
+    assert out['method'] == 'planner'
+    assert reevaluate.line({'episodes': episodes}, '', [], 'dir', 'eval_zero')['episodes'] == 0
 
 
 def test_unfinished_runs_and_existing_outputs_are_refused(tmp_path):
