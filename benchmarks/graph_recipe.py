@@ -61,6 +61,29 @@ def policy_training(run_dir: str) -> dict:
             'policy_labels': sum(a.get('labels', 0) for a in announcements)}
 
 
+def run_graph(profile: str, run_dir: str, sets: Sequence[str], domain_id: int, timeout: float,
+              resume: bool = False) -> Optional[dict]:
+    """``mbrl_run`` once (its output to stderr) on its own ``ROS_DOMAIN_ID``, localhost
+    discovery; the run's summary, or None (with a ``failed`` JSON line) when it did not finish."""
+    cmd = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', profile,
+           '--run-dir', run_dir, '--timeout', str(timeout)] + (['--resume'] if resume else [])
+    cmd += [a for s in sets for a in ('--set', s)]
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    print(' '.join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
+    try:
+        with open(os.path.join(run_dir, 'summary.json')) as f:
+            summary = json.load(f)
+    except (OSError, ValueError) as e:
+        summary = {'failed': f'no readable summary.json ({e})'}
+    if proc.returncode != 0 or not summary.get('complete'):
+        print(json.dumps({'kind': 'failed', 'run_dir': run_dir,
+                          'failed': summary.get('failed')}), flush=True)
+        return None
+    return summary
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--profile', default='cpu')
@@ -87,18 +110,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             kept = [b for b in node_params(args.profile, 'recipe', overrides=_recipe_sets(sets))
                     ['baselines'] if b == 'policy'] or ['']
             sets.append(f'recipe.baselines={json.dumps(kept)}')
-        cmd = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', args.profile,
-               '--run-dir', run_dir, '--timeout', str(args.timeout)]
-        cmd += [a for s in sets for a in ('--set', s)]
-        env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id + seed),
-                   ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-        print(f'seed {seed}: {" ".join(cmd)}', file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
-        with open(os.path.join(run_dir, 'summary.json')) as f:
-            summary = json.load(f)
-        if proc.returncode != 0 or not summary.get('complete'):
-            print(json.dumps({'kind': 'failed', 'seed': seed, 'run_dir': run_dir,
-                              'failed': summary.get('failed')}), flush=True)
+        print(f'seed {seed}:', file=sys.stderr, flush=True)
+        summary = run_graph(args.profile, run_dir, sets, args.domain_id + seed, args.timeout)
+        if summary is None:
             return 1
         ctl = node_params(os.path.join(run_dir, 'params.yaml'), 'controller')
         method = 'policy' if ctl['mode'] == 'policy' else ctl['planner']['name']

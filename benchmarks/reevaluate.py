@@ -31,9 +31,10 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 from typing import List, Optional, Sequence
+
+from graph_recipe import run_graph
 
 # What the copy leaves behind: the old run's logs and progress are not the new run's.
 SKIPPED = ('logs', 'summary.json', 'params.yaml')
@@ -105,18 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     sets = [f'recipe.evaluation_episodes={args.episodes}',
             f'recipe.evaluation_seed={args.seed}', 'recipe.baselines=[""]'] + args.sets
-    cmd = [sys.executable, '-m', 'mbrl_robot.runner', '--profile', source, '--run-dir',
-           os.path.abspath(args.out), '--resume', '--timeout', str(args.timeout)]
-    cmd += [a for s in sets for a in ('--set', s)]
-    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    print(' '.join(cmd), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, stdout=sys.stderr)
-    with open(os.path.join(args.out, 'summary.json')) as f:
-        summary = json.load(f)
-    if proc.returncode != 0 or not summary.get('complete'):
-        print(json.dumps({'kind': 'failed', 'run_dir': args.out,
-                          'failed': summary.get('failed')}), flush=True)
+    summary = run_graph(source, os.path.abspath(args.out), sets, args.domain_id, args.timeout,
+                        resume=True)
+    if summary is None:
         return 1
     stages = sorted({e['stage'] for e in summary['episodes'] if e['stage'].startswith('eval')})
     for stage in stages:
