@@ -38,7 +38,8 @@ import torch
 
 from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
-from mbrl_robot.core.policy import DeterministicPolicy, load_policy as load_policy_dir
+from mbrl_robot.core.policy import ChunkEnsemble, DeterministicPolicy, \
+    load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter, disagreement_scale
 from mbrl_robot.core.tasks.push import (ACTION_DIM, JOINT_POS, PUCK, PUSH_OBS_LAYOUT,
                                         PUSH_OBS_LAYOUTS, push_obs_fn, PushTask, STATE_DIM)
@@ -169,6 +170,9 @@ class LearnedPolicy:
     and the target (``obs_layout``: ``[s, target - puck]``, or with the tool's end), plus
     Gaussian noise of std ``exploration_std`` when collecting data (MBPO collects with SAC's
     stochastic policy; the deployed checkpoint holds the mean only, so the noise stands in).
+    A policy that predicts chunks of actions (``policy.chunk`` > 1) executes each step's
+    temporal ensemble of its predictions (:class:`ChunkEnsemble`); the "plan" is then the
+    ensembled actions of this step and the next ``chunk - 1`` (the controller's fallback rows).
 
     Args:
         policy: the network (``obs (B, O) -> action (B, 7)`` in [-1, 1]).
@@ -207,13 +211,16 @@ class LearnedPolicy:
         self.make_obs = push_obs_fn(self.task, obs_layout)
         self.policy = policy
         self.policy_version = self.model_version = version
+        # A new policy's chunks do not mix with the last one's.
+        self.chunks = ChunkEnsemble(ACTION_DIM, policy.chunk, policy.chunk_decay)
 
     def set_last_action(self, action: np.ndarray) -> None:
         """Unused: the policy is a function of the state (kept for the controller's calls)."""
 
     @torch.inference_mode()
     def plan(self, state: np.ndarray, step: int) -> Tuple[np.ndarray, int]:
-        """Plan (1, A): the deterministic action for ``state`` (>= 17,); returns it with ``step``.
+        """Plan (1, A): the deterministic action for ``state`` (>= 17,), or (chunk, A): the
+        ensembled actions of a chunked policy; returns it with ``step``.
 
         Raises:
             RuntimeError: no target set on the task.
@@ -228,11 +235,16 @@ class LearnedPolicy:
             raise ValueError(f'LearnedPolicy.plan: state must hold {STATE_DIM} finite numbers, '
                              f'got shape {np.shape(state)}')
         if self.hold(s, target):
+            self.chunks.reset()
             self._info = {'holding': True, 'policy_version': self.policy_version}
             return _hold_plan(step)
         obs = self.make_obs(torch.as_tensor(s[None, :STATE_DIM]),
                             torch.as_tensor(target[None], dtype=torch.float32))
-        action = self.policy(obs).double().numpy()
+        action = self.policy(obs)[0].double().numpy()
+        if self.policy.chunk > 1:
+            action = self.chunks.add(step, action)
+        else:
+            action = action[None]
         if self.exploration_std > 0.0:
             action = action + self._rng.normal(0.0, self.exploration_std, action.shape)
         action = np.clip(np.nan_to_num(action, nan=0.0), -1.0, 1.0)

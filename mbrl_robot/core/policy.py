@@ -17,6 +17,9 @@
   an SB3 ``SAC`` by :meth:`DeterministicPolicy.from_sac` (duck-typed: SB3 is not imported here).
 * :class:`PolicyEnsemble`: the mean action of several such networks fitted to the same data
   (bagging: the fit's seed alone moves a distilled policy's success by up to 17 points).
+* :class:`ChunkEnsemble`: a policy that predicts its next ``chunk`` actions at every step
+  (``DeterministicPolicy(..., chunk=k)``) executes, at each step, the weighted mean of every
+  prediction made for that step (temporal ensembling, Zhao et al. 2023).
 * :func:`save_policy`, :func:`load_policy`: a versioned checkpoint directory, ``policy.pt`` +
   ``policy.json`` (format version, dims, hidden sizes, activation, members, observation layout,
   version, sha256) and, to resume training, ``sac.zip``.
@@ -47,21 +50,29 @@ class DeterministicPolicy(torch.nn.Module):
 
     Args:
         obs_dim: O.
-        act_dim: A.
+        act_dim: A, one step's action.
         hidden_sizes: widths of the hidden layers.
         activation: ``relu`` (SB3's SAC default), ``tanh``, ``silu`` or ``elu``.
+        chunk: actions predicted per observation, this step's and the next ``chunk - 1``
+            (the output is ``chunk * A`` wide, step-major); 1 for an ordinary policy.
+        chunk_decay: how a deployed chunked policy weighs its predictions of one step
+            (:class:`ChunkEnsemble`: ``exp(-chunk_decay * age)``; 0 averages them).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int],
-                 activation: str = 'relu'):
+                 activation: str = 'relu', chunk: int = 1, chunk_decay: float = 0.0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, '
                              f'got {activation!r}')
-        for name, v in (('obs_dim', obs_dim), ('act_dim', act_dim)):
+        for name, v in (('obs_dim', obs_dim), ('act_dim', act_dim), ('chunk', chunk)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f'{name} must be an int >= 1, got {v!r}')
+        if isinstance(chunk_decay, bool) or not isinstance(chunk_decay, (int, float)) \
+                or not 0.0 <= chunk_decay < float('inf'):
+            raise ValueError(f'chunk_decay must be a finite number >= 0, got {chunk_decay!r}')
         self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.chunk, self.chunk_decay = chunk, float(chunk_decay)
         self.hidden_sizes = [int(h) for h in hidden_sizes]
         self.activation = activation
         layers: List[torch.nn.Module] = []
@@ -70,15 +81,16 @@ class DeterministicPolicy(torch.nn.Module):
             layers += [torch.nn.Linear(size, h), ACTIVATIONS[activation]()]
             size = h
         self.latent = torch.nn.Sequential(*layers)
-        self.mu = torch.nn.Linear(size, act_dim)
+        self.mu = torch.nn.Linear(size, act_dim * chunk)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Actions (B, A) in [-1, 1] from obs (B, O)."""
+        """Actions (B, chunk * A) in [-1, 1] from obs (B, O)."""
         return torch.tanh(self.mu(self.latent(obs)))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """One action (A,) float64 from one observation (O,).
+        """One prediction (chunk * A,) float64 from one observation (O,): one action unless
+        the policy predicts chunks.
 
         Raises:
             ValueError: wrong shape or non-finite observation.
@@ -125,28 +137,32 @@ class PolicyEnsemble(DeterministicPolicy):
 
     Args:
         policies: the networks (each ``obs (B, O) -> action (B, A)``), or
-        obs_dim, act_dim, hidden_sizes, activation, members: an untrained ensemble of that
-            shape (what :func:`load_policy` fills).
+        obs_dim, act_dim, hidden_sizes, activation, members, chunk, chunk_decay: an untrained
+            ensemble of that shape (what :func:`load_policy` fills).
     """
 
     def __init__(self, policies: Optional[Sequence[DeterministicPolicy]] = None, *,
                  obs_dim: int = 0, act_dim: int = 0, hidden_sizes: Sequence[int] = (),
-                 activation: str = 'relu', members: int = 0):
+                 activation: str = 'relu', members: int = 0, chunk: int = 1,
+                 chunk_decay: float = 0.0):
         if policies is None:
             if isinstance(members, bool) or not isinstance(members, int) or members < 2:
                 raise ValueError(f'PolicyEnsemble: members must be an int >= 2, got {members!r}')
-            policies = [DeterministicPolicy(obs_dim, act_dim, hidden_sizes, activation)
-                        for _ in range(members)]
+            policies = [DeterministicPolicy(obs_dim, act_dim, hidden_sizes, activation, chunk,
+                                            chunk_decay) for _ in range(members)]
         policies = list(policies)
         first = policies[0]
-        shape = (first.obs_dim, first.act_dim, first.hidden_sizes, first.activation)
+        shape = (first.obs_dim, first.act_dim, first.hidden_sizes, first.activation,
+                 first.chunk, first.chunk_decay)
         if len(policies) < 2 or any(
-                (p.obs_dim, p.act_dim, p.hidden_sizes, p.activation) != shape
+                (p.obs_dim, p.act_dim, p.hidden_sizes, p.activation, p.chunk,
+                 p.chunk_decay) != shape
                 or type(p) is not DeterministicPolicy for p in policies):
             raise ValueError('PolicyEnsemble: needs >= 2 DeterministicPolicy networks of one '
                              'architecture')
         torch.nn.Module.__init__(self)
-        self.obs_dim, self.act_dim, self.hidden_sizes, self.activation = shape
+        (self.obs_dim, self.act_dim, self.hidden_sizes, self.activation, self.chunk,
+         self.chunk_decay) = shape
         self.nets = torch.nn.ModuleList(policies)
 
     @property
@@ -155,8 +171,52 @@ class PolicyEnsemble(DeterministicPolicy):
         return len(self.nets)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """The members' mean action (B, A) in [-1, 1] from obs (B, O)."""
+        """The members' mean prediction (B, chunk * A) in [-1, 1] from obs (B, O)."""
         return torch.stack([net(obs) for net in self.nets]).mean(0)
+
+
+class ChunkEnsemble:
+    """Temporal ensembling of a chunked policy's predictions (ACT, Zhao et al. 2023).
+
+    A policy with ``chunk = k`` predicts at step ``t`` the actions of steps ``t .. t + k - 1``.
+    Each step executes the weighted mean of the predictions made for it in the last ``k``
+    steps, weight ``exp(-decay * age)`` (``age``: steps since that prediction was made), so
+    the executed actions carry what the policy intended a moment ago, as a planner's warm
+    start carries its last plan.
+
+    Args:
+        act_dim: A.
+        chunk: k, the actions per prediction.
+        decay: >= 0; 0 averages the predictions, larger trusts the newest more.
+    """
+
+    def __init__(self, act_dim: int, chunk: int, decay: float = 0.0):
+        self.act_dim, self.chunk, self.decay = int(act_dim), int(chunk), float(decay)
+        self._made: List[Tuple[int, np.ndarray]] = []  # (step, (k, A)), oldest first
+
+    def reset(self) -> None:
+        """Forget every prediction (an episode start, or after a stop at the goal)."""
+        self._made = []
+
+    def add(self, step: int, prediction: np.ndarray) -> np.ndarray:
+        """Store the prediction (k * A,) made at ``step``; returns the ensembled actions
+        (k, A) of steps ``step .. step + k - 1`` from every stored prediction that covers them
+        (the first row is this step's action, the others a fallback for late steps). A step
+        before the last stored one starts afresh."""
+        rows = np.asarray(prediction, dtype=np.float64).reshape(self.chunk, self.act_dim)
+        if self._made and step <= self._made[-1][0]:
+            self._made = []
+        self._made = [(s, p) for s, p in self._made if s + self.chunk > step] + [(step, rows)]
+        out = np.zeros((self.chunk, self.act_dim))
+        weights = np.zeros(self.chunk)
+        for made, rows_made in self._made:
+            for i in range(self.chunk):
+                j = step + i - made  # that prediction's row for step + i
+                if j < self.chunk:
+                    w = np.exp(-self.decay * j)
+                    out[i] += w * rows_made[j]
+                    weights[i] += w
+        return out / weights[:, None]
 
 
 def save_policy(policy: DeterministicPolicy, directory: Union[str, os.PathLike], version: int,
@@ -177,7 +237,8 @@ def save_policy(policy: DeterministicPolicy, directory: Union[str, os.PathLike],
     meta = {'format_version': POLICY_FORMAT_VERSION, 'policy_class': type(policy).__name__,
             'obs_dim': policy.obs_dim, 'act_dim': policy.act_dim,
             'hidden_sizes': policy.hidden_sizes, 'activation': policy.activation,
-            'members': policy.members, 'obs_layout': obs_layout, 'version': version,
+            'members': policy.members, 'chunk': policy.chunk,
+            'chunk_decay': policy.chunk_decay, 'obs_layout': obs_layout, 'version': version,
             'torch_version': torch.__version__, 'extra': extra or {}}
     sha = save_checkpoint(d, POLICY_FILE, POLICY_META, policy, meta)
     return sha
@@ -213,13 +274,16 @@ def load_policy(directory: Union[str, os.PathLike], version: Optional[int] = Non
          'sha256': sha256}, 'policy')
     try:
         members = meta.get('members', 1)  # absent before session 18: one network
+        # Absent before session 24: one action per observation.
+        chunk, decay = meta.get('chunk', 1), meta.get('chunk_decay', 0.0)
         if members == 1:
             policy = DeterministicPolicy(int(meta['obs_dim']), int(meta['act_dim']),
-                                         meta['hidden_sizes'], meta['activation'])
+                                         meta['hidden_sizes'], meta['activation'], chunk, decay)
         else:
             policy = PolicyEnsemble(obs_dim=int(meta['obs_dim']), act_dim=int(meta['act_dim']),
                                     hidden_sizes=meta['hidden_sizes'],
-                                    activation=meta['activation'], members=members)
+                                    activation=meta['activation'], members=members,
+                                    chunk=chunk, chunk_decay=decay)
         policy.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f'{weights_path}: weights do not match the architecture in '

@@ -28,7 +28,7 @@ from mbrl_robot.config import node_params
 import mbrl_robot.core.algorithms.distill as distill_module
 from mbrl_robot.core.algorithms.distill import (check_distill_cfg, fit_policy, LABEL_LIMIT,
                                                 PlannerDistiller, push_distill_agent)
-from mbrl_robot.core.policy import load_policy, save_policy
+from mbrl_robot.core.policy import DeterministicPolicy, load_policy, save_policy
 from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT
 from mbrl_robot.core.types import GoalTask
 
@@ -36,7 +36,8 @@ CFG = {'hidden_sizes': [64, 64], 'activation': 'relu', 'epochs': 150, 'batch_siz
        'learning_rate': 3e-3, 'weight_decay': 0.0, 'relabel': False, 'label_mean': True,
        'model_rollouts': 20, 'model_rollout_length': 10, 'rollout_start': 'any_state',
        'expert_fraction': 0.3, 'dagger_rounds': 1, 'observation': 'state',
-       'policy_members': 1, 'label_plans': 1, 'seed': 0}
+       'policy_members': 1, 'label_plans': 1, 'action_chunk': 1, 'chunk_decay': 0.0,
+       'seed': 0}
 
 
 def _point_task() -> GoalTask:
@@ -253,6 +254,7 @@ def test_fit_folds_the_input_normalisation_into_the_first_layer():
     ({'dagger_rounds': 0}, 'dagger_rounds'), ({'rollouts': 3}, 'unknown keys'),
     ({'rollout_start': 'start'}, 'rollout_start'), ({'observation': 'tool'}, 'observation'),
     ({'policy_members': 0}, 'policy_members'), ({'label_plans': 0}, 'label_plans'),
+    ({'action_chunk': 0}, 'action_chunk'), ({'chunk_decay': -1.0}, 'chunk_decay'),
 ])
 def test_bad_config_is_named(change, match):
     with pytest.raises(ValueError, match=match):
@@ -542,3 +544,124 @@ def test_a_policy_ensemble_needs_two_networks_of_one_shape():
         PolicyEnsemble([DeterministicPolicy(4, 2, [8])])
     with pytest.raises(ValueError, match='members'):
         PolicyEnsemble(obs_dim=4, act_dim=2, hidden_sizes=[8], members=1)
+
+
+class ChunkPointExpert(PointExpert):
+    """The point expert's plan: its own clipped-gain actions rolled out ``chunk`` steps."""
+
+    def __init__(self, chunk):
+        super().__init__()
+        self.chunk = chunk
+
+    def label(self, state, previous):
+        first = super().label(state, previous)
+        rows, s = [first], _step(np.asarray(state), first)
+        for _ in range(self.chunk - 1):
+            rows.append(np.clip(5.0 * (self.goal - s), -1.0, 1.0))
+            s = _step(s, rows[-1])
+        return np.concatenate(rows)
+
+
+def test_chunk_ensemble_weighs_every_prediction_made_for_a_step():
+    """Step t executes the mean over the last k predictions of their rows for t, weight
+    exp(-decay * age); later rows are the fallback; a step back in time starts afresh."""
+    from mbrl_robot.core.policy import ChunkEnsemble
+    e = ChunkEnsemble(1, 3, decay=0.0)
+    np.testing.assert_allclose(e.add(0, [1.0, 2.0, 3.0]), [[1.0], [2.0], [3.0]])
+    np.testing.assert_allclose(e.add(1, [10.0, 20.0, 30.0]), [[6.0], [11.5], [30.0]])
+    # Step 2: rows 2, 1 and 0 of the predictions made at steps 0, 1 and 2.
+    np.testing.assert_allclose(e.add(2, [100.0, 0.0, 0.0])[0], [(3.0 + 20.0 + 100.0) / 3])
+    # Step 3 (step 0's prediction is spent): rows 2 and 1 of steps 1 and 2, row 0 of step 3.
+    np.testing.assert_allclose(e.add(3, [7.0, 0.0, 0.0])[0], [(30.0 + 0.0 + 7.0) / 3])
+    # A skipped step: predictions still align by step number.
+    np.testing.assert_allclose(e.add(5, [1.0, 1.0, 1.0])[0], [(0.0 + 1.0) / 2])
+    np.testing.assert_allclose(e.add(0, [4.0, 5.0, 6.0]), [[4.0], [5.0], [6.0]])
+    d = ChunkEnsemble(1, 2, decay=np.log(3.0))  # the older prediction weighs a third
+    d.add(0, [0.0, 4.0])
+    np.testing.assert_allclose(d.add(1, [8.0, 0.0])[0], [(4.0 / 3 + 8.0) / (1.0 / 3 + 1.0)])
+    single = ChunkEnsemble(2, 1)
+    np.testing.assert_allclose(single.add(0, [0.5, -0.5]), [[0.5, -0.5]])
+
+
+def test_a_chunked_policy_is_fitted_to_plans_rolled_out_as_an_ensemble_and_deployed(tmp_path):
+    """action_chunk 3: each label is the expert's next three actions; the model rollouts
+    execute the policy's temporal ensemble; the checkpoint keeps the chunk and its decay, and
+    the controller's LearnedPolicy executes the ensemble, forgetting it at the goal hold."""
+    from mbrl_robot.core.control import GoalHold, LearnedPolicy
+    from mbrl_robot.core.tasks.push import PushTask
+    d = PlannerDistiller(_point_task(), ChunkPointExpert(3),
+                         {**CFG, 'action_chunk': 3, 'chunk_decay': 0.5}, log=lambda m: None)
+    rows = _episodes(10, 20, seed=0)
+    d.add_transitions(*(rows[k] for k in ('state', 'executed', 'next_state', 'goal', 'episode',
+                                          'step')))
+    for _ in range(2):
+        d.catch_up(PointModel())
+    assert d.real_labels.shape == (200, 6) and d.model_labels.shape[1] == 6
+    policy = d.policy()
+    assert (policy.act_dim, policy.chunk, policy.chunk_decay) == (2, 3, 0.5)
+    # The second round's rollouts moved by the ensembled policy: not by the label's first
+    # action (expert_fraction 0.3 leaves most steps to the policy).
+    obs, labels = d.model_obs[200:], d.model_labels[200:]
+    moved = obs[1:10, :2] - obs[:9, :2]
+    assert not np.allclose(moved, 0.1 * np.clip(labels[:9, :2], -1, 1), atol=1e-5)
+    # It drives the point home with its ensemble.
+    from mbrl_robot.core.policy import ChunkEnsemble
+    rng = np.random.default_rng(123)
+    finals = []
+    for _ in range(10):
+        s, goal = rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 2)
+        e = ChunkEnsemble(2, 3, 0.5)
+        for t in range(40):
+            obs = np.concatenate([s, goal - s])
+            s = _step(s, e.add(t, policy.act(obs))[0])
+        finals.append(np.linalg.norm(s - goal))
+    assert np.median(finals) < 0.05, finals
+    # Saved and loaded with its chunk; a push-shaped chunked policy in the controller.
+    net = DeterministicPolicy(20, 7, [8], chunk=3, chunk_decay=0.5)
+    save_policy(net, tmp_path / 'p', 1, PUSH_OBS_LAYOUT)
+    loaded, meta = load_policy(tmp_path / 'p', act_dim=7)
+    assert (loaded.chunk, loaded.chunk_decay, meta['chunk']) == (3, 0.5, 3)
+    task = PushTask.from_config(node_params('ci_smoke', 'controller')['task'])
+    task.set_target([0.6, 0.05, 0.02])
+    lp = LearnedPolicy(loaded, task, 1, GoalHold(0.02, 0.03))
+    state = np.r_[np.zeros(14), 0.55, 0.0, 0.02]
+    first, _ = lp.plan(state, 0)
+    second, _ = lp.plan(state, 1)
+    with torch.no_grad():
+        pred = loaded(lp.make_obs(torch.as_tensor(state[None], dtype=torch.float32),
+                                  torch.tensor([[0.6, 0.05, 0.02]]))).numpy().reshape(3, 7)
+    assert first.shape == (3, 7)
+    np.testing.assert_allclose(first, np.clip(pred, -1, 1), atol=1e-6)
+    w = np.exp(-0.5)
+    np.testing.assert_allclose(second[0], (w * pred[1] + pred[0]) / (w + 1), atol=1e-6)
+    held, _ = lp.plan(np.r_[np.zeros(14), 0.6, 0.05, 0.02], 2)  # at the goal: hold, forget
+    assert np.all(held == 0) and lp.chunks._made == []
+
+
+def test_the_push_expert_labels_a_chunk_with_the_plans_first_rows():
+    """``action_chunk: 2``: a label is the first two rows of the plan that ``action_chunk: 1``
+    labels by its first row (same planner, same seed); a chunk longer than the horizon is
+    named."""
+    from mbrl_robot.core.models import create_model
+    p = _push_params()
+    model = create_model(dict(p['model']), 17, 7, 'cpu', 0).eval()
+    state = np.r_[np.zeros(14), 0.6, 0.0, 0.02]
+    goal = np.array([0.7, 0.05, 0.02])
+    labels = {}
+    for chunk in (1, 2, 4):
+        q = copy.deepcopy(p)
+        q['distill']['action_chunk'] = chunk
+        e = push_distill_agent(q, log=lambda m: None, model=model).expert
+        e.start(goal)
+        if chunk == 4:  # the planner's horizon is 3
+            with pytest.raises(ValueError, match='shorter than the action chunk'):
+                e.label(state, None)
+            continue
+        e.start(goal)
+        labels[chunk] = e.label(state, None)
+        if chunk == 2:
+            e.start(goal)
+            plan = e.agent.plan(state)
+            np.testing.assert_allclose(labels[2], np.asarray(plan)[:2].reshape(-1), atol=1e-6)
+    assert labels[2].shape == (14,)
+    np.testing.assert_allclose(labels[2][:7], labels[1], atol=1e-6)

@@ -47,13 +47,15 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from mbrl_robot.core.policy import DeterministicPolicy, PolicyEnsemble, save_policy
+from mbrl_robot.core.policy import ChunkEnsemble, DeterministicPolicy, PolicyEnsemble, \
+    save_policy
 from mbrl_robot.core.types import elite_model, GoalTask
 
 DISTILL_KEYS = ('hidden_sizes', 'activation', 'epochs', 'batch_size', 'learning_rate',
                 'weight_decay', 'relabel', 'label_mean', 'model_rollouts',
                 'model_rollout_length', 'rollout_start', 'expert_fraction', 'dagger_rounds',
-                'observation', 'policy_members', 'label_plans', 'seed')
+                'observation', 'policy_members', 'label_plans', 'action_chunk', 'chunk_decay',
+                'seed')
 # Where the model rollouts start: any real state, or the first state of a real episode (the
 # deployed policy's own start distribution, rolled out for up to an episode).
 ROLLOUT_STARTS = ('any_state', 'episode_start')
@@ -71,7 +73,8 @@ def check_distill_cfg(cfg: Dict[str, Any]) -> None:
     missing = sorted(set(DISTILL_KEYS) - set(cfg))
     if unknown or missing:
         raise ValueError(f'distill config: unknown keys {unknown}, missing keys {missing}')
-    for key in ('epochs', 'batch_size', 'dagger_rounds', 'policy_members', 'label_plans'):
+    for key in ('epochs', 'batch_size', 'dagger_rounds', 'policy_members', 'label_plans',
+                'action_chunk'):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f'distill.{key} must be an int >= 1, got {v!r}')
@@ -79,7 +82,7 @@ def check_distill_cfg(cfg: Dict[str, Any]) -> None:
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f'distill.{key} must be an int >= 0, got {v!r}')
-    for key, lo in (('learning_rate', 0.0), ('weight_decay', -1e-12)):
+    for key, lo in (('learning_rate', 0.0), ('weight_decay', -1e-12), ('chunk_decay', -1e-12)):
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                 or not v > lo:
@@ -114,14 +117,19 @@ class PlannerExpert:
         plans: plans per label, each from the same warm start with its own samples, their first
             actions averaged (the planner's expected action at that state and warm start, its
             sampling noise divided by ``plans``); the first plan's warm start carries on.
+        chunk: actions per label: the plan's first ``chunk`` rows (a chunked policy's target:
+            what the planner intends next, which its warm start carries and the state does
+            not show); at most the planner's horizon.
     """
 
-    def __init__(self, agent, set_goal: Callable[[np.ndarray], None], plans: int = 1):
-        if isinstance(plans, bool) or not isinstance(plans, int) or plans < 1:
-            raise ValueError(f'PlannerExpert: plans must be an int >= 1, got {plans!r}')
+    def __init__(self, agent, set_goal: Callable[[np.ndarray], None], plans: int = 1,
+                 chunk: int = 1):
+        for name, v in (('plans', plans), ('chunk', chunk)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f'PlannerExpert: {name} must be an int >= 1, got {v!r}')
         self.agent = agent
         self.set_goal = set_goal
-        self.plans = plans
+        self.plans, self.chunk = plans, chunk
         self.labels = 0
 
     def set_model(self, model) -> None:
@@ -135,24 +143,31 @@ class PlannerExpert:
         self.agent.restart()
 
     def label(self, state: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
-        """The planner's first action (A,) at ``state`` (the mean over ``plans`` plans);
-        ``previous``: the action executed before it (the planner's acceleration bound starts
-        there), None at an episode start."""
+        """The planner's first ``chunk`` actions (chunk * A,) at ``state`` (the mean over
+        ``plans`` plans); ``previous``: the action executed before it (the planner's
+        acceleration bound starts there), None at an episode start."""
         if previous is not None:
             self.agent.set_last_action(np.clip(previous, -1.0, 1.0))
         self.labels += 1
         optimizer = self.agent.trajectory_optimizer
         warm = optimizer.previous_solution.clone()
-        first = np.asarray(self.agent.plan(state)[0], dtype=np.float64)
+        first = self._rows(self.agent.plan(state))
         if self.plans == 1:
             return first
         carried = optimizer.previous_solution
         total = first.copy()
         for _ in range(self.plans - 1):
             optimizer.previous_solution = warm.clone()
-            total += np.asarray(self.agent.plan(state)[0], dtype=np.float64)
+            total += self._rows(self.agent.plan(state))
         optimizer.previous_solution = carried
         return total / self.plans
+
+    def _rows(self, plan) -> np.ndarray:
+        plan = np.asarray(plan, dtype=np.float64)
+        if len(plan) < self.chunk:
+            raise ValueError(f'PlannerExpert: a plan of {len(plan)} steps is shorter than the '
+                             f'action chunk ({self.chunk})')
+        return plan[:self.chunk].reshape(-1)
 
 
 def fit_policy(obs: np.ndarray, labels: np.ndarray, cfg: Dict[str, Any], seed: int,
@@ -161,7 +176,9 @@ def fit_policy(obs: np.ndarray, labels: np.ndarray, cfg: Dict[str, Any], seed: i
 
     Inputs are standardised during training and the standardisation is then folded into the
     first layer, so the saved network takes raw observations. 10% of the rows (at least one)
-    are held out to report the validation error.
+    are held out to report the validation error. With ``cfg['action_chunk']`` = k the labels
+    are (N, k * A), k actions each, and the policy predicts chunks (deployed with
+    ``cfg['chunk_decay']``).
 
     Returns:
         ``{'policy', 'train_mse', 'val_mse', 'rows', 'wall_s'}``.
@@ -181,8 +198,12 @@ def fit_policy(obs: np.ndarray, labels: np.ndarray, cfg: Dict[str, Any], seed: i
     sd = obs[train].std(0) + 1e-3
     x = torch.as_tensor((obs - mu) / sd)
     t = torch.as_tensor(y)
-    policy = DeterministicPolicy(obs.shape[1], y.shape[1], list(cfg['hidden_sizes']),
-                                 cfg['activation'])
+    chunk = int(cfg.get('action_chunk', 1))
+    if y.shape[1] % chunk:
+        raise ValueError(f'fit_policy: labels of width {y.shape[1]} do not hold {chunk} '
+                         'actions each')
+    policy = DeterministicPolicy(obs.shape[1], y.shape[1] // chunk, list(cfg['hidden_sizes']),
+                                 cfg['activation'], chunk, float(cfg.get('chunk_decay', 0.0)))
     opt = torch.optim.AdamW(policy.parameters(), lr=float(cfg['learning_rate']),
                             weight_decay=float(cfg['weight_decay']))
     bs = int(cfg['batch_size'])
@@ -236,10 +257,12 @@ class PlannerDistiller:
         # Real rows, in arrival order, and the label of each (NaN until labelled).
         self._cols: Dict[str, List[np.ndarray]] = {k: [] for k in (
             'state', 'executed', 'next_state', 'goal', 'episode', 'step')}
-        self.real_labels = np.zeros((0, gtask.act_dim))
+        self.chunk = int(cfg['action_chunk'])
+        self.label_dim = gtask.act_dim * self.chunk
+        self.real_labels = np.zeros((0, self.label_dim))
         # Labelled model-rollout rows (obs, label), aggregated over rounds as DAgger does.
         self.model_obs = np.zeros((0, self.obs_dim), dtype=np.float32)
-        self.model_labels = np.zeros((0, gtask.act_dim))
+        self.model_labels = np.zeros((0, self.label_dim))
         self._policy: Optional[DeterministicPolicy] = None
         self.fits = 0  # policy fits so far (each fit's seed is seed + its index)
         self.last_fit: Dict[str, Any] = {}
@@ -258,7 +281,7 @@ class PlannerDistiller:
             self._cols[key].append(v.astype(np.int64 if key in ('episode', 'step')
                                             else np.float64))
         self.real_labels = np.concatenate([self.real_labels,
-                                           np.full((n, self.gtask.act_dim), np.nan)])
+                                           np.full((n, self.label_dim), np.nan)])
 
     def _col(self, key: str) -> np.ndarray:
         parts = self._cols[key]
@@ -300,9 +323,10 @@ class PlannerDistiller:
         """``n`` rollouts of ``length`` steps in ``model`` from random real states (with their
         goals; with ``rollout_start: episode_start`` the first states of real episodes), each
         step driven by the policy (by the expert's own label with probability
-        ``expert_fraction``, and always before a policy exists); every visited state is
-        labelled. One elite member per rollout (PETS' TS-inf); a rollout whose prediction
-        leaves the finite numbers ends. Returns rows labelled."""
+        ``expert_fraction``, and always before a policy exists; a chunked policy's temporal
+        ensemble, as deployed); every visited state is labelled. One elite member per rollout
+        (PETS' TS-inf); a rollout whose prediction leaves the finite numbers ends. Returns rows
+        labelled."""
         if n == 0 or length == 0 or self.n_real == 0:
             return 0
         m = elite_model(model)
@@ -322,15 +346,19 @@ class PlannerDistiller:
             member = int(self.rng.integers(m.ensemble_size))
             self.expert.start(goal)
             previous = None
-            for _ in range(length):
+            chunks = ChunkEnsemble(self.gtask.act_dim, self.chunk, self.cfg['chunk_decay'])
+            for t in range(length):
                 obs = self.gtask.make_obs(s, g)
                 label = self.expert.label(s[0].numpy(), previous)
                 obs_rows.append(obs[0].numpy())
                 label_rows.append(label)
-                if self._policy is None or self.rng.random() < float(self.cfg['expert_fraction']):
-                    act = label[None].astype(np.float32)
+                mine = None
+                if self._policy is not None:
+                    mine = chunks.add(t, self._policy(obs)[0].numpy())[0]
+                if mine is None or self.rng.random() < float(self.cfg['expert_fraction']):
+                    act = label[None, :self.gtask.act_dim].astype(np.float32)
                 else:
-                    act = self._policy(obs).numpy()
+                    act = mine[None].astype(np.float32)
                 if self.gtask.action_filter is not None:
                     act = self.gtask.action_filter(s.numpy(), act)
                 previous = act[0]
@@ -456,5 +484,6 @@ def push_distill_agent(params: Dict[str, Any], log: Callable[[str], None] = prin
     agent = create_agent(planner, model.eval(), task.reward_fn, ACTION_DIM, 'cpu',
                          max_delta=command_filter.max_action_step,
                          joint_limits=command_filter.limits)
-    expert = PlannerExpert(agent, task.set_target, int(params['distill']['label_plans']))
+    expert = PlannerExpert(agent, task.set_target, int(params['distill']['label_plans']),
+                           int(params['distill']['action_chunk']))
     return PlannerDistiller(gtask, expert, dict(params['distill']), log)
