@@ -14,8 +14,9 @@
 """Milliseconds per action of a deployed policy on one CPU core, JSON lines.
 
 Times what the controller runs per step in policy mode (``core/control.py:LearnedPolicy.plan``:
-the observation, one forward pass, the clip) on the recorded states of a run, one thread, and
-beside it the run's planner on the same states (``--planner``), in the same process.
+the observation, one forward pass, a chunked policy's temporal ensemble, the clip) on the
+recorded states of a run, one thread, and beside it the run's planner on the same states
+(``--planner``), in the same process.
 
 Usage::
 
@@ -80,13 +81,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             obs_layout=meta['obs_layout'])
     lines = []
     ms = []
-    for s, target in zip(rec.batch.obs, rec.target):
+    for step, (s, target) in enumerate(zip(rec.batch.obs, rec.target)):
         task.set_target(target)
         t0 = time.perf_counter()
-        learned.plan(s, 0)
+        learned.plan(s, step)  # consecutive steps: a chunked policy ensembles all k
         ms.append(1e3 * (time.perf_counter() - t0))
     lines.append({'kind': 'policy_latency', 'what': 'policy', 'threads': 1,
-                  'hidden_sizes': meta['hidden_sizes'], 'version': meta['version'],
+                  'hidden_sizes': meta['hidden_sizes'], 'chunk': policy.chunk,
+                  'version': meta['version'],
                   **_percentiles(ms[10:])})
     if args.planner:
         cfg = {**params, 'mode': 'planner'}
