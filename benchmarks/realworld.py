@@ -245,6 +245,11 @@ ROWS = {
                     'recipe.policy_episodes_per_iteration=2',
                     'recipe.policy_episodes_from_iteration=2',
                     'controller.policy_exploration_std=0.0'], True),
+    # The r3 row with six times the DAgger rollouts in the model per round (120 of 30 steps:
+    # 54,000 labelled model states over the recipe; session 24, validation seeds).
+    'forward_realtime_distill_mean_r3_rollouts120': (
+        'distill', ['recipe.baselines=["policy"]', 'trainer.distill.dagger_rounds=3',
+                    'trainer.distill.model_rollouts=120'], True),
     # config/distill.yaml's distiller (as shipped since session 17) on push_anywhere as shipped:
     # the trainer labels with the controller's planner (push_anywhere.yaml keeps it in the
     # controller's block, so it is given to the trainer here), the policy evaluated beside the
