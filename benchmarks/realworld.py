@@ -273,6 +273,14 @@ for _profile, _sets, _ in ROWS.values():
         _sets.append('controller.planner.iterations=2')
 
 
+# config/distill.yaml rolls out 120 DAgger rollouts per round in the model since session 24:
+# the distill rows measured before pin the 20 they ran with.
+for _profile, _sets, _ in ROWS.values():
+    if _profile == 'distill' and not any(
+            x.startswith('trainer.distill.model_rollouts=') for x in _sets):
+        _sets.append('trainer.distill.model_rollouts=20')
+
+
 def table(paths: Sequence[str]) -> str:
     """The README's markdown table from this script's JSON lines (one row per label and
     method, over the seeds of its ``seed`` lines)."""
