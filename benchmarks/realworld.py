@@ -265,20 +265,16 @@ ROWS = {
             ('return_mean', 'true'))], True),
 }
 
-# config/push_anywhere.yaml plans with four CEM iterations since session 23: the push_anywhere
-# rows measured before pin the two they ran with.
+# Profile values changed after older rows were measured: those rows pin what they ran with
+# (push_anywhere.yaml plans with four CEM iterations since session 23; distill.yaml rolls out
+# 120 DAgger rollouts per round in the model since session 24).
+PINNED = {'push_anywhere': ('controller.planner.iterations', 2),
+          'distill': ('trainer.distill.model_rollouts', 20)}
 for _profile, _sets, _ in ROWS.values():
-    if _profile == 'push_anywhere' and not any(
-            x.startswith('controller.planner.iterations=') for x in _sets):
-        _sets.append('controller.planner.iterations=2')
-
-
-# config/distill.yaml rolls out 120 DAgger rollouts per round in the model since session 24:
-# the distill rows measured before pin the 20 they ran with.
-for _profile, _sets, _ in ROWS.values():
-    if _profile == 'distill' and not any(
-            x.startswith('trainer.distill.model_rollouts=') for x in _sets):
-        _sets.append('trainer.distill.model_rollouts=20')
+    if _profile in PINNED:
+        _key, _value = PINNED[_profile]
+        if not any(x.startswith(f'{_key}=') for x in _sets):
+            _sets.append(f'{_key}={_value}')
 
 
 def table(paths: Sequence[str]) -> str:
