@@ -72,7 +72,9 @@ choice was ever made; the profiles evaluate on the validation seeds 2000-2019
   ``forward_realtime_distill_mean_r3_mix`` the r3 row with the policy driving the last 2 of
   each iteration's 5 training episodes from the second iteration on
   (``recipe.policy_episodes_per_iteration: 2``, DAgger on real states);
-  ``anywhere_realtime_distill_mean_r3`` the r3 row's distiller on push_anywhere as shipped.
+  ``anywhere_realtime_distill_mean_r3`` the r3 row's distiller on push_anywhere as shipped;
+  ``anywhere_realtime_distill_r3_rollouts120`` distill.yaml's distiller as shipped since
+  session 24 on push_anywhere as shipped since session 23 (four CEM iterations, labels too).
 
 Usage::
 
@@ -262,6 +264,18 @@ ROWS = {
         + [f'trainer.planner.{k}={v}' for k, v in (
             ('name', 'cem'), ('horizon', 15), ('population_size', 60), ('elite_count', 6),
             ('iterations', 2), ('propagation', 'ts_inf'), ('particles', 1),
+            ('return_mean', 'true'))], True),
+    # config/distill.yaml's distiller as shipped since session 24 (120 model rollouts per
+    # round) on push_anywhere as shipped since session 23 (four CEM iterations): the trainer
+    # labels with the controller's planner, four iterations too (session 25, test seeds).
+    'anywhere_realtime_distill_r3_rollouts120': (
+        'push_anywhere', ['controller.planner.backend=compiled', 'recipe.baselines=["policy"]',
+                          'controller.planner.iterations=4',
+                          'trainer.algorithm=distill', 'trainer.distill.relabel=true',
+                          'trainer.distill.dagger_rounds=3', 'trainer.distill.model_rollouts=120']
+        + [f'trainer.planner.{k}={v}' for k, v in (
+            ('name', 'cem'), ('horizon', 15), ('population_size', 60), ('elite_count', 6),
+            ('iterations', 4), ('propagation', 'ts_inf'), ('particles', 1),
             ('return_mean', 'true'))], True),
 }
 
