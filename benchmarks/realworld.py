@@ -113,6 +113,15 @@ def episode_steps(n: int) -> List[str]:
             for node in ('twin', 'buffer', 'trainer', 'controller', 'recipe')]
 
 
+def anywhere_labeller(iterations: int) -> List[str]:
+    """``--set`` arguments giving the trainer push_anywhere's planner to label with
+    (push_anywhere.yaml keeps it in the controller's block): CEM H=15, N=60, M=6, final mean."""
+    return [f'trainer.planner.{k}={v}' for k, v in (
+        ('name', 'cem'), ('horizon', 15), ('population_size', 60), ('elite_count', 6),
+        ('iterations', iterations), ('propagation', 'ts_inf'), ('particles', 1),
+        ('return_mean', 'true'))]
+
+
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
 STEPS_150 = episode_steps(150)
 N100 = ['controller.planner.backend=compiled', 'controller.planner.population_size=100',
@@ -261,10 +270,7 @@ ROWS = {
                           'controller.planner.return_mean=true', 'recipe.baselines=["policy"]',
                           'trainer.algorithm=distill', 'trainer.distill.relabel=true',
                           'trainer.distill.dagger_rounds=3']
-        + [f'trainer.planner.{k}={v}' for k, v in (
-            ('name', 'cem'), ('horizon', 15), ('population_size', 60), ('elite_count', 6),
-            ('iterations', 2), ('propagation', 'ts_inf'), ('particles', 1),
-            ('return_mean', 'true'))], True),
+        + anywhere_labeller(iterations=2), True),
     # config/distill.yaml's distiller as shipped since session 24 (120 model rollouts per
     # round) on push_anywhere as shipped since session 23 (four CEM iterations): the trainer
     # labels with the controller's planner, four iterations too (session 25, test seeds).
@@ -273,10 +279,7 @@ ROWS = {
                           'controller.planner.iterations=4',
                           'trainer.algorithm=distill', 'trainer.distill.relabel=true',
                           'trainer.distill.dagger_rounds=3', 'trainer.distill.model_rollouts=120']
-        + [f'trainer.planner.{k}={v}' for k, v in (
-            ('name', 'cem'), ('horizon', 15), ('population_size', 60), ('elite_count', 6),
-            ('iterations', 4), ('propagation', 'ts_inf'), ('particles', 1),
-            ('return_mean', 'true'))], True),
+        + anywhere_labeller(iterations=4), True),
 }
 
 # Profile values changed after older rows were measured: those rows pin what they ran with
