@@ -122,6 +122,13 @@ def anywhere_labeller(iterations: int) -> List[str]:
         ('return_mean', 'true'))]
 
 
+# The push_anywhere distill rows: distill.yaml's trainer settings on push_anywhere's profile,
+# the controller compiled, the policy evaluated beside the planner.
+ANYWHERE_DISTILL = ['controller.planner.backend=compiled', 'recipe.baselines=["policy"]',
+                    'trainer.algorithm=distill', 'trainer.distill.relabel=true',
+                    'trainer.distill.dagger_rounds=3']
+
+
 # push_anywhere's episodes were 150 steps when these rows were measured (now 200).
 STEPS_150 = episode_steps(150)
 N100 = ['controller.planner.backend=compiled', 'controller.planner.population_size=100',
@@ -266,20 +273,14 @@ ROWS = {
     # controller's block, so it is given to the trainer here), the policy evaluated beside the
     # planner (session 21, issue 18's "push_anywhere: the same table"; nothing tuned for it).
     'anywhere_realtime_distill_mean_r3': (
-        'push_anywhere', ['controller.planner.backend=compiled',
-                          'controller.planner.return_mean=true', 'recipe.baselines=["policy"]',
-                          'trainer.algorithm=distill', 'trainer.distill.relabel=true',
-                          'trainer.distill.dagger_rounds=3']
+        'push_anywhere', ['controller.planner.return_mean=true'] + ANYWHERE_DISTILL
         + anywhere_labeller(iterations=2), True),
     # config/distill.yaml's distiller as shipped since session 24 (120 model rollouts per
     # round) on push_anywhere as shipped since session 23 (four CEM iterations): the trainer
     # labels with the controller's planner, four iterations too (session 25, test seeds).
     'anywhere_realtime_distill_r3_rollouts120': (
-        'push_anywhere', ['controller.planner.backend=compiled', 'recipe.baselines=["policy"]',
-                          'controller.planner.iterations=4',
-                          'trainer.algorithm=distill', 'trainer.distill.relabel=true',
-                          'trainer.distill.dagger_rounds=3', 'trainer.distill.model_rollouts=120']
-        + anywhere_labeller(iterations=4), True),
+        'push_anywhere', ['controller.planner.iterations=4', 'trainer.distill.model_rollouts=120']
+        + ANYWHERE_DISTILL + anywhere_labeller(iterations=4), True),
 }
 
 # Profile values changed after older rows were measured: those rows pin what they ran with
