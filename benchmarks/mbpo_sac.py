@@ -14,7 +14,10 @@
 """MBPO or model-free SAC on the twin; one JSON line per seed, then the summary on the last line.
 
 Both methods drive ``MBRLPush`` through the controller's ``CommandFilter`` (``PushPolicyEnv``)
-and are evaluated with their deterministic policy on the held-out episodes ``eval_seed ..
+in lockstep, in process: the twin is built from the profile's ``twin`` block (its ``variant``,
+``physics`` and the dynamics part of ``realism``: actuation delay, velocity lag, per-episode puck
+mass and friction; sensing is ideal), so ``--profile push_anywhere`` trains on push_anywhere.
+They are evaluated with their deterministic policy on the held-out episodes ``eval_seed ..
 eval_seed + eval_episodes - 1`` (1000..1019 by default, like the recipe). The JSON holds, per
 seed and averaged: success rate and mean final distance, real transitions used, wall time, the
 learning curve (SAC: at every ``--curve`` budget), and the time per control step of the deployed
@@ -27,6 +30,7 @@ Usage::
     python benchmarks/mbpo_sac.py --method sac --transitions 50000 --curve 5000 20000 50000
     python benchmarks/mbpo_sac.py --method sac --transitions 50000 --seeds 0 1 2 \
         --set eval_seed=5000 relabel_goals=4      # hindsight goals (HER), the test seeds
+    python benchmarks/mbpo_sac.py --method sac --transitions 50000 --profile push_anywhere
 """
 
 import argparse
@@ -49,13 +53,19 @@ from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
 from mbrl_robot.sim.push_env import PushEnv
 
 
+def twin_env(profile: str, task: Dict[str, Any]) -> PushEnv:
+    """The in-process twin of ``profile``: its variant, physics and realism, with ``task``."""
+    twin = node_params(profile, 'twin')
+    return PushEnv(task, physics=twin['physics'], realism=twin['realism'],
+                   variant=twin['variant'])
+
+
 def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
     """Median / p99 ms per control step: ``LearnedPolicy.plan`` and ``PlannerPolicy.plan``."""
     ctl = node_params(profile, 'controller')
     trainer = node_params(profile, 'trainer')
-    task = ctl['task']
     cf = CommandFilter.from_params(ctl)
-    env = PushEnv(task)
+    env = twin_env(profile, ctl['task'])
     state, info = env.reset(seed=1000)
     env.close()
     out = {}
@@ -116,7 +126,8 @@ def main() -> None:
                                        'tool_shaping_weight': args.shaping}
     task = ctl['task']
     control = PushController.from_params(ctl)
-    env = PushPolicyEnv(PushEnv(task), control)
+    env = PushPolicyEnv(twin_env(args.profile, task), control)
+    variant = env.env.variant
     runs: List[Dict[str, Any]] = []
     policy = None
     t0 = time.monotonic()
@@ -131,13 +142,15 @@ def main() -> None:
                         gradient_steps=args.gradient_steps or 1, checkpoint_dir=ckpt, log=log)
         policy = s.pop('policy')
         runs.append(s)
-        print(json.dumps({'method': args.method, 'profile': args.profile, 'seed': seed,
+        print(json.dumps({'method': args.method, 'profile': args.profile, 'variant': variant,
+                          'seed': seed,
                           'relabel_goals': cfg['mbpo']['relabel_goals'],
                           'eval_seed': cfg['mbpo']['eval_seed'],
                           'transitions': s['transitions'], 'wall_s': s['wall_s'],
                           'eval': s['eval'], 'curve': s['curve']}), flush=True)
     summary = {
-        'method': args.method, 'profile': args.profile, 'transitions': args.transitions,
+        'method': args.method, 'profile': args.profile, 'variant': variant,
+        'transitions': args.transitions,
         'seeds': args.seeds, 'mbpo_config': cfg['mbpo'], 'task': ctl['task'],
         'success_rate': float(np.mean([r['eval']['success_rate'] for r in runs])),
         'mean_final_distance': float(np.mean([r['eval']['mean_final_distance'] for r in runs])),
