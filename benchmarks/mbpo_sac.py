@@ -31,6 +31,7 @@ Usage::
     python benchmarks/mbpo_sac.py --method sac --transitions 50000 --seeds 0 1 2 \
         --set eval_seed=5000 relabel_goals=4      # hindsight goals (HER), the test seeds
     python benchmarks/mbpo_sac.py --method sac --transitions 50000 --profile push_anywhere
+    python benchmarks/mbpo_sac.py --method floor --seeds 0 1 2 --set eval_seed=5000  # the floor
 """
 
 import argparse
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import _merge, node_params
-from mbrl_robot.core.algorithms.mbpo import run_mbpo
+from mbrl_robot.core.algorithms.mbpo import evaluate, run_mbpo
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory, PushController
 from mbrl_robot.core.models import create_model
@@ -89,10 +90,25 @@ def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
     return out
 
 
+def floor(env: PushPolicyEnv, m: Dict[str, Any], seeds: List[int]) -> Dict[str, Any]:
+    """Do nothing, and uniform random actions (one rng per seed), on the evaluation episodes."""
+    eval_seeds = [int(m['eval_seed']) + i for i in range(int(m['eval_episodes']))]
+    zero = np.zeros(env.action_space.shape, np.float32)
+    out: Dict[str, Any] = {'eval_seed': eval_seeds[0],
+                           'zero': evaluate(lambda o: zero, env, eval_seeds)}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        act = (lambda o: rng.uniform(env.action_space.low, env.action_space.high)
+               .astype(np.float32))
+        out[f'random_seed{seed}'] = evaluate(act, env, eval_seeds)
+    return out
+
+
 def main() -> None:
     """Parse arguments, run one method per seed, print the JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--method', choices=('mbpo', 'sac'), required=True)
+    ap.add_argument('--method', choices=('mbpo', 'sac', 'floor'), required=True,
+                    help='floor: do nothing and uniform random actions, no learning')
     ap.add_argument('--transitions', type=int, default=5000, help='real transitions')
     ap.add_argument('--seeds', type=int, nargs='+', default=[0])
     ap.add_argument('--profile', default='cpu')
@@ -132,6 +148,11 @@ def main() -> None:
     policy = None
     t0 = time.monotonic()
     log = (lambda s: print(s, flush=True))
+    if args.method == 'floor':
+        print(json.dumps(floor(env, cfg['mbpo'], args.seeds) | {
+            'method': 'floor', 'profile': args.profile, 'variant': variant}))
+        env.close()
+        return
     for seed in args.seeds:
         ckpt = os.path.join(args.out_dir, f'policy_seed{seed}') if args.out_dir else None
         if args.method == 'mbpo':
