@@ -1,0 +1,63 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""``benchmarks/mbpo_sac.py``: its twin is the profile's (variant, physics, realism), and its
+floor evaluates doing nothing and random actions on the evaluation episodes."""
+
+import os
+import sys
+
+import numpy as np
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.control import PushController
+from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
+import mbpo_sac  # noqa: E402
+
+
+def test_twin_env_follows_the_profile_twin_block():
+    for profile, variant in (('cpu', 'push_forward'), ('push_anywhere', 'push_anywhere')):
+        twin = node_params(profile, 'twin')
+        env = mbpo_sac.twin_env(profile, node_params(profile, 'controller')['task'])
+        try:
+            assert env.variant == variant
+            assert env.physics['physics_hz'] == twin['physics']['physics_hz']
+            assert env.episode_steps == node_params(profile, 'controller')['task'][
+                'episode_steps']
+        finally:
+            env.close()
+    # push_anywhere's starts differ from push_forward's for the same seed.
+    starts = []
+    for profile in ('cpu', 'push_anywhere'):
+        env = mbpo_sac.twin_env(profile, node_params(profile, 'controller')['task'])
+        starts.append(env.reset(seed=5000)[0][14:17])
+        env.close()
+    assert not np.allclose(starts[0], starts[1])
+
+
+def test_floor_does_nothing_and_acts_randomly_on_the_evaluation_episodes():
+    ctl = node_params('cpu', 'controller')
+    task = {**ctl['task'], 'episode_steps': 5}
+    env = PushPolicyEnv(mbpo_sac.twin_env('cpu', task), PushController.from_params(ctl))
+    try:
+        out = mbpo_sac.floor(env, {'eval_seed': 7, 'eval_episodes': 2}, [0, 1])
+    finally:
+        env.close()
+    assert out['eval_seed'] == 7
+    assert set(out) == {'eval_seed', 'zero', 'random_seed0', 'random_seed1'}
+    for key in ('zero', 'random_seed0', 'random_seed1'):
+        assert out[key]['episodes'] == 2
+    # Random actions are drawn from one generator per seed.
+    assert out['random_seed0']['final_distances'] != out['random_seed1']['final_distances']
