@@ -54,19 +54,12 @@ from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
 from mbrl_robot.sim.push_env import PushEnv
 
 
-def twin_env(profile: str, task: Dict[str, Any]) -> PushEnv:
-    """The in-process twin of ``profile``: its variant, physics and realism, with ``task``."""
-    twin = node_params(profile, 'twin')
-    return PushEnv(task, physics=twin['physics'], realism=twin['realism'],
-                   variant=twin['variant'])
-
-
 def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
     """Median / p99 ms per control step: ``LearnedPolicy.plan`` and ``PlannerPolicy.plan``."""
     ctl = node_params(profile, 'controller')
     trainer = node_params(profile, 'trainer')
     cf = CommandFilter.from_params(ctl)
-    env = twin_env(profile, ctl['task'])
+    env = PushEnv.from_config(profile, task=ctl['task'])
     state, info = env.reset(seed=1000)
     env.close()
     out = {}
@@ -142,7 +135,7 @@ def main() -> None:
                                        'tool_shaping_weight': args.shaping}
     task = ctl['task']
     control = PushController.from_params(ctl)
-    env = PushPolicyEnv(twin_env(args.profile, task), control)
+    env = PushPolicyEnv(PushEnv.from_config(args.profile, task=task), control)
     variant = env.env.variant
     runs: List[Dict[str, Any]] = []
     policy = None

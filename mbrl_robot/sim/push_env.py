@@ -288,14 +288,16 @@ class PushEnv(gym.Env):
         self._last_obs: Optional[np.ndarray] = None
 
     @classmethod
-    def from_config(cls, profile: str = 'lecture', **options) -> 'PushEnv':
-        """Build from ``config/<profile>.yaml`` (the twin's merged ``task`` block)."""
+    def from_config(cls, profile: str = 'lecture', task: Optional[Mapping[str, Any]] = None,
+                    **options) -> 'PushEnv':
+        """Build from ``config/<profile>.yaml``: the twin's merged ``task`` block (or ``task``),
+        its ``physics``, ``realism`` and ``variant`` unless ``options`` give them."""
         from mbrl_robot.config import node_params
         params = node_params(profile, 'twin')
         options.setdefault('physics', params['physics'])
         options.setdefault('realism', params['realism'])
         options.setdefault('variant', params['variant'])
-        return cls(params['task'], **options)
+        return cls(params['task'] if task is None else task, **options)
 
     # ----------------------------------------------------------------------------- setup
     def _connect(self) -> None:

@@ -22,15 +22,16 @@ import numpy as np
 from mbrl_robot.config import node_params
 from mbrl_robot.core.control import PushController
 from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
+from mbrl_robot.sim.push_env import PushEnv
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
 import mbpo_sac  # noqa: E402
 
 
-def test_twin_env_follows_the_profile_twin_block():
+def test_the_benchmark_twin_follows_the_profile_twin_block():
     for profile, variant in (('cpu', 'push_forward'), ('push_anywhere', 'push_anywhere')):
         twin = node_params(profile, 'twin')
-        env = mbpo_sac.twin_env(profile, node_params(profile, 'controller')['task'])
+        env = PushEnv.from_config(profile, task=node_params(profile, 'controller')['task'])
         try:
             assert env.variant == variant
             assert env.physics['physics_hz'] == twin['physics']['physics_hz']
@@ -41,7 +42,7 @@ def test_twin_env_follows_the_profile_twin_block():
     # push_anywhere's starts differ from push_forward's for the same seed.
     starts = []
     for profile in ('cpu', 'push_anywhere'):
-        env = mbpo_sac.twin_env(profile, node_params(profile, 'controller')['task'])
+        env = PushEnv.from_config(profile, task=node_params(profile, 'controller')['task'])
         starts.append(env.reset(seed=5000)[0][14:17])
         env.close()
     assert not np.allclose(starts[0], starts[1])
@@ -50,7 +51,7 @@ def test_twin_env_follows_the_profile_twin_block():
 def test_floor_does_nothing_and_acts_randomly_on_the_evaluation_episodes():
     ctl = node_params('cpu', 'controller')
     task = {**ctl['task'], 'episode_steps': 5}
-    env = PushPolicyEnv(mbpo_sac.twin_env('cpu', task), PushController.from_params(ctl))
+    env = PushPolicyEnv(PushEnv.from_config('cpu', task=task), PushController.from_params(ctl))
     try:
         out = mbpo_sac.floor(env, {'eval_seed': 7, 'eval_episodes': 2}, [0, 1])
     finally:
