@@ -72,6 +72,14 @@ def load_rows(run: str, episodes: Sequence[int]):
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
+def train_episodes(run: str):
+    """The recorded run's training episodes (not its evaluations), in the order it ran them."""
+    with open(f'{run}/summary.json') as f:
+        summary = json.load(f)
+    return [e.get('episode', e['index']) for e in summary['episodes']
+            if not e['stage'].startswith('eval')]
+
+
 def evaluate(env, ctl_params, policy, seeds, kind: str, model=None,
              obs_layout=PUSH_OBS_LAYOUT):
     """Success, final distances of ``kind`` (policy or planner) on ``seeds`` in ``env``."""
@@ -110,12 +118,11 @@ def refits(distiller, trainer, env, ctl, seeds, k: int, log) -> dict:
 
 
 def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log,
-           fit_seeds: int = 0) -> dict:
+           fit_seeds: int = 0, save_labels: Optional[str] = None) -> dict:
     t0 = time.monotonic()
     with open(f'{run}/summary.json') as f:
         summary = json.load(f)
-    train_eps = [e.get('episode', e['index']) for e in summary['episodes']
-                 if not e['stage'].startswith('eval')]
+    train_eps = train_episodes(run)
     trainer = node_params(f'{run}/params.yaml', 'trainer', overrides=sets.get('trainer'))
     twin = node_params(f'{run}/params.yaml', 'twin')
     ctl = node_params(f'{run}/params.yaml', 'controller')
@@ -137,6 +144,12 @@ def replay(run: str, sets, eval_seed: int, episodes: int, planner: bool, log,
         fits.append({k: fit[k] for k in ('real_rows', 'model_rows', 'val_mse', 'wall_s')})
         log(f"v{t['version']}: {fit['real_rows']} real, {fit['model_rows']} model rows, "
             f"val mse {fit['val_mse']:.4f}, {fit['wall_s']:.0f} s")
+    if save_labels:
+        obs, labels = distiller.labelled()
+        np.savez_compressed(save_labels, obs=obs, labels=labels,
+                            real_rows=int(np.sum(~np.isnan(distiller.real_labels[:, 0]))),
+                            obs_layout=distiller.gtask.obs_layout,
+                            rollout_length=int(trainer['distill']['model_rollout_length']))
     from mbrl_robot.sim.push_env import PushEnv
     env = PushEnv(twin['task'], physics=twin['physics'], realism=twin['realism'],
                   variant=twin['variant'])
@@ -166,6 +179,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--fit-seeds', type=int, default=0, metavar='K',
                     help='also refit the last labels with K other seeds: each policy and the '
                          'mean of all evaluated')
+    ap.add_argument('--save-labels', metavar='FILE.npz',
+                    help='write the last labels (obs, labels; the real rows first) for '
+                         'benchmarks/distill_fit.py (one run directory only)')
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -176,11 +192,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if set(sets) - {'trainer'}:
         print(f'distill_replay: only trainer.* can be set, got {sorted(sets)}', file=sys.stderr)
         return 2
+    if args.save_labels and len(args.runs) > 1:
+        print('distill_replay: --save-labels takes one run directory', file=sys.stderr)
+        return 2
     rc = 0
     for run in args.runs:
         try:
             out = replay(run, sets, args.eval_seed, args.episodes, args.planner,
-                         log=lambda m: print(m, file=sys.stderr), fit_seeds=args.fit_seeds)
+                         log=lambda m: print(m, file=sys.stderr), fit_seeds=args.fit_seeds,
+                         save_labels=args.save_labels)
         except (OSError, ValueError, KeyError, sqlite3.Error) as e:
             print(f'distill_replay: {run}: {e}', file=sys.stderr)
             rc = 1

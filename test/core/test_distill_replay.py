@@ -20,6 +20,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 from mbrl_robot.config import node_params, write_param_file
 from mbrl_robot.core.buffer.assembler import Transition
@@ -122,3 +123,48 @@ def test_a_real_replay_refits_and_evaluates_the_mean_of_its_policies(tmp_path, c
     assert refits['fit_seeds'] == [0, 10_000] and len(refits['each']) == 2
     for result in refits['each'] + [refits['mean_of_policies'], out['policy']]:
         assert 0.0 <= result['success_rate'] <= 1.0 and result['mean_final_distance'] > 0.0
+
+
+def test_saved_labels_are_refitted_and_smoothed_along_their_sequences(tmp_path, capsys):
+    """``--save-labels`` then ``benchmarks/distill_fit.py`` on them: the saved rows are the real
+    rows the models were trained on then the model rollouts' rows; ``--smooth`` averages each
+    label with the next ones of its own sequence only (an episode, a rollout)."""
+    import distill_fit
+    run = _run(tmp_path)
+    saved = str(tmp_path / 'labels.npz')
+    rc = distill_replay.main([run, '--episodes', '1', '--save-labels', saved,
+                              '--set', 'trainer.distill.epochs=1',
+                              '--set', 'trainer.distill.model_rollouts=2',
+                              '--set', 'trainer.distill.model_rollout_length=3',
+                              '--set', 'trainer.distill.dagger_rounds=1'])
+    assert rc == 0
+    capsys.readouterr()
+    with np.load(saved) as f:
+        obs, n_real = f['obs'], int(f['real_rows'])
+    assert n_real == 4 * STEPS and len(obs) == n_real + 2 * 2 * 3  # 2 versions x 2 rollouts x 3
+    # The real rows in the order the models saw them: episodes 0, 1, 2, 4 (not 3, an evaluation).
+    assert np.allclose(obs[:n_real, 0], [ep + 0.1 * k for ep in (0, 1, 2, 4)
+                                         for k in range(STEPS)], atol=1e-6)
+    seq = distill_fit.sequences(run, n_real, len(obs) - n_real, 3)
+    assert seq[:n_real].tolist() == [ep for ep in (0, 1, 2, 4) for _ in range(STEPS)]
+    assert seq[n_real:].tolist() == [5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8]
+    rc = distill_fit.main([saved, run, '--smooth', '2', '--fit-seeds', '1', '--episodes', '1',
+                           '--set', 'trainer.distill.epochs=1'])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['smooth'] == 2 and out['rows'] == len(obs) and len(out['fits']) == 1
+    assert 0.0 <= out['mean_success'] <= 1.0
+    # A run that is not there, or model rows that are not whole rollouts: one line, exit 2.
+    assert distill_fit.main([saved, str(tmp_path / 'missing'), '--smooth', '2']) == 2
+    assert capsys.readouterr().err.count('\n') == 1
+    with pytest.raises(ValueError, match='not whole rollouts'):
+        distill_fit.sequences(run, n_real, len(obs) - n_real - 1, 3)
+
+
+def test_smoothing_stays_inside_each_sequence():
+    import distill_fit
+    labels = np.array([[0.0], [2.0], [4.0], [10.0], [20.0]])
+    seq = np.array([0, 0, 0, 1, 1])
+    assert np.allclose(distill_fit.smooth(labels, seq, 2)[:, 0], [1.0, 3.0, 4.0, 15.0, 20.0])
+    assert np.allclose(distill_fit.smooth(labels, seq, 1), labels)
+    assert np.allclose(distill_fit.smooth(labels, seq, 9)[:, 0], [2.0, 3.0, 4.0, 15.0, 20.0])

@@ -1,0 +1,147 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Fit-side settings of the distilled policy screened on saved labels, each policy evaluated.
+
+The labels a replay saved (``benchmarks/distill_replay.py --save-labels``: the last
+observation/label set of a recorded run's distillation) are fitted again with the run's
+``trainer.distill`` settings plus ``--set`` overrides (network, epochs, learning rate: what the
+fit does, not which states are labelled), ``--fit-seeds`` times; each policy drives the lockstep
+twin (the run's twin parameters) through the controller's own step on ``--episodes`` seeds from
+``--eval-seed``. ``--smooth K`` replaces each label by the mean of the labels of the next K
+steps of its sequence (the recorded episode, or the model rollout it came from): the planner's
+intent over K steps, its step-to-step sampling noise averaged. One JSON line per call. Minutes
+per arm, so several arms can be screened before a graph run; validation seeds (2000...) only::
+
+    python benchmarks/distill_fit.py runs/s27/labels.npz runs/test25/RUN/seed0 --smooth 5
+
+What it does not show: labels the new policy would have collected itself (DAgger's later
+rounds), and the wall clock's effects (a graph run, ``benchmarks/realworld.py``, decides).
+"""
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.algorithms.distill import fit_policy
+from mbrl_robot.core.policy import PolicyEnsemble
+from mbrl_robot.runner import parse_sets
+
+from distill_replay import evaluate, load_rows, train_episodes
+
+
+def sequences(run: str, n_real: int, n_model: int, rollout_length: int) -> np.ndarray:
+    """A sequence id per saved row: the real rows' recorded episodes (the replay's arrival
+    order), then the model rollouts (whole blocks of ``rollout_length`` rows: a rollout ends
+    early only on a non-finite prediction, checked by the caller's row count).
+
+    Raises:
+        ValueError: the run's rows or the model rows do not add up.
+    """
+    rows = load_rows(run, train_episodes(run))
+    if len(rows['episode']) < n_real:
+        raise ValueError(f'{run}: {len(rows["episode"])} recorded rows, the labels hold '
+                         f'{n_real} real rows')
+    if rollout_length < 1 or n_model % rollout_length:
+        raise ValueError(f'{n_model} model rows are not whole rollouts of {rollout_length} '
+                         'steps (a rollout ended early): cannot recover the sequences')
+    real = rows['episode'][:n_real].astype(np.int64)
+    model = real.max(initial=-1) + 1 + np.arange(n_model) // rollout_length
+    return np.concatenate([real, model])
+
+
+def smooth(labels: np.ndarray, seq: np.ndarray, k: int) -> np.ndarray:
+    """Each label replaced by the mean of its own and the next ``k - 1`` labels of the same
+    sequence (fewer at a sequence's end)."""
+    out = np.empty_like(labels)
+    n = len(labels)
+    for i in range(n):
+        j = i + 1
+        while j < min(n, i + k) and seq[j] == seq[i]:
+            j += 1
+        out[i] = labels[i:j].mean(0)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('labels', help='FILE.npz from distill_replay.py --save-labels')
+    ap.add_argument('run', help='the recorded run the labels came from (its params and rows)')
+    ap.add_argument('--set', action='append', default=[], metavar='trainer.distill.KEY=VALUE',
+                    help='fit overrides (e.g. trainer.distill.epochs=200)')
+    ap.add_argument('--smooth', type=int, default=1, metavar='K',
+                    help='label = mean of the next K labels of its sequence (1: as saved)')
+    ap.add_argument('--fit-seeds', type=int, default=3, metavar='K', help='fits per arm')
+    ap.add_argument('--eval-seed', type=int, default=2000, help='first evaluation seed')
+    ap.add_argument('--episodes', type=int, default=40, help='evaluation episodes')
+    ap.add_argument('--threads', type=int, default=1, help='torch threads')
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.monotonic()
+    try:
+        sets = parse_sets(args.set)
+        if set(sets) - {'trainer'} or set(sets.get('trainer', {})) - {'distill'}:
+            raise ValueError(f'only trainer.distill.* can be set, got {args.set}')
+        if args.smooth < 1 or args.fit_seeds < 1 or args.episodes < 1:
+            raise ValueError('--smooth, --fit-seeds and --episodes must be >= 1')
+        trainer = node_params(f'{args.run}/params.yaml', 'trainer',
+                              overrides=sets.get('trainer'))
+        ctl = node_params(f'{args.run}/params.yaml', 'controller')
+        twin = node_params(f'{args.run}/params.yaml', 'twin')
+        with np.load(args.labels) as f:
+            obs, labels = f['obs'], f['labels']
+            n_real, layout = int(f['real_rows']), str(f['obs_layout'])
+            # The replay's rollout length (absent from the first saved files: the run's own).
+            length = int(f['rollout_length'] if 'rollout_length' in f.files
+                         else trainer['distill']['model_rollout_length'])
+        if args.smooth > 1:
+            seq = sequences(args.run, n_real, len(obs) - n_real, length)
+            labels = smooth(labels, seq, args.smooth)
+    except (OSError, ValueError, KeyError) as e:
+        print(f'distill_fit: {e}', file=sys.stderr)
+        return 2
+    from mbrl_robot.sim.push_env import PushEnv
+    env = PushEnv(twin['task'], physics=twin['physics'], realism=twin['realism'],
+                  variant=twin['variant'])
+    seeds = np.arange(args.eval_seed, args.eval_seed + args.episodes)
+    cfg = trainer['distill']
+    log = (lambda m: print(m, file=sys.stderr))
+    fits, policies = [], []
+    for k in range(args.fit_seeds):
+        fit = fit_policy(obs, labels, cfg, int(cfg['seed']) + 20_000 + k, log)
+        policies.append(fit['policy'])
+        fits.append({'train_mse': fit['train_mse'], 'val_mse': fit['val_mse'],
+                     'wall_s': fit['wall_s'],
+                     'result': evaluate(env, ctl, fit['policy'], seeds, 'policy',
+                                        obs_layout=layout)})
+    out = {'labels': args.labels, 'run': args.run, 'set': sets, 'smooth': args.smooth,
+           'rows': len(obs), 'real_rows': n_real,
+           'eval_seeds': [int(seeds[0]), int(seeds[-1])], 'fits': fits,
+           'mean_success': float(np.mean([f['result']['success_rate'] for f in fits]))}
+    if len(policies) > 1:
+        out['mean_of_policies'] = evaluate(env, ctl, PolicyEnsemble(policies), seeds, 'policy',
+                                           obs_layout=layout)
+    env.close()
+    out['wall_s'] = time.monotonic() - t0
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
