@@ -1,0 +1,175 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""How a recorded run's distilled policy fails, episode by episode, beside its planner.
+
+The run's newest policy (and, with ``--planner``, the planner on the newest model) drives the
+lockstep twin (the run's twin parameters) through the controller's own step on ``--episodes``
+seeds from ``--eval-seed``; each episode is sorted into one outcome from the tool's and the
+puck's paths (the tool's end from the arm's kinematics, as the planner's reward has it):
+
+- ``success``: the puck ends within the success radius;
+- ``never_touched``: the tool never came within ``--touch-mm`` of the puck's side;
+- ``wrong_way``: the puck moved more than the radius, against the target's direction;
+- ``overshoot``: pushed towards the target, past it by more than the radius;
+- ``stall``: touched, the puck moved less than a quarter of its start distance;
+- ``short``: touched and pushed towards the target, not far enough.
+
+``--takeover T`` also runs, for each stalled policy episode, the same first T steps of the policy
+and then the planner (cold start) to the episode's end: whether the planner recovers from the
+states where the policy stalls. One JSON line per kind::
+
+    python benchmarks/policy_failures.py runs/realworld/ROW/seed0 --planner --takeover 40
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mbrl_robot.config import node_params
+from mbrl_robot.core.algorithms.mpc_recipe import run_episode
+from mbrl_robot.core.control import PushController
+from mbrl_robot.core.models.ensemble import GaussianEnsemble
+from mbrl_robot.core.policy import load_policy
+from mbrl_robot.core.tasks.push import (ACTION_DIM, PUCK_RADIUS_M, STATE_DIM, TOOL_RADIUS_M,
+                                        PushTask)
+
+OUTCOMES = ('success', 'never_touched', 'wrong_way', 'overshoot', 'stall', 'short')
+
+
+def outcome(tip: np.ndarray, puck: np.ndarray, target: np.ndarray, radius: float,
+            touch_m: float = 0.005) -> Dict[str, float]:
+    """The outcome of one episode from the tool's end (T, 3) and the puck (T, 3) paths."""
+    d0 = float(np.linalg.norm(puck[0, :2] - target[:2]))
+    final = float(np.linalg.norm(puck[-1, :2] - target[:2]))
+    gap = np.linalg.norm((tip - puck)[:, :2], axis=1) - (PUCK_RADIUS_M + TOOL_RADIUS_M)
+    touched = np.flatnonzero(gap < touch_m)
+    move = puck[-1, :2] - puck[0, :2]
+    along = float(move @ (target[:2] - puck[0, :2]) / max(d0, 1e-9))
+    moved = float(np.linalg.norm(move))
+    if final < radius:
+        kind = 'success'
+    elif len(touched) == 0:
+        kind = 'never_touched'
+    elif along < 0 and moved > radius:
+        kind = 'wrong_way'
+    elif along > d0 + radius:
+        kind = 'overshoot'
+    elif moved < 0.25 * d0:
+        kind = 'stall'
+    else:
+        kind = 'short'
+    return {'outcome': kind, 'start_distance': d0, 'final_distance': final, 'moved': moved,
+            'along': along, 'first_touch': int(touched[0]) if len(touched) else -1}
+
+
+def _controller(ctl, model, policy=None, layout=None) -> PushController:
+    control = PushController.from_params(ctl, clock=lambda: 0.0)
+    control.policies.set_model(model, 1)
+    if policy is not None:
+        control.policies.set_policy(policy, 1, layout)
+    return control
+
+
+def takeover(env, ctl, model, policy, layout, seed: int, steps: int) -> float:
+    """The policy's first ``steps`` steps of episode ``seed``, then the planner (fresh, cold
+    start, the last command carried) to the end; the final distance."""
+    obs, info = env.reset(seed=seed)
+    target = np.asarray(info['target'], dtype=np.float64)
+    state = np.asarray(obs, dtype=np.float64)
+    first = _controller(ctl, model, policy, layout)
+    second = _controller(ctl, model)
+    for control, kind, start in ((first, 'policy', 0), (second, 'planner', steps)):
+        control.policies.set_target(target)
+        control.start_episode(0, kind, explore=False)
+        if start:
+            control.prev_command = first.prev_command.copy()
+        dt = control.filter.dt
+        k = start
+        while k < (steps if kind == 'policy' else int(ctl['task']['episode_steps'])):
+            tick = control.tick(state, k * dt, k * dt, target)
+            if tick.event != 'act':
+                break
+            state = np.asarray(env.step(tick.action)[0], dtype=np.float64)
+            k += 1
+        control.close()
+    return float(np.linalg.norm(state[14:16] - target[:2]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('run', help='a recorded run directory with models/vN/policy')
+    ap.add_argument('--eval-seed', type=int, default=2000, help='first evaluation seed')
+    ap.add_argument('--episodes', type=int, default=20, help='evaluation episodes')
+    ap.add_argument('--planner', action='store_true', help='the planner on the same episodes')
+    ap.add_argument('--takeover', type=int, default=0, metavar='T',
+                    help='the planner takes over each stalled policy episode at step T')
+    ap.add_argument('--touch-mm', type=float, default=5.0, help='touch: tool within this of '
+                    "the puck's side")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        ctl = node_params(f'{args.run}/params.yaml', 'controller')
+        twin = node_params(f'{args.run}/params.yaml', 'twin')
+        models = os.path.join(args.run, 'models')
+        versions = sorted(n for n in os.listdir(models)
+                          if os.path.isdir(os.path.join(models, n, 'policy')))
+        if not versions:
+            raise FileNotFoundError(f'{models}: no version with a policy')
+        newest = os.path.join(models, versions[-1])
+        policy, meta = load_policy(os.path.join(newest, 'policy'))
+        model = GaussianEnsemble.load(newest, device='cpu', obs_dim=STATE_DIM,
+                                      act_dim=ACTION_DIM).eval()
+    except (OSError, ValueError, KeyError) as e:
+        print(f'policy_failures: {e}', file=sys.stderr)
+        return 2
+    from mbrl_robot.sim.push_env import PushEnv
+    env = PushEnv(twin['task'], physics=twin['physics'], realism=twin['realism'],
+                  variant=twin['variant'])
+    task = PushTask.from_config(ctl['task'])
+    radius = float(ctl['task']['success_radius_m'])
+    seeds = range(args.eval_seed, args.eval_seed + args.episodes)
+    for kind in ('policy', 'planner') if args.planner else ('policy',):
+        control = _controller(ctl, model, policy if kind == 'policy' else None,
+                              meta['obs_layout'])
+        episodes = []
+        for i, seed in enumerate(seeds):
+            states, _, target, _ = run_episode(env, control, {'seed': seed, 'index': i,
+                                                              'policy': kind,
+                                                              'stage': f'eval_{kind}'})
+            tip = task.tool_tip(torch.as_tensor(states, dtype=torch.float32)).numpy()
+            episodes.append({'seed': seed, **outcome(tip, states[:, 14:17], target, radius,
+                                                     args.touch_mm / 1000.0)})
+        control.close()
+        out = {'run': args.run, 'version': versions[-1], 'kind': kind,
+               'eval_seeds': [seeds[0], seeds[-1]],
+               'counts': {k: sum(e['outcome'] == k for e in episodes) for k in OUTCOMES},
+               'episodes': episodes}
+        if kind == 'policy' and args.takeover:
+            stalled = [e['seed'] for e in episodes if e['outcome'] == 'stall']
+            finals = [takeover(env, ctl, model, policy, meta['obs_layout'], s, args.takeover)
+                      for s in stalled]
+            out['takeover'] = {'step': args.takeover, 'seeds': stalled, 'final_distance': finals,
+                               'successes': int(sum(f < radius for f in finals))}
+        print(json.dumps(out), flush=True)
+    env.close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,62 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""``benchmarks/policy_failures.py``: each episode's outcome from the tool's and the puck's
+paths, and a run it cannot read is one line."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
+import policy_failures  # noqa: E402
+
+TARGET = np.array([0.2, 0.0, 0.016])
+CONTACT = policy_failures.PUCK_RADIUS_M + policy_failures.TOOL_RADIUS_M
+
+
+def _paths(puck_end_x, tip_gap=0.0, puck_end_y=0.0):
+    """A puck from (0, 0) to (puck_end_x, puck_end_y) in 10 steps, the tool behind it at
+    ``tip_gap`` from its side."""
+    x = np.linspace(0.0, puck_end_x, 10)
+    y = np.linspace(0.0, puck_end_y, 10)
+    puck = np.stack([x, y, np.full(10, 0.016)], 1)
+    tip = puck - np.array([CONTACT + tip_gap, 0.0, 0.0])
+    return tip, puck
+
+
+@pytest.mark.parametrize('end, gap, end_y, kind', [
+    (0.18, 0.0, 0.0, 'success'),          # 2 cm from the target
+    (0.0, 0.02, 0.0, 'never_touched'),    # the tool stays 2 cm off the puck
+    (-0.1, 0.0, 0.0, 'wrong_way'),
+    (0.3, 0.0, 0.0, 'overshoot'),         # 10 cm past the target
+    (0.03, 0.0, 0.0, 'stall'),            # 3 of 20 cm
+    (0.1, 0.0, 0.0, 'short'),             # half way
+    (0.0, 0.0, 0.1, 'short'),             # sideways: not against the target, not a stall
+])
+def test_outcomes(end, gap, end_y, kind):
+    tip, puck = _paths(end, gap, end_y)
+    out = policy_failures.outcome(tip, puck, TARGET, radius=0.05)
+    assert out['outcome'] == kind
+    assert out['start_distance'] == pytest.approx(0.2)
+    assert out['first_touch'] == (-1 if kind == 'never_touched' else 0)
+
+
+def test_a_run_without_a_policy_is_one_line(tmp_path, capsys):
+    (tmp_path / 'models' / 'v0001').mkdir(parents=True)
+    (tmp_path / 'params.yaml').write_text('{}\n')
+    assert policy_failures.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'no version with a policy' in err
