@@ -15,12 +15,12 @@
 
 The labels a replay saved (``benchmarks/distill_replay.py --save-labels``: the last
 observation/label set of a recorded run's distillation) are fitted again with the run's
-``trainer.distill`` settings plus ``--set`` overrides (network, epochs, learning rate: what the
-fit does, not which states are labelled), ``--fit-seeds`` times; each policy drives the lockstep
-twin (the run's twin parameters) through the controller's own step on ``--episodes`` seeds from
-``--eval-seed``. ``--smooth K`` replaces each label by the mean of the labels of the next K
-steps of its sequence (the recorded episode, or the model rollout it came from): the planner's
-intent over K steps, its step-to-step sampling noise averaged. One JSON line per call. Minutes
+``trainer.distill`` settings plus ``--set`` overrides (network, epochs, learning rate, the
+observation: what the fit does, not which states are labelled), ``--fit-seeds`` times; each
+policy drives the lockstep twin (the run's twin parameters) through the controller's own step
+on ``--episodes`` seeds from ``--eval-seed``. ``--smooth K`` replaces each label by the mean
+of the labels of the next K steps of its sequence (the recorded episode, or the model rollout
+it came from): the planner's intent over K steps, its step-to-step sampling noise averaged. One JSON line per call. Minutes
 per arm, so several arms can be screened before a graph run; validation seeds (2000...) only::
 
     python benchmarks/distill_fit.py runs/s27/labels.npz runs/test25/RUN/seed0 --smooth 5
@@ -41,6 +41,8 @@ import torch
 from mbrl_robot.config import node_params
 from mbrl_robot.core.algorithms.distill import fit_policy
 from mbrl_robot.core.policy import PolicyEnsemble
+from mbrl_robot.core.tasks.push import (DISTILL_OBSERVATIONS, PUCK, PUSH_OBS_LAYOUT, STATE_DIM,
+                                        push_obs_fn, PushTask)
 from mbrl_robot.runner import parse_sets
 
 from distill_replay import evaluate, load_rows, train_episodes
@@ -64,6 +66,23 @@ def sequences(run: str, n_real: int, n_model: int, rollout_length: int) -> np.nd
     real = rows['episode'][:n_real].astype(np.int64)
     model = real.max(initial=-1) + 1 + np.arange(n_model) // rollout_length
     return np.concatenate([real, model])
+
+
+def observe(obs: np.ndarray, layout: str, wanted: str, task: PushTask) -> np.ndarray:
+    """The saved observations in the ``wanted`` layout (rebuilt from the state and the target
+    that the state-only layout holds).
+
+    Raises:
+        ValueError: the saved layout does not hold the state and the target.
+    """
+    if wanted == layout:
+        return obs
+    if layout != PUSH_OBS_LAYOUT:
+        raise ValueError(f'labels saved with the {layout!r} observation cannot be seen as '
+                         f'{wanted!r}')
+    state = torch.as_tensor(obs[:, :STATE_DIM], dtype=torch.float32)
+    target = state[:, PUCK] + torch.as_tensor(obs[:, STATE_DIM:STATE_DIM + 3])
+    return push_obs_fn(task, wanted)(state, target).numpy()
 
 
 def smooth(labels: np.ndarray, seq: np.ndarray, k: int) -> np.ndarray:
@@ -110,6 +129,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # The replay's rollout length (absent from the first saved files: the run's own).
             length = int(f['rollout_length'] if 'rollout_length' in f.files
                          else trainer['distill']['model_rollout_length'])
+        wanted = DISTILL_OBSERVATIONS[trainer['distill']['observation']]
+        obs = observe(obs, layout, wanted, PushTask.from_config(trainer['task']))
+        layout = wanted
         if args.smooth > 1:
             seq = sequences(args.run, n_real, len(obs) - n_real, length)
             labels = smooth(labels, seq, args.smooth)

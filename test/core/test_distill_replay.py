@@ -154,6 +154,20 @@ def test_saved_labels_are_refitted_and_smoothed_along_their_sequences(tmp_path, 
     out = json.loads(capsys.readouterr().out)
     assert out['smooth'] == 2 and out['rows'] == len(obs) and len(out['fits']) == 1
     assert 0.0 <= out['mean_success'] <= 1.0
+    # The same labels seen with the tool's end: the state and the target rebuilt, the tip added.
+    from mbrl_robot.core.tasks.push import PUSH_OBS_LAYOUT, PUSH_TOOL_OBS_LAYOUT, PushTask
+    task = PushTask.from_config(node_params('distill', 'trainer')['task'])
+    tool = distill_fit.observe(obs, PUSH_OBS_LAYOUT, PUSH_TOOL_OBS_LAYOUT, task)
+    assert tool.shape == (len(obs), 26) and np.allclose(tool[:, :20], obs[:, :20], atol=1e-6)
+    import torch
+    tip = task.tool_tip(torch.as_tensor(obs[:, :STATE_DIM], dtype=torch.float32)).numpy()
+    assert np.allclose(tool[:, 20:23], tip, atol=1e-5)
+    with pytest.raises(ValueError, match='cannot be seen'):
+        distill_fit.observe(tool, PUSH_TOOL_OBS_LAYOUT, PUSH_OBS_LAYOUT, task)
+    assert distill_fit.main([saved, run, '--fit-seeds', '1', '--episodes', '1',
+                             '--set', 'trainer.distill.epochs=1',
+                             '--set', 'trainer.distill.observation=state_and_tool']) == 0
+    assert json.loads(capsys.readouterr().out)['rows'] == len(obs)
     # A run that is not there, or model rows that are not whole rollouts: one line, exit 2.
     assert distill_fit.main([saved, str(tmp_path / 'missing'), '--smooth', '2']) == 2
     assert capsys.readouterr().err.count('\n') == 1

@@ -463,13 +463,12 @@ def push_distill_agent(params: Dict[str, Any], log: Callable[[str], None] = prin
     from mbrl_robot.core.models import create_model
     from mbrl_robot.core.planning import create_agent
     from mbrl_robot.core.safety import CommandFilter
-    from mbrl_robot.core.tasks.push import (ACTION_DIM, PUSH_OBS_LAYOUT, PUSH_TOOL_OBS_LAYOUT,
-                                            push_goal_task, PushTask, STATE_DIM)
+    from mbrl_robot.core.tasks.push import (ACTION_DIM, DISTILL_OBSERVATIONS, push_goal_task,
+                                            PushTask, STATE_DIM)
     task = PushTask.from_config(params['task'])
     command_filter = CommandFilter.from_params(params)
     check_distill_cfg(params['distill'])
-    layout = {'state': PUSH_OBS_LAYOUT,
-              'state_and_tool': PUSH_TOOL_OBS_LAYOUT}[params['distill']['observation']]
+    layout = DISTILL_OBSERVATIONS[params['distill']['observation']]
     gtask = push_goal_task(task, command_filter, layout)
     if model is None:
         model = create_model(dict(params['model']), STATE_DIM, ACTION_DIM, 'cpu', 0)

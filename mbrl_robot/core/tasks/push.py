@@ -70,6 +70,8 @@ PUSH_OBS_DIM = STATE_DIM + TARGET_DIM
 PUSH_TOOL_OBS_LAYOUT = 'push_state17_target_minus_puck3_tip3_puck_minus_tip3'
 # Every policy observation layout of the push task and its width.
 PUSH_OBS_LAYOUTS = {PUSH_OBS_LAYOUT: PUSH_OBS_DIM, PUSH_TOOL_OBS_LAYOUT: PUSH_OBS_DIM + 6}
+# The layout of each ``trainer.distill.observation`` value.
+DISTILL_OBSERVATIONS = {'state': PUSH_OBS_LAYOUT, 'state_and_tool': PUSH_TOOL_OBS_LAYOUT}
 
 PUCK_RADIUS_M = 0.035
 PUCK_HEIGHT_M = 0.03
