@@ -20,8 +20,9 @@ observation: what the fit does, not which states are labelled), ``--fit-seeds`` 
 policy drives the lockstep twin (the run's twin parameters) through the controller's own step
 on ``--episodes`` seeds from ``--eval-seed``. ``--smooth K`` replaces each label by the mean
 of the labels of the next K steps of its sequence (the recorded episode, or the model rollout
-it came from): the planner's intent over K steps, its step-to-step sampling noise averaged. One JSON line per call. Minutes
-per arm, so several arms can be screened before a graph run; validation seeds (2000...) only::
+it came from): the planner's intent over K steps, its step-to-step sampling noise averaged.
+One JSON line per call. Minutes per arm, so several arms can be screened before a graph run;
+validation seeds (2000...) only::
 
     python benchmarks/distill_fit.py runs/s27/labels.npz runs/test25/RUN/seed0 --smooth 5
 
