@@ -22,12 +22,15 @@ puck's paths (the tool's end from the arm's kinematics, as the planner's reward 
 - ``never_touched``: the tool never came within ``--touch-mm`` of the puck's side;
 - ``wrong_way``: the puck moved more than the radius, against the target's direction;
 - ``overshoot``: pushed towards the target, past it by more than the radius;
+- ``pinned``: the puck moved less than a quarter of its start distance, the tool's end on top
+  of the puck (within its radius, below its top) for ``--steps`` steps or more (in the twin a
+  tool on the puck presses it into the table: ``benchmarks/failure_modes.py``);
 - ``stall``: touched, the puck moved less than a quarter of its start distance;
 - ``short``: touched and pushed towards the target, not far enough.
 
-``--takeover T`` also runs, for each stalled policy episode, the same first T steps of the policy
-and then the planner (cold start) to the episode's end: whether the planner recovers from the
-states where the policy stalls. One JSON line per kind::
+``--takeover T`` also runs, for each stalled or pinned policy episode, the same first T steps
+of the policy and then the planner (cold start) to the episode's end: whether the planner
+recovers from the states where the policy stalls. One JSON line per kind::
 
     python benchmarks/policy_failures.py runs/realworld/ROW/seed0 --planner --takeover 40
 """
@@ -46,14 +49,16 @@ from mbrl_robot.core.algorithms.mpc_recipe import run_episode
 from mbrl_robot.core.control import PushController
 from mbrl_robot.core.models.ensemble import GaussianEnsemble
 from mbrl_robot.core.policy import load_policy
-from mbrl_robot.core.tasks.push import (ACTION_DIM, PUCK_RADIUS_M, STATE_DIM, TOOL_RADIUS_M,
-                                        PushTask)
+from mbrl_robot.core.tasks.push import (ACTION_DIM, PUCK_HEIGHT_M, PUCK_RADIUS_M, STATE_DIM,
+                                        TOOL_RADIUS_M, PushTask, tool_intrusion)
 
-OUTCOMES = ('success', 'never_touched', 'wrong_way', 'overshoot', 'stall', 'short')
+from failure_modes import REST_Z_M
+
+OUTCOMES = ('success', 'never_touched', 'wrong_way', 'overshoot', 'pinned', 'stall', 'short')
 
 
 def outcome(tip: np.ndarray, puck: np.ndarray, target: np.ndarray, radius: float,
-            touch_m: float = 0.005) -> Dict[str, float]:
+            touch_m: float = 0.005, on_steps: int = 5) -> Dict[str, float]:
     """The outcome of one episode from the tool's end (T, 3) and the puck (T, 3) paths."""
     d0 = float(np.linalg.norm(puck[0, :2] - target[:2]))
     final = float(np.linalg.norm(puck[-1, :2] - target[:2]))
@@ -62,6 +67,9 @@ def outcome(tip: np.ndarray, puck: np.ndarray, target: np.ndarray, radius: float
     move = puck[-1, :2] - puck[0, :2]
     along = float(move @ (target[:2] - puck[0, :2]) / max(d0, 1e-9))
     moved = float(np.linalg.norm(move))
+    on_puck = int((tool_intrusion(torch.as_tensor(tip), torch.as_tensor(puck), PUCK_RADIUS_M,
+                                  PUCK_HEIGHT_M / 2.0) > 0).sum())
+    pressed = int((puck[:, 2] < REST_Z_M - 0.006).sum())
     if final < radius:
         kind = 'success'
     elif len(touched) == 0:
@@ -71,11 +79,12 @@ def outcome(tip: np.ndarray, puck: np.ndarray, target: np.ndarray, radius: float
     elif along > d0 + radius:
         kind = 'overshoot'
     elif moved < 0.25 * d0:
-        kind = 'stall'
+        kind = 'pinned' if on_puck >= on_steps else 'stall'
     else:
         kind = 'short'
     return {'outcome': kind, 'start_distance': d0, 'final_distance': final, 'moved': moved,
-            'along': along, 'first_touch': int(touched[0]) if len(touched) else -1}
+            'along': along, 'first_touch': int(touched[0]) if len(touched) else -1,
+            'steps_on_puck': on_puck, 'steps_pressed': pressed}
 
 
 def _controller(ctl, model, policy=None, layout=None) -> PushController:
@@ -121,6 +130,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='the planner takes over each stalled policy episode at step T')
     ap.add_argument('--touch-mm', type=float, default=5.0, help='touch: tool within this of '
                     "the puck's side")
+    ap.add_argument('--steps', type=int, default=5, help='steps on the puck that make a stall '
+                    'pinned')
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -154,14 +165,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                               'stage': f'eval_{kind}'})
             tip = task.tool_tip(torch.as_tensor(states, dtype=torch.float32)).numpy()
             episodes.append({'seed': seed, **outcome(tip, states[:, 14:17], target, radius,
-                                                     args.touch_mm / 1000.0)})
+                                                     args.touch_mm / 1000.0, args.steps)})
         control.close()
         out = {'run': args.run, 'version': versions[-1], 'kind': kind,
                'eval_seeds': [seeds[0], seeds[-1]],
                'counts': {k: sum(e['outcome'] == k for e in episodes) for k in OUTCOMES},
                'episodes': episodes}
         if kind == 'policy' and args.takeover:
-            stalled = [e['seed'] for e in episodes if e['outcome'] == 'stall']
+            stalled = [e['seed'] for e in episodes if e['outcome'] in ('stall', 'pinned')]
             finals = [takeover(env, ctl, model, policy, meta['obs_layout'], s, args.takeover)
                       for s in stalled]
             out['takeover'] = {'step': args.takeover, 'seeds': stalled, 'final_distance': finals,

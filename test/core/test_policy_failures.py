@@ -29,11 +29,14 @@ CONTACT = policy_failures.PUCK_RADIUS_M + policy_failures.TOOL_RADIUS_M
 
 def _paths(puck_end_x, tip_gap=0.0, puck_end_y=0.0):
     """A puck from (0, 0) to (puck_end_x, puck_end_y) in 10 steps, the tool behind it at
-    ``tip_gap`` from its side."""
+    ``tip_gap`` from its side (a gap of -CONTACT: on top of it, pressing it into the table)."""
     x = np.linspace(0.0, puck_end_x, 10)
     y = np.linspace(0.0, puck_end_y, 10)
     puck = np.stack([x, y, np.full(10, 0.016)], 1)
     tip = puck - np.array([CONTACT + tip_gap, 0.0, 0.0])
+    if tip_gap <= -CONTACT:
+        puck[:, 2] = 0.005
+        tip[:, 2] = 0.015
     return tip, puck
 
 
@@ -43,6 +46,7 @@ def _paths(puck_end_x, tip_gap=0.0, puck_end_y=0.0):
     (-0.1, 0.0, 0.0, 'wrong_way'),
     (0.3, 0.0, 0.0, 'overshoot'),         # 10 cm past the target
     (0.03, 0.0, 0.0, 'stall'),            # 3 of 20 cm
+    (0.0, -CONTACT, 0.0, 'pinned'),       # the tool on the puck, pressed into the table
     (0.1, 0.0, 0.0, 'short'),             # half way
     (0.0, 0.0, 0.1, 'short'),             # sideways: not against the target, not a stall
 ])
@@ -52,6 +56,7 @@ def test_outcomes(end, gap, end_y, kind):
     assert out['outcome'] == kind
     assert out['start_distance'] == pytest.approx(0.2)
     assert out['first_touch'] == (-1 if kind == 'never_touched' else 0)
+    assert out['steps_on_puck'] == out['steps_pressed'] == (10 if kind == 'pinned' else 0)
 
 
 def test_a_run_without_a_policy_is_one_line(tmp_path, capsys):
