@@ -87,6 +87,102 @@ def outcome(tip: np.ndarray, puck: np.ndarray, target: np.ndarray, radius: float
             'steps_on_puck': on_puck, 'steps_pressed': pressed}
 
 
+def newest(run: str):
+    """The run's newest model version holding a policy: ``(name, policy, meta, model)``.
+
+    Raises:
+        FileNotFoundError: no version holds a policy.
+        ValueError: a corrupt checkpoint.
+    """
+    models = os.path.join(run, 'models')
+    versions = sorted(n for n in os.listdir(models)
+                      if os.path.isdir(os.path.join(models, n, 'policy')))
+    if not versions:
+        raise FileNotFoundError(f'{models}: no version with a policy')
+    path = os.path.join(models, versions[-1])
+    policy, meta = load_policy(os.path.join(path, 'policy'))
+    model = GaussianEnsemble.load(path, device='cpu', obs_dim=STATE_DIM,
+                                  act_dim=ACTION_DIM).eval()
+    return versions[-1], policy, meta, model
+
+
+def _tip_velocity(task: PushTask, q: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """The tool's end's velocity in the table plane (per unit of normalised action) that
+    ``action`` gives at the state ``q`` (>= 7,), by the arm's kinematics."""
+    x = np.tile(np.asarray(q[:STATE_DIM], dtype=np.float32), (2, 1))
+    x[1, :ACTION_DIM] += 0.01 * np.asarray(action, dtype=np.float32)
+    tip = task.tool_tip(torch.as_tensor(x)).numpy()
+    return (tip[1] - tip[0])[:2] / 0.01
+
+
+def labels_at(states, acts, target, policy, layout, trainer, model, task, steps,
+              plans: int = 4) -> Dict[str, list]:
+    """What the labeller (the trainer's planner on ``model``, its warm start carried along
+    the episode as the distiller labels) says at ``steps`` of a policy episode, against the
+    policy: per step, the tool's end's speed towards the target of the mean of ``plans`` plans
+    from the same warm start and of the policy's action, and the plans' mean pairwise cosine
+    in the table plane."""
+    from mbrl_robot.core.algorithms.distill import push_distill_agent
+    from mbrl_robot.core.tasks.push import push_obs_fn
+    expert = push_distill_agent(trainer, log=lambda m: None, model=model).expert
+    expert.set_model(model)
+    expert.start(target)
+    agent = expert.agent
+    optimizer = agent.trajectory_optimizer
+    make_obs = push_obs_fn(task, layout)
+    goal = torch.as_tensor(target, dtype=torch.float32)[None]
+    out = {'step': [], 'label_speed': [], 'policy_speed': [], 'plans_cos': []}
+    previous = None
+    for t in range(max(steps) + 1):
+        if t in steps:
+            warm = optimizer.previous_solution.clone()
+            if previous is not None:
+                agent.set_last_action(np.clip(previous, -1.0, 1.0))
+            tips = []
+            for _ in range(plans):
+                optimizer.previous_solution = warm.clone()
+                tips.append(_tip_velocity(task, states[t], np.asarray(agent.plan(states[t]))[0]))
+            optimizer.previous_solution = warm
+            way = target[:2] - states[t, 14:16]
+            way = way / max(np.linalg.norm(way), 1e-9)
+            unit = [v / max(np.linalg.norm(v), 1e-9) for v in tips]
+            with torch.no_grad():
+                mine = policy(make_obs(torch.as_tensor(states[t], dtype=torch.float32)[None],
+                                       goal))[0, :ACTION_DIM].numpy()
+            out['step'].append(t)
+            out['label_speed'].append(float(np.mean(tips, 0) @ way))
+            out['policy_speed'].append(float(_tip_velocity(task, states[t], mine) @ way))
+            out['plans_cos'].append(float(np.mean([unit[i] @ unit[j] for i in range(plans)
+                                                   for j in range(i + 1, plans)])))
+        expert.label(states[t], previous)
+        previous = acts[t]
+    return out
+
+
+@torch.no_grad()
+def model_rollouts(states, target, policy, layout, model, task, command_filter, steps: int,
+                   seed: int) -> list:
+    """How far the puck moves when the policy drives ``model`` for ``steps`` steps from the
+    episode's first state, once with each member (the twin's own figure is the episode's)."""
+    from mbrl_robot.core.algorithms.distill import elite_model
+    from mbrl_robot.core.tasks.push import push_goal_task
+    gtask = push_goal_task(task, command_filter, layout)
+    m = elite_model(model)
+    gen = torch.Generator().manual_seed(seed)
+    goal = torch.as_tensor(target, dtype=torch.float32)[None]
+    moved = []
+    for member in range(m.ensemble_size):
+        s = torch.as_tensor(states[0], dtype=torch.float32)[None]
+        for _ in range(steps):
+            a = gtask.action_filter(s.numpy(), policy(gtask.make_obs(s, goal)).numpy())
+            a = torch.as_tensor(a[:, :ACTION_DIM], dtype=torch.float32)
+            s = m.sample_next(s[None].expand(m.ensemble_size, 1, -1).contiguous(),
+                              a[None].expand(m.ensemble_size, 1, -1).contiguous(),
+                              generator=gen)[member]
+        moved.append(float(np.linalg.norm(s[0, 14:16].numpy() - states[0, 14:16])))
+    return moved
+
+
 def _controller(ctl, model, policy=None, layout=None) -> PushController:
     control = PushController.from_params(ctl, clock=lambda: 0.0)
     control.policies.set_model(model, 1)
@@ -132,20 +228,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "the puck's side")
     ap.add_argument('--steps', type=int, default=5, help='steps on the puck that make a stall '
                     'pinned')
+    ap.add_argument('--labels', action='store_true',
+                    help='the labeller against the policy at steps 20-76 (every 4th) of each '
+                         'stalled or pinned policy episode')
+    ap.add_argument('--model-rollouts', type=int, default=0, metavar='H',
+                    help="the puck's movement when the policy drives the learned model H steps "
+                         'from each episode start, per member')
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
         ctl = node_params(f'{args.run}/params.yaml', 'controller')
         twin = node_params(f'{args.run}/params.yaml', 'twin')
-        models = os.path.join(args.run, 'models')
-        versions = sorted(n for n in os.listdir(models)
-                          if os.path.isdir(os.path.join(models, n, 'policy')))
-        if not versions:
-            raise FileNotFoundError(f'{models}: no version with a policy')
-        newest = os.path.join(models, versions[-1])
-        policy, meta = load_policy(os.path.join(newest, 'policy'))
-        model = GaussianEnsemble.load(newest, device='cpu', obs_dim=STATE_DIM,
-                                      act_dim=ACTION_DIM).eval()
+        trainer = node_params(f'{args.run}/params.yaml', 'trainer')
+        version, policy, meta, model = newest(args.run)
     except (OSError, ValueError, KeyError) as e:
         print(f'policy_failures: {e}', file=sys.stderr)
         return 2
@@ -160,14 +255,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               meta['obs_layout'])
         episodes = []
         for i, seed in enumerate(seeds):
-            states, _, target, _ = run_episode(env, control, {'seed': seed, 'index': i,
-                                                              'policy': kind,
-                                                              'stage': f'eval_{kind}'})
+            states, acts, target, _ = run_episode(env, control, {'seed': seed, 'index': i,
+                                                                 'policy': kind,
+                                                                 'stage': f'eval_{kind}'})
             tip = task.tool_tip(torch.as_tensor(states, dtype=torch.float32)).numpy()
-            episodes.append({'seed': seed, **outcome(tip, states[:, 14:17], target, radius,
-                                                     args.touch_mm / 1000.0, args.steps)})
+            e = {'seed': seed, **outcome(tip, states[:, 14:17], target, radius,
+                                         args.touch_mm / 1000.0, args.steps)}
+            if kind == 'policy' and args.labels and e['outcome'] in ('stall', 'pinned'):
+                e['labels'] = labels_at(states, acts, target, policy, meta['obs_layout'],
+                                        trainer, model, task, range(20, 80, 4))
+            if kind == 'policy' and args.model_rollouts:
+                e['model_puck_moved'] = model_rollouts(
+                    states, target, policy, meta['obs_layout'], model, task,
+                    control.filter, args.model_rollouts, seed)
+                e['twin_puck_moved'] = float(np.linalg.norm(
+                    states[min(args.model_rollouts, len(states) - 1), 14:16] - states[0, 14:16]))
+            episodes.append(e)
         control.close()
-        out = {'run': args.run, 'version': versions[-1], 'kind': kind,
+        out = {'run': args.run, 'version': version, 'kind': kind,
                'eval_seeds': [seeds[0], seeds[-1]],
                'counts': {k: sum(e['outcome'] == k for e in episodes) for k in OUTCOMES},
                'episodes': episodes}
@@ -177,6 +282,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       for s in stalled]
             out['takeover'] = {'step': args.takeover, 'seeds': stalled, 'final_distance': finals,
                                'successes': int(sum(f < radius for f in finals))}
+        if kind == 'policy' and args.labels:
+            at = [e['labels'] for e in episodes if 'labels' in e]
+            out['labels_at_stalls'] = {
+                key: float(np.mean([v for a in at for v in a[key]])) if at else None
+                for key in ('label_speed', 'policy_speed', 'plans_cos')}
         print(json.dumps(out), flush=True)
     env.close()
     return 0

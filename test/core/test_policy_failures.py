@@ -65,3 +65,44 @@ def test_a_run_without_a_policy_is_one_line(tmp_path, capsys):
     assert policy_failures.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'no version with a policy' in err
+
+
+def test_labels_and_model_rollouts_on_a_made_up_run(tmp_path):
+    """``--labels`` and ``--model-rollouts`` on a run of random networks: the labeller is the
+    trainer's planner on the run's newest model, with the policy's layout; one record per
+    asked step, one puck movement per member."""
+    import torch
+    from mbrl_robot.config import node_params
+    from mbrl_robot.core.models import create_model
+    from mbrl_robot.core.policy import DeterministicPolicy, save_policy
+    from mbrl_robot.core.tasks.push import ACTION_DIM, PUSH_OBS_LAYOUT, STATE_DIM, PushTask
+    from mbrl_robot.core.safety import CommandFilter
+    from mbrl_robot.sim.push_env import PushEnv
+    trainer = node_params('distill', 'trainer')
+    trainer['planner'].update(population_size=8, elite_count=2, iterations=1, horizon=3)
+    path = tmp_path / 'models' / 'v0002'
+    create_model(dict(trainer['model']), STATE_DIM, ACTION_DIM, 'cpu', 0).save(path)
+    torch.manual_seed(0)
+    save_policy(DeterministicPolicy(STATE_DIM + 3, ACTION_DIM, [8]), path / 'policy', 2,
+                PUSH_OBS_LAYOUT)
+    version, policy, meta, model = policy_failures.newest(str(tmp_path))
+    assert version == 'v0002' and meta['obs_layout'] == PUSH_OBS_LAYOUT
+    env = PushEnv.from_config('distill')
+    obs, info = env.reset(seed=0)
+    states = [obs]
+    acts = np.full((3, ACTION_DIM), 0.2)
+    for a in acts:
+        states.append(env.step(a)[0])
+    env.close()
+    states, target = np.asarray(states, dtype=np.float64), np.asarray(info['target'])
+    task = PushTask.from_config(trainer['task'])
+    out = policy_failures.labels_at(states, acts, target, policy, PUSH_OBS_LAYOUT, trainer,
+                                    model, task, [1, 2], plans=2)
+    assert out['step'] == [1, 2]
+    for key in ('label_speed', 'policy_speed', 'plans_cos'):
+        assert len(out[key]) == 2 and np.all(np.isfinite(out[key]))
+    assert all(-1.0 - 1e-6 <= c <= 1.0 + 1e-6 for c in out['plans_cos'])
+    moved = policy_failures.model_rollouts(states, target, policy, PUSH_OBS_LAYOUT, model, task,
+                                           CommandFilter.from_params(trainer), 2, seed=0)
+    from mbrl_robot.core.algorithms.distill import elite_model
+    assert len(moved) == elite_model(model).ensemble_size and np.all(np.isfinite(moved))
