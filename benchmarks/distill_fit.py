@@ -21,6 +21,11 @@ policy drives the lockstep twin (the run's twin parameters) through the controll
 on ``--episodes`` seeds from ``--eval-seed``. ``--smooth K`` replaces each label by the mean
 of the labels of the next K steps of its sequence (the recorded episode, or the model rollout
 it came from): the planner's intent over K steps, its step-to-step sampling noise averaged.
+``--policy-episodes N --rounds R`` first adds DAgger on real states: the run's newest policy
+drives N lockstep episodes from ``--policy-seed`` (seeds outside validation and test), the
+run's newest model's planner labels every visited state (its warm start carried along the
+path), the policy is refitted on everything, R times; these are extra real transitions, so
+the arm screens a mechanism, not a recipe within a budget.
 One JSON line per call. Minutes per arm, so several arms can be screened before a graph run;
 validation seeds (2000...) only::
 
@@ -47,6 +52,7 @@ from mbrl_robot.core.tasks.push import (DISTILL_OBSERVATIONS, PUCK, PUSH_OBS_LAY
 from mbrl_robot.runner import parse_sets
 
 from distill_replay import evaluate, load_rows, train_episodes
+from policy_failures import newest
 
 
 def sequences(run: str, n_real: int, n_model: int, rollout_length: int) -> np.ndarray:
@@ -86,6 +92,49 @@ def observe(obs: np.ndarray, layout: str, wanted: str, task: PushTask) -> np.nda
     return push_obs_fn(task, wanted)(state, target).numpy()
 
 
+def policy_states(run, trainer, ctl, env, layout, obs, labels, n: int, rounds: int, seed: int,
+                  log) -> dict:
+    """DAgger on real states: ``rounds`` x ``n`` lockstep episodes of the policy (the run's
+    newest, then each round's refit), every visited state labelled by the run's newest model's
+    planner; returns the grown ``obs``, ``labels`` and each round's successes."""
+    from mbrl_robot.core.algorithms.distill import push_distill_agent
+    from mbrl_robot.core.algorithms.mpc_recipe import run_episode
+    from mbrl_robot.core.control import PushController
+    _, policy, _, model = newest(run)
+    expert = push_distill_agent(trainer, log=lambda m: None, model=model).expert
+    expert.set_model(model)
+    make_obs = push_obs_fn(PushTask.from_config(trainer['task']), layout)
+    radius = float(ctl['task']['success_radius_m'])
+    new_obs, new_labels, successes = [], [], []
+    for r in range(rounds):
+        control = PushController.from_params(ctl, clock=lambda: 0.0)
+        control.policies.set_model(model, 1)
+        control.policies.set_policy(policy, 1, layout)
+        wins = 0
+        for i in range(n):
+            states, acts, target, _ = run_episode(env, control, {
+                'seed': seed + r * n + i, 'index': i, 'policy': 'policy', 'stage': 'eval_p'})
+            wins += int(np.linalg.norm(states[-1, 14:16] - target[:2]) < radius)
+            expert.start(target)
+            previous = None
+            goal = torch.as_tensor(target, dtype=torch.float32)[None]
+            for t in range(len(acts)):
+                new_labels.append(expert.label(states[t], previous))
+                new_obs.append(make_obs(torch.as_tensor(states[t], dtype=torch.float32)[None],
+                                        goal)[0].numpy())
+                previous = acts[t]
+        control.close()
+        successes.append(wins)
+        log(f'round {r}: the policy succeeded {wins}/{n}, {len(new_obs)} labels on its states')
+        obs_all = np.concatenate([obs, np.stack(new_obs)])
+        labels_all = np.concatenate([labels, np.stack(new_labels)])
+        if r < rounds - 1:
+            policy = fit_policy(obs_all, labels_all, trainer['distill'],
+                                int(trainer['distill']['seed']) + 20_000, log)['policy']
+    return {'obs': obs_all, 'labels': labels_all, 'successes': successes,
+            'seeds': [seed, seed + rounds * n - 1]}
+
+
 def smooth(labels: np.ndarray, seq: np.ndarray, k: int) -> np.ndarray:
     """Each label replaced by the mean of its own and the next ``k - 1`` labels of the same
     sequence (fewer at a sequence's end)."""
@@ -111,6 +160,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--eval-seed', type=int, default=2000, help='first evaluation seed')
     ap.add_argument('--episodes', type=int, default=40, help='evaluation episodes')
     ap.add_argument('--threads', type=int, default=1, help='torch threads')
+    ap.add_argument('--policy-episodes', type=int, default=0, metavar='N',
+                    help='DAgger on real states first: N lockstep policy episodes per round')
+    ap.add_argument('--rounds', type=int, default=1, help='rounds of --policy-episodes')
+    ap.add_argument('--policy-seed', type=int, default=3000,
+                    help='first seed of the policy episodes (not a validation or test seed)')
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
@@ -118,8 +172,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sets = parse_sets(args.set)
         if set(sets) - {'trainer'} or set(sets.get('trainer', {})) - {'distill'}:
             raise ValueError(f'only trainer.distill.* can be set, got {args.set}')
-        if args.smooth < 1 or args.fit_seeds < 1 or args.episodes < 1:
-            raise ValueError('--smooth, --fit-seeds and --episodes must be >= 1')
+        if min(args.smooth, args.fit_seeds, args.episodes, args.rounds) < 1:
+            raise ValueError('--smooth, --fit-seeds, --episodes and --rounds must be >= 1')
+        if args.policy_episodes and args.smooth > 1:
+            raise ValueError('--smooth cannot follow the sequences of --policy-episodes')
         trainer = node_params(f'{args.run}/params.yaml', 'trainer',
                               overrides=sets.get('trainer'))
         ctl = node_params(f'{args.run}/params.yaml', 'controller')
@@ -145,6 +201,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = np.arange(args.eval_seed, args.eval_seed + args.episodes)
     cfg = trainer['distill']
     log = (lambda m: print(m, file=sys.stderr))
+    dagger = None
+    if args.policy_episodes:
+        dagger = policy_states(args.run, trainer, ctl, env, layout, obs, labels,
+                               args.policy_episodes, args.rounds, args.policy_seed, log)
+        obs, labels = dagger.pop('obs'), dagger.pop('labels')
     fits, policies = [], []
     for k in range(args.fit_seeds):
         fit = fit_policy(obs, labels, cfg, int(cfg['seed']) + 20_000 + k, log)
@@ -154,7 +215,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      'result': evaluate(env, ctl, fit['policy'], seeds, 'policy',
                                         obs_layout=layout)})
     out = {'labels': args.labels, 'run': args.run, 'set': sets, 'smooth': args.smooth,
-           'rows': len(obs), 'real_rows': n_real,
+           'rows': len(obs), 'real_rows': n_real, 'policy_episodes': dagger,
            'eval_seeds': [int(seeds[0]), int(seeds[-1])], 'fits': fits,
            'mean_success': float(np.mean([f['result']['success_rate'] for f in fits]))}
     if len(policies) > 1:

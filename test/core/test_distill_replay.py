@@ -168,6 +168,21 @@ def test_saved_labels_are_refitted_and_smoothed_along_their_sequences(tmp_path, 
                              '--set', 'trainer.distill.epochs=1',
                              '--set', 'trainer.distill.observation=state_and_tool']) == 0
     assert json.loads(capsys.readouterr().out)['rows'] == len(obs)
+    # DAgger on real states first: a policy in the newest version drives, its states labelled,
+    # refitted, twice; the arm's rows grow by both rounds' steps.
+    from mbrl_robot.core.policy import DeterministicPolicy, save_policy
+    save_policy(DeterministicPolicy(STATE_DIM + 3, ACTION_DIM, [8]),
+                tmp_path / 'models' / 'v0002' / 'policy', 2, PUSH_OBS_LAYOUT)
+    assert distill_fit.main([saved, run, '--fit-seeds', '1', '--episodes', '1',
+                             '--policy-episodes', '1', '--rounds', '2',
+                             '--set', 'trainer.distill.epochs=1']) == 0
+    out = json.loads(capsys.readouterr().out)
+    steps = node_params('distill', 'controller')['task']['episode_steps']
+    assert out['rows'] == len(obs) + 2 * steps
+    assert out['policy_episodes']['seeds'] == [3000, 3001]
+    assert len(out['policy_episodes']['successes']) == 2
+    assert distill_fit.main([saved, run, '--policy-episodes', '1', '--smooth', '2']) == 2
+    assert 'cannot follow' in capsys.readouterr().err
     # A run that is not there, or model rows that are not whole rollouts: one line, exit 2.
     assert distill_fit.main([saved, str(tmp_path / 'missing'), '--smooth', '2']) == 2
     assert capsys.readouterr().err.count('\n') == 1
