@@ -30,7 +30,10 @@ puck's paths (the tool's end from the arm's kinematics, as the planner's reward 
 
 ``--takeover T`` also runs, for each stalled or pinned policy episode, the same first T steps
 of the policy and then the planner (cold start) to the episode's end: whether the planner
-recovers from the states where the policy stalls. One JSON line per kind::
+recovers from the states where the policy stalls. ``--labels`` compares, at the stalled
+episodes' states, what the labeller (the trainer's planner, as the distiller labels) and the
+policy do towards the target; ``--model-rollouts H`` how far the policy moves the puck in the
+learned model against the twin. One JSON line per kind::
 
     python benchmarks/policy_failures.py runs/realworld/ROW/seed0 --planner --takeover 40
 """
@@ -132,8 +135,9 @@ def labels_at(states, acts, target, policy, layout, trainer, model, task, steps,
     make_obs = push_obs_fn(task, layout)
     goal = torch.as_tensor(target, dtype=torch.float32)[None]
     out = {'step': [], 'label_speed': [], 'policy_speed': [], 'plans_cos': []}
+    steps = [t for t in steps if t < len(acts)]  # a shorter episode: its own steps only
     previous = None
-    for t in range(max(steps) + 1):
+    for t in range(max(steps, default=-1) + 1):
         if t in steps:
             warm = optimizer.previous_solution.clone()
             if previous is not None:
