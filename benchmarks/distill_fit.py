@@ -96,38 +96,39 @@ def policy_states(run, trainer, ctl, env, layout, obs, labels, n: int, rounds: i
                   log) -> dict:
     """DAgger on real states: ``rounds`` x ``n`` lockstep episodes of the policy (the run's
     newest, then each round's refit), every visited state labelled by the run's newest model's
-    planner; returns the grown ``obs``, ``labels`` and each round's successes."""
+    planner as the distiller labels real rows (its ``label_episodes``); returns the grown
+    ``obs``, ``labels`` and each round's successes."""
     from mbrl_robot.core.algorithms.distill import push_distill_agent
     from mbrl_robot.core.algorithms.mpc_recipe import run_episode
     from mbrl_robot.core.control import PushController
     _, policy, _, model = newest(run)
-    expert = push_distill_agent(trainer, log=lambda m: None, model=model).expert
-    expert.set_model(model)
-    make_obs = push_obs_fn(PushTask.from_config(trainer['task']), layout)
+    distiller = push_distill_agent(trainer, log=lambda m: None, model=model)
+    distiller.expert.set_model(model)
+    if distiller.gtask.obs_layout != layout:
+        raise ValueError(f'the distiller sees {distiller.gtask.obs_layout!r}, the labels '
+                         f'{layout!r}')
     radius = float(ctl['task']['success_radius_m'])
-    new_obs, new_labels, successes = [], [], []
+    successes = []
     for r in range(rounds):
         control = PushController.from_params(ctl, clock=lambda: 0.0)
         control.policies.set_model(model, 1)
         control.policies.set_policy(policy, 1, layout)
         wins = 0
         for i in range(n):
+            episode = seed + r * n + i
             states, acts, target, _ = run_episode(env, control, {
-                'seed': seed + r * n + i, 'index': i, 'policy': 'policy', 'stage': 'eval_p'})
+                'seed': episode, 'index': i, 'policy': 'policy', 'stage': 'eval_p'})
             wins += int(np.linalg.norm(states[-1, 14:16] - target[:2]) < radius)
-            expert.start(target)
-            previous = None
-            goal = torch.as_tensor(target, dtype=torch.float32)[None]
-            for t in range(len(acts)):
-                new_labels.append(expert.label(states[t], previous))
-                new_obs.append(make_obs(torch.as_tensor(states[t], dtype=torch.float32)[None],
-                                        goal)[0].numpy())
-                previous = acts[t]
+            steps = len(acts)
+            distiller.add_transitions(states[:-1], acts, states[1:], np.tile(target, (steps, 1)),
+                                      np.full(steps, episode), np.arange(steps))
         control.close()
+        distiller.label_episodes(np.flatnonzero(np.isnan(distiller.real_labels[:, 0])))
+        new_obs, new_labels = distiller.labelled()
         successes.append(wins)
         log(f'round {r}: the policy succeeded {wins}/{n}, {len(new_obs)} labels on its states')
-        obs_all = np.concatenate([obs, np.stack(new_obs)])
-        labels_all = np.concatenate([labels, np.stack(new_labels)])
+        obs_all = np.concatenate([obs, new_obs])
+        labels_all = np.concatenate([labels, new_labels])
         if r < rounds - 1:
             policy = fit_policy(obs_all, labels_all, trainer['distill'],
                                 int(trainer['distill']['seed']) + 20_000, log)['policy']
