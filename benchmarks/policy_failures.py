@@ -56,6 +56,7 @@ from mbrl_robot.core.tasks.push import (ACTION_DIM, PUCK_HEIGHT_M, PUCK_RADIUS_M
                                         TOOL_RADIUS_M, PushTask, tool_intrusion)
 
 from failure_modes import REST_Z_M
+from policy_latency import newest_with
 
 OUTCOMES = ('success', 'never_touched', 'wrong_way', 'overshoot', 'pinned', 'stall', 'short')
 
@@ -97,16 +98,11 @@ def newest(run: str):
         FileNotFoundError: no version holds a policy.
         ValueError: a corrupt checkpoint.
     """
-    models = os.path.join(run, 'models')
-    versions = sorted(n for n in os.listdir(models)
-                      if os.path.isdir(os.path.join(models, n, 'policy')))
-    if not versions:
-        raise FileNotFoundError(f'{models}: no version with a policy')
-    path = os.path.join(models, versions[-1])
+    path = os.path.dirname(newest_with(run, 'policy'))
     policy, meta = load_policy(os.path.join(path, 'policy'))
     model = GaussianEnsemble.load(path, device='cpu', obs_dim=STATE_DIM,
                                   act_dim=ACTION_DIM).eval()
-    return versions[-1], policy, meta, model
+    return os.path.basename(path), policy, meta, model
 
 
 def _tip_velocity(task: PushTask, q: np.ndarray, action: np.ndarray) -> np.ndarray:

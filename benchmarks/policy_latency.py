@@ -44,12 +44,13 @@ from mbrl_robot.core.safety import CommandFilter
 from mbrl_robot.core.tasks.push import PushTask
 
 
-def _newest(run_dir: str, sub: str) -> str:
+def newest_with(run_dir: str, sub: str) -> str:
+    """``models/vN/sub`` of the run's newest version that holds ``sub`` (e.g. ``policy``)."""
     models = os.path.join(run_dir, 'models')
     names = sorted(n for n in os.listdir(models) if n.startswith('v') and n[1:].isdigit()
                    and os.path.isdir(os.path.join(models, n, sub)))
     if not names:
-        raise FileNotFoundError(f'{models}: no version with {sub!r}')
+        raise FileNotFoundError(f'{models}: no version with a {sub}')
     return os.path.join(models, names[-1], sub)
 
 
@@ -69,7 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(1)
     try:
         params = node_params(os.path.join(args.run_dir, 'params.yaml'), 'controller')
-        policy, meta = load_policy(_newest(args.run_dir, 'policy'))
+        policy, meta = load_policy(newest_with(args.run_dir, 'policy'))
         store = TransitionStore(os.path.join(args.run_dir, 'buffer'))
         rec = store.records(0, args.steps, np.float64)
         store.close()
@@ -93,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.planner:
         cfg = {**params, 'mode': 'planner'}
         factory = PolicyFactory(cfg, CommandFilter.from_params(params))
-        factory.load_model(os.path.dirname(_newest(args.run_dir, 'policy')), meta['version'])
+        factory.load_model(os.path.dirname(newest_with(args.run_dir, 'policy')), meta['version'])
         factory.set_target(rec.target[0])
         planner = factory.create()
         ms = []
