@@ -32,6 +32,9 @@ Usage::
         --set eval_seed=5000 relabel_goals=4      # hindsight goals (HER), the test seeds
     python benchmarks/mbpo_sac.py --method sac --transitions 50000 --profile push_anywhere
     python benchmarks/mbpo_sac.py --method floor --seeds 0 1 2 --set eval_seed=5000  # the floor
+    # 50k MBPO across sessions: saves every 2,500 transitions; rerun the same line to continue
+    python benchmarks/mbpo_sac.py --method mbpo --transitions 50000 --curve 5000 20000 50000 \
+        --seeds 0 --set eval_seed=5000 --resume-dir runs/mbpo50k --stop-after-s 9000
 """
 
 import argparse
@@ -44,7 +47,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import _merge, node_params
-from mbrl_robot.core.algorithms.mbpo import evaluate, run_mbpo
+from mbrl_robot.core.algorithms.mbpo import evaluate, Resumable, run_mbpo
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory, PushController
 from mbrl_robot.core.models import create_model
@@ -114,7 +117,19 @@ def main() -> None:
     ap.add_argument('--shaping', type=float, default=None,
                     help='task.reward.tool_shaping_weight for the twin and the learner')
     ap.add_argument('--out-dir', default=None, help='write summary.json and the policy here')
+    ap.add_argument('--resume-dir', default=None,
+                    help="keep each seed's whole state here (METHOD_seedS.pt) and continue it "
+                         'when rerun with the same arguments: long runs across sessions')
+    ap.add_argument('--checkpoint-every', type=int, default=2500,
+                    help='real transitions between saves of the resume state')
+    ap.add_argument('--stop-after-s', type=float, default=None,
+                    help='with --resume-dir: save and stop at the first episode end after '
+                         'this many seconds (rerun to continue)')
     args = ap.parse_args()
+    if args.stop_after_s is not None and args.resume_dir is None:
+        ap.error('--stop-after-s needs --resume-dir (where the run continues from)')
+    if args.checkpoint_every < 1:
+        ap.error(f'--checkpoint-every must be >= 1, got {args.checkpoint_every}')
     torch.set_num_threads(1)
     cfg = node_params(args.profile, 'trainer')
     ctl = node_params(args.profile, 'controller')
@@ -146,22 +161,41 @@ def main() -> None:
             'method': 'floor', 'profile': args.profile, 'variant': variant}))
         env.close()
         return
+
+    def stop() -> bool:
+        return args.stop_after_s is not None and time.monotonic() - t0 > args.stop_after_s
+
     for seed in args.seeds:
         ckpt = os.path.join(args.out_dir, f'policy_seed{seed}') if args.out_dir else None
-        if args.method == 'mbpo':
-            s = run_mbpo(env, cfg, seed, checkpoint_dir=ckpt, eval_at=args.curve or (), log=log)
-        else:
-            points = args.curve or [p for p in (5000, 20000, 50000) if p < args.transitions]
-            s = run_sac(env, cfg, seed, curve_points=sorted(set(points) | {args.transitions}),
-                        gradient_steps=args.gradient_steps or 1, checkpoint_dir=ckpt, log=log)
+        resumable = None
+        if args.resume_dir:
+            resumable = Resumable(os.path.join(args.resume_dir, f'{args.method}_seed{seed}.pt'),
+                                  args.checkpoint_every, stop)
+        try:
+            if args.method == 'mbpo':
+                s = run_mbpo(env, cfg, seed, checkpoint_dir=ckpt, eval_at=args.curve or (),
+                             log=log, resumable=resumable)
+            else:
+                points = args.curve or [p for p in (5000, 20000, 50000) if p < args.transitions]
+                s = run_sac(env, cfg, seed, curve_points=sorted(set(points) | {args.transitions}),
+                            gradient_steps=args.gradient_steps or 1, checkpoint_dir=ckpt,
+                            log=log, resumable=resumable)
+        except ValueError as e:  # a resume state of another run, or a corrupt one
+            env.close()
+            raise SystemExit(f'mbpo_sac: {e}')
         policy = s.pop('policy')
+        line = {'method': args.method, 'profile': args.profile, 'variant': variant,
+                'seed': seed, 'relabel_goals': cfg['mbpo']['relabel_goals'],
+                'eval_seed': cfg['mbpo']['eval_seed'], 'transitions': s['transitions'],
+                'wall_s': s['wall_s'], 'eval': s['eval'], 'curve': s['curve'],
+                'finished': s['finished'], 'resumed_at': s['resumed_at']}
+        print(json.dumps(line), flush=True)
+        if not s['finished']:
+            print(f'mbpo_sac: seed {seed} stopped at {s["transitions"]} of {args.transitions} '
+                  f'transitions; rerun the same command to continue', flush=True)
+            env.close()
+            return
         runs.append(s)
-        print(json.dumps({'method': args.method, 'profile': args.profile, 'variant': variant,
-                          'seed': seed,
-                          'relabel_goals': cfg['mbpo']['relabel_goals'],
-                          'eval_seed': cfg['mbpo']['eval_seed'],
-                          'transitions': s['transitions'], 'wall_s': s['wall_s'],
-                          'eval': s['eval'], 'curve': s['curve']}), flush=True)
     summary = {
         'method': args.method, 'profile': args.profile, 'variant': variant,
         'transitions': args.transitions,

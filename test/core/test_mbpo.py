@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.algorithms.mbpo import evaluate, make_sac, rollout_length, run_sac_loop
+from mbrl_robot.core.algorithms.mbpo import (evaluate, make_sac, Resumable, rollout_length,
+                                             run_sac_loop)
 from mbrl_robot.core.buffer.replay import ArrayBuffer, MixedReplayBuffer
 from mbrl_robot.core.policy import DeterministicPolicy, load_policy, save_policy
 from mbrl_robot.core.types import GoalTask
@@ -349,6 +350,76 @@ def test_catch_up_runs_the_schedule_for_rows_fed_in_batches():
     stopped = agent.catch_up(model, stop=lambda: True)
     assert stopped['steps'] == 0 and stopped['gradient_steps'] == 0
     assert agent.catch_up(model)['gradient_steps'] == 5 * 30
+
+
+# ------------------------------------------------------------------- resume across sessions
+def resumable_run(resumable=None, **kw):
+    """MBPO with hindsight goals (so the pending episodes and their RNG are state too)."""
+    cfg = config(300, relabel_goals=2, **kw)
+    return run_sac_loop(PointMass(), point_task(), cfg, 0, True, MODEL, TRAINING,
+                        eval_at=[150, 300], eval_seeds=EVAL_SEEDS[:5], log=lambda s: None,
+                        resumable=resumable)
+
+
+def same_run(a, b):
+    sa, sb = a['sac'].policy.state_dict(), b['sac'].policy.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    ma, mb = a['model'].state_dict(), b['model'].state_dict()
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    assert a['model'].elite_indices == b['model'].elite_indices
+    strip = [{k: v for k, v in c.items() if k != 'wall_s'} for c in a['curve']]
+    assert strip == [{k: v for k, v in c.items() if k != 'wall_s'} for c in b['curve']]
+    assert a['gradient_steps'] == b['gradient_steps'] and a['transitions'] == b['transitions']
+
+
+def test_a_stopped_or_killed_run_resumes_bit_for_bit(tmp_path):
+    """The 50k runs span sessions: stopping (the session's budget) or dying between saves (the
+    session's end) and rerunning gives the very run that never stopped."""
+    straight = resumable_run()
+    assert straight['finished'] and straight['resumed_at'] == []
+    path = str(tmp_path / 'state.pt')
+    calls = []
+    part = resumable_run(Resumable(path, every=50,
+                                   stop=lambda: calls.append(1) or len(calls) >= 4))
+    assert not part['finished'] and part['transitions'] == 100 and len(part['curve']) == 0
+    resumed = resumable_run(Resumable(path, every=50))
+    assert resumed['finished'] and resumed['resumed_at'] == [100]
+    same_run(straight, resumed)
+    # Killed between saves: the state saved every 100 transitions is at 100 when an exception
+    # (the session ending) hits at the episode end of 175 (the stop poll is the last call).
+    killed = str(tmp_path / 'killed.pt')
+
+    def die():
+        calls.append(1)
+        if len(calls) >= 7:
+            raise KeyboardInterrupt
+        return False
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        resumable_run(Resumable(killed, every=100, stop=die))
+    resumed = resumable_run(Resumable(killed, every=100))
+    assert resumed['resumed_at'] == [100]
+    same_run(straight, resumed)
+    # A finished run's state is kept: rerunning returns at once with the same result.
+    again = resumable_run(Resumable(killed, every=100))
+    assert again['resumed_at'] == [100, 300] and again['gradient_steps'] == straight[
+        'gradient_steps']
+
+
+def test_a_resume_state_of_another_run_or_a_corrupt_one_is_one_error(tmp_path):
+    path = str(tmp_path / 'state.pt')
+    resumable_run(Resumable(path, every=50, stop=lambda: True))
+    with pytest.raises(ValueError, match=r'state.pt: written by a run with gradient_steps=5, '
+                                         r'this run has 3'):
+        resumable_run(Resumable(path), gradient_steps=3)
+    with pytest.raises(ValueError, match='written by a run with seed=0, this run has 1'):
+        run_sac_loop(PointMass(), point_task(), config(300, relabel_goals=2), 1, True, MODEL,
+                     TRAINING, eval_at=[150, 300], eval_seeds=EVAL_SEEDS[:5],
+                     log=lambda s: None, resumable=Resumable(path))
+    with open(path, 'r+b') as f:
+        f.truncate(1000)
+    with pytest.raises(ValueError, match='state.pt: unreadable resume state'):
+        resumable_run(Resumable(path))
 
 
 # ------------------------------------------------------------------------ checkpoints

@@ -42,9 +42,12 @@ What it uses lives elsewhere, free of this algorithm:
   (``DeterministicPolicy``, ``save_policy``, ``load_policy``).
 """
 
+import json
 import math
 import os
+import random
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
@@ -563,12 +566,87 @@ def evaluate(act_fn: Callable[[np.ndarray], np.ndarray], env: gym.Env,
             'mean_final_distance': float(np.mean(finals)), 'final_distances': finals}
 
 
+# What a resume state leaves out: the caller passes them again (the task's functions, sinks).
+_RUNTIME_ATTRS = ('gtask', 'log', 'termination_fn')
+RESUME_FORMAT = 1
+
+
+@dataclass
+class Resumable:
+    """Where :func:`run_sac_loop` keeps its resume state, how often, and when to stop early.
+
+    Attributes:
+        path: the state file (written atomically; read back when it exists).
+        every: real transitions between saves (at the end of the episode that reaches them).
+        stop: polled at each episode end; True saves the state and returns an unfinished run.
+    """
+
+    path: str
+    every: int = 2500
+    stop: Optional[Callable[[], bool]] = None
+
+
+def save_resume_state(path: str, agent: 'MBPOAgent', loop: Dict[str, Any]) -> None:
+    """Write everything the rest of a run depends on to ``path`` (temporary, then renamed).
+
+    The learner whole (SAC with its optimisers, the ensemble and its elites, the buffers, every
+    RNG it owns), the loop's position (``loop``: episode, curve, budgets left) and the global
+    RNGs SB3 and torch draw from, so that a resumed run continues bit for bit.
+    """
+    state = {'format': RESUME_FORMAT, 'cfg': agent.cfg, 'seed': agent.seed,
+             'use_model': agent.use_model, 'loop': loop,
+             'agent': {k: v for k, v in agent.__dict__.items() if k not in _RUNTIME_ATTRS},
+             'rng': {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(),
+                     'python': random.getstate()}}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp'
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_resume_state(path: str, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
+                      use_model: bool, log: Callable[[str], None],
+                      termination_fn: Optional[TerminationFnType]
+                      ) -> Tuple['MBPOAgent', Dict[str, Any]]:
+    """The learner and loop position saved by :func:`save_resume_state`; restores the global RNGs.
+
+    Raises:
+        ValueError: the file is unreadable or truncated, of another format, or was written by a
+            run with another config, seed or method (the first differing key named).
+    """
+    try:
+        state = torch.load(path, weights_only=False)
+        fmt = state['format']
+    except Exception as e:  # torch.load raises many types on a corrupt or truncated file
+        raise ValueError(f'{path}: unreadable resume state ({type(e).__name__}: {e})') from e
+    if fmt != RESUME_FORMAT:
+        raise ValueError(f'{path}: resume state format {fmt!r}, expected {RESUME_FORMAT}')
+    saved = json.loads(json.dumps(state['cfg']))
+    wanted = json.loads(json.dumps(cfg))
+    if saved != wanted:
+        key = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))[0]
+        raise ValueError(f'{path}: written by a run with {key}={saved.get(key)!r}, this run has '
+                         f'{wanted.get(key)!r}; use another state file or the same config')
+    for key, value in (('seed', int(seed)), ('use_model', bool(use_model))):
+        if state[key] != value:
+            raise ValueError(f'{path}: written by a run with {key}={state[key]!r}, this run '
+                             f'has {value!r}')
+    agent = MBPOAgent.__new__(MBPOAgent)
+    agent.__dict__.update(state['agent'])
+    agent.gtask, agent.log, agent.termination_fn = gtask, log, termination_fn
+    torch.set_rng_state(state['rng']['torch'])
+    np.random.set_state(state['rng']['numpy'])
+    random.setstate(state['rng']['python'])
+    return agent, state['loop']
+
+
 def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
                  use_model: bool, model_cfg: Optional[Dict[str, Any]] = None,
                  training_cfg: Optional[Dict[str, Any]] = None,
                  eval_at: Sequence[int] = (), eval_seeds: Sequence[int] = (),
                  log: Callable[[str], None] = print,
-                 termination_fn: Optional[TerminationFnType] = None) -> Dict[str, Any]:
+                 termination_fn: Optional[TerminationFnType] = None,
+                 resumable: Optional[Resumable] = None) -> Dict[str, Any]:
     """SAC on ``env`` with (MBPO) or without (model-free) model rollouts.
 
     One loop for both methods: the real buffer, the SB3 SAC networks and update, the episode
@@ -591,17 +669,40 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
         log: progress sink.
         termination_fn: the model rollouts' termination (see :class:`MBPOAgent`); the real
             episodes end by the env's own ``terminated``.
+        resumable: keep a resume state (:class:`Resumable`): an existing one is continued,
+            bit for bit as if the run had not stopped (episodes are seeded, so the env needs
+            no state of its own between episodes); None: run straight through.
 
     Returns:
         ``{'agent', 'sac', 'policy', 'curve': [{'transitions', 'wall_s', **evaluate()}],
-        'model_fits', 'transitions', 'wall_s', 'gradient_steps', 'model'}``.
+        'model_fits', 'transitions', 'wall_s', 'gradient_steps', 'model', 'finished',
+        'resumed_at'}``: ``wall_s`` sums every part of a resumed run; ``finished`` is False
+        when ``resumable.stop`` ended it early; ``resumed_at``, the real transitions at which
+        it was resumed.
+
+    Raises:
+        ValueError: the resume state is unreadable or was written by another run (see
+            :func:`load_resume_state`).
     """
-    agent = MBPOAgent(gtask, env.observation_space, env.action_space, cfg, seed, use_model,
-                      model_cfg, training_cfg, log, termination_fn)
-    total = int(cfg['total_steps'])
     eval_at = sorted(int(x) for x in eval_at)
-    curve: List[Dict[str, Any]] = []
-    t0 = time.monotonic()
+    loop: Dict[str, Any] = {'episode': 0, 'curve': [], 'eval_at': eval_at,
+                            'eval_seeds': [int(x) for x in eval_seeds], 'wall_s': 0.0,
+                            'resumed_at': []}
+    if resumable is not None and os.path.exists(resumable.path):
+        agent, saved = load_resume_state(resumable.path, gtask, cfg, seed, use_model, log,
+                                         termination_fn)
+        if saved['eval_seeds'] != loop['eval_seeds']:
+            raise ValueError(f'{resumable.path}: written by a run evaluated on other seeds')
+        loop = {**saved, 'resumed_at': saved['resumed_at'] + [agent.n_real]}
+        log(f'resumed {resumable.path} at {agent.n_real} transitions, episode '
+            f'{loop["episode"]}')
+    else:
+        agent = MBPOAgent(gtask, env.observation_space, env.action_space, cfg, seed, use_model,
+                          model_cfg, training_cfg, log, termination_fn)
+    total = int(cfg['total_steps'])
+    eval_at, curve = loop['eval_at'], loop['curve']
+    t0 = time.monotonic() - loop['wall_s']
+    saved_at = agent.n_real
 
     def evaluate_now():
         res = evaluate(lambda o: agent.act(o, explore=False), env, eval_seeds)
@@ -610,7 +711,15 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
             f'success {res["success_rate"]:.2f}, final distance '
             f'{res["mean_final_distance"]:.3f}, {time.monotonic() - t0:.0f} s')
 
-    episode = 0
+    def keep(force: bool = False) -> None:
+        nonlocal saved_at
+        if resumable is not None and (force or agent.n_real - saved_at >= resumable.every):
+            save_resume_state(resumable.path, agent,
+                              {**loop, 'wall_s': time.monotonic() - t0})
+            saved_at = agent.n_real
+
+    finished = True
+    episode = loop['episode']
     obs, info = env.reset(seed=10 ** 6 * (seed + 1) + episode)
     while agent.n_real < total:
         action = agent.act(obs)
@@ -628,19 +737,31 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
                 evaluate_now()
                 eval_at.pop(0)
             episode += 1
+            loop['episode'] = episode
+            stopping = (resumable is not None and resumable.stop is not None
+                        and agent.n_real < total and resumable.stop())
+            keep(force=stopping)
+            if stopping:
+                finished = False
+                log(f'stopped at {agent.n_real} transitions; state kept in {resumable.path}')
+                break
             obs, info = env.reset(seed=10 ** 6 * (seed + 1) + episode)
-    for _ in eval_at:  # budgets not reached at an episode end (total not a multiple)
-        evaluate_now()
+    if finished:
+        while eval_at:  # budgets not reached at an episode end (total not a multiple)
+            evaluate_now()
+            eval_at.pop(0)
+        keep(force=True)
     return {'agent': agent, 'sac': agent.sac, 'policy': agent.policy(), 'curve': curve,
             'model_fits': agent.fits, 'transitions': agent.n_real,
             'wall_s': time.monotonic() - t0, 'gradient_steps': agent.n_updates,
-            'model': agent.model}
+            'model': agent.model, 'finished': finished, 'resumed_at': loop['resumed_at']}
 
 
 def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTask] = None,
              checkpoint_dir: Optional[str] = None, version: int = 1,
              eval_env: Optional[gym.Env] = None, eval_at: Sequence[int] = (),
-             log: Callable[[str], None] = print) -> Dict[str, Any]:
+             log: Callable[[str], None] = print,
+             resumable: Optional[Resumable] = None) -> Dict[str, Any]:
     """MBPO on ``env``: returns a JSON-able summary, optionally saves the policy checkpoint.
 
     Args:
@@ -656,11 +777,13 @@ def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalT
             ``mbpo.eval_seed + i`` for ``i < mbpo.eval_episodes``.
         eval_at: extra learning-curve points (real transitions).
         log: progress sink.
+        resumable: keep and continue a resume state (see :func:`run_sac_loop`).
 
     Returns:
         ``{'method': 'mbpo', 'seed', 'transitions', 'wall_s', 'gradient_steps', 'eval',
-        'curve', 'model_fits', 'checkpoint', 'sha256'}`` (JSON-able) plus ``'policy'``, the
-        :class:`DeterministicPolicy`.
+        'curve', 'model_fits', 'checkpoint', 'sha256', 'finished', 'resumed_at'}`` (JSON-able)
+        plus ``'policy'``, the :class:`DeterministicPolicy`. A run stopped early
+        (``finished`` False) has no final evaluation (``eval`` None) and no checkpoint.
     """
     m = dict(cfg['mbpo'])
     if gtask is None:
@@ -668,15 +791,16 @@ def run_mbpo(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalT
         gtask = push_goal_task(task, getattr(env, 'command_filter', None))
     seeds = [int(m['eval_seed']) + i for i in range(int(m['eval_episodes']))]
     out = run_sac_loop(env, gtask, m, seed, True, cfg['model'], cfg['training'],
-                       eval_at=eval_at, eval_seeds=seeds, log=log)
+                       eval_at=eval_at, eval_seeds=seeds, log=log, resumable=resumable)
     t_eval = time.monotonic()
     policy = out['policy']
-    result = evaluate(lambda o: policy.act(o), eval_env or env, seeds)
+    result = evaluate(lambda o: policy.act(o), eval_env or env, seeds) if out['finished'] else None
     summary = {'method': 'mbpo', 'seed': seed, 'transitions': out['transitions'],
                'wall_s': out['wall_s'], 'eval_wall_s': time.monotonic() - t_eval,
                'gradient_steps': out['gradient_steps'], 'eval': result, 'curve': out['curve'],
-               'model_fits': out['model_fits'], 'checkpoint': None, 'sha256': None}
-    if checkpoint_dir:
+               'model_fits': out['model_fits'], 'checkpoint': None, 'sha256': None,
+               'finished': out['finished'], 'resumed_at': out['resumed_at']}
+    if checkpoint_dir and out['finished']:
         summary['sha256'] = save_policy(policy, checkpoint_dir, version, gtask.obs_layout,
                                         sac=out['sac'], extra={'method': 'mbpo', 'seed': seed,
                                                                'transitions': out['transitions']})

@@ -20,12 +20,11 @@ beyond ``init_random_steps``. The learning curve is measured on the held-out fix
 ``eval_seed .. eval_seed + eval_episodes - 1`` (1000..1019, like the recipe's evaluation).
 """
 
-import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import gymnasium as gym
 
-from mbrl_robot.core.algorithms.mbpo import run_sac_loop
+from mbrl_robot.core.algorithms.mbpo import Resumable, run_sac_loop
 from mbrl_robot.core.policy import save_policy
 from mbrl_robot.core.tasks.push import push_goal_task, PushTask
 from mbrl_robot.core.types import GoalTask
@@ -36,7 +35,8 @@ CURVE_POINTS = (5000, 20000, 50000)
 def run_sac(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTask] = None,
             curve_points: Sequence[int] = CURVE_POINTS, gradient_steps: int = 1,
             checkpoint_dir: Optional[str] = None, version: int = 1,
-            log: Callable[[str], None] = print) -> Dict[str, Any]:
+            log: Callable[[str], None] = print,
+            resumable: Optional[Resumable] = None) -> Dict[str, Any]:
     """Model-free SAC; returns a JSON-able summary with the learning curve.
 
     Args:
@@ -52,11 +52,13 @@ def run_sac(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTa
         checkpoint_dir: if set, the final policy is saved there with ``version``.
         version: policy version to record.
         log: progress sink.
+        resumable: keep and continue a resume state (see :func:`run_sac_loop`).
 
     Returns:
         ``{'method': 'sac', 'seed', 'transitions', 'wall_s', 'gradient_steps', 'curve',
-        'eval' (the last curve point), 'checkpoint', 'sha256'}`` (JSON-able) plus
-        ``'policy'``, the :class:`DeterministicPolicy`.
+        'eval' (the last curve point; None when stopped early), 'checkpoint', 'sha256',
+        'finished', 'resumed_at'}`` (JSON-able) plus ``'policy'``, the
+        :class:`DeterministicPolicy`.
 
     Raises:
         ValueError: empty or non-positive ``curve_points``.
@@ -69,14 +71,15 @@ def run_sac(env: gym.Env, cfg: Dict[str, Any], seed: int, gtask: Optional[GoalTa
         task = PushTask.from_config(cfg['task']) if 'task' in cfg else PushTask()
         gtask = push_goal_task(task, getattr(env, 'command_filter', None))
     seeds = [int(m['eval_seed']) + i for i in range(int(m['eval_episodes']))]
-    t0 = time.monotonic()
-    out = run_sac_loop(env, gtask, m, seed, False, eval_at=points, eval_seeds=seeds, log=log)
+    out = run_sac_loop(env, gtask, m, seed, False, eval_at=points, eval_seeds=seeds, log=log,
+                       resumable=resumable)
     curve = out['curve']
     summary = {'method': 'sac', 'seed': seed, 'transitions': out['transitions'],
-               'wall_s': time.monotonic() - t0, 'gradient_steps': out['gradient_steps'],
-               'curve': curve, 'eval': curve[-1] if curve else None, 'checkpoint': None,
-               'sha256': None}
-    if checkpoint_dir:
+               'wall_s': out['wall_s'], 'gradient_steps': out['gradient_steps'],
+               'curve': curve, 'eval': curve[-1] if curve and out['finished'] else None,
+               'checkpoint': None, 'sha256': None, 'finished': out['finished'],
+               'resumed_at': out['resumed_at']}
+    if checkpoint_dir and out['finished']:
         summary['sha256'] = save_policy(out['policy'], checkpoint_dir, version, gtask.obs_layout,
                                         sac=out['sac'], extra={'method': 'sac', 'seed': seed,
                                                                'transitions': out['transitions']})
