@@ -408,6 +408,9 @@ def test_a_stopped_or_killed_run_resumes_bit_for_bit(tmp_path):
 
 def test_a_resume_state_of_another_run_or_a_corrupt_one_is_one_error(tmp_path):
     path = str(tmp_path / 'state.pt')
+    for every in (0, 2.5, True):
+        with pytest.raises(ValueError, match='Resumable.every must be an int >= 1'):
+            Resumable(path, every=every)
     resumable_run(Resumable(path, every=50, stop=lambda: True))
     with pytest.raises(ValueError, match=r'state.pt: written by a run with gradient_steps=5, '
                                          r'this run has 3'):

@@ -585,6 +585,10 @@ class Resumable:
     every: int = 2500
     stop: Optional[Callable[[], bool]] = None
 
+    def __post_init__(self):
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f'Resumable.every must be an int >= 1, got {self.every!r}')
+
 
 def save_resume_state(path: str, agent: 'MBPOAgent', loop: Dict[str, Any]) -> None:
     """Write everything the rest of a run depends on to ``path`` (temporary, then renamed).
