@@ -419,6 +419,10 @@ def test_a_resume_state_of_another_run_or_a_corrupt_one_is_one_error(tmp_path):
         run_sac_loop(PointMass(), point_task(), config(300, relabel_goals=2), 1, True, MODEL,
                      TRAINING, eval_at=[150, 300], eval_seeds=EVAL_SEEDS[:5],
                      log=lambda s: None, resumable=Resumable(path))
+    with pytest.raises(ValueError, match=r'with curve budgets \[150, 300\], this run has \[300\]'):
+        run_sac_loop(PointMass(), point_task(), config(300, relabel_goals=2), 0, True, MODEL,
+                     TRAINING, eval_at=[300], eval_seeds=EVAL_SEEDS[:5],
+                     log=lambda s: None, resumable=Resumable(path))
     with open(path, 'r+b') as f:
         f.truncate(1000)
     with pytest.raises(ValueError, match='state.pt: unreadable resume state'):

@@ -690,13 +690,16 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
     """
     eval_at = sorted(int(x) for x in eval_at)
     loop: Dict[str, Any] = {'episode': 0, 'curve': [], 'eval_at': eval_at,
+                            'budgets': list(eval_at),
                             'eval_seeds': [int(x) for x in eval_seeds], 'wall_s': 0.0,
                             'resumed_at': []}
     if resumable is not None and os.path.exists(resumable.path):
         agent, saved = load_resume_state(resumable.path, gtask, cfg, seed, use_model, log,
                                          termination_fn)
-        if saved['eval_seeds'] != loop['eval_seeds']:
-            raise ValueError(f'{resumable.path}: written by a run evaluated on other seeds')
+        for key, what in (('eval_seeds', 'evaluation seeds'), ('budgets', 'curve budgets')):
+            if saved[key] != loop[key]:
+                raise ValueError(f'{resumable.path}: written by a run with {what} '
+                                 f'{saved[key]}, this run has {loop[key]}')
         loop = {**saved, 'resumed_at': saved['resumed_at'] + [agent.n_real]}
         log(f'resumed {resumable.path} at {agent.n_real} transitions, episode '
             f'{loop["episode"]}')
