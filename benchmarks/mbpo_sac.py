@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import _merge, node_params
-from mbrl_robot.core.algorithms.mbpo import evaluate, Resumable, run_mbpo
+from mbrl_robot.core.algorithms.mbpo import evaluate, Resumable, ResumeStateError, run_mbpo
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory, PushController
 from mbrl_robot.core.models import create_model
@@ -55,6 +55,9 @@ from mbrl_robot.core.safety import CommandFilter
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
 from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
 from mbrl_robot.sim.push_env import PushEnv
+
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on --stop-after-s with its state kept; rerun to go on
 
 
 def step_latency(profile: str, policy, repeats: int = 200) -> Dict[str, float]:
@@ -124,7 +127,7 @@ def main() -> None:
                     help='real transitions between saves of the resume state')
     ap.add_argument('--stop-after-s', type=float, default=None,
                     help='with --resume-dir: save and stop at the first episode end after '
-                         'this many seconds (rerun to continue)')
+                         f'this many seconds, exit status {EXIT_STOPPED} (rerun to continue)')
     args = ap.parse_args()
     if args.stop_after_s is not None and args.resume_dir is None:
         ap.error('--stop-after-s needs --resume-dir (where the run continues from)')
@@ -169,8 +172,10 @@ def main() -> None:
         ckpt = os.path.join(args.out_dir, f'policy_seed{seed}') if args.out_dir else None
         resumable = None
         if args.resume_dir:
-            resumable = Resumable(os.path.join(args.resume_dir, f'{args.method}_seed{seed}.pt'),
-                                  args.checkpoint_every, stop)
+            resumable = Resumable(
+                os.path.join(args.resume_dir, f'{args.method}_seed{seed}.pt'),
+                args.checkpoint_every, stop,
+                {'profile': args.profile, 'variant': variant, 'task': task})
         try:
             if args.method == 'mbpo':
                 s = run_mbpo(env, cfg, seed, checkpoint_dir=ckpt, eval_at=args.curve or (),
@@ -180,7 +185,7 @@ def main() -> None:
                 s = run_sac(env, cfg, seed, curve_points=sorted(set(points) | {args.transitions}),
                             gradient_steps=args.gradient_steps or 1, checkpoint_dir=ckpt,
                             log=log, resumable=resumable)
-        except ValueError as e:  # a resume state of another run, or a corrupt one
+        except ResumeStateError as e:  # a resume state of another run, or a corrupt one
             env.close()
             raise SystemExit(f'mbpo_sac: {e}')
         policy = s.pop('policy')
@@ -194,7 +199,7 @@ def main() -> None:
             print(f'mbpo_sac: seed {seed} stopped at {s["transitions"]} of {args.transitions} '
                   f'transitions; rerun the same command to continue', flush=True)
             env.close()
-            return
+            raise SystemExit(EXIT_STOPPED)
         runs.append(s)
     summary = {
         'method': args.method, 'profile': args.profile, 'variant': variant,

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.algorithms.mbpo import (evaluate, make_sac, Resumable, rollout_length,
-                                             run_sac_loop)
+from mbrl_robot.core.algorithms.mbpo import (evaluate, make_sac, Resumable, ResumeStateError,
+                                             rollout_length, run_sac_loop)
 from mbrl_robot.core.buffer.replay import ArrayBuffer, MixedReplayBuffer
 from mbrl_robot.core.policy import DeterministicPolicy, load_policy, save_policy
 from mbrl_robot.core.types import GoalTask
@@ -400,33 +400,53 @@ def test_a_stopped_or_killed_run_resumes_bit_for_bit(tmp_path):
     resumed = resumable_run(Resumable(killed, every=100))
     assert resumed['resumed_at'] == [100]
     same_run(straight, resumed)
-    # A finished run's state is kept: rerunning returns at once with the same result.
+    # A finished run's state is kept as it was: rerunning returns at once with the same result.
+    before = os.path.getmtime(killed)
     again = resumable_run(Resumable(killed, every=100))
-    assert again['resumed_at'] == [100, 300] and again['gradient_steps'] == straight[
-        'gradient_steps']
+    assert again['resumed_at'] == [100] and again['finished']
+    same_run(straight, again)
+    assert os.path.getmtime(killed) == before
 
 
 def test_a_resume_state_of_another_run_or_a_corrupt_one_is_one_error(tmp_path):
     path = str(tmp_path / 'state.pt')
+    assert issubclass(ResumeStateError, ValueError)
     for every in (0, 2.5, True):
         with pytest.raises(ValueError, match='Resumable.every must be an int >= 1'):
             Resumable(path, every=every)
-    resumable_run(Resumable(path, every=50, stop=lambda: True))
+    resumable_run(Resumable(path, every=50, stop=lambda: True, identity={'profile': 'cpu'}))
+
+    def same():  # the saved run's identity
+        return Resumable(path, identity={'profile': 'cpu'})
     with pytest.raises(ValueError, match=r'state.pt: written by a run with gradient_steps=5, '
                                          r'this run has 3'):
-        resumable_run(Resumable(path), gradient_steps=3)
+        resumable_run(same(), gradient_steps=3)
     with pytest.raises(ValueError, match='written by a run with seed=0, this run has 1'):
         run_sac_loop(PointMass(), point_task(), config(300, relabel_goals=2), 1, True, MODEL,
                      TRAINING, eval_at=[150, 300], eval_seeds=EVAL_SEEDS[:5],
-                     log=lambda s: None, resumable=Resumable(path))
+                     log=lambda s: None, resumable=same())
     with pytest.raises(ValueError, match=r'with curve budgets \[150, 300\], this run has \[300\]'):
         run_sac_loop(PointMass(), point_task(), config(300, relabel_goals=2), 0, True, MODEL,
                      TRAINING, eval_at=[300], eval_seeds=EVAL_SEEDS[:5],
-                     log=lambda s: None, resumable=Resumable(path))
+                     log=lambda s: None, resumable=same())
+    with pytest.raises(ResumeStateError, match=r'with profile=\'cpu\', this run has \'other\''):
+        resumable_run(Resumable(path, identity={'profile': 'other'}))
+    with pytest.raises(ResumeStateError, match='with model.hidden_size=64, this run has 32'):
+        run_sac_loop(PointMass(), point_task(), config(300, relabel_goals=2), 0, True,
+                     {**MODEL, 'hidden_size': 32}, TRAINING, eval_at=[150, 300],
+                     eval_seeds=EVAL_SEEDS[:5], log=lambda s: None, resumable=same())
+    state = torch.load(path, weights_only=False)
+    torch.save({k: v for k, v in state.items() if k != 'rng'}, path)
+    with pytest.raises(ResumeStateError, match=r"incomplete resume state, missing \['rng'\]"):
+        resumable_run(same())
+    state['agent'].pop('her_rng')  # a learner of another version of the code
+    torch.save(state, path)
+    with pytest.raises(ResumeStateError, match='with learner attributes='):
+        resumable_run(same())
     with open(path, 'r+b') as f:
         f.truncate(1000)
-    with pytest.raises(ValueError, match='state.pt: unreadable resume state'):
-        resumable_run(Resumable(path))
+    with pytest.raises(ResumeStateError, match='state.pt: unreadable resume state'):
+        resumable_run(same())
 
 
 # ------------------------------------------------------------------------ checkpoints

@@ -65,32 +65,37 @@ def test_floor_does_nothing_and_acts_randomly_on_the_evaluation_episodes():
 
 
 def test_a_long_run_stops_on_its_budget_and_the_same_command_continues_it(tmp_path):
-    """``--resume-dir`` / ``--stop-after-s`` on the twin: stopped after its first episode and
-    rerun, the policy is the one of the run that never stopped (same sha256); a state of
-    another run is one line, not a traceback."""
+    """``--resume-dir`` / ``--stop-after-s`` on the push_anywhere twin (random puck mass and
+    friction, a fitted ensemble in the state): stopped after its first episode and rerun in a
+    new process (a fresh physics client), the policy is the one of the run that never stopped
+    (same sha256); a state of another run is one line, not a traceback."""
     import json
     import subprocess
     bench = os.path.join(os.path.dirname(mbpo_sac.__file__), 'mbpo_sac.py')
-    base = [sys.executable, bench, '--method', 'sac', '--transitions', '300', '--curve', '200',
-            '--gradient-steps', '1', '--set', 'sac.net_arch=[16,16]', 'eval_episodes=1',
-            'init_random_steps=100', 'batch_size=16']
+    base = [sys.executable, bench, '--method', 'mbpo', '--profile', 'push_anywhere',
+            '--transitions', '400', '--set', 'sac.net_arch=[16,16]', 'eval_episodes=1',
+            'init_random_steps=100', 'batch_size=16', 'gradient_steps=1',
+            'model_train_freq=100', 'rollout_freq=50', 'rollouts_per_step=2',
+            'model_max_epochs=2']
 
-    def run(*extra, out):
-        p = subprocess.run(base + ['--out-dir', str(tmp_path / out), *extra],
+    def run(*extra, out='resumed', cmd=base):
+        p = subprocess.run(cmd + ['--out-dir', str(tmp_path / out), *extra],
                            capture_output=True, text=True, timeout=300)
         return p, [json.loads(x) for x in p.stdout.splitlines() if x.startswith('{')]
 
     _, straight = run(out='straight')
     resume = ['--resume-dir', str(tmp_path / 'state')]
-    p, part = run(*resume, '--stop-after-s', '0', out='resumed')
-    assert p.returncode == 0 and part[0]['finished'] is False and part[0]['transitions'] == 100
+    p, part = run(*resume, '--stop-after-s', '0')
+    assert p.returncode == mbpo_sac.EXIT_STOPPED == 75
+    assert part[0]['finished'] is False and part[0]['transitions'] == 200
     assert 'rerun the same command to continue' in p.stdout
-    p, done = run(*resume, out='resumed')
-    assert p.returncode == 0 and done[0]['resumed_at'] == [100]
+    p, done = run(*resume)
+    assert p.returncode == 0 and done[0]['resumed_at'] == [200]
     assert done[-1]['runs'][0]['sha256'] == straight[-1]['runs'][0]['sha256']
-    assert done[0]['curve'][0]['final_distances'] == straight[0]['curve'][0]['final_distances']
-    p = subprocess.run(base[:-1] + ['batch_size=32'] + resume, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode != 0 and 'Traceback' not in p.stderr
-    assert p.stderr.strip().splitlines()[-1].startswith('mbpo_sac: ') and (
-        'batch_size=16, this run has 32' in p.stderr)
+    assert done[0]['eval'] == straight[0]['eval']
+    for cmd, says in ((base[:-1] + ['model_max_epochs=3'], 'model_max_epochs=2, this run has 3'),
+                      (base[:5] + ['cpu'] + base[6:], "profile='push_anywhere', this run has "
+                                                      "'cpu'")):
+        p, _ = run(*resume, cmd=cmd)
+        assert p.returncode not in (0, 75) and 'Traceback' not in p.stderr, p.stderr
+        assert p.stderr.strip().splitlines()[-1].startswith('mbpo_sac: ') and says in p.stderr

@@ -47,7 +47,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
@@ -568,7 +568,14 @@ def evaluate(act_fn: Callable[[np.ndarray], np.ndarray], env: gym.Env,
 
 # What a resume state leaves out: the caller passes them again (the task's functions, sinks).
 _RUNTIME_ATTRS = ('gtask', 'log', 'termination_fn')
-RESUME_FORMAT = 1
+RESUME_FORMAT = 2
+_STATE_KEYS = ('format', 'versions', 'identity', 'cfg', 'seed', 'use_model', 'loop', 'agent',
+               'rng')
+_LOOP_KEYS = ('episode', 'curve', 'eval_at', 'budgets', 'eval_seeds', 'wall_s', 'resumed_at')
+
+
+class ResumeStateError(ValueError):
+    """A resume state that cannot continue this run: unreadable, or written by another one."""
 
 
 @dataclass
@@ -579,26 +586,49 @@ class Resumable:
         path: the state file (written atomically; read back when it exists).
         every: real transitions between saves (at the end of the episode that reaches them).
         stop: polled at each episode end; True saves the state and returns an unfinished run.
+        identity: what else names the run, JSON-able (profile, task, twin): a state whose
+            identity differs is refused.
     """
 
     path: str
     every: int = 2500
     stop: Optional[Callable[[], bool]] = None
+    identity: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f'Resumable.every must be an int >= 1, got {self.every!r}')
 
 
-def save_resume_state(path: str, agent: 'MBPOAgent', loop: Dict[str, Any]) -> None:
+def _versions() -> Dict[str, str]:
+    import stable_baselines3
+    return {'torch': torch.__version__, 'stable_baselines3': stable_baselines3.__version__,
+            'numpy': np.__version__}
+
+
+def _first_difference(saved: Any, wanted: Any, prefix: str = '') -> Optional[str]:
+    """``key=saved, this run has wanted`` for the first differing (nested) key, or None."""
+    saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(wanted))
+    if saved == wanted:
+        return None
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        for key in sorted(set(saved) | set(wanted)):
+            if saved.get(key) != wanted.get(key):
+                return _first_difference(saved.get(key), wanted.get(key), f'{prefix}{key}.')
+    return f'{prefix.rstrip(".")}={saved!r}, this run has {wanted!r}'
+
+
+def save_resume_state(path: str, agent: 'MBPOAgent', loop: Dict[str, Any],
+                      identity: Optional[Dict[str, Any]] = None) -> None:
     """Write everything the rest of a run depends on to ``path`` (temporary, then renamed).
 
     The learner whole (SAC with its optimisers, the ensemble and its elites, the buffers, every
     RNG it owns), the loop's position (``loop``: episode, curve, budgets left) and the global
-    RNGs SB3 and torch draw from, so that a resumed run continues bit for bit.
+    RNGs SB3 and torch draw from, so that a resumed run continues bit for bit; the library
+    versions and ``identity`` to refuse a state that could not.
     """
-    state = {'format': RESUME_FORMAT, 'cfg': agent.cfg, 'seed': agent.seed,
-             'use_model': agent.use_model, 'loop': loop,
+    state = {'format': RESUME_FORMAT, 'versions': _versions(), 'identity': identity or {},
+             'cfg': agent.cfg, 'seed': agent.seed, 'use_model': agent.use_model, 'loop': loop,
              'agent': {k: v for k, v in agent.__dict__.items() if k not in _RUNTIME_ATTRS},
              'rng': {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(),
                      'python': random.getstate()}}
@@ -608,40 +638,48 @@ def save_resume_state(path: str, agent: 'MBPOAgent', loop: Dict[str, Any]) -> No
     os.replace(tmp, path)
 
 
-def load_resume_state(path: str, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
-                      use_model: bool, log: Callable[[str], None],
-                      termination_fn: Optional[TerminationFnType]
-                      ) -> Tuple['MBPOAgent', Dict[str, Any]]:
-    """The learner and loop position saved by :func:`save_resume_state`; restores the global RNGs.
+def load_resume_state(path: str, agent: 'MBPOAgent',
+                      identity: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Load a state of :func:`save_resume_state` into a fresh ``agent`` built for this run
+    (its config, seed, method, model and training blocks are compared with the saved ones);
+    restores the global RNGs. Returns the loop position.
 
     Raises:
-        ValueError: the file is unreadable or truncated, of another format, or was written by a
-            run with another config, seed or method (the first differing key named).
+        ResumeStateError: the file is unreadable, truncated or incomplete, of another format or
+            library version, or was written by a run with another identity, config, seed or
+            method (the first differing key named).
     """
     try:
         state = torch.load(path, weights_only=False)
-        fmt = state['format']
+        missing = [k for k in _STATE_KEYS if k not in state]
+        missing += [f'loop.{k}' for k in _LOOP_KEYS if k not in state.get('loop', {})]
     except Exception as e:  # torch.load raises many types on a corrupt or truncated file
-        raise ValueError(f'{path}: unreadable resume state ({type(e).__name__}: {e})') from e
-    if fmt != RESUME_FORMAT:
-        raise ValueError(f'{path}: resume state format {fmt!r}, expected {RESUME_FORMAT}')
-    saved = json.loads(json.dumps(state['cfg']))
-    wanted = json.loads(json.dumps(cfg))
-    if saved != wanted:
-        key = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))[0]
-        raise ValueError(f'{path}: written by a run with {key}={saved.get(key)!r}, this run has '
-                         f'{wanted.get(key)!r}; use another state file or the same config')
-    for key, value in (('seed', int(seed)), ('use_model', bool(use_model))):
-        if state[key] != value:
-            raise ValueError(f'{path}: written by a run with {key}={state[key]!r}, this run '
-                             f'has {value!r}')
-    agent = MBPOAgent.__new__(MBPOAgent)
+        raise ResumeStateError(f'{path}: unreadable resume state ({type(e).__name__}: {e})') from e
+    if state.get('format') != RESUME_FORMAT:
+        raise ResumeStateError(f'{path}: resume state format {state.get("format")!r}, expected '
+                               f'{RESUME_FORMAT}')
+    if missing:
+        raise ResumeStateError(f'{path}: incomplete resume state, missing {missing}')
+    mine = {k: v for k, v in agent.__dict__.items() if k not in _RUNTIME_ATTRS}
+    checks = (('versions', state['versions'], _versions()),
+              ('', state['identity'], identity or {}),
+              ('', state['cfg'], agent.cfg),
+              ('', {'seed': state['seed'], 'use_model': state['use_model'],
+                    'model': state['agent'].get('model_cfg'),
+                    'training': state['agent'].get('training_cfg')},
+               {'seed': agent.seed, 'use_model': agent.use_model, 'model': agent.model_cfg,
+                'training': agent.training_cfg}),
+              ('learner attributes', sorted(state['agent']), sorted(mine)))
+    for prefix, saved, wanted in checks:
+        diff = _first_difference(saved, wanted, f'{prefix}.' if prefix else '')
+        if diff is not None:
+            raise ResumeStateError(f'{path}: written by a run with {diff}; use another state '
+                                   'file or the same settings')
     agent.__dict__.update(state['agent'])
-    agent.gtask, agent.log, agent.termination_fn = gtask, log, termination_fn
     torch.set_rng_state(state['rng']['torch'])
     np.random.set_state(state['rng']['numpy'])
     random.setstate(state['rng']['python'])
-    return agent, state['loop']
+    return state['loop']
 
 
 def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
@@ -680,12 +718,13 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
     Returns:
         ``{'agent', 'sac', 'policy', 'curve': [{'transitions', 'wall_s', **evaluate()}],
         'model_fits', 'transitions', 'wall_s', 'gradient_steps', 'model', 'finished',
-        'resumed_at'}``: ``wall_s`` sums every part of a resumed run; ``finished`` is False
-        when ``resumable.stop`` ended it early; ``resumed_at``, the real transitions at which
-        it was resumed.
+        'resumed_at'}``: ``wall_s`` sums the saved parts of a resumed run (work lost to a
+        kill after the last save is not counted); ``finished`` is False when
+        ``resumable.stop`` ended it early; ``resumed_at``, the real transitions at which it was
+        resumed (a finished state rerun is returned as it was, not resumed again).
 
     Raises:
-        ValueError: the resume state is unreadable or was written by another run (see
+        ResumeStateError: the resume state is unreadable or was written by another run (see
             :func:`load_resume_state`).
     """
     eval_at = sorted(int(x) for x in eval_at)
@@ -693,20 +732,21 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
                             'budgets': list(eval_at),
                             'eval_seeds': [int(x) for x in eval_seeds], 'wall_s': 0.0,
                             'resumed_at': []}
+    agent = MBPOAgent(gtask, env.observation_space, env.action_space, cfg, seed, use_model,
+                      model_cfg, training_cfg, log, termination_fn)
+    total = int(cfg['total_steps'])
+    was_finished = False
     if resumable is not None and os.path.exists(resumable.path):
-        agent, saved = load_resume_state(resumable.path, gtask, cfg, seed, use_model, log,
-                                         termination_fn)
+        saved = load_resume_state(resumable.path, agent, resumable.identity)
         for key, what in (('eval_seeds', 'evaluation seeds'), ('budgets', 'curve budgets')):
             if saved[key] != loop[key]:
-                raise ValueError(f'{resumable.path}: written by a run with {what} '
-                                 f'{saved[key]}, this run has {loop[key]}')
-        loop = {**saved, 'resumed_at': saved['resumed_at'] + [agent.n_real]}
+                raise ResumeStateError(f'{resumable.path}: written by a run with {what} '
+                                       f'{saved[key]}, this run has {loop[key]}')
+        was_finished = agent.n_real >= total and not saved['eval_at']
+        loop = saved if was_finished else {
+            **saved, 'resumed_at': saved['resumed_at'] + [agent.n_real]}
         log(f'resumed {resumable.path} at {agent.n_real} transitions, episode '
-            f'{loop["episode"]}')
-    else:
-        agent = MBPOAgent(gtask, env.observation_space, env.action_space, cfg, seed, use_model,
-                          model_cfg, training_cfg, log, termination_fn)
-    total = int(cfg['total_steps'])
+            f'{loop["episode"]}' + (' (finished)' if was_finished else ''))
     eval_at, curve = loop['eval_at'], loop['curve']
     t0 = time.monotonic() - loop['wall_s']
     saved_at = agent.n_real
@@ -722,7 +762,7 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
         nonlocal saved_at
         if resumable is not None and (force or agent.n_real - saved_at >= resumable.every):
             save_resume_state(resumable.path, agent,
-                              {**loop, 'wall_s': time.monotonic() - t0})
+                              {**loop, 'wall_s': time.monotonic() - t0}, resumable.identity)
             saved_at = agent.n_real
 
     finished = True
@@ -753,7 +793,7 @@ def run_sac_loop(env: gym.Env, gtask: GoalTask, cfg: Dict[str, Any], seed: int,
                 log(f'stopped at {agent.n_real} transitions; state kept in {resumable.path}')
                 break
             obs, info = env.reset(seed=10 ** 6 * (seed + 1) + episode)
-    if finished:
+    if finished and not was_finished:  # a finished state is kept as it was
         while eval_at:  # budgets not reached at an episode end (total not a multiple)
             evaluate_now()
             eval_at.pop(0)
