@@ -23,7 +23,6 @@ return real units.
 """
 
 import copy
-import functools
 import math
 import os
 from pathlib import Path
@@ -44,16 +43,22 @@ INPUT_FEATURES: Dict[str, int] = {'tool_tip': 3, 'tip_to_puck': 3}
 MODEL_FILE = 'model.pt'
 META_FILE = 'model.json'
 
-# Out-of-place activations (training, autograd) and in-place twins (no-grad hot path); no
-# lambdas, so a model pickles (MBPO's resume state holds the whole learner).
+
+def _silu_(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x, inplace=True)
+
+
+def _elu_(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(x, inplace=True)
+
+
+# Out-of-place activations (training, autograd) and in-place twins (no-grad hot path); named
+# functions, not lambdas, so a model pickles (MBPO's resume state holds the whole learner).
 ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     'silu': F.silu, 'relu': F.relu, 'tanh': torch.tanh, 'elu': F.elu,
 }
 _INPLACE_ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    'silu': functools.partial(F.silu, inplace=True),
-    'relu': torch.relu_,
-    'tanh': torch.tanh_,
-    'elu': functools.partial(F.elu, inplace=True),
+    'silu': _silu_, 'relu': torch.relu_, 'tanh': torch.tanh_, 'elu': _elu_,
 }
 
 
