@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from mbrl_robot.config import _merge, node_params
-from mbrl_robot.core.algorithms.mbpo import evaluate, Resumable, ResumeStateError, run_mbpo
+from mbrl_robot.core.algorithms.mbpo import (evaluate, Resumable, resume_progress,
+                                             ResumeStateError, run_mbpo)
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory, PushController
 from mbrl_robot.core.models import create_model
@@ -128,7 +129,23 @@ def main() -> None:
     ap.add_argument('--stop-after-s', type=float, default=None,
                     help='with --resume-dir: save and stop at the first episode end after '
                          f'this many seconds, exit status {EXIT_STOPPED} (rerun to continue)')
+    ap.add_argument('--progress', action='store_true',
+                    help="with --resume-dir: print where each seed's state stands (one JSON "
+                         'line per seed: transitions, curve so far, wall time) and exit')
     args = ap.parse_args()
+    if args.progress:
+        if args.resume_dir is None:
+            ap.error('--progress needs --resume-dir (where the states are)')
+        for seed in args.seeds:
+            path = os.path.join(args.resume_dir, f'{args.method}_seed{seed}.pt')
+            if not os.path.exists(path):
+                print(json.dumps({'seed': seed, 'method': args.method, 'state': None}))
+                continue
+            try:
+                print(json.dumps(resume_progress(path) | {'state': path}))
+            except ResumeStateError as e:
+                raise SystemExit(f'mbpo_sac: {e}')
+        return
     if args.stop_after_s is not None and args.resume_dir is None:
         ap.error('--stop-after-s needs --resume-dir (where the run continues from)')
     if args.checkpoint_every < 1:

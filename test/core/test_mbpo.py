@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_robot.core.algorithms.mbpo import (evaluate, make_sac, Resumable, ResumeStateError,
-                                             rollout_length, run_sac_loop)
+from mbrl_robot.core.algorithms.mbpo import (evaluate, make_sac, Resumable, resume_progress,
+                                             ResumeStateError, rollout_length, run_sac_loop)
 from mbrl_robot.core.buffer.replay import ArrayBuffer, MixedReplayBuffer
 from mbrl_robot.core.policy import DeterministicPolicy, load_policy, save_policy
 from mbrl_robot.core.types import GoalTask
@@ -382,8 +382,17 @@ def test_a_stopped_or_killed_run_resumes_bit_for_bit(tmp_path):
     part = resumable_run(Resumable(path, every=50,
                                    stop=lambda: calls.append(1) or len(calls) >= 4))
     assert not part['finished'] and part['transitions'] == 100 and len(part['curve']) == 0
+    where = resume_progress(path)  # read without continuing
+    assert {k: where[k] for k in ('seed', 'method', 'transitions', 'total', 'finished',
+                                  'curve', 'resumed_at')} == {
+        'seed': 0, 'method': 'mbpo', 'transitions': 100, 'total': 300, 'finished': False,
+        'curve': [], 'resumed_at': []}
     resumed = resumable_run(Resumable(path, every=50))
     assert resumed['finished'] and resumed['resumed_at'] == [100]
+    where = resume_progress(path)
+    assert where['finished'] and where['transitions'] == 300 and where['resumed_at'] == [100]
+    assert [c['transitions'] for c in where['curve']] == [150, 300]
+    assert where['curve'][-1]['success_rate'] == resumed['curve'][-1]['success_rate']
     same_run(straight, resumed)
     # Killed between saves: the state saved every 100 transitions is at 100 when an exception
     # (the session ending) hits at the episode end of 175 (the stop poll is the last call).
@@ -447,6 +456,8 @@ def test_a_resume_state_of_another_run_or_a_corrupt_one_is_one_error(tmp_path):
         f.truncate(1000)
     with pytest.raises(ResumeStateError, match='state.pt: unreadable resume state'):
         resumable_run(same())
+    with pytest.raises(ResumeStateError, match='state.pt: unreadable resume state'):
+        resume_progress(path)
 
 
 # ------------------------------------------------------------------------ checkpoints

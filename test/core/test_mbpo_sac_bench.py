@@ -89,6 +89,13 @@ def test_a_long_run_stops_on_its_budget_and_the_same_command_continues_it(tmp_pa
     assert p.returncode == mbpo_sac.EXIT_STOPPED == 75
     assert part[0]['finished'] is False and part[0]['transitions'] == 200
     assert 'rerun the same command to continue' in p.stdout
+    where = subprocess.run(base[:2] + ['--method', 'mbpo', '--seeds', '0', '1', '--progress',
+                                       *resume], capture_output=True, text=True, timeout=120)
+    lines = [json.loads(x) for x in where.stdout.splitlines() if x.startswith('{')]
+    assert where.returncode == 0 and len(lines) == 2, where.stderr
+    assert lines[0]['transitions'] == 200 and lines[0]['total'] == 400
+    assert not lines[0]['finished'] and lines[0]['identity']['profile'] == 'push_anywhere'
+    assert lines[1] == {'seed': 1, 'method': 'mbpo', 'state': None}  # not started
     p, done = run(*resume)
     assert p.returncode == 0 and done[0]['resumed_at'] == [200]
     assert done[-1]['runs'][0]['sha256'] == straight[-1]['runs'][0]['sha256']

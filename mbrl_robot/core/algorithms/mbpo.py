@@ -638,6 +638,44 @@ def save_resume_state(path: str, agent: 'MBPOAgent', loop: Dict[str, Any],
     os.replace(tmp, path)
 
 
+def _read_state(path: str) -> Dict[str, Any]:
+    """A resume state of this format with every key, or :class:`ResumeStateError`."""
+    try:
+        state = torch.load(path, weights_only=False)
+        missing = [k for k in _STATE_KEYS if k not in state]
+        missing += [f'loop.{k}' for k in _LOOP_KEYS if k not in state.get('loop', {})]
+        missing += [f'agent.{k}' for k in ('n_real',) if k not in state.get('agent', {})]
+    except Exception as e:  # torch.load raises many types on a corrupt or truncated file
+        raise ResumeStateError(f'{path}: unreadable resume state ({type(e).__name__}: {e})') from e
+    if state.get('format') != RESUME_FORMAT:
+        raise ResumeStateError(f'{path}: resume state format {state.get("format")!r}, expected '
+                               f'{RESUME_FORMAT}')
+    if missing:
+        raise ResumeStateError(f'{path}: incomplete resume state, missing {missing}')
+    return state
+
+
+def resume_progress(path: str) -> Dict[str, Any]:
+    """Where the run of a resume state stands, read without continuing it (JSON-able).
+
+    Returns:
+        ``{'seed', 'method', 'identity', 'transitions', 'total', 'episode', 'wall_s',
+        'resumed_at', 'finished', 'curve'}``: ``curve`` holds the evaluations made so far;
+        ``finished`` once the total is reached and every curve budget evaluated.
+
+    Raises:
+        ResumeStateError: as :func:`load_resume_state` for an unreadable or incomplete state.
+    """
+    state = _read_state(path)
+    loop, total = state['loop'], int(state['cfg']['total_steps'])
+    n_real = int(state['agent']['n_real'])
+    return {'seed': state['seed'], 'method': 'mbpo' if state['use_model'] else 'sac',
+            'identity': state['identity'], 'transitions': n_real, 'total': total,
+            'episode': loop['episode'], 'wall_s': loop['wall_s'],
+            'resumed_at': loop['resumed_at'],
+            'finished': n_real >= total and not loop['eval_at'], 'curve': loop['curve']}
+
+
 def load_resume_state(path: str, agent: 'MBPOAgent',
                       identity: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Load a state of :func:`save_resume_state` into a fresh ``agent`` built for this run
@@ -649,17 +687,7 @@ def load_resume_state(path: str, agent: 'MBPOAgent',
             library version, or was written by a run with another identity, config, seed or
             method (the first differing key named).
     """
-    try:
-        state = torch.load(path, weights_only=False)
-        missing = [k for k in _STATE_KEYS if k not in state]
-        missing += [f'loop.{k}' for k in _LOOP_KEYS if k not in state.get('loop', {})]
-    except Exception as e:  # torch.load raises many types on a corrupt or truncated file
-        raise ResumeStateError(f'{path}: unreadable resume state ({type(e).__name__}: {e})') from e
-    if state.get('format') != RESUME_FORMAT:
-        raise ResumeStateError(f'{path}: resume state format {state.get("format")!r}, expected '
-                               f'{RESUME_FORMAT}')
-    if missing:
-        raise ResumeStateError(f'{path}: incomplete resume state, missing {missing}')
+    state = _read_state(path)
     mine = {k: v for k, v in agent.__dict__.items() if k not in _RUNTIME_ATTRS}
     checks = (('versions', state['versions'], _versions()),
               ('', state['identity'], identity or {}),
