@@ -445,6 +445,9 @@ def test_a_resume_state_of_another_run_or_a_corrupt_one_is_one_error(tmp_path):
                      {**MODEL, 'hidden_size': 32}, TRAINING, eval_at=[150, 300],
                      eval_seeds=EVAL_SEEDS[:5], log=lambda s: None, resumable=same())
     state = torch.load(path, weights_only=False)
+    torch.save({**state, 'cfg': {}}, path)
+    with pytest.raises(ResumeStateError, match='without a run length'):
+        resume_progress(path)
     torch.save({k: v for k, v in state.items() if k != 'rng'}, path)
     with pytest.raises(ResumeStateError, match=r"incomplete resume state, missing \['rng'\]"):
         resumable_run(same())

@@ -667,8 +667,12 @@ def resume_progress(path: str) -> Dict[str, Any]:
         ResumeStateError: as :func:`load_resume_state` for an unreadable or incomplete state.
     """
     state = _read_state(path)
-    loop, total = state['loop'], int(state['cfg']['total_steps'])
-    n_real = int(state['agent']['n_real'])
+    try:
+        loop, total = state['loop'], int(state['cfg']['total_steps'])
+        n_real = int(state['agent']['n_real'])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ResumeStateError(f'{path}: resume state without a run length or transition count '
+                               f'({type(e).__name__}: {e})') from e
     return {'seed': state['seed'], 'method': 'mbpo' if state['use_model'] else 'sac',
             'identity': state['identity'], 'transitions': n_real, 'total': total,
             'episode': loop['episode'], 'wall_s': loop['wall_s'],
