@@ -104,6 +104,11 @@ def floor(env: PushPolicyEnv, m: Dict[str, Any], seeds: List[int]) -> Dict[str, 
     return out
 
 
+def _state_path(resume_dir: str, method: str, seed: int) -> str:
+    """Where ``--resume-dir`` keeps one seed's whole state (``--progress`` reads the same)."""
+    return os.path.join(resume_dir, f'{method}_seed{seed}.pt')
+
+
 def main() -> None:
     """Parse arguments, run one method per seed, print the JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -137,7 +142,7 @@ def main() -> None:
         if args.resume_dir is None:
             ap.error('--progress needs --resume-dir (where the states are)')
         for seed in args.seeds:
-            path = os.path.join(args.resume_dir, f'{args.method}_seed{seed}.pt')
+            path = _state_path(args.resume_dir, args.method, seed)
             if not os.path.exists(path):
                 print(json.dumps({'seed': seed, 'method': args.method, 'state': None}))
                 continue
@@ -190,7 +195,7 @@ def main() -> None:
         resumable = None
         if args.resume_dir:
             resumable = Resumable(
-                os.path.join(args.resume_dir, f'{args.method}_seed{seed}.pt'),
+                _state_path(args.resume_dir, args.method, seed),
                 args.checkpoint_every, stop,
                 {'profile': args.profile, 'variant': variant, 'task': task})
         try:
