@@ -100,11 +100,16 @@ class FakeBuffer:
             self.executor.spin_once(timeout_sec=0.05)
         return predicate()
 
-    def call(self, client):
+    def call(self, client, attempts=3):
+        """The service's answer; a request unanswered in 30 s (a busy CI machine) is sent again."""
         assert client.wait_for_service(timeout_sec=30.0)
-        future = client.call_async(Trigger.Request())
-        self.executor.spin_until_future_complete(future, timeout_sec=30.0)
-        return future.result()
+        for _ in range(attempts):
+            future = client.call_async(Trigger.Request())
+            self.executor.spin_until_future_complete(future, timeout_sec=30.0)
+            if future.done():
+                return future.result()
+            client.remove_pending_request(future)
+        raise AssertionError(f'{client.srv_name} did not answer {attempts} requests in 30 s each')
 
     def close(self):
         self.node.destroy_node()
