@@ -39,6 +39,7 @@ from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_LABELS, EXECUT
                                         parse_executed_row, parse_transition_rows,
                                         RELIABLE_QOS, RESENT_LABELS, rows_to_multiarray,
                                         TRANSITION_FIELDS, transition_rows, TRANSITIONS_QOS)
+from ros_calls import call_trigger  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_SPEED = node_params('lecture', 'buffer')['task']['max_joint_speed_rad_s']
@@ -204,13 +205,11 @@ class Graph:
         while time.monotonic() < t_end:
             self.executor.spin_once(timeout_sec=0.05)
 
-    def call(self, client, timeout=10.0):
-        future = client.call_async(Trigger.Request())
-        self.spin_until(future.done, timeout, f'{client.srv_name}')
-        return future.result()
+    def call(self, client, timeout=30.0, attempts=1):
+        return call_trigger(self.executor, client, timeout, attempts)
 
     def stats(self):
-        response = self.call(self.stats_client)
+        response = self.call(self.stats_client, attempts=3)
         assert response.success
         return json.loads(response.message)
 

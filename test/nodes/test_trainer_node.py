@@ -40,6 +40,7 @@ from mbrl_robot.core.models import GaussianEnsemble  # noqa: E402
 from mbrl_robot.core.types import TransitionBatch  # noqa: E402
 from mbrl_robot.nodes.transport import (LATCHED_QOS, rows_to_multiarray,  # noqa: E402
                                         transition_rows, TRANSITIONS_QOS)
+from ros_calls import call_trigger  # noqa: E402
 
 pytestmark = pytest.mark.ros
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -100,16 +101,8 @@ class FakeBuffer:
             self.executor.spin_once(timeout_sec=0.05)
         return predicate()
 
-    def call(self, client, attempts=3):
-        """The service's answer; a request unanswered in 30 s (a busy CI machine) is sent again."""
-        assert client.wait_for_service(timeout_sec=30.0)
-        for _ in range(attempts):
-            future = client.call_async(Trigger.Request())
-            self.executor.spin_until_future_complete(future, timeout_sec=30.0)
-            if future.done():
-                return future.result()
-            client.remove_pending_request(future)
-        raise AssertionError(f'{client.srv_name} did not answer {attempts} requests in 30 s each')
+    def call(self, client, attempts=1):
+        return call_trigger(self.executor, client, attempts=attempts)
 
     def close(self):
         self.node.destroy_node()
@@ -134,7 +127,7 @@ def test_trainer_catches_up_trains_announces_and_resumes(tmp_path, ros_env):
         buffer.answer = True
 
         def stats():
-            return json.loads(buffer.call(buffer.stats).message)
+            return json.loads(buffer.call(buffer.stats, attempts=3).message)
 
         assert buffer.spin_until(lambda: stats()['n_transitions'] == len(rows), 20.0)
         assert stats()['next_seq'] == len(rows) + 1
@@ -185,7 +178,7 @@ def test_mbpo_trainer_rejects_a_model_whose_policy_update_fails(tmp_path, ros_en
                            'mbpo.member:=nonsense')
     try:
         def stats():
-            return json.loads(buffer.call(buffer.stats).message)
+            return json.loads(buffer.call(buffer.stats, attempts=3).message)
 
         assert buffer.spin_until(lambda: stats()['n_transitions'] == len(rows), 30.0)
         assert buffer.call(buffer.train).success

@@ -39,6 +39,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from mbrl_robot.config import node_params  # noqa: E402
 from mbrl_robot.nodes.transport import LATCHED_QOS  # noqa: E402
+from ros_calls import call_trigger  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PARAMS = node_params('lecture', 'twin')
@@ -93,11 +94,8 @@ class Graph:
         assert _stamp(self.states[-1]) == pytest.approx(last + DT, abs=1e-6)
         return self.states[-1]
 
-    def call(self, client, timeout=10.0):
-        assert client.wait_for_service(timeout_sec=timeout)
-        future = client.call_async(Trigger.Request())
-        self.spin_until(future.done, timeout, f'{client.srv_name}')
-        return future.result()
+    def call(self, client):
+        return call_trigger(self.executor, client)
 
     def close(self):
         self.executor.shutdown()
