@@ -32,7 +32,13 @@ compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`
   step of every iteration, the statistics rows included) into preallocated outputs, with no
   activation, reward, sampling or refit: what the arithmetic alone costs here;
 * ``floor_silu``: the same loop with the hidden layers' SiLU applied in place, the part of the
-  elementwise work no planner of this network avoids.
+  elementwise work no planner of this network avoids;
+* ``VARIANT@bf16`` (of ``fused``, ``compiled``, ``cuda_graph``, ``compiled_cuda_graph``,
+  ``floor``, ``floor_silu``): the same in bfloat16: the planner with ``precision: bf16`` (its
+  members' matmuls under autocast), the floors' loops on bf16 tensors. ``x_floor`` stays the
+  ratio to the fp32 ``floor``; ``x_floor_bf16`` is the ratio to ``floor@bf16`` when timed.
+  (``tf32`` is set process-wide and would change every fp32 variant of the run: it has the
+  precision check only.)
 
 Models are random-init ensembles (the cost does not depend on the weights); state S=17, action
 A=7, reward -||puck - target||, acceleration bound 0.4 and plan statistics on, as in the
@@ -105,6 +111,7 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
 }
 VARIANTS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph', 'mbrl_lib',
             'floor', 'floor_silu')
+KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
 TARGET = (0.6, 0.2, 0.02)
 
 
@@ -183,11 +190,12 @@ def mbrl_lib_planner(model_cfg, planner, device, max_delta):
     return agent.act
 
 
-def floor_loop(model_cfg, planner, device, activation: bool = False):
+def floor_loop(model_cfg, planner, device, activation: bool = False,
+               dtype: torch.dtype = torch.float32):
     """The plan's batched matmuls alone: ``iterations * horizon`` model steps, each every layer
     as one ``baddbmm`` into a preallocated output, rows as the fused planner batches them
     (the statistics rows included); with ``activation``, plus the hidden layers' SiLU in
-    place (what any planner of this network must compute)."""
+    place (what any planner of this network must compute); every tensor in ``dtype``."""
     k, hid, layers = (model_cfg['ensemble_size'], model_cfg['hidden_size'],
                       model_cfg['num_layers'])
     n, p = planner['population_size'], planner.get('particles', 1)
@@ -197,11 +205,11 @@ def floor_loop(model_cfg, planner, device, activation: bool = False):
     sampling = probabilistic and planner['propagation'] != 'mean'
     sizes = [S + A] + [hid] * layers + [2 * S if sampling else S]
     g = torch.Generator().manual_seed(0)
-    ws = [(torch.randn(k, i, o, generator=g) / math.sqrt(i)).to(device)
+    ws = [(torch.randn(k, i, o, generator=g) / math.sqrt(i)).to(device, dtype)
           for i, o in zip(sizes[:-1], sizes[1:])]
-    bs = [torch.zeros(k, 1, o, device=device) for o in sizes[1:]]
-    outs = [torch.empty(k, b, o, device=device) for o in sizes[1:]]
-    x = torch.randn(k, b, sizes[0], generator=g).to(device)
+    bs = [torch.zeros(k, 1, o, device=device, dtype=dtype) for o in sizes[1:]]
+    outs = [torch.empty(k, b, o, device=device, dtype=dtype) for o in sizes[1:]]
+    x = torch.randn(k, b, sizes[0], generator=g).to(device, dtype)
     steps = planner['iterations'] * planner['horizon']
 
     def run(obs=None):
@@ -216,12 +224,21 @@ def floor_loop(model_cfg, planner, device, activation: bool = False):
     return run
 
 
+def split_variant(variant: str) -> Tuple[str, str]:
+    """'compiled@bf16' -> ('compiled', 'bf16'); 'fused' -> ('fused', 'fp32')."""
+    base, _, precision = variant.partition('@')
+    return base, precision or 'fp32'
+
+
 def build(variant, model_cfg, planner, device, max_delta):
-    if variant == 'mbrl_lib':
+    base, precision = split_variant(variant)
+    if base == 'mbrl_lib':
         return mbrl_lib_planner(model_cfg, planner, device, max_delta)
-    if variant in ('floor', 'floor_silu'):
-        return floor_loop(model_cfg, planner, device, activation=variant == 'floor_silu')
-    return project_planner(model_cfg, planner, device, variant, max_delta)
+    if base in ('floor', 'floor_silu'):
+        dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
+        return floor_loop(model_cfg, planner, device, activation=base == 'floor_silu',
+                          dtype=dtype)
+    return project_planner(model_cfg, planner, device, base, max_delta, precision)
 
 
 def time_config(name: str, variants: List[str], device: torch.device, args) -> List[Dict]:
@@ -276,7 +293,10 @@ def time_config(name: str, variants: List[str], device: torch.device, args) -> L
                 else None,
                 'x_floor': round(med[v] / med['floor'], 3) if 'floor' in med else None,
                 'x_floor_silu': round(med[v] / med['floor_silu'], 3) if 'floor_silu' in med
-                else None})
+                else None,
+                'precision': split_variant(v)[1]})
+            if 'floor@bf16' in med:
+                row['x_floor_bf16'] = round(med[v] / med['floor@bf16'], 3)
         row.update(planner=planner, model={k: model_cfg[k] for k in
                                            ('ensemble_size', 'num_layers', 'hidden_size')})
         rows.append(row)
@@ -397,7 +417,8 @@ def main() -> None:
     parser.add_argument('--configs', default='cpu,mid,lecture',
                         help=f'comma list of {sorted(CONFIGS)}')
     parser.add_argument('--variants', default='reference,fused,compiled,cuda_graph,'
-                        'compiled_cuda_graph,floor,floor_silu', help=f'comma list of {VARIANTS}')
+                        'compiled_cuda_graph,floor,floor_silu',
+                        help=f'comma list of {VARIANTS + KNOWN_BF16}')
     parser.add_argument('--mbrl-lib', action='store_true', help='add the mbrl_lib variant')
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--warmup', type=int, default=2)
@@ -432,9 +453,10 @@ def main() -> None:
     variants = [v for v in args.variants.split(',') if v]
     if args.mbrl_lib and 'mbrl_lib' not in variants:
         variants.insert(0, 'mbrl_lib')
-    bad = [c for c in configs if c not in CONFIGS] + [v for v in variants if v not in VARIANTS]
+    known = VARIANTS + KNOWN_BF16
+    bad = [c for c in configs if c not in CONFIGS] + [v for v in variants if v not in known]
     if bad:
-        raise SystemExit(f'unknown configs/variants {bad}; known: {sorted(CONFIGS)}, {VARIANTS}')
+        raise SystemExit(f'unknown configs/variants {bad}; known: {sorted(CONFIGS)}, {known}')
     for name in configs:
         for row in time_config(name, variants, device, args):
             print(json.dumps(row), flush=True)

@@ -40,6 +40,9 @@ step plan_latency 420 "$py" benchmarks/plan_latency.py --device cuda \
   --configs cpu,mid,lecture,lecture_mean \
   --variants reference,fused,compiled,cuda_graph,compiled_cuda_graph,floor --repeats 100 \
   --max-seconds 20
+step plan_latency_bf16 300 "$py" benchmarks/plan_latency.py --device cuda \
+  --configs mid,lecture --variants cuda_graph,cuda_graph@bf16,compiled_cuda_graph,\
+compiled_cuda_graph@bf16,floor,floor@bf16 --repeats 100 --max-seconds 20
 if "$py" -c 'import rclpy' 2> /dev/null; then
   # The lecture's recipe through the graph, the planner captured once and replayed each tick.
   step lecture_recipe 900 "$py" -m mbrl_robot.runner --profile lecture --run-dir "$out/lecture" \

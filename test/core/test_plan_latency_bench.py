@@ -1,0 +1,70 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""``benchmarks/plan_latency.py``: its bf16 variants are the planner in bf16 and the floors'
+loops on bf16 tensors, timed beside the fp32 ones, and bad variant names are refused."""
+
+import json
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
+import plan_latency  # noqa: E402
+
+TINY = ({'name': 'gaussian_ensemble', 'ensemble_size': 2, 'num_layers': 2, 'hidden_size': 16,
+         'activation': 'silu', 'probabilistic': True},
+        {'name': 'pets', 'horizon': 3, 'population_size': 8, 'elite_count': 2, 'iterations': 2,
+         'min_std': 0.05, 'initial_std': 0.5, 'alpha': 0.1, 'particles': 2,
+         'propagation': 'ts_inf', 'seed': 0})
+
+
+def test_split_variant():
+    assert plan_latency.split_variant('compiled@bf16') == ('compiled', 'bf16')
+    assert plan_latency.split_variant('fused') == ('fused', 'fp32')
+
+
+def test_bf16_variants_plan_in_bf16_beside_fp32(monkeypatch):
+    monkeypatch.setitem(plan_latency.CONFIGS, 'tiny', TINY)
+    built = {}
+    real_build = plan_latency.build
+
+    def build(variant, *args):
+        built[variant] = fn = real_build(variant, *args)
+        return fn
+
+    monkeypatch.setattr(plan_latency, 'build', build)
+    args = SimpleNamespace(warmup=1, repeats=3, max_seconds=60.0, max_delta=0.4)
+    variants = ['fused', 'fused@bf16', 'floor', 'floor@bf16']
+    rows = plan_latency.time_config('tiny', variants, torch.device('cpu'), args)
+    assert [r['variant'] for r in rows] == variants
+    assert [r['precision'] for r in rows] == ['fp32', 'bf16', 'fp32', 'bf16']
+    assert all(r['ms_median'] > 0 and r['repeats'] == 3 for r in rows)
+    assert rows[3]['x_floor_bf16'] == 1.0 and rows[2]['x_floor'] == 1.0
+    # The planner really runs its members in bf16; the floor's loop really is bf16.
+    assert built['fused@bf16'].__self__.precision == 'bf16'
+    assert built['fused'].__self__.precision == 'fp32'
+    assert built['floor@bf16']().dtype == torch.bfloat16
+    assert built['floor']().dtype == torch.float32
+    json.dumps(rows)
+
+
+def test_unknown_variants_are_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, 'argv', ['plan_latency.py', '--configs', 'cpu',
+                                      '--variants', 'fused,reference@bf16'])
+    with pytest.raises(SystemExit) as e:
+        plan_latency.main()
+    assert 'reference@bf16' in str(e.value)
