@@ -38,6 +38,7 @@ import torch
 
 from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.core.planning import create_agent
+from mbrl_robot.core.planning.fused import native_bf16
 from mbrl_robot.core.policy import ChunkEnsemble, DeterministicPolicy, \
     load_policy as load_policy_dir
 from mbrl_robot.core.safety import CommandFilter, disagreement_scale
@@ -395,6 +396,11 @@ class PolicyFactory:
                                              self.task.reward_fn, ACTION_DIM, self.device,
                                              max_delta=self.max_delta,
                                              joint_limits=self.joint_limits)
+                if (self.planner_cfg.get('precision') == 'bf16'
+                        and native_bf16(self.device) is False):
+                    self.logger.warning(
+                        f'planner precision bf16 on {self.device}, which has no native bf16 '
+                        '(no AVX512-BF16 or AMX): emulated, slower than fp32')
                 self._agent = agent
             elif self._agent.model is not model:
                 self._agent.set_model(model)

@@ -138,3 +138,28 @@ def test_a_planner_backend_that_fails_to_build_falls_back_to_fused(tmp_path, con
     sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
     assert f.load_model(str(tmp_path / 'v1'), 1, sha256)
     assert f._agent.backend == 'fused' and len(errors) == 1 and 'no C++ compiler' in errors[0]
+
+
+@pytest.mark.parametrize('native', [False, True, None])
+def test_bf16_on_a_cpu_without_native_bf16_says_it_is_emulated(tmp_path, controller_factory,
+                                                               monkeypatch, native):
+    """precision bf16 plans on any CPU; where the CPU has no native bf16 one warning says so."""
+    from mbrl_robot.core import control
+    monkeypatch.setattr(control, 'native_bf16', lambda device: native)
+    f = controller_factory(planner={**controller_factory().planner_cfg, 'precision': 'bf16'})
+    said = []
+    f.logger = type('L', (), {'info': lambda *a: None,
+                              'warning': lambda s, m: said.append(m)})()
+    create_model(MODEL, 17, 7, torch.device('cpu'), 0).save(tmp_path / 'v1')
+    sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
+    assert f.load_model(str(tmp_path / 'v1'), 1, sha256)
+    assert f._agent.precision == 'bf16'
+    assert len(said) == (native is False)
+    assert all('no native bf16' in m and 'emulated' in m for m in said)
+
+
+def test_native_bf16_reads_the_cpu():
+    from mbrl_robot.core.planning.fused import native_bf16
+    cpu = native_bf16(torch.device('cpu'))
+    assert cpu is None or cpu == (torch.cpu._is_avx512_bf16_supported()
+                                  or torch.cpu._is_amx_tile_supported())

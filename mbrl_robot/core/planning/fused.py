@@ -67,6 +67,21 @@ BACKENDS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph
 PRECISIONS = ('fp32', 'tf32', 'bf16')
 
 
+def native_bf16(device: torch.device) -> Optional[bool]:
+    """Whether ``device`` computes bf16 matmuls natively (a CUDA GPU that supports bf16; a CPU
+    with AVX512-BF16 or AMX); None where torch cannot tell. Without it bf16 is emulated:
+    the same plans (within the precision check's tolerance) but slower than fp32."""
+    if device.type == 'cuda':
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != 'cpu':
+        return None
+    probes = [getattr(torch.cpu, name, None)
+              for name in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+    if any(p is None for p in probes):
+        return None
+    return any(p() for p in probes)
+
+
 class FoldedEnsemble:
     """A ``GaussianEnsemble``'s members as plain tensors with both normalisers folded in.
 
