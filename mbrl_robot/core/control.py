@@ -399,8 +399,8 @@ class PolicyFactory:
                 if (self.planner_cfg.get('precision') == 'bf16'
                         and native_bf16(self.device) is False):
                     self.logger.warning(
-                        f'planner precision bf16 on {self.device}, which has no native bf16 '
-                        '(no AVX512-BF16 or AMX): emulated, slower than fp32')
+                        f'planner precision bf16 on {self.device}, which has no native bf16: '
+                        'emulated, slower than fp32')
                 self._agent = agent
             elif self._agent.model is not model:
                 self._agent.set_model(model)

@@ -49,6 +49,12 @@ def test_goal_hold_rejects_bad_radii(enter, leave):
 MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 2, 'num_layers': 2, 'hidden_size': 16}
 
 
+def saved_model(tmp_path, name: str, seed: int) -> tuple:
+    """(checkpoint dir, its sha256) of a MODEL saved under ``tmp_path / name``."""
+    create_model(MODEL, 17, 7, torch.device('cpu'), seed).save(tmp_path / name)
+    return str(tmp_path / name), json.loads((tmp_path / name / 'model.json').read_text())['sha256']
+
+
 def test_planner_policy_holds_still_at_the_goal_and_plans_elsewhere(controller_factory):
     f = controller_factory(goal_hold={'enter_radius_m': 0.025, 'exit_radius_m': 0.04})
     f.set_model(create_model(MODEL, 17, 7, torch.device('cpu'), 0), 1)
@@ -103,16 +109,14 @@ def test_the_planner_is_built_and_warmed_up_when_its_model_loads(tmp_path, contr
     backend, capturing a CUDA graph) in the loading thread, before the version is announced; the
     warm-up leaves no trace: the first episode plans what a fresh planner plans."""
     f = controller_factory()
-    create_model(MODEL, 17, 7, torch.device('cpu'), 0).save(tmp_path / 'v1')
-    sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
-    assert f.load_model(str(tmp_path / 'v1'), 1, sha256)
+    path, sha256 = saved_model(tmp_path, 'v1', 0)
+    assert f.load_model(path, 1, sha256)
     agent = f._agent
     assert agent is not None and agent.backend == 'fused'
     calls = []
     agent.warmup = lambda: calls.append(1)  # a second load must not warm up again
-    create_model(MODEL, 17, 7, torch.device('cpu'), 3).save(tmp_path / 'v2')
-    sha256 = json.loads((tmp_path / 'v2' / 'model.json').read_text())['sha256']
-    assert f.load_model(str(tmp_path / 'v2'), 2, sha256) and not calls
+    path, sha256 = saved_model(tmp_path, 'v2', 3)
+    assert f.load_model(path, 2, sha256) and not calls
     f.set_target(TARGET)
     policy = f.create()
     assert policy.agent is agent
@@ -134,9 +138,8 @@ def test_a_planner_backend_that_fails_to_build_falls_back_to_fused(tmp_path, con
     f = controller_factory(planner={**controller_factory().planner_cfg, 'backend': 'compiled'})
     errors = []
     f.logger = type('L', (), {'info': lambda *a: None, 'error': lambda s, m: errors.append(m)})()
-    create_model(MODEL, 17, 7, torch.device('cpu'), 0).save(tmp_path / 'v1')
-    sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
-    assert f.load_model(str(tmp_path / 'v1'), 1, sha256)
+    path, sha256 = saved_model(tmp_path, 'v1', 0)
+    assert f.load_model(path, 1, sha256)
     assert f._agent.backend == 'fused' and len(errors) == 1 and 'no C++ compiler' in errors[0]
 
 
@@ -150,9 +153,8 @@ def test_bf16_on_a_cpu_without_native_bf16_says_it_is_emulated(tmp_path, control
     said = []
     f.logger = type('L', (), {'info': lambda *a: None,
                               'warning': lambda s, m: said.append(m)})()
-    create_model(MODEL, 17, 7, torch.device('cpu'), 0).save(tmp_path / 'v1')
-    sha256 = json.loads((tmp_path / 'v1' / 'model.json').read_text())['sha256']
-    assert f.load_model(str(tmp_path / 'v1'), 1, sha256)
+    path, sha256 = saved_model(tmp_path, 'v1', 0)
+    assert f.load_model(path, 1, sha256)
     assert f._agent.precision == 'bf16'
     assert len(said) == (native is False)
     assert all('no native bf16' in m and 'emulated' in m for m in said)
