@@ -23,14 +23,19 @@ compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`
 * ``reference``: ``MPCAgent``, the eager op-at-a-time planner;
 * ``fused``, ``compiled``, ``cuda_graph``, ``compiled_cuda_graph``: ``FusedMPCAgent`` backends
   (``core/planning/fused.py``; the graph ones on CUDA only);
+* ``compiled_baddbmm``: ``compiled`` with each layer one ``baddbmm`` (bias included) even in
+  fp32, where the shipped one adds the bias after ``bmm`` in the activation's kernel;
 * ``mbrl_lib``: mbrl-lib 0.2.0's ``TrajectoryOptimizerAgent`` (CEM, ``GaussianMLP``, the same
   sizes, propagation and reward) when ``--mbrl-lib`` is given and ``import mbrl`` works (it
   lives outside the project's venv: ``pip install --no-deps --target DIR mbrl==0.2.0
   hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 termcolor tqdm`` and
   ``PYTHONPATH=DIR``);
 * ``floor``: a bare loop of the same batched matmuls (same FLOPs: every layer of every model
-  step of every iteration, the statistics rows included) into preallocated outputs, with no
-  activation, reward, sampling or refit: what the arithmetic alone costs here;
+  step of every iteration, the statistics rows included), each one ``bmm`` into a preallocated
+  output, with no bias, activation, reward, sampling or refit: what the arithmetic alone costs
+  here (until session 33 it was ``baddbmm``, whose broadcast bias is first copied into every
+  output row: 9-12% slower at these sizes, so a plan that adds the bias elsewhere could beat
+  it; ``floor_baddbmm`` is that old floor, for comparing with earlier tables);
 * ``floor_silu``: the same loop with the hidden layers' SiLU applied in place, the part of the
   elementwise work no planner of this network avoids;
 * ``VARIANT@bf16`` (of ``fused``, ``compiled``, ``cuda_graph``, ``compiled_cuda_graph``,
@@ -109,8 +114,8 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     'pets_cpu': (CPU_MODEL, dict(CPU_PROFILE, name='pets', population_size=30, elite_count=5,
                                  particles=5)),
 }
-VARIANTS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph', 'mbrl_lib',
-            'floor', 'floor_silu')
+VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'cuda_graph',
+            'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu', 'floor_baddbmm')
 KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
 TARGET = (0.6, 0.2, 0.02)
 
@@ -132,10 +137,16 @@ def puck_reward(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], 
 
 
 def project_planner(model_cfg, planner, device, backend, max_delta, precision='fp32'):
-    """``act(obs)`` of the project's planner on a random-init model."""
+    """``act(obs)`` of the project's planner on a random-init model; ``compiled_baddbmm``:
+    ``compiled`` with every layer one ``baddbmm`` whatever the precision (the shipped compiled
+    fp32 plan adds the bias after ``bmm``: ``FoldedEnsemble.split_bias``)."""
+    split = backend != 'compiled_baddbmm'
+    backend = backend if split else 'compiled'
     agent = create_agent(dict(planner, backend=backend, precision=precision),
                          make_model(model_cfg, device), puck_reward(device), A, device,
                          max_delta=max_delta)
+    if not split:
+        agent.folded.split_bias = False  # before the first plan traces the function
     return agent.act
 
 
@@ -191,11 +202,13 @@ def mbrl_lib_planner(model_cfg, planner, device, max_delta):
 
 
 def floor_loop(model_cfg, planner, device, activation: bool = False,
-               dtype: torch.dtype = torch.float32):
+               dtype: torch.dtype = torch.float32, bias: bool = False):
     """The plan's batched matmuls alone: ``iterations * horizon`` model steps, each every layer
-    as one ``baddbmm`` into a preallocated output, rows as the fused planner batches them
-    (the statistics rows included); with ``activation``, plus the hidden layers' SiLU in
-    place (what any planner of this network must compute); every tensor in ``dtype``."""
+    as one ``bmm`` into a preallocated output (no bias), rows as the fused planner batches
+    them (the statistics rows included); with ``activation``, plus the hidden layers' SiLU in
+    place (what any planner of this network must compute); with ``bias``, each layer one
+    ``baddbmm`` of a zero bias instead (the floor until session 33); every tensor in
+    ``dtype``."""
     k, hid, layers = (model_cfg['ensemble_size'], model_cfg['hidden_size'],
                       model_cfg['num_layers'])
     n, p = planner['population_size'], planner.get('particles', 1)
@@ -215,8 +228,11 @@ def floor_loop(model_cfg, planner, device, activation: bool = False,
     def run(obs=None):
         for _ in range(steps):
             h = x
-            for i, (w, bias, out) in enumerate(zip(ws, bs, outs)):
-                torch.baddbmm(bias, h, w, out=out)
+            for i, (w, c, out) in enumerate(zip(ws, bs, outs)):
+                if bias:
+                    torch.baddbmm(c, h, w, out=out)
+                else:
+                    torch.bmm(h, w, out=out)
                 if activation and i < layers:
                     torch.nn.functional.silu(out, inplace=True)
                 h = out
@@ -234,10 +250,10 @@ def build(variant, model_cfg, planner, device, max_delta):
     base, precision = split_variant(variant)
     if base == 'mbrl_lib':
         return mbrl_lib_planner(model_cfg, planner, device, max_delta)
-    if base in ('floor', 'floor_silu'):
+    if base.startswith('floor'):
         dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
         return floor_loop(model_cfg, planner, device, activation=base == 'floor_silu',
-                          dtype=dtype)
+                          dtype=dtype, bias=base == 'floor_baddbmm')
     return project_planner(model_cfg, planner, device, base, max_delta, precision)
 
 

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """``benchmarks/plan_latency.py``: its bf16 variants are the planner in bf16 and the floors'
-loops on bf16 tensors, timed beside the fp32 ones, and bad variant names are refused."""
+loops on bf16 tensors, timed beside the fp32 ones; bad variant names are refused; the
+compiled variants add the bias as the planner does."""
 
 import json
 import os
@@ -68,3 +69,25 @@ def test_unknown_variants_are_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         plan_latency.main()
     assert 'reference@bf16' in str(e.value)
+
+
+def test_compiled_bias_variants():
+    """The shipped compiled fp32 plan adds the bias after ``bmm``; ``compiled_baddbmm`` and
+    bf16 keep one ``baddbmm`` per layer (built only: nothing is compiled here)."""
+    model_cfg, planner = TINY
+    split = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4)
+             .__self__.folded.split_bias
+             for v in ('compiled', 'compiled_baddbmm', 'compiled@bf16', 'fused')}
+    assert split == {'compiled': True, 'compiled_baddbmm': False, 'compiled@bf16': False,
+                     'fused': False}
+
+
+def test_floors_compute_the_same_products():
+    """``floor`` (``bmm``, no bias) and ``floor_baddbmm`` (the old floor: ``baddbmm`` of a zero
+    bias) multiply the same matrices; ``floor_silu`` differs by the activation only."""
+    model_cfg, planner = TINY
+    out = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4)()
+           for v in ('floor', 'floor_baddbmm', 'floor_silu')}
+    torch.testing.assert_close(out['floor'], out['floor_baddbmm'])
+    assert out['floor'].shape == out['floor_silu'].shape
+    assert not torch.allclose(out['floor'], out['floor_silu'])
