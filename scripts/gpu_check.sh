@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# The GPU checks of the planner (issue 15) as one run, for a lent GPU machine: the CUDA tests,
-# the latency of every planner backend (eager reference, fused, compiled, CUDA graph) at the cpu,
-# mid and lecture sizes, the TF32/bf16 precision check and, if the ROS 2 wheels import there, the
-# lecture's recipe through the node graph with the captured planner. Everything lands in $OUT
-# (default runs/gpu): JSON lines, logs, nvidia-smi. Never run two of these at once.
+# The GPU checks of the planner (issue 15), sized for a lent GPU machine's budget (15 minutes of
+# device time a session, at most 10 minutes a command, the machine's start included in the
+# first). Two calls, each under 9 minutes:
+#   bench (default): the CUDA tests; the latency of every planner backend (eager reference,
+#     fused, compiled with and without the bias split, CUDA graph) at the mid and lecture sizes;
+#     fp32 beside bf16 at the lecture size.
+#   recipe: the lecture's recipe through the node graph with the captured planner, then the
+#     TF32/bf16 precision check on its recorded states (needs rclpy on that python).
+# Everything lands in $OUT (default runs/gpu): JSON lines, logs, nvidia-smi. Never run two of
+# these at once.
 #
-# Usage: scripts/gpu_check.sh [python]   (default: .venv/bin/python if it sees a GPU, else
-# python3; that interpreter needs torch with CUDA and the packages of requirements.txt)
+# Usage: scripts/gpu_check.sh [bench|recipe] [python]   (default python: .venv/bin/python if it
+# sees a GPU, else python3; that interpreter needs torch with CUDA and the packages of
+# requirements.txt)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu}
 mkdir -p "$out"
-py=${1:-}
+mode=${1:-bench}
+case $mode in bench|recipe) ;; *) echo "gpu_check: mode must be bench or recipe, got $mode"; exit 2;; esac
+py=${2:-}
 if [ -z "$py" ]; then
   py=python3
   if [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
@@ -34,23 +42,25 @@ step() {  # step NAME SECONDS COMMAND...: run one check with a time limit, say h
   echo "gpu_check: $name rc=$? in $((SECONDS - t0)) s"
 }
 
-step tests 240 "$py" -m pytest -q -p no:cacheprovider test/core/test_fused_planner.py \
-  test/core/test_planning.py
-step plan_latency 420 "$py" benchmarks/plan_latency.py --device cuda \
-  --configs cpu,mid,lecture,lecture_mean \
-  --variants reference,fused,compiled,cuda_graph,compiled_cuda_graph,floor --repeats 100 \
-  --max-seconds 20
-step plan_latency_bf16 300 "$py" benchmarks/plan_latency.py --device cuda \
-  --configs mid,lecture --variants cuda_graph,cuda_graph@bf16,compiled_cuda_graph,\
-compiled_cuda_graph@bf16,floor,floor@bf16 --repeats 100 --max-seconds 20
-if "$py" -c 'import rclpy' 2> /dev/null; then
-  # The lecture's recipe through the graph, the planner captured once and replayed each tick.
-  step lecture_recipe 900 "$py" -m mbrl_robot.runner --profile lecture --run-dir "$out/lecture" \
-    --set controller.planner.backend=cuda_graph --timeout 880
-  for precision in tf32 bf16; do
-    step "precision_$precision" 120 "$py" benchmarks/plan_latency.py --device cuda \
-      --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50
-  done
-else
-  echo "gpu_check: rclpy does not import with $py: no recipe through the graph, no precision check"
+if [ "$mode" = bench ]; then
+  step tests 150 "$py" -m pytest -q -p no:cacheprovider test/core/test_fused_planner.py \
+    test/core/test_planning.py test/core/test_plan_latency_bench.py
+  step plan_latency 210 "$py" benchmarks/plan_latency.py --device cuda --configs mid,lecture \
+    --variants reference,fused,compiled,compiled_baddbmm,cuda_graph,compiled_cuda_graph,floor \
+    --repeats 100 --max-seconds 15
+  step plan_latency_bf16 150 "$py" benchmarks/plan_latency.py --device cuda --configs lecture \
+    --variants cuda_graph,cuda_graph@bf16,compiled_cuda_graph,compiled_cuda_graph@bf16,floor,\
+floor@bf16 --repeats 100 --max-seconds 15
+  exit 0
 fi
+if ! "$py" -c 'import rclpy' 2> /dev/null; then
+  echo "gpu_check: rclpy does not import with $py: no recipe through the graph, no precision check"
+  exit 1
+fi
+# The lecture's recipe through the graph, the planner captured once and replayed each tick.
+step lecture_recipe 420 "$py" -m mbrl_robot.runner --profile lecture --run-dir "$out/lecture" \
+  --set controller.planner.backend=cuda_graph --timeout 400
+for precision in tf32 bf16; do
+  step "precision_$precision" 45 "$py" benchmarks/plan_latency.py --device cuda \
+    --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50
+done
