@@ -25,6 +25,8 @@ compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`
   (``core/planning/fused.py``; the graph ones on CUDA only);
 * ``compiled_baddbmm``: ``compiled`` with each layer one ``baddbmm`` (bias included) even in
   fp32, where the shipped one adds the bias after ``bmm`` in the activation's kernel;
+* ``compiled_py``: ``compiled`` with inductor's Python wrapper, where the shipped one on CPU
+  launches its kernels from a C++ wrapper;
 * ``mbrl_lib``: mbrl-lib 0.2.0's ``TrajectoryOptimizerAgent`` (CEM, ``GaussianMLP``, the same
   sizes, propagation and reward) when ``--mbrl-lib`` is given and ``import mbrl`` works (it
   lives outside the project's venv: ``pip install --no-deps --target DIR mbrl==0.2.0
@@ -77,6 +79,7 @@ import torch
 
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.planning import create_agent
+from mbrl_robot.core.planning.fused import BACKENDS
 from mbrl_robot.core.tasks.push import ACTION_DIM as A, PUCK, STATE_DIM as S
 
 LECTURE_MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 5, 'num_layers': 4,
@@ -114,7 +117,7 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     'pets_cpu': (CPU_MODEL, dict(CPU_PROFILE, name='pets', population_size=30, elite_count=5,
                                  particles=5)),
 }
-VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'cuda_graph',
+VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_py', 'cuda_graph',
             'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu', 'floor_baddbmm')
 KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
 TARGET = (0.6, 0.2, 0.02)
@@ -139,14 +142,17 @@ def puck_reward(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], 
 def project_planner(model_cfg, planner, device, backend, max_delta, precision='fp32'):
     """``act(obs)`` of the project's planner on a random-init model; ``compiled_baddbmm``:
     ``compiled`` with every layer one ``baddbmm`` whatever the precision (the shipped compiled
-    fp32 plan adds the bias after ``bmm``: ``FoldedEnsemble.split_bias``)."""
-    split = backend != 'compiled_baddbmm'
-    backend = backend if split else 'compiled'
+    fp32 plan adds the bias after ``bmm``: ``FoldedEnsemble.split_bias``); ``compiled_py``:
+    ``compiled`` with inductor's Python wrapper (``FusedMPCAgent.cpp_wrapper``)."""
+    variant, backend = backend, backend if backend in BACKENDS else 'compiled'
     agent = create_agent(dict(planner, backend=backend, precision=precision),
                          make_model(model_cfg, device), puck_reward(device), A, device,
                          max_delta=max_delta)
-    if not split:
+    if variant == 'compiled_baddbmm':
         agent.folded.split_bias = False  # before the first plan traces the function
+    if variant == 'compiled_py':
+        agent.cpp_wrapper = False
+        agent._build()  # the plan function again, with the Python wrapper
     return agent.act
 
 

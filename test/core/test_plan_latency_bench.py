@@ -73,13 +73,18 @@ def test_unknown_variants_are_refused(monkeypatch, capsys):
 
 def test_compiled_bias_variants():
     """The shipped compiled fp32 plan adds the bias after ``bmm``; ``compiled_baddbmm`` and
-    bf16 keep one ``baddbmm`` per layer (built only: nothing is compiled here)."""
+    bf16 keep one ``baddbmm`` per layer; ``compiled_py`` has inductor's Python wrapper (built
+    only: nothing is compiled here)."""
     model_cfg, planner = TINY
-    split = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4)
-             .__self__.folded.split_bias
-             for v in ('compiled', 'compiled_baddbmm', 'compiled@bf16', 'fused')}
-    assert split == {'compiled': True, 'compiled_baddbmm': False, 'compiled@bf16': False,
-                     'fused': False}
+    agents = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4).__self__
+              for v in ('compiled', 'compiled_baddbmm', 'compiled_py', 'compiled@bf16', 'fused')}
+    assert {v: a.folded.split_bias for v, a in agents.items()} == {
+        'compiled': True, 'compiled_baddbmm': False, 'compiled_py': True, 'compiled@bf16': False,
+        'fused': False}
+    assert {v: a.backend for v, a in agents.items()} == {
+        'compiled': 'compiled', 'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
+        'compiled@bf16': 'compiled', 'fused': 'fused'}
+    assert agents['compiled'].cpp_wrapper and not agents['compiled_py'].cpp_wrapper
 
 
 def test_floors_compute_the_same_products():
