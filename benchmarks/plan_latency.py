@@ -40,10 +40,10 @@ compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`
   it; ``floor_baddbmm`` is that old floor, for comparing with earlier tables);
 * ``floor_silu``: the same loop with the hidden layers' SiLU applied in place, the part of the
   elementwise work no planner of this network avoids;
-* ``VARIANT@bf16`` (of ``fused``, ``compiled``, ``cuda_graph``, ``compiled_cuda_graph``,
-  ``floor``, ``floor_silu``): the same in bfloat16: the planner with ``precision: bf16`` (its
-  members' matmuls under autocast), the floors' loops on bf16 tensors. ``x_floor`` stays the
-  ratio to the fp32 ``floor``; ``x_floor_bf16`` is the ratio to ``floor@bf16`` when timed.
+* ``VARIANT@bf16`` (of every variant but ``reference`` and ``mbrl_lib``): the same in
+  bfloat16: the planner with ``precision: bf16`` (its members' matmuls under autocast), the
+  floors' loops on bf16 tensors. ``x_floor`` stays the ratio to the fp32 ``floor``;
+  ``x_floor_bf16`` is the ratio to ``floor@bf16`` when timed.
   (``tf32`` is set process-wide and would change every fp32 variant of the run: it has the
   precision check only.)
 
@@ -79,7 +79,6 @@ import torch
 
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.planning import create_agent
-from mbrl_robot.core.planning.fused import BACKENDS
 from mbrl_robot.core.tasks.push import ACTION_DIM as A, PUCK, STATE_DIM as S
 
 LECTURE_MODEL = {'name': 'gaussian_ensemble', 'ensemble_size': 5, 'num_layers': 4,
@@ -119,6 +118,7 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
 }
 VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_py', 'cuda_graph',
             'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu', 'floor_baddbmm')
+AB_VARIANTS = {'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled'}  # -> their backend
 KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
 TARGET = (0.6, 0.2, 0.02)
 
@@ -144,7 +144,7 @@ def project_planner(model_cfg, planner, device, backend, max_delta, precision='f
     ``compiled`` with every layer one ``baddbmm`` whatever the precision (the shipped compiled
     fp32 plan adds the bias after ``bmm``: ``FoldedEnsemble.split_bias``); ``compiled_py``:
     ``compiled`` with inductor's Python wrapper (``FusedMPCAgent.cpp_wrapper``)."""
-    variant, backend = backend, backend if backend in BACKENDS else 'compiled'
+    variant, backend = backend, AB_VARIANTS.get(backend, backend)
     agent = create_agent(dict(planner, backend=backend, precision=precision),
                          make_model(model_cfg, device), puck_reward(device), A, device,
                          max_delta=max_delta)

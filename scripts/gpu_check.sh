@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# The GPU checks of the planner (issue 15), sized for a lent GPU machine's budget (15 minutes of
-# device time a session, at most 10 minutes a command, the machine's start included in the
-# first). Two calls, each under 9 minutes:
-#   bench (default): the CUDA tests; the latency of every planner backend (eager reference,
-#     fused, compiled with and without the bias split, CUDA graph) at the mid and lecture sizes;
-#     fp32 beside bf16 at the lecture size.
-#   recipe: the lecture's recipe through the node graph with the captured planner, then the
-#     TF32/bf16 precision check on its recorded states (needs rclpy on that python).
+# The GPU checks of the planner (issue 15), sized for a lent GPU machine: 15 minutes of device
+# time a session, the machine's start (minutes) included, at most 10 minutes a command. Three
+# calls, in this order of priority; `bench` fits a session with its start, the other two take
+# what is left or a later session:
+#   bench (default; steps at most 7.5 min): the CUDA tests; every planner backend at the mid
+#     size (eager reference, fused, compiled with and without the bias split, CUDA graphs); at
+#     the lecture size the backends that need no compile (reference, fused, cuda_graph), fp32
+#     beside bf16.
+#   compiled (at most 8 min): the lecture size compiled and captured (compiled_cuda_graph), fp32
+#     and bf16: two cold compiles, each its own step.
+#   recipe (at most 7 min): the lecture's recipe through the node graph with the captured
+#     planner for 310 s (the whole recipe's episodes alone take ~9 min at 20 Hz: a partial run,
+#     which gives the capture, the plan latency and the deadline misses through the graph; a
+#     success rate only if it finishes), then the TF32/bf16 precision check on its recorded
+#     states (needs rclpy on that python).
+# Each step has its own limit and output files, so a step cut off loses only its own rows.
 # Everything lands in $OUT (default runs/gpu): JSON lines, logs, nvidia-smi. Never run two of
 # these at once.
 #
-# Usage: scripts/gpu_check.sh [bench|recipe] [python]   (default python: .venv/bin/python if it
-# sees a GPU, else python3; that interpreter needs torch with CUDA and the packages of
-# requirements.txt)
+# Usage: scripts/gpu_check.sh [bench|compiled|recipe] [python]   (the mode comes first; default
+# python: .venv/bin/python if it sees a GPU, else python3; that interpreter needs torch with
+# CUDA and the packages of requirements.txt)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu}
 mkdir -p "$out"
 mode=${1:-bench}
-case $mode in bench|recipe) ;; *) echo "gpu_check: mode must be bench or recipe, got $mode"; exit 2;; esac
+case $mode in bench|compiled|recipe) ;; *) echo "gpu_check: mode must be bench, compiled or recipe, got $mode" >&2; exit 2;; esac
 py=${2:-}
 if [ -z "$py" ]; then
   py=python3
@@ -38,19 +46,29 @@ step() {  # step NAME SECONDS COMMAND...: run one check with a time limit, say h
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$out/$name.out" 2> "$out/$name.err"
+  timeout -k 10 "$limit" "$@" > "$out/$name.out" 2> "$out/$name.err"
   echo "gpu_check: $name rc=$? in $((SECONDS - t0)) s"
 }
 
 if [ "$mode" = bench ]; then
-  step tests 150 "$py" -m pytest -q -p no:cacheprovider test/core/test_fused_planner.py \
+  step tests 120 "$py" -m pytest -q -p no:cacheprovider test/core/test_fused_planner.py \
     test/core/test_planning.py test/core/test_plan_latency_bench.py
-  step plan_latency 210 "$py" benchmarks/plan_latency.py --device cuda --configs mid,lecture \
+  step plan_latency_mid 180 "$py" benchmarks/plan_latency.py --device cuda --configs mid \
     --variants reference,fused,compiled,compiled_baddbmm,cuda_graph,compiled_cuda_graph,floor \
-    --repeats 100 --max-seconds 15
-  step plan_latency_bf16 150 "$py" benchmarks/plan_latency.py --device cuda --configs lecture \
-    --variants cuda_graph,cuda_graph@bf16,compiled_cuda_graph,compiled_cuda_graph@bf16,floor,\
-floor@bf16 --repeats 100 --max-seconds 15
+    --repeats 100 --max-seconds 10
+  step plan_latency_lecture 90 "$py" benchmarks/plan_latency.py --device cuda --configs lecture \
+    --variants reference,fused,cuda_graph,cuda_graph@bf16,floor,floor@bf16 --repeats 100 \
+    --max-seconds 10
+  exit 0
+fi
+if [ "$mode" = compiled ]; then
+  for precision in fp32 bf16; do
+    v=compiled_cuda_graph
+    [ "$precision" = bf16 ] && v=compiled_cuda_graph@bf16
+    step "plan_latency_lecture_compiled_$precision" 230 "$py" benchmarks/plan_latency.py \
+      --device cuda --configs lecture --variants "$v,cuda_graph,floor" --repeats 100 \
+      --max-seconds 10
+  done
   exit 0
 fi
 if ! "$py" -c 'import rclpy' 2> /dev/null; then
@@ -58,8 +76,8 @@ if ! "$py" -c 'import rclpy' 2> /dev/null; then
   exit 1
 fi
 # The lecture's recipe through the graph, the planner captured once and replayed each tick.
-step lecture_recipe 420 "$py" -m mbrl_robot.runner --profile lecture --run-dir "$out/lecture" \
-  --set controller.planner.backend=cuda_graph --timeout 400
+step lecture_recipe 330 "$py" -m mbrl_robot.runner --profile lecture --run-dir "$out/lecture" \
+  --set controller.planner.backend=cuda_graph --timeout 310
 for precision in tf32 bf16; do
   step "precision_$precision" 45 "$py" benchmarks/plan_latency.py --device cuda \
     --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50

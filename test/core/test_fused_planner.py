@@ -173,17 +173,28 @@ def test_set_target_updates_a_running_plan_in_place():
     assert mine.tolist() == [0.4, 0.0, 0.02]
 
 
-def test_compiled_plan_is_the_fused_plan_and_survives_a_swap():
-    """torch.compile of the whole plan (CPU): the same plans as the eager fused function, no
-    recompilation after a model swap or a new target."""
+def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch):
+    """torch.compile of the whole plan (CPU, inductor's C++ wrapper, each layer's bias added
+    after ``bmm``): the same plans as the eager fused function, no recompilation after a model
+    swap or a new target; a rebuild for another layout keeps both settings."""
     from torch._dynamo.utils import counters
+    options = []
+    real_compile = torch.compile
+
+    def compile_(fn, **kwargs):
+        options.append(kwargs.get('options'))
+        return real_compile(fn, **kwargs)
+
+    monkeypatch.setattr(torch, 'compile', compile_)
     cfg = dict(PLANNERS['pets_ts_inf'], horizon=2)
     obs_list = states(2)
     task = push_task()
     _, eager, _ = run(cfg, small_model(), task, 'fused', obs_list)
+    assert options == []
     torch._dynamo.reset()
     counters.clear()
     agent, compiled, _ = run(cfg, small_model(), task, 'compiled', obs_list)
+    assert options == [{'cpp_wrapper': True}] and agent.folded.split_bias
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
     graphs = counters['stats']['unique_graphs']
     assert graphs >= 1
@@ -191,6 +202,9 @@ def test_compiled_plan_is_the_fused_plan_and_survives_a_swap():
     task.set_target([0.5, -0.1, 0.02])
     agent.plan(obs_list[0])
     assert counters['stats']['unique_graphs'] == graphs
+    agent.set_model(small_model(seed=6, num_elites=2))  # rebuilt (not planned: no compile)
+    assert agent.last_plan_info.get('rebuilt') and agent.folded.split_bias
+    assert options == [{'cpp_wrapper': True}] * 2
 
 
 @pytest.mark.skipif(not CUDA, reason='no CUDA device: the CUDA-graph path needs one')

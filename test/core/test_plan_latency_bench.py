@@ -87,12 +87,22 @@ def test_compiled_bias_variants():
     assert agents['compiled'].cpp_wrapper and not agents['compiled_py'].cpp_wrapper
 
 
-def test_floors_compute_the_same_products():
+def test_floors_compute_the_same_products(monkeypatch):
     """``floor`` (``bmm``, no bias) and ``floor_baddbmm`` (the old floor: ``baddbmm`` of a zero
-    bias) multiply the same matrices; ``floor_silu`` differs by the activation only."""
+    bias) multiply the same matrices, each with its own op; ``floor_silu`` differs by the
+    activation only."""
     model_cfg, planner = TINY
-    out = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4)()
-           for v in ('floor', 'floor_baddbmm', 'floor_silu')}
+    calls = []
+    for name in ('bmm', 'baddbmm'):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name,
+                            lambda *a, _n=name, _f=real, **k: calls.append(_n) or _f(*a, **k))
+    out = {}
+    for v in ('floor', 'floor_baddbmm', 'floor_silu'):
+        calls.clear()
+        out[v] = plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4)()
+        steps = planner['iterations'] * planner['horizon'] * (model_cfg['num_layers'] + 1)
+        assert calls == ['baddbmm' if v == 'floor_baddbmm' else 'bmm'] * steps, v
     torch.testing.assert_close(out['floor'], out['floor_baddbmm'])
     assert out['floor'].shape == out['floor_silu'].shape
     assert not torch.allclose(out['floor'], out['floor_silu'])

@@ -114,8 +114,8 @@ class FoldedEnsemble:
         # False: each layer one ``baddbmm`` (one kernel, bias included). True: ``bmm`` then
         # ``+ bias``, for torch.compile in fp32, which adds the bias in the next pointwise
         # kernel (the activation) instead of first copying the broadcast bias into every output
-        # row (session 33, AMX CPU, 1 thread: 1.01x at mid, 1.06x at lecture size; under bf16
-        # autocast it lost 6% at mid, so bf16 keeps ``baddbmm``).
+        # row (session 33, AMX CPU, 1 thread: 1.02x at mid, 1.055x at lecture size; under bf16
+        # autocast it lost 6-7% at mid, so bf16 keeps ``baddbmm``).
         self.split_bias = False
 
     @staticmethod
