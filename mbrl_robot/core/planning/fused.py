@@ -242,9 +242,9 @@ class FusedMPCAgent(MPCAgent):
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
         ev = self.evaluator
+        compiled = self.backend in ('compiled', 'compiled_cuda_graph')
         self.folded = FoldedEnsemble(ev._rollout_model)
-        self.folded.split_bias = (self.backend in ('compiled', 'compiled_cuda_graph')
-                                  and self.precision != 'bf16')
+        self.folded.split_bias = compiled and self.precision != 'bf16'
         k, h, a, s = (self.folded.ensemble_size, self.horizon, self.action_dim,
                       self.folded.obs_dim)
         opt = self.optimizer
@@ -266,7 +266,7 @@ class FusedMPCAgent(MPCAgent):
         self._prev_in = torch.zeros(a, device=dev)
         self._warm_in = torch.zeros(h, a, device=dev)
         fn = self._core
-        if self.backend in ('compiled', 'compiled_cuda_graph'):
+        if compiled:
             # On CPU, inductor's C++ wrapper launches the plan's ~300 kernels without a Python
             # call each (session 33, AMX CPU, 1 thread: 1.02-1.11x at the cpu size, 1.00x at mid;
             # the same plans; a cold compile takes ~5 s more).
