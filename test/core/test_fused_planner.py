@@ -120,8 +120,7 @@ def test_fused_plans_what_the_reference_plans_in_any_box(name):
 def test_folded_step_is_the_models_step(split_bias):
     """Either way of adding the bias (``baddbmm``; ``bmm`` then ``+``, the compiled one)."""
     model = small_model(features=('tool_tip',))
-    folded = FoldedEnsemble(model)
-    folded.split_bias = split_bias
+    folded = FoldedEnsemble(model, split_bias=split_bias)
     g = torch.Generator().manual_seed(3)
     obs = torch.randn(4, 6, 17, generator=g) * 0.3
     act = torch.rand(4, 6, 7, generator=g) * 2 - 1

@@ -97,9 +97,11 @@ class FoldedEnsemble:
 
     Args:
         model: the ensemble (all of its members; select the elites first).
+        split_bias: each layer as ``bmm`` then ``+ bias`` (for torch.compile in fp32), not
+            one ``baddbmm``; the same arithmetic.
     """
 
-    def __init__(self, model: GaussianEnsemble):
+    def __init__(self, model: GaussianEnsemble, split_bias: bool = False):
         if not isinstance(model, GaussianEnsemble):
             raise TypeError(f'the fused planner needs a GaussianEnsemble, got '
                             f'{type(model).__name__}')
@@ -116,7 +118,7 @@ class FoldedEnsemble:
         # kernel (the activation) instead of first copying the broadcast bias into every output
         # row (session 33, AMX CPU, 1 thread: 1.02x at mid, 1.055x at lecture size; under bf16
         # autocast it lost 6-7% at mid, so bf16 keeps ``baddbmm``).
-        self.split_bias = False
+        self.split_bias = bool(split_bias)
 
     @staticmethod
     def _signature(model: GaussianEnsemble) -> Tuple:
@@ -243,8 +245,8 @@ class FusedMPCAgent(MPCAgent):
     def _build(self) -> None:
         ev = self.evaluator
         compiled = self.backend in ('compiled', 'compiled_cuda_graph')
-        self.folded = FoldedEnsemble(ev._rollout_model)
-        self.folded.split_bias = compiled and self.precision != 'bf16'
+        self.folded = FoldedEnsemble(ev._rollout_model,
+                                     split_bias=compiled and self.precision != 'bf16')
         k, h, a, s = (self.folded.ensemble_size, self.horizon, self.action_dim,
                       self.folded.obs_dim)
         opt = self.optimizer
