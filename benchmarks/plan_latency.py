@@ -27,6 +27,8 @@ compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`
   fp32, where the shipped one adds the bias after ``bmm`` in the activation's kernel;
 * ``compiled_py``: ``compiled`` with inductor's Python wrapper, where the shipped one on CPU
   launches its kernels from a C++ wrapper;
+* ``cuda_graph_hostdraw``: ``cuda_graph`` with the noise drawn on the host before each replay
+  (one launch per draw), where the shipped graph holds the draws;
 * ``mbrl_lib``: mbrl-lib 0.2.0's ``TrajectoryOptimizerAgent`` (CEM, ``GaussianMLP``, the same
   sizes, propagation and reward) when ``--mbrl-lib`` is given and ``import mbrl`` works (it
   lives outside the project's venv: ``pip install --no-deps --target DIR mbrl==0.2.0
@@ -72,6 +74,7 @@ import argparse
 import json
 import math
 import time
+import traceback
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
@@ -117,8 +120,10 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
                                  particles=5)),
 }
 VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_py', 'cuda_graph',
-            'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu', 'floor_baddbmm')
-AB_VARIANTS = {'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled'}  # -> their backend
+            'cuda_graph_hostdraw', 'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu',
+            'floor_baddbmm')
+AB_VARIANTS = {'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
+               'cuda_graph_hostdraw': 'cuda_graph'}  # -> their backend
 KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
 TARGET = (0.6, 0.2, 0.02)
 
@@ -143,7 +148,8 @@ def project_planner(model_cfg, planner, device, backend, max_delta, precision='f
     """``act(obs)`` of the project's planner on a random-init model; ``compiled_baddbmm``:
     ``compiled`` with every layer one ``baddbmm`` whatever the precision (the shipped compiled
     fp32 plan adds the bias after ``bmm``: ``FoldedEnsemble.split_bias``); ``compiled_py``:
-    ``compiled`` with inductor's Python wrapper (``FusedMPCAgent.cpp_wrapper``)."""
+    ``compiled`` with inductor's Python wrapper (``FusedMPCAgent.cpp_wrapper``);
+    ``cuda_graph_hostdraw``: the draws outside the graph (``FusedMPCAgent.draw_in_graph``)."""
     variant, backend = backend, AB_VARIANTS.get(backend, backend)
     agent = create_agent(dict(planner, backend=backend, precision=precision),
                          make_model(model_cfg, device), puck_reward(device), A, device,
@@ -153,6 +159,9 @@ def project_planner(model_cfg, planner, device, backend, max_delta, precision='f
     if variant == 'compiled_py':
         agent.cpp_wrapper = False
         agent._build()  # the plan function again, with the Python wrapper
+    if variant == 'cuda_graph_hostdraw':
+        agent.draw_in_graph = False
+        agent._build()  # nothing captured yet: the first plan captures without the draws
     return agent.act
 
 
@@ -207,6 +216,25 @@ def mbrl_lib_planner(model_cfg, planner, device, max_delta):
     return agent.act
 
 
+def matmul_shapes(model_cfg, planner) -> Tuple[int, int, List[int], int]:
+    """(members K, rows per member, layer sizes, model steps per plan) of the plan's batched
+    matmuls, rows as the fused planner batches them (the statistics rows included)."""
+    k, hid, layers = (model_cfg['ensemble_size'], model_cfg['hidden_size'],
+                      model_cfg['num_layers'])
+    n, p = planner['population_size'], planner.get('particles', 1)
+    rows = k * (n + 1) if planner['propagation'] == 'mean' else -(-n * p // k) * k + k
+    probabilistic = model_cfg.get('probabilistic', True) and not planner.get('deterministic')
+    sampling = probabilistic and planner['propagation'] != 'mean'
+    sizes = [S + A] + [hid] * layers + [2 * S if sampling else S]
+    return k, rows // k, sizes, planner['iterations'] * planner['horizon']
+
+
+def plan_gflop(model_cfg, planner) -> float:
+    """The matmuls' GFLOP per plan (2 per multiply-add): what ``floor`` computes."""
+    k, b, sizes, steps = matmul_shapes(model_cfg, planner)
+    return 2e-9 * steps * k * b * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
 def floor_loop(model_cfg, planner, device, activation: bool = False,
                dtype: torch.dtype = torch.float32, bias: bool = False):
     """The plan's batched matmuls alone: ``iterations * horizon`` model steps, each every layer
@@ -215,21 +243,14 @@ def floor_loop(model_cfg, planner, device, activation: bool = False,
     place (what any planner of this network must compute); with ``bias``, each layer one
     ``baddbmm`` of a zero bias instead (the floor until session 33); every tensor in
     ``dtype``."""
-    k, hid, layers = (model_cfg['ensemble_size'], model_cfg['hidden_size'],
-                      model_cfg['num_layers'])
-    n, p = planner['population_size'], planner.get('particles', 1)
-    rows = k * (n + 1) if planner['propagation'] == 'mean' else -(-n * p // k) * k + k
-    b = rows // k
-    probabilistic = model_cfg.get('probabilistic', True) and not planner.get('deterministic')
-    sampling = probabilistic and planner['propagation'] != 'mean'
-    sizes = [S + A] + [hid] * layers + [2 * S if sampling else S]
+    k, b, sizes, steps = matmul_shapes(model_cfg, planner)
+    layers = len(sizes) - 2
     g = torch.Generator().manual_seed(0)
     ws = [(torch.randn(k, i, o, generator=g) / math.sqrt(i)).to(device, dtype)
           for i, o in zip(sizes[:-1], sizes[1:])]
     bs = [torch.zeros(k, 1, o, device=device, dtype=dtype) for o in sizes[1:]]
     outs = [torch.empty(k, b, o, device=device, dtype=dtype) for o in sizes[1:]]
     x = torch.randn(k, b, sizes[0], generator=g).to(device, dtype)
-    steps = planner['iterations'] * planner['horizon']
 
     def run(obs=None):
         for _ in range(steps):
@@ -274,15 +295,20 @@ def time_config(name: str, variants: List[str], device: torch.device, args) -> L
         if 'cuda_graph' in v and device.type != 'cuda':
             skipped[v] = 'needs CUDA'
             continue
+        t0 = time.perf_counter()
         try:
             fn = build(v, model_cfg, planner, device, args.max_delta)
+            t0 = time.perf_counter()
+            for _ in range(args.warmup):
+                fn(obs)
+            _sync(device)
         except ImportError as e:
             skipped[v] = f'not importable: {e}'
             continue
-        t0 = time.perf_counter()
-        for _ in range(args.warmup):
-            fn(obs)
-        _sync(device)
+        except Exception as e:  # noqa: B902 - a failing variant (compile, capture): the others run
+            traceback.print_exc()
+            skipped[v] = f'failed: {type(e).__name__}: {str(e)[:300]}'
+            continue
         first[v] = time.perf_counter() - t0
         fns[v] = fn
     times = {v: [] for v in fns}
@@ -296,9 +322,11 @@ def time_config(name: str, variants: List[str], device: torch.device, args) -> L
             _sync(device)
             times[v].append(1e3 * (time.perf_counter() - t0))
             cpu[v].append(1e3 * (time.process_time() - c0))
-        if time.perf_counter() - start > args.max_seconds and len(times[variants[0]]) >= 3:
+        if (time.perf_counter() - start > args.max_seconds
+                and all(len(t) >= 3 for t in times.values())):
             break
     med = {v: float(np.median(t)) for v, t in times.items()}
+    gflop = plan_gflop(model_cfg, planner)
     rows = []
     for v in variants:
         row: Dict[str, Any] = {'config': name, 'variant': v, 'device': str(device),
@@ -316,7 +344,11 @@ def time_config(name: str, variants: List[str], device: torch.device, args) -> L
                 'x_floor': round(med[v] / med['floor'], 3) if 'floor' in med else None,
                 'x_floor_silu': round(med[v] / med['floor_silu'], 3) if 'floor_silu' in med
                 else None,
+                'gflop_per_plan': round(gflop, 3),
+                'matmul_tflops': round(gflop / med[v], 4),  # the matmuls' rate at the median
                 'precision': split_variant(v)[1]})
+            if row['precision'] == 'fp32' and getattr(args, 'tf32', False):
+                row['precision'] = 'tf32'
             if 'floor@bf16' in med:
                 row['x_floor_bf16'] = round(med[v] / med['floor@bf16'], 3)
         row.update(planner=planner, model={k: model_cfg[k] for k in
@@ -447,6 +479,9 @@ def main() -> None:
     parser.add_argument('--max-seconds', type=float, default=120.0,
                         help='stop the rounds of a config after this long (>= 3 rounds)')
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
+    parser.add_argument('--tf32', action='store_true',
+                        help='CUDA: TF32 matmuls process-wide (every fp32 variant and floor of '
+                        'the run; its rows say precision tf32)')
     parser.add_argument('--max-delta', type=float, default=0.4,
                         help='acceleration bound per step (normalised action)')
     parser.add_argument('--search', action='store_true',
@@ -461,6 +496,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch sees no GPU')
+    if args.tf32 and args.device != 'cuda':
+        raise SystemExit('--tf32 exists on CUDA devices only')
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

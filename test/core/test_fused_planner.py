@@ -206,22 +206,140 @@ def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch):
     assert options == [{'cpp_wrapper': True}] * 2
 
 
-@pytest.mark.skipif(not CUDA, reason='no CUDA device: the CUDA-graph path needs one')
-def test_cuda_graph_replays_the_fused_plan_and_takes_a_swap():
-    cfg = PLANNERS['pets_ts_inf']
-    task = push_task('cuda')
-    model = small_model(device='cuda')
-    eager = create_agent(dict(cfg, backend='fused'), model, task.reward_fn, 7, 'cuda')
-    graph = create_agent(dict(cfg, backend='cuda_graph'), model, task.reward_fn, 7, 'cuda')
+GRAPHED = ['pets_ts_inf', 'random_shooting', 'cem_mean', 'pets_ts_1_pessimism']
+
+
+def graph_replays_the_fused_plan(name, device, make_graph_agent, atol):
+    """The captured plan (captured by a warm-up) against the eager fused one: the same plans
+    (the draws inside the graph, or TS-1's on the host), then a model swap into the captured
+    buffers."""
+    cfg = PLANNERS[name]
+    task = push_task(device)
+    model = small_model(device=device)
+    eager = create_agent(dict(cfg, backend='fused'), model, task.reward_fn, 7, device)
+    graph = make_graph_agent(cfg, model, task)
+    assert graph._graph_draws == (cfg.get('propagation') != 'ts_1')
+    graph.warmup()  # as the controller does: captures, plans once, leaves no trace
     for obs in states(3):
-        np.testing.assert_allclose(graph.plan(obs), eager.plan(obs), atol=1e-4)
+        plan = eager.plan(obs)
+        np.testing.assert_allclose(graph.plan(obs), plan, atol=atol)
+        for agent in (graph, eager):
+            agent.set_last_action(plan[0])
     captured = graph._graph
-    new = small_model(seed=5, device='cuda')
+    new = small_model(seed=5, device=device)
     graph.set_model(new)
     eager.set_model(new)
-    obs = states(1, seed=2)[0]
-    np.testing.assert_allclose(graph.plan(obs), eager.plan(obs), atol=1e-4)
+    graph.restart()  # generators back at their seeds: the graph reads them at each replay
+    eager.restart()
+    for obs in states(2, seed=2):
+        np.testing.assert_allclose(graph.plan(obs), eager.plan(obs), atol=atol)
     assert graph._graph is captured  # weights copied into the captured buffers
+    return graph
+
+
+class FakeCudaGraphs:
+    """torch.cuda's graph API on the CPU, with a CUDA graph's semantics as the planner relies
+    on them: a capture leaves no trace (the generators it drew from come back where they were,
+    and drawing from one not registered with the graph fails, as on CUDA); a replay runs the
+    captured step again into the captured outputs, advancing the registered generators."""
+
+    def __init__(self, monkeypatch, generators):
+        self.generators = generators
+        self.capturing, self.replaying, self.replays = None, False, 0
+        fake = self
+
+        class Graph:
+            def __init__(self):
+                self.registered, self.step, self.out = [], None, None
+
+            def register_generator_state(self, g):
+                self.registered.append(g)
+
+            def replay(self):
+                fake.replays += 1
+                fake.replaying = True
+                with torch.inference_mode():  # as the capture ran
+                    for mine, new in zip(self.out, self.step()):
+                        mine.copy_(new)
+                fake.replaying = False
+
+        class Capture:
+            def __init__(self, graph):
+                self.graph = graph
+
+            def __enter__(self):
+                self.before = [g.get_state() for g in fake.generators]
+                fake.capturing = self.graph
+
+            def __exit__(self, *exc):
+                fake.capturing = None
+                for g, state in zip(fake.generators, self.before):
+                    if not torch.equal(g.get_state(), state):
+                        assert any(g is r for r in self.graph.registered), \
+                            'a draw from a generator not registered with the graph'
+                    g.set_state(state)
+
+        class Stream:
+            def wait_stream(self, other):
+                pass
+
+        import contextlib
+        monkeypatch.setattr(torch.cuda, 'CUDAGraph', Graph)
+        monkeypatch.setattr(torch.cuda, 'graph', Capture)
+        monkeypatch.setattr(torch.cuda, 'Stream', lambda device=None: Stream())
+        monkeypatch.setattr(torch.cuda, 'current_stream', lambda device=None: Stream())
+        monkeypatch.setattr(torch.cuda, 'stream', lambda s: contextlib.nullcontext())
+
+    def wrap(self, agent):
+        """Let the capture see the step it records (its outputs are the graph's)."""
+        step = agent._graph_step
+
+        def recorded():
+            out = step()
+            if self.capturing is not None:
+                self.capturing.step, self.capturing.out = step, out
+            return out
+        agent._graph_step = recorded
+
+
+@pytest.mark.parametrize('name', GRAPHED)
+def test_captured_plan_orchestration_on_cpu(name, monkeypatch):
+    """The capture and replay logic (warm-up draws undone, the draws inside the graph, no host
+    draw per plan, a swap without re-capture), run on the CPU through FakeCudaGraphs: the
+    CUDA test below checks the same on a GPU where one exists."""
+    def make(cfg, model, task):
+        agent = create_agent(dict(cfg, backend='fused'), model, task.reward_fn, 7, 'cpu')
+        agent.backend = 'cuda_graph'
+        agent._build()
+        fake = FakeCudaGraphs(monkeypatch, (agent.optimizer.generator,
+                                            agent.evaluator.generator))
+        fake.wrap(agent)
+        draws = []  # where each draw ran
+        draw = agent._draw
+
+        def located_draw():
+            draws.append('replay' if fake.replaying else
+                         'capture' if fake.capturing is not None else 'host')
+            draw()
+        agent._draw = located_draw
+        agent.test_record = (fake, draws)
+        return agent
+
+    graph = graph_replays_the_fused_plan(name, 'cpu', make, atol=1e-6)
+    fake, draws = graph.test_record
+    assert fake.replays == 1 + 5  # the agent's warm-up plan, then five plans
+    if graph._graph_draws:  # the capture's 3 warm-ups (undone) and itself, then only replays
+        assert draws == ['host'] * 3 + ['capture'] + ['replay'] * 6
+    else:  # TS-1: a host draw before each replay
+        assert draws == ['host'] * 6
+
+
+@pytest.mark.skipif(not CUDA, reason='no CUDA device: the CUDA-graph path needs one')
+@pytest.mark.parametrize('name', GRAPHED)
+def test_cuda_graph_replays_the_fused_plan_and_takes_a_swap(name):
+    def make(cfg, model, task):
+        return create_agent(dict(cfg, backend='cuda_graph'), model, task.reward_fn, 7, 'cuda')
+    graph_replays_the_fused_plan(name, 'cuda', make, atol=1e-4)
 
 
 def test_bf16_plan_is_close_and_bounded():

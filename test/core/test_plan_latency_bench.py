@@ -63,12 +63,42 @@ def test_bf16_variants_plan_in_bf16_beside_fp32(monkeypatch):
     json.dumps(rows)
 
 
+def test_a_failing_variant_leaves_the_others(monkeypatch, capsys):
+    """A variant whose build or first plan fails (a compile, a capture) gets a row saying so;
+    the others are timed (a lent GPU's minutes are not lost to one failure)."""
+    real = plan_latency.build
+
+    def build(v, *args):
+        fn = real(v, *args)
+        if v != 'fused':
+            return fn
+
+        def broken(obs):
+            raise RuntimeError('capture failed')
+        return broken
+    monkeypatch.setattr(plan_latency, 'build', build)
+    monkeypatch.setattr(plan_latency, 'CONFIGS', {'tiny': TINY})
+    args = SimpleNamespace(warmup=1, repeats=3, max_seconds=0.0, max_delta=0.4, tf32=False)
+    rows = {r['variant']: r for r in plan_latency.time_config(
+        'tiny', ['fused', 'floor'], torch.device('cpu'), args)}
+    assert rows['fused']['skipped'] == 'failed: RuntimeError: capture failed'
+    assert rows['floor']['repeats'] == 3 and 'skipped' not in rows['floor']
+    assert 'capture failed' in capsys.readouterr().err  # the traceback, for the log
+
+
 def test_unknown_variants_are_refused(monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', ['plan_latency.py', '--configs', 'cpu',
                                       '--variants', 'fused,reference@bf16'])
     with pytest.raises(SystemExit) as e:
         plan_latency.main()
     assert 'reference@bf16' in str(e.value)
+
+
+def test_tf32_is_refused_off_cuda(monkeypatch):
+    monkeypatch.setattr(sys, 'argv', ['plan_latency.py', '--configs', 'cpu', '--tf32'])
+    with pytest.raises(SystemExit, match='CUDA devices only'):
+        plan_latency.main()
+    assert not torch.backends.cuda.matmul.allow_tf32
 
 
 def test_compiled_bias_variants():
@@ -85,6 +115,53 @@ def test_compiled_bias_variants():
         'compiled': 'compiled', 'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
         'compiled@bf16': 'compiled', 'fused': 'fused'}
     assert agents['compiled'].cpp_wrapper and not agents['compiled_py'].cpp_wrapper
+
+
+def test_graph_draw_variants(monkeypatch):
+    """``cuda_graph`` holds the draws in its graph, ``cuda_graph_hostdraw`` draws on the host
+    (built on the CPU as a fused agent switched to the graph backend: nothing is captured)."""
+    real = plan_latency.create_agent
+
+    def create_agent(cfg, *args, **kwargs):
+        graph = cfg['backend'] == 'cuda_graph'
+        agent = real(dict(cfg, backend='fused') if graph else cfg, *args, **kwargs)
+        if graph:
+            agent.backend = 'cuda_graph'
+            agent._build()
+        return agent
+    monkeypatch.setattr(plan_latency, 'create_agent', create_agent)
+    model_cfg, planner = TINY
+    agents = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4).__self__
+              for v in ('cuda_graph', 'cuda_graph_hostdraw')}
+    assert {v: (a.backend, a._graph_draws) for v, a in agents.items()} == {
+        'cuda_graph': ('cuda_graph', True), 'cuda_graph_hostdraw': ('cuda_graph', False)}
+
+
+@pytest.mark.parametrize('config', ['tiny', 'mid'])
+def test_plan_gflop_counts_the_planners_matmuls(config):
+    """``gflop_per_plan`` (and so every floor) is what the fused plan function multiplies:
+    its batched matmuls counted as it runs (mid: the same shapes, fewer iterations)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    if config == 'tiny':
+        model_cfg, planner = TINY
+    else:
+        model_cfg, planner = plan_latency.CONFIGS['mid']
+        planner = dict(planner, iterations=1, horizon=2)
+    flops = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.bmm.default, torch.ops.aten.baddbmm.default):
+                a, b = args[-2:]
+                flops.append(2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2])
+            return func(*args, **(kwargs or {}))
+
+    agent = plan_latency.build('fused', model_cfg, planner, torch.device('cpu'), 0.4).__self__
+    agent._draw()
+    with Count(), torch.inference_mode():
+        agent._fn(*agent._inputs())
+    assert len(flops) == (model_cfg['num_layers'] + 1) * planner['iterations'] * planner['horizon']
+    assert sum(flops) * 1e-9 == pytest.approx(plan_latency.plan_gflop(model_cfg, planner))
 
 
 def test_floors_compute_the_same_products(monkeypatch):

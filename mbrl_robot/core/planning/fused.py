@@ -26,10 +26,13 @@ host synchronisation inside. That function can then be
   ``compiled_cuda_graph``, the compiled one).
 
 Randomness stays outside the function: before each plan the optimizer's and the evaluator's
-generators fill preallocated noise buffers in the reference's order (the optimizer's Gaussian or
-uniform samples per iteration; per iteration and step the TS-1 permutation and the Gaussian
-heads' noise), so one seed gives one plan on every backend, and the same plan as the reference
-up to floating-point rounding.
+generators fill preallocated noise buffers in place, in the reference's order (the optimizer's
+Gaussian or uniform samples per iteration; per iteration and step the TS-1 permutation and the
+Gaussian heads' noise), so one seed gives one plan on every backend, and the same plan as the
+reference up to floating-point rounding. A captured graph holds those draws too (the generators
+registered with it: each replay draws what the same calls would draw eagerly and advances the
+generators as they would), so a replay launches nothing per draw; TS-1's ``randperm`` stays on
+the host.
 
 Differences from the reference, all by construction:
 * the normalisers are folded into the first and last layers (``FoldedEnsemble``), a
@@ -211,6 +214,7 @@ class FusedMPCAgent(MPCAgent):
     """
 
     cpp_wrapper = True  # CPU 'compiled': inductor's C++ wrapper (False: its Python one)
+    draw_in_graph = True  # CUDA graphs: the noise draws captured in the graph (False: host)
 
     def __init__(self, *args, backend: str = 'fused', precision: str = 'fp32', **kwargs):
         super().__init__(*args, **kwargs)  # sets self.backend = 'reference'
@@ -264,6 +268,8 @@ class FusedMPCAgent(MPCAgent):
         self._perms = (torch.zeros(self._iterations, h, self._b * k, dtype=torch.long,
                                    device=dev) if ev.propagation == 'ts_1' else None)
         self._inv = torch.zeros_like(self._perms) if self._perms is not None else None
+        self._positions = (torch.arange(self._b * k, device=dev) if self._perms is not None
+                           else None)
         self._obs_in = torch.zeros(s, device=dev)
         self._prev_in = torch.zeros(a, device=dev)
         self._warm_in = torch.zeros(h, a, device=dev)
@@ -277,6 +283,10 @@ class FusedMPCAgent(MPCAgent):
         self._fn = fn
         self._graph = None
         self._graph_out = None
+        # The draws go into the graph unless a permutation is drawn (randperm's capture is not
+        # relied upon).
+        self._graph_draws = ('cuda_graph' in self.backend and self.draw_in_graph
+                             and self._perms is None)
 
     def set_model(self, model) -> None:
         """Hot-swap the model: its weights are copied into the planner's tensors (no recompile,
@@ -287,29 +297,26 @@ class FusedMPCAgent(MPCAgent):
             self.last_plan_info = {'rebuilt': True}
 
     def _draw(self) -> None:
-        """Fill the noise buffers from the generators, in the reference's order."""
+        """Fill the noise buffers from the generators, in the reference's order, in place
+        (``x.normal_(generator=g)`` draws what ``torch.randn(x.shape, generator=g)`` draws)."""
         opt, ev = self.optimizer, self.evaluator
-        n, h, a = self._noise.shape[1:]
+        h = self._noise.shape[2]
         uniform = (isinstance(opt, RandomShootingOptimizer)
                    or getattr(opt, 'bound_mode', 'clip') == 'truncnorm')
         for i in range(self._iterations):
             if uniform:
-                self._noise[i] = torch.rand(n, h, a, generator=opt.generator,
-                                            device=self.device)
+                self._noise[i].uniform_(generator=opt.generator)
             else:
-                self._noise[i] = torch.randn(n, h, a, generator=opt.generator,
-                                             device=self.device)
+                self._noise[i].normal_(generator=opt.generator)
             if self._perms is None and self._head is None:
                 continue
             for t in range(h):
                 if self._perms is not None:
-                    perm = torch.randperm(self._perms.shape[-1], generator=ev.generator,
-                                          device=self.device)
-                    self._perms[i, t] = perm
-                    self._inv[i, t] = torch.argsort(perm)
+                    perm = self._perms[i, t]
+                    torch.randperm(perm.shape[0], generator=ev.generator, out=perm)
+                    self._inv[i, t].scatter_(0, perm, self._positions)  # argsort(perm)
                 if self._head is not None:
-                    self._head[i, t] = torch.randn(self._head.shape[2:], generator=ev.generator,
-                                                   device=self.device)
+                    self._head[i, t].normal_(generator=ev.generator)
 
     # ------------------------------------------------------------------ the plan function
     def _project(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -462,24 +469,42 @@ class FusedMPCAgent(MPCAgent):
 
     def _run(self) -> Tuple[torch.Tensor, ...]:
         if 'cuda_graph' not in self.backend:
+            self._draw()
             with torch.inference_mode():
                 return self._fn(*self._inputs())
         if self._graph is None:
             self._capture()
+        if not self._graph_draws:
+            self._draw()
         self._graph.replay()
         return self._graph_out
 
+    def _graph_step(self) -> Tuple[torch.Tensor, ...]:
+        """What the graph holds: the draws (``_graph_draws``), then the plan function."""
+        if self._graph_draws:
+            self._draw()
+        return self._fn(*self._inputs())
+
     def _capture(self) -> None:
-        """Warm up on a side stream, then capture one plan as a CUDA graph."""
+        """Warm up on a side stream, then capture one plan as a CUDA graph. The warm-up's
+        draws are undone (the generators restored), so the first replay draws what an eager
+        plan would."""
+        generators = (self.optimizer.generator, self.evaluator.generator)
+        saved = [g.get_state() for g in generators]
         stream = torch.cuda.Stream(device=self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream), torch.inference_mode():
             for _ in range(3):
-                self._fn(*self._inputs())
+                self._graph_step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
+        for g, state in zip(generators, saved):
+            g.set_state(state)
         graph = torch.cuda.CUDAGraph()
+        if self._graph_draws:
+            for g in generators:
+                graph.register_generator_state(g)
         with torch.cuda.graph(graph), torch.inference_mode():
-            out = self._fn(*self._inputs())
+            out = self._graph_step()
         self._graph, self._graph_out = graph, out
 
     def plan(self, obs: Union[np.ndarray, torch.Tensor],
@@ -491,7 +516,6 @@ class FusedMPCAgent(MPCAgent):
             self.set_last_action(prev_action)
         rebuilt = self.last_plan_info.get('rebuilt', False)
         with torch.no_grad():
-            self._draw()
             self._obs_in.copy_(o)
             self._prev_in.copy_(self._last_action)
             self._warm_in.copy_(self.trajectory_optimizer.previous_solution)
