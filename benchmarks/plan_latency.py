@@ -56,6 +56,12 @@ H=15 N=100 M=10 I=2, TS-inf, one particle), ``mid`` (the same model, PETS H=15 N
 P=5), ``lecture`` (K=5 of 4x500, H=25 N=500 M=50 I=5, P=5, TS-inf), ``lecture_mean`` (the
 lecture's CEM on the ensemble mean, P=1), ``pets_cpu``.
 
+``--count-ops`` instead counts the aten calls of one plan (torch's dispatch mode): those the
+host makes outside the plan function (the draws, the inputs' copies, the outputs' transfers: on
+a GPU, each call that runs a kernel is a launch from Python) and those inside it (an eager CUDA
+graph replays one kernel per such call), for ``fused`` and, on CUDA, the graph backends (a
+replay dispatches nothing). ``*_kernels`` leaves out views and no-op casts.
+
 ``--precision-check RUN_DIR`` instead plans from states recorded in a finished run (its buffer,
 its latest model, the targets of its episodes) in fp32 and in ``--precision`` and prints how
 far the first action and the plan's fp32-evaluated return move.
@@ -66,6 +72,7 @@ Usage::
     python benchmarks/plan_latency.py --device cuda --variants fused,compiled,cuda_graph,...
     python benchmarks/plan_latency.py --precision-check runs/<run> --precision bf16
     python benchmarks/plan_latency.py --search --budget-ms 50   # largest CPU profile < 50 ms
+    python benchmarks/plan_latency.py --count-ops --configs cpu,mid,lecture
 
 Compare ratios measured in one run, not absolute times across runs.
 """
@@ -386,6 +393,62 @@ def time_profile(name: str, model_cfg: Dict[str, Any], planner: Dict[str, Any],
             'threads': torch.get_num_threads(), 'repeats': len(times), 'planner': planner}
 
 
+def _launches(func, args, out) -> bool:
+    """Whether an aten call runs a kernel: not a view or a no-op cast (its output shares its
+    first input's storage without writing it in place)."""
+    first = args[0] if args else None
+    if (func.__name__.split('.')[0].endswith('_') or not isinstance(first, torch.Tensor)
+            or not isinstance(out, torch.Tensor)):
+        return True
+    return out.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+
+
+def count_ops(name: str, variant: str, device: torch.device, max_delta: float) -> Dict:
+    """The aten calls of one plan (after a first one), host-side and inside the function."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    model_cfg, planner = CONFIGS[name]
+    agent = build(variant, model_cfg, planner, device, max_delta).__self__
+    obs = np.random.default_rng(0).normal(scale=0.3, size=S).astype(np.float32)
+    agent.plan(obs)
+    counts = {'host': Counter(), 'function': Counter()}
+    kernels = {'host': Counter(), 'function': Counter()}
+    where = ['host']
+    fn = agent._fn
+
+    def counted_fn(*inputs):
+        where[0] = 'function'
+        try:
+            return fn(*inputs)
+        finally:
+            where[0] = 'host'
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.__name__.split('.')[0]
+            counts[where[0]][name] += 1
+            if _launches(func, args, out):
+                kernels[where[0]][name] += 1
+            return out
+
+    agent._fn = counted_fn
+    try:
+        with Count():
+            agent.plan(obs)
+    finally:
+        agent._fn = fn
+    row: Dict[str, Any] = {'config': name, 'variant': variant, 'device': str(device),
+                           'count': 'aten calls per plan'}
+    for side, c in counts.items():
+        row[f'{side}_calls'] = sum(c.values())
+        row[f'{side}_kernels'] = sum(kernels[side].values())
+        row[f'{side}_matmuls'] = kernels[side]['bmm'] + kernels[side]['baddbmm']
+        row[f'{side}_top_kernels'] = dict(kernels[side].most_common(5))
+    return row
+
+
 def search_cpu(device: torch.device, budget_ms: float, args) -> Dict[str, Any]:
     """Largest CEM profile under the budget on the cpu model.
 
@@ -488,6 +551,8 @@ def main() -> None:
                         help='search the largest CEM profile under --budget-ms')
     parser.add_argument('--search-backend', default='fused')
     parser.add_argument('--budget-ms', type=float, default=50.0)
+    parser.add_argument('--count-ops', action='store_true',
+                        help='count the aten calls of one plan, host-side and in the function')
     parser.add_argument('--precision-check', metavar='RUN_DIR', default=None)
     parser.add_argument('--precision', default='bf16', choices=('tf32', 'bf16'))
     parser.add_argument('--profile', default='twin_realistic',
@@ -512,6 +577,12 @@ def main() -> None:
         print(json.dumps(search_cpu(device, args.budget_ms, args)), flush=True)
         return
     configs = [c for c in args.configs.split(',') if c]
+    if args.count_ops:
+        graphs = ['cuda_graph', 'cuda_graph_hostdraw'] if device.type == 'cuda' else []
+        for name in configs:
+            for variant in ['fused'] + graphs:
+                print(json.dumps(count_ops(name, variant, device, args.max_delta)), flush=True)
+        return
     variants = [v for v in args.variants.split(',') if v]
     if args.mbrl_lib and 'mbrl_lib' not in variants:
         variants.insert(0, 'mbrl_lib')

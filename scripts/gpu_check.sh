@@ -3,11 +3,11 @@
 # time a session, the machine's start (minutes) included, at most 10 minutes a command. Three
 # calls, in this order of priority; `bench` fits a session with its start, the other two take
 # what is left or a later session:
-#   bench (default; steps at most 7.7 min): the CUDA tests; every planner backend at the mid
+#   bench (default; steps at most 8.4 min): the CUDA tests; every planner backend at the mid
 #     size (eager reference, fused, compiled with and without the bias split, CUDA graphs); at
 #     the lecture size the backends that need no compile (reference, fused, cuda_graph, and
 #     cuda_graph_hostdraw: the draws outside the graph), fp32 beside bf16, then TF32 (a run of
-#     its own: TF32 is process-wide).
+#     its own: TF32 is process-wide), then the host's launches per plan (--count-ops).
 #   compiled (at most 8 min): the lecture size compiled and captured (compiled_cuda_graph), fp32
 #     and bf16: two cold compiles, each its own step.
 #   recipe (at most 7 min): the lecture's recipe through the node graph with the captured
@@ -62,6 +62,8 @@ if [ "$mode" = bench ]; then
     --repeats 100 --max-seconds 10
   step plan_latency_lecture_tf32 60 "$py" benchmarks/plan_latency.py --device cuda --tf32 \
     --configs lecture --variants cuda_graph,floor --repeats 100 --max-seconds 10
+  step count_ops_lecture 45 "$py" benchmarks/plan_latency.py --device cuda --count-ops \
+    --configs lecture
   exit 0
 fi
 if [ "$mode" = compiled ]; then

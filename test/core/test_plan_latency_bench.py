@@ -164,6 +164,22 @@ def test_plan_gflop_counts_the_planners_matmuls(config):
     assert sum(flops) * 1e-9 == pytest.approx(plan_latency.plan_gflop(model_cfg, planner))
 
 
+def test_count_ops_splits_host_and_function(monkeypatch):
+    """``--count-ops``: the host's kernels are the draws (one per iteration for the optimizer,
+    one per iteration and step for the heads) and a few copies; the function's include every
+    layer's matmul; views are calls but no kernels."""
+    monkeypatch.setattr(plan_latency, 'CONFIGS', {'tiny': TINY})
+    model_cfg, planner = TINY
+    row = plan_latency.count_ops('tiny', 'fused', torch.device('cpu'), 0.4)
+    draws = planner['iterations'] * (1 + planner['horizon'])
+    assert row['host_top_kernels']['normal_'] == draws
+    assert draws <= row['host_kernels'] <= draws + 15 < row['host_calls']  # + obs checks, copies
+    assert row['host_matmuls'] == 0
+    matmuls = planner['iterations'] * planner['horizon'] * (model_cfg['num_layers'] + 1)
+    assert row['function_matmuls'] == matmuls
+    assert matmuls < row['function_kernels'] < row['function_calls']
+
+
 def test_floors_compute_the_same_products(monkeypatch):
     """``floor`` (``bmm``, no bias) and ``floor_baddbmm`` (the old floor: ``baddbmm`` of a zero
     bias) multiply the same matrices, each with its own op; ``floor_silu`` differs by the
