@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the planner (issue 15), sized for a lent GPU machine: 15 minutes of device
-# time a session, the machine's start (minutes) included, at most 10 minutes a command. Three
-# calls, in this order of priority; `bench` fits a session with its start, the other two take
-# what is left or a later session:
+# time a session, the machine's start (minutes) included, at most 10 minutes a command. Four
+# calls, in this order of priority; `bench` fits a session with its start, the others take what
+# is left or a later session:
 #   bench (default; steps at most 8.4 min): the CUDA tests; every planner backend at the mid
 #     size (eager reference, fused, compiled with and without the bias split, CUDA graphs); at
 #     the lecture size the backends that need no compile (reference, fused, cuda_graph, and
@@ -10,24 +10,33 @@
 #     its own: TF32 is process-wide), then the host's launches per plan (--count-ops).
 #   compiled (at most 8 min): the lecture size compiled and captured (compiled_cuda_graph), fp32
 #     and bf16: two cold compiles, each its own step.
-#   recipe (at most 7 min): the lecture's recipe through the node graph with the captured
-#     planner for 310 s (the whole recipe's episodes alone take ~9 min at 20 Hz: a partial run,
-#     which gives the capture, the plan latency and the deadline misses through the graph; a
-#     success rate only if it finishes), then the TF32/bf16 precision check on its recorded
-#     states (needs rclpy on that python).
-# Each step has its own limit and output files, so a step cut off loses only its own rows.
-# Everything lands in $OUT (default runs/gpu): JSON lines, logs, nvidia-smi. Never run two of
-# these at once.
+#   graph (at most 6 min): what the node graph needs and the machine's image lacks (ROS 2,
+#     gymnasium, PyBullet: prepared here by scripts/gpu_carry.sh into .gpu_carry, which the call
+#     carries), installed into a venv at $GRAPH_VENV (default /tmp/mbrl-graph) beside the image's
+#     PyTorch, PyBullet built there from source (all cores; 192 s on 2) unless .gpu_carry holds
+#     an earlier build for that python (pybullet<EXT_SUFFIX>.xz); the build comes back in the
+#     bundle for the next session to carry. Then the twin's and the twin node's tests.
+#   recipe (at most 9.5 min; after `graph` on the same warm machine, or it sets up first):
+#     the lecture's recipe through the node graph on a realtime twin at 20 Hz with the captured
+#     planner (cuda_graph), two arms (the fleet: half the wall time, both controllers planning
+#     on the one GPU) and no random/do-nothing baselines (planner-free, measured on the CPU),
+#     then the TF32/bf16 precision check on its recorded states.
+# Each step has its own limit and output files, so a step cut off loses only its own rows. The
+# files land in runs/gpu (GPU_CHECK_DIR); where the device tool sets $OUT (which brings back at
+# most 8 files), they are bundled into $OUT/gpu_check_<mode>.tar.gz (no model checkpoints or
+# buffer data) and the JSON lines are printed. Never run two of these at once.
 #
-# Usage: scripts/gpu_check.sh [bench|compiled|recipe] [python]   (the mode comes first; default
-# python: .venv/bin/python if it sees a GPU, else python3; that interpreter needs torch with
-# CUDA and the packages of requirements.txt)
+# Usage: scripts/gpu_check.sh [bench|compiled|graph|recipe] [python]   (the mode comes first;
+# default python: .venv/bin/python if it sees a GPU, else python3; that interpreter needs torch
+# with CUDA). GPU_CHECK_REHEARSAL=1 runs `graph` and `recipe` without a GPU (the cpu profile, a
+# short recipe, the fused planner), to rehearse them on a CPU machine before a lent one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-runs/gpu}
+out=${GPU_CHECK_DIR:-runs/gpu}
 mkdir -p "$out"
 mode=${1:-bench}
-case $mode in bench|compiled|recipe) ;; *) echo "gpu_check: mode must be bench, compiled or recipe, got $mode" >&2; exit 2;; esac
+case $mode in bench|compiled|graph|recipe) ;; *) echo "gpu_check: mode must be bench, compiled, graph or recipe, got $mode" >&2; exit 2;; esac
+rehearsal=${GPU_CHECK_REHEARSAL:-0}
 py=${2:-}
 if [ -z "$py" ]; then
   py=python3
@@ -36,19 +45,36 @@ if [ -z "$py" ]; then
   fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+bundle() {  # on the device: everything back as one file, the JSON lines in the output
+  [ -n "${OUT:-}" ] || return 0
+  tar -czf "$OUT/gpu_check_$mode.tar.gz" --exclude='*.pt' --exclude='*.pth' --exclude='buffer' \
+    --exclude='controller_outbox' -C "$out" . 2> /dev/null
+  grep -h '^{' "$out"/*.out 2> /dev/null | cut -c1-600
+}
+trap bundle EXIT
+
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 if ! "$py" -c 'import torch, sys; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0)); sys.exit(not torch.cuda.is_available())' > "$out/torch.txt" 2>&1; then
-  echo "gpu_check: $py has no CUDA torch ($(cat "$out/torch.txt" | tail -1))"
-  exit 1
+  if [ "$rehearsal" = 1 ] && [[ $mode = graph || $mode = recipe ]]; then
+    echo "gpu_check: rehearsal without a GPU ($py: $(tail -1 "$out/torch.txt"))"
+  else
+    echo "gpu_check: $py has no CUDA torch ($(tail -1 "$out/torch.txt"))"
+    exit 1
+  fi
+else
+  echo "gpu_check: $(cat "$out/torch.txt")"
 fi
-echo "gpu_check: $(cat "$out/torch.txt")"
 
 step() {  # step NAME SECONDS COMMAND...: run one check with a time limit, say how it ended
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS
   timeout -k 10 "$limit" "$@" > "$out/$name.out" 2> "$out/$name.err"
-  echo "gpu_check: $name rc=$? in $((SECONDS - t0)) s"
+  local rc=$?
+  echo "gpu_check: $name rc=$rc in $((SECONDS - t0)) s"
+  return $rc
 }
 
 if [ "$mode" = bench ]; then
@@ -76,14 +102,84 @@ if [ "$mode" = compiled ]; then
   done
   exit 0
 fi
-if ! "$py" -c 'import rclpy' 2> /dev/null; then
-  echo "gpu_check: rclpy does not import with $py: no recipe through the graph, no precision check"
-  exit 1
+
+# graph and recipe: the node graph's own environment beside the image's PyTorch.
+venv=${GRAPH_VENV:-/tmp/mbrl-graph}
+gpy=$venv/bin/python
+graph_setup() {
+  local carry=.gpu_carry
+  if [ ! -d "$carry/wheels" ] || [ ! -f "$carry/pybullet-src.tar.xz" ]; then
+    echo "gpu_check: no $carry/wheels or $carry/pybullet-src.tar.xz: run scripts/gpu_carry.sh here and carry .gpu_carry"
+    return 1
+  fi
+  rm -rf "$venv"
+  "$py" -m venv --without-pip "$venv" || return 1
+  local site image
+  site=$("$gpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  # The image's packages (torch, numpy, pyyaml, matplotlib, scipy, pip, setuptools) after the
+  # venv's own: the carried ROS 2, gymnasium and PyBullet come first.
+  image=$("$py" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
+  echo "$image" > "$site/zz_image.pth"
+  step install_wheels 120 "$gpy" -m pip install -q --no-index --no-deps --no-compile --ignore-installed \
+    "$carry"/wheels/*.whl || return 1
+  # An earlier build for this python (pybullet<EXT_SUFFIX>.xz, brought back by a `graph` run),
+  # else a build from the carried source.
+  local ext prebuilt
+  ext=$("$gpy" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+  prebuilt="$carry/pybullet$ext.xz"
+  if [ -f "$prebuilt" ] && xz -dc "$prebuilt" > "$site/pybullet$ext" \
+      && "$gpy" -c 'import pybullet; pybullet.connect(pybullet.DIRECT)' > /dev/null 2>&1; then
+    echo "gpu_check: pybullet from $prebuilt"
+  else
+    rm -f "$site/pybullet$ext"
+    rm -rf /tmp/pybullet-src && tar -xJf "$carry/pybullet-src.tar.xz" -C /tmp || return 1
+    step build_pybullet 300 "$gpy" -m pip install -q --no-index --no-deps --no-build-isolation \
+      /tmp/pybullet-src || return 1
+    strip -o /tmp/pybullet.so "$site/pybullet$ext" 2> /dev/null || cp "$site/pybullet$ext" /tmp/pybullet.so
+    xz -T0 -c /tmp/pybullet.so > "$out/pybullet$ext.xz"
+  fi
+  step graph_imports 60 "$gpy" -c 'import sys, rclpy, pybullet, gymnasium, torch, mbrl_robot.runner
+for m in (rclpy, pybullet, gymnasium, torch):
+    print(m.__name__, getattr(m, "__version__", ""), m.__file__)
+assert all(m.__file__.startswith(sys.prefix) for m in (rclpy, pybullet, gymnasium)), "not the venv"' \
+    || return 1
+  cat "$out/graph_imports.out"
+}
+graph_ready() {
+  [ -x "$gpy" ] && "$gpy" -c 'import rclpy, pybullet, gymnasium' 2> /dev/null
+}
+
+if [ "$mode" = graph ]; then
+  graph_setup || exit 1
+  export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-57} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+  step graph_tests 150 "$gpy" -m pytest -q -p no:cacheprovider test/sim/test_push_env.py \
+    test/nodes/test_twin_node.py
+  exit 0
 fi
-# The lecture's recipe through the graph, the planner captured once and replayed each tick.
-step lecture_recipe 330 "$py" -m mbrl_robot.runner --profile lecture --run-dir "$out/lecture" \
-  --set controller.planner.backend=cuda_graph --timeout 310
-for precision in tf32 bf16; do
-  step "precision_$precision" 45 "$py" benchmarks/plan_latency.py --device cuda \
-    --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50
-done
+
+# recipe
+graph_ready || graph_setup || exit 1
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-57} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+realtime=(--set twin.mode=realtime --set controller.wait_for_fresh_state=false
+          --set controller.plan_ahead=true --set 'recipe.baselines=[""]')
+if [ "$rehearsal" = 1 ]; then
+  # The same command on the cpu profile, shortened: it checks the set-up and the graph only.
+  step recipe_rehearsal 300 "$gpy" -m mbrl_robot.runner --profile cpu --run-dir "$out/recipe" \
+    --arms 2 "${realtime[@]}" --set recipe.random_episodes=4 --set recipe.iterations=1 \
+    --set recipe.mpc_episodes_per_iteration=2 --set recipe.evaluation_episodes=2 --timeout 280
+else
+  # The lecture's recipe, captured planner, realtime twin at 20 Hz.
+  step lecture_recipe 430 "$gpy" -m mbrl_robot.runner --profile lecture \
+    --run-dir "$out/lecture" --arms 2 "${realtime[@]}" \
+    --set controller.planner.backend=cuda_graph --timeout 420
+  for precision in tf32 bf16; do
+    step "precision_$precision" 30 "$gpy" benchmarks/plan_latency.py --device cuda \
+      --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50
+  done
+fi
+run=$(ls -d "$out"/lecture "$out"/recipe 2> /dev/null | head -1)
+[ -n "$run" ] && [ -f "$run/summary.json" ] && "$gpy" -c 'import json, sys
+s = json.load(open(sys.argv[1]))
+print(json.dumps({k: s.get(k) for k in ("complete", "wall_s", "deadline_misses", "controller_ticks",
+      "plan_latency_ms", "stages", "transitions_used")}))' "$run/summary.json" | tee "$out/recipe_summary.out"
+exit 0
