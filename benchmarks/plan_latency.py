@@ -18,7 +18,9 @@ turn, round after round (so a shared machine's load hits all of them alike), and
 (config, variant) gives ``ms_median``, ``ms_p99``, ``cpu_ms_median`` (process CPU time, which
 tracks the unloaded wall time with one thread), ``first_call_s`` (for ``compiled``: the
 compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`` and
-``x_floor_silu`` (this variant's median / the bare loops'). Variants:
+``x_floor_silu`` (this variant's median / the bare loops'), ``gflop_per_plan`` (the fused
+plan's matmuls, which every floor computes) and ``matmul_tflops`` (those over the median; none
+for ``reference`` and ``mbrl_lib``, which batch otherwise). Variants:
 
 * ``reference``: ``MPCAgent``, the eager op-at-a-time planner;
 * ``fused``, ``compiled``, ``cuda_graph``, ``compiled_cuda_graph``: ``FusedMPCAgent`` backends
@@ -352,7 +354,10 @@ def time_config(name: str, variants: List[str], device: torch.device, args) -> L
                 'x_floor_silu': round(med[v] / med['floor_silu'], 3) if 'floor_silu' in med
                 else None,
                 'gflop_per_plan': round(gflop, 3),
-                'matmul_tflops': round(gflop / med[v], 4),  # the matmuls' rate at the median
+                # The fused plan's matmuls (its batching, its statistics rows) per median time:
+                # not the matmuls of the reference or of mbrl-lib, which batch otherwise.
+                'matmul_tflops': (None if split_variant(v)[0] in ('reference', 'mbrl_lib')
+                                  else round(gflop / med[v], 4)),
                 'precision': split_variant(v)[1]})
             if row['precision'] == 'fp32' and getattr(args, 'tf32', False):
                 row['precision'] = 'tf32'

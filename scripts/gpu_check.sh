@@ -10,21 +10,25 @@
 #     its own: TF32 is process-wide), then the host's launches per plan (--count-ops).
 #   compiled (at most 8 min): the lecture size compiled and captured (compiled_cuda_graph), fp32
 #     and bf16: two cold compiles, each its own step.
-#   graph (at most 6 min): what the node graph needs and the machine's image lacks (ROS 2,
+#   graph (a few minutes): what the node graph needs and the machine's image lacks (ROS 2,
 #     gymnasium, PyBullet: prepared here by scripts/gpu_carry.sh into .gpu_carry, which the call
 #     carries), installed into a venv at $GRAPH_VENV (default /tmp/mbrl-graph) beside the image's
 #     PyTorch, PyBullet built there from source (all cores; 192 s on 2) unless .gpu_carry holds
 #     an earlier build for that python (pybullet<EXT_SUFFIX>.xz); the build comes back in the
 #     bundle for the next session to carry. Then the twin's and the twin node's tests.
-#   recipe (at most 9.5 min; after `graph` on the same warm machine, or it sets up first):
+#   recipe (within the budget, its set-up included; after `graph` on the same warm machine, or
+#     it sets up first, and the recipe gets the time left, at most 420 s):
 #     the lecture's recipe through the node graph on a realtime twin at 20 Hz with the captured
 #     planner (cuda_graph), two arms (the fleet: half the wall time, both controllers planning
 #     on the one GPU) and no random/do-nothing baselines (planner-free, measured on the CPU),
 #     then the TF32/bf16 precision check on its recorded states.
-# Each step has its own limit and output files, so a step cut off loses only its own rows. The
-# files land in runs/gpu (GPU_CHECK_DIR); where the device tool sets $OUT (which brings back at
-# most 8 files), they are bundled into $OUT/gpu_check_<mode>.tar.gz (no model checkpoints or
-# buffer data) and the JSON lines are printed. Never run two of these at once.
+# Each step has its own limit and output files, so a step cut off loses only its own rows; no
+# step runs past GPU_CHECK_BUDGET seconds from the start (default 560: the device tool kills a
+# command at 600 s, and with it any bundling left to do), and one with under 20 s left is
+# skipped. The files land in runs/gpu/<mode> (GPU_CHECK_DIR/<mode>, emptied first); where the
+# device tool sets $OUT (which brings back at most 8 files) they are bundled after every step
+# into $OUT/gpu_check_<mode>.tar.gz (no model checkpoints or buffer data), and the JSON lines
+# are printed at the end. The exit status is 1 if a step failed. Never run two at once.
 #
 # Usage: scripts/gpu_check.sh [bench|compiled|graph|recipe] [python]   (the mode comes first;
 # default python: .venv/bin/python if it sees a GPU, else python3; that interpreter needs torch
@@ -32,10 +36,13 @@
 # short recipe, the fused planner), to rehearse them on a CPU machine before a lent one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${GPU_CHECK_DIR:-runs/gpu}
-mkdir -p "$out"
 mode=${1:-bench}
 case $mode in bench|compiled|graph|recipe) ;; *) echo "gpu_check: mode must be bench, compiled, graph or recipe, got $mode" >&2; exit 2;; esac
+out=${GPU_CHECK_DIR:-runs/gpu}/$mode
+rm -rf "$out"
+mkdir -p "$out"
+budget=${GPU_CHECK_BUDGET:-560}
+failed=0
 rehearsal=${GPU_CHECK_REHEARSAL:-0}
 py=${2:-}
 if [ -z "$py" ]; then
@@ -47,13 +54,17 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
-bundle() {  # on the device: everything back as one file, the JSON lines in the output
+bundle() {  # on the device: everything so far back as one file (rewritten after every step)
   [ -n "${OUT:-}" ] || return 0
-  tar -czf "$OUT/gpu_check_$mode.tar.gz" --exclude='*.pt' --exclude='*.pth' --exclude='buffer' \
-    --exclude='controller_outbox' -C "$out" . 2> /dev/null
+  tar -czf "$OUT/gpu_check_$mode.tar.gz.part" --exclude='*.pt' --exclude='*.pth' \
+    --exclude='buffer' --exclude='controller_outbox' -C "$out" . 2> /dev/null \
+    && mv "$OUT/gpu_check_$mode.tar.gz.part" "$OUT/gpu_check_$mode.tar.gz"
+}
+finish() {
+  bundle
   grep -h '^{' "$out"/*.out 2> /dev/null | cut -c1-600
 }
-trap bundle EXIT
+trap finish EXIT
 
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 if ! "$py" -c 'import torch, sys; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0)); sys.exit(not torch.cuda.is_available())' > "$out/torch.txt" 2>&1; then
@@ -67,13 +78,22 @@ else
   echo "gpu_check: $(cat "$out/torch.txt")"
 fi
 
+left() { echo $((budget - SECONDS - 15)); }  # seconds a step may still take (kill grace: 10)
 step() {  # step NAME SECONDS COMMAND...: run one check with a time limit, say how it ended
   local name=$1 limit=$2
   shift 2
-  local t0=$SECONDS
+  local t0=$SECONDS rc
+  [ "$limit" -gt "$(left)" ] && limit=$(left)
+  if [ "$limit" -lt 20 ]; then
+    echo "gpu_check: $name skipped: ${limit} s left of the ${budget} s budget"
+    failed=1
+    return 124
+  fi
   timeout -k 10 "$limit" "$@" > "$out/$name.out" 2> "$out/$name.err"
-  local rc=$?
+  rc=$?
   echo "gpu_check: $name rc=$rc in $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] || failed=1
+  bundle
   return $rc
 }
 
@@ -90,7 +110,7 @@ if [ "$mode" = bench ]; then
     --configs lecture --variants cuda_graph,floor --repeats 100 --max-seconds 10
   step count_ops_lecture 45 "$py" benchmarks/plan_latency.py --device cuda --count-ops \
     --configs lecture
-  exit 0
+  exit $failed
 fi
 if [ "$mode" = compiled ]; then
   for precision in fp32 bf16; do
@@ -100,7 +120,7 @@ if [ "$mode" = compiled ]; then
       --device cuda --configs lecture --variants "$v,cuda_graph,floor" --repeats 100 \
       --max-seconds 10
   done
-  exit 0
+  exit $failed
 fi
 
 # graph and recipe: the node graph's own environment beside the image's PyTorch.
@@ -154,7 +174,7 @@ if [ "$mode" = graph ]; then
   export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-57} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
   step graph_tests 150 "$gpy" -m pytest -q -p no:cacheprovider test/sim/test_push_env.py \
     test/nodes/test_twin_node.py
-  exit 0
+  exit $failed
 fi
 
 # recipe
@@ -169,9 +189,12 @@ if [ "$rehearsal" = 1 ]; then
     --set recipe.mpc_episodes_per_iteration=2 --set recipe.evaluation_episodes=2 --timeout 280
 else
   # The lecture's recipe, captured planner, realtime twin at 20 Hz.
-  step lecture_recipe 430 "$gpy" -m mbrl_robot.runner --profile lecture \
+  # The recipe gets what the budget leaves after 70 s for the precision checks, at most 420 s.
+  run_s=$(( $(left) - 70 ))
+  [ "$run_s" -gt 420 ] && run_s=420
+  step lecture_recipe $((run_s + 10)) "$gpy" -m mbrl_robot.runner --profile lecture \
     --run-dir "$out/lecture" --arms 2 "${realtime[@]}" \
-    --set controller.planner.backend=cuda_graph --timeout 420
+    --set controller.planner.backend=cuda_graph --timeout "$run_s"
   for precision in tf32 bf16; do
     step "precision_$precision" 30 "$gpy" benchmarks/plan_latency.py --device cuda \
       --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50
@@ -181,5 +204,5 @@ run=$(ls -d "$out"/lecture "$out"/recipe 2> /dev/null | head -1)
 [ -n "$run" ] && [ -f "$run/summary.json" ] && "$gpy" -c 'import json, sys
 s = json.load(open(sys.argv[1]))
 print(json.dumps({k: s.get(k) for k in ("complete", "wall_s", "deadline_misses", "controller_ticks",
-      "plan_latency_ms", "stages", "transitions_used")}))' "$run/summary.json" | tee "$out/recipe_summary.out"
-exit 0
+      "plan_latency_ms", "stages", "transitions_used")}))' "$run/summary.json" > "$out/recipe_summary.out"
+exit $failed

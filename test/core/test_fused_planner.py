@@ -209,17 +209,18 @@ def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch):
 GRAPHED = ['pets_ts_inf', 'random_shooting', 'cem_mean', 'pets_ts_1_pessimism']
 
 
-def graph_replays_the_fused_plan(name, device, make_graph_agent, atol):
-    """The captured plan (captured by a warm-up) against the eager fused one: the same plans
-    (the draws inside the graph, or TS-1's on the host), then a model swap into the captured
-    buffers."""
+def graph_replays_the_fused_plan(name, device, make_graph_agent, atol, warm):
+    """The captured plan against the eager fused one: the same plans (the draws inside the
+    graph, or TS-1's on the host), then a model swap into the captured buffers. ``warm``: the
+    capture in ``warmup()`` (as the controller does), else in the first plan."""
     cfg = PLANNERS[name]
     task = push_task(device)
     model = small_model(device=device)
     eager = create_agent(dict(cfg, backend='fused'), model, task.reward_fn, 7, device)
     graph = make_graph_agent(cfg, model, task)
     assert graph._graph_draws == (cfg.get('propagation') != 'ts_1')
-    graph.warmup()  # as the controller does: captures, plans once, leaves no trace
+    if warm:
+        graph.warmup()  # captures, plans once, leaves no trace
     for obs in states(3):
         plan = eager.plan(obs)
         np.testing.assert_allclose(graph.plan(obs), plan, atol=atol)
@@ -250,16 +251,21 @@ class FakeCudaGraphs:
 
         class Graph:
             def __init__(self):
-                self.registered, self.step, self.out = [], None, None
+                self.registered, self.step, self.out, self.inputs = [], None, None, None
 
             def register_generator_state(self, g):
+                assert fake.capturing is None, 'registered during the capture'
                 self.registered.append(g)
 
             def replay(self):
                 fake.replays += 1
                 fake.replaying = True
                 with torch.inference_mode():  # as the capture ran
-                    for mine, new in zip(self.out, self.step()):
+                    out = self.step()
+                    # A graph reads and writes the tensors it was captured with: a buffer
+                    # replaced instead of written into would be stale.
+                    assert self.inputs == fake.pointers(), 'an input buffer was replaced'
+                    for mine, new in zip(self.out, out):
                         mine.copy_(new)
                 fake.replaying = False
 
@@ -291,19 +297,24 @@ class FakeCudaGraphs:
         monkeypatch.setattr(torch.cuda, 'stream', lambda s: contextlib.nullcontext())
 
     def wrap(self, agent):
-        """Let the capture see the step it records (its outputs are the graph's)."""
+        """Let the capture see the step it records (its outputs are the graph's, its inputs'
+        addresses the ones every replay must find)."""
         step = agent._graph_step
+        self.pointers = lambda: [t.data_ptr() for t in agent._inputs()
+                                 if isinstance(t, torch.Tensor)]
 
         def recorded():
             out = step()
             if self.capturing is not None:
                 self.capturing.step, self.capturing.out = step, out
+                self.capturing.inputs = self.pointers()
             return out
         agent._graph_step = recorded
 
 
+@pytest.mark.parametrize('warm', [True, False])
 @pytest.mark.parametrize('name', GRAPHED)
-def test_captured_plan_orchestration_on_cpu(name, monkeypatch):
+def test_captured_plan_orchestration_on_cpu(name, warm, monkeypatch):
     """The capture and replay logic (warm-up draws undone, the draws inside the graph, no host
     draw per plan, a swap without re-capture), run on the CPU through FakeCudaGraphs: the
     CUDA test below checks the same on a GPU where one exists."""
@@ -325,21 +336,23 @@ def test_captured_plan_orchestration_on_cpu(name, monkeypatch):
         agent.test_record = (fake, draws)
         return agent
 
-    graph = graph_replays_the_fused_plan(name, 'cpu', make, atol=1e-6)
+    graph = graph_replays_the_fused_plan(name, 'cpu', make, atol=1e-6, warm=warm)
     fake, draws = graph.test_record
-    assert fake.replays == 1 + 5  # the agent's warm-up plan, then five plans
+    plans = 5 + warm  # the agent's warm-up plan, then five plans
+    assert fake.replays == plans
     if graph._graph_draws:  # the capture's 3 warm-ups (undone) and itself, then only replays
-        assert draws == ['host'] * 3 + ['capture'] + ['replay'] * 6
+        assert draws == ['host'] * 3 + ['capture'] + ['replay'] * plans
     else:  # TS-1: a host draw before each replay
-        assert draws == ['host'] * 6
+        assert draws == ['host'] * plans
 
 
 @pytest.mark.skipif(not CUDA, reason='no CUDA device: the CUDA-graph path needs one')
+@pytest.mark.parametrize('warm', [True, False])
 @pytest.mark.parametrize('name', GRAPHED)
-def test_cuda_graph_replays_the_fused_plan_and_takes_a_swap(name):
+def test_cuda_graph_replays_the_fused_plan_and_takes_a_swap(name, warm):
     def make(cfg, model, task):
         return create_agent(dict(cfg, backend='cuda_graph'), model, task.reward_fn, 7, 'cuda')
-    graph_replays_the_fused_plan(name, 'cuda', make, atol=1e-4)
+    graph_replays_the_fused_plan(name, 'cuda', make, atol=1e-4, warm=warm)
 
 
 def test_bf16_plan_is_close_and_bounded():

@@ -493,12 +493,14 @@ class FusedMPCAgent(MPCAgent):
         saved = [g.get_state() for g in generators]
         stream = torch.cuda.Stream(device=self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):
-                self._graph_step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        for g, state in zip(generators, saved):
-            g.set_state(state)
+        try:
+            with torch.cuda.stream(stream), torch.inference_mode():
+                for _ in range(3):
+                    self._graph_step()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+        finally:
+            for g, state in zip(generators, saved):
+                g.set_state(state)
         graph = torch.cuda.CUDAGraph()
         if self._graph_draws:
             for g in generators:
