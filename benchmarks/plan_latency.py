@@ -533,7 +533,7 @@ def precision_check(run_dir: str, precision: str, device: torch.device, args) ->
             'fp32_return_loss_rel_p95': round(float(np.percentile(dr / scale, 95)), 5)}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--configs', default='cpu,mid,lecture',
@@ -563,7 +563,11 @@ def main() -> None:
     parser.add_argument('--profile', default='twin_realistic',
                         help='config profile whose planner the precision check uses')
     parser.add_argument('--states', type=int, default=50)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch sees no GPU')
     if args.tf32 and args.device != 'cuda':
