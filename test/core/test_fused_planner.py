@@ -375,6 +375,29 @@ def test_bf16_plan_is_close_and_bounded():
     assert np.isfinite(plans).all() and np.all(np.abs(plans) <= 1 + 1e-6)
 
 
+def test_bf16_weights_are_cast_once_to_the_same_values():
+    """precision bf16 keeps the layers in bf16 (autocast then casts nothing at each step): the
+    same step, bit for bit, as fp32 weights cast by autocast; the bounds stay fp32; a swap
+    rounds the new weights the same way."""
+    model = small_model()
+    low = FoldedEnsemble(model, matmul_dtype=torch.bfloat16)
+    full = FoldedEnsemble(model)
+    assert [t.dtype for t in low.tensors] == [torch.bfloat16] * 8 + [torch.float32] * 3
+    g = torch.Generator().manual_seed(4)
+    obs, act = torch.randn(4, 6, 17, generator=g) * 0.3, torch.rand(4, 6, 7, generator=g)
+    noise = torch.randn(4, 6, 17, generator=g)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        for nz in (None, noise):
+            assert torch.equal(low.step(low.tensors, obs, act, nz),
+                               full.step(full.tensors, obs, act, nz))
+    new = small_model(seed=5)
+    assert low.copy_from(new) and full.copy_from(new)
+    assert all(torch.equal(a, b.to(a.dtype)) for a, b in zip(low.tensors, full.tensors))
+    agent = create_agent(dict(PLANNERS['pets_ts_inf'], backend='fused', precision='bf16'),
+                         model, push_task().reward_fn, 7, 'cpu')
+    assert agent.folded.tensors[0].dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize('change, message', [
     (dict(name='icem', noise_beta=2.0, backend='compiled'), "backend 'reference' only"),
     (dict(backend='cuda_graph'), 'needs a CUDA device'),

@@ -102,9 +102,13 @@ class FoldedEnsemble:
         model: the ensemble (all of its members; select the elites first).
         split_bias: each layer as ``bmm`` then ``+ bias`` (for torch.compile in fp32), not
             one ``baddbmm``; the same arithmetic.
+        matmul_dtype: the layers' weights and biases kept in this dtype (``torch.bfloat16``
+            for bf16 autocast: cast once per model, not by autocast at every step; the same
+            values), None: fp32. The log-variance bounds and the output scale stay fp32.
     """
 
-    def __init__(self, model: GaussianEnsemble, split_bias: bool = False):
+    def __init__(self, model: GaussianEnsemble, split_bias: bool = False,
+                 matmul_dtype: Optional[torch.dtype] = None):
         if not isinstance(model, GaussianEnsemble):
             raise TypeError(f'the fused planner needs a GaussianEnsemble, got '
                             f'{type(model).__name__}')
@@ -115,7 +119,14 @@ class FoldedEnsemble:
         self.activation = ACTIVATIONS[model.activation]
         self.signature = self._signature(model)
         self._features = model.features if model.input_features else None
+        # The layers' weights and biases: every tensor but the last three of a probabilistic
+        # model (max_lv, min_lv, osd).
+        self._layer_tensors = 2 * self.num_hidden + (4 if self.probabilistic else 2)
+        self.matmul_dtype = matmul_dtype
         self.tensors = self.fold(model)
+        if matmul_dtype is not None:
+            self.tensors = [t.to(matmul_dtype) if i < self._layer_tensors else t
+                            for i, t in enumerate(self.tensors)]
         # False: each layer one ``baddbmm`` (one kernel, bias included). True: ``bmm`` then
         # ``+ bias``, for torch.compile in fp32, which adds the bias in the next pointwise
         # kernel (the activation) instead of first copying the broadcast bias into every output
@@ -167,7 +178,7 @@ class FoldedEnsemble:
             return False
         with torch.no_grad():
             for dst, src in zip(self.tensors, self.fold(model)):
-                dst.copy_(src)
+                dst.copy_(src)  # to the matmul dtype as .to() rounds (nearest even)
         return True
 
     def _affine(self, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -249,8 +260,9 @@ class FusedMPCAgent(MPCAgent):
     def _build(self) -> None:
         ev = self.evaluator
         compiled = self.backend in ('compiled', 'compiled_cuda_graph')
-        self.folded = FoldedEnsemble(ev._rollout_model,
-                                     split_bias=compiled and self.precision != 'bf16')
+        bf16 = self.precision == 'bf16'
+        self.folded = FoldedEnsemble(ev._rollout_model, split_bias=compiled and not bf16,
+                                     matmul_dtype=torch.bfloat16 if bf16 else None)
         k, h, a, s = (self.folded.ensemble_size, self.horizon, self.action_dim,
                       self.folded.obs_dim)
         opt = self.optimizer
