@@ -34,7 +34,6 @@ import time
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plan_latency  # noqa: E402
@@ -77,17 +76,11 @@ def interleaved(fns, rounds):
 
 
 def kernels(agent) -> int:
-    """Kernels one call of the plan function runs (``plan_latency._launches``)."""
-    n = [0]
-
-    class Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            n[0] += plan_latency._launches(func, args, out)
-            return out
-    with Count(), torch.inference_mode():
+    """Kernels one call of the plan function runs (``plan_latency.OpCounter``)."""
+    counter = plan_latency.OpCounter()
+    with counter, torch.inference_mode():
         agent._fn(*agent._inputs())
-    return n[0]
+    return sum(counter.kernels['host'].values())
 
 
 def ab_draws(name, args):

@@ -84,10 +84,12 @@ import json
 import math
 import time
 import traceback
+from collections import Counter
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.planning import create_agent
@@ -408,49 +410,56 @@ def _launches(func, args, out) -> bool:
     return out.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the aten calls made under it, and those that run a kernel, per ``side`` (set it
+    to tell apart where the calls come from)."""
+
+    def __init__(self):
+        super().__init__()
+        self.side = 'host'
+        self.calls: Dict[str, Counter] = {}
+        self.kernels: Dict[str, Counter] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__.split('.')[0]
+        self.calls.setdefault(self.side, Counter())[name] += 1
+        kernels = self.kernels.setdefault(self.side, Counter())
+        if _launches(func, args, out):
+            kernels[name] += 1
+        return out
+
+
 def count_ops(name: str, variant: str, device: torch.device, max_delta: float) -> Dict:
     """The aten calls of one plan (after a first one), host-side and inside the function."""
-    from collections import Counter
-
-    from torch.utils._python_dispatch import TorchDispatchMode
     model_cfg, planner = CONFIGS[name]
     agent = build(variant, model_cfg, planner, device, max_delta).__self__
     obs = np.random.default_rng(0).normal(scale=0.3, size=S).astype(np.float32)
     agent.plan(obs)
-    counts = {'host': Counter(), 'function': Counter()}
-    kernels = {'host': Counter(), 'function': Counter()}
-    where = ['host']
+    counter = OpCounter()
     fn = agent._fn
 
     def counted_fn(*inputs):
-        where[0] = 'function'
+        counter.side = 'function'
         try:
             return fn(*inputs)
         finally:
-            where[0] = 'host'
-
-    class Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            name = func.__name__.split('.')[0]
-            counts[where[0]][name] += 1
-            if _launches(func, args, out):
-                kernels[where[0]][name] += 1
-            return out
+            counter.side = 'host'
 
     agent._fn = counted_fn
     try:
-        with Count():
+        with counter:
             agent.plan(obs)
     finally:
         agent._fn = fn
     row: Dict[str, Any] = {'config': name, 'variant': variant, 'device': str(device),
                            'count': 'aten calls per plan'}
-    for side, c in counts.items():
-        row[f'{side}_calls'] = sum(c.values())
-        row[f'{side}_kernels'] = sum(kernels[side].values())
-        row[f'{side}_matmuls'] = kernels[side]['bmm'] + kernels[side]['baddbmm']
-        row[f'{side}_top_kernels'] = dict(kernels[side].most_common(5))
+    for side in ('host', 'function'):
+        calls, kernels = counter.calls.get(side, Counter()), counter.kernels.get(side, Counter())
+        row[f'{side}_calls'] = sum(calls.values())
+        row[f'{side}_kernels'] = sum(kernels.values())
+        row[f'{side}_matmuls'] = kernels['bmm'] + kernels['baddbmm']
+        row[f'{side}_top_kernels'] = dict(kernels.most_common(5))
     return row
 
 

@@ -52,6 +52,7 @@ bounds; pessimism; termination; joint-limit penalty) on a ``GaussianEnsemble``. 
 noise and kept elites are reference-only.
 """
 
+import contextlib
 import math
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -119,13 +120,12 @@ class FoldedEnsemble:
         self.activation = ACTIVATIONS[model.activation]
         self.signature = self._signature(model)
         self._features = model.features if model.input_features else None
-        # The layers' weights and biases: every tensor but the last three of a probabilistic
-        # model (max_lv, min_lv, osd).
-        self._layer_tensors = 2 * self.num_hidden + (4 if self.probabilistic else 2)
-        self.matmul_dtype = matmul_dtype
         self.tensors = self.fold(model)
         if matmul_dtype is not None:
-            self.tensors = [t.to(matmul_dtype) if i < self._layer_tensors else t
+            # The layers' weights and biases: all but a probabilistic model's last three
+            # (max_lv, min_lv, osd).
+            layers = 2 * self.num_hidden + (4 if self.probabilistic else 2)
+            self.tensors = [t.to(matmul_dtype) if i < layers else t
                             for i, t in enumerate(self.tensors)]
         # False: each layer one ``baddbmm`` (one kernel, bias included). True: ``bmm`` then
         # ``+ bias``, for torch.compile in fp32, which adds the bias in the next pointwise
@@ -463,16 +463,24 @@ class FusedMPCAgent(MPCAgent):
         and info restored): compiles a ``compiled`` backend, captures a CUDA graph. Returns the
         seconds it took."""
         t0 = time.perf_counter()
-        generators = (self.optimizer.generator, self.evaluator.generator)
-        saved = ([g.get_state() for g in generators],
-                 self.trajectory_optimizer.previous_solution.clone(), self._last_action.clone(),
+        saved = (self.trajectory_optimizer.previous_solution.clone(), self._last_action.clone(),
                  self.last_plan_info)
-        self.plan(np.zeros(self._obs_in.shape[0], dtype=np.float32))
-        for g, state in zip(generators, saved[0]):
-            g.set_state(state)
-        self.trajectory_optimizer.previous_solution = saved[1]
-        self._last_action, self.last_plan_info = saved[2], saved[3]
+        with self._generators_kept():
+            self.plan(np.zeros(self._obs_in.shape[0], dtype=np.float32))
+        self.trajectory_optimizer.previous_solution = saved[0]
+        self._last_action, self.last_plan_info = saved[1], saved[2]
         return time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def _generators_kept(self):
+        """The optimizer's and the evaluator's generators back where they were on exit."""
+        generators = (self.optimizer.generator, self.evaluator.generator)
+        saved = [g.get_state() for g in generators]
+        try:
+            yield generators
+        finally:
+            for g, state in zip(generators, saved):
+                g.set_state(state)
 
     # ------------------------------------------------------------------ running it
     def _inputs(self) -> Tuple[Any, ...]:
@@ -480,14 +488,13 @@ class FusedMPCAgent(MPCAgent):
                 self._perms, self._inv, *self.folded.tensors)
 
     def _run(self) -> Tuple[torch.Tensor, ...]:
-        if 'cuda_graph' not in self.backend:
+        if not self._graph_draws:
             self._draw()
+        if 'cuda_graph' not in self.backend:
             with torch.inference_mode():
                 return self._fn(*self._inputs())
         if self._graph is None:
             self._capture()
-        if not self._graph_draws:
-            self._draw()
         self._graph.replay()
         return self._graph_out
 
@@ -501,18 +508,13 @@ class FusedMPCAgent(MPCAgent):
         """Warm up on a side stream, then capture one plan as a CUDA graph. The warm-up's
         draws are undone (the generators restored), so the first replay draws what an eager
         plan would."""
-        generators = (self.optimizer.generator, self.evaluator.generator)
-        saved = [g.get_state() for g in generators]
         stream = torch.cuda.Stream(device=self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        try:
+        with self._generators_kept() as generators:
             with torch.cuda.stream(stream), torch.inference_mode():
                 for _ in range(3):
                     self._graph_step()
             torch.cuda.current_stream(self.device).wait_stream(stream)
-        finally:
-            for g, state in zip(generators, saved):
-                g.set_state(state)
         graph = torch.cuda.CUDAGraph()
         if self._graph_draws:
             for g in generators:
