@@ -29,7 +29,7 @@ trainings, summed from the recipe's training phases.
 Usage::
 
     python benchmarks/fleet.py --arms 1 2 4 --seeds 0 [--profile cpu] [--run-dir runs/fleet]
-    python benchmarks/fleet.py --table runs/fleet/*.jsonl    # the README's table
+    python benchmarks/fleet.py --table runs/fleet/*.jsonl    # docs/fleet.md's table
 """
 
 import argparse

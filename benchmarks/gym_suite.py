@@ -217,7 +217,8 @@ def run_mbrl_lib_pets(env_id: str, seed: int, steps: int, quick: bool,
     particles (``fixed_model``), CEM returning the mean of the last elites (mbrl-lib's choice).
     Run with mbrl-lib 0.2.0 from PyPI in its own venv, beside gymnasium 1.4.0 and mujoco 4.0.0
     (mbrl 0.2.0 pins gymnasium 0.26.3 and hydra-core 1.0.3, but runs with the newer ones: the
-    loop above only uses the 5-tuple step API); see the README for the exact install.
+    loop above only uses the 5-tuple step API); see docs/results/public_benchmarks.md for the
+    exact install.
     """
     import mbrl.models as models
     import mbrl.planning as planning

@@ -44,6 +44,11 @@ for ``reference`` and ``mbrl_lib``, which batch otherwise). Variants:
   it; ``floor_baddbmm`` is that old floor, for comparing with earlier tables);
 * ``floor_silu``: the same loop with the hidden layers' SiLU applied in place, the part of the
   elementwise work no planner of this network avoids;
+* ``floor_onednn_silu``: ``floor_silu``'s products and SiLU computed otherwise, per member by
+  oneDNN's linear with the SiLU fused into the matmul's epilogue (``swish`` post-op) on
+  prepacked weights (CPU builds with mkldnn only; elsewhere the row says it was skipped): can
+  the activation hide inside the matmul on this CPU (session 35: no, below ``floor_silu``'s
+  speed);
 * ``VARIANT@bf16`` (of every variant but ``reference`` and ``mbrl_lib``): the same in
   bfloat16: the planner with ``precision: bf16`` (its members' matmuls under autocast), the
   floors' loops on bf16 tensors. ``x_floor`` stays the ratio to the fp32 ``floor``;
@@ -132,7 +137,7 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
 }
 VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_py', 'cuda_graph',
             'cuda_graph_hostdraw', 'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu',
-            'floor_baddbmm')
+            'floor_baddbmm', 'floor_onednn_silu')
 AB_VARIANTS = {'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
                'cuda_graph_hostdraw': 'cuda_graph'}  # -> their backend
 KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
@@ -278,6 +283,34 @@ def floor_loop(model_cfg, planner, device, activation: bool = False,
     return run
 
 
+def onednn_floor_loop(model_cfg, planner, device, dtype: torch.dtype = torch.float32):
+    """``floor_loop(activation=True)``'s products and SiLU, each member's layer one oneDNN
+    linear with the SiLU in its epilogue (the ``swish`` post-op) on weights packed once for the
+    row count: the matmul-epilogue fusion a C++ kernel library offers on CPU."""
+    if device.type != 'cpu' or not torch.backends.mkldnn.is_available():
+        raise RuntimeError('floor_onednn_silu needs a CPU build of torch with mkldnn')
+    k, b, sizes, steps = matmul_shapes(model_cfg, planner)
+    layers = len(sizes) - 2
+    g = torch.Generator().manual_seed(0)
+    ws = [(torch.randn(k, i, o, generator=g) / math.sqrt(i)).to(dtype)
+          for i, o in zip(sizes[:-1], sizes[1:])]
+    packed = [[torch.ops.mkldnn._reorder_linear_weight(w[m].t().contiguous(), b)
+               for m in range(k)] for w in ws]
+    x = torch.randn(k, b, sizes[0], generator=g).to(dtype)
+    attrs = ['swish'] * layers + ['none']
+
+    def run(obs=None):
+        for _ in range(steps):
+            outs = []
+            for m in range(k):
+                h = x[m]
+                for w, attr in zip(packed, attrs):
+                    h = torch.ops.mkldnn._linear_pointwise(h, w[m], None, attr, [], '')
+                outs.append(h)
+        return torch.stack(outs)
+    return run
+
+
 def split_variant(variant: str) -> Tuple[str, str]:
     """'compiled@bf16' -> ('compiled', 'bf16'); 'fused' -> ('fused', 'fp32')."""
     base, _, precision = variant.partition('@')
@@ -290,6 +323,8 @@ def build(variant, model_cfg, planner, device, max_delta):
         return mbrl_lib_planner(model_cfg, planner, device, max_delta)
     if base.startswith('floor'):
         dtype = torch.bfloat16 if precision == 'bf16' else torch.float32
+        if base == 'floor_onednn_silu':
+            return onednn_floor_loop(model_cfg, planner, device, dtype)
         return floor_loop(model_cfg, planner, device, activation=base == 'floor_silu',
                           dtype=dtype, bias=base == 'floor_baddbmm')
     return project_planner(model_cfg, planner, device, base, max_delta, precision)

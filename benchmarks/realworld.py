@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The README's results table: the recipe through the node graph on the realistic twin, JSON lines.
+"""The realistic twin's results table (docs/results/realistic_twin.md): the recipe through
+the node graph on the realistic twin, JSON lines.
 
 Every row runs ``benchmarks/graph_recipe.py`` (``mbrl_run`` per training seed, each its own DDS
 domain) and reports on the **test seeds** ``--test-seed`` .. +19 (default 5000-5019), on which no
@@ -81,7 +82,8 @@ Usage::
     python benchmarks/realworld.py [--rows forward_realtime,anywhere_realtime] [--seeds 0 1 2]
         [--run-dir runs/realworld]
 
-``--table runs/realworld/*.jsonl`` prints the README's markdown table from the lines.
+``--table runs/realworld/*.jsonl`` prints docs/results/realistic_twin.md's markdown table from
+the lines.
 
 Runs one after another (the machine's cores are shared: never two at once). Each line is
 ``graph_recipe.py``'s, with ``label`` = the row; per seed the planner line carries the learning
@@ -100,7 +102,8 @@ import numpy as np
 import graph_recipe
 
 # The rows measured before the planner was compiled pin that planner (``reference``: the same
-# plans, op by op, ~2x the time per plan) so that they stay what the README reports.
+# plans, op by op, ~2x the time per plan) so that they stay what
+# docs/results/realistic_twin.md reports.
 REF = 'controller.planner.backend=reference'
 # The rows measured before CEM executed its final mean on the realistic twin (push_forward
 # session 15, push_anywhere and distill session 16) pin the best sample they executed.
@@ -296,8 +299,8 @@ for _profile, _sets, _ in ROWS.values():
 
 
 def table(paths: Sequence[str]) -> str:
-    """The README's markdown table from this script's JSON lines (one row per label and
-    method, over the seeds of its ``seed`` lines)."""
+    """docs/results/realistic_twin.md's markdown table from this script's JSON lines (one row
+    per label and method, over the seeds of its ``seed`` lines)."""
     rows: Dict[tuple, List[dict]] = {}
     for path in paths:
         with open(path) as f:

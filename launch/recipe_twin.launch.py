@@ -48,8 +48,8 @@ def generate_launch_description():
         if name != 'twin':
             overrides['use_sim_time'] = use_sim_time
         overrides.update(extra or {})
-        # A node that dies is started again (README, "Restarting a node"); the recipe is not:
-        # it resumes with resume:=true.
+        # A node that dies is started again (docs/realtime_and_faults.md, "Restarting a
+        # node"); the recipe is not: it resumes with resume:=true.
         return Node(package='mbrl_robot', executable=executable, name=name, output='screen',
                     parameters=[params, overrides], emulate_tty=True, namespace=namespace,
                     remappings=remappings, respawn=name != 'recipe', respawn_delay=2.0,

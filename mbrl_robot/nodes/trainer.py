@@ -182,7 +182,7 @@ class TrainerNode(Node):
             self._publish_files(path, version)
             if self.has_policy:
                 # The SAC state is not restored: the next retrain trains the policy afresh on
-                # every transition (README, "Restarting a node").
+                # every transition (docs/realtime_and_faults.md, "Restarting a node").
                 with open(policy_info) as f:
                     self.policy_result = json.load(f)
                 self.policy_pub.publish(String(data=json.dumps(self.policy_result)))

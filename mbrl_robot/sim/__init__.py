@@ -22,7 +22,8 @@ ENV_ID = 'MBRLPush-v0'
 ANYWHERE_ENV_ID = 'MBRLPushAnywhere-v0'
 # Steps of a push_anywhere episode at the default 20 Hz, as config/push_anywhere.yaml (a test
 # holds the two equal): the scripted pusher (known kinematics) solves >= 95 % of the episodes
-# within 150 (benchmarks/twin_speed.py); the learned planner needs longer (README, results).
+# within 150 (benchmarks/twin_speed.py); the learned planner needs longer
+# (docs/results/realistic_twin.md).
 ANYWHERE_EPISODE_STEPS = 200
 
 if ENV_ID not in gymnasium.registry:

@@ -199,3 +199,30 @@ def test_floors_compute_the_same_products(monkeypatch):
     torch.testing.assert_close(out['floor'], out['floor_baddbmm'])
     assert out['floor'].shape == out['floor_silu'].shape
     assert not torch.allclose(out['floor'], out['floor_silu'])
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='torch built without mkldnn')
+def test_onednn_floor_computes_floor_silu_with_the_activation_in_the_epilogue(monkeypatch):
+    """``floor_onednn_silu`` gives ``floor_silu``'s outputs from the same random matrices, with
+    every layer one oneDNN linear (SiLU as the hidden layers' post-op) and no separate SiLU."""
+    model_cfg, planner = TINY
+    attrs, silu = [], []
+    real = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(torch.nn.functional, 'silu', lambda *a, **k: silu.append(1))
+    fused = plan_latency.build('floor_onednn_silu', model_cfg, planner, torch.device('cpu'), 0.4)
+
+    class Ops:  # count the epilogues without touching torch.ops itself
+        def __getattr__(self, name):
+            return getattr(torch.ops.mkldnn, name)
+
+        def _linear_pointwise(self, *a):
+            attrs.append(a[3])
+            return real(*a)
+    monkeypatch.setattr(torch.ops, 'mkldnn', Ops(), raising=False)
+    out = fused()
+    k, _, sizes, steps = plan_latency.matmul_shapes(model_cfg, planner)
+    layers = len(sizes) - 1
+    assert attrs == (['swish'] * (layers - 1) + ['none']) * k * steps and not silu
+    monkeypatch.undo()
+    torch.testing.assert_close(out, plan_latency.build('floor_silu', model_cfg, planner,
+                                                       torch.device('cpu'), 0.4)())

@@ -39,7 +39,7 @@ from mbrl_robot.core.types import RewardFnType, TerminationFnType, TransitionBat
 
 # A CPU-sized default: small ensemble, CEM with ensemble-mean propagation that executes its
 # final mean (as mbrl-lib's CEM does; the pushing stack's schema keeps the best sample, chosen
-# on its task: README "Public benchmarks against mbrl-lib" says why each). Every block is
+# on its task: docs/results/public_benchmarks.md says why each). Every block is
 # completed by its factory's defaults (the schema), so a user overrides only what they need.
 DEFAULT_CFG: Dict[str, Any] = {
     'seed': 0,

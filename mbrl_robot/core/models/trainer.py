@@ -131,8 +131,8 @@ class ModelTrainer:
     typically overconfident (log-variances far below its errors on rows it did not fit), so
     its first epochs on new data raise the validation score before they lower it, and a fit
     stopped ``patience`` epochs in would hand back the old model again at every retrain, which
-    never learns from the new data (InvertedPendulum-v5, seed 0: 40 fits in a row, README
-    "Public benchmarks against mbrl-lib"). When no member improved by ``max_epochs``, the
+    never learns from the new data (InvertedPendulum-v5, seed 0: 40 fits in a row, docs/results/
+    public_benchmarks.md). When no member improved by ``max_epochs``, the
     model is restored exactly as it was before the call (weights *and* the old normalisers,
     elites unchanged), never old weights under new normalisers;
     ``TrainResult.members_improved`` counts the improved members.
