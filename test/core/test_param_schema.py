@@ -131,3 +131,35 @@ def test_factories_take_their_defaults_from_the_schema():
     assert TRAINING_DEFAULTS == schema_defaults('trainer', 'training')
     assert MODEL_DEFAULTS['hidden_size'] == node_params('lecture', 'trainer')['model'][
         'hidden_size']
+
+
+def differences(a: str, b: str) -> set:
+    """(node, parameter) pairs whose values differ between profiles ``a`` and ``b``."""
+    out = set()
+    for node in NODES:
+        pa, pb = flatten(node_params(a, node)), flatten(node_params(b, node))
+        out |= {(node, k) for k in set(pa) | set(pb) if pa.get(k) != pb.get(k)}
+    return out
+
+
+def test_push_anywhere_is_twin_realistic_but_where_it_says():
+    """config/push_anywhere.yaml says "everything else is twin_realistic.yaml's": the variant,
+    the 200-step episodes and four CEM iterations, nothing more (until session 35 it also
+    planned with the schema's ``fused`` backend, not the ``compiled`` one its results had)."""
+    steps = {(node, 'task.episode_steps') for node in NODES if node != 'monitor'}
+    assert differences('twin_realistic', 'push_anywhere') == steps | {
+        ('twin', 'variant'), ('controller', 'planner.iterations')}
+
+
+def test_real_arm_runs_the_realistic_twins_realtime_controller():
+    """A physical arm gets the controller and model the realistic twin was measured with (plan
+    ahead, latency compensation, the compiled 60-candidate planner, its final mean), not the
+    schema's lecture-size planner without either."""
+    arm = flatten(node_params('real_arm', 'controller'))
+    twin = flatten(node_params('twin_realistic', 'controller'))
+    for key in twin:
+        if key.startswith(('planner.', 'latency.')) or key == 'plan_ahead':
+            assert arm[key] == twin[key], key
+    assert arm['plan_ahead'] and arm['latency.compensation']
+    assert node_params('real_arm', 'trainer')['model'] == node_params('twin_realistic',
+                                                                      'trainer')['model']

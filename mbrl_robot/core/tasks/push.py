@@ -140,7 +140,7 @@ def tool_intrusion(tip: torch.Tensor, puck: torch.Tensor, radius: float,
     TOOL_RADIUS_M``). The reward's ``radius`` is ``task.reward.tool_intrusion_radius_m`` (2 cm
     by default, narrower than the puck): the puck a controller records is the tracker's, 60-120
     ms old, and during a firm side push the tool end often shows inside its rim (a guess, not
-    validated: README, "Results on the realistic twin").
+    validated: docs/results/realistic_twin.md).
     """
     horizontal = torch.linalg.vector_norm(tip[..., :2] - puck[..., :2], dim=-1)
     inside = (radius - horizontal).clamp_min(0.0)
