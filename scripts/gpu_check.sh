@@ -19,7 +19,7 @@
 #   recipe (within the budget, its set-up included; after `graph` on the same warm machine, or
 #     it sets up first, and the recipe gets the time left, at most 420 s):
 #     the lecture's recipe through the node graph on a realtime twin at 20 Hz with the captured
-#     planner (cuda_graph), two arms (the fleet: half the wall time, both controllers planning
+#     planner (config/lecture_realtime.yaml: cuda_graph, plan ahead, latency compensation), two arms (the fleet: half the wall time, both controllers planning
 #     on the one GPU) and no random/do-nothing baselines (planner-free, measured on the CPU),
 #     then the TF32/bf16 precision check on its recorded states.
 # Each step has its own limit and output files, so a step cut off loses only its own rows; no
@@ -180,21 +180,26 @@ fi
 # recipe
 graph_ready || graph_setup || exit 1
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-57} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-realtime=(--set twin.mode=realtime --set controller.wait_for_fresh_state=false
-          --set controller.plan_ahead=true --set 'recipe.baselines=[""]')
+# Two arms (half the wall time; both controllers plan on the one GPU), no random or do-nothing
+# baselines (they need no planner: measured on the CPU).
+fleet=(--arms 2 --set 'recipe.baselines=[""]')
 if [ "$rehearsal" = 1 ]; then
-  # The same command on the cpu profile, shortened: it checks the set-up and the graph only.
-  step recipe_rehearsal 300 "$gpy" -m mbrl_robot.runner --profile cpu --run-dir "$out/recipe" \
-    --arms 2 "${realtime[@]}" --set recipe.random_episodes=4 --set recipe.iterations=1 \
+  # The same profile on the CPU, shortened and at the cpu profile's sizes: it checks the set-up
+  # and the graph only.
+  step recipe_rehearsal 300 "$gpy" -m mbrl_robot.runner --profile lecture_realtime \
+    --run-dir "$out/recipe" "${fleet[@]}" --set controller.planner.backend=fused \
+    --set controller.planner.horizon=15 --set controller.planner.population_size=100 \
+    --set controller.planner.elite_count=10 --set controller.planner.iterations=2 \
+    --set trainer.model.num_layers=3 \
+    --set trainer.model.hidden_size=200 --set recipe.random_episodes=4 --set recipe.iterations=1 \
     --set recipe.mpc_episodes_per_iteration=2 --set recipe.evaluation_episodes=2 --timeout 280
 else
   # The lecture's recipe, captured planner, realtime twin at 20 Hz.
   # The recipe gets what the budget leaves after 70 s for the precision checks, at most 420 s.
   run_s=$(( $(left) - 70 ))
   [ "$run_s" -gt 420 ] && run_s=420
-  step lecture_recipe $((run_s + 10)) "$gpy" -m mbrl_robot.runner --profile lecture \
-    --run-dir "$out/lecture" --arms 2 "${realtime[@]}" \
-    --set controller.planner.backend=cuda_graph --timeout "$run_s"
+  step lecture_recipe $((run_s + 10)) "$gpy" -m mbrl_robot.runner --profile lecture_realtime \
+    --run-dir "$out/lecture" "${fleet[@]}" --timeout "$run_s"
   for precision in tf32 bf16; do
     step "precision_$precision" 30 "$gpy" benchmarks/plan_latency.py --device cuda \
       --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50

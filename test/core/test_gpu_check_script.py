@@ -37,10 +37,10 @@ VALUES = {'out': 'runs/gpu/recipe', 'precision': 'bf16', 'run_s': '420', 'py': '
 
 def commands(marker):
     """The argument lists after ``marker`` in the script's commands (continuations joined,
-    variables and the ``realtime`` array expanded)."""
+    variables and the ``fleet`` array expanded)."""
     text = open(SCRIPT).read().replace('\\\n', ' ')
-    array = re.search(r'realtime=\((.*?)\)', text, re.S).group(1)
-    text = text.replace('"${realtime[@]}"', ' '.join(shlex.quote(t) for t in shlex.split(array)))
+    array = re.search(r'fleet=\((.*?)\)', text, re.S).group(1)
+    text = text.replace('"${fleet[@]}"', ' '.join(shlex.quote(t) for t in shlex.split(array)))
     found = []
     for line in text.splitlines():
         if marker not in line or line.lstrip().startswith('#'):

@@ -163,3 +163,13 @@ def test_real_arm_runs_the_realistic_twins_realtime_controller():
     assert arm['plan_ahead'] and arm['latency.compensation']
     assert node_params('real_arm', 'trainer')['model'] == node_params('twin_realistic',
                                                                       'trainer')['model']
+
+
+def test_lecture_realtime_is_the_lecture_in_real_time():
+    """config/lecture_realtime.yaml (what ``run_recipe.sh lecture`` runs where CUDA is) is the
+    lecture's recipe with a realtime twin, the realtime controller and the captured planner:
+    nothing else differs from lecture.yaml."""
+    assert differences('lecture', 'lecture_realtime') == {
+        ('twin', 'mode'), ('controller', 'wait_for_fresh_state'), ('controller', 'plan_ahead'),
+        ('controller', 'latency.compensation'), ('controller', 'planner.backend')}
+    assert node_params('lecture_realtime', 'controller')['planner']['backend'] == 'cuda_graph'
