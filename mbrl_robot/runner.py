@@ -466,7 +466,21 @@ def main(argv=None) -> int:
     report = os.path.join(run_dir, 'report.md')
     if os.path.isfile(report):
         print(f'mbrl_run: report: {report}', flush=True)
-    return 0 if rc == 0 else 1
+    failed = recipe_failure(summary) if with_recipe else None
+    if failed:
+        print(f'mbrl_run: the recipe stopped before its end: {failed}', file=sys.stderr,
+              flush=True)
+    return 0 if rc == 0 and not failed else 1
+
+
+def recipe_failure(summary_path: str) -> Optional[str]:
+    """Why the recipe of ``summary.json`` stopped before its end, None if it did not (or
+    wrote no summary: then the recipe's exit status tells)."""
+    try:
+        with open(summary_path) as f:
+            return json.load(f).get('failed') or None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 if __name__ == '__main__':

@@ -27,6 +27,7 @@ the data and the model (episodes finished out of order are kept by their phase i
 
 import json
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -758,8 +759,12 @@ class RecipeNode(Node):
 
 
 def main(args=None):
-    """Run the node until Ctrl-C or SIGTERM (see ``spin.run_node``)."""
-    run_node(RecipeNode, args, until=lambda node: node.done)
+    """Run the node until the recipe ends, Ctrl-C or SIGTERM (see ``spin.run_node``); exit
+    status 1 when the recipe stopped before its end (``summary.json``'s ``failed`` says why),
+    so that ``mbrl_run`` and whatever runs it see the failure."""
+    node = run_node(RecipeNode, args, until=lambda node: node.done)
+    if node is not None and node.done and not node.finished:
+        sys.exit(1)
 
 
 if __name__ == '__main__':

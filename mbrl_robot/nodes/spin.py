@@ -35,8 +35,9 @@ from rclpy.signals import SignalHandlerOptions
 
 def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
              threads: int = 1, until: Optional[Callable[[Node], bool]] = None,
-             events: bool = False) -> None:
+             events: bool = False) -> Optional[Node]:
     """Create the node, spin it until Ctrl-C, SIGTERM or ``until(node)``, then destroy it.
+    Returns the (destroyed) node, for what it ended with; None if it was never made.
 
     Args:
         make_node: the node's constructor (called after ``rclpy.init``).
@@ -51,6 +52,7 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
     # then Python installs no handler of its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    node = None
     try:
         with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
             node = make_node()
@@ -68,3 +70,4 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    return node

@@ -97,6 +97,24 @@ def test_models_were_published_and_used(smoke_run):
     assert 'model v1 loaded' in log and 'model v2 loaded' in log
 
 
+def test_a_recipe_that_stops_early_fails_the_run_with_one_line(tmp_path):
+    """A recipe that cannot go on (here: every model rejected, its validation loss above a bar no
+    model reaches) stops, says why, and makes ``mbrl_run`` exit 1, not 0: a script or CI running
+    the main command sees the failure (until session 35 the run exited 0)."""
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--timeout', '300',
+                           '--set', 'trainer.max_val_loss=1.0e-9', '--no-progress'],
+                          env=graph_env(), capture_output=True, text=True, timeout=400)
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not summary['complete'] and 'no usable model' in summary['failed']
+    lines = [line for line in proc.stderr.splitlines()
+             if line.startswith('mbrl_run: the recipe stopped before its end: ')]
+    assert len(lines) == 1 and summary['failed'] in lines[0]
+    assert 'Traceback' not in proc.stdout + proc.stderr
+
+
 def test_commands_at_20_hz_of_sim_time(smoke_run):
     _, _, summary = smoke_run
     for episode in summary['episodes']:
