@@ -442,7 +442,7 @@ def main(argv=None) -> int:
     progress = (ProgressDisplay(os.path.join(run_dir, 'summary.json'),
                                 build_phases(params['recipe']))
                 if args.progress and with_recipe else None)
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     rc = 1
     try:
         if progress is not None:
@@ -466,17 +466,19 @@ def main(argv=None) -> int:
     report = os.path.join(run_dir, 'report.md')
     if os.path.isfile(report):
         print(f'mbrl_run: report: {report}', flush=True)
-    failed = recipe_failure(summary) if with_recipe else None
+    failed = recipe_failure(summary, since=started) if with_recipe and rc != 0 else None
     if failed:
         print(f'mbrl_run: the recipe stopped before its end: {failed}', file=sys.stderr,
               flush=True)
-    return 0 if rc == 0 and not failed else 1
+    return 0 if rc == 0 else 1
 
 
-def recipe_failure(summary_path: str) -> Optional[str]:
-    """Why the recipe of ``summary.json`` stopped before its end, None if it did not (or
-    wrote no summary: then the recipe's exit status tells)."""
+def recipe_failure(summary_path: str, since: float = 0.0) -> Optional[str]:
+    """Why the recipe of ``summary.json`` stopped before its end, None if it did not, wrote no
+    summary or wrote it before ``since`` (a resumed run's old summary)."""
     try:
+        if os.path.getmtime(summary_path) < since:
+            return None
         with open(summary_path) as f:
             return json.load(f).get('failed') or None
     except (OSError, ValueError, AttributeError):

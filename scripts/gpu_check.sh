@@ -19,8 +19,8 @@
 #   recipe (within the budget, its set-up included; after `graph` on the same warm machine, or
 #     it sets up first, and the recipe gets the time left, at most 420 s):
 #     the lecture's recipe through the node graph on a realtime twin at 20 Hz with the captured
-#     planner (config/lecture_realtime.yaml: cuda_graph, plan ahead, latency compensation), two arms (the fleet: half the wall time, both controllers planning
-#     on the one GPU) and no random/do-nothing baselines (planner-free, measured on the CPU),
+#     planner (config/lecture_realtime.yaml: cuda_graph, plan ahead, latency compensation), two
+#     arms (the fleet: half the wall time, both controllers planning on the one GPU) and no random/do-nothing baselines (planner-free, measured on the CPU),
 #     then the TF32/bf16 precision check on its recorded states.
 # Each step has its own limit and output files, so a step cut off loses only its own rows; no
 # step runs past GPU_CHECK_BUDGET seconds from the start (default 560: the device tool kills a
@@ -32,8 +32,9 @@
 #
 # Usage: scripts/gpu_check.sh [bench|compiled|graph|recipe] [python]   (the mode comes first;
 # default python: .venv/bin/python if it sees a GPU, else python3; that interpreter needs torch
-# with CUDA). GPU_CHECK_REHEARSAL=1 runs `graph` and `recipe` without a GPU (the cpu profile, a
-# short recipe, the fused planner), to rehearse them on a CPU machine before a lent one.
+# with CUDA). GPU_CHECK_REHEARSAL=1 runs `graph` and `recipe` without a GPU (lecture_realtime.yaml
+# at the cpu profile's planner and model sizes, a short recipe, the fused planner), to rehearse
+# them on a CPU machine before a lent one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-bench}

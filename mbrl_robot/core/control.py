@@ -369,33 +369,38 @@ class PolicyFactory:
         self.logger.info(f'model v{version} loaded from {path}')
         return True
 
+    def _built_agent(self, cfg: Dict[str, Any], model: GaussianEnsemble):
+        """The planner ``cfg`` makes on ``model``, planned once (a compile, a capture) where it
+        has a warm-up."""
+        agent = create_agent(cfg, model, self.task.reward_fn, ACTION_DIM, self.device,
+                             max_delta=self.max_delta, joint_limits=self.joint_limits)
+        warmup = getattr(agent, 'warmup', None)
+        if warmup is not None:
+            if self.task.target is None:
+                # A placeholder the warm-up plans for; every episode sets its own (in place: a
+                # captured plan reads this very tensor).
+                self.task.set_target([0.6, 0.0, 0.02])
+            warmup()
+        return agent
+
     def _planner_for(self, model: GaussianEnsemble):
         """The run's planner on ``model``, restarted (reseeded, no warm start); built and
         warmed up the first time."""
         with self._agent_lock:
             if self._agent is None:
-                agent = create_agent(self.planner_cfg, model, self.task.reward_fn, ACTION_DIM,
-                                     self.device, max_delta=self.max_delta,
-                                     joint_limits=self.joint_limits)
-                warmup = getattr(agent, 'warmup', None)
-                if warmup is not None:
-                    if self.task.target is None:
-                        # A placeholder the warm-up plans for; every episode sets its own (in
-                        # place: a captured plan reads this very tensor).
-                        self.task.set_target([0.6, 0.0, 0.02])
-                    try:
-                        warmup()
-                    except Exception as e:  # noqa: B902 - no compiler, no CUDA graph support...
-                        if self.planner_cfg.get('backend') in ('reference', 'fused'):
-                            raise
-                        self.logger.error(
-                            f"planner backend {self.planner_cfg['backend']} failed to build "
-                            f'({type(e).__name__}: {str(e)[:300]}): planning with the fused '
-                            'backend instead (the same plans, slower)')
-                        agent = create_agent({**self.planner_cfg, 'backend': 'fused'}, model,
-                                             self.task.reward_fn, ACTION_DIM, self.device,
-                                             max_delta=self.max_delta,
-                                             joint_limits=self.joint_limits)
+                try:
+                    agent = self._built_agent(self.planner_cfg, model)
+                except Exception as e:  # noqa: B902 - no compiler, no CUDA, no graph support
+                    if self.planner_cfg.get('backend') in ('reference', 'fused'):
+                        raise
+                    self.logger.error(
+                        f"planner backend {self.planner_cfg['backend']} failed to build on "
+                        f'{self.device} ({type(e).__name__}: {str(e)[:300]}): planning with '
+                        'the fused backend instead (the same plans, slower)')
+                    agent = create_agent({**self.planner_cfg, 'backend': 'fused'}, model,
+                                         self.task.reward_fn, ACTION_DIM, self.device,
+                                         max_delta=self.max_delta,
+                                         joint_limits=self.joint_limits)
                 if (self.planner_cfg.get('precision') == 'bf16'
                         and native_bf16(self.device) is False):
                     self.logger.warning(

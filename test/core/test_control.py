@@ -143,6 +143,19 @@ def test_a_planner_backend_that_fails_to_build_falls_back_to_fused(tmp_path, con
     assert f._agent.backend == 'fused' and len(errors) == 1 and 'no C++ compiler' in errors[0]
 
 
+def test_a_cuda_only_backend_on_a_cpu_falls_back_to_fused(tmp_path, controller_factory):
+    """config/lecture_realtime.yaml's cuda_graph on a machine without CUDA: the planner cannot
+    even be built there; one error line naming the device, then the fused plan (until session
+    35 the error escaped the loading thread and no model was ever loaded)."""
+    f = controller_factory(planner={**controller_factory().planner_cfg, 'backend': 'cuda_graph'})
+    errors = []
+    f.logger = type('L', (), {'info': lambda *a: None, 'error': lambda s, m: errors.append(m)})()
+    path, sha256 = saved_model(tmp_path, 'v1', 0)
+    assert f.load_model(path, 1, sha256) and f.model_version == 1
+    assert f._agent.backend == 'fused' and len(errors) == 1
+    assert 'cuda_graph' in errors[0] and 'cpu' in errors[0] and 'CUDA' in errors[0]
+
+
 @pytest.mark.parametrize('native', [False, True, None])
 def test_bf16_on_a_cpu_without_native_bf16_says_it_is_emulated(tmp_path, controller_factory,
                                                                monkeypatch, native):

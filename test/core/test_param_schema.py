@@ -161,6 +161,7 @@ def test_real_arm_runs_the_realistic_twins_realtime_controller():
         if key.startswith(('planner.', 'latency.')) or key == 'plan_ahead':
             assert arm[key] == twin[key], key
     assert arm['plan_ahead'] and arm['latency.compensation']
+    assert arm['torch_threads'] == twin['torch_threads'] == 1
     assert node_params('real_arm', 'trainer')['model'] == node_params('twin_realistic',
                                                                       'trainer')['model']
 

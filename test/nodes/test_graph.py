@@ -112,7 +112,7 @@ def test_a_recipe_that_stops_early_fails_the_run_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines()
              if line.startswith('mbrl_run: the recipe stopped before its end: ')]
     assert len(lines) == 1 and summary['failed'] in lines[0]
-    assert 'Traceback' not in proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stderr  # mbrl_run's own
 
 
 def test_commands_at_20_hz_of_sim_time(smoke_run):
