@@ -369,12 +369,12 @@ class PolicyFactory:
         self.logger.info(f'model v{version} loaded from {path}')
         return True
 
-    def _built_agent(self, cfg: Dict[str, Any], model: GaussianEnsemble):
+    def _built_agent(self, cfg: Dict[str, Any], model: GaussianEnsemble, warm_up: bool = True):
         """The planner ``cfg`` makes on ``model``, planned once (a compile, a capture) where it
-        has a warm-up."""
+        has a warm-up and ``warm_up`` asks for it."""
         agent = create_agent(cfg, model, self.task.reward_fn, ACTION_DIM, self.device,
                              max_delta=self.max_delta, joint_limits=self.joint_limits)
-        warmup = getattr(agent, 'warmup', None)
+        warmup = getattr(agent, 'warmup', None) if warm_up else None
         if warmup is not None:
             if self.task.target is None:
                 # A placeholder the warm-up plans for; every episode sets its own (in place: a
@@ -397,10 +397,8 @@ class PolicyFactory:
                         f"planner backend {self.planner_cfg['backend']} failed to build on "
                         f'{self.device} ({type(e).__name__}: {str(e)[:300]}): planning with '
                         'the fused backend instead (the same plans, slower)')
-                    agent = create_agent({**self.planner_cfg, 'backend': 'fused'}, model,
-                                         self.task.reward_fn, ACTION_DIM, self.device,
-                                         max_delta=self.max_delta,
-                                         joint_limits=self.joint_limits)
+                    agent = self._built_agent({**self.planner_cfg, 'backend': 'fused'}, model,
+                                              warm_up=False)
                 if (self.planner_cfg.get('precision') == 'bf16'
                         and native_bf16(self.device) is False):
                     self.logger.warning(
