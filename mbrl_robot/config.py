@@ -62,11 +62,17 @@ def load_param_file(name_or_path: str) -> Dict[str, Dict[str, Any]]:
         ValueError: the file is not a ROS 2 parameter file.
     """
     path = config_path(name_or_path)
-    with open(path) as f:
-        try:
+    try:
+        with open(path, encoding='utf-8') as f:
             raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f'{path}: not valid YAML: {e}') from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path}: not a UTF-8 text file ({e.reason} at byte {e.start})') from e
+    except yaml.YAMLError as e:
+        # One line: PyYAML's message spans several ("while parsing ...", "in <file>, line ...").
+        where = getattr(e, 'problem_mark', None)
+        at = f' at line {where.line + 1}, column {where.column + 1}' if where else ''
+        what = getattr(e, 'problem', None) or str(e).splitlines()[0]
+        raise ValueError(f'{path}: not valid YAML{at}: {what}') from e
     if not isinstance(raw, dict):
         raise ValueError(f'{path}: expected a mapping of node names')
     out = {}

@@ -24,6 +24,7 @@ import argparse
 import glob
 import json
 import os
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -282,8 +283,16 @@ def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = N
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Write report.md and plots for a run dir.')
     parser.add_argument('run_dir')
-    print(write_report(parser.parse_args(argv).run_dir))
+    run_dir = parser.parse_args(argv).run_dir
+    try:
+        print(write_report(run_dir))
+    except (OSError, ValueError, KeyError, TypeError) as e:  # no run there, or a damaged one
+        what = f'{e.strerror}: {e.filename}' if isinstance(e, OSError) and e.strerror else (
+            f'summary.json lacks {e}' if isinstance(e, KeyError) else e)
+        print(f'mbrl_robot.report: {run_dir}: no report ({what})', file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ import yaml
 from mbrl_robot.config import _merge, node_params, write_param_file
 from mbrl_robot.core.algorithms.mpc_recipe import build_phases
 from mbrl_robot.core.schema import NODES, suggest, unflatten
+from mbrl_robot.nodes.spin import CANNOT_START, CANNOT_START_STATUS
 from mbrl_robot.nodes.transport import check_arm_namespaces
 from mbrl_robot.paths import config_path
 from mbrl_robot.progress import ProgressDisplay
@@ -79,8 +81,11 @@ def fleet_processes(nodes: Sequence[str], arms: Sequence[str], params: Dict[str,
         # namespace), loaded after the run's.
         blocks, fqns = {}, {}
         for node in ARM_NODES + ('monitor',):
+            # Not an empty block (the twin's): rclpy reads 'topics: {}' as a parameter 'topics'.
             over: Dict[str, Any] = {'topics': {t: _absolute(base, params[node]['topics'][t])
                                                for t in FLEET_TOPICS.get(node, ())}}
+            if not over['topics']:
+                del over['topics']
             if node == 'controller':
                 over['model_cache_dir'] = os.path.join(run_dir, 'controller_models', arm)
                 over['outbox_dir'] = os.path.join(run_dir, 'controller_outbox', arm)
@@ -97,6 +102,39 @@ def fleet_processes(nodes: Sequence[str], arms: Sequence[str], params: Dict[str,
         else:
             keys += [f'{arm}/{node}' for arm in (arms if node in ARM_NODES else arms[:1])]
     return keys, extra_args
+
+
+def check_record_path(path: str) -> None:
+    """Raise ``ValueError`` unless the live view can write its recording to ``path`` ('' = no
+    recording): else the monitor would fail at its start, and the run go on unrecorded."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    where = f'monitor.record_path {path!r}'
+    if os.path.isdir(path):
+        raise ValueError(f'{where} is a folder: name a file in it, e.g. '
+                         f'{os.path.join(path, "run.mcap")}')
+    if not os.path.isdir(folder):
+        raise ValueError(f'{where}: the folder {folder} does not exist')
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f'{where}: the folder {folder} is not writable')
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``ValueError`` when the live view's port is taken (0 = any free port): else the
+    monitor cannot start and the run stops."""
+    if not port:
+        return
+    with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s:
+        # As a server binds: a port left in TIME_WAIT by an earlier run is free, a listening
+        # one is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ValueError(f'monitor: the live view cannot listen on {host}:{port} '
+                             f'({e.strerror or e}): --set monitor.port=0 (any free port) or '
+                             'another port') from None
 
 
 def check_policy_source(params: Dict[str, Dict[str, Any]]) -> None:
@@ -279,7 +317,8 @@ class Graph:
             for line in proc.stdout:
                 log.write(line)
                 log.flush()
-                if self.echo and (node == 'recipe' or 'ERROR' in line or 'Traceback' in line):
+                if self.echo and (node == 'recipe' or 'ERROR' in line or 'Traceback' in line
+                                  or CANNOT_START in line):
                     sys.stdout.write(f'[{node}] {line}')
                     sys.stdout.flush()
 
@@ -297,6 +336,10 @@ class Graph:
             dead = {n: p.returncode for n, p in self.procs.items()
                     if n != node and p.poll() is not None}
             for name, code in dead.items():
+                if code == CANNOT_START_STATUS:  # it rejected its input: it would again
+                    print(f'mbrl_run: {name} cannot start (the line above says why): stopping',
+                          flush=True)
+                    return None
                 if self.restarted[name] >= self.restarts:
                     print(f'mbrl_run: {name} exited (rc {code}) with no restart left '
                           f'({self.restarts}): stopping; see {self.run_dir}/logs', flush=True)
@@ -415,17 +458,24 @@ def main(argv=None) -> int:
                              f', recipe {arms}: set it under /** in the profile')
         check_arm_namespaces(arms)
         check_policy_source(params)
+        live = args.live or bool(args.record)
+        if live:
+            check_record_path(params['monitor']['record_path'])
+            check_port_free(params['monitor']['host'], params['monitor']['port'])
     except (ValueError, OSError) as e:
         print(f'mbrl_run: {e}', file=sys.stderr)
         return 2
-    os.makedirs(run_dir, exist_ok=True)
     params_file = os.path.join(run_dir, 'params.yaml')
-    # '/**/<name>': the blocks apply in any namespace (--ros-args -r __ns:=/arm1).
-    write_param_file(params, params_file, {n: f'/**/{names.get(n, n)}' for n in NODES})
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        # '/**/<name>': the blocks apply in any namespace (--ros-args -r __ns:=/arm1).
+        write_param_file(params, params_file, {n: f'/**/{names.get(n, n)}' for n in NODES})
+    except OSError as e:
+        print(f'mbrl_run: run dir {run_dir}: {e.strerror or e}', file=sys.stderr)
+        return 2
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     print(f'mbrl_run: profile {profile}, run dir {run_dir}, ROS_DOMAIN_ID '
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
-    live = args.live or bool(args.record)
     keys, per_arm_args = fleet_processes(nodes + (('monitor',) if live else ()), arms, params,
                                          run_dir, args.ros_args, names)
     if arms != ['']:

@@ -775,6 +775,9 @@ class ControllerNode(Node):
         # later tick sends zeros), a tick in flight on another thread finishes before the zero,
         # and the zero is delivered (acknowledged by the arm's reliable subscriber) before the
         # publisher goes away with it unsent.
+        if not hasattr(self, 'command_pub'):  # __init__ failed: it never commanded the arm
+            self._release_partial()
+            return
         self.control.estop = True
         locked = self._tick_lock.acquire(timeout=SHUTDOWN_WAIT_S)
         try:
@@ -788,9 +791,20 @@ class ControllerNode(Node):
                 spool, self.unacked.spool = self.unacked.spool, None
             if spool is not None:
                 spool.release()
-            if self._temp_cache is not None:
+            if getattr(self, '_temp_cache', None) is not None:  # absent: __init__ failed
                 shutil.rmtree(self._temp_cache, ignore_errors=True)
             super().destroy_node()
+
+    def _release_partial(self):
+        """Destroy a node whose ``__init__`` failed (rclpy destroys it at shutdown): close what
+        it had opened, without the shutdown's zero command (it has sent no command)."""
+        control = getattr(self, 'control', None)
+        if control is not None:
+            control.close()
+        unacked = getattr(self, 'unacked', None)
+        if unacked is not None and unacked.spool is not None:
+            unacked.spool.release()
+        super().destroy_node()
 
 
 def main(args=None):

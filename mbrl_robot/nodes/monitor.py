@@ -62,10 +62,11 @@ class MonitorNode(Node):
             self.live = live_view.LiveChannels(p['host'], p['port'], p['record_path'],
                                                assets=assets)
         except RuntimeError as e:  # the SDK's FoxgloveError, e.g. the port is taken
-            message = (f'live view on {p["host"]}:{p["port"]} failed ({e}): set monitor.port '
-                       '(0 = any free port) or monitor.host')
-            self.get_logger().error(message)
-            raise RuntimeError(message) from None
+            # spin.run_node says it in one line and ends the process.
+            raise OSError(f'live view on {p["host"]}:{p["port"]} failed ({e}): set '
+                          'monitor.port (0 = any free port) or monitor.host') from None
+        except OSError as e:  # the recording's file
+            raise OSError(f'record_path {p["record_path"]!r}: {e.strerror or e}') from None
         self.q: Optional[np.ndarray] = None
         self.velocity = np.zeros(len(self.arm.joints))
         self.puck = self.target = None
@@ -168,7 +169,9 @@ class MonitorNode(Node):
                     self.params['task']['success_radius_m'], ts))
 
     def destroy_node(self):
-        self.live.close()
+        live = getattr(self, 'live', None)  # None when __init__ failed before it
+        if live is not None:
+            live.close()
         super().destroy_node()
 
 

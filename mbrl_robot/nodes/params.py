@@ -27,11 +27,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mbrl_robot.core.schema import (check_value, flatten, load_schema, ParamDict, to_param_dict,
-                                    unflatten)
+from mbrl_robot.core.schema import (all_parameter_names, BUILTIN, check_value, flatten,
+                                    load_schema, ParamDict, suggest, to_param_dict, unflatten)
 
 ROS_TYPES = {
     'bool': Parameter.Type.BOOL, 'int': Parameter.Type.INTEGER, 'double': Parameter.Type.DOUBLE,
@@ -73,18 +74,50 @@ def declare_node_parameters(node: Node, node_name: Optional[str] = None) -> Para
         a name the schema does not declare raises ``KeyError`` naming the node and the name.
 
     Raises:
-        ValueError: an override of the wrong type or outside the schema's validation.
+        ValueError: an override (``--params-file``, ``-p``) of the wrong type or outside the
+            schema's validation, or one that no node's schema declares (a misspelt name, which
+            rclpy would ignore); the message names the node, the parameter and what is allowed,
+            as ``mbrl_run``'s check does before it starts a node.
     """
     node_name = node_name or node.get_name()
+    # What a launch file or ``ros2 run`` passed (rclpy keeps it until a parameter is declared).
+    overrides = {n: _plain(p.value)
+                 for n, p in getattr(node, '_parameter_overrides', {}).items()}
+    known = all_parameter_names()
+    for name, value in overrides.items():
+        # A profile's /** block reaches every node, so a name another node declares is fine.
+        # rclpy reads an empty block ('topics: {}') as a parameter without a value: no name.
+        if (value is not None and name not in known and name not in BUILTIN
+                and not name.startswith(RCLPY_PREFIXES)):
+            raise ValueError(f'{node_name}: unknown parameter {name!r}' + suggest(
+                name, list(load_schema(node_name)) + list(BUILTIN)))
     values = {}
     for name, spec in load_schema(node_name).items():
         default = spec['default_value']
         kind = ROS_TYPES[spec['type']]
-        value = node.declare_parameter(name, kind if default == [] else default,
-                                       descriptor(name, spec)).value
-        values[name] = check_value(node_name, name, spec, list(value) if isinstance(
-            value, (list, tuple)) or hasattr(value, 'tolist') else value)
+        try:
+            if name in overrides and overrides[name] != []:
+                # The schema's check first (its message, and ints of doubles accepted, as in
+                # mbrl_run); the checked value is declared in place of the raw override.
+                value = node.declare_parameter(
+                    name, check_value(node_name, name, spec, overrides[name]),
+                    descriptor(name, spec), ignore_override=True).value
+            else:
+                value = node.declare_parameter(name, kind if default == [] else default,
+                                               descriptor(name, spec)).value
+        except ParameterException as e:
+            raise ValueError(f'{node_name}: parameter {name}: {e}') from None
+        values[name] = check_value(node_name, name, spec, _plain(value))
     return to_param_dict(unflatten(values), node_name)
+
+
+# Parameters rclpy declares or reads itself, besides BUILTIN (use_sim_time).
+RCLPY_PREFIXES = ('qos_overrides.', 'start_type_description_service')
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value with arrays as lists (rclpy gives tuples or ``array.array``)."""
+    return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
 
 
 def add_live_parameters(node: Node, node_name: str, params: ParamDict,

@@ -20,9 +20,17 @@ die with "context is not valid" before ``destroy_node()`` runs: the controller c
 final zero-velocity command, the buffer could not close its store. Here SIGINT and SIGTERM raise
 KeyboardInterrupt in the main thread instead; the executor spins in short slices so Python can
 deliver it even while sim time stands still; ``destroy_node()`` runs with a valid context.
+
+A node that cannot start on what it was given (a parameter of the wrong type or out of range, a
+file it cannot open, a port that is taken: ``ValueError`` or ``OSError`` from its constructor;
+arguments rcl rejects, such as a parameter file that is not YAML)
+says so in one line on stderr and exits with status 2, without a traceback, whoever started it
+(``mbrl_run``, a launch file, ``ros2 run``).
 """
 
+import os
 import signal
+import sys
 from typing import Callable, List, Optional
 
 import rclpy
@@ -32,12 +40,17 @@ from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
+# Between the executable's name and the reason, in the one line of a node that cannot start.
+CANNOT_START = ': cannot start: '
+CANNOT_START_STATUS = 2  # its exit status
+
 
 def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
              threads: int = 1, until: Optional[Callable[[Node], bool]] = None,
              events: bool = False) -> Optional[Node]:
     """Create the node, spin it until Ctrl-C, SIGTERM or ``until(node)``, then destroy it.
-    Returns the (destroyed) node, for what it ended with; None if it was never made.
+    Returns the (destroyed) node, for what it ended with; None if it was never made. Exits
+    with status 2 and one line on stderr when the constructor rejects its input.
 
     Args:
         make_node: the node's constructor (called after ``rclpy.init``).
@@ -52,10 +65,20 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
     # then Python installs no handler of its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    node = None
+    node = failed = None
     try:
-        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-            node = make_node()
+        try:
+            init = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        except RuntimeError as e:  # rcl's RCLError: e.g. a parameter file it cannot parse
+            failed = e
+            return None
+        with init:
+            try:
+                node = make_node()
+            except (ValueError, OSError) as e:
+                # The context's shutdown destroys the half-made node (destroy_node copes).
+                failed = e
+                return None
             if events:
                 executor = EventsExecutor()
             elif threads > 1:
@@ -70,4 +93,10 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    finally:
+        if failed is not None:
+            # The executable as the user ran it: controller_node, or controller.py under -m.
+            name = os.path.basename(sys.argv[0] or 'node').removesuffix('.py')
+            print(f'{name}{CANNOT_START}{failed}', file=sys.stderr, flush=True)
+            sys.exit(CANNOT_START_STATUS)
     return node

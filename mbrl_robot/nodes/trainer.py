@@ -396,6 +396,9 @@ class TrainerNode(Node):
         return response
 
     def destroy_node(self):
+        if not hasattr(self, '_stop'):  # __init__ failed before the training thread existed
+            super().destroy_node()
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)

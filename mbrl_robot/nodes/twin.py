@@ -427,8 +427,11 @@ class TwinNode(Node):
 
     def destroy_node(self) -> None:
         """Release the PyBullet client, then the node."""
-        self.timer.cancel()
-        self.env.close()
+        # Either may be missing when __init__ failed.
+        if getattr(self, 'timer', None) is not None:
+            self.timer.cancel()
+        if getattr(self, 'env', None) is not None:
+            self.env.close()
         super().destroy_node()
 
 

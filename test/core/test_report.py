@@ -14,8 +14,10 @@
 
 import os
 
+import pytest
+
 from mbrl_robot.inprocess import run_profile
-from mbrl_robot.report import write_report
+from mbrl_robot.report import main, write_report
 
 
 def test_report_from_a_smoke_recipe(tmp_path):
@@ -39,3 +41,21 @@ def test_report_from_a_smoke_recipe(tmp_path):
     for name in ('learning.png', 'plan_latency.png', 'ensemble_loss.png'):
         assert os.path.getsize(tmp_path / name) > 1000
         assert f'![{name}]({name})' in text
+
+
+@pytest.mark.parametrize('summary,needle', [
+    (None, 'No such file or directory: {run}/summary.json'),
+    ('{"stages": ', 'Expecting value'),
+    ('{"complete": true}', "summary.json lacks 'stages'"),
+])
+def test_the_report_command_says_in_one_line_why_there_is_no_report(tmp_path, capsys,
+                                                                    summary, needle):
+    run = tmp_path / 'run'
+    run.mkdir()
+    if summary is not None:
+        (run / 'summary.json').write_text(summary)
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f'mbrl_robot.report: {run}: no report ('), err
+    assert needle.format(run=run) in err[0]
+    assert not (run / 'report.md').exists()

@@ -21,6 +21,8 @@ reads an undeclared parameter. A writable (not read_only) parameter without a te
 """
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -148,3 +150,62 @@ def test_buffer_live_parameters(make_node):
     assert set_ok(node, 'publish_batch_size', 7) and node.publish_batch_size == 7
     assert not set_ok(node, 'publish_batch_size', 0)
     assert node.publish_batch_size == 7
+
+
+@pytest.mark.parametrize('node,args,needle', [
+    ('controller', ['planner.horizon:=-3'],
+     'controller: parameter planner.horizon = -3 is not allowed: must be within [1, 500]'),
+    ('trainer', ['training.max_epoch:=3'],
+     "trainer: unknown parameter 'training.max_epoch'; did you mean 'training.max_epochs'?"),
+    ('twin', ['command_timeout_s:=abc'],
+     "twin: parameter command_timeout_s = 'abc' is a string, expected double"),
+    ('monitor', ['port:=0', 'record_path:=/nonexistent/dir/live.mcap'],
+     "record_path '/nonexistent/dir/live.mcap': "),
+])
+def test_a_node_started_with_bad_input_says_so_in_one_line(tmp_path, ros_env, node, args,
+                                                           needle):
+    """As a launch file or ``ros2 run`` starts it (``mbrl_run`` checks first): exit status 2, one
+    line naming the parameter and what is allowed, no traceback; rclpy's shutdown destroys the
+    half-made node without another error."""
+    cmd = [sys.executable, '-m', f'mbrl_robot.nodes.{node}', '--ros-args',
+           '-p', f'run_dir:={tmp_path}/run']
+    for arg in args:
+        cmd += ['-p', arg]
+    proc = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    # Only the twin's import of pybullet prints a line before it ("pybullet build time").
+    lines = [line for line in proc.stderr.strip().splitlines()
+             if not line.startswith('pybullet build time')]
+    assert len(lines) == 1 and lines[0].startswith(f'{node}: cannot start: '), proc.stderr
+    assert needle in lines[0], lines[0]
+    assert 'Traceback' not in proc.stdout + proc.stderr
+
+
+def test_a_node_given_a_parameter_file_rcl_cannot_parse_says_so(tmp_path, ros_env):
+    broken = tmp_path / 'broken.yaml'
+    broken.write_text('/**/controller:\n  ros__parameters:\n    planner: {horizon: 3\n')
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.nodes.controller', '--ros-args',
+                           '--params-file', str(broken)],
+                          env=ros_env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('controller: cannot start: failed to initialize rcl: '), last
+    assert str(broken) in last and 'Traceback' not in proc.stdout + proc.stderr
+
+
+def test_an_integer_for_a_double_parameter_is_taken_as_the_double(ros_env):
+    """``command_timeout_s: 1`` in a hand-written profile: rclpy alone rejects an integer for a
+    double parameter (with a traceback); the schema takes it, as ``mbrl_run`` does."""
+    rclpy.init(args=['--ros-args', '-p', 'command_timeout_s:=1', '-p', 'episode_seed:=3'])
+    try:
+        module = importlib.import_module('mbrl_robot.nodes.twin')
+        node = module.TwinNode()
+        try:
+            assert node.params['command_timeout_s'] == 1.0
+            assert isinstance(node.params['command_timeout_s'], float)
+            assert node.get_parameter('command_timeout_s').type_ == Parameter.Type.DOUBLE
+            assert node.params['episode_seed'] == 3  # an override of another type, unchanged
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -13,19 +13,22 @@
 # limitations under the License.
 """mbrl_run checks every parameter before it starts a node, and writes the file the nodes use.
 
-A bad ``--set`` (wrong type, misspelt name, unknown node) or a missing ``--profile`` file ends the
-runner with one clear line on stderr, no traceback, a non-zero exit, and no node started.
+A bad ``--set`` (wrong type, misspelt name, unknown node) or a missing or broken ``--profile``
+file ends the runner with one clear line on stderr, no traceback, a non-zero exit, and no node
+started.
 """
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from mbrl_robot.config import node_params
 from mbrl_robot.core.schema import flatten, NODES
-from mbrl_robot.runner import effective_params, GRAPH_NODES, parse_args, parse_sets
+from mbrl_robot.runner import effective_params, Graph, GRAPH_NODES, parse_args, parse_sets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,6 +71,74 @@ def test_a_missing_profile_fails_with_one_line(tmp_path, profile):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('mbrl_run: config file not found: '), lines
     assert 'Traceback' not in proc.stderr + proc.stdout and not run_dir.exists()
+
+
+@pytest.mark.parametrize('content,needle', [
+    (b'controller:\n  ros__parameters: {planner: [1, 2\n', 'not valid YAML at line 3, column 1: '),
+    (b'\xff\xfe\x00 not text', 'not a UTF-8 text file'),
+    (b'- 1\n- 2\n', 'expected a mapping of node names'),
+    (b'controller:\n  planner: {horizon: 15}\n', "node 'controller' has no ros__parameters"),
+    (b'controller:\n  ros__parameters: {planner: {horizon: .nan}}\n',
+     'parameter planner.horizon = nan is a double, expected int'),
+])
+def test_a_broken_profile_fails_with_one_line_naming_it(tmp_path, content, needle):
+    profile, run_dir = tmp_path / 'broken.yaml', tmp_path / 'run'
+    profile.write_bytes(content)
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', str(profile),
+                           '--run-dir', str(run_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'mbrl_run: {profile}: '), proc.stderr
+    assert needle in lines[0], lines[0]
+    assert 'Traceback' not in proc.stderr + proc.stdout and not run_dir.exists()
+
+
+@pytest.mark.parametrize('extra,needle', [
+    (['--record', '{tmp}/no_such_dir/live.mcap'], 'the folder {tmp}/no_such_dir does not exist'),
+    (['--record', '{tmp}'], "monitor.record_path '{tmp}' is a folder"),
+    (['--live', '--set', 'monitor.record_path={tmp}/no_such_dir/live.mcap'],
+     'does not exist'),
+])
+def test_a_recording_that_cannot_be_written_fails_before_any_node(tmp_path, extra, needle):
+    """Else the monitor fails at its start and the run goes on unrecorded."""
+    run_dir = tmp_path / 'run'
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(run_dir)] + extra,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle.format(tmp=tmp_path) in lines[0], proc.stderr
+    assert 'Traceback' not in proc.stderr + proc.stdout and not run_dir.exists()
+
+
+def test_a_taken_live_view_port_fails_before_any_node(tmp_path):
+    """Else the monitor cannot start, and a node that cannot start stops the run."""
+    run_dir = tmp_path / 'run'
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile',
+                               'ci_smoke', '--run-dir', str(run_dir), '--live', '--set',
+                               f'monitor.port={port}'],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f'cannot listen on 127.0.0.1:{port}' in lines[0], proc.stderr
+    assert 'monitor.port=0' in lines[0] and not run_dir.exists()
+
+
+def test_a_run_dir_that_cannot_be_made_fails_with_one_line(tmp_path):
+    (tmp_path / 'a_file').write_text('')
+    run_dir = tmp_path / 'a_file' / 'run'
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(run_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f'mbrl_run: run dir {run_dir}: Not a directory'], proc.stderr
 
 
 def test_the_run_params_file_is_what_the_nodes_use(tmp_path):
@@ -135,3 +206,22 @@ def test_the_buffer_and_the_recipe_must_agree_on_the_arms(tmp_path):
         "mbrl_run: arm_namespaces differ: buffer ['a', 'b'], recipe ['']: set it under /** in "
         'the profile']
     assert not os.path.isdir(tmp_path / 'logs')
+
+
+def test_a_node_that_cannot_start_stops_the_run_at_once(tmp_path, capsys):
+    """Exit status 2 is a node rejecting its input (spin.run_node): a restart would be rejected
+    the same way, so the run stops instead of restarting it."""
+    graph = Graph(str(tmp_path / 'params.yaml'), str(tmp_path), nodes=['recipe', 'monitor'],
+                  restarts=3)
+    sleep = [sys.executable, '-c', 'import time; time.sleep(60)']
+    graph.procs = {'recipe': subprocess.Popen(sleep, start_new_session=True),
+                   'monitor': subprocess.Popen([sys.executable, '-c', 'raise SystemExit(2)'],
+                                               start_new_session=True)}
+    graph._started = {n: time.monotonic() for n in graph.procs}
+    graph._spawn = lambda *args, **kwargs: pytest.fail('a node that cannot start restarted')
+    try:
+        assert graph.wait('recipe', timeout=30) is None
+    finally:
+        graph.stop()
+    assert 'mbrl_run: monitor cannot start (the line above says why): stopping' in \
+        capsys.readouterr().out
