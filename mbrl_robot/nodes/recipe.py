@@ -382,18 +382,26 @@ class RecipeNode(Node):
         self.controller_timing: Dict[str, Dict[str, float]] = {}
         self.dropped_timing = 0  # rows the buffer did not pair (not one period apart)
         old: Dict[str, Any] = {}
-        if p['resume'] and os.path.isfile(self.summary_path):
-            with open(self.summary_path) as f:
-                old = json.load(f)
-            self.results, self.trainings = old['episodes'], old['trainings']
-            self.plan_ms = old.get('plan_ms', [])
-        # Phases done, by index: with several arms, episodes finish out of order.
-        self.done_phases = {r['index'] for r in self.results + self.trainings}
-        # Episode ids (what the rows carry) only grow: the buffer pairs and acknowledges each
-        # arm's rows in episode order, and an episode another arm gave up runs under a new id.
-        # Without failures the id is the phase index.
-        self.last_episode = max([r.get('episode', r['index']) for r in self.results]
-                                + [old.get('last_episode', -1)])
+        if p['resume'] and not os.path.isfile(self.summary_path):
+            self.get_logger().warning(f'resume: nothing to resume in {p["run_dir"]} (no '
+                                      'summary.json): starting from the first phase')
+        try:
+            if p['resume'] and os.path.isfile(self.summary_path):
+                with open(self.summary_path) as f:
+                    old = json.load(f)
+                self.results, self.trainings = list(old['episodes']), list(old['trainings'])
+                self.plan_ms = old.get('plan_ms', [])
+            # Phases done, by index: with several arms, episodes finish out of order.
+            self.done_phases = {int(r['index']) for r in self.results + self.trainings}
+            # Episode ids (what the rows carry) only grow: the buffer pairs and acknowledges
+            # each arm's rows in episode order, and an episode another arm gave up runs under a
+            # new id. Without failures the id is the phase index.
+            self.last_episode = max([int(r.get('episode', r['index'])) for r in self.results]
+                                    + [int(old.get('last_episode', -1))])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            # spin.run_node says it in one line; the file stays for whoever can mend it.
+            raise ValueError(f'cannot resume from {self.summary_path} ({type(e).__name__}: '
+                             f'{e}): move it away to start the run again') from None
         self.finished = False
         self.done = False
         self._phases_done_here = 0

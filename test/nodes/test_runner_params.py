@@ -225,3 +225,18 @@ def test_a_node_that_cannot_start_stops_the_run_at_once(tmp_path, capsys):
         graph.stop()
     assert 'mbrl_run: monitor cannot start (the line above says why): stopping' in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize('summary', ['{"episodes": [', '{"episodes": [1, 2], "trainings": []}'])
+def test_resuming_from_a_damaged_summary_stops_in_one_line_and_keeps_it(tmp_path, ros_env,
+                                                                        summary):
+    (tmp_path / 'summary.json').write_text(summary)
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--resume', '--no-progress',
+                           '--timeout', '120'],
+                          cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert (f'[recipe] recipe: cannot start: cannot resume from {tmp_path}/summary.json ('
+            in proc.stdout), proc.stdout[-2000:]
+    assert 'Traceback' not in proc.stdout + proc.stderr
+    assert (tmp_path / 'summary.json').read_text() == summary
