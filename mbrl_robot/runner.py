@@ -337,8 +337,8 @@ class Graph:
                     if n != node and p.poll() is not None}
             for name, code in dead.items():
                 if code == CANNOT_START_STATUS:  # it rejected its input: it would again
-                    print(f'mbrl_run: {name} cannot start (the line above says why): stopping',
-                          flush=True)
+                    print(f'mbrl_run: {name} cannot start on its input (its line above, '
+                          f'logs/{name.replace("/", ".")}.log): stopping', flush=True)
                     return None
                 if self.restarted[name] >= self.restarts:
                     print(f'mbrl_run: {name} exited (rc {code}) with no restart left '

@@ -268,6 +268,16 @@ def test_store_wal_mode_and_dims_check(tmp_path):
         TransitionStore(str(tmp_path), action_dim=6)
 
 
+def test_a_damaged_store_is_one_error_and_left_as_it_is(tmp_path):
+    path = tmp_path / 'transitions.sqlite3'
+    garbage = bytes(range(256)) * 4
+    path.write_bytes(garbage)
+    with pytest.raises(ValueError, match='cannot open the transition store .*file is not a '
+                                         'database.*left as it is'):
+        TransitionStore(str(tmp_path))
+    assert path.read_bytes() == garbage
+
+
 def test_store_is_safe_across_threads(tmp_path):
     rng = np.random.default_rng(8)
     trs = make_transitions(rng, 20)

@@ -223,8 +223,8 @@ def test_a_node_that_cannot_start_stops_the_run_at_once(tmp_path, capsys):
         assert graph.wait('recipe', timeout=30) is None
     finally:
         graph.stop()
-    assert 'mbrl_run: monitor cannot start (the line above says why): stopping' in \
-        capsys.readouterr().out
+    assert ('mbrl_run: monitor cannot start on its input (its line above, logs/monitor.log): '
+            'stopping') in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('summary', ['{"episodes": [', '{"episodes": [1, 2], "trainings": []}'])

@@ -140,7 +140,8 @@ class TransitionStore:
         target_dim: T, checked against the stored value.
 
     Raises:
-        ValueError: the store on disk was made with other dims or another schema version.
+        ValueError: the store on disk was made with other dims or another schema version, or
+            is not an SQLite database (damaged; it is left as it is).
     """
 
     def __init__(self, data_dir: str, state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM,
@@ -164,6 +165,11 @@ class TransitionStore:
             self._migrate_v1()
             self._conn.executescript(_SCHEMA)
             self._check_meta()
+        except sqlite3.DatabaseError as e:  # not a database: nothing is written to it
+            self._conn.close()
+            self._conn = None
+            raise ValueError(f'{self.path}: cannot open the transition store ({e}); it is left '
+                             'as it is: move it away to start an empty one') from None
         except BaseException:
             self._conn.close()
             self._conn = None
