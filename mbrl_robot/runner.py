@@ -370,6 +370,21 @@ class Graph:
             t.join(timeout=2.0)
 
 
+def _number(kind, low, inclusive: bool):
+    """An argparse type: a ``kind`` number above ``low`` (or equal, when ``inclusive``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not {"an integer" if kind is int else "a number"}') from None
+        if not (value >= low if inclusive else value > low) or value != value:
+            raise argparse.ArgumentTypeError(
+                f'{text} must be {">=" if inclusive else ">"} {low}')
+        return value
+    return parse
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='mbrl_run', description='Run the MBRL pushing recipe on the PyBullet twin through '
@@ -383,9 +398,9 @@ def parse_args(argv=None):
                         help='continue a stopped run in --run-dir from its buffer and models')
     parser.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
                         help='override one parameter, e.g. recipe.iterations=2')
-    parser.add_argument('--timeout', type=float, default=None,
+    parser.add_argument('--timeout', type=_number(float, 0.0, False), default=None,
                         help='stop the run after this many seconds')
-    parser.add_argument('--restarts', type=int, default=3, metavar='N',
+    parser.add_argument('--restarts', type=_number(int, 0, True), default=3, metavar='N',
                         help='restart a node that exits (crash, kill) up to N times, each node '
                              'its own budget; 0 stops the run at the first exit (default 3)')
     parser.add_argument('--rename', action='append', default=[], metavar='NODE=NAME',

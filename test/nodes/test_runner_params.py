@@ -159,6 +159,19 @@ def test_the_run_params_file_is_what_the_nodes_use(tmp_path):
     assert params['controller']['use_sim_time'] is True
 
 
+@pytest.mark.parametrize('argv,says', [
+    (['--timeout', '-5'], 'argument --timeout: -5 must be > 0.0'),
+    (['--timeout', 'nan'], 'argument --timeout: nan must be > 0.0'),
+    (['--restarts', '-1'], 'argument --restarts: -1 must be >= 0'),
+    (['--restarts', '1.5'], "argument --restarts: '1.5' is not an integer"),
+])
+def test_a_timeout_or_restart_count_out_of_range_is_refused(capsys, argv, says):
+    with pytest.raises(SystemExit) as stop:
+        parse_args(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f'mbrl_run: error: {says}'
+
+
 def test_the_live_view_is_started_only_on_request():
     assert 'monitor' in NODES and 'monitor' not in GRAPH_NODES
     args = parse_args(['--record', 'x.mcap'])
