@@ -353,8 +353,10 @@ class Graph:
         raise TimeoutError(f'{node} did not finish within {timeout} s')
 
     def stop(self, grace: float = 10.0):
-        """SIGINT every node (clean shutdown), then SIGTERM/SIGKILL what is left."""
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        """SIGTERM every node (a clean shutdown, as SIGINT: spin.run_node), again, then SIGKILL
+        what is left. SIGTERM, not SIGINT: a node still importing (a run stopped in its first
+        second) then ends silently, not with a KeyboardInterrupt traceback."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             alive = [p for p in self.procs.values() if p.poll() is None]
             if not alive:
                 break

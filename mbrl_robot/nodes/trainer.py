@@ -286,7 +286,9 @@ class TrainerNode(Node):
                    'elite_indices': list(model.elite_indices),
                    'train_losses': result.train_losses, 'val_losses': result.val_losses}
         if problem:
-            self.get_logger().error(f'model rejected ({problem}); keeping v{self.version}')
+            # Cancelled by a shutdown is how a stopped run ends, not an error.
+            log = self.get_logger().info if result.cancelled else self.get_logger().error
+            log(f'model rejected ({problem}); keeping v{self.version}')
             self.last_result = {**summary, 'accepted': False, 'reason': problem}
             return
         version = self.version + 1

@@ -253,3 +253,16 @@ def test_resuming_from_a_damaged_summary_stops_in_one_line_and_keeps_it(tmp_path
             in proc.stdout), proc.stdout[-2000:]
     assert 'Traceback' not in proc.stdout + proc.stderr
     assert (tmp_path / 'summary.json').read_text() == summary
+
+
+def test_a_run_stopped_while_its_nodes_start_ends_without_tracebacks(tmp_path, ros_env):
+    """The nodes are still importing (torch, rclpy) when the run stops: SIGTERM ends them
+    silently, where SIGINT gave each a KeyboardInterrupt traceback."""
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--timeout', '0.3', '--no-progress'],
+                          cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=120)
+    assert 'recipe did not finish within 0.3 s' in proc.stdout, proc.stdout
+    logs = {p.name: p.read_text() for p in (tmp_path / 'logs').glob('*.log')}
+    assert set(GRAPH_NODES) <= {name[:-len('.log')] for name in logs}
+    assert not [name for name, text in logs.items() if 'Traceback' in text], logs
+    assert 'Traceback' not in proc.stdout + proc.stderr
