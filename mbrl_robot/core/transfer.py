@@ -93,18 +93,35 @@ def decode_header(text: str) -> Dict[str, Any]:
         raise TransferRejected(f'chunk header: {ints} must be integers, got {text[:200]!r}')
     files = header['files']
     if (not isinstance(files, list) or not files or header['file'] not in files
-            or any(not _safe(f) for f in files)):
+            or any(not _safe(f) for f in files) or _file_is_a_folder(files)):
         raise TransferRejected(f'chunk header: bad file list {files!r} for {header["file"]!r}')
     if not (0 <= header['chunk'] < header['chunks'] and header['size'] >= 0
             and header['version'] >= 1):
         raise TransferRejected(f'chunk header: inconsistent numbers in {text[:200]!r}')
+    sha = header['sha256']
+    if not (isinstance(sha, str) and len(sha) == 64
+            and all(c in '0123456789abcdef' for c in sha)):
+        raise TransferRejected(f'chunk header: sha256 must be 64 hex digits, got {sha!r}'[:300])
     return header
 
 
+def _file_is_a_folder(files: List[str]) -> bool:
+    """Whether one name is a folder of another ('a' and 'a/b'): both cannot be written."""
+    names = set(files)
+    for rel in files:
+        parts = rel.replace('\\', '/').split('/')
+        if any('/'.join(parts[:i]) in names for i in range(1, len(parts))):
+            return True
+    return False
+
+
 def _safe(rel: Any) -> bool:
-    """A relative path inside the folder (no absolute path, no '..')."""
-    return (isinstance(rel, str) and rel != '' and not os.path.isabs(rel)
-            and '..' not in rel.replace('\\', '/').split('/'))
+    """A relative path of a file inside the folder: no absolute path, no '..', no empty or
+    '.' part (which would name the folder itself)."""
+    if not isinstance(rel, str) or rel == '' or os.path.isabs(rel):
+        return False
+    parts = rel.replace('\\', '/').split('/')
+    return all(part not in ('', '.', '..') for part in parts)
 
 
 class DirAssembler:

@@ -48,7 +48,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, UInt64
 from std_srvs.srv import Trigger
 
@@ -57,7 +56,7 @@ from mbrl_robot.core.buffer import (puck_distance_reward, ReliableIngest, task_r
 from mbrl_robot.core.buffer.assembler import NumpyRewardFn
 from mbrl_robot.core.buffer.export import export_mcap
 from mbrl_robot.core.types import TransitionBatch
-from mbrl_robot.nodes.spin import run_node
+from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (arm_topic, check_arm_namespaces, EXECUTED_QOS,
@@ -105,7 +104,7 @@ def _sum_counters(counters) -> Dict[str, int]:
     return out
 
 
-class BufferNode(Node):
+class BufferNode(GuardedNode):
     """Stores exact transitions from ``topics.executed`` and serves them (see module doc)."""
 
     def __init__(self, **kwargs):

@@ -38,7 +38,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.node import Node
 from rclpy.task import Future
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
@@ -47,12 +46,13 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
+from mbrl_robot.core.buffer.assembler import MAX_INDEX, MAX_STAMP_S
 from mbrl_robot.core.buffer.reliable import RowSpool, UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
 from mbrl_robot.core.latency import RollingStats, StatePredictor
 from mbrl_robot.core.safety import StampOrder
 from mbrl_robot.core.transfer import DirAssembler, TransferRejected
-from mbrl_robot.nodes.spin import run_node
+from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (EXECUTED_FIELDS, EXECUTED_LABELS, EXECUTED_QOS,
@@ -73,7 +73,7 @@ OUTBOX_FILE = 'executed_rows.bin'
 DESCRIPTIONS = schema_descriptions('controller')
 
 
-class ControllerNode(Node):
+class ControllerNode(GuardedNode):
     """MPC controller: converts messages for :class:`PushController` and runs it on a timer."""
 
     def __init__(self, **kwargs):
@@ -315,7 +315,11 @@ class ControllerNode(Node):
 
     def _out_of_order(self, stream: str, stamp) -> bool:
         """True (logged, counted) when ``stamp`` is older than the stream's last accepted one
-        or too far ahead of the node clock: the message is dropped, the last state kept."""
+        or too far ahead of the node clock: the message is dropped, the last state kept. A
+        negative stamp is a malformed state (zero velocity until a good one)."""
+        if stamp.sec < 0:
+            self._reject_state(f'{stream} stamp {stamp.sec} s is negative')
+            return True
         t = Time.from_msg(stamp).nanoseconds * 1e-9
         now = self.get_clock().now().nanoseconds * 1e-9
         with self._lock:
@@ -334,6 +338,13 @@ class ControllerNode(Node):
                                       'clock (twin?), taken as the new timeline')
         return bool(why)
 
+    def on_callback_fault(self, where: str, error: BaseException) -> None:
+        """A message whose callback raised (GuardedNode logged it): zero velocity until a good
+        state arrives, as for a malformed state."""
+        with self._lock:
+            self._stats['rejected_states'] += 1
+            self.sensed.joints = None
+
     def _reject_state(self, why: str):
         with self._lock:
             self._stats['rejected_states'] += 1
@@ -347,7 +358,7 @@ class ControllerNode(Node):
         try:
             info = json.loads(msg.data)
             path, version = str(info['path']), int(info['version'])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
             self.get_logger().error(f'bad {kind} announcement {msg.data!r}: {e}')
             return
         sha256 = info.get('sha256')
@@ -430,7 +441,7 @@ class ControllerNode(Node):
             kind = info.get('policy', 'planner')
             min_version = int(info.get('min_model_version', 0))
             explore = bool(info.get('explore', False))
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
             self.get_logger().error(f'bad episode message {msg.data!r}: {e}')
             return
         if kind not in EPISODE_POLICIES:
@@ -452,7 +463,11 @@ class ControllerNode(Node):
 
     def ack_callback(self, msg: Float64MultiArray):
         """The buffer stored every row up to ``[episode, step, stamp]``: forget those."""
-        if len(msg.data) != 3 or not np.all(np.isfinite(msg.data)):
+        ack = np.asarray(msg.data, dtype=np.float64)
+        # Beyond the bounds every stored row keeps (core/buffer/assembler.py) an ack is not one
+        # of the buffer's, and it would forget every queued row.
+        if (ack.shape != (3,) or not np.all(np.isfinite(ack)) or ack.min() < 0
+                or ack[0] > MAX_INDEX or ack[1] > MAX_INDEX or ack[2] > MAX_STAMP_S):
             self.get_logger().error(f'bad executed_ack {list(msg.data)}: ignored')
             return
         with self._unacked_lock:

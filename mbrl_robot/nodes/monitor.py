@@ -33,19 +33,18 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 import numpy as np
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_robot import live_view
 from mbrl_robot.nodes.params import declare_node_parameters
-from mbrl_robot.nodes.spin import run_node
+from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.transport import LATCHED_QOS
 from mbrl_robot.paths import urdf_path
 
 
-class MonitorNode(Node):
+class MonitorNode(GuardedNode):
     """Serves the running graph to Foxglove (see the module docstring)."""
 
     def __init__(self):

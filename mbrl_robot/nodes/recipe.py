@@ -42,7 +42,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_robot.core.algorithms.mpc_recipe import (build_phases, episode_result,
                                                    summarize)
-from mbrl_robot.nodes.spin import run_node
+from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.params import declare_node_parameters, schema_descriptions
 from mbrl_robot.nodes.transport import (arm_topic, check_arm_namespaces, EXECUTED_QOS,
                                         LATCHED_QOS, multiarray_to_rows, parse_executed_row)
@@ -361,7 +361,7 @@ class ArmSlot:
         return result
 
 
-class RecipeNode(Node):
+class RecipeNode(GuardedNode):
     """Runs the recipe's phases through the node graph: a block of episodes on every arm at
     once (each episode on one arm), then a training, and so on."""
 
@@ -482,7 +482,7 @@ class RecipeNode(Node):
         try:
             info = json.loads(msg.data)
             self.model_version = max(self.model_version, int(info['version']))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             self.get_logger().error(f'bad model announcement {msg.data!r}')
 
     def object_placed_callback(self, request, response, slot: ArmSlot):

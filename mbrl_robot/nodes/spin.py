@@ -28,10 +28,13 @@ says so in one line on stderr and exits with status 2, without a traceback, whoe
 (``mbrl_run``, a launch file, ``ros2 run``).
 """
 
+import functools
+import inspect
 import os
 import signal
 import sys
-from typing import Callable, List, Optional
+import time
+from typing import Callable, Dict, List, Optional
 
 import rclpy
 from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
@@ -100,3 +103,74 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
             print(f'{name}{CANNOT_START}{failed}', file=sys.stderr, flush=True)
             sys.exit(CANNOT_START_STATUS)
     return node
+
+
+class GuardedNode(Node):
+    """A node whose subscription and service callbacks cannot end it.
+
+    An exception a message or a request raises in its callback (a value no check foresaw: an
+    infinite episode number, a negative stamp, a header of the wrong type) is caught: one error
+    line naming the topic or service and the exception (then at most one per topic every
+    ``FAULT_LOG_PERIOD_S``, with the count), the message dropped, the count in
+    ``callback_faults``; a service answers ``success: false`` with the reason. The node's own
+    checks reject what they foresee with their own words first; this is what keeps the node,
+    and the arm's control loop, alive past the rest. (Timers are the nodes' own code, not
+    input: an exception there still ends the process, with its traceback, so a bug is seen.)
+    """
+
+    FAULT_LOG_PERIOD_S = 5.0
+
+    def __init__(self, *args, **kwargs):
+        self.callback_faults: Dict[str, int] = {}
+        self._fault_logged: Dict[str, float] = {}
+        super().__init__(*args, **kwargs)
+
+    def create_subscription(self, msg_type, topic, callback, *args, **kwargs):
+        return super().create_subscription(
+            msg_type, topic, self._guarded(callback, f'a message on {topic}'), *args, **kwargs)
+
+    def create_service(self, srv_type, srv_name, callback, *args, **kwargs):
+        return super().create_service(
+            srv_type, srv_name, self._guarded(callback, f'a {srv_name} request', service=True),
+            *args, **kwargs)
+
+    def on_callback_fault(self, where: str, error: BaseException) -> None:
+        """Called after a fault is counted and logged (the controller stops the arm)."""
+
+    def _fault(self, where: str, error: BaseException) -> None:
+        count = self.callback_faults[where] = self.callback_faults.get(where, 0) + 1
+        now = time.monotonic()
+        if now - self._fault_logged.get(where, -float('inf')) >= self.FAULT_LOG_PERIOD_S:
+            self._fault_logged[where] = now
+            self.get_logger().error(f'dropped {where}: {type(error).__name__}: {error} '
+                                    f'({count} so far)')
+        self.on_callback_fault(where, error)
+
+    def _guarded(self, callback: Callable, where: str, service: bool = False) -> Callable:
+        def answer(args, error):
+            response = args[1] if service and len(args) > 1 else None
+            if response is not None:
+                if hasattr(response, 'success'):
+                    response.success = False
+                if hasattr(response, 'message'):
+                    response.message = f'{type(error).__name__}: {error}'
+            return response
+
+        if inspect.iscoroutinefunction(callback):
+            @functools.wraps(callback)
+            async def guarded_async(*args):
+                try:
+                    return await callback(*args)
+                except Exception as e:  # noqa: B902 - any input-driven failure, see the class
+                    self._fault(where, e)
+                    return answer(args, e)
+            return guarded_async
+
+        @functools.wraps(callback)
+        def guarded(*args):
+            try:
+                return callback(*args)
+            except Exception as e:  # noqa: B902 - any input-driven failure, see the class
+                self._fault(where, e)
+                return answer(args, e)
+        return guarded

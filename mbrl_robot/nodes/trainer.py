@@ -43,7 +43,6 @@ from typing import Tuple
 import numpy as np
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt64, UInt8MultiArray
 from std_srvs.srv import Trigger
 import torch
@@ -54,7 +53,7 @@ from mbrl_robot.core.checkpoint import publish_dir, write_json
 from mbrl_robot.core.control import resolve_device
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
-from mbrl_robot.nodes.spin import run_node
+from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import (file_chunk_messages, FILES_QOS, LATCHED_QOS,
@@ -71,7 +70,7 @@ POLICY_SUBDIR = 'policy'
 DESCRIPTIONS = schema_descriptions('trainer')
 
 
-class TrainerNode(Node):
+class TrainerNode(GuardedNode):
     """Retrains the dynamics ensemble on all transitions, on request and on a schedule."""
 
     def __init__(self):

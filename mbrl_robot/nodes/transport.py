@@ -39,7 +39,7 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 
-from mbrl_robot.core.buffer.assembler import HEADER
+from mbrl_robot.core.buffer.assembler import HEADER, MAX_INDEX
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM, TARGET_DIM
 from mbrl_robot.core.transfer import (CHUNK_BYTES, decode_header, encode_header, pack_dir,
                                       TransferRejected)
@@ -189,7 +189,8 @@ def multiarray_to_rows(msg: Float64MultiArray, fields: Optional[int] = None,
         rows = data.reshape(1, len(data))
     elif len(dims) == 2:
         n, f = dims[0].size, dims[1].size
-        if n * f != len(data):
+        if n * f != len(data) or (f == 0 and n > 0):
+            # The second: 4e9 rows of no field would match an empty message.
             raise ValueError(f'layout {n}x{f} does not match {len(data)} data values')
         if dims[1].stride != f or dims[0].stride != n * f:
             raise ValueError(f'strides ({dims[0].stride}, {dims[1].stride}) are not row-major '
@@ -274,11 +275,15 @@ def parse_executed_row(row: np.ndarray) -> ExecutedRow:
     """Inverse of :func:`executed_row` (no semantic checks: the assembler does those).
 
     Raises:
-        ValueError: not a (30,) row.
+        ValueError: not a (30,) row, or an episode or step that is not an integer within
+            [0, MAX_INDEX].
     """
     row = np.asarray(row, dtype=np.float64)
     if row.shape != (EXECUTED_FIELDS,):
         raise ValueError(f'executed row must have shape ({EXECUTED_FIELDS},), got {row.shape}')
+    for name, v in (('episode', row[0]), ('step', row[1])):
+        if not (np.isfinite(v) and 0 <= v <= MAX_INDEX and v == np.floor(v)):
+            raise ValueError(f'{name} must be an integer within [0, {MAX_INDEX}], got {v}')
     s_end = HEADER + STATE_DIM
     a_end = s_end + ACTION_DIM
     a = row[s_end:a_end].copy()
@@ -348,8 +353,8 @@ def parse_transition_rows(rows: np.ndarray, state_dim: int = STATE_DIM,
         arms (n,) int64.
 
     Raises:
-        ValueError: wrong number of fields, or non-integer seq/episode/step/arm, or done not
-            0/1.
+        ValueError: wrong number of fields, seq/episode/step/arm not integers within
+            [0, MAX_INDEX] (seq: [0, 2^53]), a non-finite value, or done not 0/1.
     """
     rows = np.asarray(rows, dtype=np.float64)
     f = transition_fields(state_dim, action_dim, target_dim)
@@ -358,6 +363,14 @@ def parse_transition_rows(rows: np.ndarray, state_dim: int = STATE_DIM,
     ints = np.concatenate([rows[:, :3], rows[:, -1:]], axis=1)
     if not (np.isfinite(ints).all() and (ints == np.round(ints)).all()):
         raise ValueError('seq, episode, step and arm must be integers')
+    if not ((ints[:, 1:] >= 0).all() and (ints[:, 1:] <= MAX_INDEX).all()
+            and (ints[:, 0] >= 0).all() and (ints[:, 0] <= 2.0 ** 53).all()):
+        raise ValueError(f'seq must be within [0, 2^53], episode, step and arm within '
+                         f'[0, {MAX_INDEX}]')
+    # What the buffer stores is finite (core/buffer/storage.py): a NaN here is not its row,
+    # and one held row would fail every later training.
+    if not np.isfinite(rows).all():
+        raise ValueError('a transition holds NaN or inf')
     s, a = state_dim, action_dim
     done = rows[:, 4 + 2 * s + a]
     if not np.isin(done, (0.0, 1.0)).all():

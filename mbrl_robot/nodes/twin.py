@@ -55,7 +55,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -64,7 +63,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_robot.core.tasks.push import JOINT_POS, JOINT_VEL, PUCK, STATE_DIM
-from mbrl_robot.nodes.spin import run_node
+from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
 from mbrl_robot.nodes.transport import answered_state_ns, LATCHED_QOS
@@ -95,7 +94,7 @@ MAX_STOP_STEPS = 10
 DESCRIPTIONS = schema_descriptions('twin')
 
 
-class TwinNode(Node):
+class TwinNode(GuardedNode):
     """PyBullet twin of the arm, the puck and the target (see the module docstring)."""
 
     def __init__(self, **kwargs):

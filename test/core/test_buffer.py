@@ -125,8 +125,15 @@ def test_assembler_rejects_bad_rows_without_losing_good_data():
     fractional[0] = 3.5
     bad_target = rows[2].copy()
     bad_target[-1] = np.inf
+    # Finite but beyond what a row can hold: an SQLite INTEGER, a ROS Time, a finite reward.
+    beyond = []
+    for column, value in ((0, 1e19), (1, 2.0 ** 31), (2, 3e9), (5, 1e200), (-1, -1e12),
+                          (21, 1e10)):
+        row = rows[2].copy()
+        row[column] = value
+        beyond.append(row)
     junk = [rows[2][:-1], np.append(rows[2], 0.0), bad_state, partial_nan, negative_step,
-            fractional, bad_target, 'not a row', np.zeros((2, F))]
+            fractional, bad_target, 'not a row', np.zeros((2, F))] + beyond
     asm = TransitionAssembler()
     out = feed(asm, rows[:2])
     for row in junk:

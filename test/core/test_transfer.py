@@ -109,6 +109,12 @@ def test_contradicting_and_stale_chunks_are_rejected(tmp_path):
                     'sha256': '0', 'files': ['a']}), 'inconsistent'),
     (encode_header({'version': '1', 'file': 'a', 'chunk': 0, 'chunks': 1, 'size': 1,
                     'sha256': '0', 'files': ['a']}), 'must be integers'),
+    (encode_header({'version': 1, 'file': 'a', 'chunk': 0, 'chunks': 1, 'size': 1,
+                    'sha256': 5, 'files': ['a']}), 'sha256 must be 64 hex digits'),
+    (encode_header({'version': 1, 'file': '.', 'chunk': 0, 'chunks': 1, 'size': 1,
+                    'sha256': 'ab' * 32, 'files': ['.']}), 'bad file list'),
+    (encode_header({'version': 1, 'file': 'a', 'chunk': 0, 'chunks': 1, 'size': 1,
+                    'sha256': 'ab' * 32, 'files': ['a', 'a/b']}), 'bad file list'),
 ])
 def test_bad_headers_say_what_is_wrong(text, why):
     with pytest.raises(TransferRejected, match=why):

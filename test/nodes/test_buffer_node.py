@@ -82,6 +82,13 @@ def test_multiarray_round_trip_and_layout_checks():
     bad.layout.dim[1].stride = 1
     with pytest.raises(ValueError, match='strides'):
         multiarray_to_rows(bad)
+    # No data, 2^32 - 1 rows of no field: the sizes multiply to 0, and each "row" would be
+    # checked one by one (hours).
+    empty = Float64MultiArray()
+    empty.layout.dim = [MultiArrayDimension(label='rows', size=2 ** 32 - 1, stride=0),
+                        MultiArrayDimension(label='fields', size=0, stride=0)]
+    with pytest.raises(ValueError, match='does not match'):
+        multiarray_to_rows(empty)
     bad = rows_to_multiarray(rows)
     bad.layout.data_offset = 2
     with pytest.raises(ValueError, match='offset'):
@@ -141,6 +148,18 @@ def test_executed_and_transition_rows_round_trip():
     rows[0, 45] = 0.5
     with pytest.raises(ValueError, match='done'):
         parse_transition_rows(rows)
+    rows[0, 45] = 0.0
+    for column, value, says in ((0, 1e300, 'seq must be within'), (1, 2.0 ** 40, 'within'),
+                                (4, np.nan, 'NaN or inf'), (20, np.inf, 'NaN or inf')):
+        bad = rows.copy()
+        bad[2, column] = value  # one bad row fails the batch: the trainer holds none of it
+        with pytest.raises(ValueError, match=says):
+            parse_transition_rows(bad)
+    for column, value in ((0, np.inf), (0, 1e19), (1, -1.0), (1, 2.5)):
+        bad = executed_row(4, 12, 0.6, s, a, target)
+        bad[column] = value
+        with pytest.raises(ValueError, match='must be an integer within'):
+            parse_executed_row(bad)
     with pytest.raises(ValueError, match='seqs'):
         transition_rows(np.arange(3), np.zeros(n), np.zeros(n), batch, targets)
     with pytest.raises(ValueError, match='targets'):

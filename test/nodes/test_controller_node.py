@@ -100,7 +100,10 @@ class FakeArm:
         self.q = np.array([0.0, 0.6, 0.0, -1.2, 0.0, 1.0, 0.0])
         self.names = list(JOINTS)
         self.corrupt = False
+        self.negative_stamp = False
         self.silent = False
+        self.model_pub = self.node.create_publisher(String, '/' + topics['model_version'],
+                                                    LATCHED_QOS)
         if states:
             self.node.create_timer(0.02, self.publish_state)
 
@@ -114,6 +117,8 @@ class FakeArm:
         if self.corrupt:
             msg.position[3] = float('nan')
         msg.header.stamp = stamp
+        if self.negative_stamp:  # rclpy's Time.from_msg raises on it
+            msg.header.stamp.sec = -5
         self.joint_pub.publish(msg)
         puck = PointStamped()
         puck.header.stamp = stamp
@@ -188,9 +193,11 @@ def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
         assert np.abs(moving).max() <= SPEED + 1e-9
         assert np.abs(np.diff(moving, axis=0)).max() <= ACCEL_STEP + 1e-9
 
-        for fault in ('corrupt', 'names', 'silent'):
+        for fault in ('corrupt', 'names', 'silent', 'negative_stamp'):
             if fault == 'corrupt':
                 arm.corrupt = True
+            elif fault == 'negative_stamp':
+                arm.negative_stamp = True
             elif fault == 'names':
                 arm.names = [f'unknown_joint_{i}' for i in range(7)]
             else:
@@ -202,8 +209,17 @@ def test_commands_are_bounded_and_bad_input_stops_the_arm(ros_env):
             assert len(stopped) >= 5, fault
             assert np.all(stopped == 0.0), f'{fault}: arm not stopped'
             arm.corrupt, arm.names, arm.silent = False, list(JOINTS), False
+            arm.negative_stamp = False
             arm.spin_for(1.0)
             assert np.abs(arm.since(time.monotonic() - 0.5)).max() > 0.0, f'{fault}: no resume'
+
+        # Announcements no check foresaw (JSON's Infinity as a version): dropped in one line
+        # each, and the controller goes on commanding.
+        arm.model_pub.publish(String(data='{"path": "/nowhere", "version": Infinity}'))
+        arm.episode_pub.publish(String(data='{"episode": Infinity}'))
+        arm.spin_for(1.0)
+        assert proc.poll() is None, 'the controller died of an announcement'
+        assert np.abs(arm.since(time.monotonic() - 0.5)).max() > 0.0, 'stopped commanding'
 
         assert arm.estop.wait_for_service(timeout_sec=5.0)
         future = arm.estop.call_async(SetBool.Request(data=True))

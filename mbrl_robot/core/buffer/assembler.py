@@ -51,6 +51,12 @@ import numpy as np
 from mbrl_robot.core.tasks.push import ACTION_DIM, PUCK, STATE_DIM, TARGET_DIM
 
 HEADER = 3  # episode, step, stamp_s
+# Bounds a row must keep to be stored and exported: episode and step fit a ROS int32 (and an
+# SQLite INTEGER), a stamp a ROS Time (int32 seconds), every value a size whose reward (squares,
+# forward kinematics) stays finite. Beyond them a row is garbage, not data.
+MAX_INDEX = 2 ** 31 - 1
+MAX_STAMP_S = 2.0 ** 31 - 1.0
+MAX_ABS_VALUE = 1.0e9
 
 # reward_fn(next_obs (N, S), act (N, A), target (N, T)) -> reward (N,). Plain numpy.
 NumpyRewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -286,16 +292,21 @@ class TransitionAssembler:
                               f'got shape {row.shape}')
         episode, step, stamp = row[:HEADER]
         for name, v in (('episode', episode), ('step', step)):
-            if not np.isfinite(v) or v < 0 or v != np.floor(v):
-                raise RowRejected(f'{name} must be a non-negative integer, got {v}')
-        if not np.isfinite(stamp) or stamp < 0:
-            raise RowRejected(f'stamp must be finite and >= 0, got {stamp}')
-        if not np.isfinite(row[self._s]).all():
-            raise RowRejected(f'non-finite state at episode {int(episode)} step {int(step)}')
-        if not np.isfinite(row[self._t]).all():
-            raise RowRejected(f'non-finite target at episode {int(episode)} step {int(step)}')
+            if not np.isfinite(v) or v < 0 or v != np.floor(v) or v > MAX_INDEX:
+                raise RowRejected(f'{name} must be an integer within [0, {MAX_INDEX}], got {v}')
+        if not np.isfinite(stamp) or stamp < 0 or stamp > MAX_STAMP_S:
+            raise RowRejected(f'stamp must be within [0, {MAX_STAMP_S:.0f}] s, got {stamp}')
+        for name, part in (('state', row[self._s]), ('target', row[self._t])):
+            if not np.isfinite(part).all():
+                raise RowRejected(f'non-finite {name} at episode {int(episode)} step {int(step)}')
+            if np.abs(part).max() > MAX_ABS_VALUE:
+                raise RowRejected(f'{name} value beyond {MAX_ABS_VALUE:g} at episode '
+                                  f'{int(episode)} step {int(step)}')
         act = row[self._a]
         finite = np.isfinite(act)
         if not finite.all() and not np.isnan(act).all():
             raise RowRejected(f'action must be all finite or all NaN (terminal row), got {act}')
+        if finite.all() and np.abs(act).max() > MAX_ABS_VALUE:
+            raise RowRejected(f'action value beyond {MAX_ABS_VALUE:g} at episode {int(episode)} '
+                              f'step {int(step)}')
         return row

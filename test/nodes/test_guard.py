@@ -1,0 +1,93 @@
+# Copyright 2026 The mbrl_robot Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""GuardedNode: a message or a request whose callback raises is dropped in one line and counted;
+the node goes on (every node of the graph is one)."""
+
+import time
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from std_msgs.msg import Float64  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from mbrl_robot.nodes.spin import GuardedNode  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+class Fragile(GuardedNode):
+    def __init__(self, context):
+        super().__init__('fragile', context=context)
+        self.taken, self.faults_seen, self.lines = [], [], []
+        self.create_subscription(Float64, 'value', self.value_callback, 10)
+        self.create_subscription(Float64, 'value_info', self.value_with_info, 10)
+        self.create_service(Trigger, 'poke', self.poke_callback)
+        self.get_logger().error = self.lines.append  # what it says, for the test
+
+    def value_callback(self, msg):
+        self.taken.append(int(msg.data))  # int(inf): OverflowError, int(nan): ValueError
+
+    def value_with_info(self, msg, info):  # rclpy passes MessageInfo to a two-argument one
+        self.taken.append(('info', int(msg.data), 'source_timestamp' in info))
+
+    def poke_callback(self, request, response):
+        raise RuntimeError('poked')
+
+    def on_callback_fault(self, where, error):
+        self.faults_seen.append((where, type(error).__name__))
+
+
+def test_a_raising_callback_drops_the_message_and_the_node_goes_on(ros_env):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = Fragile(context)
+        peer = rclpy.create_node('peer', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executor.add_node(peer)
+        pub = peer.create_publisher(Float64, 'value', 10)
+        pub_info = peer.create_publisher(Float64, 'value_info', 10)
+        client = peer.create_client(Trigger, 'poke')
+
+        def spin_until(done, seconds=10.0):
+            end = time.monotonic() + seconds
+            while not done() and time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+            return done()
+
+        assert spin_until(lambda: pub.get_subscription_count() and client.service_is_ready())
+        for value in (1.0, float('inf'), float('nan'), float('inf'), 2.0):
+            pub.publish(Float64(data=value))
+        pub_info.publish(Float64(data=3.0))
+        assert spin_until(lambda: len(node.taken) == 3), node.taken
+        # The good ones, in order (the two topics interleave as they come).
+        assert [t for t in node.taken if not isinstance(t, tuple)] == [1, 2]
+        assert ('info', 3, True) in node.taken
+        where = 'a message on value'
+        assert node.callback_faults == {where: 3}
+        assert node.faults_seen == [(where, 'OverflowError'), (where, 'ValueError'),
+                                    (where, 'OverflowError')]
+        # One line for the first fault; the next two fall within FAULT_LOG_PERIOD_S.
+        assert node.lines == [f'dropped {where}: OverflowError: cannot convert float '
+                              'infinity to integer (1 so far)']
+        future = client.call_async(Trigger.Request())
+        assert spin_until(future.done)
+        assert not future.result().success and future.result().message == 'RuntimeError: poked'
+        assert node.callback_faults['a poke request'] == 1
+    finally:
+        rclpy.try_shutdown(context=context)
