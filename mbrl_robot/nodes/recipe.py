@@ -26,6 +26,7 @@ the data and the model (episodes finished out of order are kept by their phase i
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -455,7 +456,11 @@ class RecipeNode(GuardedNode):
 
     # --- inputs --------------------------------------------------------------------------
     def plan_ms_callback(self, msg: Float64):
-        self.plan_ms.append(float(msg.data))
+        # A plan time is finite and >= 0; anything else would put NaN into summary.json.
+        if math.isfinite(msg.data) and msg.data >= 0.0:
+            self.plan_ms.append(float(msg.data))
+        else:
+            self.get_logger().error(f'plan time {msg.data} ms ignored', throttle_duration_sec=5.0)
 
     def diagnostics_callback(self, msg: DiagnosticArray):
         """Keep each controller's tick and deadline-miss counts and its timing percentiles

@@ -19,6 +19,7 @@ started.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,8 @@ import pytest
 
 from mbrl_robot.config import node_params
 from mbrl_robot.core.schema import flatten, NODES
-from mbrl_robot.runner import effective_params, Graph, GRAPH_NODES, parse_args, parse_sets
+from mbrl_robot.runner import (effective_params, Graph, GRAPH_NODES, main as runner_main,
+                               parse_args, parse_sets)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -73,6 +75,22 @@ def test_a_missing_profile_fails_with_one_line(tmp_path, profile):
     assert 'Traceback' not in proc.stderr + proc.stdout and not run_dir.exists()
 
 
+def refused(argv, capfd) -> str:
+    """``mbrl_run argv`` in this process, for input refused before any node starts (no process
+    to spawn: the runner's import is paid once): its exit status must be 2 and its output one
+    line on stderr, which is returned."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert runner_main(argv) == 2
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    out, err = capfd.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('mbrl_run: ') and not out, (out, err)
+    return lines[0]
+
+
 @pytest.mark.parametrize('content,needle', [
     (b'controller:\n  ros__parameters: {planner: [1, 2\n', 'not valid YAML at line 3, column 1: '),
     (b'\xff\xfe\x00 not text', 'not a UTF-8 text file'),
@@ -81,17 +99,12 @@ def test_a_missing_profile_fails_with_one_line(tmp_path, profile):
     (b'controller:\n  ros__parameters: {planner: {horizon: .nan}}\n',
      'parameter planner.horizon = nan is a double, expected int'),
 ])
-def test_a_broken_profile_fails_with_one_line_naming_it(tmp_path, content, needle):
+def test_a_broken_profile_fails_with_one_line_naming_it(tmp_path, capfd, content, needle):
     profile, run_dir = tmp_path / 'broken.yaml', tmp_path / 'run'
     profile.write_bytes(content)
-    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', str(profile),
-                           '--run-dir', str(run_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f'mbrl_run: {profile}: '), proc.stderr
-    assert needle in lines[0], lines[0]
-    assert 'Traceback' not in proc.stderr + proc.stdout and not run_dir.exists()
+    line = refused(['--profile', str(profile), '--run-dir', str(run_dir)], capfd)
+    assert line.startswith(f'mbrl_run: {profile}: ') and needle in line, line
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize('extra,needle', [
@@ -100,45 +113,33 @@ def test_a_broken_profile_fails_with_one_line_naming_it(tmp_path, content, needl
     (['--live', '--set', 'monitor.record_path={tmp}/no_such_dir/live.mcap'],
      'does not exist'),
 ])
-def test_a_recording_that_cannot_be_written_fails_before_any_node(tmp_path, extra, needle):
+def test_a_recording_that_cannot_be_written_fails_before_any_node(tmp_path, capfd, extra,
+                                                                  needle):
     """Else the monitor fails at its start and the run goes on unrecorded."""
     run_dir = tmp_path / 'run'
-    extra = [a.format(tmp=tmp_path) for a in extra]
-    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
-                           '--run-dir', str(run_dir)] + extra,
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle.format(tmp=tmp_path) in lines[0], proc.stderr
-    assert 'Traceback' not in proc.stderr + proc.stdout and not run_dir.exists()
+    line = refused(['--profile', 'ci_smoke', '--run-dir', str(run_dir)]
+                   + [a.format(tmp=tmp_path) for a in extra], capfd)
+    assert needle.format(tmp=tmp_path) in line and not run_dir.exists()
 
 
-def test_a_taken_live_view_port_fails_before_any_node(tmp_path):
+def test_a_taken_live_view_port_fails_before_any_node(tmp_path, capfd):
     """Else the monitor cannot start, and a node that cannot start stops the run."""
     run_dir = tmp_path / 'run'
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile',
-                               'ci_smoke', '--run-dir', str(run_dir), '--live', '--set',
-                               f'monitor.port={port}'],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and f'cannot listen on 127.0.0.1:{port}' in lines[0], proc.stderr
-    assert 'monitor.port=0' in lines[0] and not run_dir.exists()
+        line = refused(['--profile', 'ci_smoke', '--run-dir', str(run_dir), '--live', '--set',
+                        f'monitor.port={port}'], capfd)
+    assert f'cannot listen on 127.0.0.1:{port}' in line and 'monitor.port=0' in line
+    assert not run_dir.exists()
 
 
-def test_a_run_dir_that_cannot_be_made_fails_with_one_line(tmp_path):
+def test_a_run_dir_that_cannot_be_made_fails_with_one_line(tmp_path, capfd):
     (tmp_path / 'a_file').write_text('')
     run_dir = tmp_path / 'a_file' / 'run'
-    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
-                           '--run-dir', str(run_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert lines == [f'mbrl_run: run dir {run_dir}: Not a directory'], proc.stderr
+    line = refused(['--profile', 'ci_smoke', '--run-dir', str(run_dir)], capfd)
+    assert line == f'mbrl_run: run dir {run_dir}: Not a directory'
 
 
 def test_the_run_params_file_is_what_the_nodes_use(tmp_path):
@@ -243,14 +244,17 @@ def test_a_node_that_cannot_start_stops_the_run_at_once(tmp_path, capsys):
 @pytest.mark.parametrize('summary', ['{"episodes": [', '{"episodes": [1, 2], "trainings": []}'])
 def test_resuming_from_a_damaged_summary_stops_in_one_line_and_keeps_it(tmp_path, ros_env,
                                                                         summary):
+    """The recipe node alone, as mbrl_run --resume starts it (it stops before it needs the
+    others; mbrl_run then stops the run: test_a_node_that_cannot_start_stops_the_run_at_once)."""
     (tmp_path / 'summary.json').write_text(summary)
-    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
-                           '--run-dir', str(tmp_path), '--resume', '--no-progress',
-                           '--timeout', '120'],
-                          cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 1, proc.stdout[-2000:]
-    assert (f'[recipe] recipe: cannot start: cannot resume from {tmp_path}/summary.json ('
-            in proc.stdout), proc.stdout[-2000:]
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.nodes.recipe', '--ros-args',
+                           '-p', 'resume:=true', '-p', f'run_dir:={tmp_path}'],
+                          cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f'recipe: cannot start: cannot resume from {tmp_path}/'
+                               'summary.json ('), lines[0]
     assert 'Traceback' not in proc.stdout + proc.stderr
     assert (tmp_path / 'summary.json').read_text() == summary
 
