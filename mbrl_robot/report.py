@@ -287,8 +287,8 @@ def main(argv=None):
     try:
         print(write_report(run_dir))
     except (OSError, ValueError, KeyError, TypeError) as e:  # no run there, or a damaged one
-        what = f'{e.strerror}: {e.filename}' if isinstance(e, OSError) and e.strerror else (
-            f'summary.json lacks {e}' if isinstance(e, KeyError) else e)
+        what = (f'{e.strerror}: {e.filename}' if isinstance(e, OSError) and e.strerror
+                else f'{type(e).__name__}: {e}')
         print(f'mbrl_robot.report: {run_dir}: no report ({what})', file=sys.stderr)
         return 2
     return 0

@@ -125,7 +125,7 @@ class ControllerNode(GuardedNode):
         self._last_tick_wall = time.monotonic()
         self._homed: Optional[Future] = None  # go_home's pending answer
         self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
-                       'commands_resent': 0, 'state_age_ms': float('nan')}
+                       'callback_faults': 0, 'commands_resent': 0, 'state_age_ms': float('nan')}
         # Late, replayed or future-stamped inputs never overwrite a newer state.
         self._stamps = StampOrder(p['max_future_stamp_s'])
         self._clock_restarted = False
@@ -339,10 +339,11 @@ class ControllerNode(GuardedNode):
         return bool(why)
 
     def on_callback_fault(self, where: str, error: BaseException) -> None:
-        """A message whose callback raised (GuardedNode logged it): zero velocity until a good
-        state arrives, as for a malformed state."""
+        """A message or request whose callback raised (GuardedNode logged it), on any topic:
+        zero velocity until a good state arrives, as for a malformed state; counted on
+        /diagnostics as callback_faults."""
         with self._lock:
-            self._stats['rejected_states'] += 1
+            self._stats['callback_faults'] += 1
             self.sensed.joints = None
 
     def _reject_state(self, why: str):

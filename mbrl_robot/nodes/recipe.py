@@ -391,7 +391,7 @@ class RecipeNode(GuardedNode):
                 with open(self.summary_path) as f:
                     old = json.load(f)
                 self.results, self.trainings = list(old['episodes']), list(old['trainings'])
-                self.plan_ms = old.get('plan_ms', [])
+                self.plan_ms = [float(ms) for ms in old.get('plan_ms', [])]
             # Phases done, by index: with several arms, episodes finish out of order.
             self.done_phases = {int(r['index']) for r in self.results + self.trainings}
             # Episode ids (what the rows carry) only grow: the buffer pairs and acknowledges

@@ -33,7 +33,9 @@ import inspect
 import os
 import signal
 import sys
+import threading
 import time
+import traceback
 from typing import Callable, Dict, List, Optional
 
 import rclpy
@@ -72,7 +74,9 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
     try:
         try:
             init = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-        except RuntimeError as e:  # rcl's RCLError: e.g. a parameter file it cannot parse
+        except RuntimeError as e:  # rcl's RCLError
+            if 'parse' not in str(e):  # not its arguments (a parameter file it cannot parse)
+                raise
             failed = e
             return None
         with init:
@@ -100,51 +104,77 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
         if failed is not None:
             # The executable as the user ran it: controller_node, or controller.py under -m.
             name = os.path.basename(sys.argv[0] or 'node').removesuffix('.py')
-            print(f'{name}{CANNOT_START}{failed}', file=sys.stderr, flush=True)
+            reason = ' '.join(str(failed).split())  # one line, whatever the message holds
+            print(f'{name}{CANNOT_START}{reason}', file=sys.stderr, flush=True)
             sys.exit(CANNOT_START_STATUS)
     return node
 
 
 class GuardedNode(Node):
-    """A node whose subscription and service callbacks cannot end it.
+    """A node whose subscription and service callbacks a bad message cannot end.
 
     An exception a message or a request raises in its callback (a value no check foresaw: an
-    infinite episode number, a negative stamp, a header of the wrong type) is caught: one error
-    line naming the topic or service and the exception (then at most one per topic every
-    ``FAULT_LOG_PERIOD_S``, with the count), the message dropped, the count in
+    infinite episode number, a joint state with names but no positions) is caught: one error
+    line naming the topic or service, the exception and where it was raised (then at most one
+    per topic every ``FAULT_LOG_PERIOD_S``, with the count), the message dropped, the count in
     ``callback_faults``; a service answers ``success: false`` with the reason. The node's own
-    checks reject what they foresee with their own words first; this is what keeps the node,
-    and the arm's control loop, alive past the rest. (Timers are the nodes' own code, not
-    input: an exception there still ends the process, with its traceback, so a bug is seen.)
+    checks reject what they foresee with their own words first; this keeps the node, and the
+    arm's control loop, alive past the rest.
+
+    Callbacks also run the node's own work (a lockstep controller ticks, a lockstep twin steps
+    its physics, on a message). A fault that is the node's, not the message's, repeats on every
+    message: after ``FAULT_LIMIT`` faults in a row on one topic, with no message taken between,
+    the exception is raised as before and ends the process with its traceback, for its
+    supervisor (``mbrl_run``, a launch file's respawn) to restart it. Timers are not guarded.
     """
 
     FAULT_LOG_PERIOD_S = 5.0
+    FAULT_LIMIT = 100
 
     def __init__(self, *args, **kwargs):
         self.callback_faults: Dict[str, int] = {}
+        self._faults_in_a_row: Dict[str, int] = {}
         self._fault_logged: Dict[str, float] = {}
+        self._fault_lock = threading.Lock()  # callbacks run on several executor threads
         super().__init__(*args, **kwargs)
 
     def create_subscription(self, msg_type, topic, callback, *args, **kwargs):
-        return super().create_subscription(
-            msg_type, topic, self._guarded(callback, f'a message on {topic}'), *args, **kwargs)
+        where = f'a message on {self.resolve_topic_name(topic)}'  # its namespace and remaps
+        return super().create_subscription(msg_type, topic, self._guarded(callback, where),
+                                           *args, **kwargs)
 
     def create_service(self, srv_type, srv_name, callback, *args, **kwargs):
-        return super().create_service(
-            srv_type, srv_name, self._guarded(callback, f'a {srv_name} request', service=True),
-            *args, **kwargs)
+        where = f'a {self.resolve_service_name(srv_name)} request'
+        return super().create_service(srv_type, srv_name,
+                                      self._guarded(callback, where, service=True),
+                                      *args, **kwargs)
 
     def on_callback_fault(self, where: str, error: BaseException) -> None:
         """Called after a fault is counted and logged (the controller stops the arm)."""
 
-    def _fault(self, where: str, error: BaseException) -> None:
-        count = self.callback_faults[where] = self.callback_faults.get(where, 0) + 1
+    def _fault(self, where: str, error: BaseException) -> bool:
+        """Count and log one fault; True when it is the ``FAULT_LIMIT``-th in a row."""
         now = time.monotonic()
-        if now - self._fault_logged.get(where, -float('inf')) >= self.FAULT_LOG_PERIOD_S:
-            self._fault_logged[where] = now
-            self.get_logger().error(f'dropped {where}: {type(error).__name__}: {error} '
-                                    f'({count} so far)')
+        with self._fault_lock:
+            count = self.callback_faults[where] = self.callback_faults.get(where, 0) + 1
+            in_a_row = self._faults_in_a_row[where] = self._faults_in_a_row.get(where, 0) + 1
+            log = now - self._fault_logged.get(where, -float('inf')) >= self.FAULT_LOG_PERIOD_S
+            if log:
+                self._fault_logged[where] = now
+        if log or in_a_row >= self.FAULT_LIMIT:
+            frame = traceback.extract_tb(error.__traceback__)[-1:]
+            at = f' at {os.path.basename(frame[0].filename)}:{frame[0].lineno}' if frame else ''
+            self.get_logger().error(
+                f'dropped {where}: {type(error).__name__}: {error}{at} ({count} so far'
+                + (f', {in_a_row} in a row: ending the node' if in_a_row >= self.FAULT_LIMIT
+                   else '') + ')')
         self.on_callback_fault(where, error)
+        return in_a_row >= self.FAULT_LIMIT
+
+    def _taken(self, where: str) -> None:
+        if self._faults_in_a_row.get(where):
+            with self._fault_lock:
+                self._faults_in_a_row[where] = 0
 
     def _guarded(self, callback: Callable, where: str, service: bool = False) -> Callable:
         def answer(args, error):
@@ -160,17 +190,23 @@ class GuardedNode(Node):
             @functools.wraps(callback)
             async def guarded_async(*args):
                 try:
-                    return await callback(*args)
+                    result = await callback(*args)
                 except Exception as e:  # noqa: B902 - any input-driven failure, see the class
-                    self._fault(where, e)
+                    if self._fault(where, e):
+                        raise
                     return answer(args, e)
+                self._taken(where)
+                return result
             return guarded_async
 
         @functools.wraps(callback)
         def guarded(*args):
             try:
-                return callback(*args)
+                result = callback(*args)
             except Exception as e:  # noqa: B902 - any input-driven failure, see the class
-                self._fault(where, e)
+                if self._fault(where, e):
+                    raise
                 return answer(args, e)
+            self._taken(where)
+            return result
         return guarded

@@ -121,6 +121,23 @@ def test_controller_live_parameters(make_node):
     assert policy.hold.exit_radius == 0.06
 
 
+def test_a_controller_callback_that_raises_stops_the_arm(make_node, monkeypatch):
+    """GuardedNode's fault hook on the controller: the message is dropped, the state it
+    plans from is gone (zero velocity until a good one), the fault counted on /diagnostics."""
+    from sensor_msgs.msg import JointState
+    node = make_node('controller')
+    [sub] = [s for s in node.subscriptions if s.topic_name.endswith('/joint_states')]
+    node.sensed.joints = object()  # a state in force
+
+    def unforeseen(msg):
+        raise RuntimeError('unforeseen')
+    monkeypatch.setattr(node, '_parse_joint_state', unforeseen)
+    sub.callback(JointState())  # what the executor calls: the guarded callback
+    assert node.sensed.joints is None
+    assert node._stats['callback_faults'] == 1
+    assert node.callback_faults == {f'a message on {sub.topic_name}': 1}
+
+
 def test_trainer_live_parameters(make_node):
     node = make_node('trainer')
     assert node.retrain_timer is None

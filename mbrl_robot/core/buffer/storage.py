@@ -165,9 +165,13 @@ class TransitionStore:
             self._migrate_v1()
             self._conn.executescript(_SCHEMA)
             self._check_meta()
-        except sqlite3.DatabaseError as e:  # not a database: nothing is written to it
+        except sqlite3.DatabaseError as e:
             self._conn.close()
             self._conn = None
+            # Not a database (nothing was written to it); a locked store, a full disk or an I/O
+            # error stay what they are (a restart may succeed).
+            if getattr(e, 'sqlite_errorname', '') not in ('SQLITE_NOTADB', 'SQLITE_CORRUPT'):
+                raise
             raise ValueError(f'{self.path}: cannot open the transition store ({e}); it is left '
                              'as it is: move it away to start an empty one') from None
         except BaseException:
