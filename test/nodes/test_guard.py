@@ -51,88 +51,86 @@ class Fragile(GuardedNode):
         self.faults_seen.append((where, type(error).__name__))
 
 
-def test_a_raising_callback_drops_the_message_and_the_node_goes_on(ros_env):
+@pytest.fixture
+def on_a_graph(ros_env):
+    """``make(cls) -> (node, peer, executor)``: the node and a peer node on one executor."""
     context = rclpy.Context()
     rclpy.init(context=context)
-    try:
-        node = Fragile(context)
-        peer = rclpy.create_node('peer', context=context)
+
+    def make(cls):
+        node, peer = cls(context), rclpy.create_node('peer', context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         executor.add_node(peer)
-        pub = peer.create_publisher(Float64, 'value', 10)
-        pub_info = peer.create_publisher(Float64, 'value_info', 10)
-        client = peer.create_client(Trigger, 'poke')
+        return node, peer, executor
+    yield make
+    rclpy.try_shutdown(context=context)
 
-        def spin_until(done, seconds=10.0):
-            end = time.monotonic() + seconds
-            while not done() and time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
-            return done()
 
-        assert spin_until(lambda: pub.get_subscription_count() and client.service_is_ready())
-        for value in (1.0, float('inf'), float('nan'), float('inf'), 2.0):
-            pub.publish(Float64(data=value))
-        pub_info.publish(Float64(data=3.0))
-        assert spin_until(lambda: len(node.taken) == 3), node.taken
-        # The good ones, in order (the two topics interleave as they come).
-        assert [t for t in node.taken if not isinstance(t, tuple)] == [1, 2]
-        assert ('info', 3, True) in node.taken
-        where = 'a message on /value'
-        assert node.callback_faults == {where: 3}
-        assert node.faults_seen == [(where, 'OverflowError'), (where, 'ValueError'),
-                                    (where, 'OverflowError')]
-        # One line for the first fault, with where it was raised; the next two fall within
-        # FAULT_LOG_PERIOD_S.
-        assert len(node.lines) == 1, node.lines
-        assert node.lines[0].startswith(f'dropped {where}: OverflowError: cannot convert float '
-                                        'infinity to integer at test_guard.py:')
-        assert node.lines[0].endswith(' (1 so far)')
-        future = client.call_async(Trigger.Request())
-        assert spin_until(future.done)
-        assert not future.result().success and future.result().message == 'RuntimeError: poked'
-        assert node.callback_faults['a /poke request'] == 1
-    finally:
-        rclpy.try_shutdown(context=context)
+def test_a_raising_callback_drops_the_message_and_the_node_goes_on(on_a_graph):
+    node, peer, executor = on_a_graph(Fragile)
+    pub = peer.create_publisher(Float64, 'value', 10)
+    pub_info = peer.create_publisher(Float64, 'value_info', 10)
+    client = peer.create_client(Trigger, 'poke')
+
+    def spin_until(done, seconds=10.0):
+        end = time.monotonic() + seconds
+        while not done() and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        return done()
+
+    assert spin_until(lambda: pub.get_subscription_count() and client.service_is_ready())
+    for value in (1.0, float('inf'), float('nan'), float('inf'), 2.0):
+        pub.publish(Float64(data=value))
+    pub_info.publish(Float64(data=3.0))
+    assert spin_until(lambda: len(node.taken) == 3), node.taken
+    # The good ones, in order (the two topics interleave as they come).
+    assert [t for t in node.taken if not isinstance(t, tuple)] == [1, 2]
+    assert ('info', 3, True) in node.taken
+    where = 'a message on /value'
+    assert node.callback_faults == {where: 3}
+    assert node.faults_seen == [(where, 'OverflowError'), (where, 'ValueError'),
+                                (where, 'OverflowError')]
+    # One line for the first fault, with where it was raised; the next two fall within
+    # FAULT_LOG_PERIOD_S.
+    assert len(node.lines) == 1, node.lines
+    assert node.lines[0].startswith(f'dropped {where}: OverflowError: cannot convert float '
+                                    'infinity to integer at test_guard.py:')
+    assert node.lines[0].endswith(' (1 so far)')
+    future = client.call_async(Trigger.Request())
+    assert spin_until(future.done)
+    assert not future.result().success and future.result().message == 'RuntimeError: poked'
+    assert node.callback_faults['a /poke request'] == 1
 
 
 class Broken(Fragile):
     FAULT_LIMIT = 3
 
 
-def test_a_fault_on_every_message_ends_the_node(ros_env):
+def test_a_fault_on_every_message_ends_the_node(on_a_graph):
     """A fault the node's own (it repeats on every message) must not leave it running broken:
     the FAULT_LIMIT-th in a row on one topic is raised, as without the guard; a message taken
     in between starts the count again."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = Broken(context)
-        peer = rclpy.create_node('peer', context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(peer)
-        pub = peer.create_publisher(Float64, 'value', 10)
-        end = time.monotonic() + 10
-        while not pub.get_subscription_count() and time.monotonic() < end:
+    node, peer, executor = on_a_graph(Broken)
+    pub = peer.create_publisher(Float64, 'value', 10)
+    end = time.monotonic() + 10
+    while not pub.get_subscription_count() and time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.05)
+
+    def feed(value, seconds=2.0):
+        pub.publish(Float64(data=value))
+        end, before = time.monotonic() + seconds, sum(node.callback_faults.values())
+        while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
+            if sum(node.callback_faults.values()) > before or value in node.taken:
+                return
 
-        def feed(value, seconds=2.0):
-            pub.publish(Float64(data=value))
-            end, before = time.monotonic() + seconds, sum(node.callback_faults.values())
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
-                if sum(node.callback_faults.values()) > before or value in node.taken:
-                    return
-
-        for value in (float('inf'), float('inf'), 5.0, float('inf'), float('inf')):
-            feed(value)
-        assert node.taken == [5] and node.callback_faults == {'a message on /value': 4}
-        pub.publish(Float64(data=float('inf')))
-        with pytest.raises(OverflowError):
-            end = time.monotonic() + 5
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
-        assert node.lines[-1].endswith('(5 so far, 3 in a row: ending the node)'), node.lines
-    finally:
-        rclpy.try_shutdown(context=context)
+    for value in (float('inf'), float('inf'), 5.0, float('inf'), float('inf')):
+        feed(value)
+    assert node.taken == [5] and node.callback_faults == {'a message on /value': 4}
+    pub.publish(Float64(data=float('inf')))
+    with pytest.raises(OverflowError):
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+    assert node.lines[-1].endswith('(5 so far, 3 in a row: ending the node)'), node.lines
