@@ -28,6 +28,7 @@ says so in one line on stderr and exits with status 2, without a traceback, whoe
 (``mbrl_run``, a launch file, ``ros2 run``).
 """
 
+import errno
 import functools
 import inspect
 import os
@@ -48,6 +49,10 @@ from rclpy.signals import SignalHandlerOptions
 # Between the executable's name and the reason, in the one line of a node that cannot start.
 CANNOT_START = ': cannot start: '
 CANNOT_START_STATUS = 2  # its exit status
+# OSErrors of the moment, not of the input (too many open files, out of memory, try again):
+# they end the process as any error does, and its supervisor restarts it.
+TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN,
+                              errno.EBUSY, errno.EINTR})
 
 
 def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
@@ -83,6 +88,8 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
             try:
                 node = make_node()
             except (ValueError, OSError) as e:
+                if isinstance(e, OSError) and e.errno in TRANSIENT_ERRNOS:
+                    raise  # not its input: a restart may find the resource free
                 # The context's shutdown destroys the half-made node (destroy_node copes).
                 failed = e
                 return None

@@ -14,6 +14,8 @@
 """GuardedNode: a message or a request whose callback raises is dropped in one line and counted;
 the node goes on (every node of the graph is one)."""
 
+import errno
+import signal
 import time
 
 import pytest
@@ -24,7 +26,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from mbrl_robot.nodes.spin import GuardedNode  # noqa: E402
+from mbrl_robot.nodes.spin import CANNOT_START_STATUS, GuardedNode, run_node  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -134,3 +136,25 @@ def test_a_fault_on_every_message_ends_the_node(on_a_graph):
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
     assert node.lines[-1].endswith('(5 so far, 3 in a row: ending the node)'), node.lines
+
+
+def test_only_input_it_cannot_start_with_is_a_cannot_start(ros_env, capfd):
+    """run_node: a missing file is the input's (exit 2, one line, no restart by mbrl_run); too
+    many open files is the moment's (raised as any error, so the node is restarted)."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def fails_with(error):
+        def make():
+            raise error
+        return make
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_node(fails_with(OSError(errno.ENOENT, 'No such file or directory', 'x.urdf')))
+        assert stop.value.code == CANNOT_START_STATUS
+        assert capfd.readouterr().err.strip().endswith(
+            "cannot start: [Errno 2] No such file or directory: 'x.urdf'")
+        with pytest.raises(OSError, match='Too many open files'):
+            run_node(fails_with(OSError(errno.EMFILE, 'Too many open files')))
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
