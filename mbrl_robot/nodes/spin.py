@@ -184,7 +184,10 @@ class GuardedNode(Node):
                 self._faults_in_a_row[where] = 0
 
     def _guarded(self, callback: Callable, where: str, service: bool = False) -> Callable:
-        def answer(args, error):
+        def failed(args, error):
+            """The answer to a dropped message (None) or request (its response, failed)."""
+            if self._fault(where, error):
+                raise error
             response = args[1] if service and len(args) > 1 else None
             if response is not None:
                 if hasattr(response, 'success'):
@@ -199,9 +202,7 @@ class GuardedNode(Node):
                 try:
                     result = await callback(*args)
                 except Exception as e:  # noqa: B902 - any input-driven failure, see the class
-                    if self._fault(where, e):
-                        raise
-                    return answer(args, e)
+                    return failed(args, e)
                 self._taken(where)
                 return result
             return guarded_async
@@ -211,9 +212,7 @@ class GuardedNode(Node):
             try:
                 result = callback(*args)
             except Exception as e:  # noqa: B902 - any input-driven failure, see the class
-                if self._fault(where, e):
-                    raise
-                return answer(args, e)
+                return failed(args, e)
             self._taken(where)
             return result
         return guarded
