@@ -46,7 +46,7 @@ from std_srvs.srv import SetBool, Trigger
 import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mbrl_robot.core.buffer.assembler import MAX_INDEX, MAX_STAMP_S
+from mbrl_robot.core.buffer.assembler import header_problem
 from mbrl_robot.core.buffer.reliable import RowSpool, UnackedRows
 from mbrl_robot.core.control import EPISODE_POLICIES, PushController
 from mbrl_robot.core.latency import RollingStats, StatePredictor
@@ -467,8 +467,7 @@ class ControllerNode(GuardedNode):
         ack = np.asarray(msg.data, dtype=np.float64)
         # Beyond the bounds every stored row keeps (core/buffer/assembler.py) an ack is not one
         # of the buffer's, and it would forget every queued row.
-        if (ack.shape != (3,) or not np.all(np.isfinite(ack)) or ack.min() < 0
-                or ack[0] > MAX_INDEX or ack[1] > MAX_INDEX or ack[2] > MAX_STAMP_S):
+        if ack.shape != (3,) or header_problem(*ack):
             self.get_logger().error(f'bad executed_ack {list(msg.data)}: ignored')
             return
         with self._unacked_lock:

@@ -145,10 +145,7 @@ def add_live_parameters(node: Node, node_name: str, params: ParamDict,
             if p.name not in schema:
                 continue
             try:
-                value = p.value
-                if isinstance(value, tuple) or hasattr(value, 'tolist'):
-                    value = list(value)
-                new[p.name] = check_value(node_name, p.name, schema[p.name], value)
+                new[p.name] = check_value(node_name, p.name, schema[p.name], _plain(p.value))
             except ValueError as e:
                 return SetParametersResult(successful=False, reason=str(e))
         reason = validate(unflatten(new)) if validate else ''
@@ -158,10 +155,7 @@ def add_live_parameters(node: Node, node_name: str, params: ParamDict,
         changed = {}
         for p in changes:
             if p.name in schema:
-                value = p.value
-                if isinstance(value, tuple) or hasattr(value, 'tolist'):
-                    value = list(value)
-                changed[p.name] = check_value(node_name, p.name, schema[p.name], value)
+                changed[p.name] = check_value(node_name, p.name, schema[p.name], _plain(p.value))
         if not changed:
             return
         for name, value in changed.items():

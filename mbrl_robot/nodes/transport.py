@@ -39,7 +39,7 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 
-from mbrl_robot.core.buffer.assembler import HEADER, MAX_INDEX
+from mbrl_robot.core.buffer.assembler import header_problem, HEADER, MAX_INDEX
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM, TARGET_DIM
 from mbrl_robot.core.transfer import (CHUNK_BYTES, decode_header, encode_header, pack_dir,
                                       TransferRejected)
@@ -275,15 +275,15 @@ def parse_executed_row(row: np.ndarray) -> ExecutedRow:
     """Inverse of :func:`executed_row` (no semantic checks: the assembler does those).
 
     Raises:
-        ValueError: not a (30,) row, or an episode or step that is not an integer within
-            [0, MAX_INDEX].
+        ValueError: not a (30,) row, or a header outside the bounds every row keeps
+            (``core.buffer.assembler.header_problem``).
     """
     row = np.asarray(row, dtype=np.float64)
     if row.shape != (EXECUTED_FIELDS,):
         raise ValueError(f'executed row must have shape ({EXECUTED_FIELDS},), got {row.shape}')
-    for name, v in (('episode', row[0]), ('step', row[1])):
-        if not (np.isfinite(v) and 0 <= v <= MAX_INDEX and v == np.floor(v)):
-            raise ValueError(f'{name} must be an integer within [0, {MAX_INDEX}], got {v}')
+    problem = header_problem(*row[:HEADER])
+    if problem:
+        raise ValueError(problem)
     s_end = HEADER + STATE_DIM
     a_end = s_end + ACTION_DIM
     a = row[s_end:a_end].copy()

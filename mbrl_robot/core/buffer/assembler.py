@@ -58,6 +58,18 @@ MAX_INDEX = 2 ** 31 - 1
 MAX_STAMP_S = 2.0 ** 31 - 1.0
 MAX_ABS_VALUE = 1.0e9
 
+
+def header_problem(episode: float, step: float, stamp: float) -> str:
+    """'' when an executed row's (or an acknowledgement's) header is within the bounds above:
+    episode and step integers in [0, MAX_INDEX], stamp in [0, MAX_STAMP_S]; else what is wrong."""
+    for name, v in (('episode', episode), ('step', step)):
+        if not (np.isfinite(v) and 0 <= v <= MAX_INDEX and v == np.floor(v)):
+            return f'{name} must be an integer within [0, {MAX_INDEX}], got {v}'
+    if not (np.isfinite(stamp) and 0 <= stamp <= MAX_STAMP_S):
+        return f'stamp must be within [0, {MAX_STAMP_S:.0f}] s, got {stamp}'
+    return ''
+
+
 # reward_fn(next_obs (N, S), act (N, A), target (N, T)) -> reward (N,). Plain numpy.
 NumpyRewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -291,11 +303,9 @@ class TransitionAssembler:
                               f'a({self.action_dim}), target({self.target_dim})], '
                               f'got shape {row.shape}')
         episode, step, stamp = row[:HEADER]
-        for name, v in (('episode', episode), ('step', step)):
-            if not np.isfinite(v) or v < 0 or v != np.floor(v) or v > MAX_INDEX:
-                raise RowRejected(f'{name} must be an integer within [0, {MAX_INDEX}], got {v}')
-        if not np.isfinite(stamp) or stamp < 0 or stamp > MAX_STAMP_S:
-            raise RowRejected(f'stamp must be within [0, {MAX_STAMP_S:.0f}] s, got {stamp}')
+        problem = header_problem(episode, step, stamp)
+        if problem:
+            raise RowRejected(problem)
         for name, part in (('state', row[self._s]), ('target', row[self._t])):
             if not np.isfinite(part).all():
                 raise RowRejected(f'non-finite {name} at episode {int(episode)} step {int(step)}')
