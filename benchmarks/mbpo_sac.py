@@ -134,6 +134,10 @@ def main() -> None:
     ap.add_argument('--stop-after-s', type=float, default=None,
                     help='with --resume-dir: save and stop at the first episode end after '
                          f'this many seconds, exit status {EXIT_STOPPED} (rerun to continue)')
+    ap.add_argument('--step-latency-repeats', type=int, default=200,
+                    help="policy steps timed for the summary's control_step_ms (the planner "
+                         "gets a tenth, at least 10, on the profile's backend: a compiled one "
+                         'compiles first, ~30 s on 2 cores); 0 skips the timing')
     ap.add_argument('--progress', action='store_true',
                     help="with --resume-dir: print where each seed's state stands (one JSON "
                          'line per seed: transitions, curve so far, wall time) and exit')
@@ -153,6 +157,8 @@ def main() -> None:
         return
     if args.stop_after_s is not None and args.resume_dir is None:
         ap.error('--stop-after-s needs --resume-dir (where the run continues from)')
+    if args.step_latency_repeats < 0:
+        ap.error(f'--step-latency-repeats must be >= 0, got {args.step_latency_repeats}')
     if args.checkpoint_every < 1:
         ap.error(f'--checkpoint-every must be >= 1, got {args.checkpoint_every}')
     torch.set_num_threads(1)
@@ -231,7 +237,8 @@ def main() -> None:
         'mean_final_distance': float(np.mean([r['eval']['mean_final_distance'] for r in runs])),
         'eval_episodes': sum(r['eval']['episodes'] for r in runs),
         'wall_s': time.monotonic() - t0,
-        'control_step_ms': step_latency(args.profile, policy),
+        'control_step_ms': (step_latency(args.profile, policy, args.step_latency_repeats)
+                            if args.step_latency_repeats else None),
         'torch_threads': torch.get_num_threads(),
         'runs': [{k: v for k, v in r.items() if k != 'model_fits'}
                  | {'model_fits': len(r.get('model_fits', []))} for r in runs],

@@ -64,6 +64,15 @@ def test_floor_does_nothing_and_acts_randomly_on_the_evaluation_episodes():
     assert out['random_seed0']['final_distances'] != out['random_seed1']['final_distances']
 
 
+def test_step_latency_times_the_policy_and_the_planner_of_the_profile():
+    from mbrl_robot.core.policy import DeterministicPolicy
+    out = mbpo_sac.step_latency('cpu', DeterministicPolicy(20, 7, [8]), repeats=3)
+    assert set(out) == {'policy_ms_median', 'policy_ms_p99', 'planner_ms_median',
+                        'planner_ms_p99'}
+    assert all(0.0 < v < 60_000.0 for v in out.values()), out
+    assert out['policy_ms_median'] <= out['policy_ms_p99']
+
+
 def test_a_long_run_stops_on_its_budget_and_the_same_command_continues_it(tmp_path):
     """``--resume-dir`` / ``--stop-after-s`` on the push_anywhere twin (random puck mass and
     friction, a fitted ensemble in the state): stopped after its first episode and rerun in a
@@ -76,7 +85,7 @@ def test_a_long_run_stops_on_its_budget_and_the_same_command_continues_it(tmp_pa
             '--transitions', '400', '--set', 'sac.net_arch=[16,16]', 'eval_episodes=1',
             'init_random_steps=100', 'batch_size=16', 'gradient_steps=1',
             'model_train_freq=100', 'rollout_freq=50', 'rollouts_per_step=2',
-            'model_max_epochs=2']
+            'model_max_epochs=2', '--step-latency-repeats', '0']
 
     def run(*extra, out='resumed', cmd=base):
         p = subprocess.run(cmd + ['--out-dir', str(tmp_path / out), *extra],
@@ -100,7 +109,9 @@ def test_a_long_run_stops_on_its_budget_and_the_same_command_continues_it(tmp_pa
     assert p.returncode == 0 and done[0]['resumed_at'] == [200]
     assert done[-1]['runs'][0]['sha256'] == straight[-1]['runs'][0]['sha256']
     assert done[0]['eval'] == straight[0]['eval']
-    for cmd, says in ((base[:-1] + ['model_max_epochs=3'], 'model_max_epochs=2, this run has 3'),
+    assert done[-1]['control_step_ms'] is None  # not timed: no planner compile here
+    other_epochs = [('model_max_epochs=3' if a == 'model_max_epochs=2' else a) for a in base]
+    for cmd, says in ((other_epochs, 'model_max_epochs=2, this run has 3'),
                       (base[:5] + ['cpu'] + base[6:], "profile='push_anywhere', this run has "
                                                       "'cpu'")):
         p, _ = run(*resume, cmd=cmd)
