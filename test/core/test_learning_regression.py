@@ -193,10 +193,12 @@ def test_recipe_and_its_distilled_policy_beat_random_policy():
     18: ``trainer.algorithm: distill``, the distilled policy evaluated on the same held-out
     seeds as the planner and the random policy). The labelling planner is smaller than the
     controller's to keep CI short."""
-    # The controller's planner with fewer candidates labels (the cpu profile sets it for the
-    # controller only).
+    # The controller's planner with fewer candidates and a shorter horizon labels (the cpu
+    # profile sets it for the controller only). Session 37, 1 thread, same process order: a
+    # 10-step labeller took 93 s against 104 s for the 15-step one, and its policy solved 6 of
+    # the 10 held-out episodes against 3 (the assertion's bare minimum).
     labeller = {**node_params('cpu', 'controller')['planner'], 'population_size': 40,
-                'elite_count': 4, 'seed': 0}
+                'elite_count': 4, 'horizon': 10, 'seed': 0}
     summary = run_profile('cpu', overrides={
         'recipe': {'random_episodes': 25, 'mpc_episodes_per_iteration': 5, 'iterations': 2,
                    'evaluation_episodes': 10, 'baselines': ['random', 'zero', 'policy'],
