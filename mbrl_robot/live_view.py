@@ -30,8 +30,10 @@ Channels (topic, schema):
 ``config/foxglove_layout.json`` arranges them (3D, plots, progress, diagnostics).
 """
 
+import errno
 import json
 import math
+import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -45,6 +47,7 @@ import numpy as np
 import torch
 
 from mbrl_robot.core.kinematics import _rpy_matrix, SerialChainFK
+from mbrl_robot.paths import record_paths
 
 PUCK_RADIUS_M = 0.035
 PUCK_HEIGHT_M = 0.03
@@ -229,12 +232,29 @@ def paths_update(markers: Iterable[Dict[str, Any]], ts: Timestamp) -> SceneUpdat
     return SceneUpdate(entities=entities)
 
 
+def open_recording(path: str, context) -> Tuple[str, Any]:
+    """An MCAP writer of ``context``'s channels at ``path``, or beside it where a file is there
+    already (``paths.record_paths``: never over an earlier recording). Returns the path
+    written and the writer; raises ``OSError`` (a folder given, a missing folder, ...)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, 'is a folder: name a file in it')
+    for where in record_paths(path):
+        if os.path.lexists(where):
+            continue
+        try:
+            return where, foxglove.open_mcap(where, allow_overwrite=False, context=context)
+        except FileExistsError:  # made between the look and the open: the next name
+            continue
+    raise AssertionError('unreachable: record_paths never ends')
+
+
 class LiveChannels:
     """Every channel of the live view, and the server and recorder they go to.
 
     Args:
         host, port: the WebSocket server's address (port 0: any free port).
-        record_path: also write every channel to this MCAP file ('' = no).
+        record_path: also write every channel to this MCAP file ('' = no); where a file is
+            there already, beside it (``record_path`` says where: ``live.1.mcap``, ...).
         name: the server's name (shown by the Foxglove app).
         assets: ``{uri: bytes}`` the server hands out on request (the URDF, ``URDF_URI``).
     """
@@ -249,12 +269,18 @@ class LiveChannels:
             name=name, encoding='jsonschema', data=json.dumps(schema).encode()),
             message_encoding='json', context=self.context)
             for t, (name, schema) in JSON_CHANNELS.items()}
-        self.recorder = (foxglove.open_mcap(record_path, allow_overwrite=True,
-                                            context=self.context) if record_path else None)
         assets = dict(assets or {})
+        # The server first: a taken port (RuntimeError) then leaves every file as it was.
         self.server = foxglove.start_server(name=name, host=host, port=port,
                                             context=self.context,
                                             asset_handler=assets.get if assets else None)
+        self.recorder, self.record_path = None, ''
+        try:
+            if record_path:
+                self.record_path, self.recorder = open_recording(record_path, self.context)
+        except BaseException:
+            self.server.stop()
+            raise
 
     @property
     def port(self) -> int:

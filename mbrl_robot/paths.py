@@ -17,7 +17,9 @@ In a colcon install the files sit under share/mbrl_robot (found through the amen
 pip-only checkout (``pip install -e .``) they sit at the repository root beside the package.
 """
 
+import itertools
 import os
+from typing import Iterator
 
 PACKAGE_NAME = 'mbrl_robot'
 
@@ -54,3 +56,18 @@ def urdf_path(name: str = 'iiwa7_pusher.urdf') -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'URDF not found: {path}')
     return path
+
+
+def record_paths(path: str) -> Iterator[str]:
+    """The names a recording asked for at ``path`` may take, in order: ``path`` itself, then
+    ``<stem>.1<ext>``, ``<stem>.2<ext>``, ... (``live.mcap``, ``live.1.mcap``, ...)."""
+    stem, ext = os.path.splitext(path)
+    yield path
+    yield from (f'{stem}.{n}{ext}' for n in itertools.count(1))
+
+
+def free_record_path(path: str) -> str:
+    """The first of :func:`record_paths` with nothing there. A recording is never written over
+    an earlier one: the same command run twice, or a live view restarted within its run,
+    keeps both files."""
+    return next(p for p in record_paths(path) if not os.path.lexists(p))

@@ -39,7 +39,7 @@ from mbrl_robot.core.algorithms.mpc_recipe import build_phases
 from mbrl_robot.core.schema import NODES, suggest, unflatten
 from mbrl_robot.nodes.spin import CANNOT_START, CANNOT_START_STATUS
 from mbrl_robot.nodes.transport import check_arm_namespaces
-from mbrl_robot.paths import config_path
+from mbrl_robot.paths import config_path, free_record_path
 from mbrl_robot.progress import ProgressDisplay
 
 # The recipe's graph; --live adds the monitor (the Foxglove live view).
@@ -477,8 +477,11 @@ def main(argv=None) -> int:
         check_policy_source(params)
         live = args.live or bool(args.record)
         if live:
-            check_record_path(params['monitor']['record_path'])
+            asked = params['monitor']['record_path']
+            check_record_path(asked)
             check_port_free(params['monitor']['host'], params['monitor']['port'])
+            if asked:  # never over an earlier recording (a restarted monitor goes on beside)
+                params['monitor']['record_path'] = free_record_path(asked)
     except (ValueError, OSError) as e:
         print(f'mbrl_run: {e}', file=sys.stderr)
         return 2
@@ -505,7 +508,9 @@ def main(argv=None) -> int:
         port = monitor['port'] or '<any free port: see logs/monitor.log>'
         print(f'mbrl_run: live view on ws://{monitor["host"]}:{port} (Foxglove: '
               'open connection; layout config/foxglove_layout.json)'
-              + (f', recording to {monitor["record_path"]}' if args.record else ''), flush=True)
+              + (f', recording to {monitor["record_path"]}' if monitor['record_path'] else '')
+              + (f' ({asked} is there already: kept)'
+                 if asked and monitor['record_path'] != asked else ''), flush=True)
     progress = (ProgressDisplay(os.path.join(run_dir, 'summary.json'),
                                 build_phases(params['recipe']))
                 if args.progress and with_recipe else None)

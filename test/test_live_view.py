@@ -127,6 +127,28 @@ def test_served_to_a_foxglove_client_and_recorded(tmp_path):
     assert {'/tf', '/scene/arm', '/scene/objects', '/controller/plan_time_ms'} <= topics
 
 
+def test_a_recording_never_overwrites_a_file_and_a_taken_port_touches_none(tmp_path):
+    """An earlier recording at the path is kept and the new one goes beside it (``live.1.mcap``,
+    then ``live.2.mcap``); a live view that cannot listen leaves every file as it was."""
+    record = tmp_path / 'live.mcap'
+    record.write_bytes(b'an earlier recording')
+    first = live_view.LiveChannels(port=0, record_path=str(record))
+    try:
+        assert first.record_path == str(tmp_path / 'live.1.mcap')
+        second = live_view.LiveChannels(port=0, record_path=str(record))
+        assert second.record_path == str(tmp_path / 'live.2.mcap')
+        second.close()
+        with pytest.raises(RuntimeError, match='(?i)address already in use'):
+            live_view.LiveChannels(port=first.port, record_path=str(record))
+    finally:
+        first.close()
+    assert record.read_bytes() == b'an earlier recording'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['live.1.mcap', 'live.2.mcap',
+                                                          'live.mcap']
+    with pytest.raises(IsADirectoryError):
+        live_view.LiveChannels(port=0, record_path=str(tmp_path))
+
+
 def test_the_layout_shows_only_advertised_channels():
     with open(LAYOUT) as f:
         layout = json.load(f)

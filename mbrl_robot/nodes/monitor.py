@@ -93,7 +93,9 @@ class MonitorNode(GuardedNode):
         self.get_logger().info(
             f'live view on ws://{p["host"]}:{self.live.port} (Foxglove: open connection, '
             'layout config/foxglove_layout.json)'
-            + (f', recording to {p["record_path"]}' if p['record_path'] else ''))
+            + (f', recording to {self.live.record_path}' if p['record_path'] else '')
+            + (f' ({p["record_path"]} is there already: kept)'
+               if p['record_path'] and self.live.record_path != p['record_path'] else ''))
 
     # --- inputs --------------------------------------------------------------------------
     def joint_state_callback(self, msg: JointState):

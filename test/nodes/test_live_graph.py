@@ -84,13 +84,15 @@ async def watch(url):
 @pytest.fixture(scope='module')
 def live_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp('live')
-    record = run_dir / 'live.mcap'
+    asked = run_dir / 'live.mcap'
+    asked.write_bytes(b'an earlier recording')  # kept: the run records beside it
+    record = run_dir / 'live.1.mcap'
     port = free_port()
     env = dict(os.environ, ROS_DOMAIN_ID=str(100 + port % 100),
                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
     runner = subprocess.Popen(
         [sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke', '--run-dir',
-         str(run_dir), '--timeout', '300', '--live', '--record', str(record),
+         str(run_dir), '--timeout', '300', '--live', '--record', str(asked),
          '--set', f'monitor.port={port}'],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
@@ -104,8 +106,11 @@ def live_run(tmp_path_factory):
 
 
 def test_channels_and_schemas_are_advertised(live_run):
-    session, rc, out, _, _ = live_run
+    session, rc, out, record, run_dir = live_run
     assert rc == 0, out[-3000:]
+    assert f'recording to {record} ({run_dir / "live.mcap"} is there already: kept)' in out
+    assert (run_dir / 'live.mcap').read_bytes() == b'an earlier recording'
+    assert not (run_dir / 'live.2.mcap').exists()  # the monitor wrote where the runner said
     assert session.subprotocol in live_client.SUBPROTOCOLS
     with open(os.path.join(ROOT, 'urdf', 'iiwa7_pusher.urdf'), 'rb') as f:
         assert session.urdf == f.read()  # served to Foxglove's URDF layer
