@@ -239,7 +239,8 @@ def _draw_plots(session: Session, plots, lat) -> None:
             plots.plot([(t - t0) / 1e9 for t, _ in msgs], [m['value'] for _, m in msgs],
                        label=label)
     plots.set(xlabel='wall time (s)', title='/controller plots')
-    plots.legend(fontsize=7)
+    if plots.get_legend_handles_labels()[0]:  # nothing plotted: no empty legend, no warning
+        plots.legend(fontsize=7)
     ms = [m['value'] for _, m in session.messages.get('/controller/plan_time_ms', [])]
     loss = session.messages.get('/trainer/loss', [])
     lat.plot(ms, '.', label='plan latency (ms)')
