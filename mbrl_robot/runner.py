@@ -480,8 +480,6 @@ def main(argv=None) -> int:
             asked = params['monitor']['record_path']
             check_record_path(asked)
             check_port_free(params['monitor']['host'], params['monitor']['port'])
-            if asked:  # never over an earlier recording (a restarted monitor goes on beside)
-                params['monitor']['record_path'] = free_record_path(asked)
     except (ValueError, OSError) as e:
         print(f'mbrl_run: {e}', file=sys.stderr)
         return 2
@@ -506,11 +504,14 @@ def main(argv=None) -> int:
     if live:
         monitor = params['monitor']
         port = monitor['port'] or '<any free port: see logs/monitor.log>'
+        # Where the monitor will record: never over an earlier file (paths.record_paths). A
+        # monitor restarted in this run goes on beside it, as its log says.
+        to = free_record_path(asked) if asked else ''
         print(f'mbrl_run: live view on ws://{monitor["host"]}:{port} (Foxglove: '
               'open connection; layout config/foxglove_layout.json)'
-              + (f', recording to {monitor["record_path"]}' if monitor['record_path'] else '')
-              + (f' ({asked} is there already: kept)'
-                 if asked and monitor['record_path'] != asked else ''), flush=True)
+              + (f', recording to {to}' if asked else '')
+              + (f' ({asked} is there already: kept)' if asked and to != asked else ''),
+              flush=True)
     progress = (ProgressDisplay(os.path.join(run_dir, 'summary.json'),
                                 build_phases(params['recipe']))
                 if args.progress and with_recipe else None)

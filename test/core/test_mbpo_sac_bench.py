@@ -70,7 +70,8 @@ def test_step_latency_times_the_policy_and_the_planner_of_the_profile():
     assert set(out) == {'policy_ms_median', 'policy_ms_p99', 'planner_ms_median',
                         'planner_ms_p99'}
     assert all(0.0 < v < 60_000.0 for v in out.values()), out
-    assert out['policy_ms_median'] <= out['policy_ms_p99']
+    # Each mode timed on its own: the planner's rollouts cost more than one MLP forward.
+    assert out['planner_ms_median'] > out['policy_ms_median'], out
 
 
 def test_a_long_run_stops_on_its_budget_and_the_same_command_continues_it(tmp_path):

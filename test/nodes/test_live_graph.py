@@ -110,7 +110,10 @@ def test_channels_and_schemas_are_advertised(live_run):
     assert rc == 0, out[-3000:]
     assert f'recording to {record} ({run_dir / "live.mcap"} is there already: kept)' in out
     assert (run_dir / 'live.mcap').read_bytes() == b'an earlier recording'
-    assert not (run_dir / 'live.2.mcap').exists()  # the monitor wrote where the runner said
+    # The monitor wrote where the runner said, and its log says so too.
+    assert sorted(p.name for p in run_dir.glob('live*.mcap')) == ['live.1.mcap', 'live.mcap']
+    with open(run_dir / 'logs' / 'monitor.log') as f:
+        assert f'recording to {record}' in f.read()
     assert session.subprotocol in live_client.SUBPROTOCOLS
     with open(os.path.join(ROOT, 'urdf', 'iiwa7_pusher.urdf'), 'rb') as f:
         assert session.urdf == f.read()  # served to Foxglove's URDF layer
