@@ -239,11 +239,9 @@ def open_recording(path: str, context) -> Tuple[str, Any]:
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, 'is a folder: name a file in it')
     for where in record_paths(path):
-        if os.path.lexists(where):
-            continue
         try:
             return where, foxglove.open_mcap(where, allow_overwrite=False, context=context)
-        except FileExistsError:  # made between the look and the open: the next name
+        except FileExistsError:  # a file or a link there: the next name
             continue
     raise AssertionError('unreachable: record_paths never ends')
 

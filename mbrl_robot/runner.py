@@ -477,8 +477,7 @@ def main(argv=None) -> int:
         check_policy_source(params)
         live = args.live or bool(args.record)
         if live:
-            asked = params['monitor']['record_path']
-            check_record_path(asked)
+            check_record_path(params['monitor']['record_path'])
             check_port_free(params['monitor']['host'], params['monitor']['port'])
     except (ValueError, OSError) as e:
         print(f'mbrl_run: {e}', file=sys.stderr)
@@ -506,6 +505,7 @@ def main(argv=None) -> int:
         port = monitor['port'] or '<any free port: see logs/monitor.log>'
         # Where the monitor will record: never over an earlier file (paths.record_paths). A
         # monitor restarted in this run goes on beside it, as its log says.
+        asked = monitor['record_path']
         to = free_record_path(asked) if asked else ''
         print(f'mbrl_run: live view on ws://{monitor["host"]}:{port} (Foxglove: '
               'open connection; layout config/foxglove_layout.json)'
