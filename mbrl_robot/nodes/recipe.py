@@ -425,8 +425,6 @@ class RecipeNode(GuardedNode):
                          for slot in self.slots}
         self.progress_pub = self.create_publisher(String, topics['progress'], LATCHED_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback, 10)
-        self.create_subscription(String, topics['model_version'], self.model_callback,
-                                 LATCHED_QOS)
         self.train_client = self.create_client(Trigger, topics['trainer_train'])
         self.trainer_stats_client = self.create_client(Trigger, topics['trainer_stats'])
         self.buffer_stats_client = self.create_client(Trigger, topics['buffer_stats'])
@@ -483,13 +481,6 @@ class RecipeNode(GuardedNode):
                 if slot is not None:
                     slot.controller_heard(status.message, values)
 
-    def model_callback(self, msg: String):
-        try:
-            info = json.loads(msg.data)
-            self.model_version = max(self.model_version, int(info['version']))
-        except (ValueError, KeyError, TypeError, OverflowError):
-            self.get_logger().error(f'bad model announcement {msg.data!r}')
-
     def object_placed_callback(self, request, response, slot: ArmSlot):
         slot.object_placed = True
         response.success, response.message = True, f'starting the episode on {slot.name}'
@@ -524,6 +515,20 @@ class RecipeNode(GuardedNode):
         if missing:
             self.get_logger().info(f'waiting for services {missing}', throttle_duration_sec=5.0)
             return
+        # The model episodes wait for: the trainer's own count (a resumed run goes on with the
+        # model its trainer loaded). Taken from the trainer's service, never from an
+        # announcement on a topic, which any publisher could send.
+        self._call(self.trainer_stats_client, Trigger.Request())
+        self._goto('wait_model', 60.0)
+
+    def _stage_wait_model(self):
+        result = self._result("the trainer's model version")
+        if result is None:
+            return
+        self.model_version = int(json.loads(result.message)['version'])
+        if self.model_version:
+            self.get_logger().info(f'the trainer has model v{self.model_version}: the model '
+                                   'episodes wait for it')
         self._next_phase()
 
     def _next_phase(self):

@@ -466,6 +466,7 @@ def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
     finally:
         arm.close()
         executor.shutdown()
+        spinner.join(timeout=10)  # no callback may run on the node being destroyed
         node.destroy_node()
         rclpy.shutdown(context=context)
     assert not os.path.exists(cache)  # the node's temporary checkpoint folder went with it

@@ -139,8 +139,18 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     with open(tmp_path / 'summary.json') as f:
         stopped = json.load(f)
     assert not stopped['complete']
-    proc = subprocess.run(base + ['--resume', '--timeout', '400'], env=env,
-                          capture_output=True, text=True, timeout=480)
+    # A publisher that lies on the trainer's topic: a huge model version, latched. The recipe
+    # takes the version its episodes wait for from the trainer's service, so it is not fooled
+    # into waiting for a model that never comes.
+    liar = subprocess.Popen([sys.executable, '-c', LIAR], env=env, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert liar.stdout.readline().strip() == 'announced'
+        proc = subprocess.run(base + ['--resume', '--timeout', '400'], env=env,
+                              capture_output=True, text=True, timeout=480)
+    finally:
+        liar.terminate()
+        liar.wait(timeout=30)
     assert proc.returncode == 0, proc.stdout[-3000:]
     with open(tmp_path / 'summary.json') as f:
         summary = json.load(f)
@@ -156,6 +166,27 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     for version in versions:
         assert f'model v{version} loaded from {cache / f"v{version:04d}"}' in log, log[-3000:]
     assert 'received over DDS' in log and (cache / f'v{versions[-1]:04d}' / 'model.pt').is_file()
+    # The resumed recipe's model episodes waited for the trainer's model, not the liar's.
+    recipe_log = (tmp_path / 'logs' / 'recipe.log').read_text()
+    assert (f'the trainer has model v{versions[0]}: the model episodes wait for it'
+            in recipe_log), recipe_log[-3000:]
+    assert f'v{10 ** 15} announced' in log, log[-3000:]  # the lie reached the controller too
+
+
+LIAR = '''
+import json, rclpy, rclpy.executors
+from std_msgs.msg import String
+from mbrl_robot.nodes.transport import LATCHED_QOS
+rclpy.init()
+node = rclpy.create_node('liar')
+pub = node.create_publisher(String, '/trainer/model', LATCHED_QOS)
+pub.publish(String(data=json.dumps({'version': 10 ** 15, 'path': '/nowhere'})))
+print('announced', flush=True)
+try:
+    rclpy.spin(node)
+except rclpy.executors.ExternalShutdownException:  # terminated: rclpy's SIGTERM handler
+    pass
+'''
 
 
 def _policy_run(tmp_path, sets, mode='policy', training_stage='mpc'):
