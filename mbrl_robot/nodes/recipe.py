@@ -508,6 +508,26 @@ class RecipeNode(GuardedNode):
         self._call_.what = what
         return self._call_.result()
 
+    def _stats(self, what: str) -> Optional[Dict[str, Any]]:
+        """The JSON answer of the last ``~/stats`` call, None while on its way. An answer that
+        is not one (the server's callback failed: ``success: false`` and why) is said in one
+        line and the question asked again, within the stage's deadline."""
+        result = self._result(what)
+        if result is None:
+            return None
+        try:
+            stats = json.loads(result.message) if result.success else None
+        except ValueError:
+            stats = None
+        if not isinstance(stats, dict):
+            client = self._call_.client
+            self.get_logger().error(f'{self.resolve_service_name(client.srv_name)} answered '
+                                    f'{result.message[:200]!r}: asking again',
+                                    throttle_duration_sec=5.0)
+            self._call(client, Trigger.Request())
+            return None
+        return stats
+
     def _stage_wait_graph(self):
         clients = [self.train_client, self.trainer_stats_client, self.buffer_stats_client]
         clients += [c for slot in self.slots for c in slot.clients]
@@ -522,10 +542,10 @@ class RecipeNode(GuardedNode):
         self._goto('wait_model', 60.0)
 
     def _stage_wait_model(self):
-        result = self._result("the trainer's model version")
-        if result is None:
+        stats = self._stats("the trainer's model version")
+        if stats is None:
             return
-        self.model_version = int(json.loads(result.message)['version'])
+        self.model_version = int(stats['version'])
         if self.model_version:
             self.get_logger().info(f'the trainer has model v{self.model_version}: the model '
                                    'episodes wait for it')
@@ -587,12 +607,11 @@ class RecipeNode(GuardedNode):
         return SetParameters.Request(parameters=[ParameterMsg(name='episode_seed', value=value)])
 
     def _stage_train_sync(self):
-        result = self._result('the buffer to store every executed transition')
-        if result is None:
+        stats = self._stats('the buffer to store every executed transition')
+        if stats is None:
             return
         # The buffer commits each row durably, so it may still be a few rows behind: train
         # only once it has taken in every row of the episodes run so far.
-        stats = json.loads(result.message)
         stored = int(stats['transitions'])
         # Rows not one control period apart are dropped by the buffer, on purpose (counted).
         self.dropped_timing = int(stats.get('assembler', {}).get('dropped_timing', 0))
@@ -642,10 +661,9 @@ class RecipeNode(GuardedNode):
         return True
 
     def _stage_train_wait_data(self):
-        result = self._result(f'the trainer to receive {self._train_target} transitions')
-        if result is None:
+        stats = self._stats(f'the trainer to receive {self._train_target} transitions')
+        if stats is None:
             return
-        stats = json.loads(result.message)
         if stats['n_transitions'] < self._train_target or stats['training']:
             self._call(self.trainer_stats_client, Trigger.Request())
             return
@@ -664,10 +682,9 @@ class RecipeNode(GuardedNode):
         self._call(self.trainer_stats_client, Trigger.Request())
 
     def _stage_training(self):
-        result = self._result('training')
-        if result is None:
+        stats = self._stats('training')
+        if stats is None:
             return
-        stats = json.loads(result.message)
         if stats['training']:
             self._call(self.trainer_stats_client, Trigger.Request())
             return

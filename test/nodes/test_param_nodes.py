@@ -138,6 +138,52 @@ def test_a_controller_callback_that_raises_stops_the_arm(make_node, monkeypatch)
     assert node.callback_faults == {f'a message on {sub.topic_name}': 1}
 
 
+def test_a_stats_answer_that_is_not_one_is_asked_again(make_node, monkeypatch, capfd):
+    """The recipe reads the trainer's and the buffer's ``~/stats`` answers as JSON. One whose
+    server failed (GuardedNode answers ``success: false`` and the exception) or that is not
+    JSON is said in one line and asked again, not a traceback that ends the recipe; past the
+    stage's deadline the recipe stops with one line."""
+    import json
+    import time
+    from std_srvs.srv import Trigger
+    node = make_node('recipe')
+    answers = [Trigger.Response(success=False, message='OperationalError: disk I/O error'),
+               Trigger.Response(success=True, message='{"version": 3'),
+               Trigger.Response(success=True, message=json.dumps({'version': 3})),
+               Trigger.Response(success=False, message='OperationalError: disk I/O error')]
+    asked = []
+
+    class Answered:
+        def __init__(self, client):
+            self.client, self.answer = client, answers.pop(0)
+
+        def result(self):
+            return self.answer
+
+    def call(client, request):
+        asked.append(client.srv_name)
+        node._call_ = Answered(client)
+    monkeypatch.setattr(node, '_call', call)
+    node._call(node.trainer_stats_client, Trigger.Request())
+    node._goto('wait_model', 60.0)
+    node.step()
+    assert node._stage == 'wait_model' and len(asked) == 2 and not node.done
+    assert "/trainer/stats answered 'OperationalError: disk I/O error': asking again" in (
+        capfd.readouterr().err)
+    node.step()  # not JSON: asked again
+    assert node._stage == 'wait_model' and len(asked) == 3 and not node.done
+    node.step()
+    assert node.model_version == 3 and node._stage == 'episodes'
+    # A server that keeps failing: the stage's deadline ends the recipe, in one line.
+    node._call(node.buffer_stats_client, Trigger.Request())
+    node._goto('train_sync', 120.0)
+    node._deadline = time.monotonic() - 1.0
+    node.step()
+    assert node.done and not node.finished
+    assert 'recipe stopped: timed out waiting for the buffer to store every executed ' \
+        'transition' in capfd.readouterr().err
+
+
 def test_trainer_live_parameters(make_node):
     node = make_node('trainer')
     assert node.retrain_timer is None
