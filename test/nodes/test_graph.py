@@ -138,7 +138,7 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     run.communicate(timeout=120)
     with open(tmp_path / 'summary.json') as f:
         stopped = json.load(f)
-    assert not stopped['complete']
+    assert not stopped['complete'], stopped
     # A publisher that lies on the trainer's topic: a huge model version, latched. The recipe
     # takes the version its episodes wait for from the trainer's service, so it is not fooled
     # into waiting for a model that never comes.
@@ -154,13 +154,14 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     with open(tmp_path / 'summary.json') as f:
         summary = json.load(f)
-    assert summary['complete']
+    assert summary['complete'], summary
     # Every phase exactly once, whatever was done before the stop is kept, not redone.
     assert [e['stage'] for e in summary['episodes']] == ['random', 'random', 'mpc',
-                                                         'eval_planner']
-    assert summary['episodes'][:len(stopped['episodes'])] == stopped['episodes']
+                                                         'eval_planner'], summary['episodes']
+    assert summary['episodes'][:len(stopped['episodes'])] == stopped['episodes'], (
+        stopped['episodes'], summary['episodes'])
     versions = [t['version'] for t in summary['trainings']]
-    assert len(versions) == 2 and versions == sorted(set(versions))
+    assert len(versions) == 2 and versions == sorted(set(versions)), summary['trainings']
     log = (tmp_path / 'logs' / 'controller.log').read_text()
     cache = tmp_path / 'controller_models'
     for version in versions:
