@@ -69,6 +69,11 @@ a GPU, each call that runs a kernel is a launch from Python) and those inside it
 graph replays one kernel per such call), for ``fused`` and, on CUDA, the graph backends (a
 replay dispatches nothing). ``*_kernels`` leaves out views and no-op casts.
 
+``--kernel-profile`` instead profiles ``--repeats`` plans of each of ``--variants`` (CPU) and
+prints where their time goes: per plan, the self time of the matmuls, the activation's kernels,
+the draws, the generated wrapper and the rest, and the largest events (``compiled_py`` shows
+the compiled plan's kernels one by one).
+
 ``--precision-check RUN_DIR`` instead plans from states recorded in a finished run (its buffer,
 its latest model, the targets of its episodes) in fp32 and in ``--precision`` and prints how
 far the first action and the plan's fp32-evaluated return move.
@@ -80,6 +85,8 @@ Usage::
     python benchmarks/plan_latency.py --precision-check runs/<run> --precision bf16
     python benchmarks/plan_latency.py --search --budget-ms 50   # largest CPU profile < 50 ms
     python benchmarks/plan_latency.py --count-ops --configs cpu,mid,lecture
+    python benchmarks/plan_latency.py --kernel-profile --threads 1 --configs mid \\
+        --variants compiled_py,fused --repeats 5
 
 Compare ratios measured in one run, not absolute times across runs.
 """
@@ -577,6 +584,61 @@ def precision_check(run_dir: str, precision: str, device: torch.device, args) ->
             'fp32_return_loss_rel_p95': round(float(np.percentile(dr / scale, 95)), 5)}
 
 
+KERNEL_GROUPS = (('matmul', ('aten::bmm', 'aten::baddbmm', 'aten::mm', 'aten::addmm')),
+                 ('draws', ('aten::normal_', 'aten::uniform_', 'aten::randperm',
+                            'aten::randn', 'aten::scatter_')))
+
+
+def kernel_group(name: str) -> str:
+    """The part of a plan a profiler event's name belongs to (see :func:`kernel_profile`)."""
+    for group, names in KERNEL_GROUPS:
+        if name in names:
+            return group
+    if 'silu' in name:
+        return 'activation'  # the hidden layers' SiLU, with the bias added in its kernel
+    if name.startswith('## Call CompiledFxGraph'):
+        return 'wrapper'  # the generated code between the kernels
+    return 'other'
+
+
+def kernel_profile(name: str, variant: str, device: torch.device, args) -> Dict:
+    """Where one plan's CPU time goes: torch.profiler's self time per event over
+    ``args.repeats`` plans (after ``args.warmup``), per plan, grouped by :func:`kernel_group`
+    (matmuls, the activation's kernels, the draws, the generated wrapper, the rest) and the
+    eight largest events. Compiled variants record each generated kernel
+    (``cpp.enable_kernel_profile``); ``compiled_py`` (the Python wrapper) shows the library
+    matmuls as ``aten::bmm`` too."""
+    from torch.profiler import profile, ProfilerActivity
+    if device.type != 'cpu':
+        raise SystemExit('--kernel-profile times CPU plans only')
+    import torch._inductor.config as inductor_config
+    inductor_config.cpp.enable_kernel_profile = True
+    model_cfg, planner = CONFIGS[name]
+    act = build(variant, model_cfg, planner, device, args.max_delta)
+    obs = np.random.default_rng(0).normal(scale=0.3, size=S).astype(np.float32)
+    for _ in range(max(args.warmup, 1)):
+        act(obs)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.repeats):
+            act(obs)
+    wall_ms = (time.perf_counter() - t0) * 1e3 / args.repeats
+    events = [(e.key, e.self_cpu_time_total / 1e3 / args.repeats, e.count / args.repeats)
+              for e in prof.key_averages()]
+    groups: Dict[str, float] = {}
+    calls: Dict[str, float] = {}
+    for key, ms, n in events:
+        groups[kernel_group(key)] = groups.get(kernel_group(key), 0.0) + ms
+        calls[kernel_group(key)] = calls.get(kernel_group(key), 0.0) + n
+    top = sorted(events, key=lambda e: -e[1])[:8]
+    return {'config': name, 'variant': variant, 'plans': args.repeats,
+            'threads': torch.get_num_threads(), 'profiled_ms_per_plan': round(wall_ms, 2),
+            'self_ms_per_plan': {g: round(v, 2) for g, v in sorted(groups.items())},
+            'calls_per_plan': {g: calls[g] for g in sorted(calls)},
+            'top': [{'name': k[:90], 'ms_per_plan': round(ms, 3), 'calls_per_plan': n}
+                    for k, ms, n in top]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
@@ -602,6 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--budget-ms', type=float, default=50.0)
     parser.add_argument('--count-ops', action='store_true',
                         help='count the aten calls of one plan, host-side and in the function')
+    parser.add_argument('--kernel-profile', action='store_true',
+                        help='where each --variants plan spends its CPU time, by kernel')
     parser.add_argument('--precision-check', metavar='RUN_DIR', default=None)
     parser.add_argument('--precision', default='bf16', choices=('tf32', 'bf16'))
     parser.add_argument('--profile', default='twin_realistic',
@@ -644,6 +708,10 @@ def main() -> None:
     if bad:
         raise SystemExit(f'unknown configs/variants {bad}; known: {sorted(CONFIGS)}, {known}')
     for name in configs:
+        if args.kernel_profile:
+            for variant in variants:
+                print(json.dumps(kernel_profile(name, variant, device, args)), flush=True)
+            continue
         for row in time_config(name, variants, device, args):
             print(json.dumps(row), flush=True)
 

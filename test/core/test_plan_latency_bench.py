@@ -180,6 +180,27 @@ def test_count_ops_splits_host_and_function(monkeypatch):
     assert matmuls < row['function_kernels'] < row['function_calls']
 
 
+def test_kernel_profile_groups_a_plans_time(monkeypatch):
+    """``--kernel-profile``: the fused (eager) plan's matmuls are counted as matmuls, one per
+    layer, iteration and step; its SiLU as the activation; the draws as draws."""
+    monkeypatch.setattr(plan_latency, 'CONFIGS', {'tiny': TINY})
+    model_cfg, planner = TINY
+    args = SimpleNamespace(max_delta=0.4, warmup=1, repeats=2)
+    row = plan_latency.kernel_profile('tiny', 'fused', torch.device('cpu'), args)
+    groups = row['self_ms_per_plan']
+    assert {'matmul', 'activation', 'draws', 'other'} <= set(groups)
+    assert all(v >= 0 for v in groups.values()) and groups['matmul'] > 0
+    calls = row['calls_per_plan']
+    assert calls['matmul'] == planner['iterations'] * planner['horizon'] * (
+        model_cfg['num_layers'] + 1)
+    assert calls['draws'] >= planner['iterations'] * (1 + planner['horizon'])
+    assert plan_latency.kernel_group('aten::baddbmm') == 'matmul'
+    assert plan_latency.kernel_group('graph_0_cpp_fused_add_silu_1') == 'activation'
+    assert plan_latency.kernel_group('aten::normal_') == 'draws'
+    with pytest.raises(SystemExit, match='CPU plans only'):
+        plan_latency.kernel_profile('tiny', 'fused', torch.device('meta'), args)
+
+
 def test_floors_compute_the_same_products(monkeypatch):
     """``floor`` (``bmm``, no bias) and ``floor_baddbmm`` (the old floor: ``baddbmm`` of a zero
     bias) multiply the same matrices, each with its own op; ``floor_silu`` differs by the
