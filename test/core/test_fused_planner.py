@@ -133,6 +133,33 @@ def test_folded_step_is_the_models_step(split_bias):
                                    atol=1e-5)
 
 
+@pytest.mark.parametrize('bounds', [(0.5, -10.0), (3.0, -25.0)])
+def test_folded_variance_is_the_models_bounded_variance_at_any_log_variance(bounds):
+    """The folded step's standard deviation, in closed form (sqrt(e^min + 1/(e^-max + e^-u))),
+    is the model's (exp of its softplus-bounded log-variance) for raw log-variances u from far
+    below the lower bound to far above the upper one."""
+    model = small_model(features=('tool_tip',))
+    s = model.obs_dim
+    with torch.no_grad():
+        last = model.layers[-1]
+        last.weight[..., s:] = 0.0  # each log-variance column: its bias alone
+        last.bias[..., s:] = torch.linspace(-80.0, 80.0, s)
+        model.max_logvar.fill_(bounds[0])
+        model.min_logvar.fill_(bounds[1])
+    folded = FoldedEnsemble(model)
+    g = torch.Generator().manual_seed(3)
+    obs = torch.randn(4, 6, 17, generator=g) * 0.3
+    act = torch.rand(4, 6, 7, generator=g) * 2 - 1
+    with torch.no_grad():
+        mean = model.sample_next(obs, act, deterministic=True)
+        noise = torch.randn(4, 6, 17, generator=torch.Generator().manual_seed(9))
+        sampled = model.sample_next(obs, act, generator=torch.Generator().manual_seed(9))
+        folded_next = folded.step(folded.tensors, obs, act, noise)
+    assert torch.isfinite(folded_next).all()
+    # The noise's part alone (the means agree to 1e-5 above), relative to its size.
+    np.testing.assert_allclose(folded_next - mean, sampled - mean, rtol=1e-4, atol=1e-6)
+
+
 def test_hot_swap_copies_weights_in_place():
     """A new model of the same layout goes into the same tensors (nothing to recompile or
     re-capture); its plans are a fresh agent's on that model; another layout rebuilds."""

@@ -59,7 +59,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mbrl_robot.core.models.ensemble import ACTIVATIONS, GaussianEnsemble
 from mbrl_robot.core.planning.agent import MPCAgent
@@ -93,9 +92,9 @@ class FoldedEnsemble:
     (``W' = W / sd``, ``b' = b - (mu / sd) W``) and the output one, ``delta = d * osd + omu``,
     part of the mean columns of the last layer; a deterministic step computes only those.
 
-    ``tensors`` is a flat list ``[W_0, b_0, ..., W_mean, b_mean, W_out, b_out, max_lv, min_lv,
-    osd]`` (the last five, the mean and log-variance columns together, only for a probabilistic
-    model); ``step`` takes that list as an
+    ``tensors`` is a flat list ``[W_0, b_0, ..., W_mean, b_mean, W_out, b_out, exp(-max_lv),
+    exp(min_lv), osd]`` (the last five, the mean and log-variance columns together, only for a
+    probabilistic model); ``step`` takes that list as an
     argument so that compiled or captured code sees the same tensors, refreshed in place by
     :meth:`copy_from`.
 
@@ -123,7 +122,7 @@ class FoldedEnsemble:
         self.tensors = self.fold(model)
         if matmul_dtype is not None:
             # The layers' weights and biases: all but a probabilistic model's last three
-            # (max_lv, min_lv, osd).
+            # (the log-variance bounds' exponentials, osd).
             layers = 2 * self.num_hidden + (4 if self.probabilistic else 2)
             self.tensors = [t.to(matmul_dtype) if i < layers else t
                             for i, t in enumerate(self.tensors)]
@@ -165,9 +164,10 @@ class FoldedEnsemble:
         out += [w_mean.contiguous(), b_mean.contiguous()]
         if model.probabilistic:
             # Mean and log-variance columns together: a sampling step is one matmul.
+            # The bounds as the variance's closed form (``step``) uses them.
             out += [torch.cat([w_mean, w[..., s:]], -1).contiguous(),
                     torch.cat([b_mean, b[..., s:]], -1).contiguous(),
-                    model.max_logvar.detach().clone(), model.min_logvar.detach().clone(),
+                    torch.exp(-model.max_logvar.detach()), torch.exp(model.min_logvar.detach()),
                     osd.clone()]
         return out
 
@@ -200,12 +200,16 @@ class FoldedEnsemble:
             delta = self._affine(h, p[j], p[j + 1])
         else:
             s = self.obs_dim
-            max_lv, min_lv, osd = p[j + 4], p[j + 5], p[j + 6]
+            exp_neg_max, exp_min, osd = p[j + 4], p[j + 5], p[j + 6]
             out = self._affine(h, p[j + 2], p[j + 3])
             delta, lv = out[..., :s], out[..., s:]
-            lv = max_lv - F.softplus(max_lv - lv)
-            lv = min_lv + F.softplus(lv - min_lv)
-            delta = delta + noise * torch.exp(0.5 * lv) * osd
+            # The model bounds the log-variance u softly (GaussianEnsemble): with
+            # b = max - softplus(max - u), logvar = min + softplus(b - min). Its exponential
+            # is exactly e^min + e^b, and e^b = 1 / (e^-max + e^-u): one exp, a division and
+            # a square root per element for the standard deviation, where the bounds took three
+            # exps and two log1ps (the reference computes them; the plans agree to rounding).
+            var = exp_min + 1.0 / (exp_neg_max + torch.exp(-lv))
+            delta = delta + noise * torch.sqrt(var) * osd
         return obs + delta.to(obs.dtype)
 
 
