@@ -208,7 +208,9 @@ class FoldedEnsemble:
             # is exactly e^min + e^b, and e^b = 1 / (e^-max + e^-u): one exp, a division and
             # a square root per element for the standard deviation, where the bounds took three
             # exps and two log1ps (the reference computes them; the plans agree to rounding).
-            var = exp_min + 1.0 / (exp_neg_max + torch.exp(-lv))
+            # In fp32 whatever the matmuls' dtype (bf16 layers: as the softplus form, whose
+            # first step met the fp32 bounds).
+            var = exp_min + 1.0 / (exp_neg_max + torch.exp(-lv.float()))
             delta = delta + noise * torch.sqrt(var) * osd
         return obs + delta.to(obs.dtype)
 
