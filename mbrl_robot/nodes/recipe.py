@@ -55,6 +55,11 @@ CALL_RETRY_S = 5.0
 # An arm whose episode failed (a call or the episode timed out) is offered episodes again
 # after this long (s); meanwhile the other arms run its episode.
 LOST_RETRY_S = 5.0
+# A ~/stats answer that is not one (its server's callback failed) is asked again after this
+# long (s), within the stage's deadline.
+STATS_RETRY_S = 1.0
+# What the recipe reads of the trainer's ~/stats answer (nodes/trainer.py, stats_callback).
+TRAINER_STATS = {'n_transitions': int, 'training': bool, 'version': int, 'last_result': dict}
 
 
 class Call:
@@ -412,6 +417,7 @@ class RecipeNode(GuardedNode):
         self._stage = 'wait_graph'
         self._call_: Optional[Call] = None
         self._deadline: Optional[float] = None
+        self._ask_again_at: Optional[float] = None  # a bad ~/stats answer: ask again then
         self._block: List[Dict[str, Any]] = []
         self._train_target = None
         self._sync_seen: Optional[Tuple[int, str]] = None
@@ -497,6 +503,7 @@ class RecipeNode(GuardedNode):
     def _goto(self, stage: str, timeout: Optional[float] = None):
         self._stage = stage
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._ask_again_at = None
 
     def _call(self, client, request):
         self._call_ = Call(self, client, request)
@@ -508,10 +515,19 @@ class RecipeNode(GuardedNode):
         self._call_.what = what
         return self._call_.result()
 
-    def _stats(self, what: str) -> Optional[Dict[str, Any]]:
+    def _stats(self, what: str, fields: Dict[str, type]) -> Optional[Dict[str, Any]]:
         """The JSON answer of the last ``~/stats`` call, None while on its way. An answer that
-        is not one (the server's callback failed: ``success: false`` and why) is said in one
-        line and the question asked again, within the stage's deadline."""
+        is not one (the server's callback failed: ``success: false`` and why; not JSON; a
+        field of ``fields`` missing or not of its type) is said in one line and the question
+        asked again ``STATS_RETRY_S`` later, within the stage's deadline."""
+        if self._ask_again_at is not None:
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                raise RuntimeError(f'timed out waiting for {what}')
+            if time.monotonic() < self._ask_again_at:
+                return None
+            self._ask_again_at = None
+            self._call(self._call_.client, Trigger.Request())
+            return None
         result = self._result(what)
         if result is None:
             return None
@@ -519,12 +535,12 @@ class RecipeNode(GuardedNode):
             stats = json.loads(result.message) if result.success else None
         except ValueError:
             stats = None
-        if not isinstance(stats, dict):
-            client = self._call_.client
-            self.get_logger().error(f'{self.resolve_service_name(client.srv_name)} answered '
-                                    f'{result.message[:200]!r}: asking again',
-                                    throttle_duration_sec=5.0)
-            self._call(client, Trigger.Request())
+        if not (isinstance(stats, dict) and all(isinstance(stats.get(k), t)
+                                                for k, t in fields.items())):
+            name = self.resolve_service_name(self._call_.client.srv_name)
+            self.get_logger().error(f'{name} answered {result.message[:200]!r}: asking again '
+                                    f'in {STATS_RETRY_S:g} s', throttle_duration_sec=5.0)
+            self._ask_again_at = time.monotonic() + STATS_RETRY_S
             return None
         return stats
 
@@ -542,7 +558,7 @@ class RecipeNode(GuardedNode):
         self._goto('wait_model', 60.0)
 
     def _stage_wait_model(self):
-        stats = self._stats("the trainer's model version")
+        stats = self._stats("the trainer's model version", {'version': int})
         if stats is None:
             return
         self.model_version = int(stats['version'])
@@ -607,7 +623,8 @@ class RecipeNode(GuardedNode):
         return SetParameters.Request(parameters=[ParameterMsg(name='episode_seed', value=value)])
 
     def _stage_train_sync(self):
-        stats = self._stats('the buffer to store every executed transition')
+        stats = self._stats('the buffer to store every executed transition',
+                            {'transitions': int})
         if stats is None:
             return
         # The buffer commits each row durably, so it may still be a few rows behind: train
@@ -661,7 +678,8 @@ class RecipeNode(GuardedNode):
         return True
 
     def _stage_train_wait_data(self):
-        stats = self._stats(f'the trainer to receive {self._train_target} transitions')
+        stats = self._stats(f'the trainer to receive {self._train_target} transitions',
+                            TRAINER_STATS)
         if stats is None:
             return
         if stats['n_transitions'] < self._train_target or stats['training']:
@@ -682,7 +700,7 @@ class RecipeNode(GuardedNode):
         self._call(self.trainer_stats_client, Trigger.Request())
 
     def _stage_training(self):
-        stats = self._stats('training')
+        stats = self._stats('training', TRAINER_STATS)
         if stats is None:
             return
         if stats['training']:

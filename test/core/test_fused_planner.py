@@ -133,6 +133,31 @@ def test_folded_step_is_the_models_step(split_bias):
                                    atol=1e-5)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('bounds', [(0.5, -10.0), (3.0, -25.0), (60.0, -60.0)])
+def test_bounded_std_is_the_models_soft_clamp(bounds, dtype):
+    """``bounded_std`` (closed form) against exp(0.5 * the model's soft-clamped log-variance),
+    computed in float64, for raw log-variances from far below the lower bound to far above the
+    upper one (exp(-u) overflows at the low end), given in fp32 or in bf16 (a bf16 layer's
+    output: the exp runs in fp32 all the same)."""
+    from mbrl_robot.core.planning.fused import bounded_std
+    model = small_model()
+    with torch.no_grad():
+        model.max_logvar.fill_(bounds[0])
+        model.min_logvar.fill_(bounds[1])
+    u = torch.linspace(-120.0, 120.0, 4801).unsqueeze(1).expand(-1, model.obs_dim).to(dtype)
+    folded = FoldedEnsemble(model)
+    j = 2 * folded.num_hidden
+    std = bounded_std(u, folded.tensors[j + 4], folded.tensors[j + 5])
+    assert std.dtype == torch.float32 and torch.isfinite(std).all()
+    model64 = small_model().double()
+    with torch.no_grad():
+        model64.max_logvar.fill_(bounds[0])
+        model64.min_logvar.fill_(bounds[1])
+        expected = torch.exp(0.5 * model64._soft_clamp(u.double()))
+    np.testing.assert_allclose(std.double(), expected, rtol=2e-6)
+
+
 @pytest.mark.parametrize('bounds', [(0.5, -10.0), (3.0, -25.0)])
 def test_folded_variance_is_the_models_bounded_variance_at_any_log_variance(bounds):
     """The folded step's standard deviation, in closed form (sqrt(e^min + 1/(e^-max + e^-u))),

@@ -194,6 +194,7 @@ def test_kernel_profile_groups_a_plans_time(monkeypatch):
     assert calls['matmul'] == planner['iterations'] * planner['horizon'] * (
         model_cfg['num_layers'] + 1)
     assert calls['draws'] >= planner['iterations'] * (1 + planner['horizon'])
+    assert row['other_events'] > 0 and row['other_event_ms_max'] >= row['other_event_ms_median']
     assert plan_latency.kernel_group('aten::baddbmm') == 'matmul'
     assert plan_latency.kernel_group('graph_0_cpp_fused_add_silu_1') == 'activation'
     assert plan_latency.kernel_group('aten::normal_') == 'draws'

@@ -467,6 +467,7 @@ def test_hostile_plans_never_break_the_bounds_of_a_published_command(ros_env):
         arm.close()
         executor.shutdown()
         spinner.join(timeout=10)  # no callback may run on the node being destroyed
+        assert not spinner.is_alive(), 'the executor still spins after its shutdown'
         node.destroy_node()
         rclpy.shutdown(context=context)
     assert not os.path.exists(cache)  # the node's temporary checkpoint folder went with it

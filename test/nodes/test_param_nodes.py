@@ -140,17 +140,21 @@ def test_a_controller_callback_that_raises_stops_the_arm(make_node, monkeypatch)
 
 def test_a_stats_answer_that_is_not_one_is_asked_again(make_node, monkeypatch, capfd):
     """The recipe reads the trainer's and the buffer's ``~/stats`` answers as JSON. One whose
-    server failed (GuardedNode answers ``success: false`` and the exception) or that is not
-    JSON is said in one line and asked again, not a traceback that ends the recipe; past the
-    stage's deadline the recipe stops with one line."""
+    server failed (GuardedNode answers ``success: false`` and the exception), that is not JSON
+    or that lacks a field the recipe reads is said in one line and asked again a second later,
+    not a traceback that ends the recipe; past the stage's deadline the recipe stops with one
+    line."""
     import json
     import time
     from std_srvs.srv import Trigger
+    from mbrl_robot.nodes.recipe import STATS_RETRY_S
     node = make_node('recipe')
-    answers = [Trigger.Response(success=False, message='OperationalError: disk I/O error'),
+    failed = Trigger.Response(success=False, message='OperationalError: disk I/O error')
+    answers = [failed,
                Trigger.Response(success=True, message='{"version": 3'),
+               Trigger.Response(success=True, message=json.dumps({'n_transitions': 3})),
                Trigger.Response(success=True, message=json.dumps({'version': 3})),
-               Trigger.Response(success=False, message='OperationalError: disk I/O error')]
+               failed]
     asked = []
 
     class Answered:
@@ -164,19 +168,27 @@ def test_a_stats_answer_that_is_not_one_is_asked_again(make_node, monkeypatch, c
         asked.append(client.srv_name)
         node._call_ = Answered(client)
     monkeypatch.setattr(node, '_call', call)
-    node._call(node.trainer_stats_client, Trigger.Request())
     node._goto('wait_model', 60.0)
-    node.step()
-    assert node._stage == 'wait_model' and len(asked) == 2 and not node.done
-    assert "/trainer/stats answered 'OperationalError: disk I/O error': asking again" in (
+    node._call(node.trainer_stats_client, Trigger.Request())
+    for n in range(1, 4):  # three answers that are not one
+        node.step()
+        assert node._stage == 'wait_model' and len(asked) == n and not node.done
+        node.step()  # not before STATS_RETRY_S
+        assert len(asked) == n
+        assert node._ask_again_at > time.monotonic() + 0.5 * STATS_RETRY_S
+        node._ask_again_at = time.monotonic()  # the second has passed
+        node.step()
+        assert asked == ['trainer/stats'] * (n + 1)
+    assert "/trainer/stats answered 'OperationalError: disk I/O error': asking again in 1 s" in (
         capfd.readouterr().err)
-    node.step()  # not JSON: asked again
-    assert node._stage == 'wait_model' and len(asked) == 3 and not node.done
     node.step()
     assert node.model_version == 3 and node._stage == 'episodes'
-    # A server that keeps failing: the stage's deadline ends the recipe, in one line.
-    node._call(node.buffer_stats_client, Trigger.Request())
+    # A server that keeps failing: asked again until the stage's deadline ends the recipe, in
+    # one line.
     node._goto('train_sync', 120.0)
+    node._call(node.buffer_stats_client, Trigger.Request())
+    node.step()
+    assert node._ask_again_at is not None and not node.done
     node._deadline = time.monotonic() - 1.0
     node.step()
     assert node.done and not node.finished

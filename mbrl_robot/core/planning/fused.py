@@ -85,6 +85,20 @@ def native_bf16(device: torch.device) -> Optional[bool]:
     return any(p() for p in probes)
 
 
+def bounded_std(u: torch.Tensor, exp_neg_max: torch.Tensor,
+                exp_min: torch.Tensor) -> torch.Tensor:
+    """The standard deviation of a Gaussian head whose raw log-variance is ``u``, bounded as
+    ``GaussianEnsemble`` bounds it, from ``e^-max_logvar`` and ``e^min_logvar``.
+
+    The model bounds u softly: with b = max - softplus(max - u), logvar = min + softplus(b -
+    min). Its exponential is exactly e^min + e^b, and e^b = 1 / (e^-max + e^-u): one exp, a
+    division and a square root per element, where the bounds take three exps and two log1ps
+    (the reference computes those; the plans agree to rounding). In fp32 whatever ``u``'s
+    dtype (bf16 layers: as the softplus form, whose first step meets the fp32 bounds).
+    """
+    return torch.sqrt(exp_min + 1.0 / (exp_neg_max + torch.exp(-u.float())))
+
+
 class FoldedEnsemble:
     """A ``GaussianEnsemble``'s members as plain tensors with both normalisers folded in.
 
@@ -203,15 +217,7 @@ class FoldedEnsemble:
             exp_neg_max, exp_min, osd = p[j + 4], p[j + 5], p[j + 6]
             out = self._affine(h, p[j + 2], p[j + 3])
             delta, lv = out[..., :s], out[..., s:]
-            # The model bounds the log-variance u softly (GaussianEnsemble): with
-            # b = max - softplus(max - u), logvar = min + softplus(b - min). Its exponential
-            # is exactly e^min + e^b, and e^b = 1 / (e^-max + e^-u): one exp, a division and
-            # a square root per element for the standard deviation, where the bounds took three
-            # exps and two log1ps (the reference computes them; the plans agree to rounding).
-            # In fp32 whatever the matmuls' dtype (bf16 layers: as the softplus form, whose
-            # first step met the fp32 bounds).
-            var = exp_min + 1.0 / (exp_neg_max + torch.exp(-lv.float()))
-            delta = delta + noise * torch.sqrt(var) * osd
+            delta = delta + noise * bounded_std(lv, exp_neg_max, exp_min) * osd
         return obs + delta.to(obs.dtype)
 
 
