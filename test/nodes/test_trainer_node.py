@@ -161,6 +161,19 @@ def test_trainer_catches_up_trains_announces_and_resumes(tmp_path, ros_env):
         log = proc.stdout.read()
         assert 'v0002 unusable' in log and 'sha256' in log
         assert 'removing the unfinished checkpoint v0003.tmp' in log
+
+        # A checkpoint whose announcement.json is damaged: announced afresh all the same (the
+        # recipe waits for the version ~/stats reports), with its weights' checksum.
+        (models / 'v0001' / 'announcement.json').write_text('{"version": 1, "pa')
+        buffer.models.clear()
+        proc = trainer_process(ros_env, models)
+        assert buffer.spin_until(lambda: buffer.models, 30.0)
+        fresh = buffer.models[-1]
+        assert fresh['version'] == 1 and fresh['path'] == announcement['path']
+        assert fresh['sha256'] == announcement['sha256']
+        proc.terminate()
+        proc.wait(timeout=20)
+        assert 'announcing v1 afresh' in proc.stdout.read()
     finally:
         buffer.close()
         if proc.poll() is None:
