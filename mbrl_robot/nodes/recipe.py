@@ -561,7 +561,7 @@ class RecipeNode(GuardedNode):
         stats = self._stats("the trainer's model version", {'version': int})
         if stats is None:
             return
-        self.model_version = int(stats['version'])
+        self.model_version = stats['version']
         if self.model_version:
             self.get_logger().info(f'the trainer has model v{self.model_version}: the model '
                                    'episodes wait for it')

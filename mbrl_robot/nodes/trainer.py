@@ -70,6 +70,12 @@ POLICY_SUBDIR = 'policy'
 DESCRIPTIONS = schema_descriptions('trainer')
 
 
+def weights_sha256(folder: str) -> str:
+    """The checksum a model's announcement carries: its ``model.pt``'s sha256."""
+    with open(os.path.join(folder, 'model.pt'), 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 class TrainerNode(GuardedNode):
     """Retrains the dynamics ensemble on all transitions, on request and on a schedule."""
 
@@ -195,10 +201,8 @@ class TrainerNode(GuardedNode):
                     raise ValueError(f'not the announcement of v{version}')
             except (OSError, ValueError) as e:
                 self.get_logger().warning(f'{info_path}: {e}: announcing v{version} afresh')
-                with open(os.path.join(path, 'model.pt'), 'rb') as f:
-                    sha256 = hashlib.sha256(f.read()).hexdigest()
-                announcement = {'version': version, 'path': path, 'sha256': sha256,
-                                'accepted': True}
+                announcement = {'version': version, 'path': path,
+                                'sha256': weights_sha256(path), 'accepted': True}
             self.last_result = announcement
             self.model_pub.publish(String(data=json.dumps(announcement)))
             self.get_logger().info(f'resumed from checkpoint v{version}')
@@ -307,8 +311,7 @@ class TrainerNode(GuardedNode):
         tmp = path + '.tmp'
         shutil.rmtree(tmp, ignore_errors=True)
         model.save(tmp)
-        with open(os.path.join(tmp, 'model.pt'), 'rb') as f:
-            sha256 = hashlib.sha256(f.read()).hexdigest()
+        sha256 = weights_sha256(tmp)
         if self.has_policy:
             problem = self._train_policy(model, data, next_seq, version,
                                          os.path.join(tmp, POLICY_SUBDIR),
