@@ -71,3 +71,12 @@ def free_record_path(path: str) -> str:
     an earlier one: the same command run twice, or a live view restarted within its run,
     keeps both files."""
     return next(p for p in record_paths(path) if not os.path.lexists(p))
+
+
+def recording_note(asked: str, path: str) -> str:
+    """The words a log line adds for a recording asked at ``asked`` and going to ``path``
+    ('' when none was asked)."""
+    if not asked:
+        return ''
+    return f', recording to {path}' + (f' ({asked} is there already: kept)'
+                                       if path != asked else '')

@@ -39,7 +39,7 @@ from mbrl_robot.core.algorithms.mpc_recipe import build_phases
 from mbrl_robot.core.schema import NODES, suggest, unflatten
 from mbrl_robot.nodes.spin import CANNOT_START, CANNOT_START_STATUS
 from mbrl_robot.nodes.transport import check_arm_namespaces
-from mbrl_robot.paths import config_path, free_record_path
+from mbrl_robot.paths import config_path, free_record_path, recording_note
 from mbrl_robot.progress import ProgressDisplay
 
 # The recipe's graph; --live adds the monitor (the Foxglove live view).
@@ -506,12 +506,9 @@ def main(argv=None) -> int:
         # Where the monitor will record: never over an earlier file (paths.record_paths). A
         # monitor restarted in this run goes on beside it, as its log says.
         asked = monitor['record_path']
-        to = free_record_path(asked) if asked else ''
         print(f'mbrl_run: live view on ws://{monitor["host"]}:{port} (Foxglove: '
               'open connection; layout config/foxglove_layout.json)'
-              + (f', recording to {to}' if asked else '')
-              + (f' ({asked} is there already: kept)' if asked and to != asked else ''),
-              flush=True)
+              + recording_note(asked, free_record_path(asked) if asked else ''), flush=True)
     progress = (ProgressDisplay(os.path.join(run_dir, 'summary.json'),
                                 build_phases(params['recipe']))
                 if args.progress and with_recipe else None)

@@ -41,7 +41,7 @@ from mbrl_robot import live_view
 from mbrl_robot.nodes.params import declare_node_parameters
 from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.transport import LATCHED_QOS
-from mbrl_robot.paths import urdf_path
+from mbrl_robot.paths import recording_note, urdf_path
 
 
 class MonitorNode(GuardedNode):
@@ -93,9 +93,7 @@ class MonitorNode(GuardedNode):
         self.get_logger().info(
             f'live view on ws://{p["host"]}:{self.live.port} (Foxglove: open connection, '
             'layout config/foxglove_layout.json)'
-            + (f', recording to {self.live.record_path}' if p['record_path'] else '')
-            + (f' ({p["record_path"]} is there already: kept)'
-               if p['record_path'] and self.live.record_path != p['record_path'] else ''))
+            + recording_note(p['record_path'], self.live.record_path))
 
     # --- inputs --------------------------------------------------------------------------
     def joint_state_callback(self, msg: JointState):
