@@ -206,7 +206,10 @@ class ControllerNode(GuardedNode):
         self.model_source = p['model_source']
         self._files_lock = threading.Lock()
         # (kind, version) -> (path, sha256) announced but not yet received over DDS.
-        self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str]]] = {}
+        # (kind, version) -> (announced path, sha256, monotonic time of the announcement)
+        self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str], float]] = {}
+        self._files_wait_s = p['model_files_wait_s']
+        self._overdue: set = set()  # waited-for announcements past model_files_wait_s, said
         self._loads_in_flight = 0  # load (and compile) threads running
         self.files = None
         # A temporary cache is this run's alone: removed with the node (a configured one stays).
@@ -369,7 +372,7 @@ class ControllerNode(GuardedNode):
         with self._files_lock:
             local = self._received(path, version)
             if local is None:
-                self._waiting[(kind, version)] = (path, sha256)
+                self._waiting[(kind, version)] = (path, sha256, time.monotonic())
         if local is None:
             self.get_logger().info(f'v{version} announced at {path}: waiting for its files over '
                                    'DDS')
@@ -386,7 +389,8 @@ class ControllerNode(GuardedNode):
                 if done is not None:
                     for kind, version in sorted(k for k in self._waiting
                                                 if k[1] <= header['version']):
-                        path, sha256 = self._waiting.pop((kind, version))
+                        path, sha256, _ = self._waiting.pop((kind, version))
+                        self._overdue.discard((kind, version))
                         local = self._received(path, version)
                         if local is not None:
                             ready.append((local, version, sha256, kind))
@@ -431,9 +435,22 @@ class ControllerNode(GuardedNode):
 
     def loading(self) -> int:
         """Models and policies being loaded (or compiled for), or announced and waited for over
-        DDS: the recipe's stall watchdog counts this as progress."""
+        DDS for less than ``model_files_wait_s``: the recipe's stall watchdog counts this as
+        progress. (An announcement whose files never come, a lie or a lost trainer, stops
+        counting then; its files are still loaded if they come later.)"""
+        now = time.monotonic()
         with self._files_lock:
-            return self._loads_in_flight + len(self._waiting)
+            waited = 0
+            for (kind, version), (path, _, since) in self._waiting.items():
+                if now - since < self._files_wait_s:
+                    waited += 1
+                elif (kind, version) not in self._overdue:
+                    self._overdue.add((kind, version))
+                    self.get_logger().warning(
+                        f'{kind} v{version} announced at {path} {now - since:.0f} s ago: its '
+                        'files have not arrived over DDS; no longer reported as loading '
+                        '(still loaded if they come)')
+            return self._loads_in_flight + waited
 
     def episode_callback(self, msg: String):
         try:
