@@ -29,9 +29,6 @@ for ``reference`` and ``mbrl_lib``, which batch otherwise). Variants:
   fp32, where the shipped one adds the bias after ``bmm`` in the activation's kernel;
 * ``compiled_py``: ``compiled`` with inductor's Python wrapper, where the shipped one on CPU
   launches its kernels from a C++ wrapper;
-* ``compiled_sleef``: ``compiled`` with ``torch.nn.functional.silu`` (Sleef's exp, called out
-  of line) and inductor's default ``-ffp-contract=off``, where the shipped one on CPU in fp32
-  computes SiLU's exp inline with fused multiply-adds (``FusedMPCAgent.inline_exp``);
 * ``cuda_graph_hostdraw``: ``cuda_graph`` with the noise drawn on the host before each replay
   (one launch per draw), where the shipped graph holds the draws;
 * ``mbrl_lib``: mbrl-lib 0.2.0's ``TrajectoryOptimizerAgent`` (CEM, ``GaussianMLP``, the same
@@ -145,12 +142,10 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     'pets_cpu': (CPU_MODEL, dict(CPU_PROFILE, name='pets', population_size=30, elite_count=5,
                                  particles=5)),
 }
-VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_py',
-            'compiled_sleef', 'cuda_graph',
+VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_py', 'cuda_graph',
             'cuda_graph_hostdraw', 'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu',
             'floor_baddbmm', 'floor_onednn_silu')
 AB_VARIANTS = {'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
-               'compiled_sleef': 'compiled',
                'cuda_graph_hostdraw': 'cuda_graph'}  # -> their backend
 KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
 TARGET = (0.6, 0.2, 0.02)
@@ -177,7 +172,6 @@ def project_planner(model_cfg, planner, device, backend, max_delta, precision='f
     ``compiled`` with every layer one ``baddbmm`` whatever the precision (the shipped compiled
     fp32 plan adds the bias after ``bmm``: ``FoldedEnsemble.split_bias``); ``compiled_py``:
     ``compiled`` with inductor's Python wrapper (``FusedMPCAgent.cpp_wrapper``);
-    ``compiled_sleef``: ``compiled`` with aten's SiLU (``FusedMPCAgent.inline_exp``);
     ``cuda_graph_hostdraw``: the draws outside the graph (``FusedMPCAgent.draw_in_graph``)."""
     variant, backend = backend, AB_VARIANTS.get(backend, backend)
     agent = create_agent(dict(planner, backend=backend, precision=precision),
@@ -188,9 +182,6 @@ def project_planner(model_cfg, planner, device, backend, max_delta, precision='f
     if variant == 'compiled_py':
         agent.cpp_wrapper = False
         agent._build()  # the plan function again, with the Python wrapper
-    if variant == 'compiled_sleef':
-        agent.inline_exp = False
-        agent._build()  # the plan function again, with aten's SiLU and no FMA contraction
     if variant == 'cuda_graph_hostdraw':
         agent.draw_in_graph = False
         agent._build()  # nothing captured yet: the first plan captures without the draws

@@ -25,7 +25,6 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
 import plan_latency  # noqa: E402
-from mbrl_robot.core.planning.fused import inline_silu  # noqa: E402
 
 TINY = ({'name': 'gaussian_ensemble', 'ensemble_size': 2, 'num_layers': 2, 'hidden_size': 16,
          'activation': 'silu', 'probabilistic': True},
@@ -108,19 +107,14 @@ def test_compiled_bias_variants():
     only: nothing is compiled here)."""
     model_cfg, planner = TINY
     agents = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4).__self__
-              for v in ('compiled', 'compiled_baddbmm', 'compiled_py', 'compiled_sleef',
-                        'compiled@bf16', 'fused')}
+              for v in ('compiled', 'compiled_baddbmm', 'compiled_py', 'compiled@bf16', 'fused')}
     assert {v: a.folded.split_bias for v, a in agents.items()} == {
-        'compiled': True, 'compiled_baddbmm': False, 'compiled_py': True, 'compiled_sleef': True,
-        'compiled@bf16': False, 'fused': False}
+        'compiled': True, 'compiled_baddbmm': False, 'compiled_py': True, 'compiled@bf16': False,
+        'fused': False}
     assert {v: a.backend for v, a in agents.items()} == {
         'compiled': 'compiled', 'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
-        'compiled_sleef': 'compiled', 'compiled@bf16': 'compiled', 'fused': 'fused'}
+        'compiled@bf16': 'compiled', 'fused': 'fused'}
     assert agents['compiled'].cpp_wrapper and not agents['compiled_py'].cpp_wrapper
-    # SiLU with the inline exp: the compiled fp32 plan on CPU only.
-    assert {v: a.folded.activation is inline_silu for v, a in agents.items()} == {
-        'compiled': True, 'compiled_baddbmm': True, 'compiled_py': True, 'compiled_sleef': False,
-        'compiled@bf16': False, 'fused': False}
 
 
 def test_graph_draw_variants(monkeypatch):

@@ -99,36 +99,6 @@ def bounded_std(u: torch.Tensor, exp_neg_max: torch.Tensor,
     return torch.sqrt(exp_min + 1.0 / (exp_neg_max + torch.exp(-u.float())))
 
 
-# exp(x) = 2^n e^r with n = round(x / ln 2) and |r| <= ln(2) / 2 (Cody and Waite's reduction,
-# ln 2 split in two so that n * _LN2_HI is exact), e^r by its Taylor polynomial to r^6 (a
-# relative error under 1.3e-7 on that interval), 2^n built in the float's exponent bits.
-_LOG2E = 1.4426950408889634
-_LN2_HI, _LN2_LO = 0.693145751953125, 1.4286067653301870e-06
-_EXP_TAYLOR = (1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0)  # r^6 ... r^0
-
-
-def inline_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp of an fp32 tensor from elementwise tensor ops alone (relative error under 4e-7 on
-    [-87, 88], to which x is clamped: fp32 stays normal there; NaN stays NaN), for inductor to
-    compile into the kernel that uses it: its C++ calls Sleef's exp out of line for every 16
-    lanes, and with ``cpp.enable_floating_point_contract_flag='fast'`` the polynomial below
-    becomes fused multiply-adds. Session 39, Zen 4, 1 thread, against ``torch.exp`` in the
-    compiled plan's SiLU: 1-2% faster plans at the mid size, 3% at the cpu size."""
-    x = x.clamp(-87.0, 88.0)
-    n = torch.floor(x * _LOG2E + 0.5)
-    r = x - n * _LN2_HI - n * _LN2_LO
-    p = r * _EXP_TAYLOR[0] + _EXP_TAYLOR[1]
-    for c in _EXP_TAYLOR[2:]:
-        p = p * r + c
-    return p * ((n.to(torch.int32) + 127) << 23).view(torch.float32)
-
-
-def inline_silu(x: torch.Tensor) -> torch.Tensor:
-    """SiLU as aten computes it, x / (1 + exp(-x)), with :func:`inline_exp` (fp32: within
-    8e-7 relative of the exact SiLU, where aten's is within 3e-7)."""
-    return x / (1.0 + inline_exp(-x))
-
-
 class FoldedEnsemble:
     """A ``GaussianEnsemble``'s members as plain tensors with both normalisers folded in.
 
@@ -149,12 +119,10 @@ class FoldedEnsemble:
         matmul_dtype: the layers' weights and biases kept in this dtype (``torch.bfloat16``
             for bf16 autocast: cast once per model, not by autocast at every step; the same
             values), None: fp32. The log-variance bounds and the output scale stay fp32.
-        inline_activation: a SiLU model's activation as :func:`inline_silu` (for
-            torch.compile on CPU in fp32), not ``torch.nn.functional.silu``.
     """
 
     def __init__(self, model: GaussianEnsemble, split_bias: bool = False,
-                 matmul_dtype: Optional[torch.dtype] = None, inline_activation: bool = False):
+                 matmul_dtype: Optional[torch.dtype] = None):
         if not isinstance(model, GaussianEnsemble):
             raise TypeError(f'the fused planner needs a GaussianEnsemble, got '
                             f'{type(model).__name__}')
@@ -162,8 +130,7 @@ class FoldedEnsemble:
         self.ensemble_size = model.ensemble_size
         self.num_hidden = model.num_layers
         self.probabilistic = model.probabilistic
-        self.activation = (inline_silu if inline_activation and model.activation == 'silu'
-                           else ACTIVATIONS[model.activation])
+        self.activation = ACTIVATIONS[model.activation]
         self.signature = self._signature(model)
         self._features = model.features if model.input_features else None
         self.tensors = self.fold(model)
@@ -270,7 +237,6 @@ class FusedMPCAgent(MPCAgent):
     """
 
     cpp_wrapper = True  # CPU 'compiled': inductor's C++ wrapper (False: its Python one)
-    inline_exp = True  # CPU 'compiled' fp32: inline_silu, FMA contraction (False: neither)
     draw_in_graph = True  # CUDA graphs: the noise draws captured in the graph (False: host)
 
     def __init__(self, *args, backend: str = 'fused', precision: str = 'fp32', **kwargs):
@@ -307,11 +273,8 @@ class FusedMPCAgent(MPCAgent):
         ev = self.evaluator
         compiled = self.backend in ('compiled', 'compiled_cuda_graph')
         bf16 = self.precision == 'bf16'
-        dev = self.device
-        inline = compiled and not bf16 and dev.type == 'cpu' and self.inline_exp
         self.folded = FoldedEnsemble(ev._rollout_model, split_bias=compiled and not bf16,
-                                     matmul_dtype=torch.bfloat16 if bf16 else None,
-                                     inline_activation=inline)
+                                     matmul_dtype=torch.bfloat16 if bf16 else None)
         k, h, a, s = (self.folded.ensemble_size, self.horizon, self.action_dim,
                       self.folded.obs_dim)
         opt = self.optimizer
@@ -322,6 +285,7 @@ class FusedMPCAgent(MPCAgent):
         self._rows = n * p
         self._b = -(-self._rows // k)
         sampling = not ev.deterministic and self.folded.probabilistic
+        dev = self.device
         self._noise = torch.zeros(self._iterations, n, h, a, device=dev)
         self._head = (torch.zeros(self._iterations, h, k, self._b, s, device=dev)
                       if sampling else None)
@@ -339,11 +303,6 @@ class FusedMPCAgent(MPCAgent):
             # call each (session 33, AMX CPU, 1 thread: 1.02-1.11x at the cpu size, 1.00x at mid;
             # the same plans; a cold compile takes ~5 s more).
             options = {'cpp_wrapper': True} if dev.type == 'cpu' and self.cpp_wrapper else None
-            if inline:
-                # a * b + c as one fused multiply-add (inductor's default: off), for
-                # inline_silu's polynomial and the plan's other kernels; rounding only.
-                options = dict(options or {}, **{'cpp.enable_floating_point_contract_flag':
-                                                 'fast'})
             fn = torch.compile(fn, dynamic=False, options=options)
         self._fn = fn
         self._graph = None
