@@ -205,8 +205,8 @@ class ControllerNode(GuardedNode):
         # Checkpoints without a shared disk: the trainer's bytes over DDS (core/transfer.py).
         self.model_source = p['model_source']
         self._files_lock = threading.Lock()
-        # (kind, version) -> (path, sha256) announced but not yet received over DDS.
-        # (kind, version) -> (announced path, sha256, monotonic time of the announcement)
+        # (kind, version) -> (path, sha256, monotonic time of the announcement): announced but
+        # not yet received over DDS.
         self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str], float]] = {}
         self._files_wait_s = p['model_files_wait_s']
         self._overdue: set = set()  # waited-for announcements past model_files_wait_s, said
@@ -372,7 +372,11 @@ class ControllerNode(GuardedNode):
         with self._files_lock:
             local = self._received(path, version)
             if local is None:
-                self._waiting[(kind, version)] = (path, sha256, time.monotonic())
+                # The wait runs from the first announcement: announcing the version again (a
+                # restarted trainer, a liar) does not restart it.
+                first = self._waiting.get((kind, version))
+                self._waiting[(kind, version)] = (path, sha256,
+                                                  time.monotonic() if first is None else first[2])
         if local is None:
             self.get_logger().info(f'v{version} announced at {path}: waiting for its files over '
                                    'DDS')
@@ -441,6 +445,7 @@ class ControllerNode(GuardedNode):
         now = time.monotonic()
         with self._files_lock:
             waited = 0
+            # Said here, where the 1 Hz diagnostics timer asks, once per announcement.
             for (kind, version), (path, _, since) in self._waiting.items():
                 if now - since < self._files_wait_s:
                     waited += 1

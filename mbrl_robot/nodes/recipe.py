@@ -316,7 +316,8 @@ class ArmSlot:
 
         Progress is a new row of the episode, or the arm's controller saying on its diagnostics
         (1 Hz, wall clock; :meth:`controller_heard`) that it is loading a model (or compiling
-        the planner for it, or waiting for its files over DDS) or that its e-stop is engaged.
+        the planner for it, or waiting for its files over DDS, for up to its
+        ``model_files_wait_s``) or that its e-stop is engaged.
         Whatever else stops an arm mid-episode (a hung process, a lost link, a controller and a
         lockstep twin waiting on each other) loses it for ``episode_stall_s``, not for
         ``episode_timeout_s``.

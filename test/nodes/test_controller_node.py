@@ -683,23 +683,34 @@ def test_a_lockstep_episode_runs_on_however_the_clock_messages_come(ros_env):
 def test_an_announcement_whose_files_never_come_stops_counting_as_loading(ros_env):
     """A model announced over DDS whose files never arrive (a liar's version 10^15, a trainer
     gone) counts as loading, which the recipe's stall watchdog takes as progress, only for
-    model_files_wait_s; then one warning, and its files still load if they come later."""
+    model_files_wait_s from its first announcement (announcing it again does not restart the
+    wait); then one warning, and it is still waited for, so its files load if they come."""
     from mbrl_robot.nodes.controller import ControllerNode
     from mbrl_robot.paths import config_path
     context = rclpy.Context()
     rclpy.init(context=context, args=[
         '--ros-args', '--params-file', config_path('ci_smoke'),
-        '-p', 'controller:use_sim_time:=false', '-p', 'controller:model_files_wait_s:=1.0'])
+        '-p', 'controller:use_sim_time:=false', '-p', 'controller:model_files_wait_s:=2.0'])
     node = ControllerNode(context=context)
+    said = []
+
+    class Logger:
+        def __getattr__(self, level):
+            return lambda message, **_: said.append((level, message))
+
+    node.get_logger = Logger  # the node's own lines, as written
     try:
         assert node.loading() == 0
         lie = {'path': '/nowhere/models/v1000000000000000', 'version': 10 ** 15}
         node.model_callback(String(data=json.dumps(lie)))
         assert node.loading() == 1
-        time.sleep(1.2)
+        time.sleep(2.2)
         assert node.loading() == 0
-        assert node.loading() == 0  # said once, still not counted
-        assert (('model', 10 ** 15) in node._waiting and node._overdue == {('model', 10 ** 15)})
+        node.model_callback(String(data=json.dumps(lie)))  # again: the wait does not restart
+        assert node.loading() == 0
+        warnings = [m for level, m in said if level == 'warning']
+        assert len(warnings) == 1 and f'v{10 ** 15}' in warnings[0], said
+        assert ('model', 10 ** 15) in node._waiting  # what files_callback loads from
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
