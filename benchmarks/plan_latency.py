@@ -14,7 +14,9 @@
 """Latency of one MPC plan per backend, interleaved in one process; one JSON line each.
 
 For each planner configuration (``--configs``) every variant plans from the same state in
-turn, round after round (so a shared machine's load hits all of them alike), and one line per
+turn, round after round (so a shared machine's load hits all of them alike; each round in a
+new order, drawn from a fixed seed, since session 39 found that at the cpu size the variant
+timed right after another gained ~2% whichever it was), and one line per
 (config, variant) gives ``ms_median``, ``ms_p99``, ``cpu_ms_median`` (process CPU time, which
 tracks the unloaded wall time with one thread), ``first_call_s`` (for ``compiled``: the
 compilation), ``x_vs_mbrl_lib`` (mbrl-lib's median / this variant's), ``x_floor`` and
@@ -366,9 +368,13 @@ def time_config(name: str, variants: List[str], device: torch.device, args) -> L
         fns[v] = fn
     times = {v: [] for v in fns}
     cpu = {v: [] for v in fns}
+    names = list(fns)
+    shuffle = np.random.default_rng(0)
     start = time.perf_counter()
     for _ in range(args.repeats):
-        for v, fn in fns.items():
+        # Each round in a new order: no variant always runs first, or after the same one.
+        for v in (names[i] for i in shuffle.permutation(len(names))):
+            fn = fns[v]
             _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             fn(obs)
