@@ -205,11 +205,10 @@ class ControllerNode(GuardedNode):
         # Checkpoints without a shared disk: the trainer's bytes over DDS (core/transfer.py).
         self.model_source = p['model_source']
         self._files_lock = threading.Lock()
-        # (kind, version) -> (path, sha256, monotonic time of the announcement): announced but
-        # not yet received over DDS.
-        self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str], float]] = {}
+        # (kind, version) -> (path, sha256, monotonic time of the first announcement, whether
+        # its overdue warning was said): announced but not yet received over DDS.
+        self._waiting: Dict[Tuple[str, int], Tuple[str, Optional[str], float, bool]] = {}
         self._files_wait_s = p['model_files_wait_s']
-        self._overdue: set = set()  # waited-for announcements past model_files_wait_s, said
         self._loads_in_flight = 0  # load (and compile) threads running
         self.files = None
         # A temporary cache is this run's alone: removed with the node (a configured one stays).
@@ -375,8 +374,8 @@ class ControllerNode(GuardedNode):
                 # The wait runs from the first announcement: announcing the version again (a
                 # restarted trainer, a liar) does not restart it.
                 first = self._waiting.get((kind, version))
-                self._waiting[(kind, version)] = (path, sha256,
-                                                  time.monotonic() if first is None else first[2])
+                since, said = (time.monotonic(), False) if first is None else first[2:]
+                self._waiting[(kind, version)] = (path, sha256, since, said)
         if local is None:
             self.get_logger().info(f'v{version} announced at {path}: waiting for its files over '
                                    'DDS')
@@ -393,8 +392,7 @@ class ControllerNode(GuardedNode):
                 if done is not None:
                     for kind, version in sorted(k for k in self._waiting
                                                 if k[1] <= header['version']):
-                        path, sha256, _ = self._waiting.pop((kind, version))
-                        self._overdue.discard((kind, version))
+                        path, sha256, _, _ = self._waiting.pop((kind, version))
                         local = self._received(path, version)
                         if local is not None:
                             ready.append((local, version, sha256, kind))
@@ -446,11 +444,11 @@ class ControllerNode(GuardedNode):
         with self._files_lock:
             waited = 0
             # Said here, where the 1 Hz diagnostics timer asks, once per announcement.
-            for (kind, version), (path, _, since) in self._waiting.items():
+            for (kind, version), (path, sha256, since, said) in self._waiting.items():
                 if now - since < self._files_wait_s:
                     waited += 1
-                elif (kind, version) not in self._overdue:
-                    self._overdue.add((kind, version))
+                elif not said:
+                    self._waiting[(kind, version)] = (path, sha256, since, True)
                     self.get_logger().warning(
                         f'{kind} v{version} announced at {path} {now - since:.0f} s ago: its '
                         'files have not arrived over DDS; no longer reported as loading '
