@@ -27,8 +27,10 @@ for ``reference`` and ``mbrl_lib``, which batch otherwise). Variants:
 * ``reference``: ``MPCAgent``, the eager op-at-a-time planner;
 * ``fused``, ``compiled``, ``cuda_graph``, ``compiled_cuda_graph``: ``FusedMPCAgent`` backends
   (``core/planning/fused.py``; the graph ones on CUDA only);
-* ``compiled_baddbmm``: ``compiled`` with each layer one ``baddbmm`` (bias included) even in
-  fp32, where the shipped one adds the bias after ``bmm`` in the activation's kernel;
+* ``compiled_baddbmm``, ``compiled_split``: ``compiled`` with each layer one ``baddbmm`` (bias
+  included), or a ``bmm`` with the bias added in the activation's kernel, whatever the
+  device and precision (the shipped plan: ``baddbmm`` on CPU and in bf16, the split for fp32
+  on CUDA; ``FoldedEnsemble.split_bias``);
 * ``compiled_py``: ``compiled`` with inductor's Python wrapper, where the shipped one on CPU
   launches its kernels from a C++ wrapper;
 * ``cuda_graph_hostdraw``: ``cuda_graph`` with the noise drawn on the host before each replay
@@ -144,11 +146,11 @@ CONFIGS: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     'pets_cpu': (CPU_MODEL, dict(CPU_PROFILE, name='pets', population_size=30, elite_count=5,
                                  particles=5)),
 }
-VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_py', 'cuda_graph',
-            'cuda_graph_hostdraw', 'compiled_cuda_graph', 'mbrl_lib', 'floor', 'floor_silu',
-            'floor_baddbmm', 'floor_onednn_silu')
-AB_VARIANTS = {'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
-               'cuda_graph_hostdraw': 'cuda_graph'}  # -> their backend
+VARIANTS = ('reference', 'fused', 'compiled', 'compiled_baddbmm', 'compiled_split', 'compiled_py',
+            'cuda_graph', 'cuda_graph_hostdraw', 'compiled_cuda_graph', 'mbrl_lib', 'floor',
+            'floor_silu', 'floor_baddbmm', 'floor_onednn_silu')
+AB_VARIANTS = {'compiled_baddbmm': 'compiled', 'compiled_split': 'compiled',
+               'compiled_py': 'compiled', 'cuda_graph_hostdraw': 'cuda_graph'}  # -> their backend
 KNOWN_BF16 = tuple(f'{v}@bf16' for v in VARIANTS if v not in ('reference', 'mbrl_lib'))
 TARGET = (0.6, 0.2, 0.02)
 
@@ -170,17 +172,17 @@ def puck_reward(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], 
 
 
 def project_planner(model_cfg, planner, device, backend, max_delta, precision='fp32'):
-    """``act(obs)`` of the project's planner on a random-init model; ``compiled_baddbmm``:
-    ``compiled`` with every layer one ``baddbmm`` whatever the precision (the shipped compiled
-    fp32 plan adds the bias after ``bmm``: ``FoldedEnsemble.split_bias``); ``compiled_py``:
+    """``act(obs)`` of the project's planner on a random-init model; ``compiled_baddbmm``,
+    ``compiled_split``: ``compiled`` with every layer one ``baddbmm``, or ``bmm`` then the bias,
+    whatever the device and precision (``FoldedEnsemble.split_bias``); ``compiled_py``:
     ``compiled`` with inductor's Python wrapper (``FusedMPCAgent.cpp_wrapper``);
     ``cuda_graph_hostdraw``: the draws outside the graph (``FusedMPCAgent.draw_in_graph``)."""
     variant, backend = backend, AB_VARIANTS.get(backend, backend)
     agent = create_agent(dict(planner, backend=backend, precision=precision),
                          make_model(model_cfg, device), puck_reward(device), A, device,
                          max_delta=max_delta)
-    if variant == 'compiled_baddbmm':
-        agent.folded.split_bias = False  # before the first plan traces the function
+    if variant in ('compiled_baddbmm', 'compiled_split'):
+        agent.folded.split_bias = variant == 'compiled_split'  # before the first plan traces
     if variant == 'compiled_py':
         agent.cpp_wrapper = False
         agent._build()  # the plan function again, with the Python wrapper

@@ -20,6 +20,7 @@ import torch
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.planning import create_agent
 from mbrl_robot.core.planning.agent import MPCAgent
+from mbrl_robot.core.planning import fused
 from mbrl_robot.core.planning.fused import FoldedEnsemble, FusedMPCAgent
 from mbrl_robot.core.safety import JointLimits
 from mbrl_robot.core.tasks.push import PushTask
@@ -224,11 +225,16 @@ def test_set_target_updates_a_running_plan_in_place():
     assert mine.tolist() == [0.4, 0.0, 0.02]
 
 
-def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch):
-    """torch.compile of the whole plan (CPU, inductor's C++ wrapper, each layer's bias added
-    after ``bmm``): the same plans as the eager fused function, no recompilation after a model
-    swap or a new target; a rebuild for another layout keeps both settings."""
+@pytest.mark.parametrize('split', [False, True], ids=['baddbmm', 'split_bias'])
+def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch, split):
+    """torch.compile of the whole plan (CPU, inductor's C++ wrapper; each layer one
+    ``baddbmm``, as a plan this small has it on CPU, or ``bmm`` then the bias in the
+    activation's kernel, as larger ones and CUDA's have it): the same plans as the eager fused
+    function, no recompilation after a model swap or a new target; a rebuild for another
+    layout keeps both settings."""
     from torch._dynamo.utils import counters
+    if split:
+        monkeypatch.setattr(fused, 'SPLIT_BIAS_MIN_BYTES', 0)
     options = []
     real_compile = torch.compile
 
@@ -245,7 +251,7 @@ def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch):
     torch._dynamo.reset()
     counters.clear()
     agent, compiled, _ = run(cfg, small_model(), task, 'compiled', obs_list)
-    assert options == [{'cpp_wrapper': True}] and agent.folded.split_bias
+    assert options == [{'cpp_wrapper': True}] and agent.folded.split_bias == split
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
     graphs = counters['stats']['unique_graphs']
     assert graphs >= 1
@@ -254,8 +260,28 @@ def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch):
     agent.plan(obs_list[0])
     assert counters['stats']['unique_graphs'] == graphs
     agent.set_model(small_model(seed=6, num_elites=2))  # rebuilt (not planned: no compile)
-    assert agent.last_plan_info.get('rebuilt') and agent.folded.split_bias
+    assert agent.last_plan_info.get('rebuilt') and agent.folded.split_bias == split
     assert options == [{'cpp_wrapper': True}] * 2
+
+
+def test_where_the_bias_goes():
+    """``split_bias`` (bias after ``bmm``) only for compiled fp32 plans whose hidden layer's
+    output exceeds ``SPLIT_BIAS_MIN_BYTES`` on CPU (all on CUDA); one ``baddbmm`` otherwise, in
+    bf16 and in the eager backends (built only: nothing is compiled here)."""
+    cfg = dict(PLANNERS['pets_ts_inf'], horizon=2)  # 4 members, 24 x 3 rows, 24 wide
+    out_bytes = 4 * 4 * (24 * 3 // 4) * 24
+
+    def split(backend='compiled', precision='fp32'):
+        agent = create_agent(dict(cfg, backend=backend, precision=precision), small_model(),
+                             push_task().reward_fn, 7, 'cpu')
+        return agent.folded.split_bias
+
+    assert fused.SPLIT_BIAS_MIN_BYTES == 1 << 20 and not split()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused, 'SPLIT_BIAS_MIN_BYTES', out_bytes)
+        assert not split()
+        mp.setattr(fused, 'SPLIT_BIAS_MIN_BYTES', out_bytes - 1)
+        assert split() and not split(precision='bf16') and not split(backend='fused')
 
 
 GRAPHED = ['pets_ts_inf', 'random_shooting', 'cem_mean', 'pets_ts_1_pessimism']

@@ -126,18 +126,21 @@ def test_tf32_is_refused_off_cuda(monkeypatch):
 
 
 def test_compiled_bias_variants():
-    """The shipped compiled fp32 plan adds the bias after ``bmm``; ``compiled_baddbmm`` and
-    bf16 keep one ``baddbmm`` per layer; ``compiled_py`` has inductor's Python wrapper (built
-    only: nothing is compiled here)."""
+    """On CPU the shipped compiled plan keeps one ``baddbmm`` per layer, as bf16 and ``fused``
+    do; ``compiled_split`` adds the bias after ``bmm`` (the shipped fp32 plan on CUDA),
+    ``compiled_baddbmm`` never; ``compiled_py`` has inductor's Python wrapper (built only:
+    nothing is compiled here)."""
     model_cfg, planner = TINY
+    names = ('compiled', 'compiled_baddbmm', 'compiled_split', 'compiled_split@bf16',
+             'compiled_py', 'compiled@bf16', 'fused')
     agents = {v: plan_latency.build(v, model_cfg, planner, torch.device('cpu'), 0.4).__self__
-              for v in ('compiled', 'compiled_baddbmm', 'compiled_py', 'compiled@bf16', 'fused')}
+              for v in names}
     assert {v: a.folded.split_bias for v, a in agents.items()} == {
-        'compiled': True, 'compiled_baddbmm': False, 'compiled_py': True, 'compiled@bf16': False,
+        'compiled': False, 'compiled_baddbmm': False, 'compiled_split': True,
+        'compiled_split@bf16': True, 'compiled_py': False, 'compiled@bf16': False,
         'fused': False}
-    assert {v: a.backend for v, a in agents.items()} == {
-        'compiled': 'compiled', 'compiled_baddbmm': 'compiled', 'compiled_py': 'compiled',
-        'compiled@bf16': 'compiled', 'fused': 'fused'}
+    assert {v: a.backend for v, a in agents.items()} == dict(
+        {v: 'compiled' for v in names}, fused='fused')
     assert agents['compiled'].cpp_wrapper and not agents['compiled_py'].cpp_wrapper
 
 

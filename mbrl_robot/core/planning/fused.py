@@ -67,6 +67,15 @@ from mbrl_robot.core.planning.optimizers import (cem_update, CEMOptimizer,
 from mbrl_robot.core.planning.trajectory import project_action_sequences
 
 BACKENDS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph')
+# Where a compiled fp32 plan adds each layer's bias (``FoldedEnsemble.split_bias``), by A/B
+# (docs/planner_speed.md, sessions 33 and 40). On CPU, in one ``baddbmm`` while a hidden
+# layer's output fits in this many bytes (about a core's L2): the activation then runs as one
+# flat loop of aligned vectors, and MKL accumulates onto the bias instead of zeroing its output
+# first (Zen 4: 3-4% faster at mid, 0.76 MiB; the same at the cpu size). Over it, after ``bmm``
+# in the activation's kernel, which saves the bias copy's pass over a larger output (the
+# lecture size, 4.8 MiB: 6% faster on Zen 4, 5.5% on an AMX Xeon). Always after ``bmm`` in
+# fp32 on CUDA (unmeasured there); never in bf16 (6-7% slower at mid on CPU).
+SPLIT_BIAS_MIN_BYTES = 1 << 20
 PRECISIONS = ('fp32', 'tf32', 'bf16')
 
 
@@ -114,8 +123,9 @@ class FoldedEnsemble:
 
     Args:
         model: the ensemble (all of its members; select the elites first).
-        split_bias: each layer as ``bmm`` then ``+ bias`` (for torch.compile in fp32), not
-            one ``baddbmm``; the same arithmetic.
+        split_bias: each layer as ``bmm`` then ``+ bias``, the bias added in the
+            activation's fused kernel, not one ``baddbmm``; the same arithmetic up to
+            rounding. ``FusedMPCAgent`` sets it (``SPLIT_BIAS_MIN_BYTES``).
         matmul_dtype: the layers' weights and biases kept in this dtype (``torch.bfloat16``
             for bf16 autocast: cast once per model, not by autocast at every step; the same
             values), None: fp32. The log-variance bounds and the output scale stay fp32.
@@ -273,7 +283,7 @@ class FusedMPCAgent(MPCAgent):
         ev = self.evaluator
         compiled = self.backend in ('compiled', 'compiled_cuda_graph')
         bf16 = self.precision == 'bf16'
-        self.folded = FoldedEnsemble(ev._rollout_model, split_bias=compiled and not bf16,
+        self.folded = FoldedEnsemble(ev._rollout_model,
                                      matmul_dtype=torch.bfloat16 if bf16 else None)
         k, h, a, s = (self.folded.ensemble_size, self.horizon, self.action_dim,
                       self.folded.obs_dim)
@@ -284,6 +294,9 @@ class FusedMPCAgent(MPCAgent):
         p = ev.particles
         self._rows = n * p
         self._b = -(-self._rows // k)
+        self.folded.split_bias = compiled and not bf16 and (
+            self.device.type == 'cuda'
+            or 4 * k * self._b * ev._rollout_model.hidden_size > SPLIT_BIAS_MIN_BYTES)
         sampling = not ev.deterministic and self.folded.probabilistic
         dev = self.device
         self._noise = torch.zeros(self._iterations, n, h, a, device=dev)
