@@ -29,8 +29,9 @@ for ``reference`` and ``mbrl_lib``, which batch otherwise). Variants:
   (``core/planning/fused.py``; the graph ones on CUDA only);
 * ``compiled_baddbmm``, ``compiled_split``: ``compiled`` with each layer one ``baddbmm`` (bias
   included), or a ``bmm`` with the bias added in the activation's kernel, whatever the
-  device and precision (the shipped plan: ``baddbmm`` on CPU and in bf16, the split for fp32
-  on CUDA; ``FoldedEnsemble.split_bias``);
+  device and precision (the shipped plan: ``baddbmm`` in bf16 and on CPU while a hidden
+  layer's output fits in ``fused.SPLIT_BIAS_MIN_BYTES``, the split otherwise;
+  ``FoldedEnsemble.split_bias``);
 * ``compiled_py``: ``compiled`` with inductor's Python wrapper, where the shipped one on CPU
   launches its kernels from a C++ wrapper;
 * ``cuda_graph_hostdraw``: ``cuda_graph`` with the noise drawn on the host before each replay

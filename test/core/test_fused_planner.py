@@ -119,7 +119,7 @@ def test_fused_plans_what_the_reference_plans_in_any_box(name):
 
 @pytest.mark.parametrize('split_bias', [False, True])
 def test_folded_step_is_the_models_step(split_bias):
-    """Either way of adding the bias (``baddbmm``; ``bmm`` then ``+``, the compiled one)."""
+    """Either way of adding the bias (``baddbmm``; ``bmm`` then ``+``: ``split_bias``)."""
     model = small_model(features=('tool_tip',))
     folded = FoldedEnsemble(model, split_bias=split_bias)
     g = torch.Generator().manual_seed(3)
@@ -264,12 +264,15 @@ def test_compiled_plan_is_the_fused_plan_and_survives_a_swap(monkeypatch, split)
     assert options == [{'cpp_wrapper': True}] * 2
 
 
-def test_where_the_bias_goes():
+@pytest.mark.parametrize('name, rows', [('pets_ts_inf', 24 * 3 // 4 + 1), ('cem_mean', 24 + 1)])
+def test_where_the_bias_goes(name, rows):
     """``split_bias`` (bias after ``bmm``) only for compiled fp32 plans whose hidden layer's
-    output exceeds ``SPLIT_BIAS_MIN_BYTES`` on CPU (all on CUDA); one ``baddbmm`` otherwise, in
-    bf16 and in the eager backends (built only: nothing is compiled here)."""
-    cfg = dict(PLANNERS['pets_ts_inf'], horizon=2)  # 4 members, 24 x 3 rows, 24 wide
-    out_bytes = 4 * 4 * (24 * 3 // 4) * 24
+    output (4 members x their rows, the centre row included, x 24 wide; under ``mean`` every
+    member steps every candidate) exceeds ``SPLIT_BIAS_MIN_BYTES`` on CPU (all on CUDA); one
+    ``baddbmm`` otherwise, in bf16 and in the eager backends (built only: nothing is compiled
+    here)."""
+    cfg = dict(PLANNERS[name], horizon=2)  # 24 candidates
+    out_bytes = 4 * 4 * rows * 24
 
     def split(backend='compiled', precision='fp32'):
         agent = create_agent(dict(cfg, backend=backend, precision=precision), small_model(),

@@ -71,7 +71,7 @@ BACKENDS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph
 # (docs/planner_speed.md, sessions 33 and 40). On CPU, in one ``baddbmm`` while a hidden
 # layer's output fits in this many bytes (about a core's L2): the activation then runs as one
 # flat loop of aligned vectors, and MKL accumulates onto the bias instead of zeroing its output
-# first (Zen 4: 3-4% faster at mid, 0.76 MiB; the same at the cpu size). Over it, after ``bmm``
+# first (Zen 4: 3-4% faster at mid, 0.77 MiB; even at the cpu size). Over it, after ``bmm``
 # in the activation's kernel, which saves the bias copy's pass over a larger output (the
 # lecture size, 4.8 MiB: 6% faster on Zen 4, 5.5% on an AMX Xeon). Always after ``bmm`` in
 # fp32 on CUDA (unmeasured there); never in bf16 (6-7% slower at mid on CPU).
@@ -151,10 +151,9 @@ class FoldedEnsemble:
             self.tensors = [t.to(matmul_dtype) if i < layers else t
                             for i, t in enumerate(self.tensors)]
         # False: each layer one ``baddbmm`` (one kernel, bias included). True: ``bmm`` then
-        # ``+ bias``, for torch.compile in fp32, which adds the bias in the next pointwise
-        # kernel (the activation) instead of first copying the broadcast bias into every output
-        # row (session 33, AMX CPU, 1 thread: 1.02x at mid, 1.055x at lecture size; under bf16
-        # autocast it lost 6-7% at mid, so bf16 keeps ``baddbmm``).
+        # ``+ bias``, which torch.compile adds in the next pointwise kernel (the activation)
+        # instead of first copying the broadcast bias into every output row: for compiled fp32
+        # plans on CUDA, and on CPU over ``SPLIT_BIAS_MIN_BYTES``.
         self.split_bias = bool(split_bias)
 
     @staticmethod
@@ -294,9 +293,12 @@ class FusedMPCAgent(MPCAgent):
         p = ev.particles
         self._rows = n * p
         self._b = -(-self._rows // k)
+        # A hidden layer's output: k members x their rows (each member's share of the
+        # particles, or every candidate under ``mean``; plus the centre row) x the width.
+        step_rows = (n if ev.propagation == 'mean' else self._b) + 1
         self.folded.split_bias = compiled and not bf16 and (
             self.device.type == 'cuda'
-            or 4 * k * self._b * ev._rollout_model.hidden_size > SPLIT_BIAS_MIN_BYTES)
+            or 4 * k * step_rows * ev._rollout_model.hidden_size > SPLIT_BIAS_MIN_BYTES)
         sampling = not ev.deterministic and self.folded.probabilistic
         dev = self.device
         self._noise = torch.zeros(self._iterations, n, h, a, device=dev)
