@@ -71,10 +71,10 @@ BACKENDS = ('reference', 'fused', 'compiled', 'cuda_graph', 'compiled_cuda_graph
 # (docs/planner_speed.md, sessions 33 and 40). On CPU, in one ``baddbmm`` while a hidden
 # layer's output fits in this many bytes (about a core's L2): the activation then runs as one
 # flat loop of aligned vectors, and MKL accumulates onto the bias instead of zeroing its output
-# first (Zen 4: 3-4% faster at mid, 0.77 MiB; even at the cpu size). Over it, after ``bmm``
-# in the activation's kernel, which saves the bias copy's pass over a larger output (the
-# lecture size, 4.8 MiB: 6% faster on Zen 4, 5.5% on an AMX Xeon). Always after ``bmm`` in
-# fp32 on CUDA (unmeasured there); never in bf16 (6-7% slower at mid on CPU).
+# first (Zen 4: 3-4% less time at mid, 0.77 MiB; even at the cpu size). Over it, after
+# ``bmm`` in the activation's kernel, which saves the bias copy's pass over a larger output
+# (the lecture size, 4.8 MiB: 6% less time on Zen 4, 5% on an AMX Xeon). Always after ``bmm``
+# in fp32 on CUDA (unmeasured there); never in bf16 (6-7% slower at mid on CPU).
 SPLIT_BIAS_MIN_BYTES = 1 << 20
 PRECISIONS = ('fp32', 'tf32', 'bf16')
 
