@@ -94,8 +94,10 @@ TOPICS = [
      'JSON `{"version", "path", "sha256", "n_transitions", "gradient_steps", ...}` of a policy '
      'checkpoint (`policy.pt` + `policy.json`) trained on model `version`, published before '
      'that model; the controller follows it with `mode: policy`'),
-    ('trainer/loss', 'std_msgs/Float64MultiArray', 'trainer (`~/`)', 'default',
-     '`[epoch, train_loss, val_loss]` for rqt_plot'),
+    ('trainer/loss', 'std_msgs/Float64MultiArray', 'trainer (`~/`)',
+     'reliable, transient local, keep-last 200',
+     '`[epoch, train_loss, val_loss]` per epoch, for rqt_plot; a subscriber that joins late '
+     '(transient local) gets the last 200 epochs'),
     ('progress', 'std_msgs/String', 'recipe', 'reliable, transient local',
      'JSON `{"position", "phases", "phase", "last", "episode", "episodes", "successes", '
      '"evaluated", "elapsed_s", "eta_s"}` at start and after every phase (`successes` of '

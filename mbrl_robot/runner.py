@@ -493,7 +493,8 @@ def main(argv=None) -> int:
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     print(f'mbrl_run: profile {profile}, run dir {run_dir}, ROS_DOMAIN_ID '
           f'{os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
-    keys, per_arm_args = fleet_processes(nodes + (('monitor',) if live else ()), arms, params,
+    # The monitor first, so that its recording starts with the run (nothing waits for it).
+    keys, per_arm_args = fleet_processes((('monitor',) if live else ()) + nodes, arms, params,
                                          run_dir, args.ros_args, names)
     if arms != ['']:
         print(f'mbrl_run: {len(arms)} arms {arms}: ' + ', '.join(keys), flush=True)

@@ -40,7 +40,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from mbrl_robot import live_view
 from mbrl_robot.nodes.params import declare_node_parameters
 from mbrl_robot.nodes.spin import GuardedNode, run_node
-from mbrl_robot.nodes.transport import LATCHED_QOS
+from mbrl_robot.nodes.transport import LATCHED_QOS, LOSS_QOS
 from mbrl_robot.paths import recording_note, urdf_path
 
 
@@ -83,7 +83,9 @@ class MonitorNode(GuardedNode):
                             (f'{ctl}/distance_to_target', '/controller/distance_to_target'),
                             (f'{ctl}/disagreement', '/controller/disagreement')):
             self.create_subscription(Float64, topic, partial(self.value_callback, name), 100)
-        self.create_subscription(Float64MultiArray, f'{trainer}/loss', self.loss_callback, 100)
+        # Transient local: a monitor started after a fit (it is not waited for) still gets it.
+        self.create_subscription(Float64MultiArray, f'{trainer}/loss', self.loss_callback,
+                                 LOSS_QOS)
         self.create_subscription(String, topics['progress'], self.progress_callback,
                                  LATCHED_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics_callback, 10)

@@ -56,7 +56,7 @@ from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
 from mbrl_robot.nodes.spin import GuardedNode, run_node
 from mbrl_robot.nodes.params import (add_live_parameters, declare_node_parameters,
                                      schema_descriptions)
-from mbrl_robot.nodes.transport import (file_chunk_messages, FILES_QOS, LATCHED_QOS,
+from mbrl_robot.nodes.transport import (file_chunk_messages, FILES_QOS, LATCHED_QOS, LOSS_QOS,
                                         multiarray_to_rows, parse_transition_rows,
                                         TRANSITION_FIELDS, TRANSITION_LABELS, TransitionRows,
                                         TRANSITIONS_QOS)
@@ -118,7 +118,7 @@ class TrainerNode(GuardedNode):
         # The checkpoint's bytes, for controllers on hosts that cannot read checkpoint_dir.
         self.files_pub = self.create_publisher(UInt8MultiArray, p['topics']['model_files'],
                                                FILES_QOS)
-        self.loss_pub = self.create_publisher(Float64MultiArray, '~/loss', 10)
+        self.loss_pub = self.create_publisher(Float64MultiArray, '~/loss', LOSS_QOS)
         self.resend_pub = self.create_publisher(UInt64, p['topics']['resend_from'], 10)
         self.create_subscription(Float64MultiArray, p['topics']['transitions'],
                                  self.transitions_callback, TRANSITIONS_QOS, callback_group=io)

@@ -55,6 +55,11 @@ TRANSITIONS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
 # Latest value for late joiners: /target/pose, /recipe/episode, /trainer/model.
 LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                          depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The trainer's ~/loss, one message per epoch: the last fit's curve (200 epochs, the default
+# max_epochs) stays with the trainer, so a live view that starts after a fit still plots it.
+LOSS_HISTORY = 200
+LOSS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                      depth=LOSS_HISTORY, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Checkpoint files (/trainer/model_files): every chunk of the last versions stays with the
 # trainer for late joiners (64 chunks of at most 1 MiB: a lecture-size version is 16).
 FILES_HISTORY = 64

@@ -59,7 +59,7 @@ def tip(msg):
 
 def seen_enough(session) -> bool:
     tfs = session.messages.get('/tf', [])
-    # Well into the first planner episode: a few plans shown and timed.
+    # Well into a planner episode: a few plans shown and timed.
     return (len(tfs) >= 5 and tip(tfs[0][1]) != tip(tfs[-1][1])
             and len(session.messages.get('/scene/predicted_paths', [])) >= 10
             and len(session.messages.get('/controller/plan_time_ms', [])) >= 10)

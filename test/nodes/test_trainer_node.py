@@ -38,8 +38,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from mbrl_robot.core.models import GaussianEnsemble  # noqa: E402
 from mbrl_robot.core.types import TransitionBatch  # noqa: E402
-from mbrl_robot.nodes.transport import (LATCHED_QOS, rows_to_multiarray,  # noqa: E402
-                                        transition_rows, TRANSITIONS_QOS)
+from mbrl_robot.nodes.transport import (LATCHED_QOS, LOSS_QOS,  # noqa: E402
+                                        rows_to_multiarray, transition_rows, TRANSITIONS_QOS)
 from ros_calls import call_trigger  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -138,6 +138,12 @@ def test_trainer_catches_up_trains_announces_and_resumes(tmp_path, ros_env):
         assert announcement['val_loss'] < 1.0
         model = GaussianEnsemble.load(announcement['path'])
         assert model.ensemble_size == 3
+        # A live view that subscribes after the fit still gets its loss curve, every epoch.
+        losses = []
+        buffer.node.create_subscription(Float64MultiArray, '/trainer/loss',
+                                        lambda m: losses.append(list(m.data)), LOSS_QOS)
+        assert buffer.spin_until(lambda: len(losses) >= announcement['epochs'], 20.0), losses
+        assert [e for e, _, _ in losses] == list(range(1, announcement['epochs'] + 1))
         proc.terminate()
         proc.wait(timeout=20)
         log = proc.stdout.read()
