@@ -372,6 +372,15 @@ class Graph:
             t.join(timeout=2.0)
 
 
+def waited_node(keys: Sequence[str]) -> str:
+    """The process whose exit ends the run: the recipe, else the first node that is not the
+    monitor (``--nodes trainer --live``), which the monitor's start order must not change: the
+    waited node is never restarted, every other one is."""
+    if 'recipe' in keys:
+        return 'recipe'
+    return next((k for k in keys if k.rpartition('/')[2] != 'monitor'), keys[0])
+
+
 def _number(kind, low, inclusive: bool):
     """An argparse type: a ``kind`` number above ``low`` (or equal, when ``inclusive``)."""
     def parse(text: str):
@@ -519,7 +528,7 @@ def main(argv=None) -> int:
         if progress is not None:
             sys.stdout = progress.start()
         graph.start()
-        rc = graph.wait('recipe' if with_recipe else keys[0], timeout=args.timeout)
+        rc = graph.wait(waited_node(keys), timeout=args.timeout)
     except KeyboardInterrupt:
         print('\nmbrl_run: Ctrl-C, stopping every node (zero velocity first)', flush=True)
         rc = 1 if with_recipe else 0  # without the recipe, Ctrl-C is how a run ends

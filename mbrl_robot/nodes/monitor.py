@@ -33,6 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 import numpy as np
 from rclpy.clock import Clock, ClockType
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
@@ -132,11 +133,14 @@ class MonitorNode(GuardedNode):
     def value_callback(self, name: str, msg: Float64):
         self.live.json[name].log({'value': float(msg.data)})
 
-    def loss_callback(self, msg: Float64MultiArray):
+    def loss_callback(self, msg: Float64MultiArray, info: MessageInfo):
         if len(msg.data) >= 3:
             epoch, train, val = (float(v) for v in msg.data[:3])
-            self.live.json['/trainer/loss'].log({'epoch': epoch, 'train_loss': train,
-                                                 'val_loss': val})
+            # At the time the trainer published it: a monitor that starts after a fit gets the
+            # trainer's history at once (transient local) and shows it where it happened.
+            self.live.json['/trainer/loss'].log(
+                {'epoch': epoch, 'train_loss': train, 'val_loss': val},
+                log_time=int(info['source_timestamp']) or None)
 
     def progress_callback(self, msg: String):
         self.live.json['/recipe/progress'].log(msg.data)

@@ -55,8 +55,9 @@ TRANSITIONS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
 # Latest value for late joiners: /target/pose, /recipe/episode, /trainer/model.
 LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                          depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-# The trainer's ~/loss, one message per epoch: the last fit's curve (200 epochs, the default
-# max_epochs) stays with the trainer, so a live view that starts after a fit still plots it.
+# The trainer's ~/loss, one message per epoch: its last 200 (a fit at the default max_epochs,
+# or the last few short fits, each counting from epoch 1) stay with the trainer, so a live view
+# that starts after a fit still plots it.
 LOSS_HISTORY = 200
 LOSS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                       depth=LOSS_HISTORY, durability=DurabilityPolicy.TRANSIENT_LOCAL)

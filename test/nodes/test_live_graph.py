@@ -171,3 +171,49 @@ def test_the_recording_reads_back_with_mcap(live_run):
     with open(run_dir / 'summary.json') as f:
         phases = len(json.load(f)['episodes']) + 2
     assert last_progress['position'] == last_progress['phases'] == phases
+
+
+def test_a_monitor_started_after_a_fit_records_its_loss_where_it_happened(tmp_path, ros_env):
+    """Nothing waits for the monitor, so it may start after a fit: the trainer's ~/loss is
+    transient local, and the monitor records the history it gets at its start at the times the
+    trainer published it (before the monitor started), each epoch once, in order."""
+    import time
+    import rclpy
+    from mcap.reader import make_reader
+    from std_msgs.msg import Float64MultiArray
+    from mbrl_robot.nodes.transport import LOSS_QOS
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('trainer', context=context)
+    proc = None
+    try:
+        pub = node.create_publisher(Float64MultiArray, '/trainer/loss', LOSS_QOS)
+        for epoch in range(1, 6):
+            pub.publish(Float64MultiArray(data=[float(epoch), 1.0 / epoch, 2.0 / epoch]))
+        time.sleep(0.5)
+        started = time.time_ns()
+        record = tmp_path / 'late.mcap'
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'mbrl_robot.nodes.monitor', '--ros-args', '-p', 'port:=0',
+             '-p', f'record_path:={record}'],
+            cwd=ROOT, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        end = time.monotonic() + 60.0
+        while pub.get_subscription_count() == 0 and time.monotonic() < end:
+            time.sleep(0.1)
+        assert pub.get_subscription_count() == 1, 'the monitor never subscribed'
+        time.sleep(2.0)  # matched: the history is on its way (reliable)
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    with open(record, 'rb') as f:
+        losses = [(message.log_time, json.loads(message.data)) for _, channel, message
+                  in make_reader(f).iter_messages(log_time_order=False)
+                  if channel.topic == '/trainer/loss']
+    assert [m['epoch'] for _, m in losses] == [1.0, 2.0, 3.0, 4.0, 5.0], out
+    assert [m['val_loss'] for _, m in losses] == [2.0, 1.0, 2.0 / 3.0, 0.5, 0.4]
+    assert all(t < started for t, _ in losses), (started, [t for t, _ in losses])

@@ -186,7 +186,7 @@ def test_the_live_view_is_started_only_on_request():
 
 def test_a_fleet_runs_each_arms_nodes_in_its_namespace_on_its_clock(tmp_path):
     from mbrl_robot.config import load_param_file
-    from mbrl_robot.runner import fleet_processes, parse_arms
+    from mbrl_robot.runner import fleet_processes, parse_arms, waited_node
     assert parse_arms('1') == [''] and parse_arms('3') == ['arm0', 'arm1', 'arm2']
     assert parse_arms('left, right') == ['left', 'right']
     for bad in ('0', '65', 'a,a', '1arm', 'a,,b'):
@@ -207,6 +207,13 @@ def test_a_fleet_runs_each_arms_nodes_in_its_namespace_on_its_clock(tmp_path):
                              'policy_version': '/lab/trainer/policy'}
     assert own['model_cache_dir'] == os.path.join(str(tmp_path), 'controller_models', 'arm1')
     assert own['outbox_dir'] == os.path.join(str(tmp_path), 'controller_outbox', 'arm1')
+    assert waited_node(keys) == 'recipe'
+    # --live starts the monitor first; without the recipe the run still ends with its first
+    # node (the waited node is never restarted, the monitor is).
+    for nodes, arms, waited in ((('monitor', 'trainer'), [''], 'trainer'),
+                                (('monitor', 'twin', 'controller'), ['arm0', 'arm1'],
+                                 'arm0/twin')):
+        assert waited_node(fleet_processes(nodes, arms, params, str(tmp_path), [])[0]) == waited
     monitor = load_param_file(args['arm0/monitor'][-1])['lab/arm0/monitor']
     assert monitor['topics'] == {'progress': '/lab/recipe/progress'}
 
