@@ -207,15 +207,17 @@ def test_a_fleet_runs_each_arms_nodes_in_its_namespace_on_its_clock(tmp_path):
                              'policy_version': '/lab/trainer/policy'}
     assert own['model_cache_dir'] == os.path.join(str(tmp_path), 'controller_models', 'arm1')
     assert own['outbox_dir'] == os.path.join(str(tmp_path), 'controller_outbox', 'arm1')
+    monitor = load_param_file(args['arm0/monitor'][-1])['lab/arm0/monitor']
+    assert monitor['topics'] == {'progress': '/lab/recipe/progress'}
     assert waited_node(keys) == 'recipe'
     # --live starts the monitor first; without the recipe the run still ends with its first
     # node (the waited node is never restarted, the monitor is).
+    other = tmp_path / 'other'  # its own parameter files
+    other.mkdir()
     for nodes, arms, waited in ((('monitor', 'trainer'), [''], 'trainer'),
                                 (('monitor', 'twin', 'controller'), ['arm0', 'arm1'],
                                  'arm0/twin')):
-        assert waited_node(fleet_processes(nodes, arms, params, str(tmp_path), [])[0]) == waited
-    monitor = load_param_file(args['arm0/monitor'][-1])['lab/arm0/monitor']
-    assert monitor['topics'] == {'progress': '/lab/recipe/progress'}
+        assert waited_node(fleet_processes(nodes, arms, params, str(other), [])[0]) == waited
 
 
 def test_the_buffer_and_the_recipe_must_agree_on_the_arms(tmp_path):
