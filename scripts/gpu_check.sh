@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks of the planner (issue 15), sized for a lent GPU machine: 15 minutes of device
-# time a session, the machine's start (minutes) included, at most 10 minutes a command. Four
-# calls, in this order of priority; `bench` fits a session with its start, the others take what
-# is left or a later session:
+# time a session, the machine's start (minutes) included, at most 10 minutes a command. A
+# session holds one call of up to ~9.5 min after the machine's start, so:
+#   essentials (the first session with a GPU; one call, at most 9.3 min): the issue's proof in
+#     one call, by priority: the CUDA-graph tests; the lecture size captured (cuda_graph, fp32
+#     and bf16) beside the matmul floors; the node graph's set-up (as `graph`, which needs the
+#     carry: run scripts/gpu_carry.sh here, and carry .gpu_carry); the lecture's recipe at 20 Hz
+#     (as `recipe`, with what is left, at most 420 s); then, with what is left after it, TF32
+#     at the lecture size and the precision checks on the recipe's recorded states.
+# The four calls below go further, one a session, in this order of priority:
 #   bench (default; steps at most 8.4 min): the CUDA tests; every planner backend at the mid
 #     size (eager reference, fused, compiled with and without the bias split, CUDA graphs); at
 #     the lecture size the backends that need no compile (reference, fused, cuda_graph, and
@@ -30,15 +36,16 @@
 # into $OUT/gpu_check_<mode>.tar.gz (no model checkpoints or buffer data), and the JSON lines
 # are printed at the end. The exit status is 1 if a step failed. Never run two at once.
 #
-# Usage: scripts/gpu_check.sh [bench|compiled|graph|recipe] [python]   (the mode comes first;
+# Usage: scripts/gpu_check.sh [bench|essentials|compiled|graph|recipe] [python]   (the mode comes first;
 # default python: .venv/bin/python if it sees a GPU, else python3; that interpreter needs torch
-# with CUDA). GPU_CHECK_REHEARSAL=1 runs `graph` and `recipe` without a GPU (lecture_realtime.yaml
+# with CUDA). GPU_CHECK_REHEARSAL=1 runs `graph`, `recipe` and `essentials` (its CUDA steps
+# skipped) without a GPU (lecture_realtime.yaml
 # at the cpu profile's planner and model sizes, a short recipe, the fused planner), to rehearse
 # them on a CPU machine before a lent one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-bench}
-case $mode in bench|compiled|graph|recipe) ;; *) echo "gpu_check: mode must be bench, compiled, graph or recipe, got $mode" >&2; exit 2;; esac
+case $mode in bench|essentials|compiled|graph|recipe) ;; *) echo "gpu_check: mode must be bench, essentials, compiled, graph or recipe, got $mode" >&2; exit 2;; esac
 out=${GPU_CHECK_DIR:-runs/gpu}/$mode
 rm -rf "$out"
 mkdir -p "$out"
@@ -69,7 +76,7 @@ trap finish EXIT
 
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 if ! "$py" -c 'import torch, sys; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0)); sys.exit(not torch.cuda.is_available())' > "$out/torch.txt" 2>&1; then
-  if [ "$rehearsal" = 1 ] && [[ $mode = graph || $mode = recipe ]]; then
+  if [ "$rehearsal" = 1 ] && [[ $mode = graph || $mode = recipe || $mode = essentials ]]; then
     echo "gpu_check: rehearsal without a GPU ($py: $(tail -1 "$out/torch.txt"))"
   else
     echo "gpu_check: $py has no CUDA torch ($(tail -1 "$out/torch.txt"))"
@@ -124,7 +131,17 @@ if [ "$mode" = compiled ]; then
   exit $failed
 fi
 
-# graph and recipe: the node graph's own environment beside the image's PyTorch.
+if [ "$mode" = essentials ] && [ "$rehearsal" != 1 ]; then
+  # What only a GPU can show, first: the captured plan equals the eager one and takes a swap,
+  # then the lecture planner's time per plan (the issue's <= 3 ms needs bf16 or TF32).
+  step tests_cuda_graph 90 "$py" -m pytest -q -p no:cacheprovider -k cuda_graph \
+    test/core/test_fused_planner.py
+  step plan_latency_lecture_graph 75 "$py" benchmarks/plan_latency.py --device cuda \
+    --configs lecture --variants cuda_graph,cuda_graph@bf16,floor,floor@bf16 --repeats 100 \
+    --max-seconds 8
+fi
+
+# graph, recipe and essentials: the node graph's own environment beside the image's PyTorch.
 venv=${GRAPH_VENV:-/tmp/mbrl-graph}
 gpy=$venv/bin/python
 graph_setup() {
@@ -178,7 +195,17 @@ if [ "$mode" = graph ]; then
   exit $failed
 fi
 
-# recipe
+recipe_summary() {  # the run's headline figures, as soon as it ends (then bundled)
+  local run
+  run=$(ls -d "$out"/lecture "$out"/recipe 2> /dev/null | head -1)
+  [ -n "$run" ] && [ -f "$run/summary.json" ] && "$gpy" -c 'import json, sys
+s = json.load(open(sys.argv[1]))
+print(json.dumps({k: s.get(k) for k in ("complete", "wall_s", "deadline_misses", "controller_ticks",
+      "plan_latency_ms", "stages", "transitions_used")}))' "$run/summary.json" > "$out/recipe_summary.out"
+  bundle
+}
+
+# recipe and essentials
 graph_ready || graph_setup || exit 1
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-57} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 # Two arms (half the wall time; both controllers plan on the one GPU), no random or do-nothing
@@ -196,6 +223,7 @@ if [ "$rehearsal" = 1 ]; then
     --set controller.planner.propagation=ts_inf --set trainer.model.hidden_size=200 \
     --set recipe.random_episodes=8 --set recipe.iterations=1 \
     --set recipe.mpc_episodes_per_iteration=2 --set recipe.evaluation_episodes=2 --timeout 280
+  recipe_summary
 else
   # The lecture's recipe, captured planner, realtime twin at 20 Hz.
   # The recipe gets what the budget leaves after 70 s for the precision checks, at most 420 s.
@@ -203,14 +231,14 @@ else
   [ "$run_s" -gt 420 ] && run_s=420
   step lecture_recipe $((run_s + 10)) "$gpy" -m mbrl_robot.runner --profile lecture_realtime \
     --run-dir "$out/lecture" "${fleet[@]}" --timeout "$run_s"
+  recipe_summary
   for precision in tf32 bf16; do
     step "precision_$precision" 30 "$gpy" benchmarks/plan_latency.py --device cuda \
       --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50
   done
+  if [ "$mode" = essentials ]; then  # with what is left
+    step plan_latency_lecture_tf32 45 "$py" benchmarks/plan_latency.py --device cuda --tf32 \
+      --configs lecture --variants cuda_graph,floor --repeats 100 --max-seconds 8
+  fi
 fi
-run=$(ls -d "$out"/lecture "$out"/recipe 2> /dev/null | head -1)
-[ -n "$run" ] && [ -f "$run/summary.json" ] && "$gpy" -c 'import json, sys
-s = json.load(open(sys.argv[1]))
-print(json.dumps({k: s.get(k) for k in ("complete", "wall_s", "deadline_misses", "controller_ticks",
-      "plan_latency_ms", "stages", "transitions_used")}))' "$run/summary.json" > "$out/recipe_summary.out"
 exit $failed

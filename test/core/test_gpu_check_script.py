@@ -81,5 +81,19 @@ def test_runner_commands_validate(args, tmp_path):
 
 
 def test_the_commands_were_found():
-    assert len(commands('benchmarks/plan_latency.py')) == 6  # 4 bench, 1 compiled, 1 recipe
+    # 4 bench, 1 compiled, 1 recipe (its precision checks), 2 essentials only
+    assert len(commands('benchmarks/plan_latency.py')) == 8
     assert len(commands('-m mbrl_robot.runner')) == 2
+
+
+@pytest.mark.parametrize('args', [a for a in commands('-m pytest') if '-k' in a],
+                         ids=lambda a: ' '.join(a)[:60])
+def test_a_test_selection_selects_the_cuda_graph_tests(args):
+    """`essentials` runs only the CUDA-graph tests: its -k must still name them (collected
+    here, skipped without CUDA)."""
+    run = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', *args],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    collected = [line for line in run.stdout.splitlines() if '::' in line]
+    assert len(collected) == 8, run.stdout
+    assert all('cuda_graph' in line for line in collected)
