@@ -2,12 +2,13 @@
 # The GPU checks of the planner (issue 15), sized for a lent GPU machine: 15 minutes of device
 # time a session, the machine's start (minutes) included, at most 10 minutes a command. A
 # session holds one call of up to ~9.5 min after the machine's start, so:
-#   essentials (the first session with a GPU; one call, at most 9.3 min): the issue's proof in
-#     one call, by priority: the CUDA-graph tests; the lecture size captured (cuda_graph, fp32
-#     and bf16) beside the matmul floors; the node graph's set-up (as `graph`, which needs the
-#     carry: run scripts/gpu_carry.sh here, and carry .gpu_carry); the lecture's recipe at 20 Hz
-#     (as `recipe`, with what is left, at most 420 s); then, with what is left after it, TF32
-#     at the lecture size and the precision checks on the recipe's recorded states.
+#   essentials (for the first session with a GPU; one call, at most 9.3 min): the issue's
+#     proof in one call, by priority: the CUDA-graph tests (60 s at most); the lecture size
+#     captured (cuda_graph, fp32 and bf16) beside the matmul floors (50 s); the node graph's
+#     set-up (as `graph`, which needs the carry: run scripts/gpu_carry.sh here, and carry
+#     .gpu_carry); the lecture's recipe at 20 Hz (as `recipe`, with what is left, at most
+#     420 s); then, with what is left after it, the precision checks on the recipe's recorded
+#     states, and TF32 at the lecture size if 45 s are left (optional: skipped without failing).
 # The four calls below go further, one a session, in this order of priority:
 #   bench (default; steps at most 8.4 min): the CUDA tests; every planner backend at the mid
 #     size (eager reference, fused, compiled with and without the bias split, CUDA graphs); at
@@ -134,11 +135,11 @@ fi
 if [ "$mode" = essentials ] && [ "$rehearsal" != 1 ]; then
   # What only a GPU can show, first: the captured plan equals the eager one and takes a swap,
   # then the lecture planner's time per plan (the issue's <= 3 ms needs bf16 or TF32).
-  step tests_cuda_graph 90 "$py" -m pytest -q -p no:cacheprovider -k cuda_graph \
+  step tests_cuda_graph 60 "$py" -m pytest -q -p no:cacheprovider -k cuda_graph \
     test/core/test_fused_planner.py
-  step plan_latency_lecture_graph 75 "$py" benchmarks/plan_latency.py --device cuda \
+  step plan_latency_lecture_graph 50 "$py" benchmarks/plan_latency.py --device cuda \
     --configs lecture --variants cuda_graph,cuda_graph@bf16,floor,floor@bf16 --repeats 100 \
-    --max-seconds 8
+    --max-seconds 6
 fi
 
 # graph, recipe and essentials: the node graph's own environment beside the image's PyTorch.
@@ -236,9 +237,12 @@ else
     step "precision_$precision" 30 "$gpy" benchmarks/plan_latency.py --device cuda \
       --precision-check "$out/lecture" --profile lecture --precision "$precision" --states 50
   done
-  if [ "$mode" = essentials ]; then  # with what is left
+  # essentials: only if the recipe left the time (optional: no time left is not a failure)
+  if [ "$mode" = essentials ] && [ "$(left)" -ge 45 ]; then
     step plan_latency_lecture_tf32 45 "$py" benchmarks/plan_latency.py --device cuda --tf32 \
-      --configs lecture --variants cuda_graph,floor --repeats 100 --max-seconds 8
+      --configs lecture --variants cuda_graph,floor --repeats 100 --max-seconds 6
+  elif [ "$mode" = essentials ]; then
+    echo "gpu_check: plan_latency_lecture_tf32 not run: $(left) s left (optional)"
   fi
 fi
 exit $failed

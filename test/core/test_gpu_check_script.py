@@ -84,6 +84,7 @@ def test_the_commands_were_found():
     # 4 bench, 1 compiled, 1 recipe (its precision checks), 2 essentials only
     assert len(commands('benchmarks/plan_latency.py')) == 8
     assert len(commands('-m mbrl_robot.runner')) == 2
+    assert len([a for a in commands('-m pytest') if '-k' in a]) == 1  # essentials' selection
 
 
 @pytest.mark.parametrize('args', [a for a in commands('-m pytest') if '-k' in a],
