@@ -37,12 +37,12 @@
 # into $OUT/gpu_check_<mode>.tar.gz (no model checkpoints or buffer data), and the JSON lines
 # are printed at the end. The exit status is 1 if a step failed. Never run two at once.
 #
-# Usage: scripts/gpu_check.sh [bench|essentials|compiled|graph|recipe] [python]   (the mode comes first;
-# default python: .venv/bin/python if it sees a GPU, else python3; that interpreter needs torch
-# with CUDA). GPU_CHECK_REHEARSAL=1 runs `graph`, `recipe` and `essentials` (its CUDA steps
-# skipped) without a GPU (lecture_realtime.yaml
-# at the cpu profile's planner and model sizes, a short recipe, the fused planner), to rehearse
-# them on a CPU machine before a lent one.
+# Usage: scripts/gpu_check.sh [bench|essentials|compiled|graph|recipe] [python]   (the mode
+# comes first; default python: .venv/bin/python if it sees a GPU, else python3; that
+# interpreter needs torch with CUDA). GPU_CHECK_REHEARSAL=1 runs `graph`, `recipe` and
+# `essentials` (its CUDA steps skipped) without a GPU (lecture_realtime.yaml at the cpu
+# profile's planner and model sizes, a short recipe, the fused planner), to rehearse them on a
+# CPU machine before a lent one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-bench}
