@@ -84,10 +84,13 @@ def test_the_commands_were_found():
     # 4 bench, 1 compiled, 1 recipe (its precision checks), 2 essentials only
     assert len(commands('benchmarks/plan_latency.py')) == 8
     assert len(commands('-m mbrl_robot.runner')) == 2
-    assert len([a for a in commands('-m pytest') if '-k' in a]) == 1  # essentials' selection
+    assert len(SELECTIONS) == 1  # essentials' CUDA-graph tests
 
 
-@pytest.mark.parametrize('args', [a for a in commands('-m pytest') if '-k' in a],
+SELECTIONS = [a for a in commands('-m pytest') if '-k' in a]  # pytest calls that pick tests
+
+
+@pytest.mark.parametrize('args', SELECTIONS,
                          ids=lambda a: ' '.join(a)[:60])
 def test_a_test_selection_selects_the_cuda_graph_tests(args):
     """`essentials` runs only the CUDA-graph tests: its -k must still name them (collected
