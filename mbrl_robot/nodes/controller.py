@@ -239,7 +239,8 @@ class ControllerNode(GuardedNode):
                 clock=Clock(clock_type=ClockType.STEADY_TIME))
         # Wall time: a lockstep twin's clock stands still when the loop stalls, and a stall must
         # still be reported.
-        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=io,
+        self.diag_timer = self.create_timer(p['diagnostics_period_s'], self.publish_diagnostics,
+                                            callback_group=io,
                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # --- parameters -----------------------------------------------------------------------
@@ -443,7 +444,7 @@ class ControllerNode(GuardedNode):
         now = time.monotonic()
         with self._files_lock:
             waited = 0
-            # Said here, where the 1 Hz diagnostics timer asks, once per announcement.
+            # Said here, where the diagnostics timer asks, once per announcement.
             for (kind, version), (path, sha256, since, said) in self._waiting.items():
                 if now - since < self._files_wait_s:
                     waited += 1
@@ -522,6 +523,7 @@ class ControllerNode(GuardedNode):
             self.get_logger().warning('E-STOP engaged: zero velocity until released')
         else:
             self.get_logger().info('e-stop released')
+        self.publish_diagnostics()  # a state change: said at once, not at the next period
         response.success = True
         response.message = 'engaged' if self.control.estop else 'released'
         return response
@@ -705,6 +707,7 @@ class ControllerNode(GuardedNode):
             self.done_pub.publish(Int32(data=tick.episode))
             log.info(f'episode {tick.episode} done: final distance '
                      f'{tick.info["distance"]:.3f} m')
+            self.publish_diagnostics()  # the episode's last figures, whatever the period
             return
         info = tick.info
         if 'plan_time_ms' in info:

@@ -315,7 +315,8 @@ class ArmSlot:
         """Raise when the running episode has not progressed for ``episode_stall_s``.
 
         Progress is a new row of the episode, or the arm's controller saying on its diagnostics
-        (1 Hz, wall clock; :meth:`controller_heard`) that it is loading a model (or compiling
+        (every ``diagnostics_period_s`` of wall time, and at an e-stop change;
+        :meth:`controller_heard`) that it is loading a model (or compiling
         the planner for it, or waiting for its files over DDS, for up to its
         ``model_files_wait_s``) or that its e-stop is engaged.
         Whatever else stops an arm mid-episode (a hung process, a lost link, a controller and a

@@ -39,7 +39,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from std_msgs.msg import Float64MultiArray, Int32, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
@@ -270,6 +270,42 @@ def test_a_stalled_lockstep_episode_says_what_it_waits_for(ros_env):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
         assert 'no tick for' in proc.stdout.read()
+    finally:
+        stop(arm, proc)
+
+
+def test_an_episode_end_and_an_estop_are_on_the_diagnostics_at_once(ros_env):
+    """Besides its period, the controller publishes its diagnostics when an episode ends and
+    when its e-stop changes: a run (or its recording) shorter than a period still has them."""
+    proc = controller_process(ros_env, '-p', 'controller:task.episode_steps:=10',
+                              '-p', 'controller:diagnostics_period_s:=60.0')
+    arm = FakeArm()
+    diags, done = [], []
+    arm.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    arm.node.create_subscription(Int32, '/' + PARAMS['topics']['episode_done'],
+                                 lambda m: done.append(time.monotonic()), 10)
+
+    def heard():
+        return [({kv.key: kv.value for kv in s.values}, s.message) for d in diags
+                for s in d.status if s.name.endswith('controller')]
+    try:
+        arm.spin_for(1.0)
+        arm.start()
+        deadline = time.monotonic() + 30
+        while not (done and heard()) and time.monotonic() < deadline:
+            arm.spin_for(0.2)
+        assert done, 'the episode never ended'
+        assert heard(), 'nothing on /diagnostics at the end of the episode (period: 60 s)'
+        values, message = heard()[-1]
+        # The episode is over (-1), at its last step.
+        assert (values['episode'], values['step'], message) == ('-1', '10', 'ok'), heard()
+        assert arm.estop.wait_for_service(timeout_sec=5.0)
+        future = arm.estop.call_async(SetBool.Request(data=True))
+        arm.executor.spin_until_future_complete(future, timeout_sec=5.0)
+        end = time.monotonic() + 5
+        while heard()[-1][1] != 'e-stop engaged' and time.monotonic() < end:
+            arm.spin_for(0.2)
+        assert [m for _, m in heard()] == ['ok', 'e-stop engaged'], heard()
     finally:
         stop(arm, proc)
 
