@@ -355,9 +355,20 @@ class Graph:
     def stop(self, grace: float = 10.0):
         """SIGTERM every node (a clean shutdown, as SIGINT: spin.run_node), again, then SIGKILL
         what is left. SIGTERM, not SIGINT: a node still importing (a run stopped in its first
-        second) then ends silently, not with a KeyboardInterrupt traceback."""
+        second) then ends silently, not with a KeyboardInterrupt traceback.
+
+        The monitor last, once the others are gone: it records until then what they said last
+        (the recipe's final progress, the controller's last diagnostics), where stopping all at
+        once lost what it had not yet taken (CI: a recording without its last progress)."""
+        watchers = [n for n in self.procs if n.rpartition('/')[2] == 'monitor']
+        self._stop([n for n in self.procs if n not in watchers], grace)
+        self._stop(watchers, grace)
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+    def _stop(self, nodes: Sequence[str], grace: float):
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            alive = [p for p in self.procs.values() if p.poll() is None]
+            alive = [self.procs[n] for n in nodes if self.procs[n].poll() is None]
             if not alive:
                 break
             for p in alive:
@@ -368,8 +379,6 @@ class Graph:
             t_end = time.monotonic() + wait
             while time.monotonic() < t_end and any(p.poll() is None for p in alive):
                 time.sleep(0.1)
-        for t in self._threads:
-            t.join(timeout=2.0)
 
 
 def waited_node(keys: Sequence[str]) -> str:

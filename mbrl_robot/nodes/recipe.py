@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -58,6 +59,9 @@ LOST_RETRY_S = 5.0
 # A ~/stats answer that is not one (its server's callback failed) is asked again after this
 # long (s), within the stage's deadline.
 STATS_RETRY_S = 1.0
+# At its end, how long the recipe waits for its last progress and announcements to be
+# acknowledged by their subscribers (the live view, the controllers) before it exits.
+FINAL_ACK_WAIT_S = 2.0
 # What the recipe reads of the trainer's ~/stats answer (nodes/trainer.py, stats_callback).
 TRAINER_STATS = {'n_transitions': int, 'training': bool, 'version': int, 'last_result': dict}
 
@@ -810,6 +814,10 @@ class RecipeNode(GuardedNode):
                                    f'{s["episodes"]} episodes, mean final distance '
                                    f'{s["mean_final_distance"]:.3f} m')
         self.get_logger().info(f'summary: {self.summary_path}')
+        # Delivered before the node goes with them: the live view's recording ends on the last
+        # phase, and no controller runs on after the end (spin.run_node exits once done).
+        for pub in [self.progress_pub] + [slot.episode_pub for slot in self.slots]:
+            pub.wait_for_all_acked(Duration(seconds=FINAL_ACK_WAIT_S))
         self.done = True
 
 

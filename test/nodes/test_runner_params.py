@@ -250,6 +250,38 @@ def test_a_node_that_cannot_start_stops_the_run_at_once(tmp_path, capsys):
             'stopping') in capsys.readouterr().out
 
 
+def test_the_monitor_is_stopped_last_once_the_others_are_gone(tmp_path):
+    """The live view records until the nodes it watches are gone (what they said last: the
+    recipe's final progress), not stopped beside them."""
+    graph = Graph(str(tmp_path / 'params.yaml'), str(tmp_path),
+                  nodes=['monitor', 'recipe', 'arm0/controller'])
+    log = tmp_path / 'stops.log'
+    fake = ('import signal, sys, time\n'
+            'def say(what):\n'
+            '    open(sys.argv[2], "a").write(f"{sys.argv[1]} {what} {time.time()}\\n")\n'
+            'def term(*_):\n'
+            '    say("term")\n'
+            '    time.sleep(float(sys.argv[3]))\n'
+            '    say("exit")\n'
+            '    sys.exit(0)\n'
+            'signal.signal(signal.SIGTERM, term)\n'
+            'print("ready", flush=True)\n'
+            'time.sleep(60)\n')
+    graph.procs = {}
+    for name, linger in (('monitor', '0'), ('recipe', '0.5'), ('arm0/controller', '1.0')):
+        graph.procs[name] = subprocess.Popen([sys.executable, '-c', fake, name, str(log), linger],
+                                             stdout=subprocess.PIPE, text=True,
+                                             start_new_session=True)
+    for proc in graph.procs.values():
+        assert proc.stdout.readline() == 'ready\n'
+    graph.stop()
+    events = {tuple(line.split()[:2]): float(line.split()[2])
+              for line in log.read_text().splitlines()}
+    assert events[('monitor', 'term')] >= max(events[('recipe', 'exit')],
+                                              events[('arm0/controller', 'exit')]), events
+    assert all(p.poll() == 0 for p in graph.procs.values())
+
+
 @pytest.mark.parametrize('summary', ['{"episodes": [', '{"episodes": [1, 2], "trainings": []}'])
 def test_resuming_from_a_damaged_summary_stops_in_one_line_and_keeps_it(tmp_path, ros_env,
                                                                         summary):
