@@ -152,6 +152,18 @@ def check_policy_source(params: Dict[str, Dict[str, Any]]) -> None:
                          '(use distill or mbpo)')
 
 
+def check_stall_watch(params: Dict[str, Dict[str, Any]]) -> None:
+    """Raise ``ValueError`` when the recipe's stall watchdog could miss a loading controller:
+    it hears of the loading on the controller's diagnostics, at least twice within
+    ``episode_stall_s`` only if they come at most every half of it."""
+    period = params['controller']['diagnostics_period_s']
+    stall = params['recipe']['episode_stall_s']
+    if 2.0 * period >= stall:
+        raise ValueError(f'controller.diagnostics_period_s {period:g} s is not below half of '
+                         f'recipe.episode_stall_s {stall:g} s: the stall watchdog would take a '
+                         'loading controller for a stalled one')
+
+
 def _absolute(base: str, name: str) -> str:
     return name if name.startswith('/') else f'{base}/{name}'
 
@@ -361,8 +373,12 @@ class Graph:
         (the recipe's final progress, the controller's last diagnostics), where stopping all at
         once lost what it had not yet taken (CI: a recording without its last progress)."""
         watchers = [n for n in self.procs if n.rpartition('/')[2] == 'monitor']
-        self._stop([n for n in self.procs if n not in watchers], grace)
-        self._stop(watchers, grace)
+        others_gone = False
+        try:
+            self._stop([n for n in self.procs if n not in watchers], grace)
+            others_gone = True
+        finally:  # a second Ctrl-C meanwhile: every node at once, the monitor not left behind
+            self._stop(watchers if others_gone else list(self.procs), grace)
         for t in self._threads:
             t.join(timeout=2.0)
 
@@ -493,6 +509,7 @@ def main(argv=None) -> int:
                              f', recipe {arms}: set it under /** in the profile')
         check_arm_namespaces(arms)
         check_policy_source(params)
+        check_stall_watch(params)
         live = args.live or bool(args.record)
         if live:
             check_record_path(params['monitor']['record_path'])

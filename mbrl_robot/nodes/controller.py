@@ -119,6 +119,7 @@ class ControllerNode(GuardedNode):
         self._last_tick_now: Optional[float] = None
         self._tick_due = False
         self._tick_again = False  # a _try_tick found the tick lock held (see there)
+        self._diagnostics_due = False  # an episode ended: publish them once the tick is done
         # What the last tick attempt waited for, and when (wall) the last tick ran: a stalled
         # arm says why in the diagnostics and the log.
         self._waiting_for = 'no tick attempted yet'
@@ -588,6 +589,12 @@ class ControllerNode(GuardedNode):
                 self._try_tick_once()
             finally:
                 self._tick_lock.release()
+            # Outside the tick section: publish_diagnostics waits on the files lock, which a
+            # checkpoint chunk being written holds.
+            with self._lock:
+                due, self._diagnostics_due = self._diagnostics_due, False
+            if due:
+                self.publish_diagnostics()  # the episode's last figures, whatever the period
             with self._lock:
                 if not self._tick_again:
                     return
@@ -707,7 +714,8 @@ class ControllerNode(GuardedNode):
             self.done_pub.publish(Int32(data=tick.episode))
             log.info(f'episode {tick.episode} done: final distance '
                      f'{tick.info["distance"]:.3f} m')
-            self.publish_diagnostics()  # the episode's last figures, whatever the period
+            with self._lock:
+                self._diagnostics_due = True  # published as the tick section ends (_try_tick)
             return
         info = tick.info
         if 'plan_time_ms' in info:

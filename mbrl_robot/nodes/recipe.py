@@ -59,8 +59,8 @@ LOST_RETRY_S = 5.0
 # A ~/stats answer that is not one (its server's callback failed) is asked again after this
 # long (s), within the stage's deadline.
 STATS_RETRY_S = 1.0
-# At its end, how long the recipe waits for its last progress and announcements to be
-# acknowledged by their subscribers (the live view, the controllers) before it exits.
+# At its end, how long (in all) the recipe waits for its last progress and announcements to
+# be acknowledged by their subscribers (the live view, the controllers) before it exits.
 FINAL_ACK_WAIT_S = 2.0
 # What the recipe reads of the trainer's ~/stats answer (nodes/trainer.py, stats_callback).
 TRAINER_STATS = {'n_transitions': int, 'training': bool, 'version': int, 'last_result': dict}
@@ -816,8 +816,9 @@ class RecipeNode(GuardedNode):
         self.get_logger().info(f'summary: {self.summary_path}')
         # Delivered before the node goes with them: the live view's recording ends on the last
         # phase, and no controller runs on after the end (spin.run_node exits once done).
+        end = time.monotonic() + FINAL_ACK_WAIT_S
         for pub in [self.progress_pub] + [slot.episode_pub for slot in self.slots]:
-            pub.wait_for_all_acked(Duration(seconds=FINAL_ACK_WAIT_S))
+            pub.wait_for_all_acked(Duration(seconds=max(0.0, end - time.monotonic())))
         self.done = True
 
 

@@ -231,6 +231,22 @@ def test_the_buffer_and_the_recipe_must_agree_on_the_arms(tmp_path):
     assert not os.path.isdir(tmp_path / 'logs')
 
 
+def test_diagnostics_slower_than_the_stall_watch_stop_the_run_in_one_line(tmp_path):
+    """The recipe hears a loading controller on its diagnostics: a period that its stall
+    watchdog could miss would take a loading arm for a stalled one."""
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--set',
+                           'controller.diagnostics_period_s=30', '--set',
+                           'recipe.episode_stall_s=60'],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        'mbrl_run: controller.diagnostics_period_s 30 s is not below half of '
+        'recipe.episode_stall_s 60 s: the stall watchdog would take a loading controller for a '
+        'stalled one']
+    assert not os.path.isdir(tmp_path / 'logs')
+
+
 def test_a_node_that_cannot_start_stops_the_run_at_once(tmp_path, capsys):
     """Exit status 2 is a node rejecting its input (spin.run_node): a restart would be rejected
     the same way, so the run stops instead of restarting it."""
@@ -250,36 +266,70 @@ def test_a_node_that_cannot_start_stops_the_run_at_once(tmp_path, capsys):
             'stopping') in capsys.readouterr().out
 
 
-def test_the_monitor_is_stopped_last_once_the_others_are_gone(tmp_path):
-    """The live view records until the nodes it watches are gone (what they said last: the
-    recipe's final progress), not stopped beside them."""
-    graph = Graph(str(tmp_path / 'params.yaml'), str(tmp_path),
-                  nodes=['monitor', 'recipe', 'arm0/controller'])
+FAKE_NODE = ('import signal, sys, time\n'
+             'def say(what):\n'
+             '    open(sys.argv[2], "a").write(f"{sys.argv[1]} {what} {time.time()}\\n")\n'
+             'def term(*_):\n'
+             '    say("term")\n'
+             '    time.sleep(float(sys.argv[3]))\n'
+             '    say("exit")\n'
+             '    sys.exit(0)\n'
+             'signal.signal(signal.SIGTERM, term)\n'
+             'print("ready", flush=True)\n'
+             'time.sleep(60)\n')
+
+
+def fake_graph(tmp_path, lingers):
+    """A Graph of stand-in processes, each logging when SIGTERM came and when it exited (after
+    lingering its seconds), and the log."""
+    graph = Graph(str(tmp_path / 'params.yaml'), str(tmp_path), nodes=list(lingers))
     log = tmp_path / 'stops.log'
-    fake = ('import signal, sys, time\n'
-            'def say(what):\n'
-            '    open(sys.argv[2], "a").write(f"{sys.argv[1]} {what} {time.time()}\\n")\n'
-            'def term(*_):\n'
-            '    say("term")\n'
-            '    time.sleep(float(sys.argv[3]))\n'
-            '    say("exit")\n'
-            '    sys.exit(0)\n'
-            'signal.signal(signal.SIGTERM, term)\n'
-            'print("ready", flush=True)\n'
-            'time.sleep(60)\n')
-    graph.procs = {}
-    for name, linger in (('monitor', '0'), ('recipe', '0.5'), ('arm0/controller', '1.0')):
-        graph.procs[name] = subprocess.Popen([sys.executable, '-c', fake, name, str(log), linger],
-                                             stdout=subprocess.PIPE, text=True,
-                                             start_new_session=True)
+    graph.procs = {name: subprocess.Popen([sys.executable, '-c', FAKE_NODE, name, str(log),
+                                           str(linger)], stdout=subprocess.PIPE, text=True,
+                                          start_new_session=True)
+                   for name, linger in lingers.items()}
     for proc in graph.procs.values():
         assert proc.stdout.readline() == 'ready\n'
+    return graph, log
+
+
+def stop_events(log):
+    return {tuple(line.split()[:2]): float(line.split()[2])
+            for line in log.read_text().splitlines()}
+
+
+def test_the_monitor_is_stopped_last_once_the_others_are_gone(tmp_path):
+    """The live view records until the nodes it watches are gone (what they said last: the
+    recipe's final progress), not stopped beside them; a fleet's monitors too."""
+    graph, log = fake_graph(tmp_path, {'monitor': 0, 'arm1/monitor': 0, 'recipe': 0.5,
+                                       'arm0/controller': 1.0})
     graph.stop()
-    events = {tuple(line.split()[:2]): float(line.split()[2])
-              for line in log.read_text().splitlines()}
-    assert events[('monitor', 'term')] >= max(events[('recipe', 'exit')],
-                                              events[('arm0/controller', 'exit')]), events
+    events = stop_events(log)
+    last_exit = max(events[('recipe', 'exit')], events[('arm0/controller', 'exit')])
+    assert events[('monitor', 'term')] >= last_exit, events
+    assert events[('arm1/monitor', 'term')] >= last_exit, events
     assert all(p.poll() == 0 for p in graph.procs.values())
+
+
+def test_a_second_ctrl_c_while_stopping_leaves_no_monitor_behind(tmp_path):
+    """Ctrl-C again while the others are still stopping: the monitor is stopped then too (its
+    port and recording freed), and the interrupt goes on to the caller."""
+    import signal
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    graph, log = fake_graph(tmp_path, {'monitor': 0, 'arm0/controller': 3.0})
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)  # during the controller's 3 s
+        with pytest.raises(KeyboardInterrupt):
+            graph.stop()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert ('monitor', 'exit') in stop_events(log)
+    assert graph.procs['monitor'].wait(timeout=10) == 0
+    assert graph.procs['arm0/controller'].wait(timeout=10) == 0
 
 
 @pytest.mark.parametrize('summary', ['{"episodes": [', '{"episodes": [1, 2], "trainings": []}'])
