@@ -281,17 +281,20 @@ def test_an_episode_end_and_an_estop_are_on_the_diagnostics_at_once(ros_env):
                               '-p', 'controller:diagnostics_period_s:=60.0')
     arm = FakeArm()
     diags, done = [], []
-    arm.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
-    arm.node.create_subscription(Int32, '/' + PARAMS['topics']['episode_done'],
-                                 lambda m: done.append(time.monotonic()), 10)
+    heard_diags = arm.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    heard_done = arm.node.create_subscription(Int32, '/' + PARAMS['topics']['episode_done'],
+                                              lambda m: done.append(time.monotonic()), 10)
 
     def heard():
         return [({kv.key: kv.value for kv in s.values}, s.message) for d in diags
                 for s in d.status if s.name.endswith('controller')]
     try:
-        arm.spin_for(1.0)
-        arm.start()
+        # Neither topic is latched: the episode starts once both are matched to the controller.
         deadline = time.monotonic() + 30
+        while (min(heard_diags.get_publisher_count(), heard_done.get_publisher_count()) < 1
+               and time.monotonic() < deadline):
+            arm.spin_for(0.1)
+        arm.start()
         while not (done and heard()) and time.monotonic() < deadline:
             arm.spin_for(0.2)
         assert done, 'the episode never ended'
