@@ -81,15 +81,19 @@ def generate_launch_description():
                  {'data_dir': PathJoinSubstitution([run_dir, 'buffer']), **fleet}),
             node('trainer_node', 'trainer',
                  {'checkpoint_dir': PathJoinSubstitution([run_dir, 'models'])}),
-            node('recipe_node', 'recipe', fleet)]
+            node('recipe_node', 'recipe', {**fleet, 'resume': LaunchConfiguration('resume')})]
 
     return LaunchDescription([
         DeclareLaunchArgument('profile', default_value='cpu',
-                              description='config/<profile>.yaml: lecture, cpu or ci_smoke'),
+                              description='config/<profile>.yaml, e.g. cpu, twin_realistic, '
+                                          'lecture, ci_smoke'),
         DeclareLaunchArgument('run_dir', default_value='runs/latest',
                               description='where buffer, models, summary and report are written'),
         DeclareLaunchArgument('device', default_value='auto',
                               description='planner and trainer device: auto, cpu or cuda'),
+        DeclareLaunchArgument('resume', default_value='false',
+                              description='continue the stopped recipe in run_dir from its '
+                                          'summary, buffer and last good model'),
         DeclareLaunchArgument('use_sim_time', default_value='true',
                               description='run every node but the twin on the twin /clock'),
         DeclareLaunchArgument('rviz', default_value='false',

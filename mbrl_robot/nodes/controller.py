@@ -122,8 +122,9 @@ class ControllerNode(GuardedNode):
         self._diagnostics_due = False  # an episode ended: publish them once the tick is done
         # What the last tick attempt waited for, and when (wall) the last tick ran: a stalled
         # arm says why in the diagnostics and the log.
-        self._waiting_for = 'no tick attempted yet'
-        self._last_tick_wall = time.monotonic()
+        self._waiting_for = 'a first tick'  # what the next tick waits for, as 'waiting for ...'
+        self._last_tick_wall = time.monotonic()  # when the last tick ended
+        self._tick_started = None  # wall time of the tick in progress (None: none)
         self._homed: Optional[Future] = None  # go_home's pending answer
         self._stats = {'faults': 0, 'rejected_states': 0, 'dropped_stamps': 0,
                        'callback_faults': 0, 'commands_resent': 0, 'state_age_ms': float('nan')}
@@ -626,15 +627,19 @@ class ControllerNode(GuardedNode):
             # buffer, and a pause would leave the arm moving until the twin stops it.
             wait = 'waiting for the buffer to subscribe to executed rows'
         if wait is not None:
-            self._waiting_for = wait
+            self._waiting_for = wait.removeprefix('waiting for ')
             if 'fresh state' not in wait:  # lockstep waits for its state every tick
                 self.get_logger().info(wait, throttle_duration_sec=2.0)
             return
         with self._lock:
             self._tick_due = False
-        self._waiting_for = ''
-        self._last_tick_wall = time.monotonic()
-        self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
+        # A lockstep tick waits for its plan (seconds at the lecture size on a CPU): no stall.
+        self._tick_started = time.monotonic()
+        try:
+            self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
+        finally:
+            self._last_tick_wall, self._tick_started = time.monotonic(), None
+        self._waiting_for = 'the control timer' if self.realtime else 'a fresh state'
 
     def _state(self, now: float):
         """The 17-D state of this tick's row, its stamp (s: the older of the joint and puck
@@ -799,16 +804,20 @@ class ControllerNode(GuardedNode):
             level, message = DiagnosticStatus.WARN, 'faults, plan errors or rejected states'
         elif s['deadline_misses']:
             level, message = DiagnosticStatus.WARN, 'plan deadline misses'
-        since_tick = time.monotonic() - self._last_tick_wall
+        now, started = time.monotonic(), self._tick_started
+        if started is None:
+            since_tick, waiting_for = now - self._last_tick_wall, self._waiting_for
+        else:  # a tick runs in another thread (a model loader's): no stall
+            since_tick, waiting_for = 0.0, f'its tick to end ({now - started:.0f} s so far)'
         if self.control.episode >= 0 and since_tick > STALL_WARN_S and not self.control.estop:
-            level, message = DiagnosticStatus.WARN, f'stalled: {self._waiting_for}'
+            level, message = DiagnosticStatus.WARN, f'stalled: waiting for {waiting_for}'
             self.get_logger().warning(
                 f'episode {self.control.episode} step {self.control.step}: no tick for '
-                f'{since_tick:.0f} s, waiting for {self._waiting_for}',
+                f'{since_tick:.0f} s, waiting for {waiting_for}',
                 throttle_duration_sec=STALL_WARN_S)
         status.level, status.message = level, message
         s.update(model_version=self.policies.model_version, episode=self.control.episode,
-                 step=self.control.step, waiting_for=self._waiting_for,
+                 step=self.control.step, waiting_for=waiting_for,
                  since_tick_s=since_tick, loading=self.loading())
         status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
                          for k, v in s.items()]

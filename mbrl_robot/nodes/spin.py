@@ -19,7 +19,10 @@ rclpy's own SIGINT handler shuts the context down underneath a spinning executor
 die with "context is not valid" before ``destroy_node()`` runs: the controller could not send its
 final zero-velocity command, the buffer could not close its store. Here SIGINT and SIGTERM raise
 KeyboardInterrupt in the main thread instead; the executor spins in short slices so Python can
-deliver it even while sim time stands still; ``destroy_node()`` runs with a valid context.
+deliver it even while sim time stands still; ``destroy_node()`` runs with a valid context. One
+that comes while a callback runs (a lockstep controller waiting seconds for its plan) ends the
+callback and then the node the same way, not as a callback's fatal error with its traceback
+(``GuardedNode``).
 
 A node that cannot start on what it was given (a parameter of the wrong type or out of range, a
 file it cannot open, a port that is taken: ``ValueError`` or ``OSError`` from its constructor;
@@ -103,6 +106,8 @@ def run_node(make_node: Callable[[], Node], args: Optional[List[str]] = None,
             try:
                 while rclpy.ok() and not (until is not None and until(node)):
                     executor.spin_once(timeout_sec=0.1)
+                    if getattr(node, 'interrupted', False):
+                        raise KeyboardInterrupt  # taken inside a callback (GuardedNode)
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -133,6 +138,11 @@ class GuardedNode(Node):
     message: after ``FAULT_LIMIT`` faults in a row on one topic, with no message taken between,
     the exception is raised as before and ends the process with its traceback, for its
     supervisor (``mbrl_run``, a launch file's respawn) to restart it. Timers are not guarded.
+
+    Ctrl-C or SIGTERM (KeyboardInterrupt, see :func:`run_node`) raised inside a callback, a
+    timer's too, ends that callback and sets ``interrupted``: ``run_node`` then stops the node as
+    for one raised between callbacks. rclpy's EventsExecutor would otherwise log it as the
+    callback's fatal error, with its traceback, on every Ctrl-C during a long callback.
     """
 
     FAULT_LOG_PERIOD_S = 5.0
@@ -143,6 +153,7 @@ class GuardedNode(Node):
         self._faults_in_a_row: Dict[str, int] = {}
         self._fault_logged: Dict[str, float] = {}
         self._fault_lock = threading.Lock()  # callbacks run on several executor threads
+        self.interrupted = False  # Ctrl-C or SIGTERM came inside a callback
         super().__init__(*args, **kwargs)
 
     def create_subscription(self, msg_type, topic, callback, *args, **kwargs):
@@ -155,6 +166,15 @@ class GuardedNode(Node):
         return super().create_service(srv_type, srv_name,
                                       self._guarded(callback, where, service=True),
                                       *args, **kwargs)
+
+    def create_timer(self, timer_period_sec, callback, *args, **kwargs):
+        @functools.wraps(callback)  # rclpy reads the signature (TimerInfo) through it
+        def interruptible(*call_args):
+            try:
+                return callback(*call_args)
+            except KeyboardInterrupt:
+                self.interrupted = True
+        return super().create_timer(timer_period_sec, interruptible, *args, **kwargs)
 
     def on_callback_fault(self, where: str, error: BaseException) -> None:
         """Called after a fault is counted and logged (the controller stops the arm)."""
@@ -196,11 +216,24 @@ class GuardedNode(Node):
                     response.message = f'{type(error).__name__}: {error}'
             return response
 
+        def interrupted(args):
+            """Ctrl-C or SIGTERM inside the callback: the node stops (``run_node``)."""
+            self.interrupted = True
+            response = args[1] if service and len(args) > 1 else None
+            if response is not None:
+                if hasattr(response, 'success'):
+                    response.success = False
+                if hasattr(response, 'message'):
+                    response.message = 'interrupted: the node is stopping'
+            return response
+
         if inspect.iscoroutinefunction(callback):
             @functools.wraps(callback)
             async def guarded_async(*args):
                 try:
                     result = await callback(*args)
+                except KeyboardInterrupt:
+                    return interrupted(args)
                 except Exception as e:  # noqa: B902 - any input-driven failure, see the class
                     return failed(args, e)
                 self._taken(where)
@@ -211,6 +244,8 @@ class GuardedNode(Node):
         def guarded(*args):
             try:
                 result = callback(*args)
+            except KeyboardInterrupt:
+                return interrupted(args)
             except Exception as e:  # noqa: B902 - any input-driven failure, see the class
                 return failed(args, e)
             self._taken(where)

@@ -16,6 +16,8 @@ the node goes on (every node of the graph is one)."""
 
 import errno
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -158,3 +160,57 @@ def test_only_input_it_cannot_start_with_is_a_cannot_start(ros_env, capfd):
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+# A node whose callback (a message's, or a timer's) takes a long time, as a lockstep controller's
+# does while it waits for a lecture-size plan; it says when the callback began and when the node
+# was destroyed.
+SLOW_NODE = '''
+import sys, time
+from std_msgs.msg import Empty
+from mbrl_robot.nodes.spin import GuardedNode, run_node
+where, events = sys.argv[1], sys.argv[2] == 'events'
+
+class Slow(GuardedNode):
+    def __init__(self):
+        super().__init__('slow')
+        self.pub = self.create_publisher(Empty, 'poke', 10)
+        self.create_subscription(Empty, 'poke', lambda msg: self.slow(), 10)
+        self.timer = self.create_timer(0.2, self.on_timer)
+
+    def on_timer(self):
+        if where == 'timer':
+            self.slow()
+        elif self.pub.get_subscription_count():
+            self.pub.publish(Empty())
+
+    def slow(self):
+        print('in the callback', flush=True)
+        time.sleep(60)
+
+    def destroy_node(self):
+        print('destroyed', flush=True)
+        return super().destroy_node()
+
+run_node(Slow, events=events)
+'''
+
+
+@pytest.mark.parametrize('where', ['subscription', 'timer'])
+@pytest.mark.parametrize('executor', ['events', 'python'])
+def test_a_ctrl_c_inside_a_long_callback_stops_the_node_without_a_traceback(
+        ros_env, where, executor):
+    """SIGTERM (mbrl_run's stop, taken as Ctrl-C) while a callback runs for seconds ends the
+    callback and the node at once, through destroy_node (where the controller sends its zero
+    velocity), exit status 0; not logged by rclpy's executor as a fatal callback error with a
+    traceback."""
+    proc = subprocess.Popen([sys.executable, '-c', SLOW_NODE, where, executor], env=ros_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'in the callback'
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert out.strip() == 'destroyed', out
