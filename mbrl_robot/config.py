@@ -33,14 +33,41 @@ from mbrl_robot.paths import config_path
 DEFAULT_PROFILE = 'lecture'
 
 
+def check_node_names(params: Dict[str, Dict[str, Any]], source: str) -> None:
+    """Raise ``ValueError`` for a block whose node no schema declares (a misspelt name would
+    otherwise be ignored, its whole block with it), with the nearest name."""
+    for node in params:
+        if node != WILDCARD and node not in NODES:
+            raise ValueError(f'{source}: unknown node {node!r}' + suggest(node, NODES)
+                             + f' (nodes: {list(NODES)}; a block applies to its node in any '
+                             'namespace)')
+
+
 def validate_profile(name_or_path: str) -> None:
     """Check every block of a parameter file (node names, parameter names, types, values)."""
     params = load_param_file(name_or_path)
+    check_node_names(params, name_or_path)
     for node, block in params.items():
-        if node != WILDCARD and node not in NODES:
-            raise ValueError(f'{name_or_path}: unknown node {node!r}'
-                             + suggest(node, NODES) + f' (nodes: {list(NODES)})')
         validate_params(node, block, source=name_or_path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys in a mapping without a word: here it is an
+    error (a profile's second ``controller:`` block would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: construct_mapping says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'{key!r} given twice in one mapping', key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -64,7 +91,7 @@ def load_param_file(name_or_path: str) -> Dict[str, Dict[str, Any]]:
     path = config_path(name_or_path)
     try:
         with open(path, encoding='utf-8') as f:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as e:
         raise ValueError(f'{path}: not a UTF-8 text file ({e.reason} at byte {e.start})') from e
     except yaml.YAMLError as e:
@@ -75,15 +102,23 @@ def load_param_file(name_or_path: str) -> Dict[str, Dict[str, Any]]:
         raise ValueError(f'{path}: not valid YAML{at}: {what}') from e
     if not isinstance(raw, dict):
         raise ValueError(f'{path}: expected a mapping of node names')
-    out = {}
+    out, keys = {}, {}
     for node, body in raw.items():
+        if not isinstance(node, str):
+            raise ValueError(f'{path}: {node!r} is not a node name')
         if not isinstance(body, dict) or 'ros__parameters' not in body:
             raise ValueError(f'{path}: node {node!r} has no ros__parameters block')
+        block = body['ros__parameters'] or {}
+        if not isinstance(block, dict):
+            raise ValueError(f'{path}: node {node!r}: ros__parameters is a '
+                             f'{type(block).__name__}, not a mapping of parameters')
         # '/**/twin' (the node in any namespace, as mbrl_run writes it) is the twin's block.
         name = node[len('/**/'):] if node.startswith('/**/') else node.lstrip('/')
-        out[name] = body['ros__parameters'] or {}
-    if '**' in out:
-        out[WILDCARD] = out.pop('**')
+        name = WILDCARD if name == '**' else name
+        if name in keys:
+            raise ValueError(f'{path}: two blocks for node {name!r}: {keys[name]!r} and '
+                             f'{node!r} (give it one)')
+        keys[name], out[name] = node, block
     return out
 
 

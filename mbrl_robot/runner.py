@@ -34,7 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from mbrl_robot.config import _merge, node_params, write_param_file
+from mbrl_robot.config import (_merge, check_node_names, load_param_file, node_params,
+                               write_param_file)
 from mbrl_robot.core.algorithms.mpc_recipe import build_phases
 from mbrl_robot.core.schema import NODES, suggest, unflatten
 from mbrl_robot.nodes.spin import CANNOT_START, CANNOT_START_STATUS
@@ -235,7 +236,22 @@ def parse_renames(items: List[str]) -> Dict[str, str]:
             raise ValueError(f'--rename {item!r}: expected NODE=NAME with NODE in {NODES} and '
                              'NAME of letters, digits and _' + suggest(node, NODES))
         out[node] = name
+    final = [out.get(node, node) for node in NODES]
+    taken = sorted({name for name in final if final.count(name) > 1})
+    if taken:
+        raise ValueError(f'--rename: two nodes would be named {taken[0]!r} (renamed: '
+                         + ', '.join(f'{n}={m}' for n, m in out.items()) + ')')
     return out
+
+
+def check_domain_id(value: Optional[str]) -> None:
+    """Raise ``ValueError`` unless ``ROS_DOMAIN_ID`` is unset, empty or 0-232: rcl fails on
+    anything else in every node, each printing only its traceback's first line here."""
+    if value is None or not value.strip():
+        return
+    if not value.strip().isdigit() or int(value) > 232:
+        raise ValueError(f'ROS_DOMAIN_ID={value!r}: give a whole number from 0 to 232 (0-101 '
+                         'is safe on Linux)')
 
 
 def effective_params(params_file: str, sets: Dict[str, Dict[str, Any]],
@@ -283,8 +299,12 @@ class Graph:
                  extra: Optional[Dict[str, Dict[str, str]]] = None, echo=True,
                  ros_args: Optional[List[str]] = None,
                  names: Optional[Dict[str, str]] = None, restarts: int = 0,
-                 node_ros_args: Optional[Dict[str, List[str]]] = None):
+                 node_ros_args: Optional[Dict[str, List[str]]] = None,
+                 log_header: Optional[str] = None):
+        """``log_header``: append to the nodes' logs after this line (a resumed run keeps the
+        stopped session's logs); None starts them afresh."""
         self.params_file = params_file
+        self.log_header = log_header
         self.run_dir = run_dir
         # A key is a node ('buffer') or an arm's node ('arm0/controller', see fleet_processes).
         self.nodes = list(nodes)
@@ -302,11 +322,17 @@ class Graph:
     def start(self):
         os.makedirs(os.path.join(self.run_dir, 'logs'), exist_ok=True)
         for node in self.nodes:
-            self._spawn(node, 'w')
+            if self.log_header is not None:
+                with open(self._log_path(node), 'a') as f:
+                    f.write(self.log_header + '\n')
+            self._spawn(node, 'w' if self.log_header is None else 'a')
+
+    def _log_path(self, node: str) -> str:
+        return os.path.join(self.run_dir, 'logs', f'{node.replace("/", ".")}.log')
 
     def _spawn(self, node: str, mode: str = 'a'):
         """Start one node's process (its log appended to after a restart); record its pid."""
-        log = open(os.path.join(self.run_dir, 'logs', f'{node.replace("/", ".")}.log'), mode)
+        log = open(self._log_path(node), mode)
         module = node.rpartition('/')[2]
         rename = ['-r', f'__node:={self.names[module]}'] if module in self.names else []
         cmd = node_command(module, self.params_file, self.extra.get(node),
@@ -478,12 +504,20 @@ def main(argv=None) -> int:
         profile_file = config_path(args.profile)
         profile = os.path.splitext(os.path.basename(profile_file))[0]
         run_dir = os.path.abspath(args.run_dir or os.path.join('runs', f'{profile}-{stamp}'))
+        check_domain_id(os.environ.get('ROS_DOMAIN_ID'))
+        # A misspelt node's block would be ignored, every value in it with it.
+        check_node_names(load_param_file(profile_file), profile_file)
         sets = parse_sets(args.set)
         names = parse_renames(args.rename)
         if not args.resume and os.path.exists(os.path.join(run_dir, 'summary.json')):
             # Its buffer and checkpoints would be picked up by the new run's nodes.
             raise ValueError(f'{run_dir} holds a run already: pass --resume to continue it, or '
                              'choose another --run-dir')
+        if args.resume and not any(os.path.isfile(os.path.join(run_dir, name))
+                                   for name in ('summary.json', 'params.yaml')):
+            raise ValueError(f'--resume: no run in {run_dir} to continue (no summary.json or '
+                             'params.yaml)' if args.run_dir
+                             else '--resume: give the --run-dir of the run to continue')
         if args.resume:
             sets['recipe'] = _merge(sets.get('recipe', {}), {'resume': True})
         if args.arms is not None:
@@ -503,6 +537,8 @@ def main(argv=None) -> int:
         if unknown or not nodes:
             raise ValueError(f'--nodes: unknown nodes {unknown} (known: {", ".join(GRAPH_NODES)})'
                              if unknown else '--nodes: name at least one node')
+        if len(set(nodes)) != len(nodes):
+            raise ValueError(f'--nodes {args.nodes}: name each node once')
         arms = params['recipe']['arm_namespaces']
         if arms != params['buffer']['arm_namespaces']:
             raise ValueError(f'arm_namespaces differ: buffer {params["buffer"]["arm_namespaces"]}'
@@ -520,6 +556,9 @@ def main(argv=None) -> int:
     params_file = os.path.join(run_dir, 'params.yaml')
     try:
         os.makedirs(run_dir, exist_ok=True)
+        if args.resume and os.path.isfile(params_file):
+            # The stopped session's parameters stay beside this one's.
+            os.replace(params_file, os.path.join(run_dir, f'params.before-{stamp}.yaml'))
         # '/**/<name>': the blocks apply in any namespace (--ros-args -r __ns:=/arm1).
         write_param_file(params, params_file, {n: f'/**/{names.get(n, n)}' for n in NODES})
     except OSError as e:
@@ -534,7 +573,8 @@ def main(argv=None) -> int:
     if arms != ['']:
         print(f'mbrl_run: {len(arms)} arms {arms}: ' + ', '.join(keys), flush=True)
     graph = Graph(params_file, run_dir, ros_args=args.ros_args, names=names, nodes=keys,
-                  restarts=args.restarts, node_ros_args=per_arm_args)
+                  restarts=args.restarts, node_ros_args=per_arm_args,
+                  log_header=f'--- mbrl_run --resume {stamp} ---' if args.resume else None)
     with_recipe = 'recipe' in nodes
     if live:
         monitor = params['monitor']

@@ -172,6 +172,11 @@ def test_a_stopped_run_resumes_from_the_buffer_and_the_last_model(tmp_path):
     assert (f'the trainer has model v{versions[0]}: the model episodes wait for it'
             in recipe_log), recipe_log[-3000:]
     assert f'v{10 ** 15} announced' in log, log[-3000:]  # the lie reached the controller too
+    # The stopped session's logs and parameters are kept: the logs go on after a marker line.
+    before, marker, after = recipe_log.partition('--- mbrl_run --resume ')
+    assert marker and '[3/6] trained model v1' in before and '[6/6]' in after, recipe_log[-3000:]
+    assert len(list(tmp_path.glob('params.before-*.yaml'))) == 1
+    assert (tmp_path / 'params.yaml').is_file()
 
 
 LIAR = '''

@@ -98,6 +98,20 @@ def refused(argv, capfd) -> str:
     (b'controller:\n  planner: {horizon: 15}\n', "node 'controller' has no ros__parameters"),
     (b'controller:\n  ros__parameters: {planner: {horizon: .nan}}\n',
      'parameter planner.horizon = nan is a double, expected int'),
+    # A misspelt or namespaced node: its whole block would be ignored.
+    (b'contoller:\n  ros__parameters: {planner: {horizon: 5}}\n',
+     "unknown node 'contoller'; did you mean 'controller'?"),
+    (b'/arm1/controller:\n  ros__parameters: {planner: {horizon: 5}}\n',
+     "unknown node 'arm1/controller'"),
+    # Two blocks for one node, or a key twice: the first would be dropped without a word.
+    (b'/**/controller:\n  ros__parameters: {planner: {horizon: 3}}\n'
+     b'controller:\n  ros__parameters: {planner: {horizon: 5}}\n',
+     "two blocks for node 'controller': '/**/controller' and 'controller'"),
+    (b'controller:\n  ros__parameters:\n    planner: {horizon: 3, horizon: 5}\n',
+     "not valid YAML at line 3, column 27: 'horizon' given twice in one mapping"),
+    (b'twin:\n  ros__parameters: [1, 2]\n',
+     "node 'twin': ros__parameters is a list, not a mapping of parameters"),
+    (b'5:\n  ros__parameters: {}\n', '5 is not a node name'),
 ])
 def test_a_broken_profile_fails_with_one_line_naming_it(tmp_path, capfd, content, needle):
     profile, run_dir = tmp_path / 'broken.yaml', tmp_path / 'run'
@@ -105,6 +119,34 @@ def test_a_broken_profile_fails_with_one_line_naming_it(tmp_path, capfd, content
     line = refused(['--profile', str(profile), '--run-dir', str(run_dir)], capfd)
     assert line.startswith(f'mbrl_run: {profile}: ') and needle in line, line
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize('argv,env,says', [
+    (['--nodes', 'trainer,trainer'], {}, '--nodes trainer,trainer: name each node once'),
+    (['--rename', 'controller=twin'], {},
+     "--rename: two nodes would be named 'twin' (renamed: controller=twin)"),
+    (['--rename', 'controller=ctl', '--rename', 'trainer=ctl'], {},
+     "--rename: two nodes would be named 'ctl'"),
+    (['--resume', '--run-dir', '{tmp}/typo'], {}, '--resume: no run in {tmp}/typo to continue'),
+    ([], {'ROS_DOMAIN_ID': 'abc'}, "ROS_DOMAIN_ID='abc': give a whole number from 0 to 232"),
+    ([], {'ROS_DOMAIN_ID': '999'}, "ROS_DOMAIN_ID='999': give a whole number from 0 to 232"),
+    # Last: no --run-dir (the default, runs/<profile>-<time>, is a new one: nothing to resume).
+    (['--resume'], {}, '--resume: give the --run-dir of the run to continue'),
+])
+def test_arguments_that_would_start_a_broken_graph_are_refused(tmp_path, capfd, monkeypatch,
+                                                               argv, env, says):
+    """Each of these started nodes before: a second trainer left running after the run, a
+    node under another's name and parameters, a fresh run where a stopped one was meant, every
+    node failing on the DDS domain with a traceback's first line."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    argv = [a.replace('{tmp}', str(tmp_path)) for a in argv]
+    if argv != ['--resume']:
+        argv += [] if '--run-dir' in argv else ['--run-dir', str(tmp_path / 'run')]
+    monkeypatch.chdir(tmp_path)  # where a default run dir would go
+    line = refused(argv, capfd)
+    assert line.startswith('mbrl_run: ' + says.replace('{tmp}', str(tmp_path))), line
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)  # no run dir, no runs/
 
 
 @pytest.mark.parametrize('extra,needle', [
