@@ -21,9 +21,11 @@ the final model's measured H-step error beside the compounding-error bound.
 """
 
 import argparse
-import glob
 import json
+import math
+import numbers
 import os
+import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -46,7 +48,7 @@ def held_out_trajectories(run_dir: str, summary: Dict[str, Any]):
     last = max(accepted, key=lambda t: t['version'])
     held_out = {e['index'] for e in summary['episodes']
                 if e['index'] > last['index'] and e['policy'] == 'planner'}
-    store = TransitionStore(buffer_dir)
+    store = TransitionStore.open_read_only(buffer_dir)  # a report changes nothing of its run
     try:
         records = store.records(dtype=np.float64)
     finally:
@@ -72,8 +74,68 @@ def model_error_rows(model_dir: str, trajectories, horizons: Sequence[int] = HOR
 
 
 def latest_model_dir(run_dir: str) -> Optional[str]:
-    versions = sorted(glob.glob(os.path.join(run_dir, 'models', 'v*')))
-    return versions[-1] if versions else None
+    """The newest checkpoint folder, ``models/v<N>`` (not a ``v<N>.tmp`` a trainer left half
+    written when it was stopped)."""
+    models = os.path.join(run_dir, 'models')
+    try:
+        names = os.listdir(models)
+    except OSError:
+        return None
+    versions = sorted((int(n[1:]), n) for n in names
+                      if re.fullmatch(r'v\d+', n) and os.path.isdir(os.path.join(models, n)))
+    return os.path.join(models, versions[-1][1]) if versions else None
+
+
+# What the report reads of summary.json: key -> its type, a mapping of the fields a record must
+# have, or (list or dict, what each item must be). Numbers must be finite.
+NUMBER, INTEGER = (numbers.Real,), (numbers.Integral,)
+SUMMARY_FIELDS = {
+    'wall_s': NUMBER, 'success_radius_m': NUMBER, 'transitions_used': INTEGER,
+    'plan_ms': (list, NUMBER),
+    'plan_latency_ms': {'median': NUMBER, 'p99': NUMBER, 'max': NUMBER, 'count': INTEGER},
+    'stages': (dict, {'episodes': INTEGER, 'success_rate': NUMBER,
+                      'mean_final_distance': NUMBER}),
+    'episodes': (list, {'index': INTEGER, 'stage': (str,), 'policy': (str,),
+                        'iteration': INTEGER, 'success': (bool,), 'final_distance': NUMBER}),
+    'trainings': (list, {'version': INTEGER, 'index': INTEGER, 'iteration': INTEGER}),
+}
+# Read when present.
+OPTIONAL_SUMMARY_FIELDS = {
+    'controller_timing_ms': (dict, NUMBER),
+    'model_error': (list, {'H': INTEGER, 'measured': NUMBER, 'bound': NUMBER, 'eps': NUMBER,
+                           'L': NUMBER}),
+}
+
+
+def check_summary(summary: Any) -> None:
+    """Raise ``ValueError`` naming the first field of ``summary.json`` the report cannot read
+    (a damaged or foreign file), instead of an error from deep in the report."""
+    def check(value, spec, where):
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ValueError(f'summary.json: {where} is not a mapping')
+            for key, inner in spec.items():
+                if key not in value:
+                    raise ValueError(f'summary.json{": " + where if where else ""} has no '
+                                     f'{key!r}')
+                check(value[key], inner, f'{where}.{key}' if where else key)
+        elif spec[0] in (list, dict):
+            container, inner = spec
+            if not isinstance(value, container):
+                raise ValueError(f'summary.json: {where} is not a '
+                                 + ('list' if container is list else 'mapping'))
+            for key, item in (value.items() if container is dict else enumerate(value)):
+                check(item, inner, f'{where}[{key!r}]')
+        elif (not isinstance(value, spec) or (isinstance(value, bool) and bool not in spec)
+              or (isinstance(value, numbers.Real) and not math.isfinite(value))):
+            what = {NUMBER: 'a finite number', INTEGER: 'an integer'}.get(
+                spec, f'a {spec[0].__name__}')
+            raise ValueError(f'summary.json: {where} = {value!r:.40} is not {what}')
+
+    if not isinstance(summary, dict):
+        raise ValueError(f'summary.json holds a {type(summary).__name__}, not a run summary')
+    check(summary, SUMMARY_FIELDS, '')
+    check(summary, {k: v for k, v in OPTIONAL_SUMMARY_FIELDS.items() if k in summary}, '')
 
 
 def _losses(run_dir: str, summary: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -99,7 +161,7 @@ def _per_iteration(summary):
         rows.append((trained_on.get(it - 1), float(np.mean([e['success'] for e in eps])),
                      float(np.mean([e['final_distance'] for e in eps]))))
     final = [e for e in summary['episodes'] if e['stage'] == 'eval_planner']
-    if final:
+    if final and trained_on:
         rows.append((trained_on.get(max(trained_on)),
                      float(np.mean([e['success'] for e in final])),
                      float(np.mean([e['final_distance'] for e in final]))))
@@ -174,12 +236,19 @@ def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = N
 
     with open(os.path.join(run_dir, 'summary.json')) as f:
         summary = json.load(f)
+    check_summary(summary)
     if model_error is None:
         model_error = summary.get('model_error')
+    model_error_note = None
     if model_error is None and latest_model_dir(run_dir):
-        trajectories = held_out_trajectories(run_dir, summary)
-        if trajectories:
-            model_error = model_error_rows(latest_model_dir(run_dir), trajectories)
+        try:
+            trajectories = held_out_trajectories(run_dir, summary)
+            if trajectories:
+                model_error = model_error_rows(latest_model_dir(run_dir), trajectories)
+        except Exception as e:  # noqa: B902 - one section of the report; the rest stands
+            what = (f'{e.strerror}: {e.filename}' if isinstance(e, OSError) and e.strerror
+                    else f'{type(e).__name__}: {e}')
+            model_error_note = f'H-step model error not measured ({what}).'
     stages = summary['stages']
     figures = []
 
@@ -269,6 +338,8 @@ def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = N
                 lines.append(f'| {name[:-3].replace("_", " ")} | {timing[name + "_p50"]:.1f} | '
                              f'{timing[name + "_p99"]:.1f} |')
         lines.append('')
+    if model_error_note:
+        lines += [model_error_note, '']
     if model_error:
         lines += ['| H | measured H-step error | bound |', '|---|---|---|']
         lines += [f'| {r["H"]} | {r["measured"]:.4f} | {r["bound"]:.4g} |' for r in model_error]

@@ -12,12 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
+import hashlib
+import json
 import os
 
+import numpy as np
 import pytest
 
+from mbrl_robot.core.algorithms.mpc_recipe import summarize
+from mbrl_robot.core.buffer.assembler import Transition
+from mbrl_robot.core.buffer.storage import ACTION_DIM, STATE_DIM, TARGET_DIM, TransitionStore
+from mbrl_robot.core.models import GaussianEnsemble
 from mbrl_robot.inprocess import run_profile
-from mbrl_robot.report import main, write_report
+from mbrl_robot.report import latest_model_dir, main, write_report
 
 
 def test_report_from_a_smoke_recipe(tmp_path):
@@ -46,12 +53,23 @@ def test_report_from_a_smoke_recipe(tmp_path):
 @pytest.mark.parametrize('summary,needle', [
     (None, 'No such file or directory: {run}/summary.json'),
     ('{"stages": ', 'Expecting value'),
-    ('{"complete": true}', "KeyError: 'stages'"),
+    ('{"complete": true}', "ValueError: summary.json has no 'wall_s'"),
+    ('[]', 'ValueError: summary.json holds a list, not a run summary'),
+    # Damaged fields of a real summary: each named (before, an AttributeError's traceback,
+    # "string indices must be integers" or an inf that only the histogram refused).
+    ({'stages': []}, 'ValueError: summary.json: stages is not a mapping'),
+    ({'plan_ms': ['a', 'b']}, "ValueError: summary.json: plan_ms[0] = 'a' is not a finite"),
+    ({'plan_ms': [float('inf')]}, 'ValueError: summary.json: plan_ms[0] = inf is not a finite'),
+    ({'trainings': [{'version': 'x', 'index': 2, 'iteration': 0}]},
+     "ValueError: summary.json: trainings[0].version = 'x' is not an integer"),
+    ({'model_error': 'none'}, 'ValueError: summary.json: model_error is not a list'),
 ])
 def test_the_report_command_says_in_one_line_why_there_is_no_report(tmp_path, capsys,
                                                                     summary, needle):
     run = tmp_path / 'run'
     run.mkdir()
+    if isinstance(summary, dict):
+        summary = json.dumps({**a_summary(), **summary})
     if summary is not None:
         (run / 'summary.json').write_text(summary)
     assert main([str(run)]) == 2
@@ -59,3 +77,63 @@ def test_the_report_command_says_in_one_line_why_there_is_no_report(tmp_path, ca
     assert len(err) == 1 and err[0].startswith(f'mbrl_robot.report: {run}: no report ('), err
     assert needle.format(run=run) in err[0]
     assert not (run / 'report.md').exists()
+
+
+def a_summary():
+    """A run's summary: one model trained after phase 2, a planner episode (4) after it."""
+    results = [{'kind': 'episode', 'stage': stage, 'policy': policy, 'iteration': it,
+                'index': index, 'seed': index, 'steps': 30, 'final_distance': 0.1,
+                'success': False}
+               for stage, policy, it, index in [('random', 'random', 0, 0),
+                                                ('random', 'random', 0, 1),
+                                                ('eval_planner', 'planner', 1, 4)]]
+    return summarize(results, [{'kind': 'train', 'iteration': 0, 'index': 2, 'version': 1,
+                                'n_transitions': 60}], [5.0, 6.0], 60.0, 0.05)
+
+
+def files(path):
+    """Every file under ``path`` with its content's hash."""
+    return {os.path.relpath(os.path.join(d, n), path):
+            hashlib.sha256(open(os.path.join(d, n), 'rb').read()).hexdigest()
+            for d, _, names in os.walk(path) for n in names}
+
+
+@pytest.mark.parametrize('store', ['held_out', 'empty_file'])
+def test_a_report_changes_nothing_of_its_run_and_skips_a_half_written_checkpoint(tmp_path,
+                                                                                 store):
+    """The report reads the buffer's store read-only (it once turned a 0-byte store into an
+    empty database) and the newest whole checkpoint, not the ``v<N>.tmp`` a trainer stopped
+    while saving leaves (it once failed the whole report on it). A store it cannot read costs
+    the model-error section only, with one line saying why."""
+    run = tmp_path / 'run'
+    (run / 'buffer').mkdir(parents=True)
+    (run / 'summary.json').write_text(json.dumps(a_summary()))
+    GaussianEnsemble(STATE_DIM, ACTION_DIM, ensemble_size=2, num_layers=2,
+                     hidden_size=16).save(run / 'models' / 'v0001')
+    (run / 'models' / 'v0002.tmp').mkdir()
+    (run / 'models' / 'v0002.tmp' / 'model.pt.tmp').write_bytes(bytes(10))
+    if store == 'empty_file':
+        (run / 'buffer' / 'transitions.sqlite3').write_bytes(b'')
+    else:
+        zeros = np.zeros
+        with TransitionStore(str(run / 'buffer')) as db:
+            db.append([Transition(episode=4, step=i, stamp=0.05 * i, next_stamp=0.05 * (i + 1),
+                                  obs=zeros(STATE_DIM) + i, act=zeros(ACTION_DIM), reward=0.0,
+                                  next_obs=zeros(STATE_DIM) + i + 1, done=i == 29,
+                                  target=zeros(TARGET_DIM)) for i in range(30)])
+    assert latest_model_dir(str(run)) == str(run / 'models' / 'v0001')
+    before = files(run)
+    text = open(write_report(str(run))).read()
+    after = files(run)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing changed
+    # The report and its plots; SQLite's reader files of a WAL store, as any reader's.
+    assert set(after) - set(before) <= {
+        'report.md', 'learning.png', 'plan_latency.png', 'model_error.png',
+        'buffer/transitions.sqlite3-wal', 'buffer/transitions.sqlite3-shm'}, after
+    wal = run / 'buffer' / 'transitions.sqlite3-wal'
+    assert not wal.exists() or wal.stat().st_size == 0  # nothing written through it
+    if store == 'empty_file':
+        assert ('H-step model error not measured (ValueError: '
+                f'{run}/buffer/transitions.sqlite3: not a readable transition store' in text)
+    else:
+        assert '| H | measured H-step error | bound |' in text and '| 25 |' in text

@@ -47,11 +47,13 @@ Threads: one connection shared under a lock (``check_same_thread=False``), so an
 thread may call any method; other processes may read the same file concurrently (WAL).
 """
 
+import errno
 import json
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -154,6 +156,7 @@ class TransitionStore:
         self.target_dim = int(target_dim)
         self.row_size = HEADER + self.state_dim + self.action_dim + self.target_dim
         self._lock = threading.RLock()
+        self._read_only = False
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing implicit.
         self._conn: Optional[sqlite3.Connection] = sqlite3.connect(
             self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -178,6 +181,43 @@ class TransitionStore:
             self._conn.close()
             self._conn = None
             raise
+
+    @classmethod
+    def open_read_only(cls, data_dir: str, state_dim: int = STATE_DIM,
+                       action_dim: int = ACTION_DIM,
+                       target_dim: int = TARGET_DIM) -> 'TransitionStore':
+        """The store for reading only (a report of a run): nothing is created, migrated or
+        written, whatever the file holds.
+
+        Raises:
+            FileNotFoundError: there is no store in ``data_dir``.
+            ValueError: not a transition store of these dims and schema version.
+        """
+        self = cls.__new__(cls)
+        self.data_dir = os.path.abspath(data_dir)
+        self.path = os.path.join(self.data_dir, DB_NAME)
+        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
+        self.target_dim = int(target_dim)
+        self.row_size = HEADER + self.state_dim + self.action_dim + self.target_dim
+        self._lock = threading.RLock()
+        self._read_only, self._conn = True, None
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(errno.ENOENT, 'no transition store', self.path)
+        self._conn = sqlite3.connect(f'file:{urllib.parse.quote(self.path)}?mode=ro', uri=True,
+                                     timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            have = dict(self._conn.execute('SELECT key, value FROM meta').fetchall())
+            want = {'schema_version': str(SCHEMA_VERSION), 'state_dim': str(self.state_dim),
+                    'action_dim': str(self.action_dim), 'target_dim': str(self.target_dim)}
+            if have != {**have, **want}:
+                raise ValueError(f'{self.path}: a store of {have}, not {want}')
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise ValueError(f'{self.path}: not a readable transition store ({e})') from None
+        except BaseException:
+            self.close()
+            raise
+        return self
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -444,7 +484,8 @@ class TransitionStore:
             if self._conn is None:
                 return
             try:
-                self._conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+                if not self._read_only:
+                    self._conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')
             finally:
                 self._conn.close()
                 self._conn = None
