@@ -106,7 +106,7 @@ class Watcher(threading.Thread):
 
 def stored_figures(run_dir: str, steps: int) -> Dict[str, int]:
     """Transitions stored, stored twice, and steps missing from each episode's last run."""
-    store = TransitionStore(os.path.join(run_dir, 'buffer'))
+    store = TransitionStore.open_read_only(os.path.join(run_dir, 'buffer'))
     try:
         rec = store.records(dtype=np.float64)
     finally:

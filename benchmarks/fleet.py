@@ -64,7 +64,7 @@ def run(arms: int, seed: int, profile: str, run_dir: str, extra) -> dict:
     with open(os.path.join(run_dir, 'summary.json')) as f:
         summary = json.load(f)
     from mbrl_robot.core.buffer.storage import TransitionStore
-    store = TransitionStore(os.path.join(run_dir, 'buffer'))
+    store = TransitionStore.open_read_only(os.path.join(run_dir, 'buffer'))
     try:
         rec = store.records(dtype=np.float64)
     finally:

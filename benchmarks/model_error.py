@@ -34,6 +34,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -77,7 +78,13 @@ def pendulum_episodes(n_episodes: int, steps: int, seed: int) -> List[Tuple[np.n
 
 def load_npz(path: str) -> TransitionBatch:
     """Rows of an .npz with obs, act, next_obs (and optionally done) as a TransitionBatch."""
-    with np.load(path) as data:
+    try:
+        data = np.load(path)
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:  # not an .npz, or a damaged one
+        raise ValueError(f'{path}: not an .npz of arrays ({e})') from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f'{path}: one array, not an .npz of obs, act and next_obs')
+    with data:
         missing = [k for k in ('obs', 'act', 'next_obs') if k not in data]
         if missing:
             raise ValueError(f'{path}: missing arrays {missing}')
@@ -108,6 +115,11 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     obs_dim, act_dim = episodes[0][0].shape[1], episodes[0][1].shape[1]
 
     saved = args.model_dir and os.path.isfile(os.path.join(args.model_dir, 'model.json'))
+    if args.model_dir and not saved and os.path.exists(args.model_dir) and (
+            not os.path.isdir(args.model_dir) or os.listdir(args.model_dir)):
+        # A damaged checkpoint (its model.json lost) or anything else: never written over.
+        raise ValueError(f'--model-dir {args.model_dir}: holds no model.json but is not an '
+                         'empty folder: not writing the trained model over it')
     if saved:
         model = GaussianEnsemble.load(args.model_dir, obs_dim=obs_dim, act_dim=act_dim)
         print(f'loaded {args.model_dir}', file=sys.stderr)
@@ -121,7 +133,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         if args.model_dir:
             model.save(args.model_dir)
     model.eval()
-    horizons = [int(h) for h in args.horizons.split(',')]
+    horizons = args.horizons
     longest = max(len(a) for _, a in test_eps)
     dropped = [h for h in horizons if h > longest]
     if dropped:
@@ -131,7 +143,41 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return error_table(model, test_eps, horizons, batch=trajectories_to_batch(test_eps))
 
 
-def main() -> None:
+def positive_ints(text: str) -> List[int]:
+    """``--horizons``: comma-separated whole numbers of at least 1."""
+    try:
+        values = [int(h) for h in text.split(',')]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: comma-separated whole numbers >= 1')
+    return values
+
+
+def share(text: str) -> float:
+    """``--holdout``: a share strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f'{text!r}: a share between 0 and 1')
+    return value
+
+
+def at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f'{text!r}: a whole number >= {low}')
+        return value
+    return parse
+
+
+def main() -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -140,20 +186,29 @@ def main() -> None:
     parser.add_argument('--model-dir', help='load the model from here, or save it here')
     parser.add_argument('--profile', default='lecture',
                         help='config profile whose trainer.model/training blocks are used')
-    parser.add_argument('--horizons', default='1,2,5,10,15,20,25', help='comma-separated H')
-    parser.add_argument('--holdout', type=float, default=0.2, help='share of episodes held out')
-    parser.add_argument('--episodes', type=int, default=60, help='synthetic episodes')
-    parser.add_argument('--max-epochs', type=int, default=None, help='override max_epochs')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--threads', type=int, default=1,
+    parser.add_argument('--horizons', type=positive_ints, default=[1, 2, 5, 10, 15, 20, 25],
+                        help='comma-separated H')
+    parser.add_argument('--holdout', type=share, default=0.2, help='share of episodes held out')
+    parser.add_argument('--episodes', type=at_least(2), default=60, help='synthetic episodes')
+    parser.add_argument('--max-epochs', type=at_least(1), default=None,
+                        help='override max_epochs')
+    parser.add_argument('--seed', type=at_least(0), default=0)
+    parser.add_argument('--threads', type=at_least(1), default=1,
                         help='torch CPU threads (1 avoids oversubscription on shared cores)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = run(args)
+    try:
+        rows = run(args)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        # A missing, damaged or foreign data file or model, a profile that does not validate.
+        what = f'{e.strerror}: {e.filename}' if isinstance(e, OSError) and e.strerror else e
+        print(f'model_error.py: {what}', file=sys.stderr)
+        return 2
     print(format_table(rows))
     for row in rows:
         print(json.dumps(row))
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

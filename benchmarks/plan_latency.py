@@ -558,7 +558,7 @@ def precision_check(run_dir: str, precision: str, device: torch.device, args) ->
     if not models:
         raise SystemExit(f'{run_dir}: no models/v*/ (a finished run of mbrl_run is needed)')
     model = GaussianEnsemble.load(models[-1], device=device).eval()
-    store = TransitionStore(os.path.join(run_dir, 'buffer'))
+    store = TransitionStore.open_read_only(os.path.join(run_dir, 'buffer'))
     try:
         rec = store.records()
     finally:

@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         params = node_params(os.path.join(args.run_dir, 'params.yaml'), 'controller')
         policy, meta = load_policy(newest_with(args.run_dir, 'policy'))
-        store = TransitionStore(os.path.join(args.run_dir, 'buffer'))
+        store = TransitionStore.open_read_only(os.path.join(args.run_dir, 'buffer'))
         rec = store.records(0, args.steps, np.float64)
         store.close()
     except (OSError, ValueError, KeyError) as e:
