@@ -181,13 +181,17 @@ def _scalar(node: str, name: str, kind: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             fail(' (an integer written without a decimal point or exponent, e.g. 1000)'
                  if isinstance(value, (float, str)) else '')
+        if not -2 ** 63 <= value < 2 ** 63:  # rcl would take it for a double
+            raise ValueError(f'{node}: parameter {name} = {value} is outside the 64-bit '
+                             'integers a ROS 2 parameter holds')
         return value
     if kind == 'double':
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(' (a number, e.g. 0.5 or 1.0e-3)')
         value = float(value)
-        if math.isnan(value):
-            fail(' (not NaN)')
+        if not math.isfinite(value):
+            raise ValueError(f'{node}: parameter {name} = {value} is not allowed: must be a '
+                             'finite number')
         return value
     if not isinstance(value, str):
         fail()
@@ -208,6 +212,10 @@ def check_value(node: str, name: str, spec: Dict[str, Any], value: Any) -> Any:
         if not isinstance(value, list):
             raise ValueError(f'{node}: parameter {name} = {value!r} is a {_type_name(value)}, '
                              f'expected a list ({kind})')
+        if not value:  # rcl cannot tell an empty list's type: the node would read None
+            raise ValueError(f'{node}: parameter {name} = [] is not allowed: a ROS 2 parameter '
+                             'cannot be an empty list' + (" (give [''] for none)"
+                                                          if kind == 'string_array' else ''))
         value = [_scalar(node, f'{name}[{i}]', kind[:-6], v) for i, v in enumerate(value)]
     else:
         value = _scalar(node, name, kind, value)
@@ -239,6 +247,8 @@ def _violation(rule: str, arg: Any, value: Any) -> str:
         return '' if len(value) else 'must not be empty'
     if rule == 'unique<>':
         return '' if len(set(value)) == len(value) else 'must not repeat an element'
+    if rule == 'sorted<>':  # [low, high] (this project's; not generate_parameter_library's)
+        return '' if value == sorted(value) else 'must be [low, high] with low <= high'
     raise ValueError(f'unknown validation {rule!r}')
 
 

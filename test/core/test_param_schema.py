@@ -76,6 +76,32 @@ def test_wrong_types_and_values_are_rejected_with_the_name(value, needle):
     assert str(e.value).startswith('controller: ')
 
 
+@pytest.mark.parametrize('node,params,needle', [
+    # Each passed mbrl_run's checks before session 44.
+    ('twin', {'task': {'success_radius_m': float('inf')}},
+     'task.success_radius_m = inf is not allowed: must be a finite number'),
+    ('controller', {'planner': {'terminal_weight': -float('inf')}},
+     'planner.terminal_weight = -inf is not allowed: must be a finite number'),
+    ('controller', {'home_joint_positions': [50.0] + [0.0] * 6},
+     'must be within [-3.054, 3.054]'),
+    ('twin', {'physics': {'puck_gap_range_m': [0.5, -0.1]}},
+     'physics.puck_gap_range_m = [0.5, -0.1] is not allowed: must be [low, high] with low <= '
+     'high'),
+    ('trainer', {'distill': {'hidden_sizes': [-5, 0]}}, 'must be within [1, 65536]'),
+    # rcl would read it as a double, and the node then say "is a double, expected int".
+    ('trainer', {'training': {'seed': 10 ** 23}},
+     'training.seed = 100000000000000000000000 is outside the 64-bit integers'),
+    # rcl cannot type an empty list: the node would read None.
+    ('recipe', {'baselines': []},
+     "baselines = [] is not allowed: a ROS 2 parameter cannot be an empty list (give [''] for "
+     'none)'),
+])
+def test_values_no_node_can_use_are_rejected_with_the_name(node, params, needle):
+    with pytest.raises(ValueError) as e:
+        validate_params(node, params)
+    assert str(e.value).startswith(f'{node}: ') and needle in str(e.value), str(e.value)
+
+
 def test_one_of_and_fixed_size():
     with pytest.raises(ValueError, match=r"planner.name = 'cme' is not allowed: must be one of"):
         validate_params('controller', {'planner': {'name': 'cme'}})
