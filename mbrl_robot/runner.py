@@ -244,6 +244,19 @@ def parse_renames(items: List[str]) -> Dict[str, str]:
     return out
 
 
+def check_no_earlier_run(params: Dict[str, Dict[str, Any]]) -> None:
+    """Raise ``ValueError`` when a new run's files would land on an earlier run's (its summary,
+    transitions or checkpoints, which the new run's nodes would take up as their own), wherever
+    ``--run-dir`` or ``--set`` puts them."""
+    for node, key, holds in (('recipe', 'run_dir', 'summary.json'),
+                             ('buffer', 'data_dir', 'transitions.sqlite3'),
+                             ('trainer', 'checkpoint_dir', 'v0001')):
+        path = params[node][key]
+        if os.path.exists(os.path.join(path, holds)):
+            raise ValueError(f'{path} holds a run already ({holds}; {node}.{key}): pass '
+                             '--resume to continue it, or choose another --run-dir')
+
+
 def check_domain_id(value: Optional[str]) -> None:
     """Raise ``ValueError`` unless ``ROS_DOMAIN_ID`` is unset, empty or 0-232: rcl fails on
     anything else in every node, each printing only its traceback's first line here."""
@@ -532,6 +545,8 @@ def main(argv=None) -> int:
         sets['monitor'] = _merge(watched, sets.get('monitor', {}))
         # Every node's parameters, validated before any process starts: the one file they use.
         params = effective_params(profile_file, sets, run_dir)
+        if not args.resume:
+            check_no_earlier_run(params)
         nodes = tuple(n for n in args.nodes.split(',') if n)
         unknown = [n for n in nodes if n not in GRAPH_NODES]
         if unknown or not nodes:
@@ -599,7 +614,10 @@ def main(argv=None) -> int:
         print('\nmbrl_run: Ctrl-C, stopping every node (zero velocity first)', flush=True)
         rc = 1 if with_recipe else 0  # without the recipe, Ctrl-C is how a run ends
     except TimeoutError as e:
-        print(f'mbrl_run: {e}', flush=True)
+        # Without the recipe the run lasts until --timeout: its normal end.
+        print(f'mbrl_run: {e}' if with_recipe else
+              f'mbrl_run: --timeout {args.timeout:g} s: stopping every node', flush=True)
+        rc = 1 if with_recipe else 0
     finally:
         graph.stop()
         if progress is not None:

@@ -403,3 +403,30 @@ def test_a_run_stopped_while_its_nodes_start_ends_without_tracebacks(tmp_path, r
     assert set(GRAPH_NODES) <= {name[:-len('.log')] for name in logs}
     assert not [name for name, text in logs.items() if 'Traceback' in text], logs
     assert 'Traceback' not in proc.stdout + proc.stderr
+
+
+def test_a_run_without_the_recipe_ends_at_its_timeout_with_success(tmp_path, ros_env):
+    """``--nodes trainer`` on a GPU host lasts until Ctrl-C or --timeout (README): the timeout
+    is its normal end, not a failure (exit status 1 and "trainer did not finish" before)."""
+    proc = subprocess.run([sys.executable, '-m', 'mbrl_robot.runner', '--profile', 'ci_smoke',
+                           '--run-dir', str(tmp_path), '--nodes', 'trainer', '--timeout', '2',
+                           '--no-progress'],
+                          cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'mbrl_run: --timeout 2 s: stopping every node' in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize('setting,holds', [('recipe.run_dir', 'summary.json'),
+                                           ('buffer.data_dir', 'transitions.sqlite3'),
+                                           ('trainer.checkpoint_dir', 'v0001')])
+def test_a_new_run_pointed_at_an_earlier_runs_files_is_refused(tmp_path, capfd, setting, holds):
+    """--run-dir's check that it holds no run is not bypassed by --set: the recipe would have
+    replaced the earlier run's summary, the buffer and trainer taken up its data."""
+    earlier = tmp_path / 'earlier'
+    earlier.mkdir()
+    (earlier / holds).write_text('{}')
+    line = refused(['--run-dir', str(tmp_path / 'run'), '--set', f'{setting}={earlier}'], capfd)
+    node, key = setting.split('.')
+    assert line == (f'mbrl_run: {earlier} holds a run already ({holds}; {node}.{key}): pass '
+                    '--resume to continue it, or choose another --run-dir'), line
+    assert not (tmp_path / 'run').exists()
