@@ -187,6 +187,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # The replay's rollout length (absent from the first saved files: the run's own).
             length = int(f['rollout_length'] if 'rollout_length' in f.files
                          else trainer['distill']['model_rollout_length'])
+        if len(obs) != len(labels) or labels.ndim != 2 or not 0 <= n_real <= len(obs):
+            raise ValueError(f'{args.labels}: {len(obs)} observations, labels of shape '
+                             f'{labels.shape}, {n_real} real rows: not one label per row')
+        if not (np.isfinite(obs).all() and np.isfinite(labels).all()):
+            raise ValueError(f'{args.labels}: observations or labels that are not finite')
         wanted = DISTILL_OBSERVATIONS[trainer['distill']['observation']]
         obs = observe(obs, layout, wanted, PushTask.from_config(trainer['task']))
         layout = wanted

@@ -201,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = replay(run, sets, args.eval_seed, args.episodes, args.planner,
                          log=lambda m: print(m, file=sys.stderr), fit_seeds=args.fit_seeds,
                          save_labels=args.save_labels)
-        except (OSError, ValueError, KeyError, sqlite3.Error) as e:
+        except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as e:
             print(f'distill_replay: {run}: {e}', file=sys.stderr)
             rc = 1
             continue

@@ -63,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 episodes = json.load(f)['episodes']
             joints = node_params(f'{run}/params.yaml', 'controller')['task']['joints']
             db = sqlite3.connect(f'file:{run}/buffer/transitions.sqlite3?mode=ro', uri=True)
-        except (OSError, ValueError, KeyError, sqlite3.Error) as e:
+        except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as e:
             print(f'failure_modes: {run}: cannot read the run ({e})', file=sys.stderr)
             rc = 1
             continue

@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mbrl_robot.config import node_params
+from mbrl_robot.config import node_params, profile_argument
 from mbrl_robot.core.buffer.storage import TransitionStore
 
 STOP_LINES = ('stepping it with zero velocity', 'stopping the arm')
@@ -182,7 +182,7 @@ def one_run(args, index: int, run_dir: str, kills: List[Dict[str, Any]], timeout
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--profile', default='ci_smoke')
+    ap.add_argument('--profile', type=profile_argument, default='ci_smoke')
     ap.add_argument('--runs', type=int, default=5)
     ap.add_argument('--kills', type=int, default=3, help='SIGKILLs per run')
     ap.add_argument('--nodes', nargs='+', default=['buffer', 'controller', 'trainer'])

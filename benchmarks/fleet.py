@@ -41,6 +41,9 @@ import sys
 import time
 
 import numpy as np
+from results_io import json_lines, print_table
+
+from mbrl_robot.config import profile_argument
 
 TRANSITIONS = 5000
 
@@ -95,12 +98,9 @@ def run(arms: int, seed: int, profile: str, run_dir: str, extra) -> dict:
 def table(paths) -> str:
     """A markdown table of fleet lines: per arm count, each seed's figures and their mean."""
     rows = {}
-    for path in paths:
-        with open(path) as f:
-            for line in f:
-                d = json.loads(line)
-                if d.get('benchmark') == 'fleet':
-                    rows.setdefault(d['arms'], []).append(d)
+    for d in json_lines(paths):
+        if d.get('benchmark') == 'fleet':
+            rows.setdefault(d['arms'], []).append(d)
     out = ['| arms | seeds | wall time to 5,000 transitions (per seed) | of it collecting | '
            'held-out success (per seed) | plan ms p50 / p99 |', '|---|---|---|---|---|---|']
     base = None
@@ -125,15 +125,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--arms', type=int, nargs='+', default=[1, 2, 4])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
-    parser.add_argument('--profile', default='cpu')
+    parser.add_argument('--profile', type=profile_argument, default='cpu')
     parser.add_argument('--run-dir', default='runs/fleet')
     parser.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE')
     parser.add_argument('--table', nargs='+', metavar='FILE.jsonl',
                         help='print the markdown table of earlier runs instead of running')
     args = parser.parse_args(argv)
     if args.table:
-        print(table(args.table))
-        return
+        raise SystemExit(print_table(table, args.table, 'fleet.py'))
     for seed in args.seeds:
         for arms in args.arms:  # one at a time: the runs share the CPU cores
             line = run(arms, seed, args.profile,

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from typing import List, Optional, Sequence
 
-from mbrl_robot.config import node_params
+from mbrl_robot.config import node_params, profile_argument
 from push_learning import aggregate, seed_lines
 
 
@@ -86,7 +86,7 @@ def run_graph(profile: str, run_dir: str, sets: Sequence[str], domain_id: int, t
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--profile', default='cpu')
+    ap.add_argument('--profile', type=profile_argument, default='cpu')
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--set', dest='sets', action='append', default=[],
                     metavar='NODE.PARAM=VALUE', help='passed to mbrl_run --set')

@@ -53,6 +53,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 import torch
+from results_io import json_lines, print_table
 
 from mbrl_robot.core.algorithms.recipe import random_policy_returns, run_mbrl
 from mbrl_robot.core.tasks.gym_tasks import GYM_TASKS
@@ -325,20 +326,17 @@ def stopped_unimproved(line: Dict[str, Any]) -> bool:
 def table(paths: List[str]) -> str:
     """A Markdown table (one row per env and method) from the per-seed JSON lines in ``paths``."""
     runs: Dict[Any, List[Dict[str, Any]]] = {}
-    for path in paths:
-        with open(path) as f:
-            for text in f:
-                line = json.loads(text)
-                if 'curve' in line and not line.get('aggregate'):
-                    # Lines without the key are from before the mean became the default.
-                    best = line['method'] in ('cem', 'pets') and not line['planner'].get(
-                        'return_mean', False)
-                    early = line['method'] in ('cem', 'pets') and stopped_unimproved(line)
-                    runs.setdefault((line['env'], line['method'] + (
-                        ' (executes the best sample)' if best else '') + (
-                        ' (patience from the first epoch)' if early else '') + (
-                        f" ({line['variant']})" if line.get('variant') else '')),
-                        []).append(line)
+    for line in json_lines(paths):
+        if 'curve' in line and not line.get('aggregate'):
+            # Lines without the key are from before the mean became the default.
+            best = line['method'] in ('cem', 'pets') and not line['planner'].get(
+                'return_mean', False)
+            early = line['method'] in ('cem', 'pets') and stopped_unimproved(line)
+            runs.setdefault((line['env'], line['method'] + (
+                ' (executes the best sample)' if best else '') + (
+                ' (patience from the first epoch)' if early else '') + (
+                f" ({line['variant']})" if line.get('variant') else '')),
+                []).append(line)
     rows = ['| env | method | planner | budget (real steps) | seeds | final return per seed '
             '(mean) | best episode per seed | first episode at target (steps, per seed) '
             '| random | wall s per run |',
@@ -440,13 +438,17 @@ def main(argv=None) -> int:
                     help='print a Markdown table from these JSON-lines files and exit')
     args = ap.parse_args(argv)
     if args.table:
-        print(table(args.table))
-        return 0
+        return print_table(table, args.table, 'gym_suite.py')
     try:
         mbpo_overrides = parse_overrides(args.mbpo_set, schema_keys('mbpo'))
         model_overrides = parse_overrides(args.model_set, schema_keys('model'))
     except ValueError as e:
         ap.error(str(e))
+    if args.out:  # before hours of runs, not after the first
+        try:
+            open(args.out, 'a').close()
+        except OSError as e:
+            ap.error(f'--out {args.out}: {e.strerror}')
     torch.set_num_threads(args.threads)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
 

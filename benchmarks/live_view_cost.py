@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from mbrl_robot import live_client
+from mbrl_robot.config import profile_argument
 
 DEFAULT_SETS = ['twin.mode=realtime', 'recipe.mpc_episodes_per_iteration=4',
                 'recipe.evaluation_episodes=4']
@@ -149,7 +150,7 @@ def run_once(args, live: bool, index: int) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--profile', default='ci_smoke')
+    ap.add_argument('--profile', type=profile_argument, default='ci_smoke')
     ap.add_argument('--repeats', type=int, default=2, help='pairs of runs (off, live)')
     ap.add_argument('--set', dest='sets', action='append', default=[],
                     metavar='NODE.PARAM=VALUE', help='passed to mbrl_run --set')

@@ -46,13 +46,14 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from mbrl_robot.config import _merge, node_params
+from mbrl_robot.config import _merge, node_params, profile_argument
 from mbrl_robot.core.algorithms.mbpo import (evaluate, Resumable, resume_progress,
                                              ResumeStateError, run_mbpo)
 from mbrl_robot.core.algorithms.sac_baseline import run_sac
 from mbrl_robot.core.control import PolicyFactory, PushController
 from mbrl_robot.core.models import create_model
 from mbrl_robot.core.safety import CommandFilter
+from mbrl_robot.core.schema import validate_params
 from mbrl_robot.core.tasks.push import ACTION_DIM, STATE_DIM
 from mbrl_robot.core.tasks.push_policy_env import PushPolicyEnv
 from mbrl_robot.sim.push_env import PushEnv
@@ -116,7 +117,7 @@ def main() -> None:
                     help='floor: do nothing and uniform random actions, no learning')
     ap.add_argument('--transitions', type=int, default=5000, help='real transitions')
     ap.add_argument('--seeds', type=int, nargs='+', default=[0])
-    ap.add_argument('--profile', default='cpu')
+    ap.add_argument('--profile', type=profile_argument, default='cpu')
     ap.add_argument('--curve', type=int, nargs='*', default=None,
                     help='extra evaluation budgets (default: SAC 5000/20000/50000 up to N)')
     ap.add_argument('--gradient-steps', type=int, default=None,
@@ -166,12 +167,20 @@ def main() -> None:
     ctl = node_params(args.profile, 'controller')
     over: Dict[str, Any] = {}
     for item in args.set:
-        key, _, value = item.partition('=')
+        key, sep, value = item.partition('=')
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            ap.error(f'--set {item!r}: expected KEY=JSON, e.g. relabel_goals=4')
         node = over
         *parents, leaf = key.split('.')
         for k in parents:
             node = node.setdefault(k, {})
-        node[leaf] = json.loads(value)
+        node[leaf] = parsed
+    try:  # names, types and bounds of trainer.mbpo, before the twin is built
+        validate_params('trainer', {'mbpo': over}, source='--set')
+    except ValueError as e:
+        ap.error(str(e))
     cfg['mbpo'] = _merge(cfg['mbpo'], {**over, 'total_steps': args.transitions})
     if args.gradient_steps is not None and args.method == 'mbpo':
         cfg['mbpo']['gradient_steps'] = args.gradient_steps

@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from mbrl_robot.config import node_params
+from mbrl_robot.config import node_params, profile_argument
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
 from mbrl_robot.core.theory import (batch_to_trajectories, error_table, format_table,
                                     trajectories_to_batch)
@@ -184,7 +184,7 @@ def main() -> int:
     source.add_argument('--synthetic', action='store_true', help='damped pendulum data')
     source.add_argument('--data', help='.npz with obs, act, next_obs[, done]')
     parser.add_argument('--model-dir', help='load the model from here, or save it here')
-    parser.add_argument('--profile', default='lecture',
+    parser.add_argument('--profile', type=profile_argument, default='lecture',
                         help='config profile whose trainer.model/training blocks are used')
     parser.add_argument('--horizons', type=positive_ints, default=[1, 2, 5, 10, 15, 20, 25],
                         help='comma-separated H')

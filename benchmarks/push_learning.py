@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import yaml
 
-from mbrl_robot.config import _merge, node_params
+from mbrl_robot.config import _merge, node_params, profile_argument
 from mbrl_robot.inprocess import run_profile
 
 NODES = ('twin', 'trainer', 'controller', 'recipe')
@@ -166,7 +166,7 @@ def aggregate(lines: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--profile', default='cpu')
+    ap.add_argument('--profile', type=profile_argument, default='cpu')
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--planner', choices=PLANNERS, default='cem')
     ap.add_argument('--set', dest='sets', action='append', default=[],

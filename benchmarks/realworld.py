@@ -92,7 +92,6 @@ and the transitions dropped for timing.
 """
 
 import argparse
-import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -100,6 +99,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import graph_recipe
+from results_io import json_lines, print_table
 
 # The rows measured before the planner was compiled pin that planner (``reference``: the same
 # plans, op by op, ~2x the time per plan) so that they stay what
@@ -302,12 +302,9 @@ def table(paths: Sequence[str]) -> str:
     """docs/results/realistic_twin.md's markdown table from this script's JSON lines (one row
     per label and method, over the seeds of its ``seed`` lines)."""
     rows: Dict[tuple, List[dict]] = {}
-    for path in paths:
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)
-                if r.get('kind') == 'seed':
-                    rows.setdefault((r.get('label', ''), r['method']), []).append(r)
+    for r in json_lines(paths):
+        if r.get('kind') == 'seed':
+            rows.setdefault((r.get('label', ''), r['method']), []).append(r)
     out = ['| row | method | transitions | test success (per seed) | final distance (m) | '
            'plans late | plan ms p50/p99 | puck age ms p50/p99 | tick ms p99 |',
            '|---|---|---|---|---|---|---|---|---|']
@@ -347,8 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--run-dir', default='runs/realworld')
     args = ap.parse_args(argv)
     if args.table:
-        print(table(args.table))
-        return 0
+        return print_table(table, args.table, 'realworld.py')
     rc = 0
     for i, row in enumerate(args.rows.split(',')):
         if row not in ROWS:

@@ -36,16 +36,19 @@ from typing import List, Optional, Sequence
 
 from graph_recipe import run_graph
 
+from mbrl_robot.runner import effective_params, parse_sets
+
 # What the copy leaves behind: the old run's logs and progress are not the new run's.
 SKIPPED = ('logs', 'summary.json', 'params.yaml')
 
 
-def prepare(run_dir: str, out: str) -> str:
+def prepare(run_dir: str, out: str, sets: Sequence[str] = ()) -> str:
     """Copy ``run_dir`` to ``out`` without its evaluation episodes; return the parameter file
     the evaluation runs from (the old run's, kept beside the copy).
 
     Raises:
-        ValueError: ``run_dir`` holds no finished run, or ``out`` exists.
+        ValueError: ``run_dir`` holds no finished run, ``out`` exists, or ``sets`` (``mbrl_run
+            --set`` values) do not validate: all checked before anything is copied.
     """
     summary_path = os.path.join(run_dir, 'summary.json')
     if not os.path.isfile(summary_path) or not os.path.isfile(
@@ -55,8 +58,13 @@ def prepare(run_dir: str, out: str) -> str:
         raise ValueError(f'{out} exists: choose another --out')
     with open(summary_path) as f:
         summary = json.load(f)
-    if not summary.get('complete'):
+    if not isinstance(summary, dict) or not summary.get('complete'):
         raise ValueError(f'{run_dir}: the run did not finish (summary not complete)')
+    for e in summary.get('episodes', []):
+        if not isinstance(e, dict) or not isinstance(e.get('stage'), str):
+            raise ValueError(f'{summary_path}: an episode without its stage: {e!r:.80}')
+    # mbrl_run would refuse them only once the copy is made.
+    effective_params(os.path.join(run_dir, 'params.yaml'), parse_sets(list(sets)), out)
     shutil.copytree(run_dir, out, ignore=lambda d, names: SKIPPED if d == run_dir else ())
     kept = [e for e in summary['episodes'] if not e['stage'].startswith('eval')]
     with open(os.path.join(out, 'summary.json'), 'w') as f:
@@ -100,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--label', default='')
     args = ap.parse_args(argv)
     try:
-        source = prepare(args.run_dir, args.out)
+        source = prepare(args.run_dir, args.out, args.sets)
     except (ValueError, OSError) as e:
         print(f'reevaluate: {e}', file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ from typing import Dict, List
 import numpy as np
 import pybullet as pb
 
+from mbrl_robot.config import profile_argument
 from mbrl_robot.sim import ANYWHERE_EPISODE_STEPS
 from mbrl_robot.sim.push_env import PushEnv
 from mbrl_robot.sim.scripted import ScriptedPusher
@@ -124,7 +125,7 @@ def scripted_success(env: PushEnv, episodes: int, seed: int) -> Dict[str, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--episodes', type=int, default=100)
-    parser.add_argument('--profile', default='lecture')
+    parser.add_argument('--profile', type=profile_argument, default='lecture')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--max-joint-speed', type=float, default=None,
                         help='override task.max_joint_speed_rad_s')

@@ -33,6 +33,17 @@ from mbrl_robot.paths import config_path
 DEFAULT_PROFILE = 'lecture'
 
 
+def profile_argument(name_or_path: str) -> str:
+    """An argparse ``type`` for a ``--profile``: the name, once the file is found and valid;
+    else one line (``argparse.ArgumentTypeError``) before any work starts."""
+    import argparse
+    try:
+        validate_profile(name_or_path)
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name_or_path
+
+
 def check_node_names(params: Dict[str, Dict[str, Any]], source: str) -> None:
     """Raise ``ValueError`` for a block whose node no schema declares (a misspelt name would
     otherwise be ignored, its whole block with it), with the nearest name."""
@@ -58,6 +69,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge':  # '<<: *anchor': PyYAML merges it
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen

@@ -45,6 +45,8 @@ def config_path(name: str) -> str:
         name += '.yaml'
     path = (name if os.path.isabs(name) or os.path.isfile(name)
             else os.path.join(share_dir(), 'config', name))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'config file {path} is a folder, not a parameter file')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
     return path

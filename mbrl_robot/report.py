@@ -25,7 +25,9 @@ import json
 import math
 import numbers
 import os
+import pickle
 import re
+import sqlite3
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -87,8 +89,9 @@ def latest_model_dir(run_dir: str) -> Optional[str]:
 
 
 # What the report reads of summary.json: key -> its type, a mapping of the fields a record must
-# have, or (list or dict, what each item must be). Numbers must be finite.
-NUMBER, INTEGER = (numbers.Real,), (numbers.Integral,)
+# have, or (list or dict, what each item must be). NUMBERs must be finite; a MEASURED figure may
+# be NaN (a percentile of nothing: a controller that has not planned since it started).
+NUMBER, INTEGER, MEASURED = (numbers.Real,), (numbers.Integral,), (numbers.Real, float)
 SUMMARY_FIELDS = {
     'wall_s': NUMBER, 'success_radius_m': NUMBER, 'transitions_used': INTEGER,
     'plan_ms': (list, NUMBER),
@@ -101,7 +104,7 @@ SUMMARY_FIELDS = {
 }
 # Read when present.
 OPTIONAL_SUMMARY_FIELDS = {
-    'controller_timing_ms': (dict, NUMBER),
+    'controller_timing_ms': (dict, MEASURED),
     'model_error': (list, {'H': INTEGER, 'measured': NUMBER, 'bound': NUMBER, 'eps': NUMBER,
                            'L': NUMBER}),
 }
@@ -127,9 +130,10 @@ def check_summary(summary: Any) -> None:
             for key, item in (value.items() if container is dict else enumerate(value)):
                 check(item, inner, f'{where}[{key!r}]')
         elif (not isinstance(value, spec) or (isinstance(value, bool) and bool not in spec)
-              or (isinstance(value, numbers.Real) and not math.isfinite(value))):
-            what = {NUMBER: 'a finite number', INTEGER: 'an integer'}.get(
-                spec, f'a {spec[0].__name__}')
+              or (spec is not MEASURED and isinstance(value, numbers.Real)
+                  and not math.isfinite(value))):
+            what = {NUMBER: 'a finite number', INTEGER: 'an integer',
+                    MEASURED: 'a number'}.get(spec, f'a {spec[0].__name__}')
             raise ValueError(f'summary.json: {where} = {value!r:.40} is not {what}')
 
     if not isinstance(summary, dict):
@@ -245,7 +249,8 @@ def write_report(run_dir: str, model_error: Optional[List[Dict[str, float]]] = N
             trajectories = held_out_trajectories(run_dir, summary)
             if trajectories:
                 model_error = model_error_rows(latest_model_dir(run_dir), trajectories)
-        except Exception as e:  # noqa: B902 - one section of the report; the rest stands
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError, sqlite3.Error,
+                pickle.UnpicklingError) as e:  # a damaged store or model: this section only
             what = (f'{e.strerror}: {e.filename}' if isinstance(e, OSError) and e.strerror
                     else f'{type(e).__name__}: {e}')
             model_error_note = f'H-step model error not measured ({what}).'

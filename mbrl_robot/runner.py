@@ -260,11 +260,13 @@ def check_no_earlier_run(params: Dict[str, Dict[str, Any]]) -> None:
 def check_domain_id(value: Optional[str]) -> None:
     """Raise ``ValueError`` unless ``ROS_DOMAIN_ID`` is unset, empty or 0-232: rcl fails on
     anything else in every node, each printing only its traceback's first line here."""
-    if value is None or not value.strip():
+    if value is None or value == '':
         return
-    if not value.strip().isdigit() or int(value) > 232:
-        raise ValueError(f'ROS_DOMAIN_ID={value!r}: give a whole number from 0 to 232 (0-101 '
-                         'is safe on Linux)')
+    # Digits only: rcl reads '010' as octal and fails on blanks (every node, after the start).
+    if not (value.isdigit() and value.isascii()) or int(value) > 232 or (
+            len(value) > 1 and value.startswith('0')):
+        raise ValueError(f'ROS_DOMAIN_ID={value!r}: give a whole number from 0 to 232 without '
+                         'leading zeros (0-101 is safe on Linux)')
 
 
 def effective_params(params_file: str, sets: Dict[str, Dict[str, Any]],

@@ -188,7 +188,10 @@ def _scalar(node: str, name: str, kind: str, value: Any) -> Any:
     if kind == 'double':
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(' (a number, e.g. 0.5 or 1.0e-3)')
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any double
+            value = math.inf
         if not math.isfinite(value):
             raise ValueError(f'{node}: parameter {name} = {value} is not allowed: must be a '
                              'finite number')

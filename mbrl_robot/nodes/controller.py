@@ -64,6 +64,9 @@ NUM_JOINTS = 7
 HOME_TIMEOUT_S = 120.0
 # An active episode without a tick for this long (wall time) is reported as stalled.
 STALL_WARN_S = 5.0
+# A tick (a lockstep one waits for its plan: seconds at the lecture size on a CPU) that runs
+# longer than this (wall time, s) is a stall too.
+TICK_STALL_S = 60.0
 # At shutdown: the longest wait for a tick in flight, then for the arm to acknowledge the zero.
 SHUTDOWN_WAIT_S = 1.0
 # The unacknowledged executed rows under outbox_dir.
@@ -633,8 +636,10 @@ class ControllerNode(GuardedNode):
             return
         with self._lock:
             self._tick_due = False
-        # A lockstep tick waits for its plan (seconds at the lecture size on a CPU): no stall.
+        # A lockstep tick waits for its plan (seconds at the lecture size on a CPU): no stall
+        # up to TICK_STALL_S; meanwhile no lockstep resend (it waits for no state).
         self._tick_started = time.monotonic()
+        self._waiting_for = 'its tick to end'
         try:
             self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
         finally:
@@ -807,9 +812,11 @@ class ControllerNode(GuardedNode):
         now, started = time.monotonic(), self._tick_started
         if started is None:
             since_tick, waiting_for = now - self._last_tick_wall, self._waiting_for
-        else:  # a tick runs in another thread (a model loader's): no stall
-            since_tick, waiting_for = 0.0, f'its tick to end ({now - started:.0f} s so far)'
-        if self.control.episode >= 0 and since_tick > STALL_WARN_S and not self.control.estop:
+            stalled = since_tick > STALL_WARN_S
+        else:  # a tick runs in another thread (a model loader's): a stall only when very long
+            since_tick, waiting_for = now - started, 'its tick to end'
+            stalled = since_tick > TICK_STALL_S
+        if self.control.episode >= 0 and stalled and not self.control.estop:
             level, message = DiagnosticStatus.WARN, f'stalled: waiting for {waiting_for}'
             self.get_logger().warning(
                 f'episode {self.control.episode} step {self.control.step}: no tick for '

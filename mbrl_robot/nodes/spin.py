@@ -168,12 +168,20 @@ class GuardedNode(Node):
                                       *args, **kwargs)
 
     def create_timer(self, timer_period_sec, callback, *args, **kwargs):
-        @functools.wraps(callback)  # rclpy reads the signature (TimerInfo) through it
-        def interruptible(*call_args):
-            try:
-                return callback(*call_args)
-            except KeyboardInterrupt:
-                self.interrupted = True
+        if inspect.iscoroutinefunction(callback):
+            @functools.wraps(callback)  # rclpy reads the signature (TimerInfo) through it
+            async def interruptible(*call_args, **call_kwargs):
+                try:
+                    return await callback(*call_args, **call_kwargs)
+                except KeyboardInterrupt:
+                    self.interrupted = True
+        else:
+            @functools.wraps(callback)
+            def interruptible(*call_args, **call_kwargs):
+                try:
+                    return callback(*call_args, **call_kwargs)
+                except KeyboardInterrupt:
+                    self.interrupted = True
         return super().create_timer(timer_period_sec, interruptible, *args, **kwargs)
 
     def on_callback_fault(self, where: str, error: BaseException) -> None:

@@ -23,7 +23,7 @@ import os
 
 import pytest
 
-from mbrl_robot.config import node_params, validate_profile, write_param_file
+from mbrl_robot.config import load_param_file, node_params, validate_profile, write_param_file
 from mbrl_robot.core.schema import (flatten, load_schema, NODES, ParamDict, schema_defaults,
                                     to_param_dict, TYPES, validate_params)
 from mbrl_robot.paths import config_path
@@ -201,3 +201,14 @@ def test_lecture_realtime_is_the_lecture_in_real_time():
         ('twin', 'mode'), ('controller', 'wait_for_fresh_state'), ('controller', 'plan_ahead'),
         ('controller', 'latency.compensation'), ('controller', 'planner.backend')}
     assert node_params('lecture_realtime', 'controller')['planner']['backend'] == 'cuda_graph'
+
+
+def test_a_profile_may_use_yaml_anchors_and_merge_keys(tmp_path):
+    """The loader that refuses a key given twice still takes '<<: *anchor' (PyYAML merges it)."""
+    path = tmp_path / 'anchors.yaml'
+    path.write_text('controller:\n  ros__parameters:\n    planner: &plan {horizon: 5, '
+                    'iterations: 2}\ntrainer:\n  ros__parameters:\n    planner: {<<: *plan, '
+                    'horizon: 7}\n')
+    params = load_param_file(str(path))
+    assert params['trainer']['planner'] == {'horizon': 7, 'iterations': 2}
+    assert params['controller']['planner'] == {'horizon': 5, 'iterations': 2}

@@ -80,3 +80,12 @@ def test_unfinished_runs_and_existing_outputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match='exists'):
         reevaluate.prepare(str(run2), str(tmp_path / 'taken'))
     assert reevaluate.main([str(tmp_path / 'nothing'), '--out', str(tmp_path / 'x')]) == 2
+
+
+def test_a_bad_set_is_refused_before_anything_is_copied(tmp_path):
+    """mbrl_run refused it only after the copy was made, which then blocked the next try
+    ("exists")."""
+    run, _ = _run(tmp_path)
+    with pytest.raises(ValueError, match="controller: unknown parameter 'nosuch'"):
+        reevaluate.prepare(str(run), str(tmp_path / 'again'), ['controller.nosuch=1'])
+    assert not (tmp_path / 'again').exists()

@@ -137,3 +137,12 @@ def test_a_report_changes_nothing_of_its_run_and_skips_a_half_written_checkpoint
                 f'{run}/buffer/transitions.sqlite3: not a readable transition store' in text)
     else:
         assert '| H | measured H-step error | bound |' in text and '| 25 |' in text
+
+
+def test_a_controller_timing_figure_of_nothing_still_gives_a_report(tmp_path):
+    """A controller that has not planned since it started (restarted during the baselines)
+    reports its plan-time percentiles as NaN: that row reads nan, the report is written."""
+    (tmp_path / 'summary.json').write_text(json.dumps({
+        **a_summary(), 'controller_timing_ms': {'plan_ms_p50': float('nan'),
+                                                'plan_ms_p99': float('nan')}}))
+    assert '| plan | nan | nan |' in open(write_report(str(tmp_path))).read()

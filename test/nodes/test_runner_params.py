@@ -130,6 +130,9 @@ def test_a_broken_profile_fails_with_one_line_naming_it(tmp_path, capfd, content
     (['--resume', '--run-dir', '{tmp}/typo'], {}, '--resume: no run in {tmp}/typo to continue'),
     ([], {'ROS_DOMAIN_ID': 'abc'}, "ROS_DOMAIN_ID='abc': give a whole number from 0 to 232"),
     ([], {'ROS_DOMAIN_ID': '999'}, "ROS_DOMAIN_ID='999': give a whole number from 0 to 232"),
+    # rcl fails on blanks and reads a leading zero as octal.
+    ([], {'ROS_DOMAIN_ID': '  '}, "ROS_DOMAIN_ID='  ': give a whole number from 0 to 232"),
+    ([], {'ROS_DOMAIN_ID': '010'}, "ROS_DOMAIN_ID='010': give a whole number from 0 to 232"),
     # Last: no --run-dir (the default, runs/<profile>-<time>, is a new one: nothing to resume).
     (['--resume'], {}, '--resume: give the --run-dir of the run to continue'),
 ])

@@ -209,6 +209,10 @@ class TransitionStore:
             have = dict(self._conn.execute('SELECT key, value FROM meta').fetchall())
             want = {'schema_version': str(SCHEMA_VERSION), 'state_dim': str(self.state_dim),
                     'action_dim': str(self.action_dim), 'target_dim': str(self.target_dim)}
+            if have.get('schema_version') == '1':
+                raise ValueError(f'{self.path}: a schema-1 store (one arm), read only after its '
+                                 'migration: open it once with the buffer node or '
+                                 'TransitionStore(data_dir)')
             if have != {**have, **want}:
                 raise ValueError(f'{self.path}: a store of {have}, not {want}')
         except sqlite3.DatabaseError as e:
