@@ -230,10 +230,20 @@ def generate() -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main() -> None:
-    """Print the generated ``docs/interfaces.md``."""
-    sys.stdout.write(generate())
+def main(argv=None) -> int:
+    """Print the generated ``docs/interfaces.md`` (``python -m mbrl_robot.params_doc >
+    docs/interfaces.md``)."""
+    import argparse
+    argparse.ArgumentParser(prog='python -m mbrl_robot.params_doc',
+                            description=main.__doc__.splitlines()[0]).parse_args(argv)
+    try:
+        sys.stdout.write(generate())
+        sys.stdout.flush()
+    except OSError as e:  # a full disk, a closed pipe
+        print(f'params_doc: cannot write: {e.strerror or e}', file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -115,6 +115,8 @@ def check_record_path(path: str) -> None:
     if os.path.isdir(path):
         raise ValueError(f'{where} is a folder: name a file in it, e.g. '
                          f'{os.path.join(path, "run.mcap")}')
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f'{where}: {folder} is a file, not a folder')
     if not os.path.isdir(folder):
         raise ValueError(f'{where}: the folder {folder} does not exist')
     if not os.access(folder, os.W_OK):
@@ -199,8 +201,9 @@ def parse_sets(items: List[str]) -> Dict[str, Dict[str, Any]]:
                              + f' (nodes: {list(NODES)})')
         try:
             parsed = yaml.safe_load(value) if value.strip() else ''
-        except yaml.YAMLError as e:
-            raise ValueError(f'--set {item!r}: not a YAML value ({e})') from None
+        except yaml.YAMLError as e:  # one line: PyYAML's message spans several
+            what = getattr(e, 'problem', None) or str(e).splitlines()[0]
+            raise ValueError(f'--set {item!r}: not a YAML value ({what})') from None
         out[node] = _merge(out.get(node, {}), unflatten({param: parsed}))
     return out
 

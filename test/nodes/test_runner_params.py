@@ -39,6 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
     ('controller.planner.population_size=abc',
      "planner.population_size = 'abc' is a string, expected int"),
     ('controller.planner.population_size=1e3', "planner.population_size = '1e3' is a string"),
+    ('controller.planner.horizon=[',
+     "not a YAML value (expected the node content, but found '<stream end>')"),
     ('controller.planner.populaton_size=100',
      "unknown parameter 'planner.populaton_size'; did you mean 'planner.population_size'?"),
     ('controler.mode=planner', "unknown node 'controler'; did you mean 'controller'?"),
@@ -157,10 +159,12 @@ def test_arguments_that_would_start_a_broken_graph_are_refused(tmp_path, capfd, 
     (['--record', '{tmp}'], "monitor.record_path '{tmp}' is a folder"),
     (['--live', '--set', 'monitor.record_path={tmp}/no_such_dir/live.mcap'],
      'does not exist'),
+    (['--record', '{tmp}/a_file/live.mcap'], '{tmp}/a_file is a file, not a folder'),
 ])
 def test_a_recording_that_cannot_be_written_fails_before_any_node(tmp_path, capfd, extra,
                                                                   needle):
     """Else the monitor fails at its start and the run goes on unrecorded."""
+    (tmp_path / 'a_file').write_text('')
     run_dir = tmp_path / 'run'
     line = refused(['--profile', 'ci_smoke', '--run-dir', str(run_dir)]
                    + [a.format(tmp=tmp_path) for a in extra], capfd)
