@@ -186,8 +186,12 @@ from mbrl_robot.nodes.transport import LATCHED_QOS
 rclpy.init()
 node = rclpy.create_node('liar')
 pub = node.create_publisher(String, '/trainer/model', LATCHED_QOS)
-pub.publish(String(data=json.dumps({'version': 10 ** 15, 'path': '/nowhere'})))
+lie = String(data=json.dumps({'version': 10 ** 15, 'path': '/nowhere'}))
+pub.publish(lie)
 print('announced', flush=True)
+# Again every second: a subscriber keeps the last announcement only (depth 1), so the latched
+# one could be dropped for the trainer's arriving beside it (CI saw it once).
+node.create_timer(1.0, lambda: pub.publish(lie))
 try:
     rclpy.spin(node)
 except rclpy.executors.ExternalShutdownException:  # terminated: rclpy's SIGTERM handler
