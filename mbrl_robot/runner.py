@@ -527,10 +527,6 @@ def main(argv=None) -> int:
         check_node_names(load_param_file(profile_file), profile_file)
         sets = parse_sets(args.set)
         names = parse_renames(args.rename)
-        if not args.resume and os.path.exists(os.path.join(run_dir, 'summary.json')):
-            # Its buffer and checkpoints would be picked up by the new run's nodes.
-            raise ValueError(f'{run_dir} holds a run already: pass --resume to continue it, or '
-                             'choose another --run-dir')
         if args.resume and not any(os.path.isfile(os.path.join(run_dir, name))
                                    for name in ('summary.json', 'params.yaml')):
             raise ValueError(f'--resume: no run in {run_dir} to continue (no summary.json or '
@@ -550,7 +546,7 @@ def main(argv=None) -> int:
         sets['monitor'] = _merge(watched, sets.get('monitor', {}))
         # Every node's parameters, validated before any process starts: the one file they use.
         params = effective_params(profile_file, sets, run_dir)
-        if not args.resume:
+        if not args.resume:  # its files would be taken up by the new run's nodes
             check_no_earlier_run(params)
         nodes = tuple(n for n in args.nodes.split(',') if n)
         unknown = [n for n in nodes if n not in GRAPH_NODES]

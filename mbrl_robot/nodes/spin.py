@@ -212,28 +212,26 @@ class GuardedNode(Node):
                 self._faults_in_a_row[where] = 0
 
     def _guarded(self, callback: Callable, where: str, service: bool = False) -> Callable:
-        def failed(args, error):
-            """The answer to a dropped message (None) or request (its response, failed)."""
-            if self._fault(where, error):
-                raise error
+        def answer(args, message):
+            """None for a message; a request's response, failed with ``message``."""
             response = args[1] if service and len(args) > 1 else None
             if response is not None:
                 if hasattr(response, 'success'):
                     response.success = False
                 if hasattr(response, 'message'):
-                    response.message = f'{type(error).__name__}: {error}'
+                    response.message = message
             return response
+
+        def failed(args, error):
+            """The answer to a dropped message or request."""
+            if self._fault(where, error):
+                raise error
+            return answer(args, f'{type(error).__name__}: {error}')
 
         def interrupted(args):
             """Ctrl-C or SIGTERM inside the callback: the node stops (``run_node``)."""
             self.interrupted = True
-            response = args[1] if service and len(args) > 1 else None
-            if response is not None:
-                if hasattr(response, 'success'):
-                    response.success = False
-                if hasattr(response, 'message'):
-                    response.message = 'interrupted: the node is stopping'
-            return response
+            return answer(args, 'interrupted: the node is stopping')
 
         if inspect.iscoroutinefunction(callback):
             @functools.wraps(callback)

@@ -425,15 +425,22 @@ def test_a_run_without_the_recipe_ends_at_its_timeout_with_success(tmp_path, ros
 
 @pytest.mark.parametrize('setting,holds', [('recipe.run_dir', 'summary.json'),
                                            ('buffer.data_dir', 'transitions.sqlite3'),
-                                           ('trainer.checkpoint_dir', 'v0001')])
+                                           ('trainer.checkpoint_dir', 'v0001'),
+                                           (None, 'summary.json')])
 def test_a_new_run_pointed_at_an_earlier_runs_files_is_refused(tmp_path, capfd, setting, holds):
-    """--run-dir's check that it holds no run is not bypassed by --set: the recipe would have
-    replaced the earlier run's summary, the buffer and trainer taken up its data."""
+    """A new run in --run-dir that holds a run is refused, and so is one that --set points at
+    an earlier run's files: the recipe would have replaced the earlier run's summary, the
+    buffer and trainer taken up its data."""
     earlier = tmp_path / 'earlier'
     earlier.mkdir()
     (earlier / holds).write_text('{}')
-    line = refused(['--run-dir', str(tmp_path / 'run'), '--set', f'{setting}={earlier}'], capfd)
+    if setting is None:  # --run-dir itself
+        line = refused(['--run-dir', str(earlier)], capfd)
+        setting = 'recipe.run_dir'
+    else:
+        line = refused(['--run-dir', str(tmp_path / 'run'), '--set', f'{setting}={earlier}'],
+                       capfd)
     node, key = setting.split('.')
     assert line == (f'mbrl_run: {earlier} holds a run already ({holds}; {node}.{key}): pass '
                     '--resume to continue it, or choose another --run-dir'), line
-    assert not (tmp_path / 'run').exists()
+    assert not (tmp_path / 'run').exists() and os.listdir(earlier) == [holds]

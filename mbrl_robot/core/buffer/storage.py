@@ -148,15 +148,8 @@ class TransitionStore:
 
     def __init__(self, data_dir: str, state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM,
                  target_dim: int = TARGET_DIM):
-        self.data_dir = os.path.abspath(data_dir)
+        self._layout(data_dir, state_dim, action_dim, target_dim, read_only=False)
         os.makedirs(self.data_dir, exist_ok=True)
-        self.path = os.path.join(self.data_dir, DB_NAME)
-        self.state_dim = int(state_dim)
-        self.action_dim = int(action_dim)
-        self.target_dim = int(target_dim)
-        self.row_size = HEADER + self.state_dim + self.action_dim + self.target_dim
-        self._lock = threading.RLock()
-        self._read_only = False
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing implicit.
         self._conn: Optional[sqlite3.Connection] = sqlite3.connect(
             self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -194,21 +187,15 @@ class TransitionStore:
             ValueError: not a transition store of these dims and schema version.
         """
         self = cls.__new__(cls)
-        self.data_dir = os.path.abspath(data_dir)
-        self.path = os.path.join(self.data_dir, DB_NAME)
-        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
-        self.target_dim = int(target_dim)
-        self.row_size = HEADER + self.state_dim + self.action_dim + self.target_dim
-        self._lock = threading.RLock()
-        self._read_only, self._conn = True, None
+        self._layout(data_dir, state_dim, action_dim, target_dim, read_only=True)
+        self._conn = None
         if not os.path.isfile(self.path):
             raise FileNotFoundError(errno.ENOENT, 'no transition store', self.path)
         self._conn = sqlite3.connect(f'file:{urllib.parse.quote(self.path)}?mode=ro', uri=True,
                                      timeout=10.0, isolation_level=None, check_same_thread=False)
         try:
             have = dict(self._conn.execute('SELECT key, value FROM meta').fetchall())
-            want = {'schema_version': str(SCHEMA_VERSION), 'state_dim': str(self.state_dim),
-                    'action_dim': str(self.action_dim), 'target_dim': str(self.target_dim)}
+            want = self._wanted_meta()
             if have.get('schema_version') == '1':
                 raise ValueError(f'{self.path}: a schema-1 store (one arm), read only after its '
                                  'migration: open it once with the buffer node or '
@@ -224,6 +211,22 @@ class TransitionStore:
         return self
 
     # -- setup ------------------------------------------------------------------------------
+
+    def _layout(self, data_dir: str, state_dim: int, action_dim: int, target_dim: int,
+                read_only: bool) -> None:
+        self.data_dir = os.path.abspath(data_dir)
+        self.path = os.path.join(self.data_dir, DB_NAME)
+        self.state_dim = int(state_dim)
+        self.action_dim = int(action_dim)
+        self.target_dim = int(target_dim)
+        self.row_size = HEADER + self.state_dim + self.action_dim + self.target_dim
+        self._lock = threading.RLock()
+        self._read_only = read_only
+
+    def _wanted_meta(self) -> Dict[str, str]:
+        """The meta table this store's schema version and dims must have."""
+        return {'schema_version': str(SCHEMA_VERSION), 'state_dim': str(self.state_dim),
+                'action_dim': str(self.action_dim), 'target_dim': str(self.target_dim)}
 
     def _migrate_v1(self) -> None:
         """A schema-1 store (one arm): add the ``arm`` column, move its pending row to arm 0."""
@@ -246,8 +249,7 @@ class TransitionStore:
             raise
 
     def _check_meta(self) -> None:
-        want = {'schema_version': str(SCHEMA_VERSION), 'state_dim': str(self.state_dim),
-                'action_dim': str(self.action_dim), 'target_dim': str(self.target_dim)}
+        want = self._wanted_meta()
         conn = self._db()
         conn.execute('BEGIN IMMEDIATE')
         try:
