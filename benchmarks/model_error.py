@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from mbrl_robot.config import node_params, profile_argument
+from mbrl_robot.config import node_params, number_argument, profile_argument
 from mbrl_robot.core.models import create_model, create_trainer, GaussianEnsemble
 from mbrl_robot.core.theory import (batch_to_trajectories, error_table, format_table,
                                     trajectories_to_batch)
@@ -165,18 +165,6 @@ def share(text: str) -> float:
     return value
 
 
-def at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f'{text!r}: a whole number >= {low}')
-        return value
-    return parse
-
-
 def main() -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -189,11 +177,12 @@ def main() -> int:
     parser.add_argument('--horizons', type=positive_ints, default=[1, 2, 5, 10, 15, 20, 25],
                         help='comma-separated H')
     parser.add_argument('--holdout', type=share, default=0.2, help='share of episodes held out')
-    parser.add_argument('--episodes', type=at_least(2), default=60, help='synthetic episodes')
-    parser.add_argument('--max-epochs', type=at_least(1), default=None,
+    parser.add_argument('--episodes', type=number_argument(int, 2, True), default=60,
+                        help='synthetic episodes')
+    parser.add_argument('--max-epochs', type=number_argument(int, 1, True), default=None,
                         help='override max_epochs')
-    parser.add_argument('--seed', type=at_least(0), default=0)
-    parser.add_argument('--threads', type=at_least(1), default=1,
+    parser.add_argument('--seed', type=number_argument(int, 0, True), default=0)
+    parser.add_argument('--threads', type=number_argument(int, 1, True), default=1,
                         help='torch CPU threads (1 avoids oversubscription on shared cores)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

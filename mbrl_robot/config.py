@@ -21,6 +21,7 @@ nested mappings are ROS 2's dotted parameter names (``planner: {horizon: 25}`` i
 the validation raise ``ValueError`` naming the parameter).
 """
 
+import argparse
 import copy
 from typing import Any, Dict, List, Optional
 
@@ -33,10 +34,24 @@ from mbrl_robot.paths import config_path
 DEFAULT_PROFILE = 'lecture'
 
 
+def number_argument(kind, low, inclusive: bool):
+    """An argparse type: a ``kind`` number above ``low`` (or equal, when ``inclusive``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not {"an integer" if kind is int else "a number"}') from None
+        if not (value >= low if inclusive else value > low) or value != value:
+            raise argparse.ArgumentTypeError(
+                f'{text} must be {">=" if inclusive else ">"} {low}')
+        return value
+    return parse
+
+
 def profile_argument(name_or_path: str) -> str:
     """An argparse ``type`` for a ``--profile``: the name, once the file is found and valid;
     else one line (``argparse.ArgumentTypeError``) before any work starts."""
-    import argparse
     try:
         validate_profile(name_or_path)
     except (OSError, ValueError) as e:

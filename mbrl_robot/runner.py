@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from mbrl_robot.config import (_merge, check_node_names, load_param_file, node_params,
-                               write_param_file)
+                               number_argument, write_param_file)
 from mbrl_robot.core.algorithms.mpc_recipe import build_phases
 from mbrl_robot.core.schema import NODES, suggest, unflatten
 from mbrl_robot.nodes.spin import CANNOT_START, CANNOT_START_STATUS
@@ -340,17 +340,15 @@ class Graph:
     def start(self):
         os.makedirs(os.path.join(self.run_dir, 'logs'), exist_ok=True)
         for node in self.nodes:
-            if self.log_header is not None:
-                with open(self._log_path(node), 'a') as f:
-                    f.write(self.log_header + '\n')
-            self._spawn(node, 'w' if self.log_header is None else 'a')
+            self._spawn(node, 'w' if self.log_header is None else 'a', self.log_header)
 
-    def _log_path(self, node: str) -> str:
-        return os.path.join(self.run_dir, 'logs', f'{node.replace("/", ".")}.log')
-
-    def _spawn(self, node: str, mode: str = 'a'):
-        """Start one node's process (its log appended to after a restart); record its pid."""
-        log = open(self._log_path(node), mode)
+    def _spawn(self, node: str, mode: str = 'a', header: Optional[str] = None):
+        """Start one node's process (its log appended to after a restart, after ``header``
+        when given); record its pid."""
+        log = open(os.path.join(self.run_dir, 'logs', f'{node.replace("/", ".")}.log'), mode)
+        if header is not None:
+            log.write(header + '\n')
+            log.flush()
         module = node.rpartition('/')[2]
         rename = ['-r', f'__node:={self.names[module]}'] if module in self.names else []
         cmd = node_command(module, self.params_file, self.extra.get(node),
@@ -450,21 +448,6 @@ def waited_node(keys: Sequence[str]) -> str:
     return next((k for k in keys if k.rpartition('/')[2] != 'monitor'), keys[0])
 
 
-def _number(kind, low, inclusive: bool):
-    """An argparse type: a ``kind`` number above ``low`` (or equal, when ``inclusive``)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f'{text!r} is not {"an integer" if kind is int else "a number"}') from None
-        if not (value >= low if inclusive else value > low) or value != value:
-            raise argparse.ArgumentTypeError(
-                f'{text} must be {">=" if inclusive else ">"} {low}')
-        return value
-    return parse
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='mbrl_run', description='Run the MBRL pushing recipe on the PyBullet twin through '
@@ -478,9 +461,9 @@ def parse_args(argv=None):
                         help='continue a stopped run in --run-dir from its buffer and models')
     parser.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
                         help='override one parameter, e.g. recipe.iterations=2')
-    parser.add_argument('--timeout', type=_number(float, 0.0, False), default=None,
+    parser.add_argument('--timeout', type=number_argument(float, 0.0, False), default=None,
                         help='stop the run after this many seconds')
-    parser.add_argument('--restarts', type=_number(int, 0, True), default=3, metavar='N',
+    parser.add_argument('--restarts', type=number_argument(int, 0, True), default=3, metavar='N',
                         help='restart a node that exits (crash, kill) up to N times, each node '
                              'its own budget; 0 stops the run at the first exit (default 3)')
     parser.add_argument('--rename', action='append', default=[], metavar='NODE=NAME',

@@ -112,6 +112,8 @@ class ControllerNode(GuardedNode):
         lat = p['latency']
         self.realtime = not p['wait_for_fresh_state']
         self.compensate = bool(lat['compensation']) and self.realtime
+        # What a tick waits for between ticks (as 'waiting for ...' in the diagnostics).
+        self._idle_wait = 'the control timer' if self.realtime else 'a fresh state'
         self.sensed = StatePredictor(lat['actuation_delay_s'], lat['velocity_time_constant_s'],
                                      lat['puck_window_s'], lat['puck_speed_deadband_m_s'],
                                      puck_noise_m=lat['puck_noise_m'])
@@ -617,7 +619,7 @@ class ControllerNode(GuardedNode):
                 self.control.clock_restarted()
                 self._clock_restarted = False
             if not self._tick_due:
-                self._waiting_for = 'the control timer' if self.realtime else 'a fresh state'
+                self._waiting_for = self._idle_wait
                 return
             now = self.get_clock().now().nanoseconds * 1e-9
             state, stamp, row_stamp, plan_state_fn = self._state(now)
@@ -644,7 +646,7 @@ class ControllerNode(GuardedNode):
             self._tick(state, stamp, row_stamp, target, now, plan_state_fn)
         finally:
             self._last_tick_wall, self._tick_started = time.monotonic(), None
-        self._waiting_for = 'the control timer' if self.realtime else 'a fresh state'
+        self._waiting_for = self._idle_wait
 
     def _state(self, now: float):
         """The 17-D state of this tick's row, its stamp (s: the older of the joint and puck
